@@ -1,0 +1,1 @@
+"""Activities: every side effect of a signal's execution (database, broker, numpy)."""

@@ -1,0 +1,179 @@
+"""The activities of one signal's execution, as methods of a class built by the worker.
+
+They touch the database and blocking broker clients, so they are plain ``def`` methods run on
+the worker's thread pool. Each is safe to retry: snapshots and correlation only read, the risk
+reservation is idempotent per (signal, account), and orders are identified by their client
+order id, which the broker is asked about before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from orchestrator.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.correlation import correlate
+from orchestrator.db import repository
+from orchestrator.db.engine import Database
+from orchestrator.errors import BrokerUnavailable, InvalidOrderTransition
+from orchestrator.models import (
+    ActivityName,
+    BookSnapshot,
+    CancelOrderRequest,
+    CorrelationRequest,
+    CorrelationResult,
+    OrderOutcome,
+    PlaceOrderRequest,
+    ReserveRiskRequest,
+    ReserveRiskResult,
+    SnapshotRequest,
+)
+from orchestrator.orders import TERMINAL, OrderStatus
+
+BROKER_REJECTED = "BrokerRejected"
+BROKER_UNAVAILABLE = "BrokerUnavailable"
+LEDGER_INCONSISTENT = "LedgerInconsistent"
+NON_RETRYABLE_ORDER_ERRORS = [BROKER_REJECTED, LEDGER_INCONSISTENT]
+
+
+class ExecutionActivities:
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        *,
+        poll_interval_s: float = 0.2,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._db = db
+        self._broker = broker
+        self._poll_interval_s = poll_interval_s
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    @activity.defn(name=ActivityName.LOAD_SNAPSHOT)
+    def load_snapshot(self, request: SnapshotRequest) -> BookSnapshot:
+        with self._db.transaction() as session:
+            return repository.load_snapshot(session, request, self._clock())
+
+    @activity.defn(name=ActivityName.COMPUTE_CORRELATION)
+    def compute_correlation(self, request: CorrelationRequest) -> CorrelationResult:
+        with self._db.transaction() as session:
+            days, returns = repository.load_returns(
+                session, request.account_ids, request.lookback_days
+            )
+        return correlate(
+            request.account_ids,
+            days,
+            returns,
+            threshold=request.threshold,
+            min_observations=request.min_observations,
+            max_peers=request.max_peers,
+        )
+
+    @activity.defn(name=ActivityName.RESERVE_RISK)
+    def reserve_risk(self, request: ReserveRiskRequest) -> ReserveRiskResult:
+        with self._db.transaction() as session:
+            return repository.reserve_risk(session, request, self._clock())
+
+    @activity.defn(name=ActivityName.PLACE_AND_FOLLOW_ORDER)
+    def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
+        """Place the order (once, whatever the retries) and follow it to a terminal state.
+
+        Raises a non-retryable ``BrokerRejected`` error carrying the broker's text verbatim
+        when the broker refuses the order.
+        """
+        with self._db.transaction() as session:
+            repository.record_order_intent(session, request, self._clock())
+        try:
+            # Ask first: after a timeout or a crash the order may already be at the broker.
+            state = self._broker.status(request.client_order_id)
+            if state is None:
+                state = self._broker.submit(_ticket(request))
+            outcome = self._book(request.signal_id, request.account_id, state)
+            while state.status not in TERMINAL:
+                activity.heartbeat(str(outcome.filled_quantity))
+                activity.wait_for_cancelled_sync(self._poll_interval_s)
+                if activity.is_cancelled():
+                    cancelled = self._broker.cancel(request.client_order_id) or state
+                    self._book(request.signal_id, request.account_id, cancelled)
+                    raise CancelledError("order cancelled at the broker: leg cancelled")
+                current = self._broker.status(request.client_order_id)
+                if current is None:
+                    raise BrokerUnavailable(
+                        f"broker lost track of {request.client_order_id}; will ask again"
+                    )
+                state = current
+                outcome = self._book(request.signal_id, request.account_id, state)
+        except BrokerUnavailable as exc:
+            raise ApplicationError(str(exc), type=BROKER_UNAVAILABLE) from exc
+        except InvalidOrderTransition as exc:
+            raise ApplicationError(str(exc), type=LEDGER_INCONSISTENT, non_retryable=True) from exc
+        if outcome.status == OrderStatus.REJECTED.value:
+            text = outcome.reject_text or "rejected without a reason"
+            raise ApplicationError(text, text, type=BROKER_REJECTED, non_retryable=True)
+        return outcome
+
+    @activity.defn(name=ActivityName.CANCEL_ORDER)
+    def cancel_order(self, request: CancelOrderRequest) -> OrderOutcome | None:
+        """Cancel whatever the broker holds under the client order id and book the result.
+
+        ``None`` when the broker never had the order (nothing to cancel)."""
+        try:
+            state = self._broker.cancel(request.client_order_id)
+        except BrokerUnavailable as exc:
+            raise ApplicationError(str(exc), type=BROKER_UNAVAILABLE) from exc
+        if state is None:
+            with self._db.transaction() as session:
+                repository.settle_reservation(
+                    session, request.signal_id, request.account_id, Decimal(0), self._clock()
+                )
+            return None
+        return self._book(request.signal_id, request.account_id, state)
+
+    def _book(self, signal_id: str, account_id: str, state: BrokerOrder) -> OrderOutcome:
+        """Bring the ledger to the broker's state in one unit of work; a terminal state also
+        settles the leg's risk reservation in the same transaction."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            outcome = repository.apply_broker_report(
+                session,
+                state.client_order_id,
+                status=state.status,
+                broker_order_id=state.broker_order_id,
+                executions=[
+                    (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
+                ],
+                reject_text=state.reject_text,
+                now=now,
+            )
+            if state.status in TERMINAL:
+                repository.settle_reservation(
+                    session, signal_id, account_id, outcome.filled_quantity, now
+                )
+        return outcome
+
+    def all(self) -> list[Callable[..., object]]:
+        return [
+            self.load_snapshot,
+            self.compute_correlation,
+            self.reserve_risk,
+            self.place_and_follow_order,
+            self.cancel_order,
+        ]
+
+
+def _ticket(request: PlaceOrderRequest) -> OrderTicket:
+    return OrderTicket(
+        client_order_id=request.client_order_id,
+        account_id=request.account_id,
+        symbol=request.broker_symbol,
+        side=request.side,
+        order_type=request.order_type,
+        quantity=request.quantity,
+        limit_price=request.limit_price,
+        reference_price=request.reference_price,
+    )

@@ -1,0 +1,493 @@
+"""Reads and writes of the orchestrator's own records. Every function takes the session of a
+unit of work (``Database.transaction()``) and never commits on its own."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator.book import AccountRecord, AccountState, Book, PaperBehaviour
+from orchestrator.db.schema import (
+    AccountRow,
+    AccountStateRow,
+    DailyReturnRow,
+    FillRow,
+    OrderRow,
+    RiskReservationRow,
+    SignalRow,
+    SymbolSpecRow,
+    SystemControlRow,
+)
+from orchestrator.errors import DuplicateSignal
+from orchestrator.models import (
+    AccountLimits,
+    AccountSnapshot,
+    AccountStatus,
+    BookSnapshot,
+    DenialReason,
+    Mandate,
+    OrderOutcome,
+    PlaceOrderRequest,
+    ReserveRiskRequest,
+    ReserveRiskResult,
+    Signal,
+    SnapshotRequest,
+    SymbolSpec,
+    spec_key,
+)
+from orchestrator.orders import OrderStatus, transition
+
+RESERVED = "RESERVED"
+SETTLED = "SETTLED"
+
+
+# --------------------------------------------------------------------------------------------
+# Account book
+
+
+def save_book(session: Session, book: Book, now: datetime) -> None:
+    """Insert or replace every symbol spec, account, state and return of ``book``."""
+    for spec in book.symbols:
+        session.merge(SymbolSpecRow(**spec.model_dump()))
+    for record in book.accounts:
+        limits = record.limits
+        mandate = record.mandate
+        session.merge(
+            AccountRow(
+                account_id=record.id,
+                name=record.name or record.id,
+                broker=record.broker,
+                currency=record.currency,
+                status=record.status.value,
+                risk_per_trade=limits.risk_per_trade,
+                daily_loss_budget=limits.daily_loss_budget,
+                max_drawdown=limits.max_drawdown,
+                max_open_positions=limits.max_open_positions,
+                max_lots=limits.max_lots,
+                allowed_symbols=mandate.allowed_symbols,
+                trading_hours=(
+                    mandate.trading_hours.model_dump(mode="json") if mandate.trading_hours else None
+                ),
+                exclude_from_multi_account=mandate.exclude_from_multi_account,
+                symbol_map=dict(record.symbol_map),
+                paper=record.paper.model_dump(mode="json"),
+                updated_at=now,
+            )
+        )
+        session.flush()
+        state = record.state
+        existing = session.get(AccountStateRow, record.id)
+        values = {
+            "balance": state.balance,
+            "equity": state.equity,
+            "peak_equity": state.peak_equity,
+            "free_margin": state.free_margin,
+            "open_positions": state.open_positions,
+            "realized_loss_today": state.realized_loss_today,
+            "risk_committed_today": Decimal(0),
+            "as_of": state.as_of or now,
+        }
+        if existing is None:
+            session.add(AccountStateRow(account_id=record.id, **values))
+        else:
+            for key, value in values.items():
+                setattr(existing, key, value)
+    for ret in book.returns:
+        session.merge(DailyReturnRow(account_id=ret.account_id, day=ret.day, ret=ret.ret))
+    session.flush()
+
+
+def export_book(session: Session) -> Book:
+    """The stored book in its file format (returns omitted)."""
+    specs = [_spec(row) for row in session.scalars(select(SymbolSpecRow))]
+    accounts: list[AccountRecord] = []
+    rows = session.execute(
+        select(AccountRow, AccountStateRow)
+        .join(AccountStateRow, AccountStateRow.account_id == AccountRow.account_id)
+        .order_by(AccountRow.account_id)
+    )
+    for account, state in rows.tuples():
+        accounts.append(
+            AccountRecord(
+                id=account.account_id,
+                name=account.name,
+                broker=account.broker,
+                currency=account.currency,
+                status=AccountStatus(account.status),
+                limits=_limits(account),
+                mandate=_mandate(account),
+                symbol_map=account.symbol_map,
+                state=AccountState(
+                    balance=state.balance,
+                    equity=state.equity,
+                    peak_equity=state.peak_equity,
+                    free_margin=state.free_margin,
+                    open_positions=state.open_positions,
+                    realized_loss_today=state.realized_loss_today,
+                    as_of=state.as_of,
+                ),
+                paper=PaperBehaviour.model_validate(account.paper),
+            )
+        )
+    return Book(symbols=specs, accounts=accounts, returns=[])
+
+
+def account_rows(session: Session) -> list[tuple[AccountRow, AccountStateRow]]:
+    rows = session.execute(
+        select(AccountRow, AccountStateRow)
+        .join(AccountStateRow, AccountStateRow.account_id == AccountRow.account_id)
+        .order_by(AccountRow.account_id)
+    )
+    return list(rows.tuples())
+
+
+def symbol_known(session: Session, symbol: str) -> bool:
+    """Whether any broker lists ``symbol`` or any account maps it to one of its contracts."""
+    if session.scalar(select(func.count()).where(SymbolSpecRow.symbol == symbol)):
+        return True
+    return any(symbol in (row.symbol_map or {}) for row in session.scalars(select(AccountRow)))
+
+
+def _spec(row: SymbolSpecRow) -> SymbolSpec:
+    return SymbolSpec(
+        broker=row.broker,
+        symbol=row.symbol,
+        tick_size=row.tick_size,
+        tick_value=row.tick_value,
+        contract_size=row.contract_size,
+        min_lot=row.min_lot,
+        lot_step=row.lot_step,
+        max_lot=row.max_lot,
+        margin_per_lot=row.margin_per_lot,
+    )
+
+
+def _limits(row: AccountRow) -> AccountLimits:
+    return AccountLimits(
+        risk_per_trade=row.risk_per_trade,
+        daily_loss_budget=row.daily_loss_budget,
+        max_drawdown=row.max_drawdown,
+        max_open_positions=row.max_open_positions,
+        max_lots=row.max_lots,
+    )
+
+
+def _mandate(row: AccountRow) -> Mandate:
+    return Mandate.model_validate(
+        {
+            "allowed_symbols": row.allowed_symbols,
+            "trading_hours": row.trading_hours,
+            "exclude_from_multi_account": row.exclude_from_multi_account,
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshot and returns
+
+
+def load_snapshot(session: Session, request: SnapshotRequest, now: datetime) -> BookSnapshot:
+    query = (
+        select(AccountRow, AccountStateRow)
+        .join(AccountStateRow, AccountStateRow.account_id == AccountRow.account_id)
+        .order_by(AccountRow.account_id)
+    )
+    if request.account_ids is not None:
+        query = query.where(AccountRow.account_id.in_(request.account_ids))
+    accounts: list[AccountSnapshot] = []
+    wanted: set[tuple[str, str]] = set()
+    for account, state in session.execute(query).tuples():
+        broker_symbol = (account.symbol_map or {}).get(request.symbol, request.symbol)
+        if broker_symbol is not None:
+            wanted.add((account.broker, broker_symbol))
+        accounts.append(
+            AccountSnapshot(
+                account_id=account.account_id,
+                broker=account.broker,
+                currency=account.currency,
+                status=AccountStatus(account.status),
+                limits=_limits(account),
+                mandate=_mandate(account),
+                broker_symbol=broker_symbol,
+                balance=state.balance,
+                equity=state.equity,
+                peak_equity=state.peak_equity,
+                free_margin=state.free_margin,
+                open_positions=state.open_positions,
+                realized_loss_today=state.realized_loss_today,
+                risk_committed_today=state.risk_committed_today,
+                as_of=state.as_of,
+            )
+        )
+    specs: dict[str, SymbolSpec] = {}
+    if wanted:
+        symbols = {symbol for _, symbol in wanted}
+        for row in session.scalars(select(SymbolSpecRow).where(SymbolSpecRow.symbol.in_(symbols))):
+            if (row.broker, row.symbol) in wanted:
+                specs[spec_key(row.broker, row.symbol)] = _spec(row)
+    return BookSnapshot(
+        symbol=request.symbol,
+        taken_at=now,
+        accounts=accounts,
+        specs=specs,
+        halted=is_halted(session),
+    )
+
+
+def load_returns(
+    session: Session, account_ids: list[str], lookback_days: int
+) -> tuple[list[date], dict[str, dict[date, Decimal]]]:
+    """The most recent ``lookback_days`` days with any return, and each account's returns."""
+    days = list(
+        session.scalars(
+            select(DailyReturnRow.day)
+            .where(DailyReturnRow.account_id.in_(account_ids))
+            .distinct()
+            .order_by(DailyReturnRow.day.desc())
+            .limit(lookback_days)
+        )
+    )
+    days.sort()
+    returns: dict[str, dict[date, Decimal]] = defaultdict(dict)
+    if days:
+        rows = session.scalars(
+            select(DailyReturnRow).where(
+                DailyReturnRow.account_id.in_(account_ids), DailyReturnRow.day >= days[0]
+            )
+        )
+        for row in rows:
+            returns[row.account_id][row.day] = row.ret
+    return days, returns
+
+
+# --------------------------------------------------------------------------------------------
+# Controls
+
+
+def is_halted(session: Session) -> bool:
+    row = session.get(SystemControlRow, 1)
+    return bool(row and row.halted)
+
+
+def halt_reason(session: Session) -> str | None:
+    row = session.get(SystemControlRow, 1)
+    return row.reason if row and row.halted else None
+
+
+# --------------------------------------------------------------------------------------------
+# Signals
+
+
+def record_signal(session: Session, signal: Signal, workflow_id: str, now: datetime) -> None:
+    """Insert the signal; :class:`DuplicateSignal` if its id was ever submitted before."""
+    session.add(
+        SignalRow(
+            signal_id=signal.signal_id,
+            symbol=signal.symbol,
+            side=signal.side.value,
+            payload=signal.model_dump(mode="json"),
+            workflow_id=workflow_id,
+            submitted_at=now,
+        )
+    )
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise DuplicateSignal(signal.signal_id) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Risk reservation
+
+
+def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -> ReserveRiskResult:
+    """Atomically re-check the account and the kill switch, then reserve the leg's risk.
+
+    Idempotent per (signal, account): a retry after a crash finds its own reservation and
+    succeeds again without reserving twice. The account's state row is locked (``SELECT … FOR
+    UPDATE`` on PostgreSQL; SQLite's write lock is taken by ``BEGIN IMMEDIATE``) and versioned,
+    so two signals racing for the last of an account's capacity cannot both win.
+    """
+    existing = session.scalar(
+        select(RiskReservationRow).where(
+            RiskReservationRow.signal_id == request.signal_id,
+            RiskReservationRow.account_id == request.account_id,
+        )
+    )
+    if existing is not None:
+        return ReserveRiskResult(reserved=True, detail="already reserved")
+
+    def deny(reason: DenialReason, detail: str) -> ReserveRiskResult:
+        return ReserveRiskResult(reserved=False, denial=reason, detail=detail)
+
+    if is_halted(session):
+        return deny(DenialReason.HALTED, f"trading halted: {halt_reason(session)}")
+    account = session.get(AccountRow, request.account_id)
+    state = session.get(AccountStateRow, request.account_id, with_for_update=True)
+    if account is None or state is None:
+        return deny(DenialReason.ACCOUNT_DISABLED, "account no longer in the book")
+    if account.status == AccountStatus.PAUSED.value:
+        return deny(DenialReason.PAUSED, "account was paused before its order was placed")
+    if account.status != AccountStatus.ACTIVE.value:
+        return deny(DenialReason.ACCOUNT_DISABLED, f"account is {account.status}")
+    if state.open_positions >= account.max_open_positions:
+        return deny(
+            DenialReason.MAX_POSITIONS,
+            f"{state.open_positions} open positions, limit {account.max_open_positions}",
+        )
+    remaining = account.daily_loss_budget - state.realized_loss_today - state.risk_committed_today
+    if request.risk_amount > remaining:
+        return deny(
+            DenialReason.RISK_BUDGET_EXHAUSTED,
+            f"leg risks {request.risk_amount}, {max(remaining, Decimal(0))} left of today's budget",
+        )
+    if request.margin > state.free_margin:
+        return deny(
+            DenialReason.INSUFFICIENT_MARGIN,
+            f"leg needs {request.margin} margin, {state.free_margin} free",
+        )
+    if state.peak_equity > 0 and (state.peak_equity - state.equity) / state.peak_equity >= (
+        account.max_drawdown
+    ):
+        return deny(DenialReason.DRAWDOWN_LIMIT, "drawdown limit reached since planning")
+
+    state.open_positions += 1
+    state.risk_committed_today += request.risk_amount
+    state.free_margin -= request.margin
+    session.add(
+        RiskReservationRow(
+            signal_id=request.signal_id,
+            account_id=request.account_id,
+            client_order_id=request.client_order_id,
+            quantity=request.quantity,
+            risk_amount=request.risk_amount,
+            margin=request.margin,
+            status=RESERVED,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return ReserveRiskResult(reserved=True)
+
+
+def settle_reservation(
+    session: Session, signal_id: str, account_id: str, filled: Decimal, now: datetime
+) -> None:
+    """Book an order's outcome against its reservation: keep the filled share of risk and
+    margin, give back the rest. Settling twice changes nothing."""
+    reservation = session.scalar(
+        select(RiskReservationRow)
+        .where(
+            RiskReservationRow.signal_id == signal_id,
+            RiskReservationRow.account_id == account_id,
+        )
+        .with_for_update()
+    )
+    if reservation is None or reservation.status == SETTLED:
+        return
+    state = session.get(AccountStateRow, account_id, with_for_update=True)
+    if state is None:
+        return
+    unfilled = max(reservation.quantity - filled, Decimal(0)) / reservation.quantity
+    state.risk_committed_today -= reservation.risk_amount * unfilled
+    state.free_margin += reservation.margin * unfilled
+    if filled <= 0:
+        state.open_positions = max(0, state.open_positions - 1)
+    reservation.status = SETTLED
+    reservation.settled_at = now
+
+
+# --------------------------------------------------------------------------------------------
+# Order ledger
+
+
+def record_order_intent(session: Session, request: PlaceOrderRequest, now: datetime) -> OrderRow:
+    """Write-ahead: the order exists in our ledger before the broker is asked. Idempotent."""
+    row = session.get(OrderRow, request.client_order_id)
+    if row is not None:
+        return row
+    row = OrderRow(
+        client_order_id=request.client_order_id,
+        signal_id=request.signal_id,
+        account_id=request.account_id,
+        business_sequence=request.business_sequence,
+        broker=request.broker,
+        broker_symbol=request.broker_symbol,
+        side=request.side.value,
+        order_type=request.order_type.value,
+        quantity=request.quantity,
+        limit_price=request.limit_price,
+        status=OrderStatus.PENDING_SUBMIT.value,
+        filled_quantity=Decimal(0),
+        average_price=None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def apply_broker_report(
+    session: Session,
+    client_order_id: str,
+    *,
+    status: OrderStatus,
+    broker_order_id: str | None,
+    executions: list[tuple[str, Decimal, Decimal, datetime]],
+    reject_text: str | None,
+    now: datetime,
+) -> OrderOutcome:
+    """Bring our ledger to the broker's state. Executions are deduplicated on their id, so a
+    repeated or replayed report changes nothing; an illegal transition raises."""
+    row = session.get(OrderRow, client_order_id, with_for_update=True)
+    if row is None:
+        raise LookupError(f"order {client_order_id} is not in the ledger")
+    row.status = transition(OrderStatus(row.status), status).value
+    known = set(
+        session.scalars(
+            select(FillRow.execution_id).where(FillRow.client_order_id == row.client_order_id)
+        )
+    )
+    for execution_id, quantity, price, at in executions:
+        if execution_id in known:
+            continue
+        session.add(
+            FillRow(
+                execution_id=execution_id,
+                client_order_id=client_order_id,
+                quantity=quantity,
+                price=price,
+                filled_at=at,
+            )
+        )
+        known.add(execution_id)
+    session.flush()
+    fills = list(session.scalars(select(FillRow).where(FillRow.client_order_id == client_order_id)))
+    filled = sum((f.quantity for f in fills), Decimal(0))
+    row.filled_quantity = filled
+    row.average_price = (
+        (sum((f.quantity * f.price for f in fills), Decimal(0)) / filled) if filled > 0 else None
+    )
+    row.broker_order_id = broker_order_id or row.broker_order_id
+    if reject_text is not None:
+        row.reject_text = reject_text
+    row.updated_at = now
+    return outcome_of(row)
+
+
+def outcome_of(row: OrderRow) -> OrderOutcome:
+    return OrderOutcome(
+        client_order_id=row.client_order_id,
+        broker_order_id=row.broker_order_id,
+        status=row.status,
+        quantity=row.quantity,
+        filled_quantity=row.filled_quantity,
+        average_price=row.average_price,
+        reject_text=row.reject_text,
+    )

@@ -1,0 +1,253 @@
+"""Tables of the orchestrator's database (SQLAlchemy 2.0), identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact decimals: ``NUMERIC(28, 10)`` on PostgreSQL, text on SQLite (which has no decimal
+    type and would otherwise round-trip through float)."""
+
+    impl = Numeric(28, 10)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(48))
+        return dialect.type_descriptor(Numeric(28, 10, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"Money columns take Decimal, got {type(value).__name__}")
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(value).normalize() + 0 if dialect.name == "sqlite" else Decimal(value)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on both dialects (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    broker: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    risk_per_trade: Mapped[Decimal] = mapped_column(Money)
+    daily_loss_budget: Mapped[Decimal] = mapped_column(Money)
+    max_drawdown: Mapped[Decimal] = mapped_column(Money)
+    max_open_positions: Mapped[int] = mapped_column(Integer)
+    max_lots: Mapped[Decimal] = mapped_column(Money)
+    allowed_symbols: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    trading_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    exclude_from_multi_account: Mapped[bool] = mapped_column(Boolean, default=False)
+    symbol_map: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    paper: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Paper broker behaviour for this account (fill / partial / reject, latency, slippage)."""
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AccountStateRow(Base):
+    __tablename__ = "account_state"
+
+    account_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("accounts.account_id"), primary_key=True
+    )
+    balance: Mapped[Decimal] = mapped_column(Money)
+    equity: Mapped[Decimal] = mapped_column(Money)
+    peak_equity: Mapped[Decimal] = mapped_column(Money)
+    free_margin: Mapped[Decimal] = mapped_column(Money)
+    open_positions: Mapped[int] = mapped_column(Integer)
+    realized_loss_today: Mapped[Decimal] = mapped_column(Money)
+    risk_committed_today: Mapped[Decimal] = mapped_column(Money)
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class SymbolSpecRow(Base):
+    __tablename__ = "symbol_specs"
+
+    broker: Mapped[str] = mapped_column(String(64), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tick_size: Mapped[Decimal] = mapped_column(Money)
+    tick_value: Mapped[Decimal] = mapped_column(Money)
+    contract_size: Mapped[Decimal] = mapped_column(Money)
+    min_lot: Mapped[Decimal] = mapped_column(Money)
+    lot_step: Mapped[Decimal] = mapped_column(Money)
+    max_lot: Mapped[Decimal] = mapped_column(Money)
+    margin_per_lot: Mapped[Decimal] = mapped_column(Money)
+
+
+class DailyReturnRow(Base):
+    __tablename__ = "daily_returns"
+
+    account_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("accounts.account_id"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    ret: Mapped[Decimal] = mapped_column(Money)
+    """Daily return as a fraction of start-of-day equity."""
+
+
+class SignalRow(Base):
+    __tablename__ = "signals"
+
+    signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    workflow_id: Mapped[str] = mapped_column(String(100))
+    submitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RiskReservationRow(Base):
+    __tablename__ = "risk_reservations"
+    __table_args__ = (UniqueConstraint("signal_id", "account_id", name="uq_reservation_leg"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    signal_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.account_id"))
+    client_order_id: Mapped[str] = mapped_column(String(160))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    risk_amount: Mapped[Decimal] = mapped_column(Money)
+    margin: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(16))
+    """RESERVED while the order works; SETTLED once its outcome is booked."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("signal_id", "account_id", "business_sequence", name="uq_order_leg_seq"),
+    )
+
+    client_order_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    signal_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.account_id"))
+    business_sequence: Mapped[int] = mapped_column(Integer)
+    broker: Mapped[str] = mapped_column(String(64))
+    broker_symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    order_type: Mapped[str] = mapped_column(String(8))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    limit_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    filled_quantity: Mapped[Decimal] = mapped_column(Money)
+    average_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    broker_order_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reject_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FillRow(Base):
+    __tablename__ = "fills"
+
+    execution_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(
+        String(160), ForeignKey("orders.client_order_id"), index=True
+    )
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal] = mapped_column(Money)
+    filled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SystemControlRow(Base):
+    """One row (id 1): the system-wide kill switch."""
+
+    __tablename__ = "system_controls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    halted: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    operator: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# The paper broker's own book. It stands in for a broker's server: the orchestrator reaches it
+# only through the Broker interface, never by reading these tables.
+
+
+class PaperOrderRow(Base):
+    __tablename__ = "paper_orders"
+
+    client_order_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    broker_order_id: Mapped[str] = mapped_column(String(100), unique=True)
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    order_type: Mapped[str] = mapped_column(String(8))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    limit_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    reference_price: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(20))
+    filled_quantity: Mapped[Decimal] = mapped_column(Money)
+    average_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    reject_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    schedule: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    """Executions still to come: ``[{"due_ms": "...", "quantity": "...", "price": "..."}]``."""
+    final_status: Mapped[str] = mapped_column(String(20))
+    """Status the order takes once its schedule is exhausted."""
+    submitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PaperExecutionRow(Base):
+    __tablename__ = "paper_executions"
+
+    execution_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(
+        String(160), ForeignKey("paper_orders.client_order_id"), index=True
+    )
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal] = mapped_column(Money)
+    executed_at: Mapped[datetime] = mapped_column(UtcDateTime)

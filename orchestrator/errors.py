@@ -1,0 +1,54 @@
+"""One exception hierarchy for the orchestrator, with structured fields."""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ValidationFailed(OrchestratorError):
+    """Input was refused; nothing was started or written.
+
+    Attributes:
+        source: Where the input came from (a file name, ``signal``, ``flags``).
+        problems: One ``(location, message)`` pair per problem, location like ``accounts[3].id``.
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {loc}: {msg}" if loc else f"  {msg}" for loc, msg in problems)
+        super().__init__(f"{source}: invalid input\n{lines}")
+
+
+class InvalidOrderTransition(OrchestratorError):
+    def __init__(self, current: str, target: str) -> None:
+        self.current = current
+        self.target = target
+        super().__init__(f"order cannot move from {current} to {target}")
+
+
+class BrokerRejected(OrchestratorError):
+    """The broker refused the order; ``text`` is the broker's own words, verbatim."""
+
+    def __init__(self, client_order_id: str, text: str) -> None:
+        self.client_order_id = client_order_id
+        self.text = text
+        super().__init__(f"{client_order_id} rejected by broker: {text}")
+
+
+class BrokerUnavailable(OrchestratorError):
+    """A transient broker fault (timeout, disconnect, busy): retry with the same order id."""
+
+
+class DuplicateSignal(OrchestratorError):
+    def __init__(self, signal_id: str) -> None:
+        self.signal_id = signal_id
+        super().__init__(f"signal {signal_id!r} was already submitted; nothing new started")
+
+
+class SystemHalted(OrchestratorError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"HALTED: trading is halted ({reason}); nothing started")

@@ -1,0 +1,540 @@
+"""Domain values and the payloads that cross workflow and activity boundaries.
+
+Every model here is pure (no I/O) and safe to import from workflow code. Money, prices and
+quantities are ``Decimal`` end to end; delays are whole milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.#-]{0,31}$"
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+"""Signal and account ids: 1–64 of letters, digits, ``_ . -``; first a letter or digit."""
+SymbolName = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
+PositiveDecimal = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[Decimal, Field(gt=0, le=1, allow_inf_nan=False)]
+
+
+class Model(BaseModel):
+    """Base for every payload: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        """+1 for a buy, -1 for a sell: multiplies a price move into P&L direction."""
+        return 1 if self is Side.BUY else -1
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    DISABLED = "DISABLED"
+
+
+class DenialReason(StrEnum):
+    """Our own pre-trade refusals. Never used for a broker's rejection."""
+
+    PAUSED = "PAUSED"
+    ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
+    HALTED = "HALTED"
+    STALE_ACCOUNT_DATA = "STALE_ACCOUNT_DATA"
+    MANDATE_FORBIDS = "MANDATE_FORBIDS"
+    SYMBOL_NOT_TRADABLE = "SYMBOL_NOT_TRADABLE"
+    MAX_POSITIONS = "MAX_POSITIONS"
+    DRAWDOWN_LIMIT = "DRAWDOWN_LIMIT"
+    RISK_BUDGET_EXHAUSTED = "RISK_BUDGET_EXHAUSTED"
+    INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
+    SIZE_BELOW_MIN_LOT = "SIZE_BELOW_MIN_LOT"
+    NOT_SELECTED = "NOT_SELECTED"
+
+
+# --------------------------------------------------------------------------------------------
+# Signal
+
+
+class Signal(Model):
+    """One trade idea, to be executed across the eligible accounts of the book."""
+
+    signal_id: Identifier
+    symbol: SymbolName
+    """Canonical symbol (e.g. ``EURUSD``); each account maps it to its broker's name."""
+    side: Side
+    entry: PositiveDecimal
+    """Reference price: the limit price of LIMIT orders and the slippage benchmark."""
+    stop: PositiveDecimal
+    """Protective stop; its distance from ``entry`` defines the risk per lot."""
+    take_profit: PositiveDecimal | None = None
+    order_type: OrderType = OrderType.MARKET
+    account_ids: list[Identifier] | None = Field(default=None, min_length=1)
+    """Restrict the signal to these accounts; ``None`` means the whole book."""
+    note: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _stop_and_target_on_the_right_side(self) -> Signal:
+        if self.side is Side.BUY:
+            if self.stop >= self.entry:
+                raise ValueError("stop must be below entry for a BUY")
+            if self.take_profit is not None and self.take_profit <= self.entry:
+                raise ValueError("take_profit must be above entry for a BUY")
+        else:
+            if self.stop <= self.entry:
+                raise ValueError("stop must be above entry for a SELL")
+            if self.take_profit is not None and self.take_profit >= self.entry:
+                raise ValueError("take_profit must be below entry for a SELL")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Account book
+
+
+class SymbolSpec(Model):
+    """A broker's contract specification for one of its symbols."""
+
+    broker: Identifier
+    symbol: SymbolName
+    """The broker's own name for the symbol (``EURUSD.pro``)."""
+    tick_size: PositiveDecimal
+    tick_value: PositiveDecimal
+    """Account-currency value of one tick for one lot."""
+    contract_size: PositiveDecimal
+    min_lot: PositiveDecimal
+    lot_step: PositiveDecimal
+    max_lot: PositiveDecimal
+    margin_per_lot: NonNegativeDecimal
+    """Account-currency margin one lot ties up."""
+
+    @property
+    def key(self) -> str:
+        return spec_key(self.broker, self.symbol)
+
+    @model_validator(mode="after")
+    def _lots_consistent(self) -> SymbolSpec:
+        if self.min_lot > self.max_lot:
+            raise ValueError("min_lot must not exceed max_lot")
+        if (self.min_lot % self.lot_step) != 0:
+            raise ValueError("min_lot must be a multiple of lot_step")
+        return self
+
+
+def spec_key(broker: str, symbol: str) -> str:
+    return f"{broker}:{symbol}"
+
+
+class TradingHours(Model):
+    """A daily UTC window; ``start > end`` spans midnight. Start inclusive, end exclusive."""
+
+    start: time
+    end: time
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] | None = None
+    """Allowed weekdays, Monday = 0; ``None`` means every day."""
+
+    def contains(self, moment: datetime) -> bool:
+        if self.weekdays is not None and moment.weekday() not in self.weekdays:
+            return False
+        t = moment.time().replace(tzinfo=None)
+        if self.start <= self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+
+class Mandate(Model):
+    """Rules the account's owner imposes; the orchestrator enforces them and records denials."""
+
+    allowed_symbols: list[SymbolName] | None = None
+    """Canonical symbols this account may trade; ``None`` means any the broker offers."""
+    trading_hours: TradingHours | None = None
+    exclude_from_multi_account: bool = False
+    """The account must not take part in a signal executed on more than one account."""
+
+
+class AccountLimits(Model):
+    risk_per_trade: Fraction
+    """Fraction of equity risked by one signal (0.01 = 1 %)."""
+    daily_loss_budget: NonNegativeDecimal
+    """Account-currency loss the account may risk in one day, realized plus committed."""
+    max_drawdown: Fraction
+    """Largest tolerated fall from peak equity, as a fraction (0.10 = 10 %)."""
+    max_open_positions: Annotated[int, Field(ge=0)]
+    max_lots: PositiveDecimal
+    """Largest order this account may send, in lots."""
+
+
+class AccountSnapshot(Model):
+    """What planning needs to know about one account, as of ``as_of``."""
+
+    account_id: Identifier
+    broker: Identifier
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    status: AccountStatus
+    limits: AccountLimits
+    mandate: Mandate
+    broker_symbol: SymbolName | None
+    """The signal's symbol in this broker's naming, or ``None`` if the account has no mapping."""
+    balance: Decimal
+    equity: Decimal
+    peak_equity: Decimal
+    free_margin: Decimal
+    open_positions: Annotated[int, Field(ge=0)]
+    realized_loss_today: NonNegativeDecimal
+    risk_committed_today: NonNegativeDecimal
+    """Risk already reserved today by other signals' orders."""
+    as_of: datetime
+
+
+class BookSnapshot(Model):
+    """The snapshot activity's result: every candidate account and the specs they need."""
+
+    symbol: SymbolName
+    taken_at: datetime
+    accounts: list[AccountSnapshot]
+    specs: dict[str, SymbolSpec]
+    """Keyed by :func:`spec_key` of broker and broker symbol."""
+    halted: bool = False
+    """The system-wide kill switch was on when the snapshot was taken."""
+
+
+# --------------------------------------------------------------------------------------------
+# Correlation
+
+
+class CorrelationRequest(Model):
+    account_ids: list[Identifier]
+    lookback_days: Annotated[int, Field(ge=2)]
+    threshold: Fraction
+    min_observations: Annotated[int, Field(ge=2)]
+    max_peers: Annotated[int, Field(ge=0)] = 10
+
+
+class AccountCorrelation(Model):
+    account_id: Identifier
+    group: str | None
+    """Id of the connected group of accounts correlated above the threshold; ``None`` alone."""
+    max_correlation: Decimal | None
+    peers: list[Identifier]
+    """Accounts above the threshold, strongest first, capped at ``max_peers``."""
+    observations: int
+    insufficient_history: bool
+
+
+class CorrelationResult(Model):
+    threshold: Decimal
+    accounts: list[AccountCorrelation]
+
+    def by_account(self) -> dict[str, AccountCorrelation]:
+        return {a.account_id: a for a in self.accounts}
+
+
+# --------------------------------------------------------------------------------------------
+# Plan
+
+
+class PlanSettings(Model):
+    """Every knob planning reads. Recorded in the workflow input, so replay sees the same."""
+
+    plan_version: Annotated[int, Field(ge=1)] = 1
+    delay_min_ms: Annotated[int, Field(ge=0)] = 1_000
+    delay_max_ms: Annotated[int, Field(ge=0)] = 30_000
+    size_variance: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.10")
+    """Bound of the symmetric size variance: 0.10 draws a factor in [0.90, 1.10]."""
+    correlation_threshold: Fraction = Decimal("0.7")
+    correlated_min_gap_ms: Annotated[int, Field(ge=0)] = 5_000
+    correlation_lookback_days: Annotated[int, Field(ge=2)] = 60
+    correlation_min_observations: Annotated[int, Field(ge=2)] = 20
+    max_account_data_age_s: Annotated[int, Field(ge=1)] = 900
+    max_legs: Annotated[int, Field(ge=1)] | None = None
+    """Cap on legs per signal; further eligible accounts become the reroute reserve."""
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
+    """Legs per batch child workflow once a signal has more legs than this."""
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> PlanSettings:
+        if self.delay_min_ms > self.delay_max_ms:
+            raise ValueError("delay_min_ms must not exceed delay_max_ms")
+        return self
+
+
+class SizeRationale(Model):
+    """Every factor that shaped one leg's size, in the order they were applied."""
+
+    equity: Decimal
+    risk_per_trade: Decimal
+    risk_amount: Decimal
+    """equity × risk_per_trade, account currency."""
+    per_lot_risk: Decimal
+    """|entry − stop| / tick_size × tick_value, account currency per lot."""
+    base_lots: Decimal
+    drawdown: Decimal
+    drawdown_factor: Decimal
+    correlated_accounts: int
+    """Accounts of this account's correlated group that trade this signal (itself included)."""
+    correlation_factor: Decimal
+    variance_factor: Decimal
+    target_lots: Decimal
+    budget_cap_lots: Decimal
+    margin_cap_lots: Decimal
+    max_lots: Decimal
+    capped_lots: Decimal
+    binding: str
+    """Which of target / budget / margin / max_lots decided the size before rounding."""
+    final_lots: Decimal
+
+
+class DelayRationale(Model):
+    delay_ms: int
+    group: str | None
+    group_size: int
+    effective_gap_ms: int
+    """The gap kept from the previous account of the same group (0 when alone)."""
+
+
+class PlannedLeg(Model):
+    sequence: int
+    """Position in execution order, from 1."""
+    account_id: Identifier
+    broker: Identifier
+    broker_symbol: SymbolName
+    quantity: PositiveDecimal
+    """Lots, a multiple of the lot step within [min lot, max lot]."""
+    client_order_id: str
+    delay_ms: int
+    tick_size: PositiveDecimal
+    """The contract's tick, to express slippage in ticks."""
+    risk_amount: Decimal
+    """Risk the order commits if stopped out: quantity × per-lot risk."""
+    margin: Decimal
+    size: SizeRationale
+    delay: DelayRationale
+
+
+class Denial(Model):
+    account_id: Identifier
+    reason: DenialReason
+    detail: str
+
+
+class Plan(Model):
+    signal_id: Identifier
+    plan_version: int
+    seed: int
+    planned_at: datetime
+    legs: list[PlannedLeg]
+    denials: list[Denial]
+    reserve: list[Identifier]
+    """Accounts eligible at planning time but not given a leg, in order: reroute candidates."""
+
+
+# --------------------------------------------------------------------------------------------
+# Execution
+
+
+class LegStatus(StrEnum):
+    WAITING = "WAITING"
+    RESERVING = "RESERVING"
+    WORKING = "WORKING"
+    FILLED = "FILLED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    REJECTED = "REJECTED"
+    DENIED = "DENIED"
+    SKIPPED_PAUSED = "SKIPPED_PAUSED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+TERMINAL_LEG_STATUSES = frozenset(
+    {
+        LegStatus.FILLED,
+        LegStatus.PARTIALLY_FILLED,
+        LegStatus.REJECTED,
+        LegStatus.DENIED,
+        LegStatus.SKIPPED_PAUSED,
+        LegStatus.CANCELLED,
+        LegStatus.FAILED,
+    }
+)
+
+
+class ReserveRiskRequest(Model):
+    signal_id: Identifier
+    account_id: Identifier
+    client_order_id: str
+    quantity: PositiveDecimal
+    risk_amount: NonNegativeDecimal
+    margin: NonNegativeDecimal
+
+
+class ReserveRiskResult(Model):
+    reserved: bool
+    denial: DenialReason | None = None
+    detail: str = ""
+
+
+class PlaceOrderRequest(Model):
+    signal_id: Identifier
+    account_id: Identifier
+    client_order_id: str
+    business_sequence: Annotated[int, Field(ge=1)]
+    """1 for a leg's first order; completions and reroutes take the next numbers."""
+    broker: Identifier
+    broker_symbol: SymbolName
+    side: Side
+    order_type: OrderType
+    quantity: PositiveDecimal
+    limit_price: PositiveDecimal | None
+    reference_price: PositiveDecimal
+
+    @field_validator("client_order_id")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        if not 1 <= len(value) <= 160:
+            raise ValueError("client_order_id must be 1–160 characters")
+        return value
+
+
+class OrderOutcome(Model):
+    """Where an order ended: the broker's terminal state as recorded in our ledger."""
+
+    client_order_id: str
+    broker_order_id: str | None
+    status: str
+    """An :class:`orchestrator.orders.OrderStatus` value."""
+    quantity: Decimal
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    reject_text: str | None = None
+    """The broker's rejection text, verbatim."""
+
+
+class AccountReport(Model):
+    """One account's line of the execution report."""
+
+    account_id: Identifier
+    status: LegStatus
+    requested: Decimal
+    filled: Decimal
+    average_price: Decimal | None = None
+    slippage: Decimal | None = None
+    """Adverse price difference to the signal's entry (positive = worse), in price units."""
+    slippage_ticks: Decimal | None = None
+    delay_ms: int | None = None
+    latency_ms: int | None = None
+    """From the start of the signal's workflow to the order's terminal state."""
+    client_order_id: str | None = None
+    denial: DenialReason | None = None
+    reason: str | None = None
+    """Denial detail, or the broker's rejection text verbatim."""
+    size: SizeRationale | None = None
+    delay: DelayRationale | None = None
+
+
+class ExecutionReport(Model):
+    signal_id: Identifier
+    symbol: SymbolName
+    side: Side
+    reference_price: Decimal
+    plan_version: int
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    accounts: list[AccountReport]
+    requested_total: Decimal
+    filled_total: Decimal
+
+
+class SnapshotRequest(Model):
+    signal_id: Identifier
+    symbol: SymbolName
+    account_ids: list[Identifier] | None = None
+    """Limit the snapshot to these accounts; ``None`` takes every account in the book."""
+
+
+class ExecutionSettings(Model):
+    """Timeouts and retry bounds of the broker activities, recorded in the workflow input."""
+
+    order_start_to_close_s: Annotated[int, Field(ge=1)] = 120
+    order_schedule_to_close_s: Annotated[int, Field(ge=1)] = 600
+    """Give up on placing an order after this long across retries; the leg then ends FAILED
+    and any order the broker holds for it is cancelled."""
+    order_heartbeat_s: Annotated[int, Field(ge=1)] = 30
+    poll_interval_ms: Annotated[int, Field(ge=1)] = 200
+
+
+class ActivityName(StrEnum):
+    """Activity names shared by workflows (which must not import the activity modules) and
+    the worker."""
+
+    LOAD_SNAPSHOT = "load_snapshot"
+    COMPUTE_CORRELATION = "compute_correlation"
+    RESERVE_RISK = "reserve_risk"
+    PLACE_AND_FOLLOW_ORDER = "place_and_follow_order"
+    CANCEL_ORDER = "cancel_order"
+
+
+class CancelOrderRequest(Model):
+    signal_id: Identifier
+    account_id: Identifier
+    client_order_id: str
+    reason: str
+
+
+class SignalWorkflowInput(Model):
+    signal: Signal
+    settings: PlanSettings
+    execution: ExecutionSettings = ExecutionSettings()
+
+
+class LegBatchInput(Model):
+    signal: Signal
+    plan_version: int
+    execution: ExecutionSettings
+    legs: list[PlannedLeg]
+    started_at: datetime
+
+
+class LegBatchResult(Model):
+    accounts: list[AccountReport]
+
+
+class LegProgress(Model):
+    """One leg as the live status query shows it."""
+
+    account_id: Identifier
+    status: LegStatus
+    quantity: Decimal
+    delay_ms: int
+    due_at: datetime
+    """When the leg's timer fires (workflow time)."""
+    client_order_id: str
+    filled: Decimal = Decimal(0)
+    reason: str | None = None
+
+
+class SignalProgress(Model):
+    signal_id: Identifier
+    phase: str
+    """PLANNING, EXECUTING or COMPLETED."""
+    started_at: datetime
+    legs: list[LegProgress]
+    denied: int
+    batches: int = 0
+    """Batch child workflows running legs of this signal (their legs are not listed here)."""

@@ -1,0 +1,81 @@
+"""Submitting a signal: the one path the CLI (and later the webhook) goes through."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from orchestrator import search_attributes
+from orchestrator.db import repository
+from orchestrator.db.engine import Database
+from orchestrator.errors import DuplicateSignal, SystemHalted, ValidationFailed
+from orchestrator.models import ExecutionReport, ExecutionSettings, Signal, SignalWorkflowInput
+from orchestrator.settings import Settings
+from workflows.signal import SignalExecutionWorkflow, workflow_id_for
+
+
+def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> Signal:
+    """Validate a signal from JSON text or a mapping; :class:`ValidationFailed` names fields."""
+    try:
+        if isinstance(raw, dict):
+            return Signal.model_validate(raw)
+        return Signal.model_validate_json(raw)
+    except ValidationError as exc:
+        problems: list[tuple[str, str]] = []
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "json_invalid":
+                location = ""
+            problems.append((location, error["msg"].removeprefix("Value error, ")))
+        raise ValidationFailed(source, problems) from exc
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(source, [("", f"malformed JSON: {exc}")]) from exc
+
+
+def execution_settings(settings: Settings) -> ExecutionSettings:
+    return ExecutionSettings(
+        order_start_to_close_s=settings.order_timeout_s,
+        poll_interval_ms=int(settings.order_poll_interval_s * 1000),
+    )
+
+
+async def submit_signal(
+    client: Client, db: Database, settings: Settings, signal: Signal
+) -> WorkflowHandle[SignalExecutionWorkflow, ExecutionReport]:
+    """Start ``signal-{id}``, or refuse with a clear error having started and written nothing.
+
+    Two guards against a duplicate: the database's unique signal id (lasts forever) and the
+    REJECT_DUPLICATE id reuse policy (covers signals started by other means while the server
+    keeps the closed run). The row is committed only once the workflow has started.
+    """
+    workflow_id = workflow_id_for(signal.signal_id)
+    with db.transaction() as session:
+        if repository.is_halted(session):
+            raise SystemHalted(repository.halt_reason(session) or "no reason recorded")
+        if not repository.symbol_known(session, signal.symbol):
+            raise ValidationFailed(
+                "signal", [("symbol", f"unknown symbol {signal.symbol!r}: no account can trade it")]
+            )
+        repository.record_signal(session, signal, workflow_id, datetime.now(UTC))
+        try:
+            return await client.start_workflow(
+                SignalExecutionWorkflow.run,
+                SignalWorkflowInput(
+                    signal=signal,
+                    settings=settings.plan_settings(),
+                    execution=execution_settings(settings),
+                ),
+                id=workflow_id,
+                task_queue=settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=search_attributes.for_signal(signal, "SUBMITTED"),
+            )
+        except WorkflowAlreadyStartedError as exc:
+            raise DuplicateSignal(signal.signal_id) from exc

@@ -1,0 +1,81 @@
+"""All configuration, in one place: environment variables prefixed ``TEO_``, each with a default.
+
+The defaults are the embedded setup: a local Temporal dev server and a SQLite file. Production
+points the same code at a Temporal cluster and PostgreSQL by setting variables (see README).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.models import PlanSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Every field is read from ``TEO_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TEO_", extra="ignore", frozen=True)
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "trade-execution"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    """Base URL used to print links to runs in the Temporal Web UI."""
+    dev_server_db: Path = PROJECT_ROOT / ".run" / "temporal-dev.db"
+    """File the embedded dev server persists its history to (``worker.py --dev``, demo)."""
+
+    database_url: str = f"sqlite:///{PROJECT_ROOT / '.run' / 'orchestrator.db'}"
+    """SQLAlchemy URL; PostgreSQL as ``postgresql+psycopg://user:pass@host:5432/db``."""
+
+    delay_min_s: Decimal = Field(default=Decimal(1), ge=0)
+    delay_max_s: Decimal = Field(default=Decimal(30), ge=0)
+    size_variance: Decimal = Field(default=Decimal("0.10"), ge=0, lt=1)
+    correlation_threshold: Decimal = Field(default=Decimal("0.7"), gt=0, le=1)
+    correlated_min_gap_s: Decimal = Field(default=Decimal(5), ge=0)
+    correlation_lookback_days: int = Field(default=60, ge=2)
+    correlation_min_observations: int = Field(default=20, ge=2)
+    max_account_data_age_s: int = Field(default=900, ge=1)
+    plan_version: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=500, ge=1, le=1000)
+
+    order_timeout_s: int = Field(default=120, ge=1)
+    """How long one place-and-follow activity may work an order before Temporal retries it."""
+    order_poll_interval_s: float = Field(default=0.2, gt=0)
+    """Pause between status polls while following a working order."""
+    max_concurrent_activities: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _delay_bounds_ordered(self) -> Settings:
+        if self.delay_min_s > self.delay_max_s:
+            raise ValueError("TEO_DELAY_MIN_S must not exceed TEO_DELAY_MAX_S")
+        return self
+
+    def plan_settings(self) -> PlanSettings:
+        return PlanSettings(
+            plan_version=self.plan_version,
+            delay_min_ms=int(self.delay_min_s * 1000),
+            delay_max_ms=int(self.delay_max_s * 1000),
+            size_variance=self.size_variance,
+            correlation_threshold=self.correlation_threshold,
+            correlated_min_gap_ms=int(self.correlated_min_gap_s * 1000),
+            correlation_lookback_days=self.correlation_lookback_days,
+            correlation_min_observations=self.correlation_min_observations,
+            max_account_data_age_s=self.max_account_data_age_s,
+            batch_size=self.batch_size,
+        )
+
+    def ui_link(self, workflow_id: str) -> str:
+        base = f"{self.temporal_ui_url}/namespaces/{self.temporal_namespace}"
+        return f"{base}/workflows/{workflow_id}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

