@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
 from orchestrator.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.correlation import correlate
@@ -114,7 +114,15 @@ class ExecutionActivities:
             raise ApplicationError(str(exc), type=LEDGER_INCONSISTENT, non_retryable=True) from exc
         if outcome.status == OrderStatus.REJECTED.value:
             text = outcome.reject_text or "rejected without a reason"
-            raise ApplicationError(text, text, type=BROKER_REJECTED, non_retryable=True)
+            # A broker's refusal is a business outcome, not a fault: BENIGN keeps it out of
+            # error logs and failure metrics.
+            raise ApplicationError(
+                text,
+                text,
+                type=BROKER_REJECTED,
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            )
         return outcome
 
     @activity.defn(name=ActivityName.CANCEL_ORDER)

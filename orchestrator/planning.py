@@ -19,6 +19,7 @@ from orchestrator.models import (
     AccountSnapshot,
     AccountStatus,
     BookSnapshot,
+    CorrelationRequest,
     CorrelationResult,
     DelayRationale,
     Denial,
@@ -200,7 +201,8 @@ def size_leg(
             "free_margin": DenialReason.INSUFFICIENT_MARGIN,
         }.get(binding, DenialReason.SIZE_BELOW_MIN_LOT)
         detail = (
-            f"size {_q(capped)} lots ({binding}) rounds down to {final}, "
+            f"size {_q(capped)} lots (bound by {binding}; drawdown factor {drawdown_factor}, "
+            f"correlation factor {correlation_factor}) rounds down to {final}, "
             f"below the minimum {spec.min_lot}"
         )
         final = _ZERO
@@ -290,6 +292,16 @@ def schedule_delays(
 
 # --------------------------------------------------------------------------------------------
 # The plan
+
+
+def correlation_request(snapshot: BookSnapshot, settings: PlanSettings) -> CorrelationRequest:
+    """What to correlate for a plan: every account of the snapshot, with the plan's settings."""
+    return CorrelationRequest(
+        account_ids=[a.account_id for a in snapshot.accounts],
+        lookback_days=settings.correlation_lookback_days,
+        threshold=settings.correlation_threshold,
+        min_observations=settings.correlation_min_observations,
+    )
 
 
 def plan_signal(

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         PlannedLeg,
         ReserveRiskRequest,
         ReserveRiskResult,
+        Side,
         Signal,
     )
 
@@ -181,9 +182,11 @@ class LegRunner:
     ) -> AccountReport:
         elapsed = workflow.now() - self._started_at
         average = outcome.average_price if outcome else None
-        slippage = (
-            (average - self._signal.entry) * self._signal.side.sign if average is not None else None
-        )
+        slippage = None
+        if average is not None:
+            # Adverse is positive: paying more on a buy, receiving less on a sell.
+            entry = self._signal.entry
+            slippage = average - entry if self._signal.side is Side.BUY else entry - average
         return AccountReport(
             account_id=leg.account_id,
             status=status,

@@ -17,7 +17,6 @@ with workflow.unsafe.imports_passed_through():
         AccountReport,
         ActivityName,
         BookSnapshot,
-        CorrelationRequest,
         CorrelationResult,
         ExecutionReport,
         LegBatchInput,
@@ -65,12 +64,7 @@ class SignalExecutionWorkflow:
         )
         correlation = await workflow.execute_activity(
             ActivityName.COMPUTE_CORRELATION,
-            CorrelationRequest(
-                account_ids=[a.account_id for a in snapshot.accounts],
-                lookback_days=settings.correlation_lookback_days,
-                threshold=settings.correlation_threshold,
-                min_observations=settings.correlation_min_observations,
-            ),
+            planning.correlation_request(snapshot, settings),
             result_type=CorrelationResult,
             start_to_close_timeout=timedelta(seconds=60),
             schedule_to_close_timeout=timedelta(minutes=5),

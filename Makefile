@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create the environment from the lock file (uv, installed from PyPI into .tools/).
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+RUN := $(VENV)/bin/python
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install demo test lint typecheck check worker stop clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv from uv.lock
+
+demo: install  ## dev server + worker + demo book + two signals, then the reports
+	$(RUN) starter.py demo
+
+test: install  ## the whole suite: lint, types, unit, workflow, integration
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy .
+
+worker: install  ## a long-running worker on the embedded dev server
+	$(RUN) worker.py --dev
+
+stop:  ## stop the dev server started by the demo or the worker
+	-$(RUN) starter.py server stop
+
+clean: stop
+	rm -rf .run .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,422 @@
+"""Command line for traders and operators: submit signals, dry-run plans, watch status, manage
+the account book, run the demo.
+
+    python starter.py submit demo/signal-eurusd.json --wait
+    python starter.py submit --signal-id s-42 --symbol EURUSD --side BUY --entry 1.085 --stop 1.082
+    python starter.py plan demo/signal-eurusd.json
+    python starter.py status s-42
+    python starter.py accounts load demo/book.yaml
+    python starter.py demo
+
+Exit codes: 0 success, 2 invalid input (nothing started or written), 1 any other refusal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.live import Live
+from rich.table import Table
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
+
+from orchestrator import display, planning
+from orchestrator.book import read_book
+from orchestrator.db import repository
+from orchestrator.db.engine import Database
+from orchestrator.errors import OrchestratorError, ValidationFailed
+from orchestrator.models import ExecutionReport, Signal, SignalProgress, SnapshotRequest
+from orchestrator.service import parse_signal, submit_signal
+from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
+from orchestrator.temporal import connect, ensure_dev_server, stop_dev_server
+from worker import build_activities, build_worker
+from workflows.signal import SignalExecutionWorkflow, workflow_id_for
+
+out = display.console()
+
+
+# --------------------------------------------------------------------------------------------
+# Signal input
+
+
+def read_signal(args: argparse.Namespace) -> Signal:
+    if args.file is not None:
+        path = Path(args.file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValidationFailed(str(path), [("", f"cannot read file: {exc.strerror}")]) from exc
+        return parse_signal(text, source=str(path))
+    fields = {
+        "signal_id": args.signal_id,
+        "symbol": args.symbol,
+        "side": args.side.upper() if args.side else None,
+        "entry": args.entry,
+        "stop": args.stop,
+        "take_profit": args.take_profit,
+        "order_type": args.order_type.upper() if args.order_type else None,
+        "account_ids": args.accounts.split(",") if args.accounts else None,
+    }
+    given = {key: value for key, value in fields.items() if value is not None}
+    return parse_signal(given, source="flags")
+
+
+def add_signal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", help="signal JSON file (or give the flags below)")
+    parser.add_argument("--signal-id")
+    parser.add_argument("--symbol")
+    parser.add_argument("--side", help="BUY or SELL")
+    parser.add_argument("--entry", help="reference/limit price")
+    parser.add_argument("--stop", help="protective stop price")
+    parser.add_argument("--take-profit")
+    parser.add_argument("--order-type", help="MARKET (default) or LIMIT")
+    parser.add_argument("--accounts", help="comma-separated account ids (default: whole book)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    signal = read_signal(args)
+    db = Database(settings.database_url)
+    db.migrate()
+    client = await connect(settings)
+    handle = await submit_signal(client, db, settings, signal)
+    link = settings.ui_link(handle.id)
+    if not args.json:
+        out.print(f"started [bold]{handle.id}[/]  {link}")
+    if not args.wait:
+        if args.json:
+            print(json.dumps({"workflow_id": handle.id, "ui": link}))
+        return 0
+    report = await follow(handle, quiet=args.json)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    """Dry run: the same snapshot, correlation and planning code a live run uses; no orders."""
+    signal = read_signal(args)
+    db = Database(settings.database_url)
+    db.migrate()
+    activities = build_activities(db, settings)
+    plan_settings = settings.plan_settings()
+    snapshot = activities.load_snapshot(
+        SnapshotRequest(
+            signal_id=signal.signal_id, symbol=signal.symbol, account_ids=signal.account_ids
+        )
+    )
+    correlation = activities.compute_correlation(
+        planning.correlation_request(snapshot, plan_settings)
+    )
+    plan = planning.plan_signal(signal, snapshot, correlation, plan_settings, datetime.now(UTC))
+    if args.json:
+        print(plan.model_dump_json(indent=2))
+    else:
+        out.print(display.plan_table(plan))
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    handle = client.get_workflow_handle_for(
+        SignalExecutionWorkflow.run, workflow_id_for(args.signal_id)
+    )
+    description = await handle.describe()
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        report = await handle.result()
+        print(report.model_dump_json(indent=2)) if args.json else print_report(report)
+        return 0
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        status_name = description.status.name if description.status else "UNKNOWN"
+        out.print(f"{handle.id} ended {status_name}")
+        return 1
+    if args.follow:
+        report = await follow(handle, quiet=args.json)
+        print(report.model_dump_json(indent=2)) if args.json else print_report(report)
+        return 0
+    progress = await handle.query(SignalExecutionWorkflow.progress)
+    print(progress.model_dump_json(indent=2)) if args.json else out.print(
+        display.progress_table(progress)
+    )
+    return 0
+
+
+async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
+    db = Database(settings.database_url)
+    db.migrate()
+    if args.action == "load":
+        book = read_book(Path(args.path))
+        with db.transaction() as session:
+            repository.save_book(session, book, datetime.now(UTC))
+        out.print(
+            f"loaded {len(book.accounts)} accounts, {len(book.symbols)} symbol specs, "
+            f"{len(book.returns)} daily returns from {args.path}"
+        )
+        return 0
+    if args.action == "export":
+        with db.transaction() as session:
+            book = repository.export_book(session)
+        data = book.model_dump(mode="json", exclude={"returns"})
+        Path(args.path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        out.print(f"exported {len(book.accounts)} accounts to {args.path}")
+        return 0
+    with db.transaction() as session:
+        rows = repository.account_rows(session)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "account_id": a.account_id,
+                        "broker": a.broker,
+                        "status": a.status,
+                        "equity": str(s.equity),
+                        "free_margin": str(s.free_margin),
+                        "open_positions": s.open_positions,
+                    }
+                    for a, s in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    table = Table(title=f"{len(rows)} accounts")
+    for column in ("account", "broker", "status", "equity", "peak", "free margin", "positions"):
+        table.add_column(column)
+    for a, s in rows:
+        table.add_row(
+            a.account_id,
+            a.broker,
+            a.status,
+            str(s.equity),
+            str(s.peak_equity),
+            str(s.free_margin),
+            f"{s.open_positions}/{a.max_open_positions}",
+        )
+    out.print(table)
+    return 0
+
+
+async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    Database(settings.database_url).migrate()
+    out.print(f"database at the latest schema: {settings.database_url}")
+    return 0
+
+
+async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "stop":
+        out.print("dev server stopped" if stop_dev_server() else "no dev server started by us")
+        return 0
+    server = await ensure_dev_server(settings)
+    state = "started" if server.started_here else "already running"
+    out.print(f"Temporal dev server {state}; Web UI {settings.temporal_ui_url}")
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The whole path on the embedded defaults: dev server, worker, demo book, two signals."""
+    settings = settings.model_copy(
+        update={
+            "database_url": args.database_url or f"sqlite:///{PROJECT_ROOT / '.run' / 'demo.db'}",
+            "task_queue": "trade-execution-demo",
+            "delay_min_s": args.delay_min,
+            "delay_max_s": args.delay_max,
+            "correlated_min_gap_s": args.gap,
+        }
+    )
+    started = datetime.now(UTC)
+    server = await ensure_dev_server(settings)
+    out.print(
+        f"Temporal dev server {'started' if server.started_here else 'already running'} "
+        f"(history in {settings.dev_server_db}); Web UI {settings.temporal_ui_url}"
+    )
+    db = Database(settings.database_url)
+    db.migrate()
+    book = read_book(PROJECT_ROOT / "demo" / "book.yaml")
+    with db.transaction() as session:
+        repository.save_book(session, book, started)
+    out.print(f"loaded the demo book: {len(book.accounts)} accounts, {len(book.returns)} returns")
+
+    stamp = started.strftime("%Y%m%dT%H%M%S")
+    signals = [
+        parse_signal(
+            {
+                "signal_id": f"demo-eurusd-{stamp}",
+                "symbol": "EURUSD",
+                "side": "BUY",
+                "entry": "1.08500",
+                "stop": "1.08200",
+                "take_profit": "1.09100",
+                "note": "demo: breakout long",
+            }
+        ),
+        parse_signal(
+            {
+                "signal_id": f"demo-gbpusd-{stamp}",
+                "symbol": "GBPUSD",
+                "side": "SELL",
+                "entry": "1.27000",
+                "stop": "1.27400",
+                "note": "demo: fade at resistance",
+            }
+        ),
+    ]
+    client = await connect(settings)
+    with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
+        activities = build_activities(db, settings)
+        async with build_worker(client, settings, activities, executor):
+            out.print(f"worker running on task queue {settings.task_queue}")
+            handles = [await submit_signal(client, db, settings, s) for s in signals]
+            for handle in handles:
+                out.print(f"  started {handle.id}  {settings.ui_link(handle.id)}")
+            reports = await asyncio.gather(*(follow(h, quiet=False) for h in handles))
+    for handle, report in zip(handles, reports, strict=True):
+        print_report(report)
+        out.print(f"  Temporal UI: {settings.ui_link(handle.id)}\n")
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+    out.print(
+        f"demo finished in {elapsed:.1f} s. The dev server keeps running so the links work; "
+        "stop it with `make stop`."
+    )
+    db.dispose()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Following a run
+
+
+async def follow(
+    handle: WorkflowHandle[Any, ExecutionReport], *, quiet: bool, interval_s: float = 0.5
+) -> ExecutionReport:
+    """Show live progress (a refreshing table on a terminal, a line per change otherwise)
+    until the workflow completes; return its report."""
+    result = asyncio.ensure_future(handle.result())
+    last_line = ""
+    live = Live(console=out, refresh_per_second=4) if out.is_terminal and not quiet else None
+    try:
+        if live is not None:
+            live.start()
+        while not result.done():
+            try:
+                progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+            except RPCError:
+                progress = None  # type: ignore[assignment]
+            if progress is not None and not quiet:
+                if live is not None:
+                    live.update(display.progress_table(progress))
+                else:
+                    line = display.progress_line(progress)
+                    if line != last_line:
+                        out.print(line)
+                        last_line = line
+            await asyncio.wait({result}, timeout=interval_s)
+    finally:
+        if live is not None:
+            live.stop()
+    return await result
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def print_report(report: ExecutionReport) -> None:
+    out.print(display.report_table(report))
+    out.print("Why each account got what it got:")
+    for line in display.report_reasons(report):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="starter.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="validate and start one signal")
+    add_signal_arguments(submit)
+    submit.add_argument("--wait", action="store_true", help="show progress, then the report")
+
+    plan = commands.add_parser("plan", help="dry run: the plan a live run would make")
+    add_signal_arguments(plan)
+
+    status = commands.add_parser("status", help="live status or final report of a signal")
+    status.add_argument("signal_id")
+    status.add_argument("--follow", action="store_true", help="refresh until the signal ends")
+    status.add_argument("--json", action="store_true")
+
+    accounts = commands.add_parser("accounts", help="the account book")
+    actions = accounts.add_subparsers(dest="action", required=True)
+    load = actions.add_parser("load", help="load a YAML/JSON book (all or nothing)")
+    load.add_argument("path")
+    export = actions.add_parser("export", help="write the stored book as JSON")
+    export.add_argument("path")
+    listing = actions.add_parser("list", help="list accounts and their state")
+    listing.add_argument("--json", action="store_true")
+
+    db = commands.add_parser("db", help="database schema")
+    db.add_subparsers(dest="action", required=True).add_parser("upgrade", help="migrate to head")
+
+    server = commands.add_parser("server", help="the embedded Temporal dev server")
+    server_actions = server.add_subparsers(dest="action", required=True)
+    server_actions.add_parser("start")
+    server_actions.add_parser("stop")
+
+    demo = commands.add_parser("demo", help="run the demo end to end")
+    demo.add_argument("--delay-min", type=float, default=2.0, help="seconds (default 2)")
+    demo.add_argument("--delay-max", type=float, default=12.0, help="seconds (default 12)")
+    demo.add_argument("--gap", type=float, default=3.0, help="correlated gap, seconds")
+    demo.add_argument("--database-url", help="default: .run/demo.db")
+    return parser
+
+
+COMMANDS = {
+    "submit": cmd_submit,
+    "plan": cmd_plan,
+    "status": cmd_status,
+    "accounts": cmd_accounts,
+    "db": cmd_db,
+    "server": cmd_server,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except ValidationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RPCError as exc:
+        print(f"error: Temporal at {settings.temporal_address}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The demo book and signal end to end on the real dev server and real PostgreSQL; a worker
+killed (SIGKILL) while legs wait on their timers, then restarted."""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+import subprocess
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.book import read_book
+from orchestrator.db import repository
+from orchestrator.db.engine import Database
+from orchestrator.models import DenialReason, LegStatus, SignalProgress
+from orchestrator.service import submit_signal
+from orchestrator.settings import PROJECT_ROOT, Settings
+from tests.support import (
+    account,
+    book,
+    broker_orders,
+    ledger_orders,
+    load,
+    poll_until,
+    signal,
+    uncorrelated_returns,
+)
+from workflows.signal import SignalExecutionWorkflow
+
+pytestmark = pytest.mark.integration
+
+
+def dev_settings(env: WorkflowEnvironment, db: Database, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "temporal_address": env.client.service_client.config.target_host,
+        "task_queue": f"it-{os.getpid()}-{datetime.now(UTC):%H%M%S%f}",
+        "database_url": db.url,
+        "delay_min_s": Decimal("0.2"),
+        "delay_max_s": Decimal("1.5"),
+        "correlated_min_gap_s": Decimal("0.3"),
+        "order_poll_interval_s": 0.05,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
+    dev_server: WorkflowEnvironment, postgres_db: Database, harness_factory
+) -> None:
+    with postgres_db.transaction() as session:
+        repository.save_book(
+            session, read_book(PROJECT_ROOT / "demo" / "book.yaml"), datetime.now(UTC)
+        )
+    settings = dev_settings(dev_server, postgres_db)
+    client = dev_server.client
+    async with harness_factory(client, postgres_db, settings).running():
+        handle = await submit_signal(
+            client, postgres_db, settings, signal("it-demo", take_profit=Decimal("1.09100"))
+        )
+        report = await handle.result()
+
+    by_account = {a.account_id: a for a in report.accounts}
+    assert len(by_account) == 16
+    for filled in ("alpha-01", "alpha-02", "alpha-04", "alpha-06", "beta-03"):
+        assert by_account[filled].status is LegStatus.FILLED, filled
+        assert by_account[filled].filled == by_account[filled].requested > 0
+    assert by_account["beta-05"].status is LegStatus.PARTIALLY_FILLED
+    assert by_account["beta-07"].status is LegStatus.REJECTED
+    assert by_account["beta-07"].reason == "Not enough money [10019]"
+    expected_denials = {
+        "alpha-08": DenialReason.PAUSED,
+        "alpha-10": DenialReason.INSUFFICIENT_MARGIN,
+        "alpha-12": DenialReason.MANDATE_FORBIDS,
+        "alpha-13": DenialReason.MANDATE_FORBIDS,
+        "alpha-15": DenialReason.MAX_POSITIONS,
+        "beta-09": DenialReason.SIZE_BELOW_MIN_LOT,
+        "beta-11": DenialReason.SYMBOL_NOT_TRADABLE,
+        "beta-14": DenialReason.RISK_BUDGET_EXHAUSTED,
+        "beta-16": DenialReason.STALE_ACCOUNT_DATA,
+    }
+    assert {a: by_account[a].denial for a in expected_denials} == expected_denials
+    # Group A (alpha-01, alpha-02, beta-03) is correlated in the demo returns: sized down.
+    assert by_account["alpha-01"].size is not None
+    assert by_account["alpha-01"].size.correlated_accounts == 3
+    # Exactly one order per traded account at the broker, and the ledger agrees.
+    traded = {"alpha-01", "alpha-02", "alpha-04", "alpha-06", "beta-03", "beta-05", "beta-07"}
+    assert broker_orders(postgres_db) == dict.fromkeys(traded, 1)
+    ledger = {o.account_id: o for o in ledger_orders(postgres_db)}
+    for account_id in traded:
+        assert ledger[account_id].filled_quantity == by_account[account_id].filled
+
+    # The run is findable by its search attributes.
+    async def visible() -> list[str]:
+        return [w.id async for w in client.list_workflows("SignalId = 'it-demo'")]
+
+    assert await poll_until(visible) == ["signal-it-demo"]
+
+
+async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_order_each(
+    dev_server: WorkflowEnvironment, postgres_db: Database, tmp_path: Path
+) -> None:
+    ids = [f"kill-{i}" for i in range(5)]
+    load(postgres_db, book(*(account(i) for i in ids), returns=uncorrelated_returns(ids)))
+    settings = dev_settings(
+        dev_server, postgres_db, delay_min_s=Decimal(4), delay_max_s=Decimal(8)
+    )
+    client = dev_server.client
+    env = {
+        **os.environ,
+        "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEO_TASK_QUEUE": settings.task_queue,
+        "TEO_DATABASE_URL": settings.database_url,
+        "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+    }
+
+    def start_worker(name: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("wb")
+        return subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "worker.py")],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    first = start_worker("worker-1")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        handle = await submit_signal(client, postgres_db, settings, signal("it-kill"))
+
+        async def all_waiting() -> bool:
+            progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+            return len(progress.legs) == 5 and all(
+                leg.status is LegStatus.WAITING for leg in progress.legs
+            )
+
+        await poll_until(all_waiting, timeout_s=60)
+        first.send_signal(signals.SIGKILL)
+        first.wait(timeout=10)
+        assert broker_orders(postgres_db) == {}
+
+        second = start_worker("worker-2")
+        report = await handle.result()
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signals.SIGTERM)
+                process.wait(timeout=30)
+
+    assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
+    assert broker_orders(postgres_db) == dict.fromkeys(ids, 1)
+    assert len(ledger_orders(postgres_db)) == 5
