@@ -92,7 +92,7 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 @pytest.fixture
-def harness_factory(executor: ThreadPoolExecutor):  # type: ignore[no-untyped-def]
+def harness_factory(executor: ThreadPoolExecutor):
     def make(client: Client, db: Database, settings: Settings) -> WorkerHarness:
         return WorkerHarness(client=client, db=db, settings=settings, executor=executor)
 

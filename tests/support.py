@@ -50,7 +50,7 @@ def account(
         id=account_id,
         broker="alpha",
         currency="USD",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         limits=AccountLimits(
             risk_per_trade=Decimal("0.01"),
             daily_loss_budget=Decimal(5000),

@@ -7,10 +7,12 @@ from decimal import Decimal
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
 
 from orchestrator.db.engine import Database
-from orchestrator.errors import DuplicateSignal
-from orchestrator.models import DenialReason, LegStatus
+from orchestrator.db.schema import AccountRow, SignalRow
+from orchestrator.errors import DuplicateSignal, ValidationFailed
+from orchestrator.models import DenialReason, LegStatus, SignalProgress
 from orchestrator.service import submit_signal
 from orchestrator.settings import Settings
 from tests.support import (
@@ -19,10 +21,12 @@ from tests.support import (
     broker_orders,
     ledger_orders,
     load,
+    poll_until,
     reservations,
     signal,
     uncorrelated_returns,
 )
+from workflows.signal import SignalExecutionWorkflow
 
 
 @pytest.fixture
@@ -108,10 +112,6 @@ async def test_every_leg_outcome_in_one_signal(
 async def test_account_paused_after_planning_is_denied_at_reservation_with_no_order(
     ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
 ) -> None:
-    from orchestrator.db.schema import AccountRow
-    from orchestrator.models import SignalProgress
-    from tests.support import poll_until
-    from workflows.signal import SignalExecutionWorkflow
 
     load(sqlite_db, book(account("stays"), account("paused-later")))
     harness = harness_factory(ts_client, sqlite_db, settings)
@@ -141,10 +141,6 @@ async def test_account_paused_after_planning_is_denied_at_reservation_with_no_or
 async def test_unknown_symbol_is_refused_and_nothing_is_started_or_written(
     ts_client: Client, sqlite_db: Database, settings: Settings
 ) -> None:
-    from temporalio.service import RPCError
-
-    from orchestrator.db.schema import SignalRow
-    from orchestrator.errors import ValidationFailed
 
     load(sqlite_db, book(account("acc-1")))
     with pytest.raises(ValidationFailed) as refused:
