@@ -20,9 +20,15 @@ from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
 from orchestrator.settings import Settings, get_settings
 from orchestrator.temporal import connect, ensure_dev_server, ensure_search_attributes
+from workflows.children import OrderRerouteWorkflow, PartialFillCompletionWorkflow
 from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow
 
-WORKFLOWS = [SignalExecutionWorkflow, LegBatchWorkflow]
+WORKFLOWS = [
+    SignalExecutionWorkflow,
+    LegBatchWorkflow,
+    PartialFillCompletionWorkflow,
+    OrderRerouteWorkflow,
+]
 
 
 def build_activities(db: Database, settings: Settings) -> ExecutionActivities:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 
+from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
@@ -30,6 +30,7 @@ from orchestrator.models import (
     PlaceOrderRequest,
     ReserveRiskRequest,
     ReserveRiskResult,
+    SettleLegRequest,
     SnapshotRequest,
 )
 from orchestrator.orders import TERMINAL, OrderStatus
@@ -93,13 +94,13 @@ class ExecutionActivities:
             state = self._broker.status(request.client_order_id)
             if state is None:
                 state = self._broker.submit(_ticket(request))
-            outcome = self._book(request.signal_id, request.account_id, state)
+            outcome = self._book(request, state)
             while state.status not in TERMINAL:
                 activity.heartbeat(str(outcome.filled_quantity))
                 activity.wait_for_cancelled_sync(self._poll_interval_s)
                 if activity.is_cancelled():
                     cancelled = self._broker.cancel(request.client_order_id) or state
-                    self._book(request.signal_id, request.account_id, cancelled)
+                    self._book(request, cancelled)
                     raise CancelledError("order cancelled at the broker: leg cancelled")
                 current = self._broker.status(request.client_order_id)
                 if current is None:
@@ -107,7 +108,7 @@ class ExecutionActivities:
                         f"broker lost track of {request.client_order_id}; will ask again"
                     )
                 state = current
-                outcome = self._book(request.signal_id, request.account_id, state)
+                outcome = self._book(request, state)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=BROKER_UNAVAILABLE) from exc
         except InvalidOrderTransition as exc:
@@ -134,35 +135,45 @@ class ExecutionActivities:
             state = self._broker.cancel(request.client_order_id)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=BROKER_UNAVAILABLE) from exc
-        if state is None:
-            with self._db.transaction() as session:
-                repository.settle_reservation(
-                    session, request.signal_id, request.account_id, Decimal(0), self._clock()
-                )
-            return None
-        return self._book(request.signal_id, request.account_id, state)
-
-    def _book(self, signal_id: str, account_id: str, state: BrokerOrder) -> OrderOutcome:
-        """Bring the ledger to the broker's state in one unit of work; a terminal state also
-        settles the leg's risk reservation in the same transaction."""
         now = self._clock()
         with self._db.transaction() as session:
-            outcome = repository.apply_broker_report(
-                session,
-                state.client_order_id,
-                status=state.status,
-                broker_order_id=state.broker_order_id,
-                executions=[
-                    (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
-                ],
-                reject_text=state.reject_text,
-                now=now,
-            )
-            if state.status in TERMINAL:
-                repository.settle_reservation(
-                    session, signal_id, account_id, outcome.filled_quantity, now
-                )
+            outcome = None if state is None else self._apply(session, state, now)
+            repository.settle_reservation(session, request.signal_id, request.account_id, now)
         return outcome
+
+    @activity.defn(name=ActivityName.SETTLE_LEG)
+    def settle_leg(self, request: SettleLegRequest) -> None:
+        """Close the leg's risk reservation once its completion is over."""
+        with self._db.transaction() as session:
+            repository.settle_reservation(
+                session, request.signal_id, request.account_id, self._clock()
+            )
+
+    def _book(self, request: PlaceOrderRequest, state: BrokerOrder) -> OrderOutcome:
+        """Bring the ledger to the broker's state in one unit of work. When the order ends,
+        the leg's reservation is settled in the same transaction — unless the order filled
+        only partly: a completion follows and settles the leg itself."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            outcome = self._apply(session, state, now)
+            partial = 0 < outcome.filled_quantity < outcome.quantity
+            if state.status in TERMINAL and request.settles_leg and not partial:
+                repository.settle_reservation(session, request.signal_id, request.account_id, now)
+        return outcome
+
+    @staticmethod
+    def _apply(session: Session, state: BrokerOrder, now: datetime) -> OrderOutcome:
+        return repository.apply_broker_report(
+            session,
+            state.client_order_id,
+            status=state.status,
+            broker_order_id=state.broker_order_id,
+            executions=[
+                (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
+            ],
+            reject_text=state.reject_text,
+            now=now,
+        )
 
     def all(self) -> list[Callable[..., object]]:
         return [
@@ -171,6 +182,7 @@ class ExecutionActivities:
             self.reserve_risk,
             self.place_and_follow_order,
             self.cancel_order,
+            self.settle_leg,
         ]
 
 

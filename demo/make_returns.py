@@ -20,7 +20,17 @@ GROUPS = {
     "B": ["alpha-04", "beta-05", "beta-09"],
     "C": ["alpha-06", "beta-07"],
 }
-INDEPENDENT = ["alpha-08", "alpha-10", "beta-11", "alpha-13", "beta-14", "alpha-15", "beta-16"]
+INDEPENDENT = [
+    "alpha-08",
+    "alpha-10",
+    "beta-11",
+    "alpha-13",
+    "beta-14",
+    "alpha-15",
+    "beta-16",
+    "alpha-17",
+    "beta-18",
+]
 SHORT_HISTORY = ["alpha-12"]
 DAYS = 90
 

@@ -46,6 +46,12 @@ class PaperBehaviour(Model):
     fill: PaperFill = PaperFill.FULL
     partial_ratio: Fraction = Decimal("0.5")
     """With ``fill: partial``: the share of each order that fills; the rest expires."""
+    partial_orders: Annotated[int, Field(ge=1)] | None = None
+    """With ``fill: partial``: only the account's first N orders fill partly, later ones fully
+    (``None``: every order)."""
+    stall_after: Annotated[int, Field(ge=0)] | None = None
+    """Orders after the account's first N stay working, unfilled, until cancelled: a market
+    whose liquidity has gone."""
     slices: Annotated[int, Field(ge=1, le=20)] = 1
     """Executions each fill arrives in."""
     reject_text: str = "Order rejected by broker"
@@ -86,6 +92,8 @@ class AccountRecord(Model):
     symbol_map: dict[SymbolName, SymbolName | None] = {}
     """Canonical → broker symbol; unmapped symbols keep their name, ``null`` means none."""
     state: AccountState
+    reserve_only: bool = False
+    """Used only as a reroute target for other accounts' failed orders."""
     paper: PaperBehaviour = PaperBehaviour()
 
     def broker_symbol(self, symbol: str) -> str | None:
@@ -161,7 +169,8 @@ def read_returns(path: Path, known_accounts: set[str]) -> list[DailyReturn]:
         raise ValidationFailed(source, [("", f"cannot read file: {exc.strerror}")]) from exc
     with handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames is None or set(reader.fieldnames) < {"account_id", "day", "return"}:
+        required = {"account_id", "day", "return"}
+        if reader.fieldnames is None or not required <= set(reader.fieldnames):
             raise ValidationFailed(source, [("header", "expected columns account_id,day,return")])
         for line, row in enumerate(reader, start=2):
             try:
@@ -175,7 +184,7 @@ def read_returns(path: Path, known_accounts: set[str]) -> list[DailyReturn]:
                         ret=Decimal(row["return"]),
                     )
                 )
-            except (ValueError, InvalidOperation, ValidationError) as exc:
+            except (ValueError, TypeError, InvalidOperation, ValidationError) as exc:
                 problems.append((f"line {line}", str(exc).splitlines()[0]))
             if len(problems) >= 20:
                 break

@@ -11,7 +11,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.#-]{0,31}$"
@@ -66,6 +73,8 @@ class DenialReason(StrEnum):
     INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
     SIZE_BELOW_MIN_LOT = "SIZE_BELOW_MIN_LOT"
     NOT_SELECTED = "NOT_SELECTED"
+    ACCOUNT_ALREADY_USED = "ACCOUNT_ALREADY_USED"
+    """A reroute target already took part in this signal."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,19 +98,29 @@ class Signal(Model):
     """Restrict the signal to these accounts; ``None`` means the whole book."""
     note: str | None = Field(default=None, max_length=500)
 
-    @model_validator(mode="after")
-    def _stop_and_target_on_the_right_side(self) -> Signal:
-        if self.side is Side.BUY:
-            if self.stop >= self.entry:
-                raise ValueError("stop must be below entry for a BUY")
-            if self.take_profit is not None and self.take_profit <= self.entry:
-                raise ValueError("take_profit must be above entry for a BUY")
-        else:
-            if self.stop <= self.entry:
-                raise ValueError("stop must be above entry for a SELL")
-            if self.take_profit is not None and self.take_profit >= self.entry:
-                raise ValueError("take_profit must be below entry for a SELL")
-        return self
+    @field_validator("stop")
+    @classmethod
+    def _stop_on_the_losing_side(cls, stop: Decimal, info: ValidationInfo) -> Decimal:
+        side, entry = info.data.get("side"), info.data.get("entry")
+        if side is Side.BUY and entry is not None and stop >= entry:
+            raise ValueError("stop must be below entry for a BUY")
+        if side is Side.SELL and entry is not None and stop <= entry:
+            raise ValueError("stop must be above entry for a SELL")
+        return stop
+
+    @field_validator("take_profit")
+    @classmethod
+    def _target_on_the_winning_side(
+        cls, target: Decimal | None, info: ValidationInfo
+    ) -> Decimal | None:
+        side, entry = info.data.get("side"), info.data.get("entry")
+        if target is None or entry is None:
+            return target
+        if side is Side.BUY and target <= entry:
+            raise ValueError("take_profit must be above entry for a BUY")
+        if side is Side.SELL and target >= entry:
+            raise ValueError("take_profit must be below entry for a SELL")
+        return target
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +219,8 @@ class AccountSnapshot(Model):
     risk_committed_today: NonNegativeDecimal
     """Risk already reserved today by other signals' orders."""
     as_of: datetime
+    reserve_only: bool = False
+    """Takes part only as a reroute target, never as a first choice."""
 
 
 class BookSnapshot(Model):
@@ -255,8 +276,9 @@ class PlanSettings(Model):
     plan_version: Annotated[int, Field(ge=1)] = 1
     delay_min_ms: Annotated[int, Field(ge=0)] = 1_000
     delay_max_ms: Annotated[int, Field(ge=0)] = 30_000
-    size_variance: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.10")
-    """Bound of the symmetric size variance: 0.10 draws a factor in [0.90, 1.10]."""
+    size_variance: Annotated[Decimal, Field(ge=0, lt=1, decimal_places=4)] = Decimal("0.10")
+    """Bound of the symmetric size variance: 0.10 draws a factor in [0.90, 1.10]. At most
+    4 decimals, so the drawn factor (6 places) never leaves the bound."""
     correlation_threshold: Fraction = Decimal("0.7")
     correlated_min_gap_ms: Annotated[int, Field(ge=0)] = 5_000
     correlation_lookback_days: Annotated[int, Field(ge=2)] = 60
@@ -287,7 +309,8 @@ class SizeRationale(Model):
     drawdown: Decimal
     drawdown_factor: Decimal
     correlated_accounts: int
-    """Accounts of this account's correlated group that trade this signal (itself included)."""
+    """Accounts of this account's correlated group that were eligible for this signal before
+    sizing (itself included). Members later denied on size still count: it errs small."""
     correlation_factor: Decimal
     variance_factor: Decimal
     target_lots: Decimal
@@ -320,6 +343,8 @@ class PlannedLeg(Model):
     delay_ms: int
     tick_size: PositiveDecimal
     """The contract's tick, to express slippage in ticks."""
+    min_lot: PositiveDecimal
+    lot_step: PositiveDecimal
     risk_amount: Decimal
     """Risk the order commits if stopped out: quantity × per-lot risk."""
     margin: Decimal
@@ -377,6 +402,9 @@ TERMINAL_LEG_STATUSES = frozenset(
 class ReserveRiskRequest(Model):
     signal_id: Identifier
     account_id: Identifier
+    origin_account_id: Identifier | None = None
+    """For a reroute: the account whose leg this reservation serves. A reservation is
+    idempotent only for the same origin, so two reroutes can never share a target."""
     client_order_id: str
     quantity: PositiveDecimal
     risk_amount: NonNegativeDecimal
@@ -402,6 +430,9 @@ class PlaceOrderRequest(Model):
     quantity: PositiveDecimal
     limit_price: PositiveDecimal | None
     reference_price: PositiveDecimal
+    settles_leg: bool = True
+    """Settle the leg's risk reservation when this order ends, unless it ends partially
+    filled (a completion follows, and settles the leg itself)."""
 
     @field_validator("client_order_id")
     @classmethod
@@ -425,6 +456,79 @@ class OrderOutcome(Model):
     """The broker's rejection text, verbatim."""
 
 
+class CompletionStop(StrEnum):
+    COMPLETED = "COMPLETED"
+    DUST = "DUST"
+    """The remainder is below the min lot or not a lot-step multiple: recorded, not sent."""
+    ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
+    DEADLINE = "DEADLINE"
+    REJECTED = "REJECTED"
+    FAILED = "FAILED"
+
+
+class CompletionInput(Model):
+    signal: Signal
+    account_id: Identifier
+    broker: Identifier
+    broker_symbol: SymbolName
+    remaining: PositiveDecimal
+    min_lot: PositiveDecimal
+    lot_step: PositiveDecimal
+    first_sequence: Annotated[int, Field(ge=2)]
+    """Business sequence of the first completion order (the leg's own order was 1)."""
+    execution: ExecutionSettings
+
+
+class CompletionResult(Model):
+    account_id: Identifier
+    filled: Decimal
+    """Filled by the completion orders (not counting the leg's first order)."""
+    average_price: Decimal | None
+    """Volume-weighted over the completion's fills."""
+    unfilled: Decimal
+    dust: Decimal
+    """Part of ``unfilled`` that could never be sent: below the min lot or the lot step."""
+    attempts: int
+    stopped: CompletionStop
+    detail: str
+    client_order_ids: list[str]
+
+
+class RerouteHop(Model):
+    to_account: Identifier
+    outcome: str
+    """FILLED, PARTIALLY_FILLED, REJECTED, DENIED, SKIPPED…"""
+    reason: str
+    quantity: Decimal
+    filled: Decimal
+
+
+class RerouteInput(Model):
+    signal: Signal
+    from_account: Identifier
+    reason: str
+    """Why the original leg could not be executed (broker text or denial)."""
+    original_quantity: PositiveDecimal
+    candidates: list[Identifier]
+    """The plan's reserve list: eligible at planning, not yet used, in order."""
+    settings: PlanSettings
+    execution: ExecutionSettings
+    started_at: datetime
+    """Start of the signal's workflow: latencies are measured from it."""
+
+
+class RerouteResult(Model):
+    from_account: Identifier
+    reason: str
+    hops: list[RerouteHop]
+    final_account: Identifier | None
+    """Where the order finally executed, if anywhere."""
+    outcome: str
+    """FILLED, PARTIALLY_FILLED or NO_ALTERNATIVE_ACCOUNT."""
+    report: AccountReport | None = None
+    """The execution line of the account that took the order over."""
+
+
 class AccountReport(Model):
     """One account's line of the execution report."""
 
@@ -445,6 +549,12 @@ class AccountReport(Model):
     """Denial detail, or the broker's rejection text verbatim."""
     size: SizeRationale | None = None
     delay: DelayRationale | None = None
+    completion: CompletionResult | None = None
+    """The partial-fill completion, when the first order filled only part."""
+    reroute: RerouteResult | None = None
+    """The reroute chain, when this account's order failed and was moved elsewhere."""
+    rerouted_from: Identifier | None = None
+    """On a reroute target's line: the account whose leg it took over."""
 
 
 class ExecutionReport(Model):
@@ -475,8 +585,15 @@ class ExecutionSettings(Model):
     order_schedule_to_close_s: Annotated[int, Field(ge=1)] = 600
     """Give up on placing an order after this long across retries; the leg then ends FAILED
     and any order the broker holds for it is cancelled."""
-    order_heartbeat_s: Annotated[int, Field(ge=1)] = 30
+    order_heartbeat_s: Annotated[int, Field(ge=1)] = 10
+    """Cancellation reaches a working order within about 0.8 × this."""
     poll_interval_ms: Annotated[int, Field(ge=1)] = 200
+    completion_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    completion_deadline_s: Annotated[int, Field(ge=1)] = 120
+    """A completion stops placing orders after this long; a working order is cancelled."""
+    reroute_fraction: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
+    """A rerouted order's size as a fraction of the original leg's quantity."""
+    reroute_max_accounts: Annotated[int, Field(ge=1, le=20)] = 3
 
 
 class ActivityName(StrEnum):
@@ -488,6 +605,12 @@ class ActivityName(StrEnum):
     RESERVE_RISK = "reserve_risk"
     PLACE_AND_FOLLOW_ORDER = "place_and_follow_order"
     CANCEL_ORDER = "cancel_order"
+    SETTLE_LEG = "settle_leg"
+
+
+class SettleLegRequest(Model):
+    signal_id: Identifier
+    account_id: Identifier
 
 
 class CancelOrderRequest(Model):
@@ -505,9 +628,10 @@ class SignalWorkflowInput(Model):
 
 class LegBatchInput(Model):
     signal: Signal
-    plan_version: int
+    settings: PlanSettings
     execution: ExecutionSettings
     legs: list[PlannedLeg]
+    reserve: list[Identifier]
     started_at: datetime
 
 
@@ -538,3 +662,7 @@ class SignalProgress(Model):
     denied: int
     batches: int = 0
     """Batch child workflows running legs of this signal (their legs are not listed here)."""
+
+
+RerouteResult.model_rebuild()
+AccountReport.model_rebuild()

@@ -340,7 +340,9 @@ def plan_signal(
         else:
             denials.append(denial)
 
-    if len(eligible) > 1:
+    # Reserve-only accounts take part only if an order fails, so they do not make a signal
+    # "multi-account" for a mandate that forbids it.
+    if len([a for a in eligible if not a.reserve_only]) > 1:
         solo = [a for a in eligible if a.mandate.exclude_from_multi_account]
         for account in solo:
             denials.append(
@@ -382,13 +384,23 @@ def plan_signal(
         else:
             sized.append((account, spec, decision.rationale))
 
-    reserve: list[str] = []
+    reserve: list[str] = [a.account_id for a, _, _ in sized if a.reserve_only]
+    for account_id in reserve:
+        denials.append(
+            Denial(
+                account_id=account_id,
+                reason=DenialReason.NOT_SELECTED,
+                detail="reserve account: used only to reroute a failed order",
+            )
+        )
+    sized = [s for s in sized if not s[0].reserve_only]
     if settings.max_legs is not None and len(sized) > settings.max_legs:
         order = list(range(len(sized)))
         rng.shuffle(order)
         chosen = sorted(order[: settings.max_legs])
-        reserve = [sized[i][0].account_id for i in order[settings.max_legs :]]
-        for account_id in reserve:
+        extra = [sized[i][0].account_id for i in order[settings.max_legs :]]
+        reserve = extra + reserve
+        for account_id in extra:
             denials.append(
                 Denial(
                     account_id=account_id,
@@ -413,6 +425,8 @@ def plan_signal(
                 client_order_id=client_order_id(signal.signal_id, account.account_id, 1),
                 delay_ms=delays[account.account_id].delay_ms,
                 tick_size=spec.tick_size,
+                min_lot=spec.min_lot,
+                lot_step=spec.lot_step,
                 risk_amount=_q(quantity * per_lot_risk(signal, spec)),
                 margin=_q(quantity * spec.margin_per_lot),
                 size=rationale,
@@ -435,3 +449,62 @@ def _group_of(correlation: AccountCorrelation | None) -> str | None:
     if correlation is None or correlation.insufficient_history:
         return None
     return correlation.group
+
+
+def size_reroute(
+    signal: Signal,
+    account: AccountSnapshot,
+    spec: SymbolSpec,
+    original_quantity: Decimal,
+    fraction: Decimal,
+) -> SizeDecision:
+    """A reroute target's size: ``fraction`` of the original leg, then the target's own caps
+    (daily budget, margin, max lots) and lot step, rounded down. No variance or correlation
+    factor: the order replaces one already decided."""
+    lot_risk = per_lot_risk(signal, spec)
+    wanted = original_quantity * fraction
+    budget_cap = _remaining_budget(account) / lot_risk
+    margin_cap = (
+        account.free_margin / spec.margin_per_lot if spec.margin_per_lot > 0 else spec.max_lot
+    )
+    max_lots = floor_to_step(min(account.limits.max_lots, spec.max_lot), spec.lot_step)
+    binding, capped = min(
+        (
+            ("reroute_fraction", wanted),
+            ("daily_risk_budget", budget_cap),
+            ("free_margin", margin_cap),
+            ("max_lots", max_lots),
+        ),
+        key=lambda c: c[1],
+    )
+    final = floor_to_step(capped, spec.lot_step)
+    denial: DenialReason | None = None
+    detail = f"{fraction} × {original_quantity} = {_q(wanted)} lots, bound by {binding}"
+    if final < spec.min_lot:
+        denial = {
+            "daily_risk_budget": DenialReason.RISK_BUDGET_EXHAUSTED,
+            "free_margin": DenialReason.INSUFFICIENT_MARGIN,
+        }.get(binding, DenialReason.SIZE_BELOW_MIN_LOT)
+        detail += f"; rounds down to {final}, below the minimum {spec.min_lot}"
+        final = _ZERO
+    one = _ONE
+    rationale = SizeRationale(
+        equity=account.equity,
+        risk_per_trade=account.limits.risk_per_trade,
+        risk_amount=_q(final * lot_risk),
+        per_lot_risk=_q(lot_risk),
+        base_lots=_q(original_quantity),
+        drawdown=_drawdown(account).quantize(_FACTOR_PLACES),
+        drawdown_factor=one,
+        correlated_accounts=1,
+        correlation_factor=one,
+        variance_factor=fraction,
+        target_lots=_q(wanted),
+        budget_cap_lots=_q(budget_cap),
+        margin_cap_lots=_q(margin_cap),
+        max_lots=max_lots,
+        capped_lots=_q(capped),
+        binding=binding,
+        final_lots=final,
+    )
+    return SizeDecision(rationale=rationale, denial=denial, detail=detail)

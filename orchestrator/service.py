@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,9 +24,12 @@ from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> Signal:
     """Validate a signal from JSON text or a mapping; :class:`ValidationFailed` names fields."""
     try:
-        if isinstance(raw, dict):
-            return Signal.model_validate(raw)
-        return Signal.model_validate_json(raw)
+        if not isinstance(raw, dict):
+            # Numbers become Decimal straight from their digits, never through a float.
+            raw = json.loads(raw, parse_float=Decimal)
+            if not isinstance(raw, dict):
+                raise ValidationFailed(source, [("", "expected a JSON object")])
+        return Signal.model_validate(raw)
     except ValidationError as exc:
         problems: list[tuple[str, str]] = []
         for error in exc.errors():
@@ -41,7 +45,12 @@ def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> S
 def execution_settings(settings: Settings) -> ExecutionSettings:
     return ExecutionSettings(
         order_start_to_close_s=settings.order_timeout_s,
+        order_heartbeat_s=settings.order_heartbeat_s,
         poll_interval_ms=int(settings.order_poll_interval_s * 1000),
+        completion_max_attempts=settings.completion_max_attempts,
+        completion_deadline_s=settings.completion_deadline_s,
+        reroute_fraction=settings.reroute_fraction,
+        reroute_max_accounts=settings.reroute_max_accounts,
     )
 
 

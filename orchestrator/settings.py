@@ -36,7 +36,7 @@ class Settings(BaseSettings):
 
     delay_min_s: Decimal = Field(default=Decimal(1), ge=0)
     delay_max_s: Decimal = Field(default=Decimal(30), ge=0)
-    size_variance: Decimal = Field(default=Decimal("0.10"), ge=0, lt=1)
+    size_variance: Decimal = Field(default=Decimal("0.10"), ge=0, lt=1, decimal_places=4)
     correlation_threshold: Decimal = Field(default=Decimal("0.7"), gt=0, le=1)
     correlated_min_gap_s: Decimal = Field(default=Decimal(5), ge=0)
     correlation_lookback_days: int = Field(default=60, ge=2)
@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     """How long one place-and-follow activity may work an order before Temporal retries it."""
     order_poll_interval_s: float = Field(default=0.2, gt=0)
     """Pause between status polls while following a working order."""
+    order_heartbeat_s: int = Field(default=10, ge=1)
+    """A cancellation reaches a working order within about 0.8 × this."""
+    completion_max_attempts: int = Field(default=3, ge=1, le=20)
+    completion_deadline_s: int = Field(default=120, ge=1)
+    reroute_fraction: Decimal = Field(default=Decimal("0.95"), gt=0, le=1)
+    reroute_max_accounts: int = Field(default=3, ge=1, le=20)
     max_concurrent_activities: int = Field(default=64, ge=1)
 
     @model_validator(mode="after")

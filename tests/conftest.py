@@ -56,8 +56,10 @@ def postgres_db(postgres_admin: str) -> Iterator[Database]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A fresh time-skipping server per test: its clock can jump years once a result is
+    awaited, which would make the next test's account data look stale."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=temporal_binary("temporal-test-server"),
@@ -75,13 +77,13 @@ async def ts_client(time_skipping_env: WorkflowEnvironment) -> Client:
 
 @pytest.fixture
 def test_settings(tmp_path: Path) -> Settings:
-    """Settings for tests: immediate order polling; account data never stale on the
-    time-skipping server, whose clock jumps ahead between tests."""
+    """Settings for tests: quick order polling and a short heartbeat, so a cancellation
+    reaches a working order quickly."""
     return Settings(
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
         database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
         order_poll_interval_s=0.05,
-        max_account_data_age_s=10 * 365 * 24 * 3600,
+        order_heartbeat_s=2,
     )
 
 

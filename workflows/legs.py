@@ -1,32 +1,48 @@
-"""One account's leg, run as a coroutine inside a signal (or batch) workflow.
+"""One account's leg, run as a coroutine inside a signal (or batch) workflow, and the steps
+shared with the completion and reroute children.
 
-durable timer → atomic risk reservation → place and follow the order → report line.
+durable timer → atomic risk reservation → place and follow the order; then a partial fill
+goes to PartialFillCompletionWorkflow, a broker rejection or lost capacity to
+OrderRerouteWorkflow.
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from orchestrator import search_attributes as sa
     from orchestrator.models import (
         AccountReport,
         ActivityName,
         CancelOrderRequest,
+        CompletionInput,
+        CompletionResult,
+        DelayRationale,
+        DenialReason,
         ExecutionSettings,
         LegProgress,
         LegStatus,
         OrderOutcome,
         PlaceOrderRequest,
         PlannedLeg,
+        PlanSettings,
+        RerouteInput,
+        RerouteResult,
         ReserveRiskRequest,
         ReserveRiskResult,
+        SettleLegRequest,
         Side,
         Signal,
+        SizeRationale,
     )
 
 BROKER_REJECTED = "BrokerRejected"
@@ -38,15 +54,272 @@ DATABASE_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
 )
+ORDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=NON_RETRYABLE_ORDER_ERRORS,
+)
+
+COMPLETION_WORKFLOW = "PartialFillCompletionWorkflow"
+REROUTE_WORKFLOW = "OrderRerouteWorkflow"
+"""Children are started by type name: they live in ``workflows.children``, which builds on
+this module."""
+
+REROUTABLE_DENIALS = frozenset(
+    {
+        DenialReason.MAX_POSITIONS,
+        DenialReason.RISK_BUDGET_EXHAUSTED,
+        DenialReason.INSUFFICIENT_MARGIN,
+        DenialReason.DRAWDOWN_LIMIT,
+        DenialReason.ACCOUNT_DISABLED,
+    }
+)
+"""Pre-trade failures after the timer that move the leg to another account. A pause or a halt
+does not: the operator stopped trading, not just this account's capacity."""
+
+
+# --------------------------------------------------------------------------------------------
+# Steps shared by legs and children
+
+
+@dataclass(frozen=True)
+class OrderAttempt:
+    """How one place-and-follow attempt ended, classified where it happened."""
+
+    outcome: OrderOutcome | None = None
+    rejected: str | None = None
+    """The broker's rejection text, verbatim."""
+    failure: str | None = None
+    timed_out: bool = False
+
+
+async def place_order(
+    request: PlaceOrderRequest,
+    execution: ExecutionSettings,
+    *,
+    deadline: timedelta | None = None,
+) -> OrderAttempt:
+    """Place and follow one order. With ``deadline``, an order still working then is
+    cancelled at the broker (the activity is cancelled and waited for)."""
+    handle = workflow.start_activity(
+        ActivityName.PLACE_AND_FOLLOW_ORDER,
+        request,
+        result_type=OrderOutcome,
+        start_to_close_timeout=timedelta(seconds=execution.order_start_to_close_s),
+        schedule_to_close_timeout=timedelta(seconds=execution.order_schedule_to_close_s),
+        heartbeat_timeout=timedelta(seconds=execution.order_heartbeat_s),
+        retry_policy=ORDER_RETRY,
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        summary=f"order {request.client_order_id}",
+    )
+    timed_out = False
+    if deadline is not None:
+        try:
+            await workflow.wait_condition(
+                handle.done, timeout=deadline, timeout_summary="completion deadline"
+            )
+        except TimeoutError:
+            timed_out = True
+            handle.cancel()
+    try:
+        return OrderAttempt(outcome=await handle)
+    except ActivityError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == BROKER_REJECTED:
+            return OrderAttempt(rejected=cause.message)
+        if isinstance(cause, CancelledError) and not timed_out:
+            # The workflow itself is being cancelled; the activity has cancelled the order.
+            raise asyncio.CancelledError(str(cause)) from err
+        return OrderAttempt(failure=str(cause or err), timed_out=timed_out)
+
+
+async def cancel_order(
+    signal_id: str, account_id: str, client_order_id: str, reason: str
+) -> OrderOutcome | None:
+    """Cancel what the broker holds under the id, book it and settle the leg."""
+    result: OrderOutcome | None = await workflow.execute_activity(
+        ActivityName.CANCEL_ORDER,
+        CancelOrderRequest(
+            signal_id=signal_id,
+            account_id=account_id,
+            client_order_id=client_order_id,
+            reason=reason,
+        ),
+        result_type=OrderOutcome | None,  # type: ignore[arg-type]
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=DATABASE_RETRY,
+        summary=f"cancel {client_order_id}",
+    )
+    return result
+
+
+async def reserve_risk(request: ReserveRiskRequest) -> ReserveRiskResult:
+    result: ReserveRiskResult = await workflow.execute_activity(
+        ActivityName.RESERVE_RISK,
+        request,
+        result_type=ReserveRiskResult,
+        start_to_close_timeout=timedelta(seconds=30),
+        schedule_to_close_timeout=timedelta(minutes=5),
+        retry_policy=DATABASE_RETRY,
+        summary=f"reserve {request.account_id}",
+    )
+    return result
+
+
+async def settle_leg(signal_id: str, account_id: str) -> None:
+    await workflow.execute_activity(
+        ActivityName.SETTLE_LEG,
+        SettleLegRequest(signal_id=signal_id, account_id=account_id),
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=DATABASE_RETRY,
+        summary=f"settle {account_id}",
+    )
+
+
+def order_request(
+    signal: Signal,
+    *,
+    account_id: str,
+    broker: str,
+    broker_symbol: str,
+    quantity: Decimal,
+    business_sequence: int,
+    client_order_id: str,
+    settles_leg: bool = True,
+) -> PlaceOrderRequest:
+    return PlaceOrderRequest(
+        signal_id=signal.signal_id,
+        account_id=account_id,
+        client_order_id=client_order_id,
+        business_sequence=business_sequence,
+        broker=broker,
+        broker_symbol=broker_symbol,
+        side=signal.side,
+        order_type=signal.order_type,
+        quantity=quantity,
+        limit_price=signal.entry if signal.order_type.value == "LIMIT" else None,
+        reference_price=signal.entry,
+        settles_leg=settles_leg,
+    )
+
+
+def child_search_attributes(signal: Signal) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(sa.SIGNAL_ID, signal.signal_id)])
+
+
+async def complete_partial_fill(
+    signal: Signal,
+    *,
+    account_id: str,
+    broker: str,
+    broker_symbol: str,
+    first: OrderOutcome,
+    min_lot: Decimal,
+    lot_step: Decimal,
+    execution: ExecutionSettings,
+) -> CompletionResult:
+    """Run the completion child for what the first order left unfilled."""
+    result: CompletionResult = await workflow.execute_child_workflow(
+        COMPLETION_WORKFLOW,
+        CompletionInput(
+            signal=signal,
+            account_id=account_id,
+            broker=broker,
+            broker_symbol=broker_symbol,
+            remaining=first.quantity - first.filled_quantity,
+            min_lot=min_lot,
+            lot_step=lot_step,
+            first_sequence=2,
+            execution=execution,
+        ),
+        id=f"signal-{signal.signal_id}/{account_id}/completion",
+        result_type=CompletionResult,
+        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        search_attributes=child_search_attributes(signal),
+    )
+    return result
+
+
+def account_report(
+    signal: Signal,
+    *,
+    account_id: str,
+    status: LegStatus,
+    requested: Decimal,
+    tick_size: Decimal,
+    started_at: datetime,
+    outcome: OrderOutcome | None = None,
+    completion: CompletionResult | None = None,
+    reason: str | None = None,
+    denial: DenialReason | None = None,
+    client_order_id: str | None = None,
+    size: SizeRationale | None = None,
+    delay: DelayRationale | None = None,
+    reroute: RerouteResult | None = None,
+    rerouted_from: str | None = None,
+) -> AccountReport:
+    """One report line: fills of the first order and of its completion, volume-weighted."""
+    fills: list[tuple[Decimal, Decimal]] = []
+    if outcome is not None and outcome.average_price is not None:
+        fills.append((outcome.filled_quantity, outcome.average_price))
+    if completion is not None and completion.average_price is not None:
+        fills.append((completion.filled, completion.average_price))
+    filled = sum((q for q, _ in fills), Decimal(0))
+    average = sum((q * p for q, p in fills), Decimal(0)) / filled if filled > 0 else None
+    slippage = None
+    if average is not None:
+        # Adverse is positive: paying more on a buy, receiving less on a sell.
+        slippage = average - signal.entry if signal.side is Side.BUY else signal.entry - average
+    return AccountReport(
+        account_id=account_id,
+        status=status,
+        requested=requested,
+        filled=filled,
+        average_price=average,
+        slippage=slippage,
+        slippage_ticks=(slippage / tick_size) if slippage is not None else None,
+        delay_ms=delay.delay_ms if delay else None,
+        latency_ms=int((workflow.now() - started_at) / timedelta(milliseconds=1)),
+        client_order_id=client_order_id,
+        denial=denial,
+        reason=reason,
+        size=size,
+        delay=delay,
+        completion=completion,
+        reroute=reroute,
+        rerouted_from=rerouted_from,
+    )
+
+
+def fill_status(requested: Decimal, filled: Decimal) -> LegStatus:
+    if filled >= requested:
+        return LegStatus.FILLED
+    if filled > 0:
+        return LegStatus.PARTIALLY_FILLED
+    return LegStatus.CANCELLED
+
+
+# --------------------------------------------------------------------------------------------
+# The leg
 
 
 class LegRunner:
     """Runs legs and keeps their live progress for the status query."""
 
-    def __init__(self, signal: Signal, execution: ExecutionSettings, started_at: datetime):
+    def __init__(
+        self,
+        signal: Signal,
+        settings: PlanSettings,
+        execution: ExecutionSettings,
+        started_at: datetime,
+        reserve: list[str],
+    ):
         self._signal = signal
+        self._settings = settings
         self._execution = execution
         self._started_at = started_at
+        self._reserve = reserve
         self.progress: dict[str, LegProgress] = {}
 
     def register(self, legs: list[PlannedLeg], timers_from: datetime) -> None:
@@ -60,99 +333,104 @@ class LegRunner:
                 client_order_id=leg.client_order_id,
             )
 
-    async def run(self, leg: PlannedLeg) -> AccountReport:
+    async def run(self, leg: PlannedLeg) -> list[AccountReport]:
+        """The leg's report line, plus the line of the account a reroute moved it to."""
+        signal = self._signal
         if leg.delay_ms > 0:
             await workflow.sleep(
                 timedelta(milliseconds=leg.delay_ms), summary=f"delay {leg.account_id}"
             )
 
         self._update(leg, LegStatus.RESERVING)
-        reservation = await workflow.execute_activity(
-            ActivityName.RESERVE_RISK,
+        reservation = await reserve_risk(
             ReserveRiskRequest(
-                signal_id=self._signal.signal_id,
+                signal_id=signal.signal_id,
                 account_id=leg.account_id,
                 client_order_id=leg.client_order_id,
                 quantity=leg.quantity,
                 risk_amount=leg.risk_amount,
                 margin=leg.margin,
-            ),
-            result_type=ReserveRiskResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            schedule_to_close_timeout=timedelta(minutes=5),
-            retry_policy=DATABASE_RETRY,
-            summary=f"reserve {leg.account_id}",
+            )
         )
         if not reservation.reserved:
-            self._update(leg, LegStatus.DENIED, reason=reservation.detail)
-            return self._report(leg, LegStatus.DENIED, denial=reservation, outcome=None)
+            detail = reservation.detail
+            self._update(leg, LegStatus.DENIED, reason=detail)
+            line = self._report(leg, LegStatus.DENIED, reason=detail, denial=reservation.denial)
+            if reservation.denial in REROUTABLE_DENIALS:
+                return await self._reroute(leg, line, f"{reservation.denial}: {detail}")
+            return [line]
 
         self._update(leg, LegStatus.WORKING)
-        try:
-            outcome = await workflow.execute_activity(
-                ActivityName.PLACE_AND_FOLLOW_ORDER,
-                self._order_request(leg),
-                result_type=OrderOutcome,
-                start_to_close_timeout=timedelta(seconds=self._execution.order_start_to_close_s),
-                schedule_to_close_timeout=timedelta(
-                    seconds=self._execution.order_schedule_to_close_s
-                ),
-                heartbeat_timeout=timedelta(seconds=self._execution.order_heartbeat_s),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=30),
-                    non_retryable_error_types=NON_RETRYABLE_ORDER_ERRORS,
-                ),
-                summary=f"order {leg.client_order_id}",
-            )
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == BROKER_REJECTED:
-                self._update(leg, LegStatus.REJECTED, reason=cause.message)
-                return self._report(leg, LegStatus.REJECTED, reason=cause.message)
-            failure = f"order could not be completed: {cause or err}"
-            leftover = await self._cancel_leftover(leg, failure)
-            self._update(leg, LegStatus.FAILED, reason=failure)
-            return self._report(leg, LegStatus.FAILED, reason=failure, outcome=leftover)
-
-        status = _leg_status(outcome)
-        reason = None if status is LegStatus.FILLED else f"order ended {outcome.status}"
-        self._update(leg, status, reason=reason, filled=outcome.filled_quantity)
-        return self._report(leg, status, outcome=outcome, reason=reason)
-
-    async def _cancel_leftover(self, leg: PlannedLeg, reason: str) -> OrderOutcome | None:
-        """After an order activity gave up, make sure nothing of the leg works at the broker."""
-        result: OrderOutcome | None = await workflow.execute_activity(
-            ActivityName.CANCEL_ORDER,
-            CancelOrderRequest(
-                signal_id=self._signal.signal_id,
-                account_id=leg.account_id,
-                client_order_id=leg.client_order_id,
-                reason=reason,
-            ),
-            result_type=OrderOutcome | None,  # type: ignore[arg-type]
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=DATABASE_RETRY,
-            summary=f"cancel {leg.client_order_id}",
-        )
-        return result
-
-    def _order_request(self, leg: PlannedLeg) -> PlaceOrderRequest:
-        signal = self._signal
-        return PlaceOrderRequest(
-            signal_id=signal.signal_id,
+        request = order_request(
+            signal,
             account_id=leg.account_id,
-            client_order_id=leg.client_order_id,
-            business_sequence=1,
             broker=leg.broker,
             broker_symbol=leg.broker_symbol,
-            side=signal.side,
-            order_type=signal.order_type,
             quantity=leg.quantity,
-            limit_price=signal.entry if signal.order_type.value == "LIMIT" else None,
-            reference_price=signal.entry,
+            business_sequence=1,
+            client_order_id=leg.client_order_id,
         )
+        attempt = await place_order(request, self._execution)
+        if attempt.rejected is not None:
+            self._update(leg, LegStatus.REJECTED, reason=attempt.rejected)
+            line = self._report(leg, LegStatus.REJECTED, reason=attempt.rejected)
+            return await self._reroute(leg, line, attempt.rejected)
+        if attempt.outcome is None:
+            failure = f"order could not be completed: {attempt.failure}"
+            leftover = await cancel_order(
+                signal.signal_id, leg.account_id, leg.client_order_id, failure
+            )
+            self._update(leg, LegStatus.FAILED, reason=failure)
+            return [self._report(leg, LegStatus.FAILED, reason=failure, outcome=leftover)]
+
+        outcome = attempt.outcome
+        completion = None
+        if 0 < outcome.filled_quantity < outcome.quantity:
+            self._update(leg, LegStatus.WORKING, reason="completing a partial fill")
+            completion = await complete_partial_fill(
+                signal,
+                account_id=leg.account_id,
+                broker=leg.broker,
+                broker_symbol=leg.broker_symbol,
+                first=outcome,
+                min_lot=leg.min_lot,
+                lot_step=leg.lot_step,
+                execution=self._execution,
+            )
+        filled = outcome.filled_quantity + (completion.filled if completion else Decimal(0))
+        status = fill_status(leg.quantity, filled)
+        reason = None
+        if completion is not None:
+            reason = f"completion {completion.stopped}: {completion.detail}"
+        elif status is not LegStatus.FILLED:
+            reason = f"order ended {outcome.status}"
+        self._update(leg, status, reason=reason, filled=filled)
+        return [self._report(leg, status, outcome=outcome, completion=completion, reason=reason)]
+
+    async def _reroute(self, leg: PlannedLeg, line: AccountReport, why: str) -> list[AccountReport]:
+        signal = self._signal
+        result = await workflow.execute_child_workflow(
+            REROUTE_WORKFLOW,
+            RerouteInput(
+                signal=signal,
+                from_account=leg.account_id,
+                reason=why,
+                original_quantity=leg.quantity,
+                candidates=self._reserve,
+                settings=self._settings,
+                execution=self._execution,
+                started_at=self._started_at,
+            ),
+            id=f"signal-{signal.signal_id}/{leg.account_id}/reroute",
+            result_type=RerouteResult,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            search_attributes=child_search_attributes(signal),
+        )
+        self._update(leg, line.status, reason=f"{line.reason} → reroute {result.outcome}")
+        lines = [line.model_copy(update={"reroute": result})]
+        if result.report is not None:
+            lines.append(result.report)
+        return lines
 
     def _update(
         self,
@@ -177,37 +455,22 @@ class LegRunner:
         status: LegStatus,
         *,
         outcome: OrderOutcome | None = None,
+        completion: CompletionResult | None = None,
         reason: str | None = None,
-        denial: ReserveRiskResult | None = None,
+        denial: DenialReason | None = None,
     ) -> AccountReport:
-        elapsed = workflow.now() - self._started_at
-        average = outcome.average_price if outcome else None
-        slippage = None
-        if average is not None:
-            # Adverse is positive: paying more on a buy, receiving less on a sell.
-            entry = self._signal.entry
-            slippage = average - entry if self._signal.side is Side.BUY else entry - average
-        return AccountReport(
+        return account_report(
+            self._signal,
             account_id=leg.account_id,
             status=status,
             requested=leg.quantity,
-            filled=outcome.filled_quantity if outcome else Decimal(0),
-            average_price=average,
-            slippage=slippage,
-            slippage_ticks=(slippage / leg.tick_size) if slippage is not None else None,
-            delay_ms=leg.delay_ms,
-            latency_ms=int(elapsed / timedelta(milliseconds=1)),
+            tick_size=leg.tick_size,
+            started_at=self._started_at,
+            outcome=outcome,
+            completion=completion,
+            reason=reason,
+            denial=denial,
             client_order_id=leg.client_order_id,
-            denial=denial.denial if denial else None,
-            reason=denial.detail if denial else reason,
             size=leg.size,
             delay=leg.delay,
         )
-
-
-def _leg_status(outcome: OrderOutcome) -> LegStatus:
-    if outcome.filled_quantity >= outcome.quantity:
-        return LegStatus.FILLED
-    if outcome.filled_quantity > 0:
-        return LegStatus.PARTIALLY_FILLED
-    return LegStatus.CANCELLED

@@ -49,7 +49,7 @@ class SignalExecutionWorkflow:
     async def run(self, request: SignalWorkflowInput) -> ExecutionReport:
         signal, settings = request.signal, request.settings
         started_at = workflow.now()
-        self._runner = LegRunner(signal, request.execution, started_at)
+        self._runner = LegRunner(signal, settings, request.execution, started_at, [])
 
         snapshot = await workflow.execute_activity(
             ActivityName.LOAD_SNAPSHOT,
@@ -73,15 +73,19 @@ class SignalExecutionWorkflow:
         )
         plan = planning.plan_signal(signal, snapshot, correlation, settings, workflow.now())
         self._plan = plan
+        self._runner = LegRunner(signal, settings, request.execution, started_at, plan.reserve)
         self._set_phase("EXECUTING")
 
         if len(plan.legs) <= settings.batch_size:
             self._runner.register(plan.legs, workflow.now())
-            reports = list(await asyncio.gather(*(self._runner.run(leg) for leg in plan.legs)))
+            runs = await asyncio.gather(*(self._runner.run(leg) for leg in plan.legs))
+            reports = [line for lines in runs for line in lines]
         else:
             reports = await self._run_batches(request, plan, started_at)
 
         self._set_phase("COMPLETED")
+        # A reserve account a reroute used reports its fill, not its reserve denial.
+        taken = {r.account_id for r in reports}
         denied = [
             AccountReport(
                 account_id=d.account_id,
@@ -92,6 +96,7 @@ class SignalExecutionWorkflow:
                 reason=d.detail,
             )
             for d in plan.denials
+            if d.account_id not in taken
         ]
         accounts = sorted(reports + denied, key=lambda r: r.account_id)
         return ExecutionReport(
@@ -121,9 +126,10 @@ class SignalExecutionWorkflow:
                 LegBatchWorkflow.run,
                 LegBatchInput(
                     signal=request.signal,
-                    plan_version=plan.plan_version,
+                    settings=request.settings,
                     execution=request.execution,
                     legs=chunk,
+                    reserve=plan.reserve,
                     started_at=started_at,
                 ),
                 id=f"{parent_id}/batch-{n}",
@@ -164,10 +170,12 @@ class LegBatchWorkflow:
 
     @workflow.run
     async def run(self, request: LegBatchInput) -> LegBatchResult:
-        self._runner = LegRunner(request.signal, request.execution, request.started_at)
+        self._runner = LegRunner(
+            request.signal, request.settings, request.execution, request.started_at, request.reserve
+        )
         self._runner.register(request.legs, workflow.now())
-        reports = await asyncio.gather(*(self._runner.run(leg) for leg in request.legs))
-        return LegBatchResult(accounts=list(reports))
+        runs = await asyncio.gather(*(self._runner.run(leg) for leg in request.legs))
+        return LegBatchResult(accounts=[line for lines in runs for line in lines])
 
     @workflow.query
     def progress(self) -> list[LegProgress]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.book import PaperBehaviour, PaperFill
@@ -69,12 +69,21 @@ class PaperBroker:
                 row.status = OrderStatus.REJECTED.value
                 row.reject_text = behaviour.reject_text
             else:
+                earlier = _orders_of(session, ticket.account_id)
                 price = _fill_price(ticket, spec.tick_size, behaviour.slippage_ticks)
                 quantity = ticket.quantity
-                if behaviour.fill is PaperFill.PARTIAL:
+                partial = behaviour.fill is PaperFill.PARTIAL and (
+                    behaviour.partial_orders is None or earlier < behaviour.partial_orders
+                )
+                if behaviour.stall_after is not None and earlier >= behaviour.stall_after:
+                    quantity = Decimal(0)
+                    row.final_status = OrderStatus.NEW.value
+                    row.schedule = [_STALLED]
+                elif partial:
                     quantity = floor_to_step(quantity * behaviour.partial_ratio, spec.lot_step)
                     row.final_status = OrderStatus.EXPIRED.value
-                row.schedule = _slices(quantity, spec.lot_step, behaviour, price)
+                if quantity > 0 or not row.schedule:
+                    row.schedule = _slices(quantity, spec.lot_step, behaviour, price)
             session.add(row)
             session.flush()
             return self._advance(session, row, now)
@@ -195,6 +204,21 @@ def _slices(
         }
         for i, part in enumerate(parts)
     ]
+
+
+_STALLED = {"due_ms": str(10**12), "quantity": "0", "price": "0"}
+"""A schedule entry that never comes due: the order works until it is cancelled."""
+
+
+def _orders_of(session: Session, account_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(PaperOrderRow)
+            .where(PaperOrderRow.account_id == account_id)
+        )
+        or 0
+    )
 
 
 def _broker_order_id(client_order_id: str) -> str:

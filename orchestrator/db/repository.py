@@ -75,6 +75,7 @@ def save_book(session: Session, book: Book, now: datetime) -> None:
                 ),
                 exclude_from_multi_account=mandate.exclude_from_multi_account,
                 symbol_map=dict(record.symbol_map),
+                reserve_only=record.reserve_only,
                 paper=record.paper.model_dump(mode="json"),
                 updated_at=now,
             )
@@ -131,6 +132,7 @@ def export_book(session: Session) -> Book:
                     realized_loss_today=state.realized_loss_today,
                     as_of=state.as_of,
                 ),
+                reserve_only=account.reserve_only,
                 paper=PaperBehaviour.model_validate(account.paper),
             )
         )
@@ -222,6 +224,7 @@ def load_snapshot(session: Session, request: SnapshotRequest, now: datetime) -> 
                 realized_loss_today=state.realized_loss_today,
                 risk_committed_today=state.risk_committed_today,
                 as_of=state.as_of,
+                reserve_only=account.reserve_only,
             )
         )
     specs: dict[str, SymbolSpec] = {}
@@ -320,6 +323,12 @@ def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -
         )
     )
     if existing is not None:
+        if existing.origin_account_id != request.origin_account_id:
+            return ReserveRiskResult(
+                reserved=False,
+                denial=DenialReason.ACCOUNT_ALREADY_USED,
+                detail="account already took part in this signal",
+            )
         return ReserveRiskResult(reserved=True, detail="already reserved")
 
     def deny(reason: DenialReason, detail: str) -> ReserveRiskResult:
@@ -363,6 +372,7 @@ def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -
         RiskReservationRow(
             signal_id=request.signal_id,
             account_id=request.account_id,
+            origin_account_id=request.origin_account_id,
             client_order_id=request.client_order_id,
             quantity=request.quantity,
             risk_amount=request.risk_amount,
@@ -375,11 +385,22 @@ def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -
     return ReserveRiskResult(reserved=True)
 
 
-def settle_reservation(
-    session: Session, signal_id: str, account_id: str, filled: Decimal, now: datetime
-) -> None:
-    """Book an order's outcome against its reservation: keep the filled share of risk and
-    margin, give back the rest. Settling twice changes nothing."""
+def leg_filled(session: Session, signal_id: str, account_id: str) -> Decimal:
+    """Everything filled for one account in one signal, across its orders (first and
+    completions)."""
+    # Summed here, not in SQL: SQLite would add the text-stored decimals as floats.
+    quantities = session.scalars(
+        select(FillRow.quantity)
+        .join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id)
+        .where(OrderRow.signal_id == signal_id, OrderRow.account_id == account_id)
+    )
+    return sum(quantities, Decimal(0))
+
+
+def settle_reservation(session: Session, signal_id: str, account_id: str, now: datetime) -> None:
+    """Book the leg's outcome against its reservation: keep the filled share of risk and
+    margin (all orders of the leg counted), give back the rest. Settling twice changes
+    nothing."""
     reservation = session.scalar(
         select(RiskReservationRow)
         .where(
@@ -393,6 +414,7 @@ def settle_reservation(
     state = session.get(AccountStateRow, account_id, with_for_update=True)
     if state is None:
         return
+    filled = leg_filled(session, signal_id, account_id)
     unfilled = max(reservation.quantity - filled, Decimal(0)) / reservation.quantity
     state.risk_committed_today -= reservation.risk_amount * unfilled
     state.free_margin += reservation.margin * unfilled

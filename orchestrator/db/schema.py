@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -59,7 +60,8 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("timestamps must be timezone-aware")
-        return value
+        # SQLite keeps the wall-clock text and drops the offset: store the UTC instant.
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -88,6 +90,8 @@ class AccountRow(Base):
     trading_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     exclude_from_multi_account: Mapped[bool] = mapped_column(Boolean, default=False)
     symbol_map: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    reserve_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Takes part in a signal only as a reroute target."""
     paper: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Paper broker behaviour for this account (fill / partial / reject, latency, slippage)."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -155,6 +159,8 @@ class RiskReservationRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     signal_id: Mapped[str] = mapped_column(String(64), index=True)
     account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.account_id"))
+    origin_account_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """For a reroute: the account whose leg this reservation took over."""
     client_order_id: Mapped[str] = mapped_column(String(160))
     quantity: Mapped[Decimal] = mapped_column(Money)
     risk_amount: Mapped[Decimal] = mapped_column(Money)

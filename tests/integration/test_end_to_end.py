@@ -65,13 +65,26 @@ async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
         report = await handle.result()
 
     by_account = {a.account_id: a for a in report.accounts}
-    assert len(by_account) == 16
-    for filled in ("alpha-01", "alpha-02", "alpha-04", "alpha-06", "beta-03"):
+    assert len(by_account) == 18
+    for filled in ("alpha-01", "alpha-02", "alpha-04", "alpha-06", "beta-03", "beta-05"):
         assert by_account[filled].status is LegStatus.FILLED, filled
         assert by_account[filled].filled == by_account[filled].requested > 0
-    assert by_account["beta-05"].status is LegStatus.PARTIALLY_FILLED
-    assert by_account["beta-07"].status is LegStatus.REJECTED
-    assert by_account["beta-07"].reason == "Not enough money [10019]"
+    # beta-05's broker filled 60 %: the completion child filled the rest in one more order.
+    completion = by_account["beta-05"].completion
+    assert completion is not None
+    assert (completion.attempts, completion.stopped) == (1, "COMPLETED")
+    # beta-07's broker rejected: the reroute child moved 95 % of it to the first reserve.
+    rejected = by_account["beta-07"]
+    assert rejected.status is LegStatus.REJECTED
+    assert rejected.reason == "Not enough money [10019]"
+    assert rejected.reroute is not None
+    assert rejected.reroute.final_account == "alpha-17"
+    target = by_account["alpha-17"]
+    assert (target.status, target.rerouted_from) == (LegStatus.FILLED, "beta-07")
+    assert target.requested == (rejected.requested * Decimal("0.95")).quantize(
+        Decimal("0.01"), rounding="ROUND_FLOOR"
+    )
+    assert by_account["beta-18"].denial is DenialReason.NOT_SELECTED
     expected_denials = {
         "alpha-08": DenialReason.PAUSED,
         "alpha-10": DenialReason.INSUFFICIENT_MARGIN,
@@ -88,17 +101,26 @@ async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
     assert by_account["alpha-01"].size is not None
     assert by_account["alpha-01"].size.correlated_accounts == 3
     # Exactly one order per traded account at the broker, and the ledger agrees.
-    traded = {"alpha-01", "alpha-02", "alpha-04", "alpha-06", "beta-03", "beta-05", "beta-07"}
-    assert broker_orders(postgres_db) == dict.fromkeys(traded, 1)
-    ledger = {o.account_id: o for o in ledger_orders(postgres_db)}
-    for account_id in traded:
-        assert ledger[account_id].filled_quantity == by_account[account_id].filled
+    traded = {"alpha-01", "alpha-02", "alpha-04", "alpha-06", "beta-03", "beta-07", "alpha-17"}
+    assert broker_orders(postgres_db) == {**dict.fromkeys(traded, 1), "beta-05": 2}
+    ledger: dict[str, Decimal] = {}
+    for order in ledger_orders(postgres_db):
+        ledger[order.account_id] = ledger.get(order.account_id, Decimal(0)) + order.filled_quantity
+    assert ledger == {a: by_account[a].filled for a in [*traded, "beta-05"]}
 
     # The run is findable by its search attributes.
-    async def visible() -> list[str]:
-        return [w.id async for w in client.list_workflows("SignalId = 'it-demo'")]
+    # The run and its children are findable by their search attribute.
+    expected = {
+        "signal-it-demo",
+        "signal-it-demo/beta-05/completion",
+        "signal-it-demo/beta-07/reroute",
+    }
 
-    assert await poll_until(visible) == ["signal-it-demo"]
+    async def visible() -> bool:
+        found = {w.id async for w in client.list_workflows("SignalId = 'it-demo'")}
+        return found == expected
+
+    assert await poll_until(visible)
 
 
 async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_order_each(
@@ -106,9 +128,7 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
 ) -> None:
     ids = [f"kill-{i}" for i in range(5)]
     load(postgres_db, book(*(account(i) for i in ids), returns=uncorrelated_returns(ids)))
-    settings = dev_settings(
-        dev_server, postgres_db, delay_min_s=Decimal(4), delay_max_s=Decimal(8)
-    )
+    settings = dev_settings(dev_server, postgres_db, delay_min_s=Decimal(4), delay_max_s=Decimal(8))
     client = dev_server.client
     env = {
         **os.environ,

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.db.engine import Database
 from orchestrator.db.schema import AccountRow, SignalRow
@@ -75,7 +76,10 @@ async def test_every_leg_outcome_in_one_signal(
         sqlite_db,
         book(
             account("fills"),
-            account("partial", paper={"fill": "partial", "partial_ratio": "0.5", "slices": 2}),
+            account(
+                "partial",
+                paper={"fill": "partial", "partial_ratio": "0.5", "slices": 2, "partial_orders": 1},
+            ),
             account("rejects", paper={"fill": "reject", "reject_text": "Market closed [10018]"}),
             account("expires", paper={"fill": "partial", "partial_ratio": "0.001"}),
             account("paused", status="PAUSED"),
@@ -90,8 +94,10 @@ async def test_every_leg_outcome_in_one_signal(
     by_account = {a.account_id: a for a in report.accounts}
     assert by_account["fills"].status is LegStatus.FILLED
     partial = by_account["partial"]
-    assert partial.status is LegStatus.PARTIALLY_FILLED
-    assert 0 < partial.filled < partial.requested
+    assert partial.status is LegStatus.FILLED
+    assert partial.completion is not None
+    assert partial.completion.attempts == 1
+    assert partial.filled == partial.requested
     assert by_account["rejects"].status is LegStatus.REJECTED
     assert by_account["rejects"].reason == "Market closed [10018]"
     assert by_account["rejects"].denial is None
@@ -99,7 +105,7 @@ async def test_every_leg_outcome_in_one_signal(
     assert by_account["expires"].filled == 0
     assert by_account["paused"].denial is DenialReason.PAUSED
     assert by_account["no-margin"].denial is DenialReason.INSUFFICIENT_MARGIN
-    assert broker_orders(sqlite_db) == {"fills": 1, "partial": 1, "rejects": 1, "expires": 1}
+    assert broker_orders(sqlite_db) == {"fills": 1, "partial": 2, "rejects": 1, "expires": 1}
     # Rejected and unfilled legs gave their reserved risk back.
     assert {r.account_id: r.status for r in reservations(sqlite_db)} == {
         "fills": "SETTLED",
@@ -110,7 +116,11 @@ async def test_every_leg_outcome_in_one_signal(
 
 
 async def test_account_paused_after_planning_is_denied_at_reservation_with_no_order(
-    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+    time_skipping_env: WorkflowEnvironment,
+    ts_client: Client,
+    sqlite_db: Database,
+    settings: Settings,
+    harness_factory,
 ) -> None:
 
     load(sqlite_db, book(account("stays"), account("paused-later")))
@@ -124,11 +134,13 @@ async def test_account_paused_after_planning_is_denied_at_reservation_with_no_or
                 leg.status is LegStatus.WAITING for leg in progress.legs
             )
 
-        await poll_until(all_waiting)
-        with sqlite_db.transaction() as session:
-            row = session.get(AccountRow, "paused-later")
-            assert row is not None
-            row.status = "PAUSED"
+        # Hold virtual time still while we look, so the 30 s timers cannot fire meanwhile.
+        with time_skipping_env.auto_time_skipping_disabled():
+            await poll_until(all_waiting)
+            with sqlite_db.transaction() as session:
+                row = session.get(AccountRow, "paused-later")
+                assert row is not None
+                row.status = "PAUSED"
         report = await handle.result()
 
     by_account = {a.account_id: a for a in report.accounts}
@@ -162,12 +174,16 @@ async def test_signal_larger_than_batch_size_runs_legs_in_batch_children(
     async with harness.running():
         handle = await submit_signal(ts_client, sqlite_db, small_batches, signal("ts-batches"))
         report = await handle.result()
-        children = [
-            await ts_client.get_workflow_handle(f"signal-ts-batches/batch-{n}").describe()
-            for n in (1, 2, 3)
-        ]
-    assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 7
-    assert all(c.parent_id == "signal-ts-batches" for c in children)
+        history = await handle.fetch_history()
+    started = [
+        event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+        for event in history.events
+        if event.HasField("child_workflow_execution_started_event_attributes")
+    ]
+    assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 7, [
+        (a.account_id, a.status, a.reason) for a in report.accounts
+    ]
+    assert started == [f"signal-ts-batches/batch-{n}" for n in (1, 2, 3)]
     assert broker_orders(sqlite_db) == dict.fromkeys(ids, 1)
 
 

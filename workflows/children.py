@@ -1,0 +1,289 @@
+"""Child workflows of a signal: partial-fill completion and failed-order rerouting.
+
+Both run under the signal (or its batch child) with deterministic ids —
+``signal-{id}/{account}/completion`` and ``signal-{id}/{account}/reroute`` — so each is visible
+and replayable on its own, and both carry the SignalId search attribute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from orchestrator import planning
+    from orchestrator.models import (
+        AccountReport,
+        ActivityName,
+        BookSnapshot,
+        CompletionInput,
+        CompletionResult,
+        CompletionStop,
+        LegStatus,
+        RerouteHop,
+        RerouteInput,
+        RerouteResult,
+        ReserveRiskRequest,
+        SnapshotRequest,
+        spec_key,
+    )
+    from workflows.legs import (
+        DATABASE_RETRY,
+        account_report,
+        cancel_order,
+        complete_partial_fill,
+        fill_status,
+        order_request,
+        place_order,
+        reserve_risk,
+        settle_leg,
+    )
+
+
+@workflow.defn
+class PartialFillCompletionWorkflow:
+    """Place orders for what a leg's first order left unfilled, until it is filled, the rest
+    is dust, the attempts run out or the deadline passes. Never rounds a remainder up."""
+
+    @workflow.run
+    async def run(self, request: CompletionInput) -> CompletionResult:
+        signal, execution = request.signal, request.execution
+        deadline = workflow.now() + timedelta(seconds=execution.completion_deadline_s)
+        remaining = request.remaining
+        fills: list[tuple[Decimal, Decimal]] = []
+        ids: list[str] = []
+        stopped: CompletionStop | None = None
+        detail = ""
+        try:
+            while stopped is None:
+                sendable = planning.floor_to_step(remaining, request.lot_step)
+                left = deadline - workflow.now()
+                if remaining <= 0:
+                    stopped, detail = CompletionStop.COMPLETED, "remainder filled"
+                elif sendable < request.min_lot:
+                    stopped = CompletionStop.DUST
+                    detail = f"{remaining} lots left, below the minimum {request.min_lot}"
+                elif len(ids) >= execution.completion_max_attempts:
+                    stopped = CompletionStop.ATTEMPTS_EXHAUSTED
+                    detail = f"{len(ids)} attempts made, {remaining} lots unfilled"
+                elif left <= timedelta(0):
+                    stopped, detail = CompletionStop.DEADLINE, "deadline passed"
+                else:
+                    sequence = request.first_sequence + len(ids)
+                    client_order_id = planning.client_order_id(
+                        signal.signal_id, request.account_id, sequence
+                    )
+                    ids.append(client_order_id)
+                    attempt = await place_order(
+                        order_request(
+                            signal,
+                            account_id=request.account_id,
+                            broker=request.broker,
+                            broker_symbol=request.broker_symbol,
+                            quantity=sendable,
+                            business_sequence=sequence,
+                            client_order_id=client_order_id,
+                            settles_leg=False,
+                        ),
+                        execution,
+                        deadline=left,
+                    )
+                    outcome = attempt.outcome
+                    if attempt.rejected is not None:
+                        stopped, detail = CompletionStop.REJECTED, attempt.rejected
+                    elif outcome is None:
+                        # Whatever the order did before it was stopped stays booked.
+                        outcome = await cancel_order(
+                            signal.signal_id,
+                            request.account_id,
+                            client_order_id,
+                            "completion deadline" if attempt.timed_out else "completion failed",
+                        )
+                        if attempt.timed_out:
+                            stopped = CompletionStop.DEADLINE
+                            detail = f"deadline passed; {client_order_id} cancelled at the broker"
+                        else:
+                            stopped, detail = CompletionStop.FAILED, attempt.failure or ""
+                    if outcome is not None and outcome.average_price is not None:
+                        fills.append((outcome.filled_quantity, outcome.average_price))
+                        remaining -= outcome.filled_quantity
+        except asyncio.CancelledError:
+            # Cancelled with the parent: the working order was cancelled at the broker by its
+            # activity; give the leg's unused risk back before ending cancelled.
+            await settle_leg(signal.signal_id, request.account_id)
+            raise
+        await settle_leg(signal.signal_id, request.account_id)
+        filled = sum((q for q, _ in fills), Decimal(0))
+        sendable = planning.floor_to_step(remaining, request.lot_step)
+        dust = remaining if sendable < request.min_lot else remaining - sendable
+        return CompletionResult(
+            account_id=request.account_id,
+            filled=filled,
+            average_price=(sum((q * p for q, p in fills), Decimal(0)) / filled)
+            if filled > 0
+            else None,
+            unfilled=remaining,
+            dust=dust,
+            attempts=len(ids),
+            stopped=stopped,
+            detail=detail,
+            client_order_ids=ids,
+        )
+
+
+@workflow.defn
+class OrderRerouteWorkflow:
+    """Move a failed leg to the next reserve account: fresh eligibility check, 95 % of the
+    original size within the target's own limits, atomic reservation, order, completion."""
+
+    @workflow.run
+    async def run(self, request: RerouteInput) -> RerouteResult:
+        signal = request.signal
+        hops: list[RerouteHop] = []
+
+        def hop(to: str, outcome: str, reason: str, quantity: Decimal = Decimal(0)) -> None:
+            hops.append(
+                RerouteHop(
+                    to_account=to,
+                    outcome=outcome,
+                    reason=reason,
+                    quantity=quantity,
+                    filled=Decimal(0),
+                )
+            )
+
+        for candidate in request.candidates:
+            if len(hops) >= request.execution.reroute_max_accounts:
+                break
+            snapshot = await workflow.execute_activity(
+                ActivityName.LOAD_SNAPSHOT,
+                SnapshotRequest(
+                    signal_id=signal.signal_id, symbol=signal.symbol, account_ids=[candidate]
+                ),
+                result_type=BookSnapshot,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(minutes=5),
+                retry_policy=DATABASE_RETRY,
+                summary=f"snapshot {candidate}",
+            )
+            if snapshot.halted:
+                hop(candidate, "DENIED", "HALTED: trading halted")
+                break
+            if not snapshot.accounts:
+                hop(candidate, "DENIED", "account no longer in the book")
+                continue
+            account = snapshot.accounts[0]
+            denial = planning.check_eligibility(
+                signal, account, snapshot.specs, request.settings, workflow.now()
+            )
+            if denial is not None:
+                hop(candidate, "DENIED", f"{denial.reason}: {denial.detail}")
+                continue
+            spec = snapshot.specs[spec_key(account.broker, account.broker_symbol or "")]
+            decision = planning.size_reroute(
+                signal,
+                account,
+                spec,
+                request.original_quantity,
+                request.execution.reroute_fraction,
+            )
+            if decision.denial is not None:
+                hop(candidate, "DENIED", f"{decision.denial}: {decision.detail}")
+                continue
+            quantity = decision.rationale.final_lots
+            client_order_id = planning.client_order_id(signal.signal_id, candidate, 1)
+            reservation = await reserve_risk(
+                ReserveRiskRequest(
+                    signal_id=signal.signal_id,
+                    account_id=candidate,
+                    origin_account_id=request.from_account,
+                    client_order_id=client_order_id,
+                    quantity=quantity,
+                    risk_amount=decision.rationale.risk_amount,
+                    margin=quantity * spec.margin_per_lot,
+                )
+            )
+            if not reservation.reserved:
+                hop(candidate, "DENIED", f"{reservation.denial}: {reservation.detail}", quantity)
+                continue
+            attempt = await place_order(
+                order_request(
+                    signal,
+                    account_id=candidate,
+                    broker=account.broker,
+                    broker_symbol=spec.symbol,
+                    quantity=quantity,
+                    business_sequence=1,
+                    client_order_id=client_order_id,
+                ),
+                request.execution,
+            )
+            if attempt.rejected is not None:
+                hop(candidate, "REJECTED", attempt.rejected, quantity)
+                continue
+            outcome = attempt.outcome
+            if outcome is None:
+                # Ambiguous failure: never send the same risk elsewhere too.
+                await cancel_order(
+                    signal.signal_id, candidate, client_order_id, "reroute order failed"
+                )
+                hop(candidate, "FAILED", attempt.failure or "order failed", quantity)
+                return self._result(request, hops, None, "FAILED")
+            completion = None
+            if 0 < outcome.filled_quantity < outcome.quantity:
+                completion = await complete_partial_fill(
+                    signal,
+                    account_id=candidate,
+                    broker=account.broker,
+                    broker_symbol=spec.symbol,
+                    first=outcome,
+                    min_lot=spec.min_lot,
+                    lot_step=spec.lot_step,
+                    execution=request.execution,
+                )
+            line = account_report(
+                signal,
+                account_id=candidate,
+                status=LegStatus.FILLED,
+                requested=quantity,
+                tick_size=spec.tick_size,
+                started_at=request.started_at,
+                outcome=outcome,
+                completion=completion,
+                reason=f"rerouted from {request.from_account}: {request.reason}",
+                client_order_id=client_order_id,
+                size=decision.rationale,
+                rerouted_from=request.from_account,
+            )
+            status = fill_status(quantity, line.filled)
+            line = line.model_copy(update={"status": status})
+            hops.append(
+                RerouteHop(
+                    to_account=candidate,
+                    outcome=status.value,
+                    reason=decision.detail,
+                    quantity=quantity,
+                    filled=line.filled,
+                )
+            )
+            return self._result(request, hops, line, status.value)
+        return self._result(request, hops, None, "NO_ALTERNATIVE_ACCOUNT")
+
+    @staticmethod
+    def _result(
+        request: RerouteInput,
+        hops: list[RerouteHop],
+        report: AccountReport | None,
+        outcome: str,
+    ) -> RerouteResult:
+        return RerouteResult(
+            from_account=request.from_account,
+            reason=request.reason,
+            hops=hops,
+            final_account=report.account_id if report else None,
+            outcome=outcome,
+            report=report,
+        )
