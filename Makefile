@@ -9,7 +9,7 @@ RUN := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck check worker stop clean
+.PHONY: install demo test lint typecheck check worker stop clean bench
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -44,3 +44,6 @@ stop:  ## stop the dev server started by the demo or the worker
 
 clean: stop
 	rm -rf .run .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+bench: install  ## per-leg overhead of the signal workflow vs a bare Temporal floor
+	$(RUN) -m bench.overhead

@@ -229,9 +229,14 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The whole path on the embedded defaults: dev server, worker, demo book, two signals."""
+    demo_db = PROJECT_ROOT / ".run" / "demo.db"
+    if args.database_url is None:
+        # Every demo starts from the book as written: a fresh database, not yesterday's state.
+        for leftover in demo_db.parent.glob(demo_db.name + "*"):
+            leftover.unlink()
     settings = settings.model_copy(
         update={
-            "database_url": args.database_url or f"sqlite:///{PROJECT_ROOT / '.run' / 'demo.db'}",
+            "database_url": args.database_url or f"sqlite:///{demo_db}",
             "task_queue": "trade-execution-demo",
             "delay_min_s": args.delay_min,
             "delay_max_s": args.delay_max,

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.execution import ExecutionActivities
+from orchestrator.brokers.base import Broker
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
 from orchestrator.settings import Settings, get_settings
@@ -31,8 +32,12 @@ WORKFLOWS = [
 ]
 
 
-def build_activities(db: Database, settings: Settings) -> ExecutionActivities:
-    return ExecutionActivities(db, PaperBroker(db), poll_interval_s=settings.order_poll_interval_s)
+def build_activities(
+    db: Database, settings: Settings, broker: Broker | None = None
+) -> ExecutionActivities:
+    return ExecutionActivities(
+        db, broker or PaperBroker(db), poll_interval_s=settings.order_poll_interval_s
+    )
 
 
 def build_worker(

@@ -87,12 +87,19 @@ class ExecutionActivities:
         Raises a non-retryable ``BrokerRejected`` error carrying the broker's text verbatim
         when the broker refuses the order.
         """
+        # Heartbeat before any work: under load the first transactions can queue for seconds.
+        activity.heartbeat()
         with self._db.transaction() as session:
             repository.record_order_intent(session, request, self._clock())
         try:
-            # Ask first: after a timeout or a crash the order may already be at the broker.
-            state = self._broker.status(request.client_order_id)
+            # On a retry, ask first: after a timeout or a crash the order may already be at
+            # the broker. (Submitting is idempotent on the client order id too; asking first
+            # also covers brokers whose duplicate check is weaker.)
+            state = None
+            if activity.info().attempt > 1:
+                state = self._broker.status(request.client_order_id)
             if state is None:
+                activity.heartbeat()
                 state = self._broker.submit(_ticket(request))
             outcome = self._book(request, state)
             while state.status not in TERMINAL:

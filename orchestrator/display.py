@@ -139,8 +139,23 @@ def _explain(line: AccountReport) -> str:
     parts: list[str] = []
     if line.reason:
         parts.append(line.reason)
-    if line.size is not None:
+    if line.size is not None and line.rerouted_from is not None:
+        size = line.size
+        parts.append(
+            f"{size.variance_factor} × {line.rerouted_from}'s {size.base_lots.normalize()} lots"
+            f" = {_fmt(size.target_lots, '0.001')}, bound by {size.binding}"
+        )
+    elif line.size is not None:
         parts.append(explain_size(line.size))
+    if line.completion is not None:
+        done = line.completion
+        parts.append(
+            f"completion: {done.attempts} order(s), filled {done.filled}, "
+            f"{done.stopped.lower()}" + (f", dust {done.dust}" if done.dust else "")
+        )
+    if line.reroute is not None:
+        chain = " → ".join(f"{h.to_account} ({h.outcome})" for h in line.reroute.hops)
+        parts.append(f"rerouted: {chain or 'no reserve account'} ⇒ {line.reroute.outcome}")
     return "; ".join(parts)
 
 

@@ -313,6 +313,7 @@ class SizeRationale(Model):
     sizing (itself included). Members later denied on size still count: it errs small."""
     correlation_factor: Decimal
     variance_factor: Decimal
+    """The size variance drawn; on a reroute target, the reroute fraction instead."""
     target_lots: Decimal
     budget_cap_lots: Decimal
     margin_cap_lots: Decimal

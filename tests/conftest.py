@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.brokers.base import Broker
 from orchestrator.db.engine import Database
 from orchestrator.settings import Settings
 from orchestrator.temporal import ensure_search_attributes, temporal_binary
@@ -95,7 +96,11 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 @pytest.fixture
 def harness_factory(executor: ThreadPoolExecutor):
-    def make(client: Client, db: Database, settings: Settings) -> WorkerHarness:
-        return WorkerHarness(client=client, db=db, settings=settings, executor=executor)
+    def make(
+        client: Client, db: Database, settings: Settings, broker: Broker | None = None
+    ) -> WorkerHarness:
+        return WorkerHarness(
+            client=client, db=db, settings=settings, executor=executor, broker=broker
+        )
 
     return make

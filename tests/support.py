@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -15,9 +16,11 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 
 from orchestrator.book import AccountRecord, AccountState, Book, DailyReturn, PaperBehaviour
+from orchestrator.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
+from orchestrator.errors import BrokerUnavailable
 from orchestrator.models import AccountLimits, Mandate, Signal, SymbolSpec
 from orchestrator.settings import Settings
 from worker import build_activities, build_worker
@@ -44,11 +47,14 @@ def account(
     paper: dict[str, Any] | None = None,
     status: str = "ACTIVE",
     mandate: Mandate | None = None,
+    broker: str = "alpha",
+    reserve_only: bool = False,
     **state: Any,
 ) -> AccountRecord:
     return AccountRecord(
         id=account_id,
-        broker="alpha",
+        broker=broker,
+        reserve_only=reserve_only,
         currency="USD",
         status=status,
         limits=AccountLimits(
@@ -70,8 +76,14 @@ def account(
     )
 
 
-def book(*accounts: AccountRecord, returns: list[DailyReturn] | None = None) -> Book:
-    return Book(symbols=[EURUSD_ALPHA], accounts=list(accounts), returns=returns or [])
+def book(
+    *accounts: AccountRecord,
+    returns: list[DailyReturn] | None = None,
+    symbols: list[SymbolSpec] | None = None,
+) -> Book:
+    return Book(
+        symbols=[EURUSD_ALPHA, *(symbols or [])], accounts=list(accounts), returns=returns or []
+    )
 
 
 def uncorrelated_returns(account_ids: list[str], days: int = 30) -> list[DailyReturn]:
@@ -144,15 +156,60 @@ async def poll_until(
         await asyncio.sleep(interval_s)
 
 
+class FaultyBroker:
+    """A broker in front of the paper broker that fails the way real ones do.
+
+    ``busy``: the next N submits fail before anything is sent (transient).
+    ``ambiguous``: the next N submits reach the broker, then the answer is lost (a timeout
+    after sending); the caller cannot know whether the order exists.
+    """
+
+    def __init__(self, inner: Broker, *, busy: int = 0, ambiguous: int = 0) -> None:
+        self._inner = inner
+        self._busy = busy
+        self._ambiguous = ambiguous
+        self._lock = threading.Lock()
+        self.submit_calls = 0
+
+    def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        with self._lock:
+            self.submit_calls += 1
+            if self._busy > 0:
+                self._busy -= 1
+                raise BrokerUnavailable("broker busy, try again")
+            lose_answer = self._ambiguous > 0
+            self._ambiguous -= 1 if lose_answer else 0
+        order = self._inner.submit(ticket)
+        if lose_answer:
+            raise BrokerUnavailable("timed out waiting for the acknowledgement")
+        return order
+
+    def status(self, client_order_id: str) -> BrokerOrder | None:
+        return self._inner.status(client_order_id)
+
+    def cancel(self, client_order_id: str) -> BrokerOrder | None:
+        return self._inner.cancel(client_order_id)
+
+    def open_orders(self, account_id: str) -> list[BrokerOrder]:
+        return self._inner.open_orders(account_id)
+
+
+def paper_orders(db: Database) -> dict[str, PaperOrderRow]:
+    """The paper broker's own book, by client order id."""
+    with db.transaction() as session:
+        return {row.client_order_id: row for row in session.scalars(select(PaperOrderRow))}
+
+
 @dataclass
 class WorkerHarness:
     client: Client
     db: Database
     settings: Settings
     executor: ThreadPoolExecutor
+    broker: Broker | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        activities = build_activities(self.db, self.settings)
+        activities = build_activities(self.db, self.settings, self.broker)
         async with build_worker(self.client, self.settings, activities, self.executor):
             yield

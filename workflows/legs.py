@@ -9,13 +9,14 @@ OrderRerouteWorkflow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -114,16 +115,27 @@ async def place_order(
         summary=f"order {request.client_order_id}",
     )
     timed_out = False
-    if deadline is not None:
-        try:
-            await workflow.wait_condition(
-                handle.done, timeout=deadline, timeout_summary="completion deadline"
-            )
-        except TimeoutError:
-            timed_out = True
-            handle.cancel()
     try:
+        if deadline is not None:
+            try:
+                await workflow.wait_condition(
+                    handle.done, timeout=deadline, timeout_summary="completion deadline"
+                )
+            except TimeoutError:  # the builtin one: wait_condition timed out
+                timed_out = True
+                handle.cancel()
         return OrderAttempt(outcome=await handle)
+    except asyncio.CancelledError:
+        # The workflow itself is being cancelled. Never leave the order working: cancel the
+        # activity, then cancel at the broker by client order id ourselves — a server may
+        # record the activity cancelled before its thread has reached the broker.
+        handle.cancel()
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await handle
+        await cancel_order(
+            request.signal_id, request.account_id, request.client_order_id, "workflow cancelled"
+        )
+        raise
     except ActivityError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type == BROKER_REJECTED:
@@ -400,10 +412,12 @@ class LegRunner:
         filled = outcome.filled_quantity + (completion.filled if completion else Decimal(0))
         status = fill_status(leg.quantity, filled)
         reason = None
-        if completion is not None:
-            reason = f"completion {completion.stopped}: {completion.detail}"
-        elif status is not LegStatus.FILLED:
-            reason = f"order ended {outcome.status}"
+        if status is not LegStatus.FILLED:
+            reason = (
+                f"completion {completion.stopped}: {completion.detail}"
+                if completion is not None
+                else f"order ended {outcome.status}"
+            )
         self._update(leg, status, reason=reason, filled=filled)
         return [self._report(leg, status, outcome=outcome, completion=completion, reason=reason)]
 

@@ -43,14 +43,14 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
-    def migrate(self) -> None:
-        """Bring the schema to the latest Alembic revision (idempotent)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` (default: the latest), idempotently."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
     def dispose(self) -> None:
         self.engine.dispose()

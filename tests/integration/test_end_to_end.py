@@ -12,7 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from orchestrator.book import read_book
 from orchestrator.db import repository
@@ -30,6 +32,7 @@ from tests.support import (
     signal,
     uncorrelated_returns,
 )
+from worker import WORKFLOWS
 from workflows.signal import SignalExecutionWorkflow
 
 pytestmark = pytest.mark.integration
@@ -121,6 +124,16 @@ async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
         return found == expected
 
     assert await poll_until(visible)
+
+    # Parent and children replay cleanly against the current code.
+    histories = [
+        await client.get_workflow_handle(workflow_id).fetch_history()
+        for workflow_id in sorted(expected)
+    ]
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    for history in histories:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, (history.workflow_id, result.replay_failure)
 
 
 async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_order_each(

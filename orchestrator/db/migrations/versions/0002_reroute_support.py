@@ -2,6 +2,9 @@
 
 Revision ID: 0002
 Revises: 0001
+
+Plain ADD/DROP COLUMN, not batch mode: SQLite supports both natively, and batch mode would
+rebuild ``accounts`` — which other tables reference — failing under enforced foreign keys.
 """
 
 from collections.abc import Sequence
@@ -16,16 +19,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("accounts") as batch:
-        batch.add_column(
-            sa.Column("reserve_only", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("risk_reservations") as batch:
-        batch.add_column(sa.Column("origin_account_id", sa.String(64), nullable=True))
+    op.add_column(
+        "accounts",
+        sa.Column("reserve_only", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.add_column("risk_reservations", sa.Column("origin_account_id", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("risk_reservations") as batch:
-        batch.drop_column("origin_account_id")
-    with op.batch_alter_table("accounts") as batch:
-        batch.drop_column("reserve_only")
+    op.drop_column("risk_reservations", "origin_account_id")
+    op.drop_column("accounts", "reserve_only")

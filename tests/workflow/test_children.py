@@ -1,0 +1,289 @@
+"""Partial-fill completion and rerouting, one test per path, on the time-skipping server with
+the real activities, SQLite and the paper broker (behind a faulty front where a path needs
+broker faults)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.brokers.paper import PaperBroker
+from orchestrator.db.engine import Database
+from orchestrator.models import AccountReport, CompletionStop, LegStatus, SymbolSpec
+from orchestrator.service import submit_signal
+from orchestrator.settings import Settings
+from tests.support import (
+    FaultyBroker,
+    account,
+    book,
+    broker_orders,
+    load,
+    paper_orders,
+    poll_until,
+    reservations,
+    signal,
+)
+
+HALF_ONCE = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
+
+
+@pytest.fixture
+def settings(test_settings: Settings) -> Settings:
+    return test_settings.model_copy(
+        update={
+            "delay_min_s": Decimal(1),
+            "delay_max_s": Decimal(5),
+            "size_variance": Decimal(0),
+            "completion_deadline_s": 60,
+        }
+    )
+
+
+async def run_signal(
+    client: Client,
+    db: Database,
+    settings: Settings,
+    harness_factory,
+    signal_id: str,
+    *,
+    broker=None,
+) -> dict[str, AccountReport]:
+    async with harness_factory(client, db, settings, broker).running():
+        handle = await submit_signal(client, db, settings, signal(signal_id))
+        report = await handle.result()
+    return {line.account_id: line for line in report.accounts}
+
+
+# --------------------------------------------------------------------------------------------
+# Partial-fill completion
+
+
+async def test_partial_fill_completed_in_one_attempt(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(sqlite_db, book(account("thin", paper=HALF_ONCE)))
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "c-one")
+
+    line = lines["thin"]
+    assert line.status is LegStatus.FILLED
+    assert line.filled == line.requested
+    assert line.completion is not None
+    assert (line.completion.attempts, line.completion.stopped) == (1, CompletionStop.COMPLETED)
+    assert line.completion.client_order_ids == ["c-one:thin:2"]
+    assert set(paper_orders(sqlite_db)) == {"c-one:thin:1", "c-one:thin:2"}
+    assert [r.status for r in reservations(sqlite_db)] == ["SETTLED"]
+
+
+async def test_partial_fill_completed_in_several_attempts(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    three_partials = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 3}
+    load(sqlite_db, book(account("thin", paper=three_partials)))
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "c-several")
+
+    line = lines["thin"]
+    assert line.completion is not None
+    assert line.completion.attempts == 3
+    assert line.completion.stopped is CompletionStop.COMPLETED
+    assert line.filled == line.requested
+    assert broker_orders(sqlite_db) == {"thin": 4}
+
+
+async def test_remainder_below_min_lot_is_recorded_as_dust_never_rounded_up(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    coarse = SymbolSpec(
+        broker="gamma",
+        symbol="EURUSD",
+        tick_size=Decimal("0.00001"),
+        tick_value=Decimal(1),
+        contract_size=Decimal(100000),
+        min_lot=Decimal("0.1"),
+        lot_step=Decimal("0.01"),
+        max_lot=Decimal(50),
+        margin_per_lot=Decimal(1000),
+    )
+    nearly_all = {"fill": "partial", "partial_ratio": "0.97", "partial_orders": 1}
+    load(sqlite_db, book(account("coarse", broker="gamma", paper=nearly_all), symbols=[coarse]))
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "c-dust")
+
+    line = lines["coarse"]
+    assert line.completion is not None
+    assert line.completion.stopped is CompletionStop.DUST
+    assert line.completion.attempts == 0
+    assert 0 < line.completion.dust == line.completion.unfilled < Decimal("0.1")
+    assert line.filled + line.completion.dust == line.requested
+    assert line.status is LegStatus.PARTIALLY_FILLED
+    assert broker_orders(sqlite_db) == {"coarse": 1}
+
+
+async def test_completion_deadline_cancels_the_working_order_at_the_broker(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    stalls = {**HALF_ONCE, "stall_after": 1}
+    load(sqlite_db, book(account("dry", paper=stalls)))
+    short = settings.model_copy(update={"completion_deadline_s": 5})
+    lines = await run_signal(ts_client, sqlite_db, short, harness_factory, "c-deadline")
+
+    line = lines["dry"]
+    assert line.completion is not None
+    assert line.completion.stopped is CompletionStop.DEADLINE
+    assert line.status is LegStatus.PARTIALLY_FILLED
+    assert paper_orders(sqlite_db)["c-deadline:dry:2"].status == "CANCELLED"
+    assert [r.status for r in reservations(sqlite_db)] == ["SETTLED"]
+
+
+# --------------------------------------------------------------------------------------------
+# Rerouting
+
+
+async def test_rejection_is_rerouted_to_a_reserve_account_at_95_percent(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(
+        sqlite_db,
+        book(
+            account("rejects", paper={"fill": "reject", "reject_text": "Trade disabled"}),
+            account("spare", reserve_only=True),
+        ),
+    )
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "r-fill")
+
+    failed, target = lines["rejects"], lines["spare"]
+    assert failed.status is LegStatus.REJECTED
+    assert failed.reason == "Trade disabled"
+    assert failed.reroute is not None
+    assert failed.reroute.final_account == "spare"
+    assert [h.to_account for h in failed.reroute.hops] == ["spare"]
+    assert target.status is LegStatus.FILLED
+    assert target.rerouted_from == "rejects"
+    expected = (failed.requested * Decimal("0.95")).quantize(Decimal("0.01"), "ROUND_FLOOR")
+    assert target.requested == target.filled == expected
+    assert broker_orders(sqlite_db) == {"rejects": 1, "spare": 1}
+
+
+async def test_rerouted_order_rejected_moves_on_to_the_next_reserve(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(
+        sqlite_db,
+        book(
+            account("rejects", paper={"fill": "reject", "reject_text": "No money"}),
+            account("spare-1", reserve_only=True, paper={"fill": "reject", "reject_text": "Off"}),
+            account("spare-2", reserve_only=True),
+        ),
+    )
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "r-next")
+
+    reroute = lines["rejects"].reroute
+    assert reroute is not None
+    assert [(h.to_account, h.outcome, h.reason) for h in reroute.hops][:1] == [
+        ("spare-1", "REJECTED", "Off")
+    ]
+    assert [(h.to_account, h.outcome) for h in reroute.hops] == [
+        ("spare-1", "REJECTED"),
+        ("spare-2", "FILLED"),
+    ]
+    assert reroute.final_account == "spare-2"
+    assert lines["spare-2"].status is LegStatus.FILLED
+    assert broker_orders(sqlite_db) == {"rejects": 1, "spare-1": 1, "spare-2": 1}
+
+
+async def test_reroute_with_no_alternative_left_ends_no_alternative_account(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(
+        sqlite_db,
+        book(
+            account("rejects", paper={"fill": "reject", "reject_text": "No money"}),
+            account("fills"),
+        ),
+    )
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "r-none")
+
+    reroute = lines["rejects"].reroute
+    assert reroute is not None
+    assert reroute.outcome == "NO_ALTERNATIVE_ACCOUNT"
+    assert reroute.hops == []
+    # The account that already took part in the signal was never used as a target.
+    assert broker_orders(sqlite_db) == {"rejects": 1, "fills": 1}
+
+
+async def test_reroute_target_partially_filled_is_completed(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(
+        sqlite_db,
+        book(
+            account("rejects", paper={"fill": "reject", "reject_text": "No money"}),
+            account("spare", reserve_only=True, paper=HALF_ONCE),
+        ),
+    )
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "r-partial")
+
+    target = lines["spare"]
+    assert target.completion is not None
+    assert target.completion.stopped is CompletionStop.COMPLETED
+    assert target.status is LegStatus.FILLED
+    assert target.filled == target.requested
+    assert broker_orders(sqlite_db) == {"rejects": 1, "spare": 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Failure classification
+
+
+async def test_transient_broker_errors_twice_then_success_place_exactly_one_order(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(sqlite_db, book(account("acc")))
+    broker = FaultyBroker(PaperBroker(sqlite_db), busy=2)
+    lines = await run_signal(
+        ts_client, sqlite_db, settings, harness_factory, "f-busy", broker=broker
+    )
+
+    assert lines["acc"].status is LegStatus.FILLED
+    assert broker.submit_calls == 3
+    assert broker_orders(sqlite_db) == {"acc": 1}
+
+
+async def test_ambiguous_timeout_is_resolved_by_lookup_with_exactly_one_order(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(sqlite_db, book(account("acc")))
+    broker = FaultyBroker(PaperBroker(sqlite_db), ambiguous=1)
+    lines = await run_signal(
+        ts_client, sqlite_db, settings, harness_factory, "f-ambig", broker=broker
+    )
+
+    assert lines["acc"].status is LegStatus.FILLED
+    # The retry asked the broker first, found the order and never submitted again.
+    assert broker.submit_calls == 1
+    assert broker_orders(sqlite_db) == {"acc": 1}
+
+
+async def test_parent_cancelled_while_completion_works_cancels_the_order_at_the_broker(
+    time_skipping_env: WorkflowEnvironment,
+    ts_client: Client,
+    sqlite_db: Database,
+    settings: Settings,
+    harness_factory,
+) -> None:
+    load(sqlite_db, book(account("dry", paper={**HALF_ONCE, "stall_after": 1})))
+    long = settings.model_copy(update={"completion_deadline_s": 3600})
+    async with harness_factory(ts_client, sqlite_db, long).running():
+        handle = await submit_signal(ts_client, sqlite_db, long, signal("x-cancel"))
+        with time_skipping_env.auto_time_skipping_disabled():
+            await poll_until(lambda: "x-cancel:dry:2" in paper_orders(sqlite_db), timeout_s=60)
+            await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        completion = ts_client.get_workflow_handle("signal-x-cancel/dry/completion")
+        with pytest.raises(WorkflowFailureError):
+            await completion.result()
+
+    assert paper_orders(sqlite_db)["x-cancel:dry:2"].status == "CANCELLED"
+    assert [r.status for r in reservations(sqlite_db)] == ["SETTLED"]
