@@ -6,6 +6,12 @@ the account book, run the demo.
     python starter.py plan demo/signal-eurusd.json
     python starter.py status s-42
     python starter.py accounts load demo/book.yaml
+    python starter.py pause alpha-01 --reason "margin call" [--operator jane] [--reroute]
+    python starter.py resume alpha-01
+    python starter.py halt --reason "exchange outage" [--cancel-working]
+    python starter.py unhalt --reason "exchange back"
+    python starter.py cancel s-42 --reason "wrong symbol"
+    python starter.py list [--running] [--symbol EURUSD]
     python starter.py demo
 
 Exit codes: 0 success, 2 invalid input (nothing started or written), 1 any other refusal.
@@ -15,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +34,22 @@ from typing import Any
 
 from rich.live import Live
 from rich.table import Table
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from orchestrator import display, planning
+from orchestrator import display, operators, planning
+from orchestrator import search_attributes as sa
 from orchestrator.book import read_book
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.errors import OrchestratorError, ValidationFailed
-from orchestrator.models import ExecutionReport, Signal, SignalProgress, SnapshotRequest
+from orchestrator.models import (
+    SYMBOL_PATTERN,
+    ExecutionReport,
+    Signal,
+    SignalProgress,
+    SnapshotRequest,
+)
 from orchestrator.service import parse_signal, submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
 from orchestrator.temporal import connect, ensure_dev_server, stop_dev_server
@@ -211,6 +227,109 @@ async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def default_operator() -> str:
+    return os.environ.get("TEO_OPERATOR") or getpass.getuser() or "unknown"
+
+
+def print_outcome(what: str, outcome: operators.Outcome) -> int:
+    out.print(
+        f"{what}: reached {len(outcome.reached)} running workflow(s); "
+        f"{outcome.legs_stopped} leg(s) stopped, {outcome.orders_cancelled} order(s) cancelled"
+    )
+    for workflow_id in outcome.reached:
+        out.print(f"  {workflow_id}", highlight=False)
+    for refusal in outcome.refused:
+        out.print(f"  [red]refused[/] {refusal}", highlight=False)
+    return 1 if outcome.refused else 0
+
+
+async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
+    db = Database(settings.database_url)
+    db.migrate()
+    client = await connect(settings)
+    who = args.operator or default_operator()
+    if args.command == "pause":
+        outcome = await operators.pause_account(
+            client, db, args.account, operator=who, reason=args.reason, reroute=args.reroute
+        )
+        return print_outcome(f"paused {args.account}", outcome)
+    if args.command == "resume":
+        outcome = await operators.resume_account(
+            client, db, args.account, operator=who, reason=args.reason
+        )
+        return print_outcome(f"resumed {args.account}", outcome)
+    if args.command == "halt":
+        outcome = await operators.halt(
+            client, db, operator=who, reason=args.reason, cancel_working=args.cancel_working
+        )
+        return print_outcome("HALTED: no new order leaves until `unhalt`", outcome)
+    if args.command == "unhalt":
+        outcome = await operators.unhalt(client, db, operator=who, reason=args.reason)
+        return print_outcome("trading resumed", outcome)
+    try:
+        outcome = await operators.cancel_signal(
+            client, db, args.signal_id, operator=who, reason=args.reason
+        )
+    except WorkflowUpdateFailedError as err:
+        print(
+            f"error: cancel refused by {workflow_id_for(args.signal_id)}: {err.cause}",
+            file=sys.stderr,
+        )
+        return 1
+    return print_outcome(f"cancelled {args.signal_id}", outcome)
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    clauses = ["WorkflowType = 'SignalExecutionWorkflow'"]
+    if args.running:
+        clauses.append("ExecutionStatus = 'Running'")
+    if args.symbol:
+        clauses.append(f"Symbol = '{parse_signal_symbol(args.symbol)}'")
+    query = " AND ".join(clauses)
+    rows = [w async for w in client.list_workflows(query, limit=args.limit)]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "workflow_id": w.id,
+                        "status": w.status.name if w.status else None,
+                        "started": w.start_time.isoformat(),
+                        "symbol": w.typed_search_attributes.get(sa.SYMBOL),
+                        "side": w.typed_search_attributes.get(sa.SIDE),
+                        "phase": w.typed_search_attributes.get(sa.SIGNAL_STATUS),
+                    }
+                    for w in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    table = Table(title=f"{len(rows)} signal(s)  ({query})")
+    for column in ("workflow id", "symbol", "side", "phase", "status", "started"):
+        table.add_column(column)
+    for w in rows:
+        attrs = w.typed_search_attributes
+        table.add_row(
+            w.id,
+            attrs.get(sa.SYMBOL) or "",
+            attrs.get(sa.SIDE) or "",
+            attrs.get(sa.SIGNAL_STATUS) or "",
+            w.status.name if w.status else "",
+            f"{w.start_time:%Y-%m-%d %H:%M:%S}",
+        )
+    out.print(table)
+    return 0
+
+
+def parse_signal_symbol(symbol: str) -> str:
+    """A symbol safe to put in a visibility query (the signal's own pattern)."""
+    if not re.fullmatch(SYMBOL_PATTERN, symbol):
+        raise ValidationFailed("flags", [("symbol", f"not a symbol: {symbol!r}")])
+    return symbol
+
+
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     Database(settings.database_url).migrate()
     out.print(f"database at the latest schema: {settings.database_url}")
@@ -377,6 +496,39 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database schema")
     db.add_subparsers(dest="action", required=True).add_parser("upgrade", help="migrate to head")
 
+    pause = commands.add_parser(
+        "pause", help="pause an account: later signals deny it, waiting legs stop"
+    )
+    pause.add_argument("account")
+    pause.add_argument("--reason", required=True)
+    pause.add_argument("--operator", help="who acts (default: $TEO_OPERATOR or your login)")
+    pause.add_argument("--reroute", action="store_true", help="reroute its waiting legs instead")
+
+    resume = commands.add_parser("resume", help="resume a paused account")
+    resume.add_argument("account")
+    resume.add_argument("--reason", default="resumed")
+    resume.add_argument("--operator")
+
+    halt = commands.add_parser("halt", help="kill switch: no new order leaves the system")
+    halt.add_argument("--reason", required=True)
+    halt.add_argument("--operator")
+    halt.add_argument("--cancel-working", action="store_true", help="also cancel working orders")
+
+    unhalt = commands.add_parser("unhalt", help="lift the kill switch")
+    unhalt.add_argument("--reason", required=True)
+    unhalt.add_argument("--operator")
+
+    cancel = commands.add_parser("cancel", help="cancel one signal")
+    cancel.add_argument("signal_id")
+    cancel.add_argument("--reason", required=True)
+    cancel.add_argument("--operator")
+
+    listing_signals = commands.add_parser("list", help="signals from Temporal visibility")
+    listing_signals.add_argument("--running", action="store_true")
+    listing_signals.add_argument("--symbol")
+    listing_signals.add_argument("--limit", type=int, default=50)
+    listing_signals.add_argument("--json", action="store_true")
+
     server = commands.add_parser("server", help="the embedded Temporal dev server")
     server_actions = server.add_subparsers(dest="action", required=True)
     server_actions.add_parser("start")
@@ -394,6 +546,12 @@ COMMANDS = {
     "submit": cmd_submit,
     "plan": cmd_plan,
     "status": cmd_status,
+    "pause": cmd_control,
+    "resume": cmd_control,
+    "halt": cmd_control,
+    "unhalt": cmd_control,
+    "cancel": cmd_control,
+    "list": cmd_list,
     "accounts": cmd_accounts,
     "db": cmd_db,
     "server": cmd_server,

@@ -36,6 +36,8 @@ from orchestrator.models import (
 from orchestrator.orders import TERMINAL, OrderStatus
 
 BROKER_REJECTED = "BrokerRejected"
+ORDER_REFUSED = "OrderRefused"
+"""Our own last gate refused to send a new order (halted, account paused)."""
 BROKER_UNAVAILABLE = "BrokerUnavailable"
 LEDGER_INCONSISTENT = "LedgerInconsistent"
 NON_RETRYABLE_ORDER_ERRORS = [BROKER_REJECTED, LEDGER_INCONSISTENT]
@@ -89,16 +91,15 @@ class ExecutionActivities:
         """
         # Heartbeat before any work: under load the first transactions can queue for seconds.
         activity.heartbeat()
-        with self._db.transaction() as session:
-            repository.record_order_intent(session, request, self._clock())
         try:
             # On a retry, ask first: after a timeout or a crash the order may already be at
-            # the broker. (Submitting is idempotent on the client order id too; asking first
-            # also covers brokers whose duplicate check is weaker.)
+            # the broker, and must be followed, not abandoned. (Submitting is idempotent on
+            # the client order id too; asking first also covers weaker brokers.)
             state = None
             if activity.info().attempt > 1:
                 state = self._broker.status(request.client_order_id)
             if state is None:
+                self._pass_gate_and_record_intent(request)
                 activity.heartbeat()
                 state = self._broker.submit(_ticket(request))
             outcome = self._book(request, state)
@@ -132,6 +133,28 @@ class ExecutionActivities:
                 category=ApplicationErrorCategory.BENIGN,
             )
         return outcome
+
+    def _pass_gate_and_record_intent(self, request: PlaceOrderRequest) -> None:
+        """In one transaction: re-check the kill switch and the account's pause, then write
+        the order to the ledger before the broker sees it. A refusal writes no order and gives
+        the leg's reserved risk back (a completion settles its leg itself)."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            refusal = repository.order_gate(session, request.account_id)
+            if refusal is None:
+                repository.record_order_intent(session, request, now)
+                return
+            if request.settles_leg:
+                repository.settle_reservation(session, request.signal_id, request.account_id, now)
+        reason, detail = refusal
+        raise ApplicationError(
+            f"{reason}: {detail}",
+            reason.value,
+            detail,
+            type=ORDER_REFUSED,
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        )
 
     @activity.defn(name=ActivityName.CANCEL_ORDER)
     def cancel_order(self, request: CancelOrderRequest) -> OrderOutcome | None:

@@ -94,6 +94,8 @@ class AccountRecord(Model):
     state: AccountState
     reserve_only: bool = False
     """Used only as a reroute target for other accounts' failed orders."""
+    reroute_on_pause: bool = False
+    """If an operator pauses the account while a leg of it waits, reroute that leg."""
     paper: PaperBehaviour = PaperBehaviour()
 
     def broker_symbol(self, symbol: str) -> str | None:

@@ -96,6 +96,8 @@ class Signal(Model):
     order_type: OrderType = OrderType.MARKET
     account_ids: list[Identifier] | None = Field(default=None, min_length=1)
     """Restrict the signal to these accounts; ``None`` means the whole book."""
+    reroute_on_pause: bool = False
+    """A leg whose account is paused while it waits is rerouted instead of skipped."""
     note: str | None = Field(default=None, max_length=500)
 
     @field_validator("stop")
@@ -221,6 +223,8 @@ class AccountSnapshot(Model):
     as_of: datetime
     reserve_only: bool = False
     """Takes part only as a reroute target, never as a first choice."""
+    reroute_on_pause: bool = False
+    """If paused while a leg of it waits, reroute the leg instead of skipping it."""
 
 
 class BookSnapshot(Model):
@@ -346,6 +350,7 @@ class PlannedLeg(Model):
     """The contract's tick, to express slippage in ticks."""
     min_lot: PositiveDecimal
     lot_step: PositiveDecimal
+    reroute_on_pause: bool = False
     risk_amount: Decimal
     """Risk the order commits if stopped out: quantity × per-lot risk."""
     margin: Decimal
@@ -383,6 +388,8 @@ class LegStatus(StrEnum):
     REJECTED = "REJECTED"
     DENIED = "DENIED"
     SKIPPED_PAUSED = "SKIPPED_PAUSED"
+    HALTED = "HALTED"
+    """Stopped by the kill switch before its order was sent."""
     CANCELLED = "CANCELLED"
     FAILED = "FAILED"
 
@@ -394,6 +401,7 @@ TERMINAL_LEG_STATUSES = frozenset(
         LegStatus.REJECTED,
         LegStatus.DENIED,
         LegStatus.SKIPPED_PAUSED,
+        LegStatus.HALTED,
         LegStatus.CANCELLED,
         LegStatus.FAILED,
     }
@@ -464,6 +472,8 @@ class CompletionStop(StrEnum):
     ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
     DEADLINE = "DEADLINE"
     REJECTED = "REJECTED"
+    STOPPED_BY_OPERATOR = "STOPPED_BY_OPERATOR"
+    """Halted, or the account paused: no further completion order was sent."""
     FAILED = "FAILED"
 
 
@@ -663,6 +673,51 @@ class SignalProgress(Model):
     denied: int
     batches: int = 0
     """Batch child workflows running legs of this signal (their legs are not listed here)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Operator controls (signals and updates). Fields are plain strings: the update validators,
+# not deserialisation, refuse a missing operator or reason, so the refusal says why.
+
+
+class OperatorAction(Model):
+    operator: str = ""
+    """Who acts (a person or system name)."""
+    reason: str = ""
+    """Why, in the operator's words."""
+
+
+class PauseAccount(OperatorAction):
+    account_id: Identifier
+    reroute: bool = False
+    """Reroute this account's waiting legs instead of skipping them."""
+
+
+class ResumeAccount(OperatorAction):
+    account_id: Identifier
+
+
+class HaltRequest(OperatorAction):
+    cancel_working: bool = False
+    """Also cancel orders already working at the broker."""
+
+
+class UnhaltRequest(OperatorAction):
+    pass
+
+
+class CancelSignalRequest(OperatorAction):
+    pass
+
+
+class StopResult(Model):
+    """A workflow's answer to a halt or a cancel."""
+
+    workflow_id: str
+    legs_stopped: int
+    """Legs that had not sent their order and now never will."""
+    orders_cancelled: int
+    """Working orders cancelled at the broker."""
 
 
 RerouteResult.model_rebuild()

@@ -427,6 +427,7 @@ def plan_signal(
                 tick_size=spec.tick_size,
                 min_lot=spec.min_lot,
                 lot_step=spec.lot_step,
+                reroute_on_pause=account.reroute_on_pause,
                 risk_amount=_q(quantity * per_lot_risk(signal, spec)),
                 margin=_q(quantity * spec.margin_per_lot),
                 size=rationale,

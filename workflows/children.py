@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         CompletionInput,
         CompletionResult,
         CompletionStop,
+        DenialReason,
         LegStatus,
         RerouteHop,
         RerouteInput,
@@ -92,7 +93,10 @@ class PartialFillCompletionWorkflow:
                         deadline=left,
                     )
                     outcome = attempt.outcome
-                    if attempt.rejected is not None:
+                    if attempt.refused is not None:
+                        stopped = CompletionStop.STOPPED_BY_OPERATOR
+                        detail = f"{attempt.refused[0]}: {attempt.refused[1]}"
+                    elif attempt.rejected is not None:
                         stopped, detail = CompletionStop.REJECTED, attempt.rejected
                     elif outcome is None:
                         # Whatever the order did before it was stopped stays booked.
@@ -221,6 +225,12 @@ class OrderRerouteWorkflow:
                 ),
                 request.execution,
             )
+            if attempt.refused is not None:
+                code, detail = attempt.refused
+                hop(candidate, "DENIED", f"{code}: {detail}", quantity)
+                if code is DenialReason.HALTED:
+                    break
+                continue
             if attempt.rejected is not None:
                 hop(candidate, "REJECTED", attempt.rejected, quantity)
                 continue

@@ -25,14 +25,17 @@ with workflow.unsafe.imports_passed_through():
         AccountReport,
         ActivityName,
         CancelOrderRequest,
+        CancelSignalRequest,
         CompletionInput,
         CompletionResult,
         DelayRationale,
         DenialReason,
         ExecutionSettings,
+        HaltRequest,
         LegProgress,
         LegStatus,
         OrderOutcome,
+        PauseAccount,
         PlaceOrderRequest,
         PlannedLeg,
         PlanSettings,
@@ -44,11 +47,14 @@ with workflow.unsafe.imports_passed_through():
         Side,
         Signal,
         SizeRationale,
+        StopResult,
     )
 
 BROKER_REJECTED = "BrokerRejected"
 """Error type the order activity raises for a broker's refusal (permanent, not retried)."""
-NON_RETRYABLE_ORDER_ERRORS = [BROKER_REJECTED, "LedgerInconsistent"]
+ORDER_REFUSED = "OrderRefused"
+"""Error type of our own last gate refusing a new order (halted, account paused)."""
+NON_RETRYABLE_ORDER_ERRORS = [BROKER_REJECTED, ORDER_REFUSED, "LedgerInconsistent"]
 
 DATABASE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -91,6 +97,8 @@ class OrderAttempt:
     outcome: OrderOutcome | None = None
     rejected: str | None = None
     """The broker's rejection text, verbatim."""
+    refused: tuple[DenialReason, str] | None = None
+    """Our own last gate refused to send it (halted, account paused): never sent."""
     failure: str | None = None
     timed_out: bool = False
 
@@ -127,23 +135,31 @@ async def place_order(
         return OrderAttempt(outcome=await handle)
     except asyncio.CancelledError:
         # The workflow itself is being cancelled. Never leave the order working: cancel the
-        # activity, then cancel at the broker by client order id ourselves — a server may
-        # record the activity cancelled before its thread has reached the broker.
+        # activity, then cancel at the broker by client order id.
         handle.cancel()
         with contextlib.suppress(ActivityError, asyncio.CancelledError):
             await handle
-        await cancel_order(
-            request.signal_id, request.account_id, request.client_order_id, "workflow cancelled"
-        )
+        await _cancel_at_broker(request)
         raise
     except ActivityError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type == BROKER_REJECTED:
             return OrderAttempt(rejected=cause.message)
+        if isinstance(cause, ApplicationError) and cause.type == ORDER_REFUSED:
+            code, detail = cause.details[0], cause.details[1]
+            return OrderAttempt(refused=(DenialReason(code), str(detail)))
         if isinstance(cause, CancelledError) and not timed_out:
-            # The workflow itself is being cancelled; the activity has cancelled the order.
+            # This leg (or the workflow) is being cancelled; the cancellation reached us
+            # through the activity's result.
+            await _cancel_at_broker(request)
             raise asyncio.CancelledError(str(cause)) from err
         return OrderAttempt(failure=str(cause or err), timed_out=timed_out)
+
+
+async def _cancel_at_broker(request: PlaceOrderRequest) -> None:
+    """Cancel by client order id ourselves: a server may record the activity cancelled before
+    its thread has reached the broker, so the activity's own cancel is not enough."""
+    await cancel_order(request.signal_id, request.account_id, request.client_order_id, "cancelled")
 
 
 async def cancel_order(
@@ -313,7 +329,44 @@ def fill_status(requested: Decimal, filled: Decimal) -> LegStatus:
 
 
 # --------------------------------------------------------------------------------------------
+# Operator controls
+
+
+@dataclass(frozen=True)
+class Stop:
+    status: LegStatus
+    reason: str
+    reroute: bool = False
+
+
+class Controls:
+    """What operators have told this workflow: paused accounts, halt, cancel."""
+
+    def __init__(self) -> None:
+        self.paused: dict[str, PauseAccount] = {}
+        self.halt: HaltRequest | None = None
+        self.cancel: CancelSignalRequest | None = None
+
+    def stop_for(self, account_id: str) -> Stop | None:
+        """Whether a leg of ``account_id`` that has not sent its order must stop now."""
+        if self.cancel is not None:
+            return Stop(LegStatus.CANCELLED, _by("signal cancelled", self.cancel))
+        if self.halt is not None:
+            return Stop(LegStatus.HALTED, _by("trading halted", self.halt))
+        pause = self.paused.get(account_id)
+        if pause is not None:
+            return Stop(LegStatus.SKIPPED_PAUSED, _by("account paused", pause), pause.reroute)
+        return None
+
+
+def _by(what: str, action: PauseAccount | HaltRequest | CancelSignalRequest) -> str:
+    return f"{what} by {action.operator or 'unknown'}: {action.reason or 'no reason given'}"
+
+
+# --------------------------------------------------------------------------------------------
 # The leg
+
+WAITING_STATES = frozenset({LegStatus.WAITING, LegStatus.RESERVING})
 
 
 class LegRunner:
@@ -322,17 +375,59 @@ class LegRunner:
     def __init__(
         self,
         signal: Signal,
+        *,
         settings: PlanSettings,
         execution: ExecutionSettings,
         started_at: datetime,
         reserve: list[str],
+        controls: Controls,
     ):
         self._signal = signal
         self._settings = settings
         self._execution = execution
         self._started_at = started_at
         self._reserve = reserve
+        self._controls = controls
+        self._tasks: dict[str, asyncio.Task[list[AccountReport]]] = {}
         self.progress: dict[str, LegProgress] = {}
+
+    async def run_all(self, legs: list[PlannedLeg]) -> list[AccountReport]:
+        """Run every leg as its own task (so operators can stop working ones)."""
+        self.register(legs, workflow.now())
+        for leg in legs:
+            self._tasks[leg.account_id] = asyncio.create_task(self.run(leg))
+        runs = await asyncio.gather(*self._tasks.values())
+        return [line for lines in runs for line in lines]
+
+    def note_pause_after_send(self, pause: PauseAccount) -> None:
+        """A pause never touches an order already at the broker; the leg's status says so."""
+        progress = self.progress.get(pause.account_id)
+        if progress is not None and progress.status is LegStatus.WORKING:
+            self.progress[pause.account_id] = progress.model_copy(
+                update={
+                    "reason": f"paused by {pause.operator or 'unknown'} after its order was "
+                    "sent: the order is not touched"
+                }
+            )
+
+    def stop(self, *, cancel_working: bool) -> StopResult:
+        """Apply a halt or cancel already recorded in the controls: waiting legs wake and stop
+        in this workflow task; with ``cancel_working``, working legs are cancelled, which
+        cancels their orders at the broker (and their children)."""
+        stopped = cancelled = 0
+        for account_id, progress in self.progress.items():
+            if progress.status in WAITING_STATES:
+                stopped += 1
+            elif progress.status is LegStatus.WORKING and cancel_working:
+                task = self._tasks.get(account_id)
+                if task is not None and not task.done():
+                    task.cancel()
+                    cancelled += 1
+        return StopResult(
+            workflow_id=workflow.info().workflow_id,
+            legs_stopped=stopped,
+            orders_cancelled=cancelled,
+        )
 
     def register(self, legs: list[PlannedLeg], timers_from: datetime) -> None:
         for leg in legs:
@@ -347,11 +442,36 @@ class LegRunner:
 
     async def run(self, leg: PlannedLeg) -> list[AccountReport]:
         """The leg's report line, plus the line of the account a reroute moved it to."""
+        try:
+            return await self._run(leg)
+        except asyncio.CancelledError:
+            # Cancelled while its order worked: the order was cancelled at the broker on the
+            # way out (see place_order); its fills so far stay booked.
+            stop = self._controls.stop_for(leg.account_id)
+            reason = stop.reason if stop else "cancelled"
+            self._update(leg, LegStatus.CANCELLED, reason=reason)
+            return [self._report(leg, LegStatus.CANCELLED, reason=reason)]
+
+    async def _run(self, leg: PlannedLeg) -> list[AccountReport]:
         signal = self._signal
         if leg.delay_ms > 0:
-            await workflow.sleep(
-                timedelta(milliseconds=leg.delay_ms), summary=f"delay {leg.account_id}"
-            )
+            # One durable timer, woken early when an operator stops this leg.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._controls.stop_for(leg.account_id) is not None,
+                    timeout=timedelta(milliseconds=leg.delay_ms),
+                    timeout_summary=f"delay {leg.account_id}",
+                )
+        stop = self._controls.stop_for(leg.account_id)
+        if stop is not None:
+            self._update(leg, stop.status, reason=stop.reason)
+            line = self._report(leg, stop.status, reason=stop.reason)
+            if stop.reroute or (
+                stop.status is LegStatus.SKIPPED_PAUSED
+                and (leg.reroute_on_pause or signal.reroute_on_pause)
+            ):
+                return await self._reroute(leg, line, stop.reason)
+            return [line]
 
         self._update(leg, LegStatus.RESERVING)
         reservation = await reserve_risk(
@@ -383,6 +503,11 @@ class LegRunner:
             client_order_id=leg.client_order_id,
         )
         attempt = await place_order(request, self._execution)
+        if attempt.refused is not None:
+            code, detail = attempt.refused
+            status = LegStatus.HALTED if code is DenialReason.HALTED else LegStatus.DENIED
+            self._update(leg, status, reason=detail)
+            return [self._report(leg, status, reason=detail, denial=code)]
         if attempt.rejected is not None:
             self._update(leg, LegStatus.REJECTED, reason=attempt.rejected)
             line = self._report(leg, LegStatus.REJECTED, reason=attempt.rejected)

@@ -1,4 +1,5 @@
-"""``SignalExecutionWorkflow``: one trade signal, planned and executed across the book."""
+"""``SignalExecutionWorkflow``: one trade signal, planned and executed across the book; and
+``LegBatchWorkflow``, which runs a slice of a large signal's legs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -17,39 +17,111 @@ with workflow.unsafe.imports_passed_through():
         AccountReport,
         ActivityName,
         BookSnapshot,
+        CancelSignalRequest,
         CorrelationResult,
         ExecutionReport,
+        HaltRequest,
         LegBatchInput,
         LegBatchResult,
         LegProgress,
         LegStatus,
+        OperatorAction,
+        PauseAccount,
         Plan,
+        ResumeAccount,
         SignalProgress,
         SignalWorkflowInput,
         SnapshotRequest,
+        StopResult,
+        UnhaltRequest,
     )
-    from workflows.legs import DATABASE_RETRY, LegRunner
+    from workflows.legs import DATABASE_RETRY, Controls, LegRunner, child_search_attributes
 
 
 def workflow_id_for(signal_id: str) -> str:
     return f"signal-{signal_id}"
 
 
+def _require_operator_and_reason(action: str, request: OperatorAction) -> None:
+    if not request.operator.strip():
+        raise ValueError(f"{action} refused: say who you are (operator)")
+    if not request.reason.strip():
+        raise ValueError(f"{action} refused: give a reason")
+
+
+class OperatorControlled:
+    """Signal and update handlers shared by the signal workflow and its batch children.
+
+    Pause and resume are signals (one account, fire and forget); halt and cancel are updates
+    with validators, so an operator gets an answer — or a refusal that says why. Every one
+    lands in this workflow's history with the operator and the reason.
+    """
+
+    _controls: Controls
+    _runner: LegRunner | None
+
+    @workflow.signal
+    def pause_account(self, request: PauseAccount) -> None:
+        """Legs of this account that have not sent their order stop now (SKIPPED_PAUSED, or
+        rerouted). A leg whose order is already at the broker is not touched."""
+        self._controls.paused[request.account_id] = request
+        if self._runner is not None:
+            self._runner.note_pause_after_send(request)
+
+    @workflow.signal
+    def resume_account(self, request: ResumeAccount) -> None:
+        """Legs of this account not yet decided go ahead again."""
+        self._controls.paused.pop(request.account_id, None)
+
+    @workflow.update
+    def halt(self, request: HaltRequest) -> StopResult:
+        """Kill switch: no leg of this workflow sends an order after this."""
+        self._controls.halt = request
+        return self._stop(cancel_working=request.cancel_working)
+
+    @halt.validator
+    def _validate_halt(self, request: HaltRequest) -> None:
+        _require_operator_and_reason("halt", request)
+
+    @workflow.signal
+    def unhalt(self, request: UnhaltRequest) -> None:
+        """Legs not yet decided go ahead again."""
+        self._controls.halt = None
+
+    @workflow.update
+    def cancel_signal(self, request: CancelSignalRequest) -> StopResult:
+        """Cancel this signal: waiting legs end CANCELLED, working orders are cancelled at the
+        broker, children are cancelled; the workflow then completes with its report."""
+        self._controls.cancel = request
+        return self._stop(cancel_working=True)
+
+    @cancel_signal.validator
+    def _validate_cancel(self, request: CancelSignalRequest) -> None:
+        _require_operator_and_reason("cancel", request)
+
+    def _stop(self, *, cancel_working: bool) -> StopResult:
+        if self._runner is None:  # still planning: every leg will stop before its timer
+            return StopResult(
+                workflow_id=workflow.info().workflow_id, legs_stopped=0, orders_cancelled=0
+            )
+        return self._runner.stop(cancel_working=cancel_working)
+
+
 @workflow.defn
-class SignalExecutionWorkflow:
+class SignalExecutionWorkflow(OperatorControlled):
     """Snapshot → correlation → pure plan → legs (inline, or in batch children) → report."""
 
     def __init__(self) -> None:
         self._phase = "PLANNING"
         self._plan: Plan | None = None
         self._runner: LegRunner | None = None
+        self._controls = Controls()
         self._batches = 0
 
     @workflow.run
     async def run(self, request: SignalWorkflowInput) -> ExecutionReport:
         signal, settings = request.signal, request.settings
         started_at = workflow.now()
-        self._runner = LegRunner(signal, settings, request.execution, started_at, [])
 
         snapshot = await workflow.execute_activity(
             ActivityName.LOAD_SNAPSHOT,
@@ -73,17 +145,23 @@ class SignalExecutionWorkflow:
         )
         plan = planning.plan_signal(signal, snapshot, correlation, settings, workflow.now())
         self._plan = plan
-        self._runner = LegRunner(signal, settings, request.execution, started_at, plan.reserve)
         self._set_phase("EXECUTING")
 
         if len(plan.legs) <= settings.batch_size:
-            self._runner.register(plan.legs, workflow.now())
-            runs = await asyncio.gather(*(self._runner.run(leg) for leg in plan.legs))
-            reports = [line for lines in runs for line in lines]
+            self._runner = LegRunner(
+                signal,
+                settings=settings,
+                execution=request.execution,
+                started_at=started_at,
+                reserve=plan.reserve,
+                controls=self._controls,
+            )
+            reports = await self._runner.run_all(plan.legs)
         else:
             reports = await self._run_batches(request, plan, started_at)
 
-        self._set_phase("COMPLETED")
+        status = "CANCELLED" if self._controls.cancel is not None else "COMPLETED"
+        self._set_phase(status)
         # A reserve account a reroute used reports its fill, not its reserve denial.
         taken = {r.account_id for r in reports}
         denied = [
@@ -105,7 +183,7 @@ class SignalExecutionWorkflow:
             side=signal.side,
             reference_price=signal.entry,
             plan_version=plan.plan_version,
-            status="COMPLETED",
+            status=status,
             started_at=started_at,
             finished_at=workflow.now(),
             accounts=accounts,
@@ -134,9 +212,7 @@ class SignalExecutionWorkflow:
                 ),
                 id=f"{parent_id}/batch-{n}",
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                search_attributes=TypedSearchAttributes(
-                    [SearchAttributePair(sa.SIGNAL_ID, request.signal.signal_id)]
-                ),
+                search_attributes=child_search_attributes(request.signal),
             )
             for n, chunk in enumerate(chunks, start=1)
         ]
@@ -162,20 +238,24 @@ class SignalExecutionWorkflow:
 
 
 @workflow.defn
-class LegBatchWorkflow:
+class LegBatchWorkflow(OperatorControlled):
     """Runs one slice of a large signal's legs; a child of ``SignalExecutionWorkflow``."""
 
     def __init__(self) -> None:
         self._runner: LegRunner | None = None
+        self._controls = Controls()
 
     @workflow.run
     async def run(self, request: LegBatchInput) -> LegBatchResult:
         self._runner = LegRunner(
-            request.signal, request.settings, request.execution, request.started_at, request.reserve
+            request.signal,
+            settings=request.settings,
+            execution=request.execution,
+            started_at=request.started_at,
+            reserve=request.reserve,
+            controls=self._controls,
         )
-        self._runner.register(request.legs, workflow.now())
-        runs = await asyncio.gather(*(self._runner.run(leg) for leg in request.legs))
-        return LegBatchResult(accounts=[line for lines in runs for line in lines])
+        return LegBatchResult(accounts=await self._runner.run_all(request.legs))
 
     @workflow.query
     def progress(self) -> list[LegProgress]:

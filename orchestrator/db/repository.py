@@ -17,6 +17,7 @@ from orchestrator.db.schema import (
     AccountStateRow,
     DailyReturnRow,
     FillRow,
+    OperatorActionRow,
     OrderRow,
     RiskReservationRow,
     SignalRow,
@@ -76,6 +77,7 @@ def save_book(session: Session, book: Book, now: datetime) -> None:
                 exclude_from_multi_account=mandate.exclude_from_multi_account,
                 symbol_map=dict(record.symbol_map),
                 reserve_only=record.reserve_only,
+                reroute_on_pause=record.reroute_on_pause,
                 paper=record.paper.model_dump(mode="json"),
                 updated_at=now,
             )
@@ -133,6 +135,7 @@ def export_book(session: Session) -> Book:
                     as_of=state.as_of,
                 ),
                 reserve_only=account.reserve_only,
+                reroute_on_pause=account.reroute_on_pause,
                 paper=PaperBehaviour.model_validate(account.paper),
             )
         )
@@ -225,6 +228,7 @@ def load_snapshot(session: Session, request: SnapshotRequest, now: datetime) -> 
                 risk_committed_today=state.risk_committed_today,
                 as_of=state.as_of,
                 reserve_only=account.reserve_only,
+                reroute_on_pause=account.reroute_on_pause,
             )
         )
     specs: dict[str, SymbolSpec] = {}
@@ -280,6 +284,69 @@ def is_halted(session: Session) -> bool:
 def halt_reason(session: Session) -> str | None:
     row = session.get(SystemControlRow, 1)
     return row.reason if row and row.halted else None
+
+
+def set_halt(session: Session, *, halted: bool, operator: str, reason: str, now: datetime) -> None:
+    row = session.get(SystemControlRow, 1, with_for_update=True)
+    if row is None:
+        row = SystemControlRow(id=1, halted=halted, updated_at=now)
+        session.add(row)
+    row.halted = halted
+    row.reason = reason
+    row.operator = operator
+    row.updated_at = now
+    session.flush()
+
+
+def set_account_status(
+    session: Session, account_id: str, status: AccountStatus, reason: str | None, now: datetime
+) -> None:
+    """Pause or resume an account; :class:`LookupError` if it is not in the book."""
+    row = session.get(AccountRow, account_id, with_for_update=True)
+    if row is None:
+        raise LookupError(account_id)
+    row.status = status.value
+    row.status_reason = reason
+    row.updated_at = now
+
+
+def record_operator_action(
+    session: Session,
+    *,
+    action: str,
+    target: str | None,
+    operator: str,
+    reason: str,
+    reached: list[str],
+    outcome: dict[str, object],
+    now: datetime,
+) -> None:
+    session.add(
+        OperatorActionRow(
+            action=action,
+            target=target,
+            operator=operator,
+            reason=reason,
+            at=now,
+            reached=reached,
+            outcome=outcome,
+        )
+    )
+
+
+def order_gate(session: Session, account_id: str) -> tuple[DenialReason, str] | None:
+    """The last check before a new order leaves for the broker: the kill switch and the
+    account's pause. ``None`` means it may go."""
+    if is_halted(session):
+        return DenialReason.HALTED, f"trading halted: {halt_reason(session)}"
+    account = session.get(AccountRow, account_id)
+    if account is None:
+        return DenialReason.ACCOUNT_DISABLED, "account no longer in the book"
+    if account.status == AccountStatus.PAUSED.value:
+        return DenialReason.PAUSED, f"account paused: {account.status_reason or 'no reason'}"
+    if account.status != AccountStatus.ACTIVE.value:
+        return DenialReason.ACCOUNT_DISABLED, f"account is {account.status}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -92,6 +92,9 @@ class AccountRow(Base):
     symbol_map: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     reserve_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Takes part in a signal only as a reroute target."""
+    reroute_on_pause: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the account has its status (an operator's pause reason)."""
     paper: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Paper broker behaviour for this account (fill / partial / reject, latency, slippage)."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -206,6 +209,21 @@ class FillRow(Base):
     quantity: Mapped[Decimal] = mapped_column(Money)
     price: Mapped[Decimal] = mapped_column(Money)
     filled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OperatorActionRow(Base):
+    """Every operator action: who, what, why, when, and which workflows it reached."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    operator: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reached: Mapped[list[str]] = mapped_column(JSON)
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class SystemControlRow(Base):

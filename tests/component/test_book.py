@@ -116,11 +116,11 @@ def without_as_of(record: AccountRecord) -> AccountRecord:
 # The demo book
 
 
-def test_demo_book_loads_16_accounts_5_symbols_and_its_returns() -> None:
+def test_demo_book_loads_18_accounts_5_symbols_and_its_returns() -> None:
     book = read_book(DEMO_BOOK)
 
-    assert len(book.accounts) == 16
-    assert len({a.id for a in book.accounts}) == 16
+    assert len(book.accounts) == 18
+    assert len({a.id for a in book.accounts}) == 18
     assert len(book.symbols) == 5
     assert {s.key for s in book.symbols} == {
         "alpha:EURUSD",
@@ -464,7 +464,7 @@ def test_cli_export_then_load_into_a_fresh_database_gives_the_same_accounts(
     assert cli(second_url, "accounts", "export", str(exported_again)) == 0
 
     first = json.loads(exported.read_text("utf-8"))
-    assert len(first["accounts"]) == 16
+    assert len(first["accounts"]) == 18
     assert json.loads(exported_again.read_text("utf-8")) == first
 
     # The export is a valid book equal to the source, apart from the as_of the load filled in.

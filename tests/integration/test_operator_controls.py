@@ -1,0 +1,191 @@
+"""Operator controls end to end on the real dev server and PostgreSQL: the broadcast through
+visibility, the persisted pause and halt, the operator-actions table, the starter CLI and the
+raw ``temporal workflow signal`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator import operators
+from orchestrator.db.engine import Database
+from orchestrator.db.schema import OperatorActionRow
+from orchestrator.errors import SystemHalted
+from orchestrator.models import DenialReason, ExecutionReport, LegStatus, SignalProgress
+from orchestrator.service import submit_signal
+from orchestrator.settings import PROJECT_ROOT, Settings
+from orchestrator.temporal import temporal_binary
+from tests.support import account, book, broker_orders, load, poll_until, signal
+from workflows.signal import SignalExecutionWorkflow
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(dev_server: WorkflowEnvironment, postgres_db: Database) -> Settings:
+    return Settings(
+        temporal_address=dev_server.client.service_client.config.target_host,
+        task_queue=f"ops-{datetime.now(UTC):%H%M%S%f}",
+        database_url=postgres_db.url,
+        delay_min_s=Decimal(6),
+        delay_max_s=Decimal(9),
+        correlated_min_gap_s=Decimal(0),
+        order_poll_interval_s=0.05,
+    )
+
+
+async def all_waiting(client: Client, handle: WorkflowHandle[Any, Any], legs: int) -> None:
+    """Until every leg waits on its timer and the run is visible to a broadcast."""
+
+    async def ready() -> bool:
+        progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+        waiting = len(progress.legs) == legs and all(
+            leg.status is LegStatus.WAITING for leg in progress.legs
+        )
+        return waiting and handle.id in await operators.running_executions(client)
+
+    await poll_until(ready, timeout_s=30)
+
+
+def actions(db: Database) -> list[OperatorActionRow]:
+    with db.transaction() as session:
+        return list(session.scalars(select(OperatorActionRow).order_by(OperatorActionRow.id)))
+
+
+async def test_pause_then_resume_through_the_operator_path(
+    dev_server: WorkflowEnvironment, postgres_db: Database, settings: Settings, harness_factory
+) -> None:
+    client = dev_server.client
+    load(postgres_db, book(account("keeps"), account("paused")))
+    async with harness_factory(client, postgres_db, settings).running():
+        first = await submit_signal(client, postgres_db, settings, signal("ops-p1"))
+        await all_waiting(client, first, 2)
+        paused = await operators.pause_account(
+            client, postgres_db, "paused", operator="jane", reason="margin call"
+        )
+        report: ExecutionReport = await first.result()
+        lines = {line.account_id: line for line in report.accounts}
+        assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
+        assert lines["keeps"].status is LegStatus.FILLED
+
+        second = await submit_signal(client, postgres_db, settings, signal("ops-p2"))
+        denied = {line.account_id: line for line in (await second.result()).accounts}
+        assert denied["paused"].denial is DenialReason.PAUSED
+
+        await operators.resume_account(
+            client, postgres_db, "paused", operator="jane", reason="margin restored"
+        )
+        third = await submit_signal(client, postgres_db, settings, signal("ops-p3"))
+        again = {line.account_id: line for line in (await third.result()).accounts}
+        assert again["paused"].status is LegStatus.FILLED
+
+    assert paused.reached == ["signal-ops-p1"]
+    assert broker_orders(postgres_db) == {"keeps": 3, "paused": 1}
+    log = [(a.action, a.target, a.operator, a.reason) for a in actions(postgres_db)]
+    assert log == [
+        ("pause", "paused", "jane", "margin call"),
+        ("resume", "paused", "jane", "margin restored"),
+    ]
+
+
+async def test_halt_while_three_signals_run_then_unhalt(
+    dev_server: WorkflowEnvironment, postgres_db: Database, settings: Settings, harness_factory
+) -> None:
+    client = dev_server.client
+    load(postgres_db, book(account("a"), account("b")))
+    async with harness_factory(client, postgres_db, settings).running():
+        handles = [
+            await submit_signal(client, postgres_db, settings, signal(f"ops-h{n}"))
+            for n in (1, 2, 3)
+        ]
+        for handle in handles:
+            await all_waiting(client, handle, 2)
+        outcome = await operators.halt(client, postgres_db, operator="risk", reason="outage")
+        reports = [await h.result() for h in handles]
+        with pytest.raises(SystemHalted):
+            await submit_signal(client, postgres_db, settings, signal("ops-h4"))
+
+        await operators.unhalt(client, postgres_db, operator="risk", reason="venue back")
+        after = await submit_signal(client, postgres_db, settings, signal("ops-h5"))
+        resumed: ExecutionReport = await after.result()
+
+    assert outcome.legs_stopped == 6
+    assert sorted(outcome.reached) == [f"signal-ops-h{n}" for n in (1, 2, 3)]
+    assert {line.status for r in reports for line in r.accounts} == {LegStatus.HALTED}
+    assert {line.status for line in resumed.accounts} == {LegStatus.FILLED}
+    # Orders exist only for the signal started after the unhalt.
+    assert broker_orders(postgres_db) == {"a": 1, "b": 1}
+    assert [a.action for a in actions(postgres_db)] == ["halt", "unhalt"]
+
+
+async def test_pause_with_the_raw_temporal_cli_signal_behaves_the_same(
+    dev_server: WorkflowEnvironment, postgres_db: Database, settings: Settings, harness_factory
+) -> None:
+    client = dev_server.client
+    load(postgres_db, book(account("keeps"), account("paused")))
+    async with harness_factory(client, postgres_db, settings).running():
+        handle = await submit_signal(client, postgres_db, settings, signal("ops-cli"))
+        await all_waiting(client, handle, 2)
+        # Exactly the command the README documents.
+        command = [
+            temporal_binary(),
+            "workflow",
+            "signal",
+            "--address",
+            settings.temporal_address,
+            "--workflow-id",
+            "signal-ops-cli",
+            "--name",
+            "pause_account",
+            "--input",
+            json.dumps({"account_id": "paused", "operator": "cli-user", "reason": "by hand"}),
+        ]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        report: ExecutionReport = await handle.result()
+
+    lines = {line.account_id: line for line in report.accounts}
+    assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
+    assert lines["paused"].reason == "account paused by cli-user: by hand"
+    assert broker_orders(postgres_db) == {"keeps": 1}
+
+
+async def test_starter_pause_command_stops_a_waiting_leg(
+    dev_server: WorkflowEnvironment, postgres_db: Database, settings: Settings, harness_factory
+) -> None:
+    client = dev_server.client
+    load(postgres_db, book(account("keeps"), account("paused")))
+    env = {
+        **os.environ,
+        "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEO_DATABASE_URL": settings.database_url,
+    }
+    async with harness_factory(client, postgres_db, settings).running():
+        handle = await submit_signal(client, postgres_db, settings, signal("ops-starter"))
+        await all_waiting(client, handle, 2)
+        pause = ["pause", "paused", "--reason", "desk says so", "--operator", "sam"]
+        done = subprocess.run(
+            [sys.executable, "starter.py", *pause],
+            check=False,
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        report: ExecutionReport = await handle.result()
+
+    assert done.returncode == 0, done.stderr
+    assert "signal-ops-starter" in done.stdout
+    lines = {line.account_id: line for line in report.accounts}
+    assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
+    assert broker_orders(postgres_db) == {"keeps": 1}
