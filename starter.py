@@ -231,11 +231,15 @@ def default_operator() -> str:
     return os.environ.get("TEO_OPERATOR") or getpass.getuser() or "unknown"
 
 
-def print_outcome(what: str, outcome: operators.Outcome) -> int:
-    out.print(
-        f"{what}: reached {len(outcome.reached)} running workflow(s); "
-        f"{outcome.legs_stopped} leg(s) stopped, {outcome.orders_cancelled} order(s) cancelled"
+def print_outcome(what: str, outcome: operators.Outcome, *, counted: bool = False) -> int:
+    """``counted``: the action was an update, whose answers say what it stopped (a signal
+    gives no answer; its legs' statuses show the effect)."""
+    counts = (
+        f"; {outcome.legs_stopped} leg(s) stopped, {outcome.orders_cancelled} order(s) cancelled"
+        if counted
+        else ""
     )
+    out.print(f"{what}: reached {len(outcome.reached)} running workflow(s){counts}")
     for workflow_id in outcome.reached:
         out.print(f"  {workflow_id}", highlight=False)
     for refusal in outcome.refused:
@@ -262,7 +266,7 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
         outcome = await operators.halt(
             client, db, operator=who, reason=args.reason, cancel_working=args.cancel_working
         )
-        return print_outcome("HALTED: no new order leaves until `unhalt`", outcome)
+        return print_outcome("HALTED: no new order leaves until `unhalt`", outcome, counted=True)
     if args.command == "unhalt":
         outcome = await operators.unhalt(client, db, operator=who, reason=args.reason)
         return print_outcome("trading resumed", outcome)
@@ -276,7 +280,7 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    return print_outcome(f"cancelled {args.signal_id}", outcome)
+    return print_outcome(f"cancelled {args.signal_id}", outcome, counted=True)
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -25,6 +25,7 @@ STATUS_STYLE = {
     LegStatus.FAILED: "bold red",
     LegStatus.CANCELLED: "red",
     LegStatus.SKIPPED_PAUSED: "magenta",
+    LegStatus.HALTED: "bold magenta",
     LegStatus.WAITING: "cyan",
     LegStatus.WORKING: "blue",
     LegStatus.RESERVING: "blue",
@@ -66,7 +67,7 @@ def plan_table(plan: Plan) -> Table:
 def progress_table(progress: SignalProgress, now: datetime | None = None) -> Table:
     now = now or datetime.now(UTC)
     table = Table(title=f"{progress.signal_id}: {progress.phase}")
-    for column in ("account", "status", "lots", "timer left s", "filled", "note"):
+    for column in ("account", "status", "lots", "timer left s", "order id", "filled", "note"):
         table.add_column(column)
     for leg in sorted(progress.legs, key=lambda item: item.due_at):
         left = (leg.due_at - now).total_seconds() if leg.status is LegStatus.WAITING else None
@@ -76,6 +77,7 @@ def progress_table(progress: SignalProgress, now: datetime | None = None) -> Tab
             f"[{style}]{leg.status}[/]" if style else leg.status,
             str(leg.quantity),
             "" if left is None else f"{max(left, 0):.1f}",
+            leg.client_order_id,
             str(leg.filled),
             leg.reason or "",
         )
