@@ -32,9 +32,10 @@ Fraction = Annotated[Decimal, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
 class Model(BaseModel):
-    """Base for every payload: immutable, unknown fields refused."""
+    """Base for every payload: immutable, unknown fields refused; also built from ORM rows
+    by attribute (``from_attributes``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", from_attributes=True)
 
 
 class Side(StrEnum):

@@ -179,27 +179,19 @@ def size_leg(
     )
     target = base_lots * drawdown_factor * correlation_factor * variance_factor
 
-    budget_cap = _remaining_budget(account) / lot_risk
-    margin_cap = (
-        account.free_margin / spec.margin_per_lot if spec.margin_per_lot > 0 else spec.max_lot
-    )
-    max_lots = floor_to_step(min(limits.max_lots, spec.max_lot), spec.lot_step)
-    caps = (
+    budget_cap, margin_cap, max_lots = _caps(account, spec, lot_risk)
+    binding, capped = _binding(
         ("target", target),
         ("daily_risk_budget", budget_cap),
         ("free_margin", margin_cap),
         ("max_lots", max_lots),
     )
-    binding, capped = min(caps, key=lambda c: c[1])
     final = floor_to_step(capped, spec.lot_step)
 
     denial: DenialReason | None = None
     detail = ""
     if final < spec.min_lot:
-        denial = {
-            "daily_risk_budget": DenialReason.RISK_BUDGET_EXHAUSTED,
-            "free_margin": DenialReason.INSUFFICIENT_MARGIN,
-        }.get(binding, DenialReason.SIZE_BELOW_MIN_LOT)
+        denial = _below_min_lot_reason(binding)
         detail = (
             f"size {_q(capped)} lots (bound by {binding}; drawdown factor {drawdown_factor}, "
             f"correlation factor {correlation_factor}) rounds down to {final}, "
@@ -227,6 +219,31 @@ def size_leg(
         final_lots=final,
     )
     return SizeDecision(rationale=rationale, denial=denial, detail=detail)
+
+
+def _caps(
+    account: AccountSnapshot, spec: SymbolSpec, lot_risk: Decimal
+) -> tuple[Decimal, Decimal, Decimal]:
+    """Lots allowed by the remaining daily risk budget, by free margin, and by max lots."""
+    budget_cap = _remaining_budget(account) / lot_risk
+    margin_cap = (
+        account.free_margin / spec.margin_per_lot if spec.margin_per_lot > 0 else spec.max_lot
+    )
+    max_lots = floor_to_step(min(account.limits.max_lots, spec.max_lot), spec.lot_step)
+    return budget_cap, margin_cap, max_lots
+
+
+def _binding(*caps: tuple[str, Decimal]) -> tuple[str, Decimal]:
+    """The smallest cap and its name: the constraint that decides the size."""
+    return min(caps, key=lambda cap: cap[1])
+
+
+def _below_min_lot_reason(binding: str) -> DenialReason:
+    """Below the min lot because of the budget or margin cap is that denial, not a size one."""
+    return {
+        "daily_risk_budget": DenialReason.RISK_BUDGET_EXHAUSTED,
+        "free_margin": DenialReason.INSUFFICIENT_MARGIN,
+    }.get(binding, DenialReason.SIZE_BELOW_MIN_LOT)
 
 
 def _q(value: Decimal) -> Decimal:
@@ -464,31 +481,20 @@ def size_reroute(
     factor: the order replaces one already decided."""
     lot_risk = per_lot_risk(signal, spec)
     wanted = original_quantity * fraction
-    budget_cap = _remaining_budget(account) / lot_risk
-    margin_cap = (
-        account.free_margin / spec.margin_per_lot if spec.margin_per_lot > 0 else spec.max_lot
-    )
-    max_lots = floor_to_step(min(account.limits.max_lots, spec.max_lot), spec.lot_step)
-    binding, capped = min(
-        (
-            ("reroute_fraction", wanted),
-            ("daily_risk_budget", budget_cap),
-            ("free_margin", margin_cap),
-            ("max_lots", max_lots),
-        ),
-        key=lambda c: c[1],
+    budget_cap, margin_cap, max_lots = _caps(account, spec, lot_risk)
+    binding, capped = _binding(
+        ("reroute_fraction", wanted),
+        ("daily_risk_budget", budget_cap),
+        ("free_margin", margin_cap),
+        ("max_lots", max_lots),
     )
     final = floor_to_step(capped, spec.lot_step)
     denial: DenialReason | None = None
     detail = f"{fraction} × {original_quantity} = {_q(wanted)} lots, bound by {binding}"
     if final < spec.min_lot:
-        denial = {
-            "daily_risk_budget": DenialReason.RISK_BUDGET_EXHAUSTED,
-            "free_margin": DenialReason.INSUFFICIENT_MARGIN,
-        }.get(binding, DenialReason.SIZE_BELOW_MIN_LOT)
+        denial = _below_min_lot_reason(binding)
         detail += f"; rounds down to {final}, below the minimum {spec.min_lot}"
         final = _ZERO
-    one = _ONE
     rationale = SizeRationale(
         equity=account.equity,
         risk_per_trade=account.limits.risk_per_trade,
@@ -496,9 +502,9 @@ def size_reroute(
         per_lot_risk=_q(lot_risk),
         base_lots=_q(original_quantity),
         drawdown=_drawdown(account).quantize(_FACTOR_PLACES),
-        drawdown_factor=one,
+        drawdown_factor=_ONE,
         correlated_accounts=1,
-        correlation_factor=one,
+        correlation_factor=_ONE,
         variance_factor=fraction,
         target_lots=_q(wanted),
         budget_cap_lots=_q(budget_cap),

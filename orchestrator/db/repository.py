@@ -159,27 +159,11 @@ def symbol_known(session: Session, symbol: str) -> bool:
 
 
 def _spec(row: SymbolSpecRow) -> SymbolSpec:
-    return SymbolSpec(
-        broker=row.broker,
-        symbol=row.symbol,
-        tick_size=row.tick_size,
-        tick_value=row.tick_value,
-        contract_size=row.contract_size,
-        min_lot=row.min_lot,
-        lot_step=row.lot_step,
-        max_lot=row.max_lot,
-        margin_per_lot=row.margin_per_lot,
-    )
+    return SymbolSpec.model_validate(row)
 
 
 def _limits(row: AccountRow) -> AccountLimits:
-    return AccountLimits(
-        risk_per_trade=row.risk_per_trade,
-        daily_loss_budget=row.daily_loss_budget,
-        max_drawdown=row.max_drawdown,
-        max_open_positions=row.max_open_positions,
-        max_lots=row.max_lots,
-    )
+    return AccountLimits.model_validate(row)
 
 
 def _mandate(row: AccountRow) -> Mandate:
@@ -571,12 +555,4 @@ def apply_broker_report(
 
 
 def outcome_of(row: OrderRow) -> OrderOutcome:
-    return OrderOutcome(
-        client_order_id=row.client_order_id,
-        broker_order_id=row.broker_order_id,
-        status=row.status,
-        quantity=row.quantity,
-        filled_quantity=row.filled_quantity,
-        average_price=row.average_price,
-        reject_text=row.reject_text,
-    )
+    return OrderOutcome.model_validate(row)
