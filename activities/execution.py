@@ -140,7 +140,7 @@ class ExecutionActivities:
         the leg's reserved risk back (a completion settles its leg itself)."""
         now = self._clock()
         with self._db.transaction() as session:
-            refusal = repository.order_gate(session, request.account_id)
+            refusal = repository.order_gate(session, request.signal_id, request.account_id)
             if refusal is None:
                 repository.record_order_intent(session, request, now)
                 return

@@ -76,6 +76,8 @@ class DenialReason(StrEnum):
     NOT_SELECTED = "NOT_SELECTED"
     ACCOUNT_ALREADY_USED = "ACCOUNT_ALREADY_USED"
     """A reroute target already took part in this signal."""
+    LEG_CLOSED = "LEG_CLOSED"
+    """The leg was settled or cancelled before this order could leave: it never will."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -318,9 +318,24 @@ def record_operator_action(
     )
 
 
-def order_gate(session: Session, account_id: str) -> tuple[DenialReason, str] | None:
-    """The last check before a new order leaves for the broker: the kill switch and the
-    account's pause. ``None`` means it may go."""
+def order_gate(
+    session: Session, signal_id: str, account_id: str
+) -> tuple[DenialReason, str] | None:
+    """The last check before a new order leaves for the broker: the leg's reservation is
+    still open, the kill switch is off, the account is not paused. ``None`` means it may go.
+
+    The open reservation closes a race: once ``cancel_order`` has settled a leg, an order
+    activity whose thread had not yet reached the broker can no longer send anything."""
+    reservation = session.scalar(
+        select(RiskReservationRow)
+        .where(
+            RiskReservationRow.signal_id == signal_id,
+            RiskReservationRow.account_id == account_id,
+        )
+        .with_for_update()
+    )
+    if reservation is None or reservation.status != RESERVED:
+        return DenialReason.LEG_CLOSED, "the leg has no open risk reservation"
     if is_halted(session):
         return DenialReason.HALTED, f"trading halted: {halt_reason(session)}"
     account = session.get(AccountRow, account_id)
