@@ -236,3 +236,58 @@ async def test_pause_racing_the_reservation_places_no_order(
     line = report.accounts[0]
     assert (line.status, line.denial) == (LegStatus.DENIED, DenialReason.PAUSED)
     assert broker_orders(sqlite_db) == {}
+
+
+async def test_halt_with_cancel_working_cancels_the_order_at_the_broker(
+    time_skipping_env: WorkflowEnvironment,
+    ts_client: Client,
+    sqlite_db: Database,
+    settings: Settings,
+    harness_factory,
+) -> None:
+    load(sqlite_db, book(account("stuck", paper={"stall_after": 0})))
+    quick = settings.model_copy(update={"delay_min_s": Decimal(0), "delay_max_s": Decimal(0)})
+    async with harness_factory(ts_client, sqlite_db, quick).running():
+        handle = await submit_signal(ts_client, sqlite_db, quick, signal("op-halt-working"))
+        with time_skipping_env.auto_time_skipping_disabled():
+            await poll_until(lambda: len(paper_orders(sqlite_db)) == 1, timeout_s=30)
+            answer = await handle.execute_update(
+                SignalExecutionWorkflow.halt,
+                HaltRequest(operator="risk", reason="outage", cancel_working=True),
+            )
+        report: ExecutionReport = await handle.result()
+
+    assert (answer.legs_stopped, answer.orders_cancelled) == (0, 1)
+    assert report.accounts[0].status is LegStatus.CANCELLED
+    assert paper_orders(sqlite_db)["op-halt-working:stuck:1"].status == "CANCELLED"
+
+
+async def test_pause_after_the_order_was_sent_leaves_it_alone_and_says_so(
+    time_skipping_env: WorkflowEnvironment,
+    ts_client: Client,
+    sqlite_db: Database,
+    settings: Settings,
+    harness_factory,
+) -> None:
+    slow = {"latency_ms": 3000, "slices": 2}
+    load(sqlite_db, book(account("sent", paper=slow)))
+    quick = settings.model_copy(update={"delay_min_s": Decimal(0), "delay_max_s": Decimal(0)})
+    async with harness_factory(ts_client, sqlite_db, quick).running():
+        handle = await submit_signal(ts_client, sqlite_db, quick, signal("op-late-pause"))
+        with time_skipping_env.auto_time_skipping_disabled():
+            await poll_until(lambda: len(paper_orders(sqlite_db)) == 1, timeout_s=30)
+            await handle.signal(
+                SignalExecutionWorkflow.pause_account,
+                PauseAccount(account_id="sent", operator="jane", reason="too late"),
+            )
+
+            async def noted() -> bool:
+                progress = await progress_of(handle)
+                reason = progress.legs[0].reason or ""
+                return "the order is not touched" in reason
+
+            await poll_until(noted, timeout_s=10)
+        report: ExecutionReport = await handle.result()
+
+    assert report.accounts[0].status is LegStatus.FILLED
+    assert paper_orders(sqlite_db)["op-late-pause:sent:1"].status == "FILLED"
