@@ -12,6 +12,8 @@ the account book, run the demo.
     python starter.py unhalt --reason "exchange back"
     python starter.py cancel s-42 --reason "wrong symbol"
     python starter.py list [--running] [--symbol EURUSD]
+    python starter.py export s-42 [s-43 ...] -o audit/
+    python starter.py replay audit/*.json
     python starter.py demo
 
 Exit codes: 0 success, 2 invalid input (nothing started or written), 1 any other refusal.
@@ -37,7 +39,7 @@ from rich.table import Table
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from orchestrator import display, operators, planning
+from orchestrator import display, history, operators, planning
 from orchestrator import search_attributes as sa
 from orchestrator.book import read_book
 from orchestrator.db import repository
@@ -334,6 +336,43 @@ def parse_signal_symbol(symbol: str) -> str:
     return symbol
 
 
+async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Each signal's workflow and all its children, one JSON file per workflow id (the format
+    of `temporal workflow show --output json`), plus manifest.json with their sha256."""
+    client = await connect(settings)
+    directory = Path(args.output)
+    exported, manifest = await history.export_signals(
+        client, [workflow_id_for(s) for s in args.signal_ids], directory
+    )
+    for item in exported:
+        still = "" if history.is_closed(item.history) else "  (still running: partial history)"
+        print(
+            f"wrote {item.path}  {item.history.workflow_id}  "
+            f"{len(item.history.events)} events  sha256 {item.sha256}{still}"
+        )
+    print(f"wrote {manifest}")
+    return 0
+
+
+async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay exported histories against the current workflow code; no server needed."""
+    outcomes = await history.replay_files(Path(p) for p in args.files)
+    if not outcomes:
+        print("error: no history files given", file=sys.stderr)
+        return 2
+    for outcome in outcomes:
+        if outcome.ok:
+            print(f"OK      {outcome.name}  {outcome.workflow_id}")
+        else:
+            print(f"FAILED  {outcome.name}  {outcome.failure}")
+    failed = sum(not o.ok for o in outcomes)
+    print(
+        f"{len(outcomes) - failed} of {len(outcomes)} replayed clean"
+        " (replay checks the sequence of commands, not their values)"
+    )
+    return 1 if failed else 0
+
+
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     Database(settings.database_url).migrate()
     out.print(f"database at the latest schema: {settings.database_url}")
@@ -533,6 +572,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing_signals.add_argument("--limit", type=int, default=50)
     listing_signals.add_argument("--json", action="store_true")
 
+    export_histories = commands.add_parser(
+        "export", help="write signals' workflow histories (with children) and a manifest"
+    )
+    export_histories.add_argument("signal_ids", nargs="+", metavar="SIGNAL_ID")
+    export_histories.add_argument("-o", "--output", required=True, metavar="DIR")
+
+    replay = commands.add_parser(
+        "replay", help="replay exported histories against the current code (no server)"
+    )
+    replay.add_argument(
+        "files", nargs="+", metavar="FILE", help="history files (a directory: the *.json under it)"
+    )
+
     server = commands.add_parser("server", help="the embedded Temporal dev server")
     server_actions = server.add_subparsers(dest="action", required=True)
     server_actions.add_parser("start")
@@ -558,6 +610,8 @@ COMMANDS = {
     "list": cmd_list,
     "accounts": cmd_accounts,
     "db": cmd_db,
+    "export": cmd_export,
+    "replay": cmd_replay,
     "server": cmd_server,
     "demo": cmd_demo,
 }

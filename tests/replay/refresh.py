@@ -1,0 +1,253 @@
+"""Regenerate the checked-in histories that ``tests/replay`` replays against the current code.
+
+    .venv/bin/python -m tests.replay.refresh            # every scenario
+    .venv/bin/python -m tests.replay.refresh halted     # only the named ones
+
+Starts a throwaway Temporal dev server (the ``temporal`` CLI of this environment, in memory),
+and for each scenario a fresh SQLite database with a small book and the project's real worker
+(``worker.build_worker``/``build_activities``, paper broker). It runs one signal, checks that
+the report shows what the scenario is named for (a scenario that did not happen is an error,
+not a history), then exports the signal's workflow and all its children with
+``orchestrator.history.export_signals`` into ``tests/replay/histories/<scenario>/``, with
+``manifest.json``. Takes about half a minute.
+
+When to run it: after a deliberate, *compatible* change whose new histories should be covered
+too, or when a scenario is added. Never to make a failing replay pass: a replay failure means
+the current code would break the runs that are in flight when it is deployed. Such a change
+needs ``workflow.patched`` (or a new workflow type) instead, and the old histories stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator import history, search_attributes
+from orchestrator.book import AccountRecord
+from orchestrator.db.engine import Database
+from orchestrator.models import (
+    DenialReason,
+    ExecutionReport,
+    HaltRequest,
+    LegStatus,
+    Mandate,
+    PauseAccount,
+    SignalProgress,
+)
+from orchestrator.service import submit_signal
+from orchestrator.settings import Settings
+from orchestrator.temporal import temporal_binary
+from tests.support import account, book, load, poll_until, signal
+from worker import build_activities, build_worker
+from workflows.signal import SignalExecutionWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+Handle = WorkflowHandle[Any, ExecutionReport]
+Action = Callable[[Handle], Awaitable[None]]
+Check = Callable[[dict[str, Any]], None]
+
+SHORT = {"delay_min_s": Decimal("0.1"), "delay_max_s": Decimal("0.4")}
+"""Short delays: every leg still has its durable timer in the history."""
+WAITING = {"delay_min_s": Decimal(3), "delay_max_s": Decimal(3)}
+"""Long enough to act on the legs while they wait (polled, not timed)."""
+
+
+@dataclass
+class Scenario:
+    name: str
+    accounts: list[AccountRecord]
+    expect: dict[str, LegStatus]
+    """Every report line's status, by account."""
+    settings: dict[str, Any] = field(default_factory=lambda: dict(SHORT))
+    action: Action | None = None
+    """What an operator does while the legs wait."""
+    check: Check | None = None
+    """Further checks on the report lines, by account."""
+
+
+async def legs_waiting(handle: Handle, count: int) -> None:
+    async def all_waiting() -> bool:
+        progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+        return len(progress.legs) == count and all(
+            leg.status is LegStatus.WAITING for leg in progress.legs
+        )
+
+    await poll_until(all_waiting, timeout_s=30, interval_s=0.05)
+
+
+async def pause_one(handle: Handle) -> None:
+    await legs_waiting(handle, 2)
+    await handle.signal(
+        SignalExecutionWorkflow.pause_account,
+        PauseAccount(account_id="paused", operator="refresh", reason="replay fixture"),
+    )
+
+
+async def halt_all(handle: Handle) -> None:
+    await legs_waiting(handle, 2)
+    await handle.execute_update(
+        SignalExecutionWorkflow.halt, HaltRequest(operator="refresh", reason="replay fixture")
+    )
+
+
+def completed_partial(lines: dict[str, Any]) -> None:
+    completion = lines["partial"].completion
+    assert completion is not None and completion.stopped == "COMPLETED", completion
+
+
+def rerouted(lines: dict[str, Any]) -> None:
+    assert lines["rejects"].reroute is not None
+    assert lines["rejects"].reroute.final_account == "spare"
+    assert lines["spare"].rerouted_from == "rejects"
+
+
+def denied_for_each_reason(lines: dict[str, Any]) -> None:
+    assert {a: line.denial for a, line in lines.items()} == {
+        "paused": DenialReason.PAUSED,
+        "no-margin": DenialReason.INSUFFICIENT_MARGIN,
+        "full": DenialReason.MAX_POSITIONS,
+        "gold-only": DenialReason.MANDATE_FORBIDS,
+    }
+
+
+PARTIAL = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
+
+SCENARIOS = [
+    Scenario(
+        "all_filled",
+        [account("one"), account("two")],
+        {"one": LegStatus.FILLED, "two": LegStatus.FILLED},
+    ),
+    Scenario(
+        "partial_fill_completed",
+        [account("partial", paper=PARTIAL), account("full")],
+        {"partial": LegStatus.FILLED, "full": LegStatus.FILLED},
+        check=completed_partial,
+    ),
+    Scenario(
+        "reroute",
+        [
+            account("rejects", paper={"fill": "reject", "reject_text": "Not enough money [10019]"}),
+            account("spare", reserve_only=True),
+        ],
+        {"rejects": LegStatus.REJECTED, "spare": LegStatus.FILLED},
+        check=rerouted,
+    ),
+    Scenario(
+        "paused_during_delay",
+        [account("paused"), account("stays")],
+        {"paused": LegStatus.SKIPPED_PAUSED, "stays": LegStatus.FILLED},
+        settings=dict(WAITING),
+        action=pause_one,
+    ),
+    Scenario(
+        "halted",
+        [account("one"), account("two")],
+        {"one": LegStatus.HALTED, "two": LegStatus.HALTED},
+        settings=dict(WAITING),
+        action=halt_all,
+    ),
+    Scenario(
+        "denied",
+        [
+            account("paused", status="PAUSED"),
+            account("no-margin", free_margin="8"),
+            account("full", open_positions=10),
+            account("gold-only", mandate=Mandate(allowed_symbols=["XAUUSD"])),
+        ],
+        dict.fromkeys(["paused", "no-margin", "full", "gold-only"], LegStatus.DENIED),
+        check=denied_for_each_reason,
+    ),
+    Scenario(
+        "batched",  # batch children, and a completion grandchild under one of them
+        [account("partial", paper=PARTIAL), account("full")],
+        {"partial": LegStatus.FILLED, "full": LegStatus.FILLED},
+        settings={**SHORT, "batch_size": 1},
+        check=completed_partial,
+    ),
+]
+
+
+async def run_scenario(
+    env: WorkflowEnvironment, scenario: Scenario, workdir: Path, executor: ThreadPoolExecutor
+) -> list[history.Exported]:
+    db = Database(f"sqlite:///{workdir / (scenario.name + '.db')}")
+    db.migrate()
+    load(db, book(*scenario.accounts))
+    settings = Settings.model_validate(
+        {
+            "temporal_address": env.client.service_client.config.target_host,
+            "task_queue": f"refresh-{scenario.name}",
+            "database_url": db.url,
+            "correlated_min_gap_s": Decimal(0),
+            "order_poll_interval_s": 0.05,
+            "max_concurrent_activities": 16,
+            **scenario.settings,
+        }
+    )
+    client = env.client
+    try:
+        async with build_worker(client, settings, build_activities(db, settings), executor):
+            handle = await submit_signal(
+                client, db, settings, signal(f"replay-{scenario.name.replace('_', '-')}")
+            )
+            if scenario.action is not None:
+                await scenario.action(handle)
+            report = await handle.result()
+    finally:
+        db.dispose()
+    lines = {line.account_id: line for line in report.accounts}
+    statuses = {a: line.status for a, line in lines.items()}
+    if statuses != scenario.expect:
+        raise AssertionError(f"{scenario.name}: expected {scenario.expect}, got {statuses}")
+    if scenario.check is not None:
+        scenario.check(lines)
+    target = HISTORIES / scenario.name
+    shutil.rmtree(target, ignore_errors=True)
+    exported, _ = await history.export_signals(client, [handle.id], target)
+    return exported
+
+
+async def refresh(names: list[str]) -> None:
+    unknown = set(names) - {s.name for s in SCENARIOS}
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    chosen = [s for s in SCENARIOS if not names or s.name in names]
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=search_attributes.ALL,
+        ip="127.0.0.1",
+        dev_server_log_level="error",
+    )
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            ThreadPoolExecutor(max_workers=16) as executor,
+        ):
+            for scenario in chosen:
+                for item in await run_scenario(env, scenario, Path(tmp), executor):
+                    size = item.path.stat().st_size
+                    print(
+                        f"{item.path.relative_to(HISTORIES.parent)}: "
+                        f"{len(item.history.events)} events, {size} bytes"
+                    )
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(refresh(sys.argv[1:]))

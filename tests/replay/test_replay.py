@@ -1,0 +1,132 @@
+"""Replay of the checked-in histories (``tests/replay/histories``, made by
+``python -m tests.replay.refresh``) against the current workflow code.
+
+A failure here means a change to workflow code would break runs that are in flight when it is
+deployed: their histories no longer match the commands the new code issues. Replay checks the
+sequence of commands (timers, activities, children), not their values.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+
+from orchestrator import history
+from orchestrator.models import ExecutionReport, SignalWorkflowInput
+from starter import main as starter_main
+from workflows.children import OrderRerouteWorkflow, PartialFillCompletionWorkflow
+from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.name != history.MANIFEST)
+SCENARIOS = sorted(p for p in HISTORIES.iterdir() if p.is_dir())
+
+
+def test_the_checked_in_histories_cover_every_scenario() -> None:
+    assert {p.name for p in SCENARIOS} == {
+        "all_filled",
+        "partial_fill_completed",
+        "reroute",
+        "paused_during_delay",
+        "halted",
+        "denied",
+        "batched",
+    }
+    # Every file a manifest lists is replayed below, and every replayed file is listed.
+    listed = {
+        scenario / name
+        for scenario in SCENARIOS
+        for name in history.read_manifest(scenario) or pytest.fail(f"no manifest in {scenario}")
+    }
+    assert listed == set(FILES)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+async def test_history_replays_against_the_current_code(path: Path) -> None:
+    [outcome] = await history.replay_files([path])
+    assert outcome.failure is None, outcome.failure
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
+def test_each_export_holds_the_signal_and_all_its_children(scenario: Path) -> None:
+    """Every child (and grandchild) started in a history is in the export, and nothing else."""
+    loaded = {
+        h.workflow_id: h
+        for h in (history.load_history(p) for p in history.history_files([scenario]))
+    }
+    [root] = [wid for wid in loaded if "/" not in wid]
+    reachable, todo = set(), [root]
+    while todo:
+        workflow_id = todo.pop()
+        reachable.add(workflow_id)
+        todo += [child for child, _ in history.child_executions(loaded[workflow_id])]
+    assert reachable == set(loaded)
+
+
+# --------------------------------------------------------------------------------------------
+# The check can fail
+
+
+@workflow.defn(name="SignalExecutionWorkflow", sandboxed=False)
+class SleepsBeforePlanning(SignalExecutionWorkflow):
+    """A deliberately incompatible change: one more timer before the first activity."""
+
+    @workflow.run
+    async def run(self, request: SignalWorkflowInput) -> ExecutionReport:
+        await workflow.sleep(1)
+        return await super().run(request)
+
+
+async def test_an_incompatible_change_is_reported_as_nondeterminism() -> None:
+    recorded = history.load_history(
+        HISTORIES / "all_filled" / history.file_name("signal-replay-all-filled")
+    )
+    changed = [
+        SleepsBeforePlanning,
+        LegBatchWorkflow,
+        PartialFillCompletionWorkflow,
+        OrderRerouteWorkflow,
+    ]
+    [failure] = await history.replay_histories([recorded], workflows=changed)
+    assert isinstance(failure, workflow.NondeterminismError), failure
+    [unchanged] = await history.replay_histories([recorded])
+    assert unchanged is None
+
+
+# --------------------------------------------------------------------------------------------
+# The starter's replay command, with a manifest
+
+
+def test_replay_command_verifies_the_manifest_and_reports_a_corrupted_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for source in history.history_files([HISTORIES / "batched"]):
+        shutil.copy(source, tmp_path / source.name)
+    files = history.history_files([tmp_path])
+    history.write_manifest(
+        tmp_path, {p.name: history.manifest_entry(history.load_history(p), p) for p in files}
+    )
+
+    assert starter_main(["replay", *map(str, files)]) == 0
+    output = capsys.readouterr().out
+    assert output.count("OK ") == len(files) == 4
+    assert "FAILED" not in output
+
+    corrupted = tmp_path / history.file_name("signal-replay-batched/batch-1")
+    data = bytearray(corrupted.read_bytes())
+    data[len(data) // 2] ^= 1
+    corrupted.write_bytes(bytes(data))
+    assert starter_main(["replay", str(tmp_path)]) == 1
+    output = capsys.readouterr().out
+    [failed] = [line for line in output.splitlines() if line.startswith("FAILED")]
+    assert str(corrupted) in failed
+    assert "checksum mismatch" in failed
+    assert output.count("OK ") == 3
+
+    stray = tmp_path / "signal-not-exported.json"
+    shutil.copy(files[0], stray)
+    assert starter_main(["replay", str(stray)]) == 1
+    assert "not listed in" in capsys.readouterr().out
