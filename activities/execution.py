@@ -26,6 +26,7 @@ from orchestrator.models import (
     CancelOrderRequest,
     CorrelationRequest,
     CorrelationResult,
+    ErrorType,
     OrderOutcome,
     PlaceOrderRequest,
     ReserveRiskRequest,
@@ -34,13 +35,6 @@ from orchestrator.models import (
     SnapshotRequest,
 )
 from orchestrator.orders import TERMINAL, OrderStatus
-
-BROKER_REJECTED = "BrokerRejected"
-ORDER_REFUSED = "OrderRefused"
-"""Our own last gate refused to send a new order (halted, account paused)."""
-BROKER_UNAVAILABLE = "BrokerUnavailable"
-LEDGER_INCONSISTENT = "LedgerInconsistent"
-NON_RETRYABLE_ORDER_ERRORS = [BROKER_REJECTED, LEDGER_INCONSISTENT]
 
 
 class ExecutionActivities:
@@ -118,9 +112,11 @@ class ExecutionActivities:
                 state = current
                 outcome = self._book(request, state)
         except BrokerUnavailable as exc:
-            raise ApplicationError(str(exc), type=BROKER_UNAVAILABLE) from exc
+            raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         except InvalidOrderTransition as exc:
-            raise ApplicationError(str(exc), type=LEDGER_INCONSISTENT, non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), type=ErrorType.LEDGER_INCONSISTENT, non_retryable=True
+            ) from exc
         if outcome.status == OrderStatus.REJECTED.value:
             text = outcome.reject_text or "rejected without a reason"
             # A broker's refusal is a business outcome, not a fault: BENIGN keeps it out of
@@ -128,7 +124,7 @@ class ExecutionActivities:
             raise ApplicationError(
                 text,
                 text,
-                type=BROKER_REJECTED,
+                type=ErrorType.BROKER_REJECTED,
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             )
@@ -151,7 +147,7 @@ class ExecutionActivities:
             f"{reason}: {detail}",
             reason.value,
             detail,
-            type=ORDER_REFUSED,
+            type=ErrorType.ORDER_REFUSED,
             non_retryable=True,
             category=ApplicationErrorCategory.BENIGN,
         )
@@ -164,7 +160,7 @@ class ExecutionActivities:
         try:
             state = self._broker.cancel(request.client_order_id)
         except BrokerUnavailable as exc:
-            raise ApplicationError(str(exc), type=BROKER_UNAVAILABLE) from exc
+            raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         now = self._clock()
         with self._db.transaction() as session:
             outcome = None if state is None else self._apply(session, state, now)

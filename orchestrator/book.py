@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
@@ -218,7 +218,3 @@ def describe_errors(exc: ValidationError, raw: Any) -> list[tuple[str, str]]:
 
 def _kind(path: Path) -> str:
     return "JSON" if path.suffix.lower() == ".json" else "YAML"
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -29,15 +29,6 @@ class InvalidOrderTransition(OrchestratorError):
         super().__init__(f"order cannot move from {current} to {target}")
 
 
-class BrokerRejected(OrchestratorError):
-    """The broker refused the order; ``text`` is the broker's own words, verbatim."""
-
-    def __init__(self, client_order_id: str, text: str) -> None:
-        self.client_order_id = client_order_id
-        self.text = text
-        super().__init__(f"{client_order_id} rejected by broker: {text}")
-
-
 class BrokerUnavailable(OrchestratorError):
     """A transient broker fault (timeout, disconnect, busy): retry with the same order id."""
 

@@ -397,20 +397,6 @@ class LegStatus(StrEnum):
     FAILED = "FAILED"
 
 
-TERMINAL_LEG_STATUSES = frozenset(
-    {
-        LegStatus.FILLED,
-        LegStatus.PARTIALLY_FILLED,
-        LegStatus.REJECTED,
-        LegStatus.DENIED,
-        LegStatus.SKIPPED_PAUSED,
-        LegStatus.HALTED,
-        LegStatus.CANCELLED,
-        LegStatus.FAILED,
-    }
-)
-
-
 class ReserveRiskRequest(Model):
     signal_id: Identifier
     account_id: Identifier
@@ -625,6 +611,19 @@ class ActivityName(StrEnum):
 class SettleLegRequest(Model):
     signal_id: Identifier
     account_id: Identifier
+
+
+class ErrorType(StrEnum):
+    """``ApplicationError`` types the order activity raises and workflows classify."""
+
+    BROKER_REJECTED = "BrokerRejected"
+    """The broker refused the order (permanent); its text is kept verbatim."""
+    ORDER_REFUSED = "OrderRefused"
+    """Our own last gate refused to send a new order (halted, paused, leg closed)."""
+    BROKER_UNAVAILABLE = "BrokerUnavailable"
+    """Transient: retried with the same client order id."""
+    LEDGER_INCONSISTENT = "LedgerInconsistent"
+    """An illegal order-state transition: a bug to investigate, not to retry."""
 
 
 class CancelOrderRequest(Model):

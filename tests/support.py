@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import func, select
 from temporalio.client import Client
@@ -24,8 +24,6 @@ from orchestrator.errors import BrokerUnavailable
 from orchestrator.models import AccountLimits, Mandate, Signal, SymbolSpec
 from orchestrator.settings import Settings
 from worker import build_activities, build_worker
-
-T = TypeVar("T")
 
 EURUSD_ALPHA = SymbolSpec(
     broker="alpha",

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         CompletionResult,
         DelayRationale,
         DenialReason,
+        ErrorType,
         ExecutionSettings,
         HaltRequest,
         LegProgress,
@@ -50,11 +51,11 @@ with workflow.unsafe.imports_passed_through():
         StopResult,
     )
 
-BROKER_REJECTED = "BrokerRejected"
-"""Error type the order activity raises for a broker's refusal (permanent, not retried)."""
-ORDER_REFUSED = "OrderRefused"
-"""Error type of our own last gate refusing a new order (halted, account paused)."""
-NON_RETRYABLE_ORDER_ERRORS = [BROKER_REJECTED, ORDER_REFUSED, "LedgerInconsistent"]
+NON_RETRYABLE_ORDER_ERRORS = [
+    ErrorType.BROKER_REJECTED,
+    ErrorType.ORDER_REFUSED,
+    ErrorType.LEDGER_INCONSISTENT,
+]
 
 DATABASE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -143,9 +144,9 @@ async def place_order(
         raise
     except ActivityError as err:
         cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == BROKER_REJECTED:
+        if isinstance(cause, ApplicationError) and cause.type == ErrorType.BROKER_REJECTED:
             return OrderAttempt(rejected=cause.message)
-        if isinstance(cause, ApplicationError) and cause.type == ORDER_REFUSED:
+        if isinstance(cause, ApplicationError) and cause.type == ErrorType.ORDER_REFUSED:
             code, detail = cause.details[0], cause.details[1]
             return OrderAttempt(refused=(DenialReason(code), str(detail)))
         if isinstance(cause, CancelledError) and not timed_out:

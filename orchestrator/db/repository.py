@@ -566,8 +566,4 @@ def apply_broker_report(
     if reject_text is not None:
         row.reject_text = reject_text
     row.updated_at = now
-    return outcome_of(row)
-
-
-def outcome_of(row: OrderRow) -> OrderOutcome:
     return OrderOutcome.model_validate(row)

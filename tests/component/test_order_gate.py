@@ -10,7 +10,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.execution import ORDER_REFUSED, ExecutionActivities
+from activities.execution import ExecutionActivities
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
@@ -18,6 +18,7 @@ from orchestrator.models import (
     AccountStatus,
     CancelOrderRequest,
     DenialReason,
+    ErrorType,
     OrderType,
     PlaceOrderRequest,
     ReserveRiskRequest,
@@ -104,6 +105,6 @@ def test_order_reaching_the_broker_after_its_leg_was_cancelled_is_never_sent(
     )
     with pytest.raises(ApplicationError) as refused:
         ActivityEnvironment().run(activities.place_and_follow_order, request)
-    assert refused.value.type == ORDER_REFUSED
+    assert refused.value.type == ErrorType.ORDER_REFUSED
     assert refused.value.details[0] == DenialReason.LEG_CLOSED.value
     assert broker_orders(db) == {}
