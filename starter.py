@@ -39,7 +39,7 @@ from rich.table import Table
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from orchestrator import display, history, operators, planning
+from orchestrator import audit, display, history, operators, planning
 from orchestrator import search_attributes as sa
 from orchestrator.book import read_book
 from orchestrator.db import repository
@@ -373,6 +373,29 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """A signal's decision trail from its histories (the server's, or exported files), replayed
+    and re-derived; exit code 1 when replay fails, plan values drifted, or fills disagree."""
+    if args.source:
+        wanted = workflow_id_for(args.signal_id)
+        loaded = [
+            h
+            for h in history.load_checked([Path(args.source)])
+            if h.workflow_id.split("/", 1)[0] == wanted
+        ]
+        if not loaded:
+            raise OrchestratorError(f"no history of {wanted} under {args.source}")
+    else:
+        client = await connect(settings)
+        loaded = await history.fetch_with_children(client, workflow_id_for(args.signal_id))
+    result = await audit.audit_histories(loaded)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print("\n".join(audit.render(result)))
+    return 0 if result.ok else 1
+
+
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     Database(settings.database_url).migrate()
     out.print(f"database at the latest schema: {settings.database_url}")
@@ -585,6 +608,15 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="+", metavar="FILE", help="history files (a directory: the *.json under it)"
     )
 
+    audit_signal = commands.add_parser(
+        "audit", help="a signal's decision trail, replayed and re-derived from its histories"
+    )
+    audit_signal.add_argument("signal_id")
+    audit_signal.add_argument(
+        "--from", dest="source", metavar="DIR", help="exported or archived history files"
+    )
+    audit_signal.add_argument("--json", action="store_true", help="the audit as a document")
+
     server = commands.add_parser("server", help="the embedded Temporal dev server")
     server_actions = server.add_subparsers(dest="action", required=True)
     server_actions.add_parser("start")
@@ -612,6 +644,7 @@ COMMANDS = {
     "db": cmd_db,
     "export": cmd_export,
     "replay": cmd_replay,
+    "audit": cmd_audit,
     "server": cmd_server,
     "demo": cmd_demo,
 }
@@ -637,6 +670,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

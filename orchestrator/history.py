@@ -7,7 +7,7 @@ The files are the JSON that ``temporal workflow show --workflow-id X --output js
 
 Replay proves that the current workflow code issues the same *sequence of commands* as the
 recorded run (timers, activities, children, in order). It does not compare values: a changed
-order quantity replays clean. Value-level verification is a separate step, not built yet.
+order quantity replays clean. Value-level verification is the audit's (``orchestrator.audit``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from worker import WORKFLOWS
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
-_CLOSED = {
+CLOSED_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
@@ -100,7 +100,7 @@ def sha256_of(path: Path) -> str:
 
 
 def is_closed(history: WorkflowHistory) -> bool:
-    return bool(history.events) and history.events[-1].event_type in _CLOSED
+    return bool(history.events) and history.events[-1].event_type in CLOSED_EVENTS
 
 
 def workflow_type(history: WorkflowHistory) -> str:
@@ -206,6 +206,25 @@ def load_history(path: Path, workflow_id: str | None = None) -> WorkflowHistory:
     return history
 
 
+def load_checked(paths: Iterable[Path]) -> list[WorkflowHistory]:
+    """The histories in ``paths`` (a directory: its ``*.json``), each checked against its
+    directory's manifest; refuses all of them if any file fails its check or cannot be read."""
+    loaded: list[WorkflowHistory] = []
+    problems: list[str] = []
+    for path in history_files(paths):
+        problem = "no such file" if not path.exists() else check_manifest(path)
+        if problem is None:
+            try:
+                loaded.append(load_history(path))
+            except (OSError, ValueError, ParseError) as err:
+                problem = f"cannot read history: {err}"
+        if problem is not None:
+            problems.append(f"{path}: {problem}")
+    if problems:
+        raise OrchestratorError("; ".join(problems))
+    return loaded
+
+
 # --------------------------------------------------------------------------------------------
 # Replay
 
@@ -226,7 +245,7 @@ class ReplayOutcome:
 _CORE_MESSAGE = re.compile(r'message: "(.*?)", source:')
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """The error's type and message; for a failure from the SDK core, just its message
     (``[TMPRL1100] Nondeterminism error: …``), not the whole debug dump."""
     text = str(error)
@@ -271,7 +290,7 @@ def check_manifest(path: Path) -> str | None:
     try:
         files = read_manifest(path.parent)
     except (OSError, ValueError, KeyError) as err:
-        return f"unreadable {MANIFEST}: {_describe(err)}"
+        return f"unreadable {MANIFEST}: {describe_error(err)}"
     if files is None:
         return None
     entry = files.get(path.name)
@@ -308,6 +327,6 @@ async def replay_files(
     failures = await replay_histories([h for _, h in loaded], workflows=workflows)
     for (path, history), failure in zip(loaded, failures, strict=True):
         outcomes[path] = ReplayOutcome(
-            str(path), history.workflow_id, _describe(failure) if failure else None
+            str(path), history.workflow_id, describe_error(failure) if failure else None
         )
     return [outcomes[path] for path in files]

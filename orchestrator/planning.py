@@ -33,10 +33,32 @@ from orchestrator.models import (
     spec_key,
 )
 
+RULES_VERSION = 1
+"""The version of the planning rules in this module. Bump it with every intended change to what
+a plan decides (eligibility, sizing, rounding, scheduling): the signal workflow records it in its
+history (:func:`rules_marker`), and ``starter.py audit`` re-derives a recorded plan only under
+the rules it was made with, so an intended change of rules is told apart from drift."""
+
+_RULES_MARKER = "planning-rules-v"
+
 _VARIANCE_RESOLUTION = 10_000
 _ONE = Decimal(1)
 _ZERO = Decimal(0)
 _FACTOR_PLACES = Decimal("0.000001")
+
+
+def rules_marker(version: int | None = None) -> str:
+    """The patch id the signal workflow records (``workflow.patched``) when it plans: the
+    current rules' unless ``version`` says otherwise."""
+    return f"{_RULES_MARKER}{RULES_VERSION if version is None else version}"
+
+
+def rules_version_of(marker: str) -> int | None:
+    """The rules version a recorded patch id stands for, or None for any other patch."""
+    if not marker.startswith(_RULES_MARKER):
+        return None
+    number = marker.removeprefix(_RULES_MARKER)
+    return int(number) if number.isdigit() else None
 
 
 def plan_seed(signal_id: str, plan_version: int) -> int:

@@ -144,6 +144,11 @@ class SignalExecutionWorkflow(OperatorControlled):
             summary="correlate account returns",
         )
         plan = planning.plan_signal(signal, snapshot, correlation, settings, workflow.now())
+        # Record which planning rules made this plan, as a marker in the history: the audit
+        # re-derives the plan under these rules only. A marker, not a command, so histories
+        # recorded before it (or under other rules) replay unchanged; the return value is
+        # deliberately unused.
+        workflow.patched(planning.rules_marker())
         self._plan = plan
         self._set_phase("EXECUTING")
 

@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from orchestrator import history, search_attributes
 from orchestrator.book import AccountRecord
+from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.models import (
     DenialReason,
@@ -76,6 +78,8 @@ class Scenario:
     """What an operator does while the legs wait."""
     check: Check | None = None
     """Further checks on the report lines, by account."""
+    prepare: Callable[[Database], None] | None = None
+    """What is done to the database after the signal is submitted, before it is planned."""
 
 
 async def legs_waiting(handle: Handle, count: int) -> None:
@@ -114,13 +118,40 @@ def rerouted(lines: dict[str, Any]) -> None:
     assert lines["spare"].rerouted_from == "rejects"
 
 
+PLANNING_DENIALS = {
+    "paused": DenialReason.PAUSED,
+    "disabled": DenialReason.ACCOUNT_DISABLED,
+    "stale": DenialReason.STALE_ACCOUNT_DATA,
+    "gold-only": DenialReason.MANDATE_FORBIDS,
+    "unmapped": DenialReason.SYMBOL_NOT_TRADABLE,
+    "full": DenialReason.MAX_POSITIONS,
+    "drawdown": DenialReason.DRAWDOWN_LIMIT,
+    "budget-used": DenialReason.RISK_BUDGET_EXHAUSTED,
+    "no-margin": DenialReason.INSUFFICIENT_MARGIN,
+    "tiny": DenialReason.SIZE_BELOW_MIN_LOT,
+    "reserve": DenialReason.NOT_SELECTED,
+}
+"""Every reason a plan can deny an account for, one account each (HALTED has its own
+scenario: a halt denies every account)."""
+
+
 def denied_for_each_reason(lines: dict[str, Any]) -> None:
-    assert {a: line.denial for a, line in lines.items()} == {
-        "paused": DenialReason.PAUSED,
-        "no-margin": DenialReason.INSUFFICIENT_MARGIN,
-        "full": DenialReason.MAX_POSITIONS,
-        "gold-only": DenialReason.MANDATE_FORBIDS,
-    }
+    assert {a: line.denial for a, line in lines.items() if a != "trades"} == PLANNING_DENIALS
+
+
+def denied_halted(lines: dict[str, Any]) -> None:
+    assert {line.denial for line in lines.values()} == {DenialReason.HALTED}
+
+
+def halt_the_book(db: Database) -> None:
+    with db.transaction() as session:
+        repository.set_halt(
+            session, halted=True, operator="refresh", reason="replay fixture", now=datetime.now(UTC)
+        )
+
+
+def with_state(record: AccountRecord, **changes: Any) -> AccountRecord:
+    return record.model_copy(update={"state": record.state.model_copy(update=changes)})
 
 
 PARTIAL = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
@@ -163,13 +194,28 @@ SCENARIOS = [
     Scenario(
         "denied",
         [
+            account("trades"),
             account("paused", status="PAUSED"),
-            account("no-margin", free_margin="8"),
-            account("full", open_positions=10),
+            account("disabled", status="DISABLED"),
+            account("stale", as_of=datetime(2026, 1, 5, 9, tzinfo=UTC)),
             account("gold-only", mandate=Mandate(allowed_symbols=["XAUUSD"])),
+            account("unmapped").model_copy(update={"symbol_map": {"EURUSD": None}}),
+            account("full", open_positions=10),
+            with_state(account("drawdown"), peak_equity=Decimal(60000)),
+            account("budget-used", realized_loss_today=Decimal(5000)),
+            account("no-margin", free_margin="8"),
+            account("tiny", equity="100"),
+            account("reserve", reserve_only=True),
         ],
-        dict.fromkeys(["paused", "no-margin", "full", "gold-only"], LegStatus.DENIED),
+        {"trades": LegStatus.FILLED, **dict.fromkeys(PLANNING_DENIALS, LegStatus.DENIED)},
         check=denied_for_each_reason,
+    ),
+    Scenario(
+        "denied_halted",
+        [account("one"), account("two")],
+        dict.fromkeys(["one", "two"], LegStatus.DENIED),
+        prepare=halt_the_book,
+        check=denied_halted,
     ),
     Scenario(
         "batched",  # batch children, and a completion grandchild under one of them
@@ -200,10 +246,13 @@ async def run_scenario(
     )
     client = env.client
     try:
+        # Submitted before a worker polls its task queue, so `prepare` lands before planning.
+        handle = await submit_signal(
+            client, db, settings, signal(f"replay-{scenario.name.replace('_', '-')}")
+        )
+        if scenario.prepare is not None:
+            scenario.prepare(db)
         async with build_worker(client, settings, build_activities(db, settings), executor):
-            handle = await submit_signal(
-                client, db, settings, signal(f"replay-{scenario.name.replace('_', '-')}")
-            )
             if scenario.action is not None:
                 await scenario.action(handle)
             report = await handle.result()

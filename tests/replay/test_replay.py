@@ -33,6 +33,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "paused_during_delay",
         "halted",
         "denied",
+        "denied_halted",
         "batched",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
