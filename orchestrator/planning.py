@@ -48,7 +48,7 @@ _FACTOR_PLACES = Decimal("0.000001")
 
 
 def rules_marker(version: int | None = None) -> str:
-    """The patch id the signal workflow records (``workflow.patched``) when it plans: the
+    """The patch id the signal workflow records (``workflow.deprecate_patch``) when it plans: the
     current rules' unless ``version`` says otherwise."""
     return f"{_RULES_MARKER}{RULES_VERSION if version is None else version}"
 

@@ -145,10 +145,11 @@ class SignalExecutionWorkflow(OperatorControlled):
         )
         plan = planning.plan_signal(signal, snapshot, correlation, settings, workflow.now())
         # Record which planning rules made this plan, as a marker in the history: the audit
-        # re-derives the plan under these rules only. A marker, not a command, so histories
-        # recorded before it (or under other rules) replay unchanged; the return value is
-        # deliberately unused.
-        workflow.patched(planning.rules_marker())
+        # re-derives the plan under these rules only. A *deprecated* patch marker: replay
+        # skips one the code does not ask for, so a run recorded under other rules (or before
+        # the marker existed) replays under any later rules; a plain `patched` marker would
+        # make the next rules version a nondeterminism error for every run in flight.
+        workflow.deprecate_patch(planning.rules_marker())
         self._plan = plan
         self._set_phase("EXECUTING")
 

@@ -1,0 +1,193 @@
+"""The audit of the checked-in histories: every scenario's trail, its value check and its fills;
+an edited quantity caught as drift; a change of planning rules told apart from drift."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import audit, history, planning
+from orchestrator.models import LegStatus
+from starter import main as starter_main
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+SCENARIOS = sorted(p for p in HISTORIES.iterdir() if p.is_dir())
+
+
+async def audit_of(directory: Path) -> audit.Audit:
+    return await audit.audit_histories(history.load_checked([directory]))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
+async def test_every_checked_in_run_audits_clean(scenario: Path) -> None:
+    result = await audit_of(scenario)
+    assert result.replay_ok, result.replay
+    assert result.values.verdict is audit.ValueVerdict.MATCH, result.values.differences
+    assert result.values.values_compared > 0
+    assert result.fills_agree, [a for a in result.accounts if not a.agrees]
+    assert result.ok
+    # The trail holds the whole story: received, snapshot, correlation, plan, finished.
+    kinds = [entry.kind for entry in result.trail]
+    for kind in ("started", "snapshot", "correlation", "plan", "finished"):
+        assert kind in kinds, (kind, kinds)
+    assert result.trail == sorted(result.trail, key=lambda e: e.at)
+
+
+async def test_the_trail_of_a_reroute_tells_the_story_in_order() -> None:
+    result = await audit_of(HISTORIES / "reroute")
+    texts = [e.text for e in result.trail]
+    expected_in_order = [
+        "rejects planned 1.66 lots",
+        "timer fired: delay rejects",
+        "for replay-reroute:rejects:1: reserved",
+        "order replay-reroute:rejects:1: failed: Not enough money [10019]",
+        "started OrderRerouteWorkflow signal-replay-reroute/rejects/reroute",
+        "order replay-reroute:spare:1: BUY 1.57 EURUSD MARKET at alpha → FILLED, filled 1.57",
+        "signal COMPLETED: filled 1.57 of 3.23 lots",
+    ]
+    positions = [
+        next(i for i, t in enumerate(texts) if fragment in t) for fragment in expected_in_order
+    ]
+    assert positions == sorted(positions)
+    spare = next(a for a in result.accounts if a.account_id == "spare")
+    assert (spare.status, spare.filled, spare.filled_by_orders) == (
+        LegStatus.FILLED,
+        Decimal("1.57"),
+        Decimal("1.57"),
+    )
+
+
+async def test_operator_actions_are_in_the_trail_with_who_and_why() -> None:
+    paused = await audit_of(HISTORIES / "paused_during_delay")
+    [action] = [e for e in paused.trail if e.kind == "operator"]
+    assert action.account_id == "paused"
+    assert "operator refresh: pause_account paused" in action.text
+    assert "reason: replay fixture" in action.text
+    halted = await audit_of(HISTORIES / "halted")
+    [halt] = [e for e in halted.trail if e.kind == "operator"]
+    assert "operator refresh: halt (update); reason: replay fixture" in halt.text
+
+
+async def test_every_denial_reason_is_in_the_trail() -> None:
+    result = await audit_of(HISTORIES / "denied")
+    denied = {e.account_id: e.text for e in result.trail if e.kind == "denied"}
+    assert len(denied) == 11
+    assert "DRAWDOWN_LIMIT" in denied["drawdown"]
+    assert "STALE_ACCOUNT_DATA" in denied["stale"]
+    assert "SIZE_BELOW_MIN_LOT" in denied["tiny"]
+
+
+# --------------------------------------------------------------------------------------------
+# The value check can fail
+
+
+def edit_order_quantity(path: Path, account_id: str, quantity: str) -> None:
+    """Rewrite the quantity of ``account_id``'s first order in a history file, as a change of
+    sizing code would have recorded it, and re-sign the manifest: the file is consistent, only
+    its value differs from what the planning code derives."""
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    edited = 0
+    for event in document["events"]:
+        attributes = event.get("activityTaskScheduledEventAttributes")
+        if not attributes or attributes["activityType"]["name"] != "place_and_follow_order":
+            continue
+        payload = attributes["input"]["payloads"][0]
+        request = json.loads(base64.b64decode(payload["data"]))
+        if request["account_id"] == account_id and request["business_sequence"] == 1:
+            request["quantity"] = quantity
+            payload["data"] = base64.b64encode(json.dumps(request).encode()).decode()
+            edited += 1
+    assert edited == 1
+    path.write_text(json.dumps(document), encoding="utf-8")
+    entries = history.read_manifest(path.parent) or {}
+    entries[path.name] = history.manifest_entry(history.load_history(path), path)
+    history.write_manifest(path.parent, entries)
+
+
+def drifted_copy(tmp_path: Path) -> Path:
+    shutil.copytree(HISTORIES / "all_filled", tmp_path, dirs_exist_ok=True)
+    path = tmp_path / history.file_name("signal-replay-all-filled")
+    edit_order_quantity(path, "one", "1.62")  # the plan says 1.61
+    return tmp_path
+
+
+async def test_an_edited_order_quantity_is_caught_as_drift(tmp_path: Path) -> None:
+    result = await audit_of(drifted_copy(tmp_path))
+    assert result.replay_ok  # replay does not compare values
+    assert result.values.verdict is audit.ValueVerdict.DRIFT
+    [difference] = result.values.differences
+    assert (difference.account_id, difference.field) == ("one", "quantity")
+    assert (difference.recorded, difference.derived) == ("1.62", "1.61")
+    assert "place_and_follow_order input" in difference.where
+    assert not result.ok
+
+
+def test_the_audit_command_fails_on_drift_and_names_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = drifted_copy(tmp_path)
+    assert starter_main(["audit", "replay-all-filled", "--from", str(directory)]) == 1
+    output = capsys.readouterr().out
+    assert "Plan values: DRIFT" in output
+    assert (
+        "one quantity in signal-replay-all-filled place_and_follow_order input: "
+        "recorded 1.62, derived 1.61"
+    ) in output
+    assert "Verdict: FAILED" in output
+
+
+async def test_a_history_edited_after_export_is_refused_by_its_manifest(tmp_path: Path) -> None:
+    shutil.copytree(HISTORIES / "all_filled", tmp_path, dirs_exist_ok=True)
+    path = tmp_path / history.file_name("signal-replay-all-filled")
+    path.write_text(path.read_text(encoding="utf-8") + " ", encoding="utf-8")
+    with pytest.raises(history.OrchestratorError, match="checksum mismatch"):
+        history.load_checked([tmp_path])
+
+
+async def test_a_change_of_planning_rules_is_told_apart_from_drift(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(planning, "RULES_VERSION", planning.RULES_VERSION + 1)
+    result = await audit_of(HISTORIES / "denied")  # recorded with its rules marker
+    assert result.values.verdict is audit.ValueVerdict.RULES_CHANGED
+    assert result.values.recorded_rules_version == 1
+    assert result.values.differences == []
+    # Code that records the new rules' marker still replays the runs made under the old ones.
+    assert result.replay_ok
+    assert result.ok
+
+
+async def test_a_run_recorded_before_the_rules_marker_is_read_as_rules_v1() -> None:
+    result = await audit_of(HISTORIES / "all_filled")
+    assert result.values.recorded_rules_version is None
+    assert result.values.verdict is audit.ValueVerdict.MATCH
+
+
+def test_audit_json_is_the_audit_document(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        starter_main(
+            [
+                "audit",
+                "replay-partial-fill-completed",
+                "--from",
+                str(HISTORIES / "partial_fill_completed"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    document = audit.Audit.model_validate_json(capsys.readouterr().out)
+    assert document.report is not None
+    assert {a.account_id: (a.status, a.requested, a.filled) for a in document.accounts} == {
+        line.account_id: (line.status, line.requested, line.filled)
+        for line in document.report.accounts
+    }
+    partial = next(a for a in document.accounts if a.account_id == "partial")
+    assert len(partial.orders) == 2  # the first order and the completion's
+    assert partial.filled_by_orders == partial.filled == partial.requested
