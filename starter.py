@@ -30,7 +30,7 @@ import re
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from rich.table import Table
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from orchestrator import audit, display, history, operators, planning
+from orchestrator import archive, audit, display, history, operators, planning
 from orchestrator import search_attributes as sa
 from orchestrator.book import read_book
 from orchestrator.db import repository
@@ -47,6 +47,7 @@ from orchestrator.db.engine import Database
 from orchestrator.errors import OrchestratorError, ValidationFailed
 from orchestrator.models import (
     SYMBOL_PATTERN,
+    ArchiveRequest,
     ExecutionReport,
     Signal,
     SignalProgress,
@@ -329,6 +330,14 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def parse_since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a date or ISO time: {text!r}") from err
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def parse_signal_symbol(symbol: str) -> str:
     """A symbol safe to put in a visibility query (the signal's own pattern)."""
     if not re.fullmatch(SYMBOL_PATTERN, symbol):
@@ -339,11 +348,19 @@ def parse_signal_symbol(symbol: str) -> str:
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     """Each signal's workflow and all its children, one JSON file per workflow id (the format
     of `temporal workflow show --output json`), plus manifest.json with their sha256."""
+    if not args.signal_ids and args.since is None:
+        print("error: name signal ids, or --since DATE", file=sys.stderr)
+        return 2
     client = await connect(settings)
     directory = Path(args.output)
-    exported, manifest = await history.export_signals(
-        client, [workflow_id_for(s) for s in args.signal_ids], directory
-    )
+    workflow_ids = [workflow_id_for(s) for s in args.signal_ids]
+    if args.since is not None:
+        query = archive.signal_query(since=args.since)
+        workflow_ids += [w.id async for w in client.list_workflows(query)]
+        if not workflow_ids:
+            print(f"no signal started since {args.since.isoformat()}")
+            return 0
+    exported, manifest = await history.export_signals(client, workflow_ids, directory)
     for item in exported:
         still = "" if history.is_closed(item.history) else "  (still running: partial history)"
         print(
@@ -394,6 +411,39 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("\n".join(audit.render(result)))
     return 0 if result.ok else 1
+
+
+async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or update the archive schedule, or archive closed signals now."""
+    client = await connect(settings)
+    if args.action == "schedule":
+        done = await archive.ensure_schedule(
+            client,
+            namespace=settings.temporal_namespace,
+            task_queue=settings.task_queue,
+            every=timedelta(seconds=args.every or settings.archive_every_s),
+            closed_for=timedelta(seconds=settings.archive_closed_for_s),
+        )
+        print(
+            f"archive schedule {archive.SCHEDULE_ID} {done}: every "
+            f"{args.every or settings.archive_every_s} s into {settings.archive_dir} "
+            f"(the worker on {settings.task_queue} runs it)"
+        )
+        return 0
+    result = await archive.archive_closed_signals(
+        client, settings.archive_dir, ArchiveRequest(closed_for_s=settings.archive_closed_for_s)
+    )
+    for item in result.archived:
+        verdict = "verified" if item.audit_ok else f"FAILED VERIFICATION: {item.failure}"
+        print(
+            f"archived {item.workflow_id} ({item.histories} histories) → "
+            f"{item.directory}: {verdict}"
+        )
+    print(
+        f"{len(result.archived)} archived, {result.already_archived} already archived, "
+        f"in {result.directory}"
+    )
+    return 0 if all(a.audit_ok for a in result.archived) else 1
 
 
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -598,7 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
     export_histories = commands.add_parser(
         "export", help="write signals' workflow histories (with children) and a manifest"
     )
-    export_histories.add_argument("signal_ids", nargs="+", metavar="SIGNAL_ID")
+    export_histories.add_argument("signal_ids", nargs="*", metavar="SIGNAL_ID")
+    export_histories.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="DATE",
+        help="also every signal started since DATE (2026-11-01 or an ISO time, UTC if no zone)",
+    )
     export_histories.add_argument("-o", "--output", required=True, metavar="DIR")
 
     replay = commands.add_parser(
@@ -607,6 +663,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "files", nargs="+", metavar="FILE", help="history files (a directory: the *.json under it)"
     )
+
+    archiving = commands.add_parser(
+        "archive", help="archive closed signals' histories (verified) before retention ends"
+    )
+    archive_actions = archiving.add_subparsers(dest="action", required=True)
+    schedule = archive_actions.add_parser(
+        "schedule", help="create or update the Temporal Schedule that archives"
+    )
+    schedule.add_argument("--every", type=int, metavar="SECONDS", help="TEO_ARCHIVE_EVERY_S")
+    archive_actions.add_parser("now", help="archive what is closed now, in this process")
 
     audit_signal = commands.add_parser(
         "audit", help="a signal's decision trail, replayed and re-derived from its histories"
@@ -645,6 +711,7 @@ COMMANDS = {
     "export": cmd_export,
     "replay": cmd_replay,
     "audit": cmd_audit,
+    "archive": cmd_archive,
     "server": cmd_server,
     "demo": cmd_demo,
 }

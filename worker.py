@@ -11,25 +11,22 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.archive import ArchiveActivities
 from activities.execution import ExecutionActivities
+from orchestrator import archive
 from orchestrator.brokers.base import Broker
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
 from orchestrator.settings import Settings, get_settings
 from orchestrator.temporal import connect, ensure_dev_server, ensure_search_attributes
-from workflows.children import OrderRerouteWorkflow, PartialFillCompletionWorkflow
-from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow
+from workflows.registry import WORKFLOWS
 
-WORKFLOWS = [
-    SignalExecutionWorkflow,
-    LegBatchWorkflow,
-    PartialFillCompletionWorkflow,
-    OrderRerouteWorkflow,
-]
+__all__ = ["WORKFLOWS", "build_activities", "build_worker"]
 
 
 def build_activities(
@@ -52,7 +49,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=activities.all(),
+        activities=[*activities.all(), *ArchiveActivities(client, settings.archive_dir).all()],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_cached_workflows=2000,
@@ -69,6 +66,15 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
     db.migrate()
     client = await connect(settings)
     await ensure_search_attributes(client, settings.temporal_namespace)
+    if settings.archive_every_s > 0:
+        done = await archive.ensure_schedule(
+            client,
+            namespace=settings.temporal_namespace,
+            task_queue=settings.task_queue,
+            every=timedelta(seconds=settings.archive_every_s),
+            closed_for=timedelta(seconds=settings.archive_closed_for_s),
+        )
+        logging.info("archive schedule %s: every %s s", done, settings.archive_every_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

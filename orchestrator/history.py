@@ -29,10 +29,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from orchestrator.errors import OrchestratorError
-from worker import WORKFLOWS
+from workflows.registry import WORKFLOWS
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+AUDIT_FILE = "audit.json"
+"""The audit document an archive keeps beside the histories (``orchestrator.archive``)."""
+NOT_HISTORIES = frozenset({MANIFEST, AUDIT_FILE})
 
 CLOSED_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
@@ -275,12 +278,12 @@ async def replay_histories(
 
 def history_files(paths: Iterable[Path]) -> list[Path]:
     """The history files among ``paths``; a directory stands for the ``*.json`` files under
-    it. The manifest is never a history."""
+    it. The manifest and the archive's audit document are never histories."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*.json") if p.name != MANIFEST)
-        elif path.name != MANIFEST:
+            found += sorted(p for p in path.rglob("*.json") if p.name not in NOT_HISTORIES)
+        elif path.name not in NOT_HISTORIES:
             found.append(path)
     return found
 

@@ -606,6 +606,7 @@ class ActivityName(StrEnum):
     PLACE_AND_FOLLOW_ORDER = "place_and_follow_order"
     CANCEL_ORDER = "cancel_order"
     SETTLE_LEG = "settle_leg"
+    ARCHIVE_CLOSED_SIGNALS = "archive_closed_signals"
 
 
 class SettleLegRequest(Model):
@@ -724,3 +725,31 @@ class StopResult(Model):
 
 RerouteResult.model_rebuild()
 AccountReport.model_rebuild()
+
+
+# --------------------------------------------------------------------------------------------
+# Archive
+
+
+class ArchiveRequest(Model):
+    closed_for_s: Annotated[int, Field(ge=0)] = 0
+    """Archive signals closed at least this long ago."""
+    max_signals: Annotated[int, Field(ge=1)] = 1000
+    """At most this many per run; the next run takes the rest."""
+
+
+class ArchivedSignal(Model):
+    workflow_id: str
+    run_id: str
+    directory: str
+    histories: int
+    verified: bool
+    """Every history replayed clean against the code that archived it."""
+    audit_ok: bool
+    failure: str | None = None
+
+
+class ArchiveResult(Model):
+    directory: str
+    archived: list[ArchivedSignal]
+    already_archived: int

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     reroute_max_accounts: int = Field(default=3, ge=1, le=20)
     max_concurrent_activities: int = Field(default=64, ge=1)
 
+    archive_dir: Path = PROJECT_ROOT / ".run" / "archive"
+    """Where closed signals' histories are archived (one directory per signal)."""
+    archive_every_s: int = Field(default=3600, ge=0)
+    """How often the archive schedule runs; 0: the worker does not create the schedule."""
+    archive_closed_for_s: int = Field(default=0, ge=0)
+    """Archive a signal once it has been closed this long."""
+
     @model_validator(mode="after")
     def _delay_bounds_ordered(self) -> Settings:
         if self.delay_min_s > self.delay_max_s:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator import audit, history, planning
+from orchestrator.errors import OrchestratorError
 from orchestrator.models import LegStatus
 from starter import main as starter_main
 
@@ -146,7 +147,7 @@ async def test_a_history_edited_after_export_is_refused_by_its_manifest(tmp_path
     shutil.copytree(HISTORIES / "all_filled", tmp_path, dirs_exist_ok=True)
     path = tmp_path / history.file_name("signal-replay-all-filled")
     path.write_text(path.read_text(encoding="utf-8") + " ", encoding="utf-8")
-    with pytest.raises(history.OrchestratorError, match="checksum mismatch"):
+    with pytest.raises(OrchestratorError, match="checksum mismatch"):
         history.load_checked([tmp_path])
 
 
