@@ -16,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from orchestrator import audit
 from orchestrator.book import read_book
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
@@ -134,6 +135,32 @@ async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
     for history in histories:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, (history.workflow_id, result.replay_failure)
+
+    # The audit: the whole trail, the plan re-derived, and a document that matches the report.
+    trail = await audit.audit_histories(histories)
+    assert trail.ok
+    assert trail.values.verdict is audit.ValueVerdict.MATCH
+    assert (trail.values.legs, trail.values.denials) == (7, 11)
+    assert trail.report == report
+    assert [(a.account_id, a.status, a.requested, a.filled) for a in trail.accounts] == [
+        (line.account_id, line.status, line.requested, line.filled) for line in report.accounts
+    ]
+    assert all(a.filled_by_orders == a.filled for a in trail.accounts)
+    assert {len(a.orders) for a in trail.accounts if a.account_id in traded} == {1}
+    assert len(next(a for a in trail.accounts if a.account_id == "beta-05").orders) == 2
+    text = "\n".join(audit.render(trail))
+    for account_id in by_account:
+        assert f" {account_id} " in text or f" {account_id}:" in text, account_id
+    for fragment in (
+        "snapshot of 18 accounts",
+        "correlation (threshold 0.7): group",
+        "beta-16 not traded: STALE_ACCOUNT_DATA",
+        "started PartialFillCompletionWorkflow signal-it-demo/beta-05/completion",
+        "started OrderRerouteWorkflow signal-it-demo/beta-07/reroute",
+        "order it-demo:beta-07:1: failed: Not enough money [10019]",
+        "Verdict: OK",
+    ):
+        assert fragment in text, fragment
 
 
 async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_order_each(

@@ -1,0 +1,114 @@
+"""The archive schedule on the real dev server: a closed signal is archived and verified; then,
+with no server that knows it, it is still replayed and audited from the archive alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator import archive, audit, history
+from orchestrator.db.engine import Database
+from orchestrator.errors import OrchestratorError
+from orchestrator.models import ArchiveRequest, LegStatus
+from orchestrator.service import submit_signal
+from orchestrator.settings import PROJECT_ROOT
+from orchestrator.temporal import temporal_binary
+from tests.integration.test_end_to_end import dev_settings
+from tests.support import account, book, load, poll_until, signal
+
+pytestmark = pytest.mark.integration
+
+PARTIAL = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
+
+
+async def test_archive_schedule_archives_and_verifies_a_closed_signal_that_outlives_the_server(
+    dev_server: WorkflowEnvironment,
+    postgres_db: Database,
+    harness_factory,
+    tmp_path: Path,
+) -> None:
+    load(postgres_db, book(account("partial", paper=PARTIAL), account("full")))
+    archive_dir = tmp_path / "archive"
+    settings = dev_settings(dev_server, postgres_db, archive_dir=archive_dir)
+    client = dev_server.client
+    async with harness_factory(client, postgres_db, settings).running():
+        handle = await submit_signal(client, postgres_db, settings, signal("it-archive"))
+        report = await handle.result()
+        assert {line.status for line in report.accounts} == {LegStatus.FILLED}
+
+        # The schedule, created as the worker creates it; triggered now rather than waited for.
+        done = await archive.ensure_schedule(
+            client,
+            namespace=client.namespace,
+            task_queue=settings.task_queue,
+            every=timedelta(hours=1),
+            closed_for=timedelta(0),
+        )
+        assert done in {"created", "updated"}
+        schedule = client.get_schedule_handle(archive.SCHEDULE_ID)
+        try:
+            await schedule.trigger()
+            directory = archive_dir / "signal-it-archive"
+
+            async def archived() -> bool:
+                return archive.archived_run(directory, handle.id) == handle.result_run_id
+
+            assert await poll_until(archived, timeout_s=60)
+        finally:
+            await schedule.delete()
+
+    manifest = history.read_manifest(directory) or {}
+    assert set(manifest) == {
+        "signal-it-archive.json",
+        "signal-it-archive__partial__completion.json",
+    }
+    assert all(entry["verified"] and entry["audit"] == "OK" for entry in manifest.values())
+    recorded = audit.Audit.model_validate_json((directory / history.AUDIT_FILE).read_text())
+    assert recorded.ok and recorded.report == report
+
+    # A second archive run leaves an archived run alone.
+    again = await archive.archive_closed_signals(client, archive_dir, ArchiveRequest())
+    assert "signal-it-archive" not in {a.workflow_id for a in again.archived}
+    assert again.already_archived >= 1
+
+    # A fresh server has never heard of it (the server deletes asynchronously, and the dev
+    # server did not within a minute here): the archive alone replays and audits it.
+    fresh = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_binary(),
+        ip="127.0.0.1",
+    )
+    try:
+        with pytest.raises(history.WorkflowNotFound):
+            await history.fetch_with_children(fresh.client, "signal-it-archive")
+    finally:
+        await fresh.shutdown()
+    outcomes = await history.replay_files([directory])
+    assert [o.ok for o in outcomes] == [True, True]
+    command = [sys.executable, "starter.py", "audit", "it-archive", "--from", str(directory)]
+    audited = subprocess.run(
+        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert audited.returncode == 0, audited.stderr
+    output = audited.stdout
+    assert "Verdict: OK" in output
+    assert "started PartialFillCompletionWorkflow signal-it-archive/partial/completion" in output
+
+
+async def test_a_schedule_slower_than_retention_is_refused(dev_server: WorkflowEnvironment) -> None:
+    retention = await archive.namespace_retention(dev_server.client, dev_server.client.namespace)
+    assert retention is not None
+    with pytest.raises(OrchestratorError, match="does not fit twice in the namespace's retention"):
+        await archive.ensure_schedule(
+            dev_server.client,
+            namespace=dev_server.client.namespace,
+            task_queue="unused",
+            every=retention,
+            closed_for=timedelta(0),
+        )
