@@ -55,7 +55,7 @@ from orchestrator.models import (
 )
 from orchestrator.service import parse_signal, submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
-from orchestrator.temporal import connect, ensure_dev_server, stop_dev_server
+from orchestrator.temporal import connect, data_converter, ensure_dev_server, stop_dev_server
 from worker import build_activities, build_worker
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
@@ -373,7 +373,9 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Replay exported histories against the current workflow code; no server needed."""
-    outcomes = await history.replay_files(Path(p) for p in args.files)
+    outcomes = await history.replay_files(
+        (Path(p) for p in args.files), converter=data_converter(settings)
+    )
     if not outcomes:
         print("error: no history files given", file=sys.stderr)
         return 2
@@ -405,7 +407,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     else:
         client = await connect(settings)
         loaded = await history.fetch_with_children(client, workflow_id_for(args.signal_id))
-    result = await audit.audit_histories(loaded)
+    result = await audit.audit_histories(loaded, converter=data_converter(settings))
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

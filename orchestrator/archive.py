@@ -70,7 +70,9 @@ async def archive_signal(client: Client, archive_dir: Path, workflow_id: str) ->
     shutil.rmtree(staging, ignore_errors=True)
     exported, _ = await history.export_signals(client, [workflow_id], staging)
     # Verify what is on disk, read back through its manifest, not what is in memory.
-    result = await audit.audit_histories(history.load_checked([staging]))
+    result = await audit.audit_histories(
+        history.load_checked([staging]), converter=client.data_converter
+    )
     now = datetime.now(UTC).isoformat(timespec="seconds")
     history.write_manifest(
         staging,

@@ -860,11 +860,12 @@ async def audit_histories(
             f"expected the histories of one signal workflow, found {len(roots)}: "
             + ", ".join(h.workflow_id for h in roots)
         )
-    reader = _Reader(converter or pydantic_data_converter)
+    converter = converter or pydantic_data_converter
+    reader = _Reader(converter)
     reads = [await reader.read(h) for h in loaded]
     root = next(r for r in reads if r.history is roots[0])
     batches = [r for r in reads if histories.workflow_type(r.history) == "LegBatchWorkflow"]
-    failures = await histories.replay_histories(loaded)
+    failures = await histories.replay_histories(loaded, converter=converter)
     replay = [
         ReplayCheck(
             workflow_id=h.workflow_id,

@@ -25,6 +25,7 @@ from google.protobuf.json_format import ParseError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
@@ -245,25 +246,38 @@ class ReplayOutcome:
         return self.failure is None
 
 
+ENCRYPTED_ENCODING = "binary/encrypted"
 _CORE_MESSAGE = re.compile(r'message: "(.*?)", source:')
 
 
 def describe_error(error: BaseException) -> str:
     """The error's type and message; for a failure from the SDK core, just its message
-    (``[TMPRL1100] Nondeterminism error: …``), not the whole debug dump."""
+    (``[TMPRL1100] Nondeterminism error: …``), not the whole debug dump; then its causes
+    (``Failed decoding arguments`` says little without ``Unknown payload encoding …``)."""
     text = str(error)
     core = _CORE_MESSAGE.search(text)
-    return f"{type(error).__name__}: {core.group(1) if core else text}"
+    described = f"{type(error).__name__}: {core.group(1) if core else text}"
+    if error.__cause__ is not None:
+        described += f" (caused by {describe_error(error.__cause__)})"
+    if ENCRYPTED_ENCODING in text:
+        described += ": the history is encrypted; configure its key (TEO_CODEC_KEY_FILE)"
+    return described
 
 
 async def replay_histories(
-    histories: Sequence[WorkflowHistory], *, workflows: Sequence[type] | None = None
+    histories: Sequence[WorkflowHistory],
+    *,
+    workflows: Sequence[type] | None = None,
+    converter: DataConverter | None = None,
 ) -> list[Exception | None]:
-    """Replay each history against ``workflows`` (default: the worker's), in one replayer.
+    """Replay each history against ``workflows`` (default: the worker's), in one replayer,
+    with ``converter`` (default: plain pydantic; pass the project's to read encrypted ones).
     Returns, per history in order, the replay failure or None."""
     if not histories:
         return []
-    replayer = Replayer(workflows=workflows or WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=workflows or WORKFLOWS, data_converter=converter or pydantic_data_converter
+    )
 
     async def feed() -> AsyncIterator[WorkflowHistory]:
         for history in histories:
@@ -306,7 +320,10 @@ def check_manifest(path: Path) -> str | None:
 
 
 async def replay_files(
-    paths: Iterable[Path], *, workflows: Sequence[type] | None = None
+    paths: Iterable[Path],
+    *,
+    workflows: Sequence[type] | None = None,
+    converter: DataConverter | None = None,
 ) -> list[ReplayOutcome]:
     """Check each file against its manifest (when one sits next to it), then replay it.
 
@@ -327,7 +344,9 @@ async def replay_files(
             loaded.append((path, load_history(path)))
         except (OSError, ValueError, ParseError) as err:
             outcomes[path] = ReplayOutcome(str(path), None, f"cannot read history: {err}")
-    failures = await replay_histories([h for _, h in loaded], workflows=workflows)
+    failures = await replay_histories(
+        [h for _, h in loaded], workflows=workflows, converter=converter
+    )
     for (path, history), failure in zip(loaded, failures, strict=True):
         outcomes[path] = ReplayOutcome(
             str(path), history.workflow_id, describe_error(failure) if failure else None

@@ -515,6 +515,8 @@ class RerouteInput(Model):
     execution: ExecutionSettings
     started_at: datetime
     """Start of the signal's workflow: latencies are measured from it."""
+    leg_ref: str | None = None
+    """The leg this reroute is for (``leg-3``), for its children's ids."""
 
 
 class RerouteResult(Model):

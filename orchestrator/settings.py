@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.models import PlanSettings
@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     reroute_fraction: Decimal = Field(default=Decimal("0.95"), gt=0, le=1)
     reroute_max_accounts: int = Field(default=3, ge=1, le=20)
     max_concurrent_activities: int = Field(default=64, ge=1)
+
+    codec_keys: SecretStr | None = None
+    """Payload encryption key ring, ``id:base64key,…`` (see ``orchestrator/codec.py``)."""
+    codec_key_file: Path | None = None
+    """A file holding the key ring, one ``id base64key`` per line."""
+    codec_active_key: str | None = None
+    """Key id new payloads are encrypted with; default: the ring's last key."""
 
     archive_dir: Path = PROJECT_ROOT / ".run" / "archive"
     """Where closed signals' histories are archived (one directory per signal)."""

@@ -4,6 +4,7 @@ project's data converter, search-attribute registration and the embedded dev ser
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -20,19 +21,38 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator import search_attributes
+from orchestrator.codec import load_codec
 from orchestrator.settings import PROJECT_ROOT, Settings
 
 RUN_DIR = PROJECT_ROOT / ".run"
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """The project's data converter: pydantic payloads, encrypted (with failure messages moved
+    into the encrypted attributes) when a codec key is configured."""
+    codec = load_codec(
+        keys=settings.codec_keys.get_secret_value() if settings.codec_keys else None,
+        key_file=settings.codec_key_file,
+        active=settings.codec_active_key,
+    )
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
     )
 
 

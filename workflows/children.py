@@ -1,8 +1,10 @@
 """Child workflows of a signal: partial-fill completion and failed-order rerouting.
 
 Both run under the signal (or its batch child) with deterministic ids —
-``signal-{id}/{account}/completion`` and ``signal-{id}/{account}/reroute`` — so each is visible
-and replayable on its own, and both carry the SignalId search attribute.
+``signal-{id}/leg-{n}/completion``, ``signal-{id}/leg-{n}/reroute`` and, for a rerouted order
+completed at its k-th candidate, ``signal-{id}/leg-{n}/reroute-{k}/completion`` — so each is
+visible and replayable on its own, and all carry the SignalId search attribute. Ids name the
+leg, not the account: ids are not encrypted. (Runs recorded before that named the account.)
 """
 
 from __future__ import annotations
@@ -253,6 +255,7 @@ class OrderRerouteWorkflow:
                     min_lot=spec.min_lot,
                     lot_step=spec.lot_step,
                     execution=request.execution,
+                    ref=f"{request.leg_ref or request.from_account}/reroute-{len(hops) + 1}",
                 )
             line = account_report(
                 signal,

@@ -233,6 +233,18 @@ def order_request(
     )
 
 
+OPAQUE_CHILD_IDS = "opaque-child-ids"
+"""Patch: child workflow ids name a leg (``leg-3``), not an account."""
+
+
+def child_workflow_id(signal_id: str, *, account_id: str, ref: str, kind: str) -> str:
+    """``signal-{id}/{ref}/{kind}``. Workflow ids are not encrypted (the codec covers payloads
+    only), so they carry a leg reference, never an account id. Runs recorded before the patch
+    used the account id and keep it on replay."""
+    scope = ref if workflow.patched(OPAQUE_CHILD_IDS) else account_id
+    return f"signal-{signal_id}/{scope}/{kind}"
+
+
 def child_search_attributes(signal: Signal) -> TypedSearchAttributes:
     return TypedSearchAttributes([SearchAttributePair(sa.SIGNAL_ID, signal.signal_id)])
 
@@ -247,8 +259,10 @@ async def complete_partial_fill(
     min_lot: Decimal,
     lot_step: Decimal,
     execution: ExecutionSettings,
+    ref: str,
 ) -> CompletionResult:
-    """Run the completion child for what the first order left unfilled."""
+    """Run the completion child for what the first order left unfilled; ``ref`` names the leg
+    in the child's workflow id."""
     result: CompletionResult = await workflow.execute_child_workflow(
         COMPLETION_WORKFLOW,
         CompletionInput(
@@ -262,12 +276,16 @@ async def complete_partial_fill(
             first_sequence=2,
             execution=execution,
         ),
-        id=f"signal-{signal.signal_id}/{account_id}/completion",
+        id=child_workflow_id(signal.signal_id, account_id=account_id, ref=ref, kind="completion"),
         result_type=CompletionResult,
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         search_attributes=child_search_attributes(signal),
     )
     return result
+
+
+def leg_ref(leg: PlannedLeg) -> str:
+    return f"leg-{leg.sequence}"
 
 
 def account_report(
@@ -534,6 +552,7 @@ class LegRunner:
                 min_lot=leg.min_lot,
                 lot_step=leg.lot_step,
                 execution=self._execution,
+                ref=leg_ref(leg),
             )
         filled = outcome.filled_quantity + (completion.filled if completion else Decimal(0))
         status = fill_status(leg.quantity, filled)
@@ -560,8 +579,11 @@ class LegRunner:
                 settings=self._settings,
                 execution=self._execution,
                 started_at=self._started_at,
+                leg_ref=leg_ref(leg),
             ),
-            id=f"signal-{signal.signal_id}/{leg.account_id}/reroute",
+            id=child_workflow_id(
+                signal.signal_id, account_id=leg.account_id, ref=leg_ref(leg), kind="reroute"
+            ),
             result_type=RerouteResult,
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             search_attributes=child_search_attributes(signal),

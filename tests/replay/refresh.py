@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -50,12 +50,14 @@ from orchestrator.models import (
 )
 from orchestrator.service import submit_signal
 from orchestrator.settings import Settings
-from orchestrator.temporal import temporal_binary
+from orchestrator.temporal import data_converter, temporal_binary
 from tests.support import account, book, load, poll_until, signal
 from worker import build_activities, build_worker
 from workflows.signal import SignalExecutionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
+TEST_ONLY_KEYS = Path(__file__).resolve().parent / "test-only-codec.keys"
+"""The key of the checked-in encrypted history. A test fixture: never a real key."""
 
 Handle = WorkflowHandle[Any, ExecutionReport]
 Action = Callable[[Handle], Awaitable[None]]
@@ -78,6 +80,8 @@ class Scenario:
     """What an operator does while the legs wait."""
     check: Check | None = None
     """Further checks on the report lines, by account."""
+    encrypted: bool = False
+    """Run with the payload codec keyed by ``TEST_ONLY_KEYS``."""
     prepare: Callable[[Database], None] | None = None
     """What is done to the database after the signal is submitted, before it is planned."""
 
@@ -218,6 +222,22 @@ SCENARIOS = [
         check=denied_halted,
     ),
     Scenario(
+        "reroute_completed",  # the reroute target fills partly: a completion under the reroute
+        [
+            account("rejects", paper={"fill": "reject", "reject_text": "Not enough money [10019]"}),
+            account("spare", reserve_only=True, paper=PARTIAL),
+        ],
+        {"rejects": LegStatus.REJECTED, "spare": LegStatus.FILLED},
+        check=rerouted,
+    ),
+    Scenario(
+        "encrypted",  # payloads encrypted by the codec
+        [account("partial", paper=PARTIAL), account("full")],
+        {"partial": LegStatus.FILLED, "full": LegStatus.FILLED},
+        encrypted=True,
+        check=completed_partial,
+    ),
+    Scenario(
         "batched",  # batch children, and a completion grandchild under one of them
         [account("partial", paper=PARTIAL), account("full")],
         {"partial": LegStatus.FILLED, "full": LegStatus.FILLED},
@@ -242,9 +262,14 @@ async def run_scenario(
             "order_poll_interval_s": 0.05,
             "max_concurrent_activities": 16,
             **scenario.settings,
+            **({"codec_key_file": TEST_ONLY_KEYS} if scenario.encrypted else {}),
         }
     )
-    client = env.client
+    client = await Client.connect(
+        env.client.service_client.config.target_host,
+        namespace=env.client.namespace,
+        data_converter=data_converter(settings),
+    )
     try:
         # Submitted before a worker polls its task queue, so `prepare` lands before planning.
         handle = await submit_signal(

@@ -15,14 +15,20 @@ import pytest
 from orchestrator import audit, history, planning
 from orchestrator.errors import OrchestratorError
 from orchestrator.models import LegStatus
+from orchestrator.settings import Settings
+from orchestrator.temporal import data_converter
 from starter import main as starter_main
+from tests.replay.refresh import TEST_ONLY_KEYS
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SCENARIOS = sorted(p for p in HISTORIES.iterdir() if p.is_dir())
 
 
+CONVERTER = data_converter(Settings(codec_key_file=TEST_ONLY_KEYS))
+
+
 async def audit_of(directory: Path) -> audit.Audit:
-    return await audit.audit_histories(history.load_checked([directory]))
+    return await audit.audit_histories(history.load_checked([directory]), converter=CONVERTER)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)

@@ -8,6 +8,8 @@ sequence of commands (timers, activities, children), not their values.
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from pathlib import Path
 
@@ -16,11 +18,16 @@ from temporalio import workflow
 
 from orchestrator import history
 from orchestrator.models import ExecutionReport, SignalWorkflowInput
+from orchestrator.settings import Settings
+from orchestrator.temporal import data_converter
 from starter import main as starter_main
+from tests.replay.refresh import TEST_ONLY_KEYS
 from workflows.children import OrderRerouteWorkflow, PartialFillCompletionWorkflow
 from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
+CONVERTER = data_converter(Settings(codec_key_file=TEST_ONLY_KEYS))
+"""Reads the encrypted scenario too; plain payloads pass through the codec untouched."""
 FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.name != history.MANIFEST)
 SCENARIOS = sorted(p for p in HISTORIES.iterdir() if p.is_dir())
 
@@ -34,6 +41,8 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "halted",
         "denied",
         "denied_halted",
+        "reroute_completed",
+        "encrypted",
         "batched",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
@@ -47,7 +56,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 async def test_history_replays_against_the_current_code(path: Path) -> None:
-    [outcome] = await history.replay_files([path])
+    [outcome] = await history.replay_files([path], converter=CONVERTER)
     assert outcome.failure is None, outcome.failure
 
 
@@ -131,3 +140,52 @@ def test_replay_command_verifies_the_manifest_and_reports_a_corrupted_file(
     shutil.copy(files[0], stray)
     assert starter_main(["replay", str(stray)]) == 1
     assert "not listed in" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# Encrypted histories
+
+
+def readable_bytes(path: Path) -> bytes:
+    """Everything a reader of the file sees without a key: the text, and every payload's data
+    decoded from base64."""
+    blob = [path.read_bytes()]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "data" and isinstance(value, str):
+                    blob.append(base64.b64decode(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(path.read_text(encoding="utf-8")))
+    return b"\n".join(blob)
+
+
+PLAIN = (b"partial", b"full", b"1.08500")
+"""Account ids and the entry price of the encrypted scenario. (Its symbol and side are search
+attributes, which Temporal keeps in plain text to query them.)"""
+
+
+def test_the_plain_text_check_finds_plain_text_in_an_unencrypted_history() -> None:
+    path = HISTORIES / "partial_fill_completed" / "signal-replay-partial-fill-completed.json"
+    assert all(plain in readable_bytes(path) for plain in PLAIN)
+
+
+async def test_the_encrypted_history_holds_no_account_size_or_price_and_needs_its_key() -> None:
+    directory = HISTORIES / "encrypted"
+    files = history.history_files([directory])
+    assert len(files) == 2
+    for path in files:
+        readable = readable_bytes(path)
+        leaks = [plain for plain in PLAIN if plain in readable]
+        assert not leaks, (path.name, leaks)
+    without_key = await history.replay_files([directory])
+    assert [o.ok for o in without_key] == [False, False]
+    assert all("the history is encrypted" in (o.failure or "") for o in without_key)
+    with_key = await history.replay_files([directory], converter=CONVERTER)
+    assert all(o.ok for o in with_key), with_key

@@ -281,7 +281,7 @@ async def test_parent_cancelled_while_completion_works_cancels_the_order_at_the_
             await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-        completion = ts_client.get_workflow_handle("signal-x-cancel/dry/completion")
+        completion = ts_client.get_workflow_handle("signal-x-cancel/leg-1/completion")
         with pytest.raises(WorkflowFailureError):
             await completion.result()
 
