@@ -39,7 +39,7 @@ from rich.table import Table
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from orchestrator import archive, audit, display, history, operators, planning
+from orchestrator import archive, audit, codec, display, history, operators, planning
 from orchestrator import search_attributes as sa
 from orchestrator.book import read_book
 from orchestrator.db import repository
@@ -448,6 +448,27 @@ async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(a.audit_ok for a in result.archived) else 1
 
 
+async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
+    """Append a new key to a key file (created with mode 0600); it becomes the active key."""
+    path = Path(args.key_file)
+    ring = (
+        codec.parse_key_ring(path.read_text(encoding="utf-8"), source=str(path))
+        if path.exists()
+        else {}
+    )
+    if args.key_id in ring:
+        raise ValidationFailed("flags", [("key_id", f"{args.key_id!r} is already in {path}")])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+        handle.write(codec.new_key_line(args.key_id) + "\n")
+    print(
+        f"added key {args.key_id!r} to {path} ({len(ring) + 1} key(s)); it is the last, so the "
+        f"active one unless TEO_CODEC_ACTIVE_KEY says otherwise. Point TEO_CODEC_KEY_FILE at it."
+    )
+    return 0
+
+
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     Database(settings.database_url).migrate()
     out.print(f"database at the latest schema: {settings.database_url}")
@@ -666,6 +687,12 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="+", metavar="FILE", help="history files (a directory: the *.json under it)"
     )
 
+    codec_keys = commands.add_parser("codec", help="payload encryption keys")
+    codec_actions = codec_keys.add_subparsers(dest="action", required=True)
+    new_key = codec_actions.add_parser("new-key", help="append a new random key to a key file")
+    new_key.add_argument("key_id")
+    new_key.add_argument("--key-file", required=True, metavar="FILE")
+
     archiving = commands.add_parser(
         "archive", help="archive closed signals' histories (verified) before retention ends"
     )
@@ -714,6 +741,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "audit": cmd_audit,
     "archive": cmd_archive,
+    "codec": cmd_codec,
     "server": cmd_server,
     "demo": cmd_demo,
 }
