@@ -69,10 +69,29 @@ async def archive_signal(client: Client, archive_dir: Path, workflow_id: str) ->
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     exported, _ = await history.export_signals(client, [workflow_id], staging)
+    root = exported[0].history
     # Verify what is on disk, read back through its manifest, not what is in memory.
-    result = await audit.audit_histories(
-        history.load_checked([staging]), converter=client.data_converter
-    )
+    result: audit.Audit | None = None
+    problems: list[str] = []
+    try:
+        result = await audit.audit_histories(
+            history.load_checked([staging]), converter=client.data_converter
+        )
+    except audit.UnreadableHistory as err:
+        # Encrypted with a key this worker lacks: the files are kept (they are the record),
+        # marked unverified.
+        problems.append(str(err))
+    if result is not None:
+        problems += [f"replay of {r.workflow_id}: {r.failure}" for r in result.replay if r.failure]
+        if result.values.verdict is audit.ValueVerdict.DRIFT:
+            problems.append(f"plan values drifted: {len(result.values.differences)} difference(s)")
+        if not result.fills_agree:
+            problems.append("fills in the histories disagree with the report")
+        (staging / history.AUDIT_FILE).write_text(
+            result.model_dump_json(indent=2) + "\n", encoding="utf-8"
+        )
+    verified = result is not None and result.replay_ok
+    audit_ok = result is not None and result.ok
     now = datetime.now(UTC).isoformat(timespec="seconds")
     history.write_manifest(
         staging,
@@ -80,29 +99,21 @@ async def archive_signal(client: Client, archive_dir: Path, workflow_id: str) ->
             e.path.name: {
                 **history.manifest_entry(e.history, e.path),
                 "archived_at": now,
-                "verified": result.replay_ok,
-                "audit": "OK" if result.ok else "FAILED",
+                "verified": verified,
+                "audit": "OK" if audit_ok else "FAILED",
             }
             for e in exported
         },
     )
-    (staging / history.AUDIT_FILE).write_text(
-        result.model_dump_json(indent=2) + "\n", encoding="utf-8"
-    )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    problems = [f"replay of {r.workflow_id}: {r.failure}" for r in result.replay if r.failure]
-    if result.values.verdict is audit.ValueVerdict.DRIFT:
-        problems.append(f"plan values drifted: {len(result.values.differences)} difference(s)")
-    if not result.fills_agree:
-        problems.append("fills in the histories disagree with the report")
     return ArchivedSignal(
         workflow_id=workflow_id,
-        run_id=result.run_id,
+        run_id=root.run_id or "",
         directory=str(target),
         histories=len(exported),
-        verified=result.replay_ok,
-        audit_ok=result.ok,
+        verified=verified,
+        audit_ok=audit_ok,
         failure="; ".join(problems) or None,
     )
 

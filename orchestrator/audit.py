@@ -31,6 +31,8 @@ from temporalio.converter import DataConverter
 
 from orchestrator import history as histories
 from orchestrator import planning
+from orchestrator.codec import CodecError
+from orchestrator.errors import OrchestratorError
 from orchestrator.models import (
     ActivityName,
     BookSnapshot,
@@ -74,6 +76,16 @@ CHILD_TYPES: dict[str, tuple[type[Any], type[Any]]] = {
 
 DELAY_TIMER = "delay "
 """Summary prefix of a leg's delay timer (``delay {account}``)."""
+
+
+class UnreadableHistory(OrchestratorError):
+    """A payload could not be decoded: encrypted with a key not configured here."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"cannot read the history's payloads ({detail}); if it is encrypted, configure its "
+            "key (TEO_CODEC_KEYS or TEO_CODEC_KEY_FILE)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -862,7 +874,10 @@ async def audit_histories(
         )
     converter = converter or pydantic_data_converter
     reader = _Reader(converter)
-    reads = [await reader.read(h) for h in loaded]
+    try:
+        reads = [await reader.read(h) for h in loaded]
+    except (CodecError, KeyError) as err:
+        raise UnreadableHistory(histories.describe_error(err)) from err
     root = next(r for r in reads if r.history is roots[0])
     batches = [r for r in reads if histories.workflow_type(r.history) == "LegBatchWorkflow"]
     failures = await histories.replay_histories(loaded, converter=converter)

@@ -18,7 +18,7 @@ from orchestrator.brokers.base import Broker
 from orchestrator.db.engine import Database
 from orchestrator.settings import Settings
 from orchestrator.temporal import ensure_search_attributes, temporal_binary
-from tests.support import WorkerHarness
+from tests.support import PLANTED_PG_PASSWORD, WorkerHarness, with_password
 
 PG_ADMIN_URL = os.environ.get("TEO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -49,7 +49,7 @@ def postgres_db(postgres_admin: str) -> Iterator[Database]:
     with psycopg.connect(postgres_admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     host_part = postgres_admin.split("://", 1)[1].rsplit("/", 1)[0]
-    db = Database(f"postgresql+psycopg://{host_part}/{name}")
+    db = Database(with_password(f"postgresql+psycopg://{host_part}/{name}", PLANTED_PG_PASSWORD))
     db.migrate()
     yield db
     db.dispose()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from google.protobuf.message import Message
 from sqlalchemy import func, select
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from orchestrator.book import AccountRecord, AccountState, Book, DailyReturn, PaperBehaviour
@@ -211,3 +214,61 @@ class WorkerHarness:
         activities = build_activities(self.db, self.settings, self.broker)
         async with build_worker(self.client, self.settings, activities, self.executor):
             yield
+
+
+# --------------------------------------------------------------------------------------------
+# Credentials must never reach Temporal
+
+PLANTED_PG_PASSWORD = "planted-pg-password-5d1e"
+"""Put into every test PostgreSQL URL (trust auth ignores it) so the credential scan can look
+for it in every history the suite writes."""
+TEST_CODEC_KEYS = "scan-k1:" + base64.b64encode(b"planted-codec-key-for-tests-0001").decode()
+"""The codec key ring of the integration tests that encrypt; itself a secret to scan for."""
+
+
+def with_password(url: str, password: str) -> str:
+    """``scheme://user@host/db`` → ``scheme://user:password@host/db`` (unless it has one)."""
+    scheme, rest = url.split("://", 1)
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" in credentials:
+        return url
+    return f"{scheme}://{credentials}:{password}@{host}"
+
+
+def _payloads(message: Message) -> Iterator[Payload]:
+    """Every Payload inside a protobuf message, at any depth."""
+    if isinstance(message, Payload):
+        yield message
+        return
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        if isinstance(value, Message):
+            items = [value]
+        elif hasattr(value, "values"):  # a map field
+            items = [v for v in value.values() if isinstance(v, Message)]
+        else:  # a repeated field
+            items = [v for v in value if isinstance(v, Message)]
+        for item in items:
+            yield from _payloads(item)
+
+
+async def readable_history(client: Client, workflow_id: str, run_id: str, codec: Any) -> bytes:
+    """A stored history as a reader with the test keys sees it: the raw events, plus every
+    payload decrypted."""
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    parts = [event.SerializeToString() for event in history.events]
+    for event in history.events:
+        for payload in _payloads(event):
+            [opened] = await codec.decode([payload])
+            parts.append(opened.SerializeToString())
+    return b"\n".join(parts)
+
+
+async def credential_leaks(client: Client, secrets: list[str], codec: Any) -> list[str]:
+    """Every workflow the server holds, scanned for each secret: ``workflow id: secret``."""
+    leaks: list[str] = []
+    async for execution in client.list_workflows(""):
+        blob = await readable_history(client, execution.id, execution.run_id, codec)
+        leaks += [f"{execution.id}: {s[:6]}…" for s in secrets if s.encode() in blob]
+    return leaks

@@ -3,6 +3,7 @@ with no server that knows it, it is still replayed and audited from the archive 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -19,9 +21,9 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.models import ArchiveRequest, LegStatus
 from orchestrator.service import submit_signal
 from orchestrator.settings import PROJECT_ROOT
-from orchestrator.temporal import temporal_binary
+from orchestrator.temporal import data_converter, temporal_binary
 from tests.integration.test_end_to_end import dev_settings
-from tests.support import account, book, load, poll_until, signal
+from tests.support import TEST_CODEC_KEYS, account, book, load, poll_until, signal
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +38,16 @@ async def test_archive_schedule_archives_and_verifies_a_closed_signal_that_outli
 ) -> None:
     load(postgres_db, book(account("partial", paper=PARTIAL), account("full")))
     archive_dir = tmp_path / "archive"
-    settings = dev_settings(dev_server, postgres_db, archive_dir=archive_dir)
-    client = dev_server.client
+    # The worker has the test key, as production workers do: other tests' encrypted signals
+    # on this server are archived and verified too.
+    settings = dev_settings(
+        dev_server, postgres_db, archive_dir=archive_dir, codec_keys=TEST_CODEC_KEYS
+    )
+    client = await Client.connect(
+        dev_server.client.service_client.config.target_host,
+        namespace=dev_server.client.namespace,
+        data_converter=data_converter(settings),
+    )
     async with harness_factory(client, postgres_db, settings).running():
         handle = await submit_signal(client, postgres_db, settings, signal("it-archive"))
         report = await handle.result()
@@ -89,11 +99,22 @@ async def test_archive_schedule_archives_and_verifies_a_closed_signal_that_outli
             await history.fetch_with_children(fresh.client, "signal-it-archive")
     finally:
         await fresh.shutdown()
-    outcomes = await history.replay_files([directory])
+    outcomes = await history.replay_files([directory], converter=data_converter(settings))
     assert [o.ok for o in outcomes] == [True, True]
     command = [sys.executable, "starter.py", "audit", "it-archive", "--from", str(directory)]
-    audited = subprocess.run(
+    keyless = subprocess.run(
         command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert keyless.returncode == 1
+    assert "cannot read the history's payloads" in keyless.stderr
+    audited = subprocess.run(
+        command,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "TEO_CODEC_KEYS": TEST_CODEC_KEYS},
     )
     assert audited.returncode == 0, audited.stderr
     output = audited.stdout
