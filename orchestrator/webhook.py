@@ -31,9 +31,9 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from prometheus_client import make_asgi_app
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.json_schema import models_json_schema
 from sqlalchemy import select
 from temporalio.client import Client
@@ -242,7 +242,9 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app. Without ``client``/``db`` it connects to Temporal and opens the database
     at start-up (and closes them at shutdown); tests pass their own."""
-    if settings.webhook_hmac_secret is None and settings.webhook_shared_secret is None:
+    if not (
+        _configured(settings.webhook_hmac_secret) or _configured(settings.webhook_shared_secret)
+    ):
         raise ValueError(
             "the webhook needs TEO_WEBHOOK_HMAC_SECRET or TEO_WEBHOOK_SHARED_SECRET: "
             "it refuses to accept unauthenticated signals"
@@ -284,7 +286,11 @@ def create_app(
         ),
         lifespan=lifespan,
     )
-    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """This process's metrics (webhook requests by outcome) for Prometheus."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(WebhookError)
     async def _webhook_error(_: Request, exc: WebhookError) -> JSONResponse:
@@ -379,10 +385,16 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _same(given: str, secret: Any) -> bool:
-    if secret is None:
+def _configured(secret: SecretStr | None) -> str | None:
+    """The secret's value; ``None`` when unset or empty (``TEO_WEBHOOK_SHARED_SECRET=``)."""
+    return (secret.get_secret_value() or None) if secret is not None else None
+
+
+def _same(given: str, secret: SecretStr | None) -> bool:
+    value = _configured(secret)
+    if value is None:
         return False
-    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+    return hmac.compare_digest(given.encode(), value.encode())
 
 
 def _check_headers(settings: Settings, request: Request, body: bytes) -> bool:
@@ -390,10 +402,10 @@ def _check_headers(settings: Settings, request: Request, body: bytes) -> bool:
     none is present (a TradingView alert may still carry the secret in its body)."""
     signature = request.headers.get(SIGNATURE_HEADER)
     if signature is not None:
-        key = settings.webhook_hmac_secret
+        key = _configured(settings.webhook_hmac_secret)
         if key is None:
             raise WebhookError(401, "unauthorized", f"{SIGNATURE_HEADER} is not enabled here")
-        expected = hmac.new(key.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+        expected = hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(signature.strip().encode(), f"sha256={expected}".encode()):
             raise WebhookError(401, "unauthorized", f"{SIGNATURE_HEADER} does not match the body")
         return True

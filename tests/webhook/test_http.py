@@ -308,9 +308,22 @@ def test_more_requests_than_the_burst_then_429_with_retry_after(
     assert after.status_code == 401
 
 
-def test_webhook_without_any_secret_refuses_to_start(tmp_path) -> None:
+@pytest.mark.parametrize("secret", [None, ""], ids=["unset", "empty"])
+def test_webhook_without_any_secret_refuses_to_start(secret: str | None) -> None:
     with pytest.raises(ValueError, match="TEO_WEBHOOK_HMAC_SECRET"):
-        create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+        create_app(Settings(webhook_shared_secret=secret, webhook_hmac_secret=secret))
+
+
+def test_signature_header_when_only_a_shared_secret_is_set_then_401(
+    webhook_temporal: WorkflowEnvironment, webhook_db: Database
+) -> None:
+    settings = webhook_settings(webhook_temporal, webhook_db, webhook_hmac_secret="")
+    body = body_of(SIGNAL)
+    with serve_in_thread(create_app(settings, db=webhook_db)) as url:
+        response = httpx.post(f"{url}/signals", content=body, headers=signed(body))
+
+    assert response.status_code == 401
+    assert signals_stored(webhook_db) == 0
 
 
 def test_webhook_counts_requests_by_outcome_on_its_metrics_endpoint(
@@ -318,7 +331,7 @@ def test_webhook_counts_requests_by_outcome_on_its_metrics_endpoint(
 ) -> None:
     post(webhook, b"{}", {"X-TEO-Token": "wrong"})
 
-    text = httpx.get(f"{webhook.url}/metrics/").text
+    text = httpx.get(f"{webhook.url}/metrics").text
     line = next(
         line
         for line in text.splitlines()

@@ -12,6 +12,8 @@ invalid data refused.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from hypothesis import HealthCheck, settings
 from schemathesis.generation.case import Case
@@ -29,7 +31,9 @@ schema = from_dict(OPENAPI)
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_webhook_conforms_to_its_own_openapi_schema(case: Case, webhook: RunningWebhook) -> None:
+def test_webhook_conforms_to_its_own_openapi_schema(
+    case: Case[Any], webhook: RunningWebhook
+) -> None:
     case.call_and_validate(
         base_url=webhook.url,
         headers={"X-TEO-Token": SHARED_SECRET},
