@@ -35,6 +35,7 @@ from tests.support import (
     poll_until,
     uncorrelated_returns,
 )
+from tests.unit.test_monitoring_config import SDK_METRICS
 
 pytestmark = pytest.mark.integration
 
@@ -121,8 +122,11 @@ async def test_tradingview_alert_through_webhook_fills_on_worker_and_resend_plac
     assert business[("teo_legs_total", frozenset({("status", "FILLED")}))] == 3
     assert business[("teo_orders_total", frozenset({("status", "FILLED")}))] == 3
     assert business[("teo_leg_fill_ratio_count", frozenset())] == 3
-    # The SDK runtime's own endpoint answers with Temporal's metrics.
+    # The SDK runtime's own endpoint answers with Temporal's metrics, those the Grafana
+    # dashboard queries included.
     assert "temporal_workflow_completed" in runtime_metrics
+    served = {line.split("{")[0].split()[0] for line in runtime_metrics.splitlines() if line}
+    assert served >= SDK_METRICS
 
     # Every log line an activity wrote carries the signal, account and workflow ids.
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
