@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import Counter, Histogram, start_http_server
@@ -52,7 +53,7 @@ from orchestrator.models import (
     LegStatus,
     OrderOutcome,
 )
-from orchestrator.orders import OrderStatus
+from orchestrator.orders import TERMINAL, OrderStatus
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ for _reason in DenialReason:
     DENIALS.labels(_reason.value)
 for _action in OPERATOR_SIGNALS | OPERATOR_UPDATES:
     OPERATOR_ACTIONS.labels(_action)
-for _order_status in (OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED):
+for _order_status in TERMINAL:
     ORDERS.labels(_order_status.value)
 
 
@@ -188,11 +189,16 @@ class _ActivityObserver(ActivityInboundInterceptor):
                     "order %s %s: filled %s of %s at %s",
                     result.client_order_id,
                     result.status,
-                    result.filled_quantity,
-                    result.quantity,
-                    result.average_price,
+                    _plain(result.filled_quantity),
+                    _plain(result.quantity),
+                    _plain(result.average_price),
                 )
             return result
+
+
+def _plain(value: Decimal | None) -> str:
+    """``1.6500000000`` as ``1.65`` (and ``100`` as ``100``, not ``1E+2``)."""
+    return "-" if value is None else f"{value.normalize():f}"
 
 
 class _WorkflowObserver(WorkflowInboundInterceptor):

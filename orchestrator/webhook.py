@@ -316,27 +316,43 @@ def create_app(
     )
     async def post_signal(request: Request) -> JSONResponse:
         source = request.client.host if request.client else "unknown"
-        wait = limiter.take(source)
-        if wait:
-            seconds = max(1, math.ceil(wait))
-            raise WebhookError(
-                429,
-                "rate_limited",
-                f"too many requests from {source}; retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
-        body = await _read_limited(request, settings.webhook_max_body_bytes)
-        header_auth = _check_headers(settings, request, body)
-        payload = _parse_json(body, authenticated=header_auth)
-        is_alert = isinstance(payload, dict) and "ticker" in payload
-        if not header_auth:
-            secret = payload.get("secret") if is_alert else None
-            if not (isinstance(secret, str) and _same(secret, settings.webhook_shared_secret)):
-                raise WebhookError(401, "unauthorized", _missing_credentials())
-        signal = _to_signal(payload, is_alert=is_alert)
-        assert backends.client is not None and backends.db is not None
-        with logs.bound(signal_id=signal.signal_id, workflow_id=workflow_id_for(signal.signal_id)):
-            return await _submit(settings, backends.client, backends.db, signal, submitting)
+        signal: Signal | None = None
+        try:
+            wait = limiter.take(source)
+            if wait:
+                seconds = max(1, math.ceil(wait))
+                raise WebhookError(
+                    429,
+                    "rate_limited",
+                    f"too many requests from {source}; retry in {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
+            body = await _read_limited(request, settings.webhook_max_body_bytes)
+            header_auth = _check_headers(settings, request, body)
+            payload = _parse_json(body, authenticated=header_auth)
+            is_alert = isinstance(payload, dict) and "ticker" in payload
+            if not header_auth:
+                secret = payload.get("secret") if is_alert else None
+                if not (isinstance(secret, str) and _same(secret, settings.webhook_shared_secret)):
+                    raise WebhookError(401, "unauthorized", _missing_credentials())
+            signal = _to_signal(payload, is_alert=is_alert)
+            assert backends.client is not None and backends.db is not None
+            with logs.bound(
+                signal_id=signal.signal_id, workflow_id=workflow_id_for(signal.signal_id)
+            ):
+                return await _submit(settings, backends.client, backends.db, signal, submitting)
+        except WebhookError as exc:
+            # One line per refusal, with the signal's ids once it is known. (uvicorn's access
+            # log is off: it would add a line per request without them.)
+            signal_id = signal.signal_id if signal is not None else None
+            with logs.bound(
+                signal_id=signal_id,
+                workflow_id=workflow_id_for(signal_id) if signal_id else None,
+            ):
+                log.info(
+                    "refused %s from %s: %s %s", exc.body.error, source, exc.status, exc.body.detail
+                )
+            raise
 
     original_openapi = app.openapi
 
@@ -488,7 +504,7 @@ async def _submit(
                 f"signal id {signal.signal_id!r} was already used for a different signal",
                 [Problem(field="signal_id", message="already used for a different signal")],
             ) from None
-        log.info("duplicate signal %s: nothing started", signal.signal_id)
+        log.info("duplicate signal %s: 200, nothing started", signal.signal_id)
         WEBHOOK_REQUESTS.labels("duplicate").inc()
         accepted = SignalAccepted(
             signal_id=signal.signal_id,
@@ -506,7 +522,7 @@ async def _submit(
         raise WebhookError(
             503, "temporal_unavailable", f"Temporal unavailable, nothing started: {exc}"
         ) from exc
-    log.info("signal %s accepted: workflow %s started", signal.signal_id, handle.id)
+    log.info("signal %s accepted: 202, workflow %s started", signal.signal_id, handle.id)
     WEBHOOK_REQUESTS.labels("accepted").inc()
     accepted = SignalAccepted(
         signal_id=signal.signal_id,
@@ -526,5 +542,6 @@ def serve(settings: Settings) -> None:
         host=settings.webhook_host,
         port=settings.webhook_port,
         log_config=None,  # keep our JSON handler; uvicorn's loggers propagate to it
+        access_log=False,  # the app logs each request's outcome with the signal's ids
         proxy_headers=True,  # client address from X-Forwarded-For, for FORWARDED_ALLOW_IPS
     )
