@@ -522,6 +522,14 @@ async def _submit(
         raise WebhookError(
             503, "temporal_unavailable", f"Temporal unavailable, nothing started: {exc}"
         ) from exc
+    except RuntimeError as exc:
+        # A client that never reached the server (lazy connect) raises this, not an RPCError.
+        if not str(exc).startswith("Failed client connect"):
+            raise
+        log.warning("Temporal unreachable: %s", exc)
+        raise WebhookError(
+            503, "temporal_unavailable", f"Temporal unreachable, nothing started: {exc}"
+        ) from exc
     log.info("signal %s accepted: 202, workflow %s started", signal.signal_id, handle.id)
     WEBHOOK_REQUESTS.labels("accepted").inc()
     accepted = SignalAccepted(

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.db import repository
@@ -338,3 +340,19 @@ def test_webhook_counts_requests_by_outcome_on_its_metrics_endpoint(
         if line.startswith('teo_webhook_requests_total{outcome="unauthorized"}')
     )
     assert float(line.split()[-1]) >= 1
+
+
+async def test_temporal_unreachable_then_503_and_nothing_stored(
+    webhook_temporal: WorkflowEnvironment, webhook_db: Database
+) -> None:
+    settings = webhook_settings(webhook_temporal, webhook_db)
+    unreachable = await Client.connect(
+        "127.0.0.1:1", lazy=True, data_converter=pydantic_data_converter
+    )
+    body = body_of({**SIGNAL, "signal_id": "wh-503"})
+    with serve_in_thread(create_app(settings, client=unreachable, db=webhook_db)) as url:
+        response = httpx.post(f"{url}/signals", content=body, headers=signed(body))
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporal_unavailable"
+    assert signals_stored(webhook_db) == 0
