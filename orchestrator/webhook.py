@@ -363,7 +363,24 @@ def create_app(
                 [(Signal, "validation"), (TradingViewAlert, "validation")],
                 ref_template="#/components/schemas/{model}",
             )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(defs["$defs"])
+            # Documented for /docs ("Authorize" sends the token). The empty requirement is the
+            # TradingView case: the secret travels in the body, which OpenAPI cannot describe.
+            components["securitySchemes"] = {
+                "token": {"type": "apiKey", "in": "header", "name": TOKEN_HEADER},
+                "signature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": SIGNATURE_HEADER,
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body>",
+                },
+            }
+            schema["paths"]["/signals"]["post"]["security"] = [
+                {"token": []},
+                {"signature": []},
+                {},
+            ]
             app.openapi_schema = schema
         return app.openapi_schema
 
