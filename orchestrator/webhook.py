@@ -16,6 +16,7 @@ Run it with ``python webhook.py`` (see README, "Webhook").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -145,7 +146,8 @@ class SignalAccepted(BaseModel):
     signal_id: str
     workflow_id: str
     run_id: str | None = None
-    """The run started now (202); ``null`` for a duplicate (200)."""
+    """The run: started now (202), or the existing one (200; ``null`` once Temporal's retention
+    has dropped it)."""
     ui_url: str
     """The run in the Temporal Web UI."""
     duplicate: bool
@@ -507,29 +509,11 @@ def _invalid(problems: list[tuple[str, str]]) -> WebhookError:
 async def _submit(
     settings: Settings, client: Client, db: Database, signal: Signal, lock: asyncio.Lock
 ) -> JSONResponse:
-    workflow_id = workflow_id_for(signal.signal_id)
     try:
         async with lock:
             handle = await submit_signal(client, db, settings, signal)
     except DuplicateSignal:
-        with db.transaction() as session:
-            row = session.scalar(select(SignalRow).where(SignalRow.signal_id == signal.signal_id))
-        if row is not None and row.payload != signal.model_dump(mode="json"):
-            raise WebhookError(
-                409,
-                "signal_id_conflict",
-                f"signal id {signal.signal_id!r} was already used for a different signal",
-                [Problem(field="signal_id", message="already used for a different signal")],
-            ) from None
-        log.info("duplicate signal %s: 200, nothing started", signal.signal_id)
-        WEBHOOK_REQUESTS.labels("duplicate").inc()
-        accepted = SignalAccepted(
-            signal_id=signal.signal_id,
-            workflow_id=row.workflow_id if row is not None else workflow_id,
-            ui_url=settings.ui_link(workflow_id),
-            duplicate=True,
-        )
-        return JSONResponse(accepted.model_dump(), status_code=200)
+        return await _duplicate(settings, client, db, signal)
     except SystemHalted as exc:
         raise WebhookError(409, "halted", str(exc)) from exc
     except ValidationFailed as exc:
@@ -557,6 +541,37 @@ async def _submit(
         duplicate=False,
     )
     return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+async def _duplicate(
+    settings: Settings, client: Client, db: Database, signal: Signal
+) -> JSONResponse:
+    """200 with the workflow this signal id already started, or 409 if the id was used for a
+    different signal. Prices compare as numbers: ``1.085`` and ``1.08500`` are the same."""
+    with db.transaction() as session:
+        row = session.scalar(select(SignalRow).where(SignalRow.signal_id == signal.signal_id))
+    if row is not None and Signal.model_validate(row.payload) != signal:
+        raise WebhookError(
+            409,
+            "signal_id_conflict",
+            f"signal id {signal.signal_id!r} was already used for a different signal",
+            [Problem(field="signal_id", message="already used for a different signal")],
+        )
+    workflow_id = row.workflow_id if row is not None else workflow_id_for(signal.signal_id)
+    run_id: str | None = None
+    # Fails once the run closed longer ago than the namespace's retention: the row remains.
+    with contextlib.suppress(RPCError):
+        run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    log.info("duplicate signal %s: 200, nothing started", signal.signal_id)
+    WEBHOOK_REQUESTS.labels("duplicate").inc()
+    accepted = SignalAccepted(
+        signal_id=signal.signal_id,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        ui_url=settings.ui_link(workflow_id),
+        duplicate=True,
+    )
+    return JSONResponse(accepted.model_dump(), status_code=200)
 
 
 def serve(settings: Settings) -> None:

@@ -75,12 +75,23 @@ async def test_same_signal_posted_again_then_200_with_existing_workflow_and_no_s
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["workflow_id"] == first.json()["workflow_id"] == "signal-wh-dup"
     assert again.json()["duplicate"] is True
+    assert again.json()["run_id"] == first.json()["run_id"]
     runs = [
         w.run_id
         async for w in webhook_temporal.client.list_workflows("WorkflowId = 'signal-wh-dup'")
     ]
     assert runs in ([], [first.json()["run_id"]])  # visibility may lag; never a second run
     assert signals_stored(webhook.db) == 1
+
+
+def test_same_signal_with_prices_written_differently_is_the_same_signal(
+    webhook: RunningWebhook,
+) -> None:
+    body = body_of({**SIGNAL, "signal_id": "wh-same-number"})
+    same = body_of({**SIGNAL, "signal_id": "wh-same-number", "entry": "1.085", "stop": "1.082"})
+    assert post(webhook, body, signed(body)).status_code == 202
+
+    assert post(webhook, same, signed(same)).status_code == 200
 
 
 def test_same_id_for_a_different_signal_then_409_naming_signal_id(
