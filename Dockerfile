@@ -1,5 +1,6 @@
-# Application image: the Temporal worker (`python worker.py`, the default) and the operator CLI
-# (`python starter.py ...`, e.g. `python starter.py db upgrade`) share one image.
+# Application image: the Temporal worker (`python worker.py`, the default), the webhook ingest
+# service (`python webhook.py`) and the operator CLI (`python starter.py ...`, e.g.
+# `python starter.py db upgrade`) share one image.
 #
 #   docker build -t trade-execution-orchestrator .
 #
@@ -51,7 +52,7 @@ COPY orchestrator/ ./orchestrator/
 COPY workflows/ ./workflows/
 COPY activities/ ./activities/
 COPY demo/ ./demo/
-COPY worker.py starter.py ./
+COPY worker.py starter.py webhook.py ./
 
 # The embedded defaults (SQLite, `worker.py --dev`) write under .run/; compose points the app
 # at PostgreSQL and a Temporal cluster instead, but the embedded mode still works in the image.

@@ -9,7 +9,7 @@ RUN := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck check worker stop clean bench
+.PHONY: install demo test lint typecheck check worker webhook stop clean bench
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -38,6 +38,9 @@ typecheck: install
 
 worker: install  ## a long-running worker on the embedded dev server
 	$(RUN) worker.py --dev
+
+webhook: install  ## the webhook ingest service on 127.0.0.1:8090 (needs TEO_WEBHOOK_*_SECRET)
+	$(RUN) webhook.py
 
 stop:  ## stop the dev server started by the demo or the worker
 	-$(RUN) starter.py server stop

@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from activities.archive import ArchiveActivities
 from activities.execution import ExecutionActivities
-from orchestrator import archive
+from orchestrator import archive, logs, metrics
 from orchestrator.brokers.base import Broker
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
@@ -53,6 +53,7 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_cached_workflows=2000,
+        interceptors=[metrics.Observability()],
     )
 
 
@@ -64,7 +65,8 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
         )
     db = Database(settings.database_url)
     db.migrate()
-    client = await connect(settings)
+    metrics.serve(settings)
+    client = await connect(settings, runtime=metrics.temporal_runtime(settings))
     await ensure_search_attributes(client, settings.temporal_namespace)
     if settings.archive_every_s > 0:
         done = await archive.ensure_schedule(
@@ -101,10 +103,9 @@ def main() -> None:
         "--dev", action="store_true", help="start the embedded dev server if needed"
     )
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    asyncio.run(run_worker(get_settings(), dev=args.dev))
+    settings = get_settings()
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
+    asyncio.run(run_worker(settings, dev=args.dev))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,28 @@ class Settings(BaseSettings):
     """How often the archive schedule runs; 0: the worker does not create the schedule."""
     archive_closed_for_s: int = Field(default=0, ge=0)
     """Archive a signal once it has been closed this long."""
+
+    log_format: Literal["json", "text"] = "json"
+    """Worker and webhook logs: one JSON object per line, or plain text for a terminal."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_host: str = "127.0.0.1"
+    """Interface the worker's metrics endpoints bind to (``0.0.0.0`` in a container)."""
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    """Worker's business metrics at ``/metrics`` (prometheus_client); 0 turns them off."""
+    temporal_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    """Worker's Temporal SDK runtime metrics at ``/metrics``; 0 turns them off."""
+
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = Field(default=8090, ge=1, le=65535)
+    webhook_hmac_secret: SecretStr | None = None
+    """Key of the ``X-TEO-Signature: sha256=<hex>`` HMAC over the raw request body."""
+    webhook_shared_secret: SecretStr | None = None
+    """Token accepted in the ``X-TEO-Token`` header, or in a TradingView alert's ``secret``."""
+    webhook_max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    webhook_rate_per_minute: int = Field(default=60, ge=1)
+    """Sustained requests per minute per source address (a token bucket)."""
+    webhook_rate_burst: int = Field(default=10, ge=1)
+    """Requests a source may send at once before the sustained rate applies."""
 
     @model_validator(mode="after")
     def _delay_bounds_ordered(self) -> Settings:

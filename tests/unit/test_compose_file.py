@@ -23,8 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 REQUIRED_SERVICES = frozenset(
-    {"postgresql", "temporal", "temporal-admin-tools", "temporal-ui", "app-db", "migrate", "worker"}
+    {
+        "postgresql",
+        "temporal",
+        "temporal-admin-tools",
+        "temporal-ui",
+        "app-db",
+        "migrate",
+        "worker",
+        "webhook",
+    }
 )
+APP_SERVICES = ("migrate", "worker", "webhook")
 DEPENDENCY_CONDITIONS = frozenset(
     {"service_started", "service_healthy", "service_completed_successfully"}
 )
@@ -182,7 +192,7 @@ def app_env_problems(compose: Compose) -> list[str]:
     services = services_of(compose)
     problems: list[str] = []
     urls: dict[str, str] = {}
-    for name in ("migrate", "worker"):
+    for name in APP_SERVICES:
         env = _environment(services.get(name, {}))
         address = env.get("TEO_TEMPORAL_ADDRESS", "")
         database_url = env.get("TEO_DATABASE_URL", "")
@@ -194,7 +204,21 @@ def app_env_problems(compose: Compose) -> list[str]:
             problems.append(f"{name}: TEO_DATABASE_URL host is not a service here")
         urls[name] = database_url
     if len(set(urls.values())) > 1:
-        problems.append(f"migrate and worker use different databases: {urls}")
+        problems.append(f"the app services use different databases: {urls}")
+    return problems
+
+
+def bind_mount_problems(compose: Compose, root: Path) -> list[str]:
+    """Files and directories bind-mounted from the repository (``./deploy/...``) exist."""
+    problems: list[str] = []
+    for name, service in services_of(compose).items():
+        for volume in service.get("volumes") or []:
+            if isinstance(volume, Mapping):
+                source = str(volume.get("source", "")) if volume.get("type") == "bind" else ""
+            else:
+                source = str(volume).split(":")[0]
+            if source.startswith(".") and not (root / source).exists():
+                problems.append(f"{name} mounts {source}, which does not exist")
     return problems
 
 
@@ -346,12 +370,37 @@ def test_built_services_run_scripts_that_exist_and_are_copied_into_the_image(
     assert built_service_problems(compose, ROOT) == []
 
 
-def test_worker_starts_only_after_migration_and_search_attribute_registration(
-    compose: Compose,
+@pytest.mark.parametrize("name", ["worker", "webhook"])
+def test_app_starts_only_after_migration_and_search_attribute_registration(
+    compose: Compose, name: str
 ) -> None:
-    worker = dependencies(services_of(compose)["worker"])
-    assert worker.get("migrate") == "service_completed_successfully"
-    assert worker.get("temporal-admin-tools") == "service_completed_successfully"
+    service = dependencies(services_of(compose)[name])
+    assert service.get("migrate") == "service_completed_successfully"
+    assert service.get("temporal-admin-tools") == "service_completed_successfully"
+
+
+def test_files_mounted_from_the_repository_exist(compose: Compose) -> None:
+    assert bind_mount_problems(compose, ROOT) == []
+
+
+def test_webhook_runs_webhook_py_and_starts_with_no_secret_baked_in(compose: Compose) -> None:
+    webhook = services_of(compose)["webhook"]
+    env = _environment(webhook)
+    assert webhook["command"] == ["python", "webhook.py"]
+    # Empty unless the operator sets one: the webhook then refuses to start.
+    assert env["TEO_WEBHOOK_SHARED_SECRET"] == "${TEO_WEBHOOK_SHARED_SECRET:-}"
+    assert env["TEO_WEBHOOK_HMAC_SECRET"] == "${TEO_WEBHOOK_HMAC_SECRET:-}"
+
+
+def test_monitoring_services_are_optional(compose: Compose) -> None:
+    services = services_of(compose)
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    assert not any(
+        "prometheus" in dependencies(s) or "grafana" in dependencies(s)
+        for name, s in services.items()
+        if name not in {"prometheus", "grafana"}
+    )
 
 
 def test_dockerfile_installs_the_lock_and_runs_the_worker_as_non_root() -> None:
@@ -442,6 +491,14 @@ def _broken(compose: Compose, path: str, value: Any) -> Compose:
             app_env_problems,
             "TEO_TEMPORAL_ADDRESS",
         ),
+        ("services.webhook", None, missing_required_services, "missing service 'webhook'"),
+        ("services.webhook.ports", ["8090:8090"], port_problems, "beyond"),
+        (
+            "services.webhook.environment.TEO_DATABASE_URL",
+            "postgresql+psycopg://u:p@other-db:5432/x",
+            app_env_problems,
+            "TEO_DATABASE_URL host",
+        ),
     ],
 )
 def test_check_reports_a_broken_compose_file(
@@ -449,6 +506,28 @@ def test_check_reports_a_broken_compose_file(
 ) -> None:
     problems = check(_broken(compose, path, value))
     assert any(expected in problem for problem in problems), problems
+
+
+def test_bind_mount_check_reports_a_missing_file(compose: Compose) -> None:
+    broken = _broken(compose, "services.prometheus.volumes", ["./deploy/nowhere.yml:/etc/x.yml"])
+    assert bind_mount_problems(broken, ROOT) == [
+        "prometheus mounts ./deploy/nowhere.yml, which does not exist"
+    ]
+
+
+def test_built_service_check_reports_a_webhook_script_missing_from_the_image(
+    compose: Compose, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        (ROOT / "Dockerfile").read_text(encoding="utf-8").replace(" webhook.py", ""),
+        encoding="utf-8",
+    )
+    for source in ("orchestrator", "workflows", "activities", "demo"):
+        (tmp_path / source).mkdir()
+    for script in ("worker.py", "starter.py", "webhook.py", "pyproject.toml", "uv.lock"):
+        (tmp_path / script).write_text("", encoding="utf-8")
+    problems = built_service_problems(compose, tmp_path)
+    assert problems == ["webhook: runs webhook.py, which the Dockerfile does not COPY"]
 
 
 def test_escaped_dollar_is_not_taken_for_interpolation(compose: Compose) -> None:
