@@ -39,7 +39,16 @@ from rich.table import Table
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from orchestrator import archive, audit, codec, display, history, operators, planning
+from orchestrator import (
+    archive,
+    audit,
+    codec,
+    codec_server,
+    display,
+    history,
+    operators,
+    planning,
+)
 from orchestrator import search_attributes as sa
 from orchestrator.book import read_book
 from orchestrator.db import repository
@@ -449,7 +458,19 @@ async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
-    """Append a new key to a key file (created with mode 0600); it becomes the active key."""
+    """``new-key``: append a new key to a key file (mode 0600); it becomes the active key.
+    ``serve``: the codec server for the Temporal Web UI."""
+    if args.action == "serve":
+        converter = data_converter(settings)
+        if not isinstance(converter.payload_codec, codec.EncryptionCodec):
+            raise OrchestratorError(
+                "no codec key configured (TEO_CODEC_KEYS or TEO_CODEC_KEY_FILE)"
+            )
+        # uvicorn runs its own event loop: leave this one first.
+        await asyncio.to_thread(
+            codec_server.serve, settings, converter.payload_codec, host=args.host, port=args.port
+        )
+        return 0
     path = Path(args.key_file)
     ring = (
         codec.parse_key_ring(path.read_text(encoding="utf-8"), source=str(path))
@@ -692,6 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
     new_key = codec_actions.add_parser("new-key", help="append a new random key to a key file")
     new_key.add_argument("key_id")
     new_key.add_argument("--key-file", required=True, metavar="FILE")
+    serve = codec_actions.add_parser("serve", help="the codec server for the Temporal Web UI")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8091)
 
     archiving = commands.add_parser(
         "archive", help="archive closed signals' histories (verified) before retention ends"

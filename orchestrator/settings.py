@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     """A file holding the key ring, one ``id base64key`` per line."""
     codec_active_key: str | None = None
     """Key id new payloads are encrypted with; default: the ring's last key."""
+    codec_server_token: SecretStr | None = None
+    """Bearer token the codec server requires (``starter.py codec serve``)."""
+    codec_cors_origin: str = "http://127.0.0.1:8233"
+    """The one origin (the Temporal Web UI's) the codec server admits for CORS."""
 
     archive_dir: Path = PROJECT_ROOT / ".run" / "archive"
     """Where closed signals' histories are archived (one directory per signal)."""
