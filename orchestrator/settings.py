@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     reroute_max_accounts: int = Field(default=3, ge=1, le=20)
     max_concurrent_activities: int = Field(default=64, ge=1)
 
+    temporal_tls: bool = False
+    """Connect to Temporal over TLS (on by itself when any of the files below is set)."""
+    temporal_tls_ca_file: Path | None = None
+    """CA bundle that signed the Temporal frontend's certificate (default: system roots)."""
+    temporal_tls_cert_file: Path | None = None
+    """Client certificate for mTLS (with ``TEMPORAL_TLS_KEY_FILE``)."""
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_server_name: str | None = None
+    """Name to verify the server certificate against, when it differs from the address."""
+
     codec_keys: SecretStr | None = None
     """Payload encryption key ring, ``id:base64key,…`` (see ``orchestrator/codec.py``)."""
     codec_key_file: Path | None = None

@@ -23,10 +23,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from orchestrator import search_attributes
 from orchestrator.codec import load_codec
+from orchestrator.errors import OrchestratorError
 from orchestrator.settings import PROJECT_ROOT, Settings
 
 RUN_DIR = PROJECT_ROOT / ".run"
@@ -49,12 +50,44 @@ def data_converter(settings: Settings) -> DataConverter:
     )
 
 
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS (and mTLS) for the Temporal connection, from files named in the settings."""
+    files = (
+        settings.temporal_tls_ca_file,
+        settings.temporal_tls_cert_file,
+        settings.temporal_tls_key_file,
+    )
+    if not settings.temporal_tls and not any(files):
+        return False
+    if (settings.temporal_tls_cert_file is None) != (settings.temporal_tls_key_file is None):
+        raise OrchestratorError(
+            "mTLS needs both TEO_TEMPORAL_TLS_CERT_FILE and TEO_TEMPORAL_TLS_KEY_FILE"
+        )
+
+    def read(path: Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as err:
+            raise OrchestratorError(f"cannot read TLS file {path}: {err}") from err
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_ca_file),
+        client_cert=read(settings.temporal_tls_cert_file),
+        client_private_key=read(settings.temporal_tls_key_file),
+        domain=settings.temporal_tls_server_name,
+    )
+
+
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
-    """A client with the project's data converter; ``runtime`` carries the worker's metrics."""
+    """A client with the project's data converter and TLS settings; ``runtime`` carries the
+    worker's metrics."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        tls=tls_config(settings),
         runtime=runtime,
     )
 
