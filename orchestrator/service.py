@@ -40,6 +40,8 @@ def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> S
         raise ValidationFailed(source, problems) from exc
     except json.JSONDecodeError as exc:
         raise ValidationFailed(source, [("", f"malformed JSON: {exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed(source, [("", f"not UTF-8 text: {exc.reason}")]) from exc
 
 
 def execution_settings(settings: Settings) -> ExecutionSettings:
