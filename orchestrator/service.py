@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -64,29 +66,51 @@ async def submit_signal(
     Two guards against a duplicate: the database's unique signal id (lasts forever) and the
     REJECT_DUPLICATE id reuse policy (covers signals started by other means while the server
     keeps the closed run). The row is committed only once the workflow has started.
+
+    The transaction stays open across the start, so its blocking steps (taking a pooled
+    connection, the row lock, the commit) run on a thread: on the event loop, one submission
+    waiting for a connection would block the very loop the others need to finish and give
+    theirs back (found by twenty concurrent submissions in one process).
     """
     workflow_id = workflow_id_for(signal.signal_id)
-    with db.transaction() as session:
-        if repository.is_halted(session):
-            raise SystemHalted(repository.halt_reason(session) or "no reason recorded")
-        if not repository.symbol_known(session, signal.symbol):
-            raise ValidationFailed(
-                "signal", [("symbol", f"unknown symbol {signal.symbol!r}: no account can trade it")]
-            )
-        repository.record_signal(session, signal, workflow_id, datetime.now(UTC))
-        try:
-            return await client.start_workflow(
-                SignalExecutionWorkflow.run,
-                SignalWorkflowInput(
-                    signal=signal,
-                    settings=settings.plan_settings(),
-                    execution=execution_settings(settings),
-                ),
-                id=workflow_id,
-                task_queue=settings.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                search_attributes=search_attributes.for_signal(signal, "SUBMITTED"),
-            )
-        except WorkflowAlreadyStartedError as exc:
-            raise DuplicateSignal(signal.signal_id) from exc
+    transaction = db.transaction()
+    session = await asyncio.to_thread(transaction.__enter__)
+    try:
+        await asyncio.to_thread(_record, session, signal, workflow_id)
+        handle = await _start(client, settings, signal, workflow_id)
+    except BaseException as exc:
+        await asyncio.to_thread(transaction.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    await asyncio.to_thread(transaction.__exit__, None, None, None)
+    return handle
+
+
+def _record(session: Session, signal: Signal, workflow_id: str) -> None:
+    if repository.is_halted(session):
+        raise SystemHalted(repository.halt_reason(session) or "no reason recorded")
+    if not repository.symbol_known(session, signal.symbol):
+        raise ValidationFailed(
+            "signal", [("symbol", f"unknown symbol {signal.symbol!r}: no account can trade it")]
+        )
+    repository.record_signal(session, signal, workflow_id, datetime.now(UTC))
+
+
+async def _start(
+    client: Client, settings: Settings, signal: Signal, workflow_id: str
+) -> WorkflowHandle[SignalExecutionWorkflow, ExecutionReport]:
+    try:
+        return await client.start_workflow(
+            SignalExecutionWorkflow.run,
+            SignalWorkflowInput(
+                signal=signal,
+                settings=settings.plan_settings(),
+                execution=execution_settings(settings),
+            ),
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=search_attributes.for_signal(signal, "SUBMITTED"),
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise DuplicateSignal(signal.signal_id) from exc

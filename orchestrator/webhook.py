@@ -257,10 +257,6 @@ def create_app(
         burst=settings.webhook_rate_burst,
         clock=clock,
     )
-    # One submission at a time per process: submit_signal holds a database transaction (whose
-    # calls block) open across the workflow start; a second submission blocking on the same
-    # row or SQLite lock inside the event loop would stall the first one forever.
-    submitting = asyncio.Lock()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -342,7 +338,7 @@ def create_app(
             with logs.bound(
                 signal_id=signal.signal_id, workflow_id=workflow_id_for(signal.signal_id)
             ):
-                return await _submit(settings, backends.client, backends.db, signal, submitting)
+                return await _submit(settings, backends.client, backends.db, signal)
         except WebhookError as exc:
             # One line per refusal, with the signal's ids once it is known. (uvicorn's access
             # log is off: it would add a line per request without them.)
@@ -506,12 +502,11 @@ def _invalid(problems: list[tuple[str, str]]) -> WebhookError:
     )
 
 
-async def _submit(
-    settings: Settings, client: Client, db: Database, signal: Signal, lock: asyncio.Lock
-) -> JSONResponse:
+async def _submit(settings: Settings, client: Client, db: Database, signal: Signal) -> JSONResponse:
     try:
-        async with lock:
-            handle = await submit_signal(client, db, settings, signal)
+        # Concurrent submissions are fine: submit_signal keeps its blocking database steps off
+        # the event loop.
+        handle = await submit_signal(client, db, settings, signal)
     except DuplicateSignal:
         return await _duplicate(settings, client, db, signal)
     except SystemHalted as exc:
@@ -543,13 +538,20 @@ async def _submit(
     return JSONResponse(accepted.model_dump(), status_code=202)
 
 
+def _signal_row(db: Database, signal_id: str) -> SignalRow | None:
+    with db.transaction() as session:
+        row: SignalRow | None = session.scalar(
+            select(SignalRow).where(SignalRow.signal_id == signal_id)
+        )
+        return row
+
+
 async def _duplicate(
     settings: Settings, client: Client, db: Database, signal: Signal
 ) -> JSONResponse:
     """200 with the workflow this signal id already started, or 409 if the id was used for a
     different signal. Prices compare as numbers: ``1.085`` and ``1.08500`` are the same."""
-    with db.transaction() as session:
-        row = session.scalar(select(SignalRow).where(SignalRow.signal_id == signal.signal_id))
+    row = await asyncio.to_thread(_signal_row, db, signal.signal_id)
     if row is not None and Signal.model_validate(row.payload) != signal:
         raise WebhookError(
             409,

@@ -163,15 +163,18 @@ async def test_starter_pause_command_stops_a_waiting_leg(
     dev_server: WorkflowEnvironment, postgres_db: Database, settings: Settings, harness_factory
 ) -> None:
     client = dev_server.client
-    load(postgres_db, book(account("keeps"), account("paused")))
+    load(postgres_db, book(account("paused")))
     env = {
         **os.environ,
         "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
         "TEO_DATABASE_URL": settings.database_url,
     }
-    async with harness_factory(client, postgres_db, settings).running():
-        handle = await submit_signal(client, postgres_db, settings, signal("ops-starter"))
-        await all_waiting(client, handle, 2)
+    # A delay long enough that the starter process (seconds to start on a loaded machine)
+    # surely reaches the leg while it waits; the pause ends the wait at once.
+    waits = settings.model_copy(update={"delay_min_s": Decimal(60), "delay_max_s": Decimal(60)})
+    async with harness_factory(client, postgres_db, waits).running():
+        handle = await submit_signal(client, postgres_db, waits, signal("ops-starter"))
+        await all_waiting(client, handle, 1)
         pause = ["pause", "paused", "--reason", "desk says so", "--operator", "sam"]
         done = subprocess.run(
             [sys.executable, "starter.py", *pause],
@@ -186,6 +189,7 @@ async def test_starter_pause_command_stops_a_waiting_leg(
 
     assert done.returncode == 0, done.stderr
     assert "signal-ops-starter" in done.stdout
-    lines = {line.account_id: line for line in report.accounts}
-    assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
-    assert broker_orders(postgres_db) == {"keeps": 1}
+    [line] = report.accounts
+    assert (line.account_id, line.status) == ("paused", LegStatus.SKIPPED_PAUSED)
+    assert line.reason == "account paused by sam: desk says so"
+    assert broker_orders(postgres_db) == {}
