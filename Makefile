@@ -30,6 +30,9 @@ test: install  ## the whole suite: lint, types, unit, workflow, integration
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/pytest
 
+faults: install  ## the fault suite alone (part of `make test` too), with its table
+	$(VENV)/bin/pytest tests/faults -m faults
+
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         spec_key,
     )
     from workflows.legs import (
+        BOOK_READ,
         DATABASE_RETRY,
         account_report,
         cancel_order,
@@ -170,7 +171,7 @@ class OrderRerouteWorkflow:
                     signal_id=signal.signal_id, symbol=signal.symbol, account_ids=[candidate]
                 ),
                 result_type=BookSnapshot,
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=BOOK_READ,
                 schedule_to_close_timeout=timedelta(minutes=5),
                 retry_policy=DATABASE_RETRY,
                 summary=f"snapshot {candidate}",

@@ -57,6 +57,12 @@ NON_RETRYABLE_ORDER_ERRORS = [
     ErrorType.LEDGER_INCONSISTENT,
 ]
 
+DATABASE_STEP = timedelta(seconds=10)
+"""start-to-close of a short database step (reserve, settle): a step lost with its worker is
+retried on another after this long, so keep it short (the fault suite measures recovery)."""
+BOOK_READ = timedelta(seconds=20)
+"""start-to-close of reading the book (snapshot, correlation)."""
+
 DATABASE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -188,7 +194,7 @@ async def reserve_risk(request: ReserveRiskRequest) -> ReserveRiskResult:
         ActivityName.RESERVE_RISK,
         request,
         result_type=ReserveRiskResult,
-        start_to_close_timeout=timedelta(seconds=30),
+        start_to_close_timeout=DATABASE_STEP,
         schedule_to_close_timeout=timedelta(minutes=5),
         retry_policy=DATABASE_RETRY,
         summary=f"reserve {request.account_id}",
@@ -200,7 +206,7 @@ async def settle_leg(signal_id: str, account_id: str) -> None:
     await workflow.execute_activity(
         ActivityName.SETTLE_LEG,
         SettleLegRequest(signal_id=signal_id, account_id=account_id),
-        start_to_close_timeout=timedelta(seconds=30),
+        start_to_close_timeout=DATABASE_STEP,
         retry_policy=DATABASE_RETRY,
         summary=f"settle {account_id}",
     )

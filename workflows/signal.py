@@ -35,7 +35,13 @@ with workflow.unsafe.imports_passed_through():
         StopResult,
         UnhaltRequest,
     )
-    from workflows.legs import DATABASE_RETRY, Controls, LegRunner, child_search_attributes
+    from workflows.legs import (
+        BOOK_READ,
+        DATABASE_RETRY,
+        Controls,
+        LegRunner,
+        child_search_attributes,
+    )
 
 
 def workflow_id_for(signal_id: str) -> str:
@@ -129,7 +135,7 @@ class SignalExecutionWorkflow(OperatorControlled):
                 signal_id=signal.signal_id, symbol=signal.symbol, account_ids=signal.account_ids
             ),
             result_type=BookSnapshot,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=BOOK_READ,
             schedule_to_close_timeout=timedelta(minutes=5),
             retry_policy=DATABASE_RETRY,
             summary="load account snapshot",
@@ -138,7 +144,7 @@ class SignalExecutionWorkflow(OperatorControlled):
             ActivityName.COMPUTE_CORRELATION,
             planning.correlation_request(snapshot, settings),
             result_type=CorrelationResult,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=BOOK_READ,
             schedule_to_close_timeout=timedelta(minutes=5),
             retry_policy=DATABASE_RETRY,
             summary="correlate account returns",

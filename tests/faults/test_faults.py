@@ -1,0 +1,344 @@
+"""The fault suite: signals across several accounts, a fault injected, recovery, then the
+invariants — every signal reached a terminal state; the broker holds exactly one order per
+(signal, account, business sequence); the ledger (reservations, orders, fills, account state)
+agrees with the broker and with the execution reports; no account is past a limit.
+
+Real components throughout: the worker as a process of its own (``tests.faults.worker_process``,
+killed with SIGKILL at each step and started again), a file-backed Temporal dev server (stopped
+and started again), a private PostgreSQL cluster (restarted), the paper broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal as signals
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowHandle
+
+from orchestrator.brokers.paper import PaperBroker
+from orchestrator.db.engine import Database
+from orchestrator.db.schema import AccountStateRow, OrderRow, PaperOrderRow, RiskReservationRow
+from orchestrator.models import ExecutionReport, LegStatus, SignalProgress
+from orchestrator.service import submit_signal
+from orchestrator.settings import PROJECT_ROOT, Settings
+from orchestrator.temporal import connect
+from tests.faults.conftest import DevServer, PrivatePostgres, Results, Row
+from tests.faults.worker_process import KILL_POINTS
+from tests.support import FaultyBroker, account, book, load, poll_until, signal
+from workflows.signal import SignalExecutionWorkflow
+
+pytestmark = pytest.mark.faults
+
+SIGNALS = 3
+PARTIAL = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
+SLICES = {"slices": 3, "latency_ms": 1500}
+REJECT = {"fill": "reject", "reject_text": "Not enough money [10019]"}
+
+
+def fault_book() -> Any:
+    """Plain fills, fills in slices (followed), a partial fill (completion child), a rejection
+    (reroute child) and the reserve it reroutes to."""
+    return book(
+        account("plain"),
+        account("slices", paper=SLICES),
+        account("partial", paper=PARTIAL),
+        account("rejects", paper=REJECT),
+        account("spare-1", reserve_only=True),
+        account("spare-2", reserve_only=True),
+        account("spare-3", reserve_only=True),
+    )
+
+
+Handle = WorkflowHandle[Any, ExecutionReport]
+
+
+@dataclass
+class Run:
+    settings: Settings
+    client: Client
+    db: Database
+    workdir: Path
+    marker: Path
+    send_log: Path
+    worker: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "TEO_TEMPORAL_ADDRESS": s.temporal_address,
+            "TEO_TASK_QUEUE": s.task_queue,
+            "TEO_DATABASE_URL": s.database_url,
+            "TEO_ORDER_POLL_INTERVAL_S": str(s.order_poll_interval_s),
+            "TEO_ORDER_HEARTBEAT_S": str(s.order_heartbeat_s),
+            "TEO_LOG_FORMAT": "text",
+            "TEO_LOG_LEVEL": "WARNING",
+            "TEO_METRICS_PORT": "0",
+            "TEO_TEMPORAL_METRICS_PORT": "0",
+            "TEO_ARCHIVE_EVERY_S": "0",
+        }
+
+    def start_worker(self, point: str = "none") -> None:
+        log = (self.workdir / "worker.log").open("ab")
+        self.worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.faults.worker_process",
+                point,
+                str(self.marker),
+                str(self.send_log),
+            ],
+            cwd=PROJECT_ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    async def worker_exit(self, timeout_s: float) -> int:
+        assert self.worker is not None
+        worker = self.worker
+        await poll_until(lambda: worker.poll() is not None, timeout_s=timeout_s)
+        return worker.returncode
+
+    def stop_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signals.SIGTERM)
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait(timeout=10)
+        self.worker = None
+
+
+@asynccontextmanager
+async def fault_run(
+    server: DevServer, cluster: PrivatePostgres, tmp_path: Path, name: str
+) -> AsyncIterator[Run]:
+    database = f"faults_{name.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(cluster.admin_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/{database}")
+    db.migrate()
+    load(db, fault_book())
+    settings = Settings(
+        temporal_address=server.address,
+        task_queue=f"faults-{name}-{datetime.now(UTC):%H%M%S%f}",
+        database_url=db.url,
+        delay_min_s=Decimal("1.0"),
+        delay_max_s=Decimal("2.5"),
+        correlated_min_gap_s=Decimal(0),
+        order_poll_interval_s=0.1,
+        order_heartbeat_s=5,
+        archive_every_s=0,
+    )
+    run = Run(
+        settings=settings,
+        client=await connect(settings),
+        db=db,
+        workdir=tmp_path,
+        marker=tmp_path / "fired",
+        send_log=tmp_path / "sends.log",
+    )
+    try:
+        yield run
+    finally:
+        run.stop_worker()
+        db.dispose()
+
+
+async def submit_all(run: Run, name: str) -> list[Handle]:
+    return [
+        await submit_signal(run.client, run.db, run.settings, signal(f"f-{name}-{n}"))
+        for n in range(SIGNALS)
+    ]
+
+
+async def all_done(handles: list[Handle], timeout_s: float = 240) -> list[ExecutionReport]:
+    return list(await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout_s))
+
+
+async def legs_waiting(handles: list[Handle]) -> None:
+    async def waiting() -> bool:
+        for handle in handles:
+            progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+            if not progress.legs or any(
+                leg.status is not LegStatus.WAITING for leg in progress.legs
+            ):
+                return False
+        return True
+
+    await poll_until(waiting, timeout_s=60, interval_s=0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# The invariants
+
+
+def check(run: Run, scenario: str, faults: int, reports: list[ExecutionReport]) -> Row:
+    with run.db.transaction() as session:
+        broker = list(session.scalars(select(PaperOrderRow)))
+        ledger = {o.client_order_id: o for o in session.scalars(select(OrderRow))}
+        held = list(session.scalars(select(RiskReservationRow)))
+        states = list(session.scalars(select(AccountStateRow)))
+    # One broker order per (signal, account, business sequence): the key is in the client
+    # order id, and no key may appear twice.
+    keys = [tuple(o.client_order_id.rsplit(":", 2)) for o in broker]
+    doubled = len(keys) - len(set(keys))
+    # Every report line's fills are the broker's fills for its account and signal.
+    mismatches = 0
+    broker_fills: dict[tuple[str, str], Decimal] = {}
+    for order in broker:
+        signal_id = order.client_order_id.rsplit(":", 2)[0]
+        key = (signal_id, order.account_id)
+        broker_fills[key] = broker_fills.get(key, Decimal(0)) + order.filled_quantity
+        booked = ledger.get(order.client_order_id)
+        if booked is None or booked.filled_quantity != order.filled_quantity:
+            mismatches += 1  # the ledger lost or misbooked a broker order
+    mismatches += len(set(ledger) - {o.client_order_id for o in broker})
+    for report in reports:
+        for line in report.accounts:
+            if broker_fills.get((report.signal_id, line.account_id), Decimal(0)) != line.filled:
+                mismatches += 1
+    # One reservation per (signal, account), and only for accounts that were sent orders.
+    reserved = [(r.signal_id, r.account_id) for r in held]
+    mismatches += len(reserved) - len(set(reserved))
+    breaches = sum(
+        1
+        for s in states
+        if s.open_positions > 10 or s.free_margin < 0 or s.risk_committed_today > 5000
+    )
+    lost = SIGNALS - sum(1 for r in reports if r.status == "COMPLETED")
+    sends = run.send_log.read_text().splitlines() if run.send_log.exists() else []
+    row = Row(
+        scenario=scenario,
+        faults=faults,
+        signals=len(reports),
+        orders=len(broker),
+        resends_absorbed=sum(1 for line in sends if line.endswith(" again")),
+        doubled=doubled,
+        lost=lost,
+        breaches=breaches,
+        ledger_mismatches=mismatches,
+    )
+    return row
+
+
+def assert_clean(row: Row, results: Results) -> None:
+    results.rows.append(row)
+    assert (row.doubled, row.lost, row.breaches, row.ledger_mismatches) == (0, 0, 0, 0), row
+    assert row.signals == SIGNALS
+
+
+# --------------------------------------------------------------------------------------------
+# Worker killed at each step
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS), ids=list(KILL_POINTS))
+async def test_worker_killed_at_a_step_then_restarted(
+    point: str,
+    file_server: DevServer,
+    private_pg: PrivatePostgres,
+    tmp_path: Path,
+    results: Results,
+) -> None:
+    async with fault_run(file_server, private_pg, tmp_path, point) as run:
+        run.start_worker(point)
+        handles = await submit_all(run, point)
+        code = await run.worker_exit(timeout_s=120)
+        assert code == -signals.SIGKILL, f"the worker was to die at {point!r}, exited {code}"
+        assert run.marker.read_text() == point
+        run.start_worker()
+        reports = await all_done(handles)
+        assert_clean(check(run, f"worker SIGKILL: {point}", 1, reports), results)
+
+
+async def test_worker_killed_while_legs_wait_on_timers(
+    file_server: DevServer, private_pg: PrivatePostgres, tmp_path: Path, results: Results
+) -> None:
+    async with fault_run(file_server, private_pg, tmp_path, "timers") as run:
+        run.start_worker()
+        handles = await submit_all(run, "timers")
+        await legs_waiting(handles)
+        assert run.worker is not None
+        run.worker.send_signal(signals.SIGKILL)
+        assert await run.worker_exit(timeout_s=30) == -signals.SIGKILL
+        run.start_worker()
+        reports = await all_done(handles)
+        assert_clean(check(run, "worker SIGKILL: legs on timers", 1, reports), results)
+
+
+# --------------------------------------------------------------------------------------------
+# Servers restarted
+
+
+async def test_temporal_server_stopped_and_restarted_mid_signal(
+    file_server: DevServer, private_pg: PrivatePostgres, tmp_path: Path, results: Results
+) -> None:
+    async with fault_run(file_server, private_pg, tmp_path, "temporal") as run:
+        run.start_worker()
+        handles = await submit_all(run, "temporal")
+        await legs_waiting(handles)
+        file_server.stop()
+        file_server.start()  # same file, same port: the runs are still there
+        reports = await all_done(handles)
+        assert_clean(check(run, "Temporal dev server restarted", 1, reports), results)
+
+
+async def test_postgres_restarted_mid_signal(
+    file_server: DevServer, private_pg: PrivatePostgres, tmp_path: Path, results: Results
+) -> None:
+    async with fault_run(file_server, private_pg, tmp_path, "postgres") as run:
+        run.start_worker()
+        handles = await submit_all(run, "postgres")
+        restarts = 0
+
+        # Restart while orders are being placed and followed: every connection is dropped.
+        async def first_order() -> bool:
+            with run.db.transaction() as session:
+                return session.scalar(select(OrderRow.client_order_id).limit(1)) is not None
+
+        await poll_until(first_order, timeout_s=60, interval_s=0.05)
+        for _ in range(2):
+            await asyncio.to_thread(private_pg.restart)
+            restarts += 1
+            await asyncio.sleep(1.5)
+        reports = await all_done(handles)
+        assert_clean(check(run, "PostgreSQL restarted (twice)", restarts, reports), results)
+
+
+# --------------------------------------------------------------------------------------------
+# Broker faults (in-process worker: the faults live in the broker client)
+
+
+async def test_broker_busy_ambiguous_and_slow(
+    file_server: DevServer,
+    private_pg: PrivatePostgres,
+    tmp_path: Path,
+    results: Results,
+    harness_factory: Callable[..., Any],
+) -> None:
+    async with fault_run(file_server, private_pg, tmp_path, "broker") as run:
+        broker = FaultyBroker(PaperBroker(run.db), busy=4, ambiguous=4)
+        harness = harness_factory(run.client, run.db, run.settings, broker)
+        async with harness.running():
+            handles = await submit_all(run, "broker")
+            reports = await all_done(handles)
+        row = check(run, "broker: 4 busy, 4 acks lost after sending", 8, reports)
+        assert_clean(row, results)
+        assert broker.submit_calls >= row.orders + 4  # the busy ones never reached it
