@@ -9,7 +9,7 @@ RUN := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck check worker webhook stop clean bench
+.PHONY: install demo test lint typecheck check worker webhook stop clean bench faults
 
 $(UV):
 	$(PYTHON) -m venv .tools
