@@ -49,6 +49,7 @@ from orchestrator.models import (
     OrderOutcome,
     PlaceOrderRequest,
     Plan,
+    PlannedLeg,
     RerouteInput,
     RerouteResult,
     ReserveRiskRequest,
@@ -613,26 +614,39 @@ def _describe_plan(plan: Plan, read: _Read) -> Iterator[TrailEntry]:
 # Value-level verification
 
 
-def _compare(
-    differences: list[Difference],
-    *,
-    account: str,
-    name: str,
-    where: str,
-    recorded: object,
-    derived: object,
-) -> int:
-    if recorded != derived:
-        differences.append(
-            Difference(
-                account_id=account,
-                field=name,
-                where=where,
-                recorded=str(recorded),
-                derived=str(derived),
-            )
-        )
-    return 1
+Values = tuple[tuple[str, object, object], ...]
+"""(field, recorded, derived) triples."""
+
+
+class _Comparison:
+    """Recorded values against the re-derived plan's legs, differences collected."""
+
+    def __init__(self, legs: dict[str, PlannedLeg]) -> None:
+        self.legs = legs
+        self.differences: list[Difference] = []
+        self.compared = 0
+
+    def leg(self, account: str, where: str, recorded: object) -> PlannedLeg | None:
+        """The derived leg of ``account``; a recorded value for an account the plan gives no
+        leg is itself a difference."""
+        leg = self.legs.get(account)
+        if leg is None:
+            self.values(account, where, (("leg", recorded, "no leg for this account"),))
+        return leg
+
+    def values(self, account: str, where: str, values: Values) -> None:
+        for name, recorded, derived in values:
+            self.compared += 1
+            if recorded != derived:
+                self.differences.append(
+                    Difference(
+                        account_id=account,
+                        field=name,
+                        where=where,
+                        recorded=str(recorded),
+                        derived=str(derived),
+                    )
+                )
 
 
 def verify_plan(root: _Read, batches: Sequence[_Read]) -> tuple[ValueCheck, Plan | None]:
@@ -662,128 +676,77 @@ def verify_plan(root: _Read, batches: Sequence[_Read]) -> tuple[ValueCheck, Plan
             update={"verdict": ValueVerdict.RULES_CHANGED, "planned_at": planned_at}
         ), None
     plan = planning.plan_signal(request.signal, snapshot, correlation, request.settings, planned_at)
-    legs = {leg.account_id: leg for leg in plan.legs}
     denials = {d.account_id: d for d in plan.denials}
-    differences: list[Difference] = []
-    compared = 0
-
-    def missing(account: str, where: str, value: object) -> None:
-        differences.append(
-            Difference(
-                account_id=account,
-                field="leg",
-                where=where,
-                recorded=str(value),
-                derived="no leg for this account",
-            )
-        )
-
+    compare = _Comparison({leg.account_id: leg for leg in plan.legs})
     for read in [root, *batches]:
         wid = read.history.workflow_id
         for activity in read.activities:
             value = activity.input
             if isinstance(value, ReserveRiskRequest) and value.origin_account_id is None:
-                leg = legs.get(value.account_id)
                 where = f"{wid} reserve_risk input"
-                if leg is None:
-                    missing(value.account_id, where, value.client_order_id)
-                    continue
-                for name, got, want in (
-                    ("quantity", value.quantity, leg.quantity),
-                    ("client_order_id", value.client_order_id, leg.client_order_id),
-                    ("risk_amount", value.risk_amount, leg.risk_amount),
-                    ("margin", value.margin, leg.margin),
-                ):
-                    compared += _compare(
-                        differences,
-                        account=leg.account_id,
-                        name=name,
-                        where=where,
-                        recorded=got,
-                        derived=want,
+                leg = compare.leg(value.account_id, where, value.client_order_id)
+                if leg is not None:
+                    compare.values(
+                        leg.account_id,
+                        where,
+                        (
+                            ("quantity", value.quantity, leg.quantity),
+                            ("client_order_id", value.client_order_id, leg.client_order_id),
+                            ("risk_amount", value.risk_amount, leg.risk_amount),
+                            ("margin", value.margin, leg.margin),
+                        ),
                     )
             elif isinstance(value, PlaceOrderRequest) and value.business_sequence == 1:
-                leg = legs.get(value.account_id)
                 where = f"{wid} place_and_follow_order input"
-                if leg is None:
-                    missing(value.account_id, where, value.client_order_id)
-                    continue
-                for name, got, want in (
-                    ("quantity", value.quantity, leg.quantity),
-                    ("client_order_id", value.client_order_id, leg.client_order_id),
-                ):
-                    compared += _compare(
-                        differences,
-                        account=leg.account_id,
-                        name=name,
-                        where=where,
-                        recorded=got,
-                        derived=want,
+                leg = compare.leg(value.account_id, where, value.client_order_id)
+                if leg is not None:
+                    compare.values(
+                        leg.account_id,
+                        where,
+                        (
+                            ("quantity", value.quantity, leg.quantity),
+                            ("client_order_id", value.client_order_id, leg.client_order_id),
+                        ),
                     )
         for account, ms in read.delay_timers.items():
-            leg = legs.get(account)
-            if leg is None:
-                missing(account, f"{wid} delay timer", f"{ms} ms")
-                continue
-            compared += _compare(
-                differences,
-                account=account,
-                name="delay_ms",
-                where=f"{wid} delay timer",
-                recorded=ms,
-                derived=leg.delay_ms,
-            )
+            where = f"{wid} delay timer"
+            leg = compare.leg(account, where, f"{ms} ms")
+            if leg is not None:
+                compare.values(account, where, (("delay_ms", ms, leg.delay_ms),))
         for child_id, child_input in read.child_inputs.items():
             if not isinstance(child_input, LegBatchInput):
                 continue
-            for recorded_leg in child_input.legs:
-                leg = legs.get(recorded_leg.account_id)
+            for recorded in child_input.legs:
                 where = f"{child_id} input"
-                if leg is None:
-                    missing(recorded_leg.account_id, where, recorded_leg.client_order_id)
-                    continue
-                compared += _compare(
-                    differences,
-                    account=leg.account_id,
-                    name="planned leg",
-                    where=where,
-                    recorded=recorded_leg.model_dump_json(),
-                    derived=leg.model_dump_json(),
-                )
+                leg = compare.leg(recorded.account_id, where, recorded.client_order_id)
+                if leg is not None:
+                    compare.values(
+                        leg.account_id,
+                        where,
+                        (("planned leg", recorded.model_dump_json(), leg.model_dump_json()),),
+                    )
     report = root.result
     if isinstance(report, ExecutionReport):
         where = "execution report"
         for line in report.accounts:
             if line.rerouted_from is not None:
                 continue  # sized by the reroute, not the plan
-            leg = legs.get(line.account_id)
             denial = denials.get(line.account_id)
+            if denial is not None:
+                compare.values(denial.account_id, where, (("denial", line.denial, denial.reason),))
+                continue
+            leg = compare.leg(line.account_id, where, line.status)
             if leg is not None:
-                checks: tuple[tuple[str, object, object], ...] = (
-                    ("requested", line.requested, leg.quantity),
-                    ("client_order_id", line.client_order_id, leg.client_order_id),
-                    ("delay_ms", line.delay_ms, leg.delay_ms),
+                compare.values(
+                    leg.account_id,
+                    where,
+                    (
+                        ("requested", line.requested, leg.quantity),
+                        ("client_order_id", line.client_order_id, leg.client_order_id),
+                        ("delay_ms", line.delay_ms, leg.delay_ms),
+                    ),
                 )
-                for label, seen, expected in checks:
-                    compared += _compare(
-                        differences,
-                        account=leg.account_id,
-                        name=label,
-                        where=where,
-                        recorded=seen,
-                        derived=expected,
-                    )
-            elif denial is not None:
-                compared += _compare(
-                    differences,
-                    account=denial.account_id,
-                    name="denial",
-                    where=where,
-                    recorded=line.denial,
-                    derived=denial.reason,
-                )
-            else:
-                missing(line.account_id, where, line.status)
+    differences = compare.differences
     return (
         check.model_copy(
             update={
@@ -791,7 +754,7 @@ def verify_plan(root: _Read, batches: Sequence[_Read]) -> tuple[ValueCheck, Plan
                 "planned_at": planned_at,
                 "legs": len(plan.legs),
                 "denials": len(plan.denials),
-                "values_compared": compared,
+                "values_compared": compare.compared,
                 "differences": differences,
             }
         ),
