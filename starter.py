@@ -570,7 +570,11 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             reports = await asyncio.gather(*(follow(h, quiet=False) for h in handles))
     for handle, report in zip(handles, reports, strict=True):
         print_report(report)
-        out.print(f"  Temporal UI: {settings.ui_link(handle.id)}\n")
+        out.print(f"  Temporal UI: {settings.ui_link(handle.id)}")
+        out.print(
+            "  Its decision trail, replayed and re-derived: "
+            f".venv/bin/python starter.py audit {report.signal_id}\n"
+        )
     elapsed = (datetime.now(UTC) - started).total_seconds()
     out.print(
         f"demo finished in {elapsed:.1f} s. The dev server keeps running so the links work; "
