@@ -24,7 +24,12 @@ install: $(VENV)/.installed  ## create .venv from uv.lock
 demo: install  ## dev server + worker + demo book + two signals, then the reports
 	$(RUN) starter.py demo
 
-test: install  ## the whole suite: lint, types, unit, workflow, integration
+COMPOSE_SCHEMA := .tools/compose-spec/compose-spec.json
+
+$(COMPOSE_SCHEMA):  ## the Compose Specification's JSON schema (npm), for the compose file test
+	scripts/fetch-compose-schema.sh
+
+test: install $(COMPOSE_SCHEMA)  ## the whole suite: lint, types, unit, workflow, integration
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .

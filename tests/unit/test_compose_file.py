@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema_rs
 import pytest
 import yaml
 
@@ -570,3 +571,39 @@ def test_built_service_check_reports_sources_excluded_by_dockerignore(tmp_path: 
     (tmp_path / "tests").mkdir()
     problems = built_service_problems({"services": {"worker": {"build": "."}}}, tmp_path)
     assert problems == ["worker: the Dockerfile copies tests/, absent from the context"]
+
+
+# --- the Compose Specification's JSON schema --------------------------------------------------
+
+COMPOSE_SCHEMA = ROOT / ".tools" / "compose-spec" / "compose-spec.json"
+"""Fetched by ``make test`` (scripts/fetch-compose-schema.sh): the schema as of 2021-10."""
+NEWER_THAN_THE_SCHEMA = ("name",)
+"""Top-level keys the Compose Specification added after that schema (``name``: 2022)."""
+
+
+def schema_errors(document: Mapping[str, Any]) -> list[str]:
+    schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema_rs.validator_for(schema)
+    checked = {k: v for k, v in document.items() if k not in NEWER_THAN_THE_SCHEMA}
+    return [
+        f"{'/'.join(map(str, e.instance_path))}: {e.message}"
+        for e in validator.iter_errors(checked)
+    ]
+
+
+def test_compose_file_is_valid_against_the_compose_specification_schema(
+    compose: Compose,
+) -> None:
+    assert COMPOSE_SCHEMA.is_file(), f"{COMPOSE_SCHEMA} is missing: run `make test` (it fetches it)"
+    assert schema_errors(compose) == []
+
+
+def test_the_schema_check_reports_a_broken_compose_file(compose: Compose) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["worker"]["restart"] = ["always"]
+    broken["services"]["worker"]["depends_on"] = "migrate"
+    broken["services"]["webhook"]["ports"] = [{"target": "not-a-number"}]
+    errors = schema_errors(broken)
+    assert any(e.startswith("services/worker/restart") for e in errors), errors
+    assert any(e.startswith("services/worker/depends_on") for e in errors), errors
+    assert any(e.startswith("services/webhook/ports") for e in errors), errors
