@@ -29,6 +29,7 @@ from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
+from orchestrator.codec import ENCODING
 from orchestrator.errors import OrchestratorError
 from workflows.registry import WORKFLOWS
 
@@ -246,7 +247,6 @@ class ReplayOutcome:
         return self.failure is None
 
 
-ENCRYPTED_ENCODING = "binary/encrypted"
 _CORE_MESSAGE = re.compile(r'message: "(.*?)", source:')
 
 
@@ -259,7 +259,7 @@ def describe_error(error: BaseException) -> str:
     described = f"{type(error).__name__}: {core.group(1) if core else text}"
     if error.__cause__ is not None:
         described += f" (caused by {describe_error(error.__cause__)})"
-    if ENCRYPTED_ENCODING in text:
+    if ENCODING.decode() in text:
         described += ": the history is encrypted; configure its key (TEO_CODEC_KEY_FILE)"
     return described
 
