@@ -213,6 +213,9 @@ class OrderRef:
     side: Side
     quantity: Decimal
     """In lots."""
+    booked_quantity: Decimal = Decimal(0)
+    """Lots already booked in our ledger (by an earlier process), at ``booked_price``."""
+    booked_price: Decimal | None = None
 
 
 OrderLookup = Callable[[str], OrderRef | None]
@@ -628,10 +631,16 @@ class FixBroker:
             # run): qualified by the ClOrdID, it is unique across restarts and ledgers.
             exec_id = f"{order.ref.client_order_id}/{exec_id}" if exec_id else ""
             execution = self._execution_of(message, exec_id)
-            if execution is not None and execution.execution_id not in order.execution_ids:
+            cum_lots = self._lots(_field(message, CUM_QTY))
+            if execution is not None and self._is_new(order, execution, cum_lots):
                 order.execution_ids.add(execution.execution_id)
                 order.executions.append(execution)
-            status = _status_of(ord_status, order, self._lots(_field(message, CUM_QTY)))
+            else:
+                execution = None
+            catch_up = self._catch_up(order, cum_lots, _decimal(_field(message, AVG_PX)))
+            if catch_up is not None:
+                execution = execution or catch_up
+            status = _status_of(ord_status, order, cum_lots)
             order.status = _advance(order.status, status)
             if order.status is OrderStatus.REJECTED:
                 order.reject_text = _field(message, TEXT) or "rejected without a reason"
@@ -662,6 +671,42 @@ class FixBroker:
         return Execution(
             execution_id=exec_id, quantity=quantity, price=price, executed_at=self._clock()
         )
+
+    @staticmethod
+    def _is_new(order: _Order, execution: Execution, cum_lots: Decimal | None) -> bool:
+        """A fill not seen before, and not already covered by a catch-up (a late or resent
+        report whose CumQty is no more than what is known)."""
+        if execution.execution_id in order.execution_ids:
+            return False
+        known = order.ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
+        return cum_lots is None or cum_lots > known
+
+    def _catch_up(
+        self, order: _Order, cum_lots: Decimal | None, avg_px: Decimal | None
+    ) -> Execution | None:
+        """Fills we never saw one by one (a status answer after a restart, a report lost while
+        disconnected) become one execution: CumQty minus what is known, priced so that the
+        average comes out at AvgPx. Its id is derived from CumQty, so a repeat is a duplicate.
+        Caller holds the book's lock."""
+        ref = order.ref
+        known = ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
+        if cum_lots is None or avg_px is None or cum_lots <= known:
+            return None
+        known_value = ref.booked_quantity * (ref.booked_price or Decimal(0)) + sum(
+            (e.quantity * e.price for e in order.executions), Decimal(0)
+        )
+        missing = cum_lots - known
+        execution = Execution(
+            execution_id=f"{ref.client_order_id}/cum-{_plain(cum_lots)}",
+            quantity=missing,
+            price=(cum_lots * avg_px - known_value) / missing,
+            executed_at=self._clock(),
+        )
+        if execution.execution_id in order.execution_ids:
+            return None
+        order.execution_ids.add(execution.execution_id)
+        order.executions.append(execution)
+        return execution
 
     def _lots(self, value: str | None) -> Decimal | None:
         quantity = _decimal(value)

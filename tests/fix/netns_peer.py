@@ -20,8 +20,8 @@ peer lives on), ``kill`` stops the peer (SIGKILL) and drops connections, ``start
 again, ``quit`` ends everything. End of stdin (the parent died) and the deadline end it too.
 The namespace disappears with this process and its peer.
 
-    python -m tests.fix.netns_peer --program .tools/fix-peers/ordermatch --config peer.cfg \
-        --peer-port 5001 --workdir DIR --deadline-s 600
+    python -m tests.fix.netns_peer --peer-port 5001 --workdir DIR --deadline-s 600 \
+        -- .tools/fix-peers/ordermatch DIR/ordermatch.cfg
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def enter_new_network_namespace() -> None:
 
 
 class Peer:
-    def __init__(self, program: Path, config: Path, workdir: Path, port: int) -> None:
-        self._argv = [str(program), str(config)]
+    def __init__(self, argv: list[str], workdir: Path, port: int) -> None:
+        self._argv = argv
         self._workdir = workdir
         self._port = port
         self._process: subprocess.Popen[bytes] | None = None
@@ -149,18 +149,17 @@ class Relay:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--program", type=Path, required=True)
-    parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--peer-port", type=int, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--deadline-s", type=float, default=600)
+    parser.add_argument("command", nargs="+", help="the peer's command line, after --")
     args = parser.parse_args()
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     enter_new_network_namespace()
-    peer = Peer(args.program.resolve(), args.config.resolve(), args.workdir, args.peer_port)
+    peer = Peer(args.command, args.workdir, args.peer_port)
     relay = Relay(listener, args.peer_port)
     commands: queue.SimpleQueue[str] = queue.SimpleQueue()
 

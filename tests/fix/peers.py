@@ -144,30 +144,43 @@ class FixPeer:
 
 @contextmanager
 def running_peer(
-    name: PeerName, workdir: Path, clients: list[str], *, deadline_s: float = 300
+    name: PeerName | Literal["venue"],
+    workdir: Path,
+    clients: list[str],
+    *,
+    deadline_s: float = 300,
 ) -> Iterator[FixPeer]:
-    """Start the peer, with one session per client comp id, and stop it afterwards."""
-    program = peer_program(name)
+    """Start the peer, with one session per client comp id, and stop it afterwards.
+
+    ``venue`` is the test suite's own acceptor (:mod:`tests.fix.venue`, FIX 4.4), for what
+    QuickFIX's examples cannot do: status requests, duplicate ClOrdIDs, a journal of what
+    arrived.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
+    kind: PeerName = "executor" if name == "venue" else name
     config = workdir / f"{name}.cfg"
-    config.write_text(acceptor_settings(name, clients, workdir / "peer-store"), encoding="utf-8")
+    settings = acceptor_settings(kind, clients, workdir / "peer-store")
+    config.write_text(settings, encoding="utf-8")
+    if name == "venue":
+        command = [sys.executable, "-m", "tests.fix.venue", str(config), str(workdir)]
+    else:
+        command = [str(peer_program(name)), str(config)]
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tests.fix.netns_peer",
-            "--program",
-            str(program),
-            "--config",
-            str(config),
             "--peer-port",
             str(PEER_PORT),
             "--workdir",
             str(workdir),
             "--deadline-s",
             str(deadline_s),
+            "--",
+            *command,
         ],
         cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=(workdir / "helper.log").open("w"),
@@ -182,7 +195,7 @@ def running_peer(
         lines.put("")
 
     threading.Thread(target=read, daemon=True).start()
-    peer = FixPeer(name, 0, workdir, process, lines)
+    peer = FixPeer(kind, 0, workdir, process, lines)
     try:
         peer.port = int(peer._expect("PORT ", 30).split()[1])
         peer._expect("READY", 30)
