@@ -357,6 +357,11 @@ class FixBroker:
         with self._book.changed:
             return self._book.changed.wait_for(lambda: self._book.logged_on, timeout_s)
 
+    def wait_logged_out(self, timeout_s: float) -> bool:
+        """Block until the session is down; ``False`` after ``timeout_s`` seconds."""
+        with self._book.changed:
+            return self._book.changed.wait_for(lambda: not self._book.logged_on, timeout_s)
+
     @property
     def logons(self) -> int:
         """How many times the session has logged on since :meth:`start`."""

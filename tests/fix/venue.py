@@ -58,24 +58,27 @@ class Venue(fix.Application):  # type: ignore[misc]
         header = message.getHeader()
         poss_dup = header.getField(43) if header.isSetField(43) else "N"
         with self._lock:
+            reports: list[fix.Message] = []
             if msg_type == "D":
-                result = self._new_order(message, cid, session_id)
+                result = self._new_order(message, cid, session_id, reports)
             elif msg_type == "H":
-                result = self._status(cid, session_id)
+                result = self._status(cid, session_id, reports)
             else:
                 result = "ignored"
-            self._journal.write(
-                json.dumps(
-                    {"type": msg_type, "cl_ord_id": cid, "poss_dup": poss_dup, "result": result}
-                )
-                + "\n"
-            )
+            # Journal first, answer second: once the client sees the answer, the journal
+            # already says what arrived.
+            entry = {"type": msg_type, "cl_ord_id": cid, "poss_dup": poss_dup, "result": result}
+            self._journal.write(json.dumps(entry) + "\n")
             self._journal.flush()
+        for report in reports:
+            fix.Session.sendToTarget(report, session_id)
 
-    def _new_order(self, message: fix.Message, cid: str, session_id: fix.SessionID) -> str:
+    def _new_order(
+        self, message: fix.Message, cid: str, session_id: fix.SessionID, out: list[fix.Message]
+    ) -> str:
         if cid in self._orders:
             self._report(
-                session_id,
+                out,
                 self._orders[cid],
                 ord_status="8",
                 exec_type="8",
@@ -94,7 +97,7 @@ class Venue(fix.Application):  # type: ignore[misc]
             "status": "0",
         }
         self._orders[cid] = order
-        self._report(session_id, order, ord_status="0", exec_type="0")
+        self._report(out, order, ord_status="0", exec_type="0")
         if order["symbol"] != "REST" and message.getField(40) == "2":
             qty = Decimal(order["qty"])
             half = (qty / 2).quantize(Decimal(1)) if qty > 1 else qty
@@ -103,12 +106,10 @@ class Venue(fix.Application):  # type: ignore[misc]
                     continue
                 order["cum"] = str(Decimal(order["cum"]) + last)
                 order["status"] = "2" if Decimal(order["cum"]) >= qty else "1"
-                self._report(
-                    session_id, order, ord_status=order["status"], exec_type="F", last=str(last)
-                )
+                self._report(out, order, ord_status=order["status"], exec_type="F", last=str(last))
         return "accepted"
 
-    def _status(self, cid: str, session_id: fix.SessionID) -> str:
+    def _status(self, cid: str, session_id: fix.SessionID, out: list[fix.Message]) -> str:
         order = self._orders.get(cid)
         if order is None:
             unknown = {
@@ -122,7 +123,7 @@ class Venue(fix.Application):  # type: ignore[misc]
                 "status": "8",
             }
             self._report(
-                session_id,
+                out,
                 unknown,
                 ord_status="8",
                 exec_type="I",
@@ -130,12 +131,12 @@ class Venue(fix.Application):  # type: ignore[misc]
                 text="Unknown order",
             )
             return "unknown"
-        self._report(session_id, order, ord_status=order["status"], exec_type="I")
+        self._report(out, order, ord_status=order["status"], exec_type="I")
         return "answered"
 
     def _report(
         self,
-        session_id: fix.SessionID,
+        out: list[fix.Message],
         order: dict[str, str],
         *,
         ord_status: str,
@@ -166,7 +167,7 @@ class Venue(fix.Application):  # type: ignore[misc]
             report.setField(103, reject_reason)
         if text is not None:
             report.setField(58, text)
-        fix.Session.sendToTarget(report, session_id)
+        out.append(report)
 
 
 def main() -> None:
