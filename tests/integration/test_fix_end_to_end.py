@@ -1,0 +1,241 @@
+"""A signal executed across accounts whose broker is a FIX session to QuickFIX's ``ordermatch``
+(in its own network namespace), through the real worker on the dev server and PostgreSQL.
+
+Session affinity as in production: the FIX session lives in one worker that serves the task
+queue named for the broker (``TEO_BROKER_TASK_QUEUES``); the workflows run on another worker.
+A second FIX session plays the market: it posts the liquidity each order needs. For the first
+order it posts half, then cancels the rest of that order at ordermatch (which lets any session
+cancel: it stands in for a venue expiring what is left), so the leg ends partially filled and
+the completion child places and fills the remainder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.brokers.base import OrderTicket
+from orchestrator.brokers.fix import FixBroker, OrderRef
+from orchestrator.db.engine import Database
+from orchestrator.db.schema import OrderRow
+from orchestrator.models import LegStatus, OrderType, Side, SymbolSpec
+from orchestrator.service import submit_signal
+from orchestrator.settings import Settings
+from tests.fix.peers import new_comp_id, running_peer
+from tests.support import account, book, ledger_orders, load, signal, uncorrelated_returns
+from worker import build_activities, build_worker, ledger_order_lookup
+
+pytestmark = [pytest.mark.integration, pytest.mark.fix]
+
+EURUSD_OM = SymbolSpec(
+    broker="om",
+    symbol="EURUSD",
+    tick_size=Decimal("0.00001"),
+    tick_value=Decimal(1),
+    contract_size=Decimal(100000),
+    min_lot=Decimal("0.01"),
+    lot_step=Decimal("0.01"),
+    max_lot=Decimal(50),
+    margin_per_lot=Decimal(1085),
+)
+ASK = Decimal("1.08450")
+"""The market's offer: below the signal's limit (entry 1.08500), so every buy crosses it."""
+
+
+def fix_settings(env: WorkflowEnvironment, db: Database, broker: str) -> tuple[Settings, str]:
+    """Settings with the broker's order activities routed to a FIX worker's own queue."""
+    stamp = f"{os.getpid()}-{datetime.now(UTC):%H%M%S%f}"
+    fix_queue = f"fix-{broker}-{stamp}"
+    settings = Settings.model_validate(
+        {
+            "temporal_address": env.client.service_client.config.target_host,
+            "task_queue": f"it-{stamp}",
+            "database_url": db.url,
+            "delay_min_s": Decimal("0.2"),
+            "delay_max_s": Decimal("1.5"),
+            "order_poll_interval_s": 0.05,
+            "broker_task_queues": {broker: fix_queue},
+        }
+    )
+    return settings, fix_queue
+
+
+class MarketMaker:
+    """Posts, from its own FIX session, the sell liquidity each of our working orders needs."""
+
+    def __init__(self, session: FixBroker, db: Database, partial_account: str | None) -> None:
+        self._session = session
+        self._db = db
+        self._partial_account = partial_account
+        self._handled: set[str] = set()
+        self._count = 0
+        self.partial_order: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            for row in ledger_orders(self._db):
+                if row.client_order_id in self._handled or row.status != "NEW":
+                    continue
+                self._handled.add(row.client_order_id)
+                if self.partial_order is None and row.business_sequence == 1:
+                    await self._fill_half_then_cancel(row)
+                else:
+                    await self._offer(row.quantity)
+            await asyncio.sleep(0.05)
+
+    async def _offer(self, quantity: Decimal) -> None:
+        self._count += 1
+        await asyncio.to_thread(
+            self._session.submit,
+            OrderTicket(
+                client_order_id=f"mm-{self._count}",
+                account_id="market-maker",
+                symbol="EURUSD",
+                side=Side.SELL,
+                order_type=OrderType.LIMIT,
+                quantity=quantity,
+                limit_price=ASK,
+                reference_price=ASK,
+            ),
+        )
+
+    async def _fill_half_then_cancel(self, row: OrderRow) -> None:
+        self.partial_order = row.client_order_id
+        await self._offer((row.quantity / 2).quantize(Decimal("0.01")))
+        deadline = asyncio.get_running_loop().time() + 30
+        while self._status(row.client_order_id) != "PARTIALLY_FILLED":
+            assert asyncio.get_running_loop().time() < deadline, "no partial fill"
+            await asyncio.sleep(0.05)
+        ref = OrderRef(row.client_order_id, row.account_id, "EURUSD", Side.BUY, row.quantity)
+        self._session._send(self._session._cancel_request(ref, f"mm-cancel-{self._count}"))
+
+    def _status(self, client_order_id: str) -> str | None:
+        with self._db.transaction() as session:
+            row = session.get(OrderRow, client_order_id)
+            return None if row is None else row.status
+
+
+async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_child(
+    dev_server: WorkflowEnvironment,
+    postgres_db: Database,
+    tmp_path: Path,
+    harness_factory,
+    executor: ThreadPoolExecutor,
+) -> None:
+    ids = ["om-1", "om-2", "om-3"]
+    load(
+        postgres_db,
+        book(
+            *(account(i, broker="om") for i in ids),
+            returns=uncorrelated_returns(ids),
+            symbols=[EURUSD_OM],
+        ),
+    )
+    settings, fix_queue = fix_settings(dev_server, postgres_db, "om")
+    ours, market = new_comp_id(), new_comp_id("MM")
+    with running_peer("ordermatch", tmp_path / "peer", [ours, market]) as peer:
+        session = FixBroker(
+            peer.client_config(ours, task_queue=fix_queue),
+            order_lookup=ledger_order_lookup(postgres_db),
+        )
+        maker_session = FixBroker(peer.client_config(market))
+        session.start()
+        maker_session.start()
+        try:
+            assert session.wait_logged_on(15)
+            assert maker_session.wait_logged_on(15)
+            maker = MarketMaker(maker_session, postgres_db, partial_account=None)
+            client = dev_server.client
+            fix_worker = build_worker(
+                client,
+                settings,
+                build_activities(postgres_db, settings, session),
+                executor,
+                task_queue=fix_queue,
+            )
+            async with fix_worker, harness_factory(client, postgres_db, settings).running():
+                making = asyncio.create_task(maker.run())
+                try:
+                    handle = await submit_signal(
+                        client, postgres_db, settings, signal("it-fix-om", order_type="LIMIT")
+                    )
+                    report = await asyncio.wait_for(handle.result(), timeout=120)
+                finally:
+                    making.cancel()
+        finally:
+            maker_session.stop()
+            session.stop()
+
+    by_account = {a.account_id: a for a in report.accounts}
+    assert {a: r.status for a, r in by_account.items()} == dict.fromkeys(ids, LegStatus.FILLED)
+    for line in by_account.values():
+        assert line.filled == line.requested > 0
+        assert line.average_price == ASK
+    assert maker.partial_order is not None
+    partial_account = maker.partial_order.split(":")[1]
+    completion = by_account[partial_account].completion
+    assert completion is not None
+    assert (completion.attempts, completion.stopped) == (1, "COMPLETED")
+    # One order per leg at ordermatch, plus the completion's; the ledger agrees with the fills.
+    per_account: dict[str, list[str]] = {}
+    for order in ledger_orders(postgres_db):
+        per_account.setdefault(order.account_id, []).append(order.status)
+    assert per_account == {
+        **{a: ["FILLED"] for a in ids if a != partial_account},
+        partial_account: ["CANCELLED", "FILLED"],
+    }
+
+
+async def test_signal_across_accounts_on_executor_fix44_fills_every_leg(
+    dev_server: WorkflowEnvironment,
+    postgres_db: Database,
+    tmp_path: Path,
+    harness_factory,
+    executor: ThreadPoolExecutor,
+) -> None:
+    ids = ["ex-1", "ex-2", "ex-3", "ex-4"]
+    spec = EURUSD_OM.model_copy(update={"broker": "ex"})
+    load(
+        postgres_db,
+        book(
+            *(account(i, broker="ex") for i in ids),
+            returns=uncorrelated_returns(ids),
+            symbols=[spec],
+        ),
+    )
+    settings, fix_queue = fix_settings(dev_server, postgres_db, "ex")
+    ours = new_comp_id()
+    with running_peer("executor", tmp_path / "peer", [ours]) as peer:
+        config = peer.client_config(ours, task_queue=fix_queue, units_per_lot=Decimal(100000))
+        session = FixBroker(config, order_lookup=ledger_order_lookup(postgres_db))
+        session.start()
+        try:
+            assert session.wait_logged_on(15)
+            client = dev_server.client
+            fix_worker = build_worker(
+                client,
+                settings,
+                build_activities(postgres_db, settings, session),
+                executor,
+                task_queue=fix_queue,
+            )
+            async with fix_worker, harness_factory(client, postgres_db, settings).running():
+                handle = await submit_signal(
+                    client, postgres_db, settings, signal("it-fix-ex", order_type="LIMIT")
+                )
+                report = await asyncio.wait_for(handle.result(), timeout=120)
+        finally:
+            session.stop()
+
+    assert {a.account_id: a.status for a in report.accounts} == dict.fromkeys(ids, LegStatus.FILLED)
+    for line in report.accounts:
+        assert line.filled == line.requested > 0
+        assert line.average_price == Decimal("1.085")
+    assert sorted(o.account_id for o in ledger_orders(postgres_db)) == ids
