@@ -9,7 +9,7 @@ RUN := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck check worker stop clean bench
+.PHONY: install demo test lint typecheck check worker stop clean bench fix-peers bench-fix
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -24,7 +24,10 @@ install: $(VENV)/.installed  ## create .venv from uv.lock
 demo: install  ## dev server + worker + demo book + two signals, then the reports
 	$(RUN) starter.py demo
 
-test: install  ## the whole suite: lint, types, unit, workflow, integration
+fix-peers:  ## QuickFIX's executor and ordermatch (Debian libquickfix-doc) into .tools/fix-peers
+	scripts/install-fix-peers.sh
+
+test: install fix-peers  ## the whole suite: lint, types, unit, workflow, integration, FIX
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
@@ -47,3 +50,6 @@ clean: stop
 
 bench: install  ## per-leg overhead of the signal workflow vs a bare Temporal floor
 	$(RUN) -m bench.overhead
+
+bench-fix: install fix-peers  ## order -> ack -> fill round trip: adapter vs raw QuickFIX on executor
+	$(RUN) -m bench.fix_roundtrip
