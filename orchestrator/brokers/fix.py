@@ -537,8 +537,16 @@ class FixBroker:
         with self._book.changed:
             order = self._book.orders[cid]
             answered = self._book.changed.wait_for(
-                lambda: order.answered, max(0.0, deadline - time.monotonic())
+                lambda: order.answered or not self._book.logged_on,
+                max(0.0, deadline - time.monotonic()),
             )
+            if not order.answered and not self._book.logged_on:
+                # Sent, then the session dropped. After the next logon the session layer
+                # settles it: the peer's resend brings its answer, or its resend request for
+                # our order becomes a gap fill and the order is forgotten (see to_app).
+                raise BrokerUnavailable(
+                    f"FIX session {self.config.name} dropped before {what} {cid} was answered"
+                )
             if not answered:
                 raise BrokerUnavailable(
                     f"no answer to {what} {cid} within {self.config.ack_timeout_s} s "

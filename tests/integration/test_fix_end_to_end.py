@@ -29,7 +29,15 @@ from orchestrator.models import LegStatus, OrderType, Side, SymbolSpec
 from orchestrator.service import submit_signal
 from orchestrator.settings import Settings
 from tests.fix.peers import new_comp_id, running_peer
-from tests.support import account, book, ledger_orders, load, signal, uncorrelated_returns
+from tests.support import (
+    account,
+    book,
+    ledger_orders,
+    load,
+    poll_until,
+    signal,
+    uncorrelated_returns,
+)
 from worker import build_activities, build_worker, ledger_order_lookup
 
 pytestmark = [pytest.mark.integration, pytest.mark.fix]
@@ -239,3 +247,78 @@ async def test_signal_across_accounts_on_executor_fix44_fills_every_leg(
         assert line.filled == line.requested > 0
         assert line.average_price == Decimal("1.085")
     assert sorted(o.account_id for o in ledger_orders(postgres_db)) == ids
+
+
+def execution_reports_at_peer(store_dir: Path) -> dict[str, int]:
+    """ExecutionReports the peer sent, per ClOrdID, from its own message store (kept across
+    its restart): one per order, since executor fills each order with one report."""
+    counts: dict[str, int] = {}
+    for body in store_dir.glob("*.body"):
+        for message in body.read_bytes().split(b"8=FIX")[1:]:
+            fields = dict(f.split(b"=", 1) for f in message.split(b"\x01") if b"=" in f)
+            if fields.get(b"35") == b"8":
+                cid = fields[b"11"].decode()
+                counts[cid] = counts.get(cid, 0) + 1
+    return counts
+
+
+async def test_peer_killed_mid_signal_and_restarted_legs_retry_and_each_account_has_one_order(
+    dev_server: WorkflowEnvironment,
+    postgres_db: Database,
+    tmp_path: Path,
+    harness_factory,
+    executor: ThreadPoolExecutor,
+) -> None:
+    ids = [f"kx-{i}" for i in range(5)]
+    spec = EURUSD_OM.model_copy(update={"broker": "kx"})
+    load(
+        postgres_db,
+        book(
+            *(account(i, broker="kx") for i in ids),
+            returns=uncorrelated_returns(ids),
+            symbols=[spec],
+        ),
+    )
+    settings, fix_queue = fix_settings(dev_server, postgres_db, "kx")
+    settings = settings.model_copy(update={"delay_min_s": Decimal(1), "delay_max_s": Decimal(8)})
+    ours = new_comp_id()
+
+    def statuses() -> list[str]:
+        return [o.status for o in ledger_orders(postgres_db)]
+
+    with running_peer("executor", tmp_path / "peer", [ours]) as peer:
+        config = peer.client_config(ours, task_queue=fix_queue, units_per_lot=Decimal(100000))
+        session = FixBroker(config, order_lookup=ledger_order_lookup(postgres_db))
+        session.start()
+        try:
+            assert session.wait_logged_on(15)
+            client = dev_server.client
+            fix_worker = build_worker(
+                client,
+                settings,
+                build_activities(postgres_db, settings, session),
+                executor,
+                task_queue=fix_queue,
+            )
+            async with fix_worker, harness_factory(client, postgres_db, settings).running():
+                handle = await submit_signal(
+                    client, postgres_db, settings, signal("it-fix-kill", order_type="LIMIT")
+                )
+                await poll_until(lambda: "FILLED" in statuses(), timeout_s=30, interval_s=0.02)
+                peer.command("kill")
+                assert await asyncio.to_thread(session.wait_logged_out, 15)
+                # A leg comes due while the peer is down: its order is in the ledger, refused
+                # at the session (not connected), and retried by Temporal.
+                await poll_until(lambda: "PENDING_SUBMIT" in statuses(), timeout_s=30)
+                peer.command("start")
+                report = await asyncio.wait_for(handle.result(), timeout=120)
+        finally:
+            session.stop()
+
+    assert session.logons >= 2
+    assert {a.account_id: a.status for a in report.accounts} == dict.fromkeys(ids, LegStatus.FILLED)
+    orders = ledger_orders(postgres_db)
+    assert sorted(o.account_id for o in orders) == ids
+    assert execution_reports_at_peer(tmp_path / "peer" / "peer-store") == {
+        o.client_order_id: 1 for o in orders
+    }
