@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal as signals
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,7 +30,7 @@ from orchestrator.db.engine import Database
 from orchestrator.db.schema import OrderRow
 from orchestrator.models import LegStatus, OrderType, Side, SymbolSpec
 from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
+from orchestrator.settings import PROJECT_ROOT, Settings
 from tests.fix.peers import new_comp_id, running_peer
 from tests.support import (
     account,
@@ -322,3 +325,66 @@ async def test_peer_killed_mid_signal_and_restarted_legs_retry_and_each_account_
     assert execution_reports_at_peer(tmp_path / "peer" / "peer-store") == {
         o.client_order_id: 1 for o in orders
     }
+
+
+async def test_worker_process_from_fix_config_serves_the_brokers_queue_and_stops_cleanly(
+    dev_server: WorkflowEnvironment, postgres_db: Database, tmp_path: Path, harness_factory
+) -> None:
+    ids = ["wp-1", "wp-2"]
+    spec = EURUSD_OM.model_copy(update={"broker": "wp"})
+    load(
+        postgres_db,
+        book(
+            *(account(i, broker="wp") for i in ids),
+            returns=uncorrelated_returns(ids),
+            symbols=[spec],
+        ),
+    )
+    settings, fix_queue = fix_settings(dev_server, postgres_db, "wp")
+    ours = new_comp_id()
+    with running_peer("executor", tmp_path / "peer", [ours]) as peer:
+        config = peer.client_config(
+            ours,
+            task_queue=fix_queue,
+            units_per_lot=Decimal(100000),
+            password_env="TEO_TEST_FIX_PASSWORD",
+        )
+        config_file = tmp_path / "fix.json"
+        config_file.write_text(config.model_dump_json())
+        env = {
+            **os.environ,
+            "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
+            "TEO_TASK_QUEUE": settings.task_queue,
+            "TEO_DATABASE_URL": settings.database_url,
+            "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+            "TEO_FIX_CONFIG": str(config_file),
+            "TEO_TEST_FIX_PASSWORD": "not-in-any-workflow-input",
+        }
+        log = (tmp_path / "fix-worker.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "worker.py")],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            client = dev_server.client
+            async with harness_factory(client, postgres_db, settings).running():
+                handle = await submit_signal(
+                    client, postgres_db, settings, signal("it-fix-wp", order_type="LIMIT")
+                )
+                report = await asyncio.wait_for(handle.result(), timeout=120)
+                history = await handle.fetch_history()
+        finally:
+            process.send_signal(signals.SIGTERM)
+            returncode = await asyncio.to_thread(process.wait, 30)
+
+    assert returncode == 0  # the FIX initiator was stopped before exit
+    assert {a.account_id: a.status for a in report.accounts} == dict.fromkeys(ids, LegStatus.FILLED)
+    assert "not-in-any-workflow-input" not in history.to_json()
+    # The password reached the peer in the Logon (tag 554), and only there.
+    peer_log = "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "peer").glob("peer-*.log")
+    )
+    assert "\x01554=not-in-any-workflow-input\x01" in peer_log
