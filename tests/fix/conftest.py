@@ -15,8 +15,6 @@ from orchestrator.brokers.fix import FixBroker, FixSessionConfig, OrderLookup
 from orchestrator.models import OrderType, Side
 from orchestrator.orders import OrderStatus
 
-pytestmark = pytest.mark.fix
-
 StartBroker = Callable[..., FixBroker]
 
 
