@@ -86,7 +86,7 @@ HANDL_INST, LAST_PX, LAST_QTY, MSG_SEQ_NUM, MSG_TYPE, ORDER_ID = 21, 31, 32, 34,
 ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, POSS_DUP, PRICE = 38, 39, 40, 41, 43, 44
 REF_SEQ_NUM, SIDE, SYMBOL, TEXT, TIME_IN_FORCE, TRANSACT_TIME = 45, 54, 55, 58, 59, 60
 ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, BUSINESS_REJECT_REF_ID = 103, 150, 151, 379
-USERNAME, PASSWORD = 553, 554
+USERNAME, PASSWORD, TEST_REQ_ID = 553, 554, 112
 
 ORD_REJ_UNKNOWN_ORDER = "5"
 ORD_REJ_DUPLICATE_ORDER = "6"
@@ -268,8 +268,17 @@ class _Book:
         self.by_seq: dict[int, _Request] = {}
         """Our outgoing MsgSeqNum → what it asked, to place a Reject (3) or (j)."""
         self.logged_on = False
+        """Logged on *and* synchronised: the TestRequest we sent after logon was answered, so
+        any resend or gap fill the logon triggered is behind us. Orders wait for this."""
+        self.session_up = False
+        """QuickFIX's own view: logged on, possibly still synchronising."""
         self.logons = 0
+        self.probe: str | None = None
+        """TestReqID of the post-logon TestRequest still unanswered."""
 
+
+_MAX_TRACKED_SEQS = 100_000
+"""Outgoing sequence numbers remembered to place a late Reject; the oldest are forgotten."""
 
 _INITIATORS: list[tuple[object, ...]] = []
 """Every initiator this process created, with what it uses, kept alive until exit (see the
@@ -392,8 +401,16 @@ class FixBroker:
                 OrderRef(cid, ticket.account_id, ticket.symbol, ticket.side, ticket.quantity)
             )
             self._book.orders[cid] = order
-        self._send(self._new_order_single(ticket))
+        try:
+            self._send(self._new_order_single(ticket))
+        except FixNotConnected:
+            with self._book.changed:
+                if self._book.orders.get(cid) is order:
+                    del self._book.orders[cid]  # never sent: nothing to follow
+            raise
         order = self._await_answer(cid, "NewOrderSingle")
+        if order.unknown:
+            raise BrokerUnavailable(f"{cid} was not delivered (gap-filled); send it again")
         if order.duplicate:
             # "Already there": the counterparty holds an order under this ClOrdID. Follow it.
             found = self._request_status(order.ref)
@@ -557,16 +574,51 @@ class FixBroker:
     # -- callbacks (QuickFIX's thread, session mutex held) ---------------------------------------
 
     def on_logon(self) -> None:
-        log.info("FIX %s logged on", self.config.name)
+        # Not ready yet: a logon after a gap triggers a resend request, and an order sent
+        # before that exchange is over would be resent as a possible duplicate and dropped.
+        # The counterparty handles a TestRequest in sequence, after that exchange: its
+        # Heartbeat marks the session ready. Sent from a thread of its own (callbacks never
+        # send: see the module docstring).
         with self._book.changed:
-            self._book.logged_on = True
             self._book.logons += 1
-            self._book.changed.notify_all()
+            self._book.session_up = True
+            logon = self._book.logons
+        log.info("FIX %s logged on; synchronising", self.config.name)
+        threading.Thread(target=self._synchronise, args=(logon,), daemon=True).start()
+
+    def _synchronise(self, logon: int) -> None:
+        """Send TestRequests until one is answered, the session drops or logs on again. One
+        can go unanswered: a TestRequest sent while the peer waits for our resend is covered by
+        our gap fill (admin messages are never resent), so a later one is sent."""
+        for attempt in range(1, 1000):
+            probe = f"teo-ready-{logon}-{attempt}"
+            with self._book.changed:
+                book = self._book
+                if book.logons != logon or book.logged_on or not book.session_up:
+                    return
+                book.probe = probe
+            message = self._header("1")
+            message.setField(TEST_REQ_ID, probe)
+            try:
+                fix.Session.sendToTarget(message, self._session_id)
+            except fix.SessionNotFound:
+                return
+            with self._book.changed:
+                self._book.changed.wait_for(
+                    lambda: (
+                        self._book.logged_on
+                        or not self._book.session_up
+                        or self._book.logons != logon
+                    ),
+                    min(self.config.ack_timeout_s, 1.0),
+                )
 
     def on_logout(self) -> None:
         log.info("FIX %s logged out", self.config.name)
         with self._book.changed:
             self._book.logged_on = False
+            self._book.session_up = False
+            self._book.probe = None
             self._book.changed.notify_all()
 
     def to_admin(self, message: fix.Message) -> None:
@@ -601,10 +653,20 @@ class FixBroker:
                 target = _field(message, ORIG_CL_ORD_ID) or cid
             with self._book.changed:
                 self._book.by_seq[int(seq)] = _Request(msg_type, target)
+                if len(self._book.by_seq) > _MAX_TRACKED_SEQS:
+                    del self._book.by_seq[next(iter(self._book.by_seq))]
 
     def from_admin(self, message: fix.Message) -> None:
-        if _header_field(message, MSG_TYPE) == "3":
+        msg_type = _header_field(message, MSG_TYPE)
+        if msg_type == "3":
             self._on_reject(message, session_level=True)
+        elif msg_type == "0" and _field(message, TEST_REQ_ID) is not None:
+            with self._book.changed:
+                if _field(message, TEST_REQ_ID) == self._book.probe:
+                    self._book.probe = None
+                    self._book.logged_on = True
+                    self._book.changed.notify_all()
+                    log.info("FIX %s ready", self.config.name)
 
     def from_app(self, message: fix.Message) -> None:
         msg_type = _header_field(message, MSG_TYPE)
@@ -806,7 +868,12 @@ class _Application(fix.Application):  # type: ignore[misc]
             log.exception("fromAdmin failed: %s", exc)
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        self._broker.to_app(message)  # raises fix.DoNotSend on purpose
+        try:
+            self._broker.to_app(message)
+        except fix.DoNotSend:
+            raise  # on purpose: QuickFIX sends a gap fill instead
+        except (ValueError, KeyError) as exc:
+            log.exception("toApp failed: %s", exc)
 
     def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         try:
