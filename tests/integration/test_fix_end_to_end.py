@@ -16,6 +16,7 @@ import os
 import signal as signals
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -79,30 +80,63 @@ def fix_settings(env: WorkflowEnvironment, db: Database, broker: str) -> tuple[S
 
 
 class MarketMaker:
-    """Posts, from its own FIX session, the sell liquidity each of our working orders needs."""
+    """Posts, from its own FIX session, the sell liquidity our working orders need.
 
-    def __init__(self, session: FixBroker, db: Database, partial_account: str | None) -> None:
+    ordermatch matches by price and time, so liquidity goes to whichever of our orders came
+    first, not to one we choose. So: post half of the first working order's size; the order
+    it lands on is partially filled, and its rest is cancelled at the venue. After that, keep
+    the total offered equal to the total our other orders (completion included) ask for.
+    """
+
+    def __init__(self, session: FixBroker, db: Database) -> None:
         self._session = session
         self._db = db
-        self._partial_account = partial_account
-        self._handled: set[str] = set()
         self._count = 0
+        self._offered = Decimal(0)
         self.partial_order: str | None = None
 
     async def run(self) -> None:
+        first = await self._until(lambda rows: [r for r in rows if r.status == "NEW"])
+        half = (first[0].quantity / 2).quantize(Decimal("0.01"))
+        await self._offer(half)
+        partial = (
+            await self._until(lambda rows: [r for r in rows if r.status == "PARTIALLY_FILLED"])
+        )[0]
+        self.partial_order = partial.client_order_id
+        ref = OrderRef(
+            partial.client_order_id, partial.account_id, "EURUSD", Side.BUY, partial.quantity
+        )
+        self._session._send(self._session._cancel_request(ref, "mm-cancel-1"))
+        await self._until(
+            lambda rows: [
+                r
+                for r in rows
+                if r.client_order_id == self.partial_order and r.status == "CANCELLED"
+            ]
+        )
         while True:
-            for row in ledger_orders(self._db):
-                if row.client_order_id in self._handled or row.status != "NEW":
-                    continue
-                self._handled.add(row.client_order_id)
-                if self.partial_order is None and row.business_sequence == 1:
-                    await self._fill_half_then_cancel(row)
-                else:
-                    await self._offer(row.quantity)
+            wanted = half + sum(
+                (
+                    r.quantity
+                    for r in ledger_orders(self._db)
+                    if r.client_order_id != self.partial_order
+                ),
+                Decimal(0),
+            )
+            if wanted > self._offered:
+                await self._offer(wanted - self._offered)
             await asyncio.sleep(0.05)
+
+    async def _until(self, probe: Callable[[list[OrderRow]], list[OrderRow]]) -> list[OrderRow]:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not (found := probe(ledger_orders(self._db))):
+            assert asyncio.get_running_loop().time() < deadline, "market maker waited too long"
+            await asyncio.sleep(0.05)
+        return found
 
     async def _offer(self, quantity: Decimal) -> None:
         self._count += 1
+        self._offered += quantity
         await asyncio.to_thread(
             self._session.submit,
             OrderTicket(
@@ -116,21 +150,6 @@ class MarketMaker:
                 reference_price=ASK,
             ),
         )
-
-    async def _fill_half_then_cancel(self, row: OrderRow) -> None:
-        self.partial_order = row.client_order_id
-        await self._offer((row.quantity / 2).quantize(Decimal("0.01")))
-        deadline = asyncio.get_running_loop().time() + 30
-        while self._status(row.client_order_id) != "PARTIALLY_FILLED":
-            assert asyncio.get_running_loop().time() < deadline, "no partial fill"
-            await asyncio.sleep(0.05)
-        ref = OrderRef(row.client_order_id, row.account_id, "EURUSD", Side.BUY, row.quantity)
-        self._session._send(self._session._cancel_request(ref, f"mm-cancel-{self._count}"))
-
-    def _status(self, client_order_id: str) -> str | None:
-        with self._db.transaction() as session:
-            row = session.get(OrderRow, client_order_id)
-            return None if row is None else row.status
 
 
 async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_child(
@@ -162,7 +181,7 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
         try:
             assert session.wait_logged_on(15)
             assert maker_session.wait_logged_on(15)
-            maker = MarketMaker(maker_session, postgres_db, partial_account=None)
+            maker = MarketMaker(maker_session, postgres_db)
             client = dev_server.client
             fix_worker = build_worker(
                 client,
@@ -177,7 +196,11 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
                     handle = await submit_signal(
                         client, postgres_db, settings, signal("it-fix-om", order_type="LIMIT")
                     )
-                    report = await asyncio.wait_for(handle.result(), timeout=120)
+                    result = asyncio.create_task(handle.result())
+                    await asyncio.wait({result, making}, timeout=120, return_when="FIRST_COMPLETED")
+                    if making.done():
+                        making.result()  # the market maker failed: say why
+                    report = await asyncio.wait_for(result, timeout=1)
                 finally:
                     making.cancel()
         finally:
