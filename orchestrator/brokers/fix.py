@@ -683,6 +683,16 @@ class FixBroker:
         ord_status = _field(message, ORD_STATUS) or ""
         events: list[OrderEvent] = []
         with self._book.changed:
+            known = cid in self._book.orders or cid in self._book.cancel_ids
+        if not known:
+            # A report for an order this process has not seen: sent to the process before a
+            # restart (resent now, or arriving late). The ledger knows it. Looked up outside
+            # our lock; QuickFIX's session mutex is held, so this delays only this session.
+            ref = self._lookup(_field(message, ORIG_CL_ORD_ID) or cid)
+            if ref is not None:
+                with self._book.changed:
+                    self._book.orders.setdefault(ref.client_order_id, _Order(ref))
+        with self._book.changed:
             original = self._book.cancel_ids.pop(cid, None)
             if original is None and cid not in self._book.orders:
                 original = _field(message, ORIG_CL_ORD_ID)

@@ -149,6 +149,7 @@ def running_peer(
     clients: list[str],
     *,
     deadline_s: float = 300,
+    venue_fill_delay_s: float = 0,
 ) -> Iterator[FixPeer]:
     """Start the peer, with one session per client comp id, and stop it afterwards.
 
@@ -163,6 +164,7 @@ def running_peer(
     config.write_text(settings, encoding="utf-8")
     if name == "venue":
         command = [sys.executable, "-m", "tests.fix.venue", str(config), str(workdir)]
+        command.append(str(venue_fill_delay_s))
     else:
         command = [str(peer_program(name)), str(config)]
     process = subprocess.Popen(

@@ -11,7 +11,10 @@ network namespace (``tests.fix.netns_peer``; QuickFIX acceptors listen on every 
 - Every application message that arrives is appended to ``journal.jsonl`` (type, ClOrdID,
   PossDupFlag, what was done), so a test can prove what the venue received.
 
-    python -m tests.fix.venue CONFIG WORKDIR
+    python -m tests.fix.venue CONFIG WORKDIR [FILL_DELAY_S]
+
+With ``FILL_DELAY_S``, limit orders are acknowledged at once and filled that many seconds
+later (from a timer thread), so a client can be stopped while its order works.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import quickfix as fix
 
 
 class Venue(fix.Application):  # type: ignore[misc]
-    def __init__(self, journal: Path) -> None:
+    def __init__(self, journal: Path, fill_delay_s: float = 0) -> None:
         super().__init__()
+        self._fill_delay_s = fill_delay_s
         self._journal = journal.open("a", encoding="utf-8")
         self._lock = threading.Lock()
         self._orders: dict[str, dict[str, str]] = {}
@@ -99,15 +103,31 @@ class Venue(fix.Application):  # type: ignore[misc]
         self._orders[cid] = order
         self._report(out, order, ord_status="0", exec_type="0")
         if order["symbol"] != "REST" and message.getField(40) == "2":
-            qty = Decimal(order["qty"])
-            half = (qty / 2).quantize(Decimal(1)) if qty > 1 else qty
-            for last in (half, qty - half):
-                if last <= 0:
-                    continue
-                order["cum"] = str(Decimal(order["cum"]) + last)
-                order["status"] = "2" if Decimal(order["cum"]) >= qty else "1"
-                self._report(out, order, ord_status=order["status"], exec_type="F", last=str(last))
+            if self._fill_delay_s > 0:
+                timer = threading.Timer(self._fill_delay_s, self._fill_later, (order, session_id))
+                timer.daemon = True
+                timer.start()
+            else:
+                self._fill(order, out)
         return "accepted"
+
+    def _fill(self, order: dict[str, str], out: list[fix.Message]) -> None:
+        qty = Decimal(order["qty"])
+        half = (qty / 2).quantize(Decimal(1)) if qty > 1 else qty
+        for last in (half, qty - half):
+            if last <= 0:
+                continue
+            order["cum"] = str(Decimal(order["cum"]) + last)
+            order["status"] = "2" if Decimal(order["cum"]) >= qty else "1"
+            self._report(out, order, ord_status=order["status"], exec_type="F", last=str(last))
+
+    def _fill_later(self, order: dict[str, str], session_id: fix.SessionID) -> None:
+        reports: list[fix.Message] = []
+        with self._lock:
+            self._fill(order, reports)
+        for report in reports:
+            # Stored and resent after the next logon if the client is away.
+            fix.Session.sendToTarget(report, session_id)
 
     def _status(self, cid: str, session_id: fix.SessionID, out: list[fix.Message]) -> str:
         order = self._orders.get(cid)
@@ -172,8 +192,9 @@ class Venue(fix.Application):  # type: ignore[misc]
 
 def main() -> None:
     config, workdir = sys.argv[1], Path(sys.argv[2])
+    fill_delay_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0
     settings = fix.SessionSettings(config)
-    application = Venue(workdir / "journal.jsonl")
+    application = Venue(workdir / "journal.jsonl", fill_delay_s)
     acceptor = fix.SocketAcceptor(
         application, fix.FileStoreFactory(settings), settings, fix.ScreenLogFactory(settings)
     )

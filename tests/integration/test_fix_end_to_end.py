@@ -12,6 +12,7 @@ the completion child places and fills the remainder.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal as signals
 import subprocess
@@ -275,6 +276,16 @@ async def test_signal_across_accounts_on_executor_fix44_fills_every_leg(
     assert sorted(o.account_id for o in ledger_orders(postgres_db)) == ids
 
 
+def journal_of(workdir: Path) -> list[tuple[str, str, str, str]]:
+    """What reached the suite's own venue: (MsgType, ClOrdID, PossDupFlag, result)."""
+    path = workdir / "journal.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [
+        (j["type"], j["cl_ord_id"], j["poss_dup"], j["result"])
+        for j in (json.loads(line) for line in lines)
+    ]
+
+
 def execution_reports_at_peer(store_dir: Path) -> dict[str, int]:
     """ExecutionReports the peer sent, per ClOrdID, from its own message store (kept across
     its restart): one per order, since executor fills each order with one report."""
@@ -411,3 +422,83 @@ async def test_worker_process_from_fix_config_serves_the_brokers_queue_and_stops
         p.read_text(errors="replace") for p in (tmp_path / "peer").glob("peer-*.log")
     )
     assert "\x01554=not-in-any-workflow-input\x01" in peer_log
+
+
+async def test_worker_holding_the_fix_session_killed_while_orders_work_recovers_them_on_restart(
+    dev_server: WorkflowEnvironment, postgres_db: Database, tmp_path: Path, harness_factory
+) -> None:
+    """SIGKILL of the worker process that holds the FIX session while its orders work at the
+    venue; a new process with the same session (same comp ids, same file store) takes over:
+    the retried activities find each order by ClOrdID (the venue's resent reports, or a status
+    request), and nothing is sent twice."""
+    ids = ["wr-1", "wr-2"]
+    spec = EURUSD_OM.model_copy(update={"broker": "wr"})
+    load(
+        postgres_db,
+        book(
+            *(account(i, broker="wr") for i in ids),
+            returns=uncorrelated_returns(ids),
+            symbols=[spec],
+        ),
+    )
+    settings, fix_queue = fix_settings(dev_server, postgres_db, "wr")
+    settings = settings.model_copy(update={"order_heartbeat_s": 2})
+    ours = new_comp_id()
+
+    def orders() -> list[OrderRow]:
+        return ledger_orders(postgres_db)
+
+    with running_peer("venue", tmp_path / "peer", [ours], venue_fill_delay_s=4) as peer:
+        config = peer.client_config(ours, task_queue=fix_queue, status_requests=True)
+        config_file = tmp_path / "fix.json"
+        config_file.write_text(config.model_dump_json())
+        env = {
+            **os.environ,
+            "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
+            "TEO_TASK_QUEUE": settings.task_queue,
+            "TEO_DATABASE_URL": settings.database_url,
+            "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+            "TEO_FIX_CONFIG": str(config_file),
+        }
+
+        def start_worker(name: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, str(PROJECT_ROOT / "worker.py")],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=(tmp_path / f"{name}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+
+        first = start_worker("fix-worker-1")
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            client = dev_server.client
+            async with harness_factory(client, postgres_db, settings).running():
+                handle = await submit_signal(
+                    client, postgres_db, settings, signal("it-fix-wr", order_type="LIMIT")
+                )
+                # Both orders acknowledged by the venue and working (fills come 4 s later).
+                await poll_until(
+                    lambda: [o.status for o in orders()] == ["NEW", "NEW"], timeout_s=30
+                )
+                first.send_signal(signals.SIGKILL)
+                await asyncio.to_thread(first.wait, 10)
+                second = start_worker("fix-worker-2")
+                report = await asyncio.wait_for(handle.result(), timeout=120)
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.send_signal(signals.SIGTERM)
+                    await asyncio.to_thread(process.wait, 30)
+        received = journal_of(peer.workdir)
+
+    assert {a.account_id: a.status for a in report.accounts} == dict.fromkeys(ids, LegStatus.FILLED)
+    for line in report.accounts:
+        assert line.filled == line.requested > 0
+    assert [o.status for o in orders()] == ["FILLED", "FILLED"]
+    # Each order reached the venue once; the restarted worker never sent one again.
+    assert sorted(c for t, c, _, r in received if t == "D") == sorted(
+        o.client_order_id for o in orders()
+    )
+    assert all(r == "accepted" for t, _, _, r in received if t == "D")
