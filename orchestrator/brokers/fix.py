@@ -355,6 +355,7 @@ class FixBroker:
             self._initiator = None
         with self._book.changed:
             self._book.logged_on = False
+            self._book.session_up = False
             self._book.changed.notify_all()
 
     def is_logged_on(self) -> bool:
