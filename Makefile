@@ -9,7 +9,7 @@ RUN := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck check worker webhook stop clean bench faults
+.PHONY: install demo test lint typecheck check worker webhook stop clean bench faults fix-peers bench-fix
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -29,7 +29,10 @@ COMPOSE_SCHEMA := .tools/compose-spec/compose-spec.json
 $(COMPOSE_SCHEMA):  ## the Compose Specification's JSON schema (npm), for the compose file test
 	scripts/fetch-compose-schema.sh
 
-test: install $(COMPOSE_SCHEMA)  ## the whole suite: lint, types, unit, workflow, integration
+fix-peers:  ## QuickFIX's executor and ordermatch (Debian libquickfix-doc) into .tools/fix-peers
+	scripts/install-fix-peers.sh
+
+test: install fix-peers $(COMPOSE_SCHEMA)  ## the whole suite: lint, types, faults, FIX, everything
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
@@ -58,3 +61,6 @@ clean: stop
 
 bench: install  ## per-leg overhead of the signal workflow vs a bare Temporal floor
 	$(RUN) -m bench.overhead
+
+bench-fix: install fix-peers  ## order -> ack -> fill round trip: adapter vs raw QuickFIX on executor
+	$(RUN) -m bench.fix_roundtrip

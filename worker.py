@@ -20,8 +20,11 @@ from activities.archive import ArchiveActivities
 from activities.execution import ExecutionActivities
 from orchestrator import archive, logs, metrics
 from orchestrator.brokers.base import Broker
+from orchestrator.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_config
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
+from orchestrator.db.schema import OrderRow
+from orchestrator.models import Side
 from orchestrator.settings import Settings, get_settings
 from orchestrator.temporal import connect, ensure_dev_server, ensure_search_attributes
 from workflows.registry import WORKFLOWS
@@ -35,6 +38,36 @@ def build_activities(
     return ExecutionActivities(
         db, broker or PaperBroker(db), poll_interval_s=settings.order_poll_interval_s
     )
+
+
+def ledger_order_lookup(db: Database) -> OrderLookup:
+    """What a FIX status or cancel request needs about an order this process has not seen
+    (after a restart): side, symbol, quantity and what is already booked, from the ledger,
+    which records every order before it is sent."""
+
+    def lookup(client_order_id: str) -> OrderRef | None:
+        with db.transaction() as session:
+            row = session.get(OrderRow, client_order_id)
+            if row is None:
+                return None
+            return OrderRef(
+                client_order_id=row.client_order_id,
+                account_id=row.account_id,
+                symbol=row.broker_symbol,
+                side=Side(row.side),
+                quantity=row.quantity,
+                booked_quantity=row.filled_quantity,
+                booked_price=row.average_price,
+            )
+
+    return lookup
+
+
+def build_fix_broker(db: Database, settings: Settings) -> FixBroker | None:
+    """The FIX session named by ``TEO_FIX_CONFIG``, not yet started; ``None`` without one."""
+    if settings.fix_config is None:
+        return None
+    return FixBroker(load_fix_config(settings.fix_config), order_lookup=ledger_order_lookup(db))
 
 
 def build_worker(
@@ -81,18 +114,31 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
-        worker = build_worker(client, settings, build_activities(db, settings), executor)
-        logging.info(
-            "worker polling %s on %s (namespace %s)",
-            settings.task_queue,
-            settings.temporal_address,
-            settings.temporal_namespace,
-        )
-        async with worker:
-            await stop.wait()
-            logging.info("shutting down: finishing in-flight tasks")
-    db.dispose()
+    fix_broker = build_fix_broker(db, settings)
+    task_queue = settings.task_queue
+    if fix_broker is not None:
+        # Session affinity: this process holds the FIX session, and serves the task queue the
+        # connection names, where the order activities of its accounts are routed.
+        task_queue = fix_broker.config.task_queue or task_queue
+        fix_broker.start()
+        logging.info("FIX session %s starting", fix_broker.config.name)
+    try:
+        with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
+            activities = build_activities(db, settings, fix_broker)
+            worker = build_worker(client, settings, activities, executor, task_queue=task_queue)
+            logging.info(
+                "worker polling %s on %s (namespace %s)",
+                task_queue,
+                settings.temporal_address,
+                settings.temporal_namespace,
+            )
+            async with worker:
+                await stop.wait()
+                logging.info("shutting down: finishing in-flight tasks")
+    finally:
+        if fix_broker is not None:
+            fix_broker.stop()  # QuickFIX initiators must be stopped before the process exits
+        db.dispose()
 
 
 def main() -> None:

@@ -596,6 +596,13 @@ class ExecutionSettings(Model):
     reroute_fraction: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
     """A rerouted order's size as a fraction of the original leg's quantity."""
     reroute_max_accounts: Annotated[int, Field(ge=1, le=20)] = 3
+    broker_task_queues: dict[str, str] = {}
+    """Broker name → task queue of the worker that holds that broker's session (a FIX session
+    lives in one process). Order and cancel activities of its accounts go there; brokers not
+    listed use the workflow's own task queue."""
+
+    def broker_queue(self, broker: str) -> str | None:
+        return self.broker_task_queues.get(broker)
 
 
 class ActivityName(StrEnum):

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     webhook_rate_burst: int = Field(default=10, ge=1)
     """Requests a source may send at once before the sustained rate applies."""
 
+    fix_config: Path | None = None
+    """A FIX connection's configuration file (YAML or JSON, see README): the worker then trades
+    through that FIX session instead of the paper broker, on the connection's task queue."""
+    broker_task_queues: dict[str, str] = {}
+    """JSON, broker name → task queue, e.g. ``{"ordermatch": "teo-fix-ordermatch"}``: order
+    activities of accounts at that broker run on the worker that holds its FIX session."""
+
     @model_validator(mode="after")
     def _delay_bounds_ordered(self) -> Settings:
         if self.delay_min_s > self.delay_max_s:

@@ -19,7 +19,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from orchestrator.book import AccountRecord, AccountState, Book, DailyReturn, PaperBehaviour
-from orchestrator.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
@@ -193,6 +193,9 @@ class FaultyBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
+
+    def subscribe(self) -> OrderEvents:
+        return self._inner.subscribe()
 
 
 def paper_orders(db: Database) -> dict[str, PaperOrderRow]:

@@ -108,6 +108,7 @@ class PartialFillCompletionWorkflow:
                             request.account_id,
                             client_order_id,
                             "completion deadline" if attempt.timed_out else "completion failed",
+                            queue=execution.broker_queue(request.broker),
                         )
                         if attempt.timed_out:
                             stopped = CompletionStop.DEADLINE
@@ -241,7 +242,11 @@ class OrderRerouteWorkflow:
             if outcome is None:
                 # Ambiguous failure: never send the same risk elsewhere too.
                 await cancel_order(
-                    signal.signal_id, candidate, client_order_id, "reroute order failed"
+                    signal.signal_id,
+                    candidate,
+                    client_order_id,
+                    "reroute order failed",
+                    queue=request.execution.broker_queue(account.broker),
                 )
                 hop(candidate, "FAILED", attempt.failure or "order failed", quantity)
                 return self._result(request, hops, None, "FAILED")

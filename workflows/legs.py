@@ -118,9 +118,11 @@ async def place_order(
 ) -> OrderAttempt:
     """Place and follow one order. With ``deadline``, an order still working then is
     cancelled at the broker (the activity is cancelled and waited for)."""
+    queue = execution.broker_queue(request.broker)
     handle = workflow.start_activity(
         ActivityName.PLACE_AND_FOLLOW_ORDER,
         request,
+        task_queue=queue,
         result_type=OrderOutcome,
         start_to_close_timeout=timedelta(seconds=execution.order_start_to_close_s),
         schedule_to_close_timeout=timedelta(seconds=execution.order_schedule_to_close_s),
@@ -146,7 +148,7 @@ async def place_order(
         handle.cancel()
         with contextlib.suppress(ActivityError, asyncio.CancelledError):
             await handle
-        await _cancel_at_broker(request)
+        await _cancel_at_broker(request, queue)
         raise
     except ActivityError as err:
         cause = err.cause
@@ -158,19 +160,21 @@ async def place_order(
         if isinstance(cause, CancelledError) and not timed_out:
             # This leg (or the workflow) is being cancelled; the cancellation reached us
             # through the activity's result.
-            await _cancel_at_broker(request)
+            await _cancel_at_broker(request, queue)
             raise asyncio.CancelledError(str(cause)) from err
         return OrderAttempt(failure=str(cause or err), timed_out=timed_out)
 
 
-async def _cancel_at_broker(request: PlaceOrderRequest) -> None:
+async def _cancel_at_broker(request: PlaceOrderRequest, queue: str | None) -> None:
     """Cancel by client order id ourselves: a server may record the activity cancelled before
     its thread has reached the broker, so the activity's own cancel is not enough."""
-    await cancel_order(request.signal_id, request.account_id, request.client_order_id, "cancelled")
+    await cancel_order(
+        request.signal_id, request.account_id, request.client_order_id, "cancelled", queue=queue
+    )
 
 
 async def cancel_order(
-    signal_id: str, account_id: str, client_order_id: str, reason: str
+    signal_id: str, account_id: str, client_order_id: str, reason: str, *, queue: str | None
 ) -> OrderOutcome | None:
     """Cancel what the broker holds under the id, book it and settle the leg."""
     result: OrderOutcome | None = await workflow.execute_activity(
@@ -182,6 +186,7 @@ async def cancel_order(
             reason=reason,
         ),
         result_type=OrderOutcome | None,  # type: ignore[arg-type]
+        task_queue=queue,
         start_to_close_timeout=timedelta(seconds=30),
         retry_policy=DATABASE_RETRY,
         summary=f"cancel {client_order_id}",
@@ -540,7 +545,11 @@ class LegRunner:
         if attempt.outcome is None:
             failure = f"order could not be completed: {attempt.failure}"
             leftover = await cancel_order(
-                signal.signal_id, leg.account_id, leg.client_order_id, failure
+                signal.signal_id,
+                leg.account_id,
+                leg.client_order_id,
+                failure,
+                queue=self._execution.broker_queue(leg.broker),
             )
             self._update(leg, LegStatus.FAILED, reason=failure)
             return [self._report(leg, LegStatus.FAILED, reason=failure, outcome=leftover)]

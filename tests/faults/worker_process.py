@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import execution
-from orchestrator.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
@@ -87,6 +87,9 @@ class TrappedBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
+
+    def subscribe(self) -> OrderEvents:
+        return self._inner.subscribe()
 
 
 def install_database_traps(trap: Trap) -> None:

@@ -1,0 +1,130 @@
+"""The adapter against QuickFIX's own example programs: ``ordermatch`` (FIX 4.2, a limit order
+book) and ``executor`` (FIX 4.4, fills every limit order). Nobody on this team wrote them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orchestrator.models import Side
+from orchestrator.orders import OrderStatus
+from tests.fix.conftest import StartBroker, await_status, ticket
+from tests.fix.peers import new_comp_id, running_peer
+
+pytestmark = pytest.mark.fix
+
+
+def test_ordermatch_limit_order_with_no_counterparty_is_accepted_and_works(
+    tmp_path: Path, start_broker: StartBroker
+) -> None:
+    ours = new_comp_id()
+    with running_peer("ordermatch", tmp_path, [ours]) as peer:
+        broker = start_broker(peer.client_config(ours))
+        order = broker.submit(ticket("om-new-1"))
+        assert order.status is OrderStatus.NEW
+        assert order.executions == ()
+        assert [o.client_order_id for o in broker.open_orders("acct-1")] == ["om-new-1"]
+
+
+def test_ordermatch_resting_counter_order_partially_fills_then_cancel_ends_cancelled(
+    tmp_path: Path, start_broker: StartBroker
+) -> None:
+    ours, theirs = new_comp_id(), new_comp_id("CPTY")
+    with running_peer("ordermatch", tmp_path, [ours, theirs]) as peer:
+        counterparty = start_broker(peer.client_config(theirs))
+        resting = counterparty.submit(
+            ticket("om-ask-1", Side.SELL, "0.20", "1.08400", account_id="cpty")
+        )
+        assert resting.status is OrderStatus.NEW
+        broker = start_broker(peer.client_config(ours))
+        events = broker.subscribe()
+
+        order = broker.submit(ticket("om-part-1", Side.BUY, "0.50", "1.08500"))
+        partial = await_status(broker, events, "om-part-1", OrderStatus.PARTIALLY_FILLED)
+        assert [(e.quantity, e.price) for e in partial.executions] == [
+            (Decimal("0.2"), Decimal("1.084"))
+        ]
+        assert order.client_order_id == partial.client_order_id
+
+        cancelled = broker.cancel("om-part-1")
+        assert cancelled is not None
+        assert cancelled.status is OrderStatus.CANCELLED
+        assert sum(e.quantity for e in cancelled.executions) == Decimal("0.2")
+        assert broker.open_orders("acct-1") == []
+        # The counterparty's order filled completely against ours.
+        assert await_status(
+            counterparty, counterparty.subscribe(), "om-ask-1", OrderStatus.FILLED
+        ).executions[0].quantity == Decimal("0.2")
+
+
+def test_ordermatch_order_crossing_a_larger_resting_order_is_filled(
+    tmp_path: Path, start_broker: StartBroker
+) -> None:
+    ours, theirs = new_comp_id(), new_comp_id("CPTY")
+    with running_peer("ordermatch", tmp_path, [ours, theirs]) as peer:
+        counterparty = start_broker(peer.client_config(theirs))
+        counterparty.submit(ticket("om-ask-2", Side.SELL, "1.00", "1.08450", account_id="cpty"))
+        broker = start_broker(peer.client_config(ours))
+        events = broker.subscribe()
+        broker.submit(ticket("om-fill-1", Side.BUY, "0.37", "1.08500"))
+        filled = await_status(broker, events, "om-fill-1", OrderStatus.FILLED)
+        assert [(e.quantity, e.price) for e in filled.executions] == [
+            (Decimal("0.37"), Decimal("1.0845"))
+        ]
+
+
+def test_ordermatch_market_order_is_rejected_with_the_peers_text(
+    tmp_path: Path, start_broker: StartBroker
+) -> None:
+    ours = new_comp_id()
+    with running_peer("ordermatch", tmp_path, [ours]) as peer:
+        broker = start_broker(peer.client_config(ours))
+        rejected = broker.submit(ticket("om-mkt-1", price=None))
+        assert rejected.status is OrderStatus.REJECTED
+        assert rejected.reject_text  # ordermatch's own words, kept verbatim
+        assert broker.status("om-mkt-1") == rejected
+
+
+def test_ordermatch_events_carry_each_report_once_per_execution_id(
+    tmp_path: Path, start_broker: StartBroker
+) -> None:
+    ours, theirs = new_comp_id(), new_comp_id("CPTY")
+    with running_peer("ordermatch", tmp_path, [ours, theirs]) as peer:
+        counterparty = start_broker(peer.client_config(theirs))
+        broker = start_broker(peer.client_config(ours))
+        events, collected = broker.subscribe(), broker.subscribe()
+        broker.submit(ticket("om-ev-1", Side.BUY, "0.30", "1.08500"))
+        counterparty.submit(ticket("om-ev-ask", Side.SELL, "0.10", "1.08500", account_id="c"))
+        counterparty.submit(ticket("om-ev-ask2", Side.SELL, "0.20", "1.08500", account_id="c"))
+        await_status(broker, events, "om-ev-1", OrderStatus.FILLED)
+        seen = {}
+        while (event := collected.get(0.2)) is not None:
+            seen[event.event_id] = event
+        fills = [e.execution for e in seen.values() if e.execution is not None]
+        assert sum(f.quantity for f in fills) == Decimal("0.30")
+        assert len({f.execution_id for f in fills}) == len(fills)
+
+
+def test_executor_fix44_limit_order_is_filled(tmp_path: Path, start_broker: StartBroker) -> None:
+    ours = new_comp_id()
+    with running_peer("executor", tmp_path, [ours]) as peer:
+        broker = start_broker(peer.client_config(ours, units_per_lot=Decimal(100000)))
+        filled = broker.submit(ticket("ex-fill-1", Side.SELL, "0.25", "1.08500"))
+        assert filled.status is OrderStatus.FILLED
+        assert [(e.quantity, e.price) for e in filled.executions] == [
+            (Decimal("0.25"), Decimal("1.085"))
+        ]
+
+
+def test_executor_market_order_is_rejected_by_a_session_reject(
+    tmp_path: Path, start_broker: StartBroker
+) -> None:
+    ours = new_comp_id()
+    with running_peer("executor", tmp_path, [ours]) as peer:
+        broker = start_broker(peer.client_config(ours))
+        rejected = broker.submit(ticket("ex-mkt-1", price=None))
+        assert rejected.status is OrderStatus.REJECTED
+        assert rejected.reject_text is not None
+        assert "incorrect" in rejected.reject_text.lower()
