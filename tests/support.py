@@ -225,6 +225,8 @@ class WorkerHarness:
 PLANTED_PG_PASSWORD = "planted-pg-password-5d1e"
 """Put into every test PostgreSQL URL (trust auth ignores it) so the credential scan can look
 for it in every history the suite writes."""
+PLANTED_FIX_PASSWORD = "planted-fix-logon-password-8c2b"
+"""The FIX logon password of the integration tier's FIX worker; scanned for like the others."""
 TEST_CODEC_KEYS = "scan-k1:" + base64.b64encode(b"planted-codec-key-for-tests-0001").decode()
 """The codec key ring of the integration tests that encrypt; itself a secret to scan for."""
 

@@ -11,7 +11,12 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator import search_attributes
 from orchestrator.codec import load_codec
 from orchestrator.temporal import temporal_binary
-from tests.support import PLANTED_PG_PASSWORD, TEST_CODEC_KEYS, credential_leaks
+from tests.support import (
+    PLANTED_FIX_PASSWORD,
+    PLANTED_PG_PASSWORD,
+    TEST_CODEC_KEYS,
+    credential_leaks,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +33,11 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     try:
         # Every history this session wrote, read with the test keys: no credential in any.
         codec = load_codec(keys=TEST_CODEC_KEYS, key_file=None, active=None)
-        secrets = [PLANTED_PG_PASSWORD, TEST_CODEC_KEYS.split(":", 1)[1]]
+        secrets = [
+            PLANTED_PG_PASSWORD,
+            PLANTED_FIX_PASSWORD,
+            TEST_CODEC_KEYS.split(":", 1)[1],
+        ]
         leaks = await credential_leaks(env.client, secrets, codec)
         assert not leaks, f"credentials found in workflow histories: {leaks}"
     finally:

@@ -35,6 +35,7 @@ from orchestrator.service import submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings
 from tests.fix.peers import new_comp_id, running_peer
 from tests.support import (
+    PLANTED_FIX_PASSWORD,
     account,
     book,
     ledger_orders,
@@ -392,7 +393,7 @@ async def test_worker_process_from_fix_config_serves_the_brokers_queue_and_stops
             "TEO_DATABASE_URL": settings.database_url,
             "TEO_ORDER_POLL_INTERVAL_S": "0.05",
             "TEO_FIX_CONFIG": str(config_file),
-            "TEO_TEST_FIX_PASSWORD": "not-in-any-workflow-input",
+            "TEO_TEST_FIX_PASSWORD": PLANTED_FIX_PASSWORD,
         }
         log = (tmp_path / "fix-worker.log").open("wb")
         process = subprocess.Popen(
@@ -416,12 +417,12 @@ async def test_worker_process_from_fix_config_serves_the_brokers_queue_and_stops
 
     assert returncode == 0  # the FIX initiator was stopped before exit
     assert {a.account_id: a.status for a in report.accounts} == dict.fromkeys(ids, LegStatus.FILLED)
-    assert "not-in-any-workflow-input" not in history.to_json()
+    assert PLANTED_FIX_PASSWORD not in history.to_json()
     # The password reached the peer in the Logon (tag 554), and only there.
     peer_log = "".join(
         p.read_text(errors="replace") for p in (tmp_path / "peer").glob("peer-*.log")
     )
-    assert "\x01554=not-in-any-workflow-input\x01" in peer_log
+    assert f"\x01554={PLANTED_FIX_PASSWORD}\x01" in peer_log
 
 
 async def test_worker_holding_the_fix_session_killed_while_orders_work_recovers_them_on_restart(
