@@ -67,6 +67,30 @@ _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
+def precedes(earlier: OrderStatus, later: OrderStatus) -> bool:
+    """Whether the lifecycle leads from ``earlier`` to ``later`` (in one step or more)."""
+    seen: set[OrderStatus] = set()
+    todo = [earlier]
+    while todo:
+        status = todo.pop()
+        for following in _TRANSITIONS.get(status, frozenset()):
+            if following == later:
+                return True
+            if following not in seen:
+                seen.add(following)
+                todo.append(following)
+    return False
+
+
+def advance(current: OrderStatus, reported: OrderStatus) -> OrderStatus:
+    """The status after a broker report. A report of a state the order has already left (it
+    arrived late or twice: delivery is at least once, order is not guaranteed) leaves the
+    status as it is; a report the lifecycle cannot explain at all raises."""
+    if reported != current and precedes(reported, current):
+        return current
+    return transition(current, reported)
+
+
 def transition(current: OrderStatus, target: OrderStatus) -> OrderStatus:
     """Return ``target`` if the lifecycle allows ``current → target``; raise otherwise.
 

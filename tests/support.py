@@ -163,14 +163,23 @@ class FaultyBroker:
     ``busy``: the next N submits fail before anything is sent (transient).
     ``ambiguous``: the next N submits reach the broker, then the answer is lost (a timeout
     after sending); the caller cannot know whether the order exists.
+    ``late_every``: every Nth status answer is the order's acknowledgement again (its first
+    report), late and out of order — a state it has left, fewer executions — as at-least-once
+    report delivery allows.
     """
 
-    def __init__(self, inner: Broker, *, busy: int = 0, ambiguous: int = 0) -> None:
+    def __init__(
+        self, inner: Broker, *, busy: int = 0, ambiguous: int = 0, late_every: int = 0
+    ) -> None:
         self._inner = inner
         self._busy = busy
         self._ambiguous = ambiguous
+        self._late_every = late_every
+        self._first: dict[str, BrokerOrder] = {}
         self._lock = threading.Lock()
         self.submit_calls = 0
+        self.status_calls = 0
+        self.late_reports = 0
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
         with self._lock:
@@ -181,12 +190,23 @@ class FaultyBroker:
             lose_answer = self._ambiguous > 0
             self._ambiguous -= 1 if lose_answer else 0
         order = self._inner.submit(ticket)
+        with self._lock:
+            self._first.setdefault(ticket.client_order_id, order)
         if lose_answer:
             raise BrokerUnavailable("timed out waiting for the acknowledgement")
         return order
 
     def status(self, client_order_id: str) -> BrokerOrder | None:
-        return self._inner.status(client_order_id)
+        order = self._inner.status(client_order_id)
+        with self._lock:
+            self.status_calls += 1
+            if order is None:
+                return None
+            first = self._first.setdefault(client_order_id, order)
+            if self._late_every and self.status_calls % self._late_every == 0 and first != order:
+                self.late_reports += 1
+                return first
+        return order
 
     def cancel(self, client_order_id: str) -> BrokerOrder | None:
         return self._inner.cancel(client_order_id)

@@ -24,7 +24,7 @@ from orchestrator.db.schema import (
     SymbolSpecRow,
     SystemControlRow,
 )
-from orchestrator.errors import DuplicateSignal
+from orchestrator.errors import DuplicateSignal, InvalidOrderTransition
 from orchestrator.models import (
     AccountLimits,
     AccountSnapshot,
@@ -41,7 +41,7 @@ from orchestrator.models import (
     SymbolSpec,
     spec_key,
 )
-from orchestrator.orders import OrderStatus, transition
+from orchestrator.orders import OrderStatus, advance
 
 RESERVED = "RESERVED"
 SETTLED = "SETTLED"
@@ -532,11 +532,12 @@ def apply_broker_report(
     now: datetime,
 ) -> OrderOutcome:
     """Bring our ledger to the broker's state. Executions are deduplicated on their id, so a
-    repeated or replayed report changes nothing; an illegal transition raises."""
+    repeated or replayed report changes nothing; a late report of a state the order has left
+    keeps the status (its executions still count); an inexplicable transition raises."""
     row = session.get(OrderRow, client_order_id, with_for_update=True)
     if row is None:
         raise LookupError(f"order {client_order_id} is not in the ledger")
-    row.status = transition(OrderStatus(row.status), status).value
+    row.status = advance(OrderStatus(row.status), status).value
     known = set(
         session.scalars(
             select(FillRow.execution_id).where(FillRow.client_order_id == row.client_order_id)
@@ -558,6 +559,10 @@ def apply_broker_report(
     session.flush()
     fills = list(session.scalars(select(FillRow).where(FillRow.client_order_id == client_order_id)))
     filled = sum((f.quantity for f in fills), Decimal(0))
+    if filled > row.quantity:  # no late or repeated report explains this: a human must look
+        raise InvalidOrderTransition(
+            row.status, f"{status.value} with fills of {filled}, over the order's {row.quantity}"
+        )
     row.filled_quantity = filled
     row.average_price = (
         (sum((f.quantity * f.price for f in fills), Decimal(0)) / filled) if filled > 0 else None

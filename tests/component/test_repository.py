@@ -490,17 +490,34 @@ def test_apply_broker_report_keeps_the_reject_text_verbatim(booked: Database) ->
     assert ledger_row(booked).reject_text == text
 
 
-def test_illegal_transition_from_filled_to_new_raises_and_changes_nothing(
+def test_a_late_report_of_a_state_the_order_left_keeps_the_status_and_books_its_fills(
     booked: Database,
 ) -> None:
+    """Out of order: the broker's FILLED overtook its PARTIALLY_FILLED report."""
+    with booked.transaction() as session:
+        repository.record_order_intent(session, place_request(), NOW)
+    report(booked, OrderStatus.FILLED, [("E2", "0.40", "1.08600")])
+
+    late = report(booked, OrderStatus.PARTIALLY_FILLED, [("E1", "0.60", "1.08500")])
+    stale_new = report(booked, OrderStatus.NEW, [])
+
+    assert late.status == stale_new.status == OrderStatus.FILLED.value
+    row = ledger_row(booked)
+    assert (row.status, row.filled_quantity) == (OrderStatus.FILLED.value, Decimal("1.00"))
+    assert fill_count(booked) == 2
+
+
+def test_a_report_no_lateness_explains_raises_and_changes_nothing(booked: Database) -> None:
     with booked.transaction() as session:
         repository.record_order_intent(session, place_request(), NOW)
     report(booked, OrderStatus.FILLED, [("E1", "1.00", "1.08500")])
 
     with pytest.raises(InvalidOrderTransition) as caught:
-        report(booked, OrderStatus.NEW, [("E2", "1.00", "1.09000")])
+        report(booked, OrderStatus.REJECTED, [])
+    assert (caught.value.current, caught.value.target) == ("FILLED", "REJECTED")
+    with pytest.raises(InvalidOrderTransition, match="over the order's"):
+        report(booked, OrderStatus.NEW, [("E2", "1.00", "1.09000")])  # an over-fill
 
-    assert (caught.value.current, caught.value.target) == ("FILLED", "NEW")
     row = ledger_row(booked)
     assert row.status == OrderStatus.FILLED.value
     assert row.average_price == Decimal("1.08500")

@@ -45,6 +45,7 @@ class Row:
     lost: int
     breaches: int
     ledger_mismatches: int
+    wrong_outcomes: int
 
 
 @dataclass
@@ -73,10 +74,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ("lost", 4),
         ("breaches", 8),
         ("ledger≠", 7),
+        ("wrong", 5),
     ]
     write = terminalreporter.write_line
     write("")
-    write("Fault suite: invariants after recovery (doubled, lost, breaches, ledger≠ must be 0)")
+    write(
+        "Fault suite: invariants after recovery "
+        "(doubled, lost, breaches, ledger≠, wrong outcome must be 0)"
+    )
     write("  ".join(name.ljust(width) for name, width in columns))
     for r in RESULTS.rows:
         values = [
@@ -89,6 +94,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             r.lost,
             r.breaches,
             r.ledger_mismatches,
+            r.wrong_outcomes,
         ]
         write("  ".join(str(v).ljust(w) for v, (_, w) in zip(values, columns, strict=True)))
     totals = [
@@ -102,6 +108,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "lost",
             "breaches",
             "ledger_mismatches",
+            "wrong_outcomes",
         )
     ]
     write("  ".join(str(v).ljust(w) for v, (_, w) in zip(["total", *totals], columns, strict=True)))

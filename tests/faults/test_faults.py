@@ -48,6 +48,19 @@ SLICES = {"slices": 3, "latency_ms": 1500}
 REJECT = {"fill": "reject", "reject_text": "Not enough money [10019]"}
 
 
+EXPECTED = {
+    "plain": LegStatus.FILLED,
+    "slices": LegStatus.FILLED,
+    "partial": LegStatus.FILLED,  # with its completion
+    "rejects": LegStatus.REJECTED,  # and rerouted
+    "spare-1": LegStatus.FILLED,  # the reroute's target
+    "spare-2": LegStatus.DENIED,  # reserve, not needed
+    "spare-3": LegStatus.DENIED,
+}
+"""What each account's line must say once the system has recovered: a fault may delay a leg,
+never change its outcome (a FAILED leg whose order filled would be a wrong outcome)."""
+
+
 def fault_book() -> Any:
     """Plain fills, fills in slices (followed), a partial fill (completion child), a rejection
     (reroute child) and the reserve it reroutes to."""
@@ -224,6 +237,12 @@ def check(run: Run, scenario: str, faults: int, reports: list[ExecutionReport]) 
         if s.open_positions > 10 or s.free_margin < 0 or s.risk_committed_today > 5000
     )
     lost = SIGNALS - sum(1 for r in reports if r.status == "COMPLETED")
+    wrong = sum(
+        1
+        for report in reports
+        for line in report.accounts
+        if EXPECTED.get(line.account_id) is not line.status
+    )
     sends = run.send_log.read_text().splitlines() if run.send_log.exists() else []
     row = Row(
         scenario=scenario,
@@ -235,13 +254,15 @@ def check(run: Run, scenario: str, faults: int, reports: list[ExecutionReport]) 
         lost=lost,
         breaches=breaches,
         ledger_mismatches=mismatches,
+        wrong_outcomes=wrong,
     )
     return row
 
 
 def assert_clean(row: Row, results: Results) -> None:
     results.rows.append(row)
-    assert (row.doubled, row.lost, row.breaches, row.ledger_mismatches) == (0, 0, 0, 0), row
+    invariants = (row.doubled, row.lost, row.breaches, row.ledger_mismatches, row.wrong_outcomes)
+    assert invariants == (0, 0, 0, 0, 0), row
     assert row.signals == SIGNALS
 
 
@@ -342,3 +363,25 @@ async def test_broker_busy_ambiguous_and_slow(
         row = check(run, "broker: 4 busy, 4 acks lost after sending", 8, reports)
         assert_clean(row, results)
         assert broker.submit_calls >= row.orders + 4  # the busy ones never reached it
+
+
+async def test_broker_reports_arriving_late_out_of_order_and_repeated(
+    file_server: DevServer,
+    private_pg: PrivatePostgres,
+    tmp_path: Path,
+    results: Results,
+    harness_factory: Callable[..., Any],
+) -> None:
+    """Every second status answer is the order's first report again: a state it has left and
+    fewer executions. Each poll also repeats the last report (at-least-once delivery)."""
+    async with fault_run(file_server, private_pg, tmp_path, "late") as run:
+        broker = FaultyBroker(PaperBroker(run.db), late_every=2)
+        harness = harness_factory(run.client, run.db, run.settings, broker)
+        async with harness.running():
+            handles = await submit_all(run, "late")
+            reports = await all_done(handles)
+        assert broker.late_reports > 0
+        row = check(
+            run, "broker: reports late, out of order, repeated", broker.late_reports, reports
+        )
+        assert_clean(row, results)
