@@ -166,12 +166,22 @@ class FaultyBroker:
     ``late_every``: every Nth status answer is the order's acknowledgement again (its first
     report), late and out of order — a state it has left, fewer executions — as at-least-once
     report delivery allows.
+    ``slow_first_status_s``: the first status request of each order takes this long to answer
+    (a broker that stalls; longer than the heartbeat timeout, the attempt is abandoned).
     """
 
     def __init__(
-        self, inner: Broker, *, busy: int = 0, ambiguous: int = 0, late_every: int = 0
+        self,
+        inner: Broker,
+        *,
+        busy: int = 0,
+        ambiguous: int = 0,
+        late_every: int = 0,
+        slow_first_status_s: float = 0,
     ) -> None:
         self._inner = inner
+        self._slow_first_status_s = slow_first_status_s
+        self._slowed: set[str] = set()
         self._busy = busy
         self._ambiguous = ambiguous
         self._late_every = late_every
@@ -180,6 +190,7 @@ class FaultyBroker:
         self.submit_calls = 0
         self.status_calls = 0
         self.late_reports = 0
+        self.stalls = 0
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
         with self._lock:
@@ -197,6 +208,12 @@ class FaultyBroker:
         return order
 
     def status(self, client_order_id: str) -> BrokerOrder | None:
+        with self._lock:
+            stall = self._slow_first_status_s > 0 and client_order_id not in self._slowed
+            self._slowed.add(client_order_id)
+            self.stalls += int(stall)
+        if stall:
+            threading.Event().wait(self._slow_first_status_s)  # a broker that does not answer
         order = self._inner.status(client_order_id)
         with self._lock:
             self.status_calls += 1

@@ -385,3 +385,23 @@ async def test_broker_reports_arriving_late_out_of_order_and_repeated(
             run, "broker: reports late, out of order, repeated", broker.late_reports, reports
         )
         assert_clean(row, results)
+
+
+async def test_broker_stalls_longer_than_the_heartbeat_timeout(
+    file_server: DevServer,
+    private_pg: PrivatePostgres,
+    tmp_path: Path,
+    results: Results,
+    harness_factory: Callable[..., Any],
+) -> None:
+    """The first status request of every followed order stalls 7 s, past the 5 s heartbeat
+    timeout: Temporal abandons the attempt and retries it, which asks the broker first."""
+    async with fault_run(file_server, private_pg, tmp_path, "slow") as run:
+        broker = FaultyBroker(PaperBroker(run.db), slow_first_status_s=7)
+        harness = harness_factory(run.client, run.db, run.settings, broker)
+        async with harness.running():
+            handles = await submit_all(run, "slow")
+            reports = await all_done(handles)
+        assert broker.stalls > 0
+        row = check(run, "broker: status stalls 7 s (heartbeat 5 s)", broker.stalls, reports)
+        assert_clean(row, results)
