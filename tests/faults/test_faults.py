@@ -347,6 +347,14 @@ async def test_postgres_restarted_mid_signal(
 # Broker faults (in-process worker: the faults live in the broker client)
 
 
+async def run_with_broker(
+    run: Run, name: str, broker: FaultyBroker, harness_factory: Callable[..., Any]
+) -> list[ExecutionReport]:
+    """The signals, on an in-process worker whose broker client is ``broker``."""
+    async with harness_factory(run.client, run.db, run.settings, broker).running():
+        return await all_done(await submit_all(run, name))
+
+
 async def test_broker_busy_ambiguous_and_slow(
     file_server: DevServer,
     private_pg: PrivatePostgres,
@@ -356,10 +364,7 @@ async def test_broker_busy_ambiguous_and_slow(
 ) -> None:
     async with fault_run(file_server, private_pg, tmp_path, "broker") as run:
         broker = FaultyBroker(PaperBroker(run.db), busy=4, ambiguous=4)
-        harness = harness_factory(run.client, run.db, run.settings, broker)
-        async with harness.running():
-            handles = await submit_all(run, "broker")
-            reports = await all_done(handles)
+        reports = await run_with_broker(run, "broker", broker, harness_factory)
         row = check(run, "broker: 4 busy, 4 acks lost after sending", 8, reports)
         assert_clean(row, results)
         assert broker.submit_calls >= row.orders + 4  # the busy ones never reached it
@@ -376,10 +381,7 @@ async def test_broker_reports_arriving_late_out_of_order_and_repeated(
     fewer executions. Each poll also repeats the last report (at-least-once delivery)."""
     async with fault_run(file_server, private_pg, tmp_path, "late") as run:
         broker = FaultyBroker(PaperBroker(run.db), late_every=2)
-        harness = harness_factory(run.client, run.db, run.settings, broker)
-        async with harness.running():
-            handles = await submit_all(run, "late")
-            reports = await all_done(handles)
+        reports = await run_with_broker(run, "late", broker, harness_factory)
         assert broker.late_reports > 0
         row = check(
             run, "broker: reports late, out of order, repeated", broker.late_reports, reports
@@ -398,10 +400,7 @@ async def test_broker_stalls_longer_than_the_heartbeat_timeout(
     timeout: Temporal abandons the attempt and retries it, which asks the broker first."""
     async with fault_run(file_server, private_pg, tmp_path, "slow") as run:
         broker = FaultyBroker(PaperBroker(run.db), slow_first_status_s=7)
-        harness = harness_factory(run.client, run.db, run.settings, broker)
-        async with harness.running():
-            handles = await submit_all(run, "slow")
-            reports = await all_done(handles)
+        reports = await run_with_broker(run, "slow", broker, harness_factory)
         assert broker.stalls > 0
         row = check(run, "broker: status stalls 7 s (heartbeat 5 s)", broker.stalls, reports)
         assert_clean(row, results)
