@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
+from orchestrator import paging
 from orchestrator.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.correlation import correlate
 from orchestrator.db import repository
@@ -26,6 +28,7 @@ from orchestrator.models import (
     CancelOrderRequest,
     CorrelationRequest,
     CorrelationResult,
+    DenialReason,
     ErrorType,
     OrderOutcome,
     PlaceOrderRequest,
@@ -35,6 +38,10 @@ from orchestrator.models import (
     SnapshotRequest,
 )
 from orchestrator.orders import TERMINAL, OrderStatus
+
+SNAPSHOT = "snapshot"
+CORRELATION = "correlation"
+"""Kinds of stored planning input."""
 
 
 class ExecutionActivities:
@@ -53,23 +60,69 @@ class ExecutionActivities:
 
     @activity.defn(name=ActivityName.LOAD_SNAPSHOT)
     def load_snapshot(self, request: SnapshotRequest) -> BookSnapshot:
+        """The book for one signal. With a run id, a book too large for one payload is read
+        once, stored, and served page by page (``page`` of ``pages``)."""
         with self._db.transaction() as session:
-            return repository.load_snapshot(session, request, self._clock())
+            if request.run_id is None:
+                return repository.load_snapshot(session, request, self._clock())
+            stored = repository.planning_input_page(session, request.run_id, SNAPSHOT, request.page)
+            if stored is not None:
+                return BookSnapshot.model_validate_json(stored)
+            now = self._clock()
+            pages = paging.snapshot_pages(repository.load_snapshot(session, request, now))
+            if len(pages) > 1:
+                bodies = [p.model_dump_json() for p in pages]
+                repository.store_planning_input(session, request.run_id, SNAPSHOT, bodies, now)
+        return _page(pages, request.page)
 
     @activity.defn(name=ActivityName.COMPUTE_CORRELATION)
     def compute_correlation(self, request: CorrelationRequest) -> CorrelationResult:
+        """Correlate the accounts' returns. With a run id, a result too large for one payload
+        is computed once, stored, and served page by page; without account ids, the accounts
+        are those of the run's stored snapshot."""
+        account_ids = request.account_ids
         with self._db.transaction() as session:
-            days, returns = repository.load_returns(
-                session, request.account_ids, request.lookback_days
-            )
-        return correlate(
-            request.account_ids,
+            if request.run_id is not None:
+                stored = repository.planning_input_page(
+                    session, request.run_id, CORRELATION, request.page
+                )
+                if stored is not None:
+                    return CorrelationResult.model_validate_json(stored)
+                if account_ids is None:
+                    account_ids = [
+                        a.account_id
+                        for body in repository.planning_input_pages(
+                            session, request.run_id, SNAPSHOT
+                        )
+                        for a in BookSnapshot.model_validate_json(body).accounts
+                    ]
+            if account_ids is None:
+                raise ApplicationError(
+                    "correlation needs account ids or a run with a stored snapshot",
+                    non_retryable=True,
+                )
+            days, returns = repository.load_returns(session, account_ids, request.lookback_days)
+        result = correlate(
+            account_ids,
             days,
             returns,
             threshold=request.threshold,
             min_observations=request.min_observations,
             max_peers=request.max_peers,
         )
+        if request.run_id is None:
+            return result
+        pages = paging.correlation_pages(result)
+        if len(pages) > 1:
+            with self._db.transaction() as session:
+                repository.store_planning_input(
+                    session,
+                    request.run_id,
+                    CORRELATION,
+                    [p.model_dump_json() for p in pages],
+                    self._clock(),
+                )
+        return _page(pages, request.page)
 
     @activity.defn(name=ActivityName.RESERVE_RISK)
     def reserve_risk(self, request: ReserveRiskRequest) -> ReserveRiskResult:
@@ -131,12 +184,32 @@ class ExecutionActivities:
         return outcome
 
     def _pass_gate_and_record_intent(self, request: PlaceOrderRequest) -> None:
-        """In one transaction: re-check the kill switch and the account's pause, then write
-        the order to the ledger before the broker sees it. A refusal writes no order and gives
-        the leg's reserved risk back (a completion settles its leg itself)."""
+        """In one transaction: reserve the leg's risk when the request says so, re-check the
+        kill switch and the account's pause, then write the order to the ledger before the
+        broker sees it. A refusal writes no order and gives the leg's reserved risk back (a
+        completion settles its leg itself); a denied reservation reserves nothing."""
         now = self._clock()
         with self._db.transaction() as session:
-            refusal = repository.order_gate(session, request.signal_id, request.account_id)
+            fresh = False
+            if request.reservation is not None:
+                reserved = repository.reserve_risk(session, request.reservation, now)
+                if not reserved.reserved:
+                    denial = reserved.denial or DenialReason.LEG_CLOSED
+                    raise ApplicationError(
+                        f"{denial}: {reserved.detail}",
+                        denial.value,
+                        reserved.detail,
+                        type=ErrorType.RESERVATION_DENIED,
+                        non_retryable=True,
+                        category=ApplicationErrorCategory.BENIGN,
+                    )
+                # Reserved just now, in this transaction, after the same checks as the gate's.
+                fresh = reserved.detail != repository.ALREADY_RESERVED
+            refusal = (
+                None
+                if fresh
+                else repository.order_gate(session, request.signal_id, request.account_id)
+            )
             if refusal is None:
                 repository.record_order_intent(session, request, now)
                 return
@@ -210,6 +283,15 @@ class ExecutionActivities:
             self.cancel_order,
             self.settle_leg,
         ]
+
+
+P = TypeVar("P")
+
+
+def _page(pages: list[P], page: int) -> P:
+    if not 0 <= page < len(pages):
+        raise ApplicationError(f"page {page} of {len(pages)} asked for", non_retryable=True)
+    return pages[page]
 
 
 def _ticket(request: PlaceOrderRequest) -> OrderTicket:

@@ -30,7 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 
 from orchestrator import history as histories
-from orchestrator import planning
+from orchestrator import paging, planning, reports
 from orchestrator.codec import CodecError
 from orchestrator.errors import OrchestratorError
 from orchestrator.models import (
@@ -649,18 +649,26 @@ class _Comparison:
                 )
 
 
-def verify_plan(root: _Read, batches: Sequence[_Read]) -> tuple[ValueCheck, Plan | None]:
+def verify_plan(
+    root: _Read, batches: Sequence[_Read], report: ExecutionReport | None
+) -> tuple[ValueCheck, Plan | None]:
     """Re-derive the plan from the root history's recorded inputs and compare every value the
-    histories recorded for it."""
+    histories recorded for it, and the report's lines (``report``: every line, a large
+    signal's joined from its batches)."""
     recorded_version = root.rules_versions[0] if root.rules_versions else None
     check = ValueCheck(
         verdict=ValueVerdict.NOT_PLANNED,
         recorded_rules_version=recorded_version,
         current_rules_version=planning.RULES_VERSION,
     )
-    snapshot = next((a.result for a in root.activities if isinstance(a.result, BookSnapshot)), None)
-    correlation = next(
-        (a.result for a in root.activities if isinstance(a.result, CorrelationResult)), None
+    snapshots = [a.result for a in root.activities if isinstance(a.result, BookSnapshot)]
+    correlations = [a.result for a in root.activities if isinstance(a.result, CorrelationResult)]
+    # A large book was read in pages: the plan saw them joined, in page order.
+    snapshot = paging.join_snapshot(sorted(snapshots, key=lambda p: p.page)) if snapshots else None
+    correlation = (
+        paging.join_correlation(sorted(correlations, key=lambda p: p.page))
+        if correlations
+        else None
     )
     request = root.input
     if (
@@ -708,6 +716,15 @@ def verify_plan(root: _Read, batches: Sequence[_Read]) -> tuple[ValueCheck, Plan
                             ("client_order_id", value.client_order_id, leg.client_order_id),
                         ),
                     )
+                    if value.reservation is not None:  # reserved by the order activity
+                        compare.values(
+                            leg.account_id,
+                            where,
+                            (
+                                ("risk_amount", value.reservation.risk_amount, leg.risk_amount),
+                                ("margin", value.reservation.margin, leg.margin),
+                            ),
+                        )
         for account, ms in read.delay_timers.items():
             where = f"{wid} delay timer"
             leg = compare.leg(account, where, f"{ms} ms")
@@ -720,13 +737,14 @@ def verify_plan(root: _Read, batches: Sequence[_Read]) -> tuple[ValueCheck, Plan
                 where = f"{child_id} input"
                 leg = compare.leg(recorded.account_id, where, recorded.client_order_id)
                 if leg is not None:
+                    # Batches get legs without their rationale (recorded before: with it).
+                    derived = leg if isinstance(recorded, PlannedLeg) else leg.slim()
                     compare.values(
                         leg.account_id,
                         where,
-                        (("planned leg", recorded.model_dump_json(), leg.model_dump_json()),),
+                        (("planned leg", recorded.model_dump_json(), derived.model_dump_json()),),
                     )
-    report = root.result
-    if isinstance(report, ExecutionReport):
+    if report is not None:
         where = "execution report"
         for line in report.accounts:
             if line.rerouted_from is not None:
@@ -854,14 +872,25 @@ async def audit_histories(
         )
         for h, failure in zip(loaded, failures, strict=True)
     ]
-    values, plan = verify_plan(root, batches)
+    report = root.result if isinstance(root.result, ExecutionReport) else None
+    if report is not None and report.accounts_in_batches:
+        # A large signal's lines are its batches' results.
+        lines = [
+            line
+            for read in batches
+            if isinstance(read.result, LegBatchResult)
+            for line in read.result.accounts
+        ]
+        report = report.model_copy(
+            update={"accounts": reports.merge_lines(lines), "accounts_in_batches": False}
+        )
+    values, plan = verify_plan(root, batches, report)
     trail = [entry for read in reads for entry in read.trail]
     if plan is not None:
         trail += _describe_plan(plan, root)
     # In time order; at one instant, the signal's own entries first, then its children's.
     order = {r.history.workflow_id: n for n, r in enumerate(reads)}
     trail.sort(key=lambda e: (e.at, order[e.workflow_id]))
-    report = root.result if isinstance(root.result, ExecutionReport) else None
     signal = root.input.signal.signal_id if isinstance(root.input, SignalWorkflowInput) else ""
     return Audit(
         signal_id=signal,

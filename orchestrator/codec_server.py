@@ -21,9 +21,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from google.protobuf.json_format import MessageToJson, Parse, ParseError
 from temporalio.api.common.v1 import Payloads
+from temporalio.converter import PayloadCodec
 
 from orchestrator import logs
-from orchestrator.codec import CodecError, EncryptionCodec
+from orchestrator.codec import CodecError
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
 
@@ -33,7 +34,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """Temporal's own payload limit is 2 MB; a batch of them stays under this."""
 
 
-def create_app(settings: Settings, codec: EncryptionCodec) -> FastAPI:
+def create_app(settings: Settings, codec: PayloadCodec) -> FastAPI:
     token = settings.codec_server_token.get_secret_value() if settings.codec_server_token else ""
     if not token:
         raise OrchestratorError("the codec server needs TEO_CODEC_SERVER_TOKEN")
@@ -85,6 +86,6 @@ def create_app(settings: Settings, codec: EncryptionCodec) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, codec: EncryptionCodec, *, host: str, port: int) -> None:
+def serve(settings: Settings, codec: PayloadCodec, *, host: str, port: int) -> None:
     logs.configure(level=settings.log_level, fmt=settings.log_format)
     uvicorn.run(create_app(settings, codec), host=host, port=port, log_config=None)

@@ -114,6 +114,11 @@ for _order_status in TERMINAL:
 def record_report(report: ExecutionReport, *, outcome: str | None = None) -> None:
     """Count one finished signal from its report."""
     SIGNALS.labels(outcome or report.status).inc()
+    if report.accounts_in_batches:
+        # A large signal's lines are in its batches: its legs are counted by status only.
+        for status, count in report.by_status.items():
+            LEGS.labels(status).inc(count)
+        return
     for line in report.accounts:
         LEGS.labels(line.status.value).inc()
         if line.denial is not None:

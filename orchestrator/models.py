@@ -240,6 +240,10 @@ class BookSnapshot(Model):
     """Keyed by :func:`spec_key` of broker and broker symbol."""
     halted: bool = False
     """The system-wide kill switch was on when the snapshot was taken."""
+    page: int = 0
+    pages: int = 1
+    """A large book arrives in pages (each well under Temporal's payload limits); the workflow
+    asks for the rest once the first says how many there are."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +251,11 @@ class BookSnapshot(Model):
 
 
 class CorrelationRequest(Model):
-    account_ids: list[Identifier]
+    account_ids: list[Identifier] | None = None
+    """Correlate these accounts; ``None``: the accounts of the paged snapshot of ``run_id``."""
+    run_id: str | None = None
+    """The signal workflow run whose stored snapshot and result the pages come from."""
+    page: int = 0
     lookback_days: Annotated[int, Field(ge=2)]
     threshold: Fraction
     min_observations: Annotated[int, Field(ge=2)]
@@ -268,6 +276,8 @@ class AccountCorrelation(Model):
 class CorrelationResult(Model):
     threshold: Decimal
     accounts: list[AccountCorrelation]
+    page: int = 0
+    pages: int = 1
 
     def by_account(self) -> dict[str, AccountCorrelation]:
         return {a.account_id: a for a in self.accounts}
@@ -293,7 +303,7 @@ class PlanSettings(Model):
     max_account_data_age_s: Annotated[int, Field(ge=1)] = 900
     max_legs: Annotated[int, Field(ge=1)] | None = None
     """Cap on legs per signal; further eligible accounts become the reroute reserve."""
-    batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 300
     """Legs per batch child workflow once a signal has more legs than this."""
 
     @model_validator(mode="after")
@@ -339,7 +349,10 @@ class DelayRationale(Model):
     """The gap kept from the previous account of the same group (0 when alone)."""
 
 
-class PlannedLeg(Model):
+class LegOrder(Model):
+    """What executing one leg needs: a batch child gets its legs in this form, the rationale
+    staying in the plan (the signal's history re-derives it)."""
+
     sequence: int
     """Position in execution order, from 1."""
     account_id: Identifier
@@ -357,8 +370,17 @@ class PlannedLeg(Model):
     risk_amount: Decimal
     """Risk the order commits if stopped out: quantity × per-lot risk."""
     margin: Decimal
+
+
+class PlannedLeg(LegOrder):
+    """A leg of the plan, with why it has this size and this delay."""
+
     size: SizeRationale
     delay: DelayRationale
+
+    def slim(self) -> LegOrder:
+        """This leg without its rationale, as batch children get it."""
+        return LegOrder.model_validate(self.model_dump(exclude={"size", "delay"}))
 
 
 class Denial(Model):
@@ -431,6 +453,9 @@ class PlaceOrderRequest(Model):
     settles_leg: bool = True
     """Settle the leg's risk reservation when this order ends, unless it ends partially
     filled (a completion follows, and settles the leg itself)."""
+    reservation: ReserveRiskRequest | None = None
+    """Reserve the leg's risk first, in the transaction that writes the order to the ledger:
+    one activity per leg instead of two. ``None``: reserved beforehand (or a completion)."""
 
     @field_validator("client_order_id")
     @classmethod
@@ -571,6 +596,13 @@ class ExecutionReport(Model):
     accounts: list[AccountReport]
     requested_total: Decimal
     filled_total: Decimal
+    by_status: dict[str, int] = {}
+    """Accounts per status, every account of the signal counted."""
+    batches: list[str] = []
+    """Workflow ids of the batch children, for a signal run in batches."""
+    accounts_in_batches: bool = False
+    """The per-account lines were too many for one payload: ``accounts`` is empty and the lines
+    are the batch children's results (``orchestrator.reports.full_report`` joins them)."""
 
 
 class SnapshotRequest(Model):
@@ -578,6 +610,10 @@ class SnapshotRequest(Model):
     symbol: SymbolName
     account_ids: list[Identifier] | None = None
     """Limit the snapshot to these accounts; ``None`` takes every account in the book."""
+    run_id: str | None = None
+    """Set by the signal workflow: a snapshot too large for one payload is taken once, stored
+    under the run, and served in pages. ``None``: one snapshot, whatever its size."""
+    page: int = 0
 
 
 class ExecutionSettings(Model):
@@ -630,6 +666,9 @@ class ErrorType(StrEnum):
     """The broker refused the order (permanent); its text is kept verbatim."""
     ORDER_REFUSED = "OrderRefused"
     """Our own last gate refused to send a new order (halted, paused, leg closed)."""
+    RESERVATION_DENIED = "ReservationDenied"
+    """The leg's risk reservation, made by the order activity itself, was denied (limits
+    reached since planning): nothing was sent."""
     BROKER_UNAVAILABLE = "BrokerUnavailable"
     """Transient: retried with the same client order id."""
     LEDGER_INCONSISTENT = "LedgerInconsistent"
@@ -653,9 +692,13 @@ class LegBatchInput(Model):
     signal: Signal
     settings: PlanSettings
     execution: ExecutionSettings
-    legs: list[PlannedLeg]
+    legs: list[PlannedLeg | LegOrder]
+    """Recorded before batches took slim legs: with their rationale."""
     reserve: list[Identifier]
     started_at: datetime
+    denials: list[Denial] = []
+    """Accounts of this slice the plan denied: the batch reports them, so a large signal's
+    whole report lives in its batches (the signal's own result is then a summary)."""
 
 
 class LegBatchResult(Model):

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     correlation_min_observations: int = Field(default=20, ge=2)
     max_account_data_age_s: int = Field(default=900, ge=1)
     plan_version: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=500, ge=1, le=1000)
+    batch_size: int = Field(default=300, ge=1, le=300)
 
     order_timeout_s: int = Field(default=120, ge=1)
     """How long one place-and-follow activity may work an order before Temporal retries it."""

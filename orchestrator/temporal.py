@@ -26,7 +26,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from orchestrator import search_attributes
-from orchestrator.codec import load_codec
+from orchestrator.codec import CodecChain, CompressionCodec, load_codec
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import PROJECT_ROOT, Settings
 
@@ -34,18 +34,21 @@ RUN_DIR = PROJECT_ROOT / ".run"
 
 
 def data_converter(settings: Settings) -> DataConverter:
-    """The project's data converter: pydantic payloads, encrypted (with failure messages moved
-    into the encrypted attributes) when a codec key is configured."""
-    codec = load_codec(
+    """The project's data converter: pydantic payloads, large ones compressed, and all of them
+    encrypted (with failure messages moved into the encrypted attributes) when a codec key is
+    configured."""
+    encryption = load_codec(
         keys=settings.codec_keys.get_secret_value() if settings.codec_keys else None,
         key_file=settings.codec_key_file,
         active=settings.codec_active_key,
     )
-    if codec is None:
-        return pydantic_data_converter
+    if encryption is None:
+        return dataclasses.replace(
+            pydantic_data_converter, payload_codec=CodecChain(CompressionCodec())
+        )
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=codec,
+        payload_codec=CodecChain(CompressionCodec(), encryption),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ErrorType,
         ExecutionSettings,
         HaltRequest,
+        LegOrder,
         LegProgress,
         LegStatus,
         OrderOutcome,
@@ -54,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
 NON_RETRYABLE_ORDER_ERRORS = [
     ErrorType.BROKER_REJECTED,
     ErrorType.ORDER_REFUSED,
+    ErrorType.RESERVATION_DENIED,
     ErrorType.LEDGER_INCONSISTENT,
 ]
 
@@ -106,6 +109,8 @@ class OrderAttempt:
     """The broker's rejection text, verbatim."""
     refused: tuple[DenialReason, str] | None = None
     """Our own last gate refused to send it (halted, account paused): never sent."""
+    denied: tuple[DenialReason, str] | None = None
+    """The leg's risk reservation, asked for by the order request, was denied: never sent."""
     failure: str | None = None
     timed_out: bool = False
 
@@ -157,6 +162,9 @@ async def place_order(
         if isinstance(cause, ApplicationError) and cause.type == ErrorType.ORDER_REFUSED:
             code, detail = cause.details[0], cause.details[1]
             return OrderAttempt(refused=(DenialReason(code), str(detail)))
+        if isinstance(cause, ApplicationError) and cause.type == ErrorType.RESERVATION_DENIED:
+            code, detail = cause.details[0], cause.details[1]
+            return OrderAttempt(denied=(DenialReason(code), str(detail)))
         if isinstance(cause, CancelledError) and not timed_out:
             # This leg (or the workflow) is being cancelled; the cancellation reached us
             # through the activity's result.
@@ -244,6 +252,9 @@ def order_request(
     )
 
 
+ONE_ACTIVITY_PER_LEG = "one-activity-per-leg"
+"""Patch: a leg's reservation is made by its order activity, not by an activity of its own."""
+
 OPAQUE_CHILD_IDS = "opaque-child-ids"
 """Patch: child workflow ids name a leg (``leg-3``), not an account."""
 
@@ -295,7 +306,7 @@ async def complete_partial_fill(
     return result
 
 
-def leg_ref(leg: PlannedLeg) -> str:
+def leg_ref(leg: LegOrder) -> str:
     return f"leg-{leg.sequence}"
 
 
@@ -314,6 +325,7 @@ def account_report(
     client_order_id: str | None = None,
     size: SizeRationale | None = None,
     delay: DelayRationale | None = None,
+    delay_ms: int | None = None,
     reroute: RerouteResult | None = None,
     rerouted_from: str | None = None,
 ) -> AccountReport:
@@ -337,7 +349,7 @@ def account_report(
         average_price=average,
         slippage=slippage,
         slippage_ticks=(slippage / tick_size) if slippage is not None else None,
-        delay_ms=delay.delay_ms if delay else None,
+        delay_ms=delay.delay_ms if delay else delay_ms,
         latency_ms=int((workflow.now() - started_at) / timedelta(milliseconds=1)),
         client_order_id=client_order_id,
         denial=denial,
@@ -421,7 +433,7 @@ class LegRunner:
         self._tasks: dict[str, asyncio.Task[list[AccountReport]]] = {}
         self.progress: dict[str, LegProgress] = {}
 
-    async def run_all(self, legs: list[PlannedLeg]) -> list[AccountReport]:
+    async def run_all(self, legs: Sequence[LegOrder]) -> list[AccountReport]:
         """Run every leg as its own task (so operators can stop working ones)."""
         self.register(legs, workflow.now())
         for leg in legs:
@@ -459,7 +471,7 @@ class LegRunner:
             orders_cancelled=cancelled,
         )
 
-    def register(self, legs: list[PlannedLeg], timers_from: datetime) -> None:
+    def register(self, legs: Sequence[LegOrder], timers_from: datetime) -> None:
         for leg in legs:
             self.progress[leg.account_id] = LegProgress(
                 account_id=leg.account_id,
@@ -470,7 +482,7 @@ class LegRunner:
                 client_order_id=leg.client_order_id,
             )
 
-    async def run(self, leg: PlannedLeg) -> list[AccountReport]:
+    async def run(self, leg: LegOrder) -> list[AccountReport]:
         """The leg's report line, plus the line of the account a reroute moved it to."""
         try:
             return await self._run(leg)
@@ -482,7 +494,7 @@ class LegRunner:
             self._update(leg, LegStatus.CANCELLED, reason=reason)
             return [self._report(leg, LegStatus.CANCELLED, reason=reason)]
 
-    async def _run(self, leg: PlannedLeg) -> list[AccountReport]:
+    async def _run(self, leg: LegOrder) -> list[AccountReport]:
         signal = self._signal
         if leg.delay_ms > 0:
             # One durable timer, woken early when an operator stops this leg.
@@ -503,26 +515,14 @@ class LegRunner:
                 return await self._reroute(leg, line, stop.reason)
             return [line]
 
-        self._update(leg, LegStatus.RESERVING)
-        reservation = await reserve_risk(
-            ReserveRiskRequest(
-                signal_id=signal.signal_id,
-                account_id=leg.account_id,
-                client_order_id=leg.client_order_id,
-                quantity=leg.quantity,
-                risk_amount=leg.risk_amount,
-                margin=leg.margin,
-            )
+        reservation = ReserveRiskRequest(
+            signal_id=signal.signal_id,
+            account_id=leg.account_id,
+            client_order_id=leg.client_order_id,
+            quantity=leg.quantity,
+            risk_amount=leg.risk_amount,
+            margin=leg.margin,
         )
-        if not reservation.reserved:
-            detail = reservation.detail
-            self._update(leg, LegStatus.DENIED, reason=detail)
-            line = self._report(leg, LegStatus.DENIED, reason=detail, denial=reservation.denial)
-            if reservation.denial in REROUTABLE_DENIALS:
-                return await self._reroute(leg, line, f"{reservation.denial}: {detail}")
-            return [line]
-
-        self._update(leg, LegStatus.WORKING)
         request = order_request(
             signal,
             account_id=leg.account_id,
@@ -532,7 +532,30 @@ class LegRunner:
             business_sequence=1,
             client_order_id=leg.client_order_id,
         )
-        attempt = await place_order(request, self._execution)
+        if workflow.patched(ONE_ACTIVITY_PER_LEG):
+            # Reserve, pass the gate, write the order and send it: one activity.
+            self._update(leg, LegStatus.WORKING)
+            attempt = await place_order(
+                request.model_copy(update={"reservation": reservation}), self._execution
+            )
+            denied = attempt.denied
+        else:  # recorded before: the reservation was an activity of its own
+            self._update(leg, LegStatus.RESERVING)
+            reserved = await reserve_risk(reservation)
+            denied = None
+            if not reserved.reserved:
+                denied = (reserved.denial or DenialReason.LEG_CLOSED, reserved.detail)
+            else:
+                self._update(leg, LegStatus.WORKING)
+                attempt = await place_order(request, self._execution)
+        if denied is not None:
+            denial, detail = denied
+            self._update(leg, LegStatus.DENIED, reason=detail)
+            line = self._report(leg, LegStatus.DENIED, reason=detail, denial=denial)
+            if denial in REROUTABLE_DENIALS:
+                return await self._reroute(leg, line, f"{denial}: {detail}")
+            return [line]
+
         if attempt.refused is not None:
             code, detail = attempt.refused
             status = LegStatus.HALTED if code is DenialReason.HALTED else LegStatus.DENIED
@@ -581,7 +604,7 @@ class LegRunner:
         self._update(leg, status, reason=reason, filled=filled)
         return [self._report(leg, status, outcome=outcome, completion=completion, reason=reason)]
 
-    async def _reroute(self, leg: PlannedLeg, line: AccountReport, why: str) -> list[AccountReport]:
+    async def _reroute(self, leg: LegOrder, line: AccountReport, why: str) -> list[AccountReport]:
         signal = self._signal
         result = await workflow.execute_child_workflow(
             REROUTE_WORKFLOW,
@@ -611,7 +634,7 @@ class LegRunner:
 
     def _update(
         self,
-        leg: PlannedLeg,
+        leg: LegOrder,
         status: LegStatus,
         *,
         reason: str | None = None,
@@ -628,7 +651,7 @@ class LegRunner:
 
     def _report(
         self,
-        leg: PlannedLeg,
+        leg: LegOrder,
         status: LegStatus,
         *,
         outcome: OrderOutcome | None = None,
@@ -648,6 +671,7 @@ class LegRunner:
             reason=reason,
             denial=denial,
             client_order_id=leg.client_order_id,
-            size=leg.size,
-            delay=leg.delay,
+            size=leg.size if isinstance(leg, PlannedLeg) else None,
+            delay=leg.delay if isinstance(leg, PlannedLeg) else None,
+            delay_ms=leg.delay_ms,
         )

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator import planning
+    from orchestrator import paging, planning, reports
     from orchestrator import search_attributes as sa
     from orchestrator.models import (
         AccountReport,
@@ -24,11 +23,12 @@ with workflow.unsafe.imports_passed_through():
         LegBatchInput,
         LegBatchResult,
         LegProgress,
-        LegStatus,
         OperatorAction,
         PauseAccount,
         Plan,
+        PlanSettings,
         ResumeAccount,
+        Signal,
         SignalProgress,
         SignalWorkflowInput,
         SnapshotRequest,
@@ -129,26 +129,8 @@ class SignalExecutionWorkflow(OperatorControlled):
         signal, settings = request.signal, request.settings
         started_at = workflow.now()
 
-        snapshot = await workflow.execute_activity(
-            ActivityName.LOAD_SNAPSHOT,
-            SnapshotRequest(
-                signal_id=signal.signal_id, symbol=signal.symbol, account_ids=signal.account_ids
-            ),
-            result_type=BookSnapshot,
-            start_to_close_timeout=BOOK_READ,
-            schedule_to_close_timeout=timedelta(minutes=5),
-            retry_policy=DATABASE_RETRY,
-            summary="load account snapshot",
-        )
-        correlation = await workflow.execute_activity(
-            ActivityName.COMPUTE_CORRELATION,
-            planning.correlation_request(snapshot, settings),
-            result_type=CorrelationResult,
-            start_to_close_timeout=BOOK_READ,
-            schedule_to_close_timeout=timedelta(minutes=5),
-            retry_policy=DATABASE_RETRY,
-            summary="correlate account returns",
-        )
+        snapshot = await self._load_snapshot(signal)
+        correlation = await self._load_correlation(snapshot, settings)
         plan = planning.plan_signal(signal, snapshot, correlation, settings, workflow.now())
         # Record which planning rules made this plan, as a marker in the history: the audit
         # re-derives the plan under these rules only. A *deprecated* patch marker: replay
@@ -159,7 +141,10 @@ class SignalExecutionWorkflow(OperatorControlled):
         self._plan = plan
         self._set_phase("EXECUTING")
 
-        if len(plan.legs) <= settings.batch_size:
+        batch_ids: list[str] = []
+        if paging.needs_batches(plan.legs, plan.denials, settings.batch_size):
+            batch_ids, lines = await self._run_batches(request, plan, started_at)
+        else:
             self._runner = LegRunner(
                 signal,
                 settings=settings,
@@ -168,49 +153,81 @@ class SignalExecutionWorkflow(OperatorControlled):
                 reserve=plan.reserve,
                 controls=self._controls,
             )
-            reports = await self._runner.run_all(plan.legs)
-        else:
-            reports = await self._run_batches(request, plan, started_at)
+            lines = await self._runner.run_all(plan.legs)
+            lines += [reports.denial_line(d) for d in plan.denials]
 
         status = "CANCELLED" if self._controls.cancel is not None else "COMPLETED"
         self._set_phase(status)
-        # A reserve account a reroute used reports its fill, not its reserve denial.
-        taken = {r.account_id for r in reports}
-        denied = [
-            AccountReport(
-                account_id=d.account_id,
-                status=LegStatus.DENIED,
-                requested=Decimal(0),
-                filled=Decimal(0),
-                denial=d.reason,
-                reason=d.detail,
-            )
-            for d in plan.denials
-            if d.account_id not in taken
-        ]
-        accounts = sorted(reports + denied, key=lambda r: r.account_id)
-        return ExecutionReport(
-            signal_id=signal.signal_id,
-            symbol=signal.symbol,
-            side=signal.side,
-            reference_price=signal.entry,
+        return reports.build(
+            signal,
             plan_version=plan.plan_version,
             status=status,
             started_at=started_at,
             finished_at=workflow.now(),
-            accounts=accounts,
-            requested_total=sum((r.requested for r in accounts), Decimal(0)),
-            filled_total=sum((r.filled for r in accounts), Decimal(0)),
+            lines=lines,
+            batches=batch_ids,
         )
+
+    async def _load_snapshot(self, signal: Signal) -> BookSnapshot:
+        """The book, in pages when it is large: the first page says how many there are."""
+        request = SnapshotRequest(
+            signal_id=signal.signal_id,
+            symbol=signal.symbol,
+            account_ids=signal.account_ids,
+            run_id=workflow.info().run_id,
+        )
+
+        async def page(n: int) -> BookSnapshot:
+            result: BookSnapshot = await workflow.execute_activity(
+                ActivityName.LOAD_SNAPSHOT,
+                request.model_copy(update={"page": n}),
+                result_type=BookSnapshot,
+                start_to_close_timeout=BOOK_READ,
+                schedule_to_close_timeout=timedelta(minutes=5),
+                retry_policy=DATABASE_RETRY,
+                summary="load account snapshot" if n == 0 else f"snapshot page {n + 1}",
+            )
+            return result
+
+        first = await page(0)
+        rest = await asyncio.gather(*(page(n) for n in range(1, first.pages)))
+        return paging.join_snapshot([first, *rest])
+
+    async def _load_correlation(
+        self, snapshot: BookSnapshot, settings: PlanSettings
+    ) -> CorrelationResult:
+        request = planning.correlation_request(snapshot, settings)
+        if snapshot.pages > 1:
+            # The accounts are the stored snapshot's: no id list in the payload.
+            request = request.model_copy(
+                update={"account_ids": None, "run_id": workflow.info().run_id}
+            )
+
+        async def page(n: int) -> CorrelationResult:
+            result: CorrelationResult = await workflow.execute_activity(
+                ActivityName.COMPUTE_CORRELATION,
+                request.model_copy(update={"page": n}),
+                result_type=CorrelationResult,
+                start_to_close_timeout=BOOK_READ,
+                schedule_to_close_timeout=timedelta(minutes=5),
+                retry_policy=DATABASE_RETRY,
+                summary="correlate account returns" if n == 0 else f"correlation page {n + 1}",
+            )
+            return result
+
+        first = await page(0)
+        rest = await asyncio.gather(*(page(n) for n in range(1, first.pages)))
+        return paging.join_correlation([first, *rest])
 
     async def _run_batches(
         self, request: SignalWorkflowInput, plan: Plan, started_at: datetime
-    ) -> list[AccountReport]:
-        """Fan legs out to batch children so no single history nears Temporal's limits."""
-        size = request.settings.batch_size
-        chunks = [plan.legs[i : i + size] for i in range(0, len(plan.legs), size)]
-        self._batches = len(chunks)
+    ) -> tuple[list[str], list[AccountReport]]:
+        """Fan legs (and denials) out to batch children so no single history or payload nears
+        Temporal's limits; their ids and every line they report."""
+        slices = paging.batches(plan.legs, plan.denials, batch_size=request.settings.batch_size)
+        self._batches = len(slices)
         parent_id = workflow.info().workflow_id
+        ids = [f"{parent_id}/batch-{n}" for n in range(1, len(slices) + 1)]
         handles = [
             workflow.execute_child_workflow(
                 LegBatchWorkflow.run,
@@ -218,18 +235,19 @@ class SignalExecutionWorkflow(OperatorControlled):
                     signal=request.signal,
                     settings=request.settings,
                     execution=request.execution,
-                    legs=chunk,
+                    legs=part.legs,
                     reserve=plan.reserve,
                     started_at=started_at,
+                    denials=part.denials,
                 ),
-                id=f"{parent_id}/batch-{n}",
+                id=child_id,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 search_attributes=child_search_attributes(request.signal),
             )
-            for n, chunk in enumerate(chunks, start=1)
+            for child_id, part in zip(ids, slices, strict=True)
         ]
         results = await asyncio.gather(*handles)
-        return [line for result in results for line in result.accounts]
+        return ids, [line for result in results for line in result.accounts]
 
     @workflow.query
     def progress(self) -> SignalProgress:
@@ -267,7 +285,8 @@ class LegBatchWorkflow(OperatorControlled):
             reserve=request.reserve,
             controls=self._controls,
         )
-        return LegBatchResult(accounts=await self._runner.run_all(request.legs))
+        lines = await self._runner.run_all(request.legs)
+        return LegBatchResult(accounts=lines + [reports.denial_line(d) for d in request.denials])
 
     @workflow.query
     def progress(self) -> list[LegProgress]:

@@ -238,6 +238,21 @@ class SystemControlRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class PlanningInputRow(Base):
+    """One page of a large signal's planning input (snapshot or correlation), taken once per
+    workflow run and served page by page: every page comes from the same reading, however
+    often an activity is retried, and no payload nears Temporal's limits."""
+
+    __tablename__ = "planning_inputs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    page: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pages: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 # The paper broker's own book. It stands in for a broker's server: the orchestrator reaches it
 # only through the Broker interface, never by reading these tables.
 

@@ -31,7 +31,7 @@ from worker import build_activities, build_worker
 
 KILL_POINTS = {
     "planning": "inside the correlation activity, before the plan",
-    "reserved": "after the risk reservation committed, before the order activity gates it",
+    "reserved": "after the leg's reservation and ledger entry committed, before sending",
     "sent": "right after the broker accepted the order, before its result is recorded",
     "following": "while following a working order's fills (second status poll)",
     "completion": "inside a completion child, right after its order was sent",
@@ -66,6 +66,8 @@ class TrappedBroker:
         self._polls: dict[str, int] = {}
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        if ticket.client_order_id.endswith(":1"):
+            self._trap.spring("reserved")
         held = self._inner.status(ticket.client_order_id) is not None
         with self._send_log.open("a", encoding="utf-8") as log:
             log.write(f"{ticket.client_order_id} {'again' if held else 'new'}\n")
@@ -105,7 +107,6 @@ def install_database_traps(trap: Trap) -> None:
         setattr(module, name, wrapped)
 
     wrap(execution, "correlate", lambda *a, **k: trap.spring("planning"))
-    wrap(repository, "order_gate", lambda *a, **k: trap.spring("reserved"))
 
     def before_reserve(_session: Any, request: Any, *_: Any) -> None:
         if request.origin_account_id is not None:

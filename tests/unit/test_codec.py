@@ -9,9 +9,12 @@ import pytest
 from temporalio.api.common.v1 import Payload
 
 from orchestrator.codec import (
+    COMPRESSED,
     ENCODING,
     KEY_ID,
+    CodecChain,
     CodecError,
+    CompressionCodec,
     EncryptionCodec,
     load_codec,
     new_key_line,
@@ -103,5 +106,28 @@ def test_settings_select_the_codec(tmp_path: Path) -> None:
     with pytest.raises(CodecError, match="cannot read TEO_CODEC_KEY_FILE"):
         load_codec(keys=None, key_file=tmp_path / "missing", active=None)
     converter = data_converter(Settings(codec_key_file=key_file))
-    assert isinstance(converter.payload_codec, EncryptionCodec)
-    assert data_converter(Settings()).payload_codec is None
+    assert isinstance(converter.payload_codec, CodecChain)
+    assert isinstance(converter.payload_codec.encryption, EncryptionCodec)
+    plain_chain = data_converter(Settings()).payload_codec
+    assert isinstance(plain_chain, CodecChain) and plain_chain.encryption is None
+
+
+async def test_large_payloads_are_compressed_then_encrypted_and_come_back_whole() -> None:
+    large = plain('{"account_id": "acct-00001", "equity": "50000"}' * 2_000)
+    small = plain("a leg's order")
+    chain = CodecChain(CompressionCodec(), EncryptionCodec(ring("k1")))
+    encoded = await chain.encode([large, small])
+    assert all(p.metadata["encoding"] == ENCODING for p in encoded)
+    # Compressed before encryption: the sealed large payload is a fraction of its size.
+    assert encoded[0].ByteSize() < large.ByteSize() / 10
+    assert await chain.decode(encoded) == [large, small]
+
+    [alone, untouched] = await CompressionCodec().encode([large, small])
+    assert alone.metadata["encoding"] == COMPRESSED and untouched == small
+    assert await CompressionCodec().decode([alone, plain("recorded before")]) == [
+        large,
+        plain("recorded before"),
+    ]
+    broken = Payload(metadata={"encoding": COMPRESSED}, data=b"not zlib")
+    with pytest.raises(CodecError, match="does not decompress"):
+        await CompressionCodec().decode([broken])

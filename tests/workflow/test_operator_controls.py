@@ -25,9 +25,9 @@ from orchestrator.models import (
     ExecutionReport,
     HaltRequest,
     LegStatus,
+    OrderOutcome,
     PauseAccount,
-    ReserveRiskRequest,
-    ReserveRiskResult,
+    PlaceOrderRequest,
     SignalProgress,
     StopResult,
 )
@@ -209,15 +209,17 @@ async def test_cancel_cancels_the_working_order_at_the_broker(
 
 
 class PausingActivities(ExecutionActivities):
-    """Injects an operator's pause between a leg's timer and its reservation."""
+    """Injects an operator's pause between a leg's timer and its reservation (which the order
+    activity makes)."""
 
-    @activity.defn(name=ActivityName.RESERVE_RISK)
-    def reserve_risk(self, request: ReserveRiskRequest) -> ReserveRiskResult:
+    @activity.defn(name=ActivityName.PLACE_AND_FOLLOW_ORDER)
+    def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
+        assert request.reservation is not None
         with self._db.transaction() as session:
             repository.set_account_status(
                 session, request.account_id, AccountStatus.PAUSED, "race", _now()
             )
-        return super().reserve_risk(request)
+        return super().place_and_follow_order(request)
 
 
 def _now() -> datetime:

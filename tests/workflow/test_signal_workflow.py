@@ -3,6 +3,8 @@ SQLite database and the paper broker."""
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,10 +12,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator import audit, paging
+from orchestrator.book import DailyReturn
 from orchestrator.db.engine import Database
 from orchestrator.db.schema import AccountRow, SignalRow
 from orchestrator.errors import DuplicateSignal, ValidationFailed
-from orchestrator.models import DenialReason, LegStatus, SignalProgress
+from orchestrator.history import fetch_with_children
+from orchestrator.models import ActivityName, DenialReason, LegStatus, SignalProgress
+from orchestrator.reports import full_report
 from orchestrator.service import submit_signal
 from orchestrator.settings import Settings
 from tests.support import (
@@ -203,3 +209,77 @@ async def test_workflow_failure_surfaces_as_failure_not_hang(
             pytest.fail(f"workflow failed: {err.cause}")
     assert report.accounts == []
     assert broker_orders(sqlite_db) == {}
+
+
+def _clustered_returns(clusters: list[list[str]], days: int = 30) -> list[DailyReturn]:
+    """Accounts of one cluster share a series (correlation 1); clusters differ."""
+    start = date(2026, 1, 1)
+    out: list[DailyReturn] = []
+    for c, members in enumerate(clusters):
+        for i in range(days):
+            value = Decimal("0.001") * (1 + (i * (c + 2)) % 5) * (1 if (i + c) % 3 else -1)
+            out += [
+                DailyReturn(account_id=a, day=start + timedelta(days=i), ret=value) for a in members
+            ]
+    return out
+
+
+async def test_large_signal_pages_its_inputs_and_keeps_its_lines_in_batches(
+    ts_client: Client,
+    sqlite_db: Database,
+    settings: Settings,
+    harness_factory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The paths a 5,000-account signal takes, on a book made "large" by shrinking the limits:
+    snapshot and correlation in pages, legs and denials in batch children, the signal's own
+    result a summary. The plan made from the joined pages is the one the audit re-derives,
+    correlated groups spanning pages included, and the joined report has every account."""
+    monkeypatch.setattr(paging, "PAGE_BYTES", 1500)
+    monkeypatch.setattr(paging, "BATCH_BYTES", 1400)
+    monkeypatch.setattr(paging, "REPORT_BYTES", 1000)
+    clusters = [[f"acc-{i:02d}" for i in range(0, 5)], [f"acc-{i:02d}" for i in range(5, 9)]]
+    ids = [a for c in clusters for a in c]
+    load(
+        sqlite_db,
+        book(
+            *(account(i) for i in ids),
+            account("acc-09", status="DISABLED"),
+            returns=_clustered_returns(clusters),
+        ),
+    )
+    batched = settings.model_copy(update={"batch_size": 4})
+    harness = harness_factory(ts_client, sqlite_db, batched)
+    async with harness.running():
+        handle = await submit_signal(ts_client, sqlite_db, batched, signal("ts-large"))
+        report = await handle.result()
+        full = await full_report(ts_client, report)
+        histories = await fetch_with_children(ts_client, handle.id)
+
+    parent = histories[0]
+    scheduled = Counter(
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in parent.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    )
+    assert scheduled[ActivityName.LOAD_SNAPSHOT] > 1
+    assert scheduled[ActivityName.COMPUTE_CORRELATION] > 1
+    assert report.accounts_in_batches and report.accounts == []
+    assert len(report.batches) > 1
+    assert report.by_status == {"DENIED": 1, "FILLED": 9}
+    assert [(a.account_id, a.status) for a in full.accounts] == [
+        *((i, LegStatus.FILLED) for i in ids),
+        ("acc-09", LegStatus.DENIED),
+    ]
+    assert full.accounts[-1].denial is DenialReason.ACCOUNT_DISABLED
+    result = await audit.audit_histories(histories)
+    assert result.replay_ok
+    assert result.values.verdict is audit.ValueVerdict.MATCH, result.values.differences
+    assert result.values.legs == 9
+    # Groups span pages, and each leg's correlation factor counts its whole group.
+    planned = [e.text for e in result.trail if e.kind == "planned"]
+    assert sum("(5 correlated)" in t for t in planned) == 5
+    assert sum("(4 correlated)" in t for t in planned) == 4
+    assert [a.account_id for a in result.accounts] == [a.account_id for a in full.accounts]
+    assert all(a.filled == a.filled_by_orders for a in result.accounts)
+    assert broker_orders(sqlite_db) == dict.fromkeys(ids, 1)
