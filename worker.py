@@ -96,7 +96,7 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
         logging.info(
             "dev server %s (pid %s)", "started" if server.started_here else "found", server.pid
         )
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.database_pool_size)
     db.migrate()
     metrics.serve(settings)
     client = await connect(settings, runtime=metrics.temporal_runtime(settings))

@@ -1,38 +1,99 @@
-"""Per-leg overhead of the signal workflow against a bare Temporal floor, on one dev server.
+"""The signal workflow against a bare Temporal floor: per-leg overhead by signal size,
+throughput, replay and the worker's own costs (issue 8). A benchmark, not a test.
 
-    python -m bench.overhead [--legs 500] [--repeats 3] [--database-url URL]
+    python -m bench.overhead [--legs 10,100,500,1000,5000] [--repeats 3] [--repeats-large 1]
+                             [--throughput-seconds 120] [--in-flight 20]
+                             [--throughput-timeout 60] [--database-url postgres|sqlite|URL]
+                             [--run-timeout S]
 
-One embedded Temporal dev server (127.0.0.1) and, side by side in this process, two workers:
+Setup. One process holds an embedded Temporal dev server (127.0.0.1, in memory, the project's
+data converter) and, side by side, two workers:
 
-* **floor** — ``bench.floor.FloorWorkflow``: per leg a zero-length timer and one no-op activity,
-  all legs gathered in one workflow. What any leg costs on Temporal at the least.
-* **ours** — the project's real worker (``build_worker`` + ``build_activities``, thread pool)
-  running ``SignalExecutionWorkflow`` for one signal submitted through ``submit_signal``, with
-  N eligible accounts the paper broker fills at once and zero delays (no timers). Run with
-  ``batch_size >= N`` (legs inline) and with the default ``batch_size`` 500.
+* **floor**: ``bench.floor.FloorWorkflow``, per leg a zero-length timer and one no-op activity,
+  all legs gathered in one workflow. What any leg costs on Temporal at the least. The dev
+  server fires a zero-length timer about a second late (the detail shows timer started → fired),
+  so at small N the floor's wall time is mostly that second and ours/floor can fall below 1.
+* **ours**: the project's real worker (``build_worker`` + ``build_activities``, its thread pool
+  of ``max_concurrent_activities``) running ``SignalExecutionWorkflow`` with the default
+  ``batch_size`` of ``Settings`` (legs per batch child; the table header says which), zero
+  delays, every account eligible, and a broker that fills at once: ``--broker memory`` (the
+  default, ``bench.memory_broker``) or ``--broker paper`` (the project's ``PaperBroker``, whose
+  book lives in the database: the simulator's own three transactions per order). The ledger
+  (reservation, order, fills, settlement) is always the real one. Signals go in through
+  ``orchestrator.service.submit_signal``.
 
-Each is repeated R times. Reported per run and as the median: wall time per leg (start to
-result), the ratio ours/floor, history events and bytes per leg, workflow tasks per leg and CPU
-per leg (this process: worker, activities and database; and the dev server). The table is
-printed and everything is written to ``bench-results/overhead-<timestamp>.json``.
+Per N (``--legs``, a comma list, run in ascending order). One signal of N accounts against the
+floor with N legs, side by side in the same run; for N <= 1000 also ``floor-2act`` (per leg two
+no-op activities in sequence, no timer: a reference without the floor's timer). The book grows
+with N (the first N bench accounts) and the signal covers the whole book, as a real one does
+(with a given ``--database-url`` that may hold other accounts, the signal names its accounts).
+Repeats: ``--repeats`` (default 3) for N <= 1000, ``--repeats-large`` (default 1) above; medians
+are reported. Per N: wall time per leg (submission to result), workflow tasks, history events
+and bytes per leg (protobuf size of every event of the parent and all its children), the ratio
+ours/floor (median of the per-repeat ratios), the number of histories (parent + children), the
+largest single history (events, bytes), the largest payload in any event (bytes of one
+``Payload``), and CPU per leg: this process (workers, activities, database client, bench) and
+the dev server.
+
+Outcome check. Every run of ours is checked in the database ledger, not in the report (a large
+signal's report is a summary whose per-account lines live in the batch children): the orders
+of the signal by status. Fewer FILLED orders than legs is logged as a warning and recorded.
+
+Throughput. For ``--throughput-seconds`` (default 120; 0 skips it), a closed loop of
+``--in-flight`` lanes (default 20): each lane submits a signal of 10 accounts, waits for its
+result and submits the next, so exactly that many signals are in flight. Each lane owns 10
+accounts with generous limits (positions, daily budget, free margin), so no two signals in flight
+share an account and no leg is denied however many signals an account takes. Submission stops at
+the deadline; the signals then in flight get at most ``--throughput-timeout`` seconds (also the
+bound of any one signal; a late one is terminated) and are reported separately. Signals/s and
+legs/s count only signals completed inside the window. The same for bare floor workflows of 10
+floor legs with the same lanes, and the ratio ours/floor of signals/s. The completed signals'
+FILLED orders are counted in the ledger.
+
+Replay. The largest N's signal (its last repeat: parent and every child, grandchildren
+included) is fetched and replayed with ``temporalio.worker.Replayer``, the project's workflows
+(``workflows.registry.WORKFLOWS``) and data converter; seconds and ms per leg (fetching is not
+timed).
+
+Worker. Peak RSS of this process (``ru_maxrss``; it holds the dev server's client, both workers,
+the bench and the fetched histories, not the dev server itself), taken before and after the
+in-process timings below. Planning time: ``plan_signal`` on a synthetic snapshot of 5,000
+accounts, with a realistic correlation result (a fifth of the accounts in groups of 5) and with
+an empty one, default plan settings; median of 3. Correlation time for 5,000 accounts x 250 days
+from ``bench.correlation_timing.time_correlation`` (reported as missing if it cannot be
+imported).
+
+Database. Default (``postgres``): a fresh PostgreSQL database ``bench_<tag>`` on 127.0.0.1:5432
+(user postgres, trust auth), created at the start, migrated, dropped at the end (also on
+failure). ``sqlite``: a fresh SQLite file in a temporary directory. Any other value is used as a
+SQLAlchemy URL as is (not created, migrated to head, not dropped).
+
+Output. A table with one row per N, then throughput, replay, RSS, planning and correlation, and
+the detail of the largest N (events by type, CPU by thread, activity times, largest events);
+everything in ``bench-results/overhead-<tag>.json``. Every run is bounded (``--run-timeout``,
+default 120 s + 0.5 s x N; a run past it is terminated) and every loop bounded in count and time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import importlib
 import json
 import logging
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -40,33 +101,70 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from psycopg import sql
+from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from bench.floor import FloorTwoActivitiesWorkflow, FloorWorkflow, noop
+from bench.memory_broker import MemoryBroker
 from orchestrator import search_attributes
 from orchestrator.book import AccountRecord, AccountState, Book
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
-from orchestrator.models import AccountLimits, ExecutionReport, LegStatus, Signal, SymbolSpec
+from orchestrator.db.schema import OrderRow
+from orchestrator.history import fetch_with_children
+from orchestrator.models import (
+    AccountCorrelation,
+    AccountLimits,
+    AccountSnapshot,
+    AccountStatus,
+    BookSnapshot,
+    CorrelationResult,
+    Mandate,
+    PlanSettings,
+    Signal,
+    SymbolSpec,
+    spec_key,
+)
+from orchestrator.orders import OrderStatus
+from orchestrator.planning import plan_signal
 from orchestrator.service import submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings
-from orchestrator.temporal import temporal_binary
+from orchestrator.temporal import data_converter, temporal_binary
 from worker import build_activities, build_worker
+from workflows.registry import WORKFLOWS
 
 T = TypeVar("T")
 
 RESULTS_DIR = PROJECT_ROOT / "bench-results"
 BROKER = "bench"
 SYMBOL = "EURUSD"
+DEFAULT_LEGS = "10,100,500,1000,5000"
+LARGE = 1000
+"""Above this many legs: ``--repeats-large`` repeats and no floor-2act."""
 WARMUP_LEGS = 50
+THROUGHPUT_LEGS = 10
+FAILURES_PER_LANE = 20
+"""A throughput lane stops after this many failed signals (bounds a failing loop)."""
+PLANNING_ACCOUNTS = 5000
+CORRELATION_ACCOUNTS = 5000
+CORRELATION_DAYS = 250
+CORRELATION_SEED = 8
+FLOOR = "floor"
 FLOOR_2ACT = "floor-2act"
+OURS = "ours"
 ACTIVITY_THREADS = "bench-activity"
 """Name prefix of the activity threads (both workers), to tell their CPU apart."""
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 SPEC = SymbolSpec(
     broker=BROKER,
@@ -85,26 +183,37 @@ SPEC = SymbolSpec(
 # The book: N accounts, all eligible, all filled at once by the paper broker
 
 
-def bench_account(account_id: str) -> AccountRecord:
-    """Active, no drawdown, budget and margin for a ~1.7-lot leg many times over."""
+def bench_account(account_id: str, *, generous: bool = False) -> AccountRecord:
+    """Active, no drawdown, budget and margin for a ~1.7-lot leg many times over. ``generous``:
+    limits no number of signals in a throughput run reaches (same equity, so the same size)."""
     equity = Decimal(50000)
+    many = Decimal(10) ** 9
     return AccountRecord(
         id=account_id,
         broker=BROKER,
         currency="USD",
         limits=AccountLimits(
             risk_per_trade=Decimal("0.01"),
-            daily_loss_budget=Decimal(5000),
+            daily_loss_budget=many if generous else Decimal(5000),
             max_drawdown=Decimal("0.10"),
-            max_open_positions=10,
+            max_open_positions=1_000_000 if generous else 10,
             max_lots=Decimal(20),
         ),
-        state=AccountState(balance=equity, equity=equity, peak_equity=equity, free_margin=equity),
+        state=AccountState(
+            balance=equity,
+            equity=equity,
+            peak_equity=equity,
+            free_margin=many if generous else equity,
+        ),
     )
 
 
-def bench_book(account_ids: Sequence[str]) -> Book:
-    return Book(symbols=[SPEC], accounts=[bench_account(a) for a in account_ids], returns=[])
+def bench_book(account_ids: Sequence[str], *, generous: bool = False) -> Book:
+    return Book(
+        symbols=[SPEC],
+        accounts=[bench_account(a, generous=generous) for a in account_ids],
+        returns=[],
+    )
 
 
 def load(db: Database, book: Book) -> None:
@@ -126,8 +235,82 @@ def bench_signal(signal_id: str, account_ids: list[str] | None) -> Signal:
     )
 
 
+def ledger_orders(db: Database, signal_id: str) -> dict[str, int]:
+    """The signal's orders in the ledger, by status."""
+    with db.transaction() as session:
+        rows = session.execute(
+            select(OrderRow.status, func.count())
+            .where(OrderRow.signal_id == signal_id)
+            .group_by(OrderRow.status)
+        ).tuples()
+        return {status: count for status, count in rows}
+
+
+def ledger_filled_by_signal(db: Database, prefix: str) -> dict[str, int]:
+    """FILLED orders per signal, for the signals whose id starts with ``prefix``."""
+    with db.transaction() as session:
+        rows = session.execute(
+            select(OrderRow.signal_id, func.count())
+            .where(OrderRow.signal_id.like(f"{prefix}%"))
+            .where(OrderRow.status == OrderStatus.FILLED.value)
+            .group_by(OrderRow.signal_id)
+        ).tuples()
+        return {signal_id: count for signal_id, count in rows}
+
+
 # --------------------------------------------------------------------------------------------
-# Measurements
+# The database
+
+
+@dataclass(frozen=True)
+class BenchDb:
+    url: str
+    label: str
+    """Which database ran, for the table header."""
+    fresh: bool
+    """Holds nothing but what the bench loads."""
+
+
+@contextmanager
+def bench_database(choice: str, tag: str, tmp: Path) -> Iterator[BenchDb]:
+    """``postgres``: create ``bench_<tag>`` on 127.0.0.1:5432 and drop it afterwards (also on
+    failure); ``sqlite``: a file in ``tmp``; anything else: that URL, as is."""
+    if choice == "postgres":
+        name = f"bench_{tag.lower()}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield BenchDb(
+                PG_URL.format(name=name),
+                f"PostgreSQL {_pg_version()} (fresh database {name} on 127.0.0.1:5432)",
+                fresh=True,
+            )
+        finally:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+    elif choice == "sqlite":
+        yield BenchDb(f"sqlite:///{tmp / 'orchestrator.db'}", "SQLite (fresh temp file)", True)
+    else:
+        yield BenchDb(choice, f"given: {_redact(choice)}", fresh=False)
+
+
+def _pg_version() -> str:
+    with psycopg.connect(PG_ADMIN) as admin:
+        row = admin.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "?"
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements of one run
 
 
 @dataclass
@@ -146,8 +329,8 @@ class CpuSample:
 @dataclass
 class Run:
     variant: str
-    repeat: int
     legs: int
+    repeat: int
     batch_size: int | None
     workflow_id: str
     wall_ms: float
@@ -158,13 +341,19 @@ class Run:
     workflow_tasks_per_leg: float
     history_bytes: int
     """Sum of the serialized (protobuf) sizes of every event, children included."""
-    history_json_bytes: int
-    """``len(WorkflowHistory.to_json())``, summed over the histories."""
     history_bytes_per_leg: float
     histories: int
+    """Parent and every child (grandchildren included)."""
+    largest_history_events: int
+    largest_history_bytes: int
+    largest_history: str
+    """Workflow id of the history with the most bytes."""
     largest_event_bytes: int
     largest_events: list[dict[str, Any]]
     """The five largest events: size, type and activity type (or workflow id)."""
+    largest_payload_bytes: int
+    """The largest single ``Payload`` (data and metadata) in any event of any history."""
+    largest_payload: dict[str, Any]
     result_payload_bytes: int
     server_span_ms: float
     """First to last event time of the top-level history, as recorded by the server."""
@@ -172,72 +361,153 @@ class Run:
     server_cpu_ms_per_leg: float | None
     cpu_ms_per_leg_by_thread: dict[str, float]
     """This process's CPU by kind of thread (see ``_thread_cpu``)."""
-    outcome: dict[str, int]
+    ledger: dict[str, int] | None = None
+    """Ours: the signal's orders in the database by status."""
+    filled_orders: int | None = None
     event_types: dict[str, int] = field(default_factory=dict)
     event_bytes: dict[str, int] = field(default_factory=dict)
     activities: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per activity type: count, retried attempts, queue and run times (ms) from history."""
+    timers: dict[str, float] = field(default_factory=dict)
+    """Timers started, and started → fired (ms) as the server recorded them."""
     retries: int = 0
     """Activity completions that came from a retried attempt (attempt > 1)."""
     ratio: float | None = None
+    """ms/leg ÷ the same repeat's floor."""
 
 
 def _event_name(event: HistoryEvent) -> str:
     return EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
 
 
-def _history_figures(histories: list[WorkflowHistory], legs: int) -> dict[str, Any]:
-    events = [e for h in histories for e in h.events]
-    types = Counter(_event_name(e) for e in events)
+PAYLOAD = "temporal.api.common.v1.Payload"
+_HOLDS_PAYLOAD: dict[str, bool] = {}
+
+
+def _holds_payload(descriptor: Descriptor) -> bool:
+    """Whether a message of this type can contain a ``Payload`` (memoized; a type met again
+    while it is being decided counts as not holding one, which only prunes a cycle)."""
+    name = descriptor.full_name
+    if name not in _HOLDS_PAYLOAD:
+        _HOLDS_PAYLOAD[name] = False
+        _HOLDS_PAYLOAD[name] = name == PAYLOAD or any(
+            f.message_type is not None and _holds_payload(f.message_type) for f in descriptor.fields
+        )
+    return _HOLDS_PAYLOAD[name]
+
+
+def _payload_sizes(message: Message) -> Iterator[int]:
+    """The serialized size of every ``Payload`` inside ``message`` (inputs, results, details,
+    headers, memos, search attributes, failures)."""
+    if message.DESCRIPTOR.full_name == PAYLOAD:
+        yield message.ByteSize()
+        return
+    for fd, value in message.ListFields():
+        kind = fd.message_type
+        if fd.type != FieldDescriptor.TYPE_MESSAGE or kind is None or not _holds_payload(kind):
+            continue
+        if kind.GetOptions().map_entry:
+            for item in value.values():
+                if isinstance(item, Message):
+                    yield from _payload_sizes(item)
+        elif fd.is_repeated:
+            for item in value:
+                yield from _payload_sizes(item)
+        else:
+            yield from _payload_sizes(value)
+
+
+def _history_figures(histories: Sequence[WorkflowHistory], legs: int) -> dict[str, Any]:
+    types: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
-    for e in events:
-        sizes[_event_name(e)] += e.ByteSize()
-    top = histories[0].events
-    last = top[-1]
-    result_bytes = 0
-    if last.HasField("workflow_execution_completed_event_attributes"):
-        payloads = last.workflow_execution_completed_event_attributes.result.payloads
-        result_bytes = sum(p.ByteSize() for p in payloads)
-    span = top[-1].event_time.ToDatetime() - top[0].event_time.ToDatetime()
-    size = sum(e.ByteSize() for e in events)
-    wft = types.get("WORKFLOW_TASK_COMPLETED", 0)
-    activities = _activity_figures(histories)
-    largest: list[tuple[int, str, str]] = []
+    events: list[tuple[int, str, str]] = []
+    payload = (0, "", "")
+    per_history: list[tuple[int, int, str]] = []
     for history in histories:
         names: dict[int, str] = {}
+        history_bytes = 0
         for e in history.events:
+            kind = _event_name(e)
+            size = e.ByteSize()
+            types[kind] += 1
+            sizes[kind] += size
+            history_bytes += size
+            detail = history.workflow_id
             if e.HasField("activity_task_scheduled_event_attributes"):
                 names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
-            detail = history.workflow_id
-            if e.HasField("activity_task_completed_event_attributes"):
-                detail = names[e.activity_task_completed_event_attributes.scheduled_event_id]
-            elif e.HasField("activity_task_scheduled_event_attributes"):
                 detail = names[e.event_id]
-            largest.append((e.ByteSize(), _event_name(e), detail))
-    largest.sort(reverse=True)
+            elif e.HasField("activity_task_completed_event_attributes"):
+                scheduled = e.activity_task_completed_event_attributes.scheduled_event_id
+                detail = names.get(scheduled, history.workflow_id)
+            events.append((size, kind, detail))
+            for payload_size in _payload_sizes(e):
+                if payload_size > payload[0]:
+                    payload = (payload_size, kind, detail)
+        per_history.append((history_bytes, len(history.events), history.workflow_id))
+    total = sum(b for b, _, _ in per_history)
+    count = sum(n for _, n, _ in per_history)
+    largest_bytes, largest_events, largest_id = max(per_history)
+    top = histories[0].events
+    result_bytes = 0
+    if top[-1].HasField("workflow_execution_completed_event_attributes"):
+        payloads = top[-1].workflow_execution_completed_event_attributes.result.payloads
+        result_bytes = sum(p.ByteSize() for p in payloads)
+    span = top[-1].event_time.ToDatetime() - top[0].event_time.ToDatetime()
+    wft = types.get("WORKFLOW_TASK_COMPLETED", 0)
+    activities = _activity_figures(histories)
     return {
-        "events": len(events),
-        "events_per_leg": len(events) / legs,
+        "events": count,
+        "events_per_leg": count / legs,
         "workflow_tasks": wft,
         "workflow_tasks_per_leg": wft / legs,
-        "history_bytes": size,
-        "history_json_bytes": sum(len(h.to_json()) for h in histories),
-        "history_bytes_per_leg": size / legs,
+        "history_bytes": total,
+        "history_bytes_per_leg": total / legs,
         "histories": len(histories),
-        "largest_event_bytes": max(e.ByteSize() for e in events),
+        "largest_history_events": max(n for _, n, _ in per_history),
+        "largest_history_bytes": largest_bytes,
+        "largest_history": f"{largest_id} ({largest_events} events)",
+        "largest_event_bytes": max(size for size, _, _ in events),
         "largest_events": [
-            {"bytes": size, "type": kind, "of": detail} for size, kind, detail in largest[:5]
+            {"bytes": size, "type": kind, "of": detail}
+            for size, kind, detail in heapq.nlargest(5, events)
         ],
+        "largest_payload_bytes": payload[0],
+        "largest_payload": {"bytes": payload[0], "event": payload[1], "of": payload[2]},
         "result_payload_bytes": result_bytes,
-        "server_span_ms": span.total_seconds() * 1000,
+        "server_span_ms": _ms(span),
         "event_types": dict(types.most_common()),
         "event_bytes": dict(sizes.most_common()),
         "activities": activities,
+        "timers": _timer_figures(histories),
         "retries": sum(int(a["retried"]) for a in activities.values()),
     }
 
 
-def _activity_figures(histories: list[WorkflowHistory]) -> dict[str, dict[str, float]]:
+def _timer_figures(histories: Sequence[WorkflowHistory]) -> dict[str, float]:
+    """How long the server took to fire the timers (the floor's are zero-length)."""
+    fired: list[float] = []
+    count = 0
+    for history in histories:
+        started: dict[int, datetime] = {}
+        for e in history.events:
+            if e.HasField("timer_started_event_attributes"):
+                count += 1
+                started[e.event_id] = e.event_time.ToDatetime()
+            elif e.HasField("timer_fired_event_attributes"):
+                at = started.get(e.timer_fired_event_attributes.started_event_id)
+                if at is not None:
+                    fired.append(_ms(e.event_time.ToDatetime() - at))
+    if not fired:
+        return {"count": count}
+    return {
+        "count": count,
+        "fire_ms_p50": _pct(fired, 50),
+        "fire_ms_p95": _pct(fired, 95),
+        "fire_ms_max": max(fired),
+    }
+
+
+def _activity_figures(histories: Sequence[WorkflowHistory]) -> dict[str, dict[str, float]]:
     """Queue time (scheduled → started) and run time (started → completed) per activity type,
     as the server recorded them, and how many completions came from a retried attempt."""
     queue: dict[str, list[float]] = {}
@@ -256,6 +526,8 @@ def _activity_figures(histories: list[WorkflowHistory]) -> dict[str, dict[str, f
                 started[a.scheduled_event_id] = (at, a.attempt)
             elif e.HasField("activity_task_completed_event_attributes"):
                 key = e.activity_task_completed_event_attributes.scheduled_event_id
+                if key not in scheduled or key not in started:
+                    continue
                 name, queued_at = scheduled[key]
                 started_at, attempt = started[key]
                 queue.setdefault(name, []).append(_ms(started_at - queued_at))
@@ -281,7 +553,7 @@ def _ms(delta: timedelta) -> float:
     return delta.total_seconds() * 1000
 
 
-def _pct(values: list[float], pct: int) -> float:
+def _pct(values: Sequence[float], pct: int) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, len(ordered) * pct // 100)]
 
@@ -307,87 +579,381 @@ async def _bounded(handle: WorkflowHandle[Any, Any], waiting: Awaitable[T], time
         return await asyncio.wait_for(waiting, timeout_s)
     except TimeoutError:
         await handle.terminate(reason="benchmark run timed out")
-        raise TimeoutError(f"{handle.id} did not finish within {timeout_s:.0f} s") from None
+        raise TimeoutError(f"{handle.id} did not finish within {timeout_s:g} s") from None
 
 
-async def run_floor(
-    client: Client,
-    task_queue: str,
-    legs: int,
-    *,
-    variant: str = "floor",
-    repeat: int,
-    tag: str,
-    timeout_s: float,
-    server_pids: list[int],
-) -> Run:
-    workflow_id = f"bench-{variant}-{tag}-{repeat}"
-    workflow = FloorWorkflow.run if variant == "floor" else FloorTwoActivitiesWorkflow.run
-    before = CpuSample.now(server_pids)
+@dataclass(frozen=True)
+class Context:
+    """What every run needs."""
+
+    client: Client
+    db: Database
+    settings: Settings
+    floor_queue: str
+    tag: str
+    server_pids: list[int]
+
+
+FLOOR_MAX_LEGS = 1000
+"""Legs per floor workflow at most. One workflow cannot hold 5,000 floor legs: Temporal allows
+2,000 pending activities per workflow, and the dev server failed to persist 5,000 timers
+started in one workflow task ("too many SQL variables"). A larger floor runs as several
+workflows of at most this many legs, started together and timed as one."""
+
+
+async def run_floor(ctx: Context, legs: int, *, variant: str, repeat: int, timeout_s: float) -> Run:
+    workflow_id = f"bench-{variant}-{ctx.tag}-n{legs}-r{repeat}"
+    workflow = FloorWorkflow.run if variant == FLOOR else FloorTwoActivitiesWorkflow.run
+    parts = [min(FLOOR_MAX_LEGS, legs - i) for i in range(0, legs, FLOOR_MAX_LEGS)]
+    ids = [workflow_id] if len(parts) == 1 else [f"{workflow_id}-p{n}" for n in range(len(parts))]
+    before = CpuSample.now(ctx.server_pids)
     started = time.perf_counter()
-    handle = await client.start_workflow(workflow, legs, id=workflow_id, task_queue=task_queue)
-    done = await _bounded(handle, handle.result(), timeout_s)
+    handles = [
+        await ctx.client.start_workflow(workflow, n, id=wid, task_queue=ctx.floor_queue)
+        for wid, n in zip(ids, parts, strict=True)
+    ]
+    for handle in handles:
+        await _bounded(handle, handle.result(), timeout_s)
     wall = time.perf_counter() - started
-    after = CpuSample.now(server_pids)
-    history = await handle.fetch_history()
+    after = CpuSample.now(ctx.server_pids)
+    histories = [await handle.fetch_history() for handle in handles]
     return Run(
         variant=variant,
-        repeat=repeat,
         legs=legs,
-        batch_size=None,
+        repeat=repeat,
+        batch_size=FLOOR_MAX_LEGS if len(parts) > 1 else None,
         workflow_id=workflow_id,
         wall_ms=wall * 1000,
         ms_per_leg=wall * 1000 / legs,
-        outcome={"COMPLETED": done},
-        **_history_figures([history], legs),
+        **_history_figures(histories, legs),
         **_cpu_figures(before, after, legs),
     )
 
 
 async def run_ours(
-    client: Client,
-    db: Database,
-    settings: Settings,
+    ctx: Context,
     book: Book,
     account_ids: list[str] | None,
     *,
-    variant: str,
     repeat: int,
-    tag: str,
     timeout_s: float,
-    server_pids: list[int],
+    variant: str = OURS,
 ) -> Run:
     legs = len(account_ids) if account_ids is not None else len(book.accounts)
-    load(db, book)  # fresh risk state for every run; not timed
-    signal = bench_signal(f"bench-{tag}-{variant}-{repeat}", account_ids)
-    before = CpuSample.now(server_pids)
+    await asyncio.to_thread(load, ctx.db, book)  # fresh risk state for every run; not timed
+    signal_id = f"bench-{ctx.tag}-{variant}-n{legs}-r{repeat}"
+    signal = bench_signal(signal_id, account_ids)
+    before = CpuSample.now(ctx.server_pids)
     started = time.perf_counter()
-    handle = await submit_signal(client, db, settings, signal)
-    report: ExecutionReport = await _bounded(handle, handle.result(), timeout_s)
+    handle = await submit_signal(ctx.client, ctx.db, ctx.settings, signal)
+    await _bounded(handle, handle.result(), timeout_s)
     wall = time.perf_counter() - started
-    after = CpuSample.now(server_pids)
+    after = CpuSample.now(ctx.server_pids)
 
-    parent = await handle.fetch_history()
-    histories = [parent]
-    for event in parent.events:
-        if event.HasField("child_workflow_execution_started_event_attributes"):
-            child = event.child_workflow_execution_started_event_attributes.workflow_execution
-            histories.append(await client.get_workflow_handle(child.workflow_id).fetch_history())
-    outcome = Counter(a.status.value for a in report.accounts)
-    if outcome.get(LegStatus.FILLED.value, 0) != legs:
-        logging.warning("%s: not every leg filled: %s", handle.id, dict(outcome))
+    histories = await fetch_with_children(ctx.client, handle.id)
+    ledger = await asyncio.to_thread(ledger_orders, ctx.db, signal_id)
+    filled = ledger.get(OrderStatus.FILLED.value, 0)
+    if filled != legs:
+        logging.warning(
+            "%s: %d of %d legs FILLED in the ledger: %s", handle.id, filled, legs, ledger
+        )
     return Run(
         variant=variant,
-        repeat=repeat,
         legs=legs,
-        batch_size=settings.batch_size,
+        repeat=repeat,
+        batch_size=ctx.settings.batch_size,
         workflow_id=handle.id,
         wall_ms=wall * 1000,
         ms_per_leg=wall * 1000 / legs,
-        outcome=dict(outcome),
+        ledger=ledger,
+        filled_orders=filled,
         **_history_figures(histories, legs),
         **_cpu_figures(before, after, legs),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Throughput
+
+
+@dataclass
+class Throughput:
+    kind: str
+    legs_per_signal: int
+    in_flight: int
+    window_s: float
+    submitted: int = 0
+    completed_in_window: int = 0
+    completed_after_window: int = 0
+    """Submitted before the deadline, completed while draining."""
+    failed: int = 0
+    """Failed, timed out (terminated) or not submitted."""
+    errors: dict[str, int] = field(default_factory=dict)
+    drain_s: float = 0.0
+    """From the deadline until the last lane stopped."""
+    signals_per_s: float = 0.0
+    legs_per_s: float = 0.0
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    latency_ms_max: float | None = None
+    process_cpu_ms_per_signal: float | None = None
+    server_cpu_ms_per_signal: float | None = None
+    """CPU over the window and the drain ÷ signals completed in both."""
+    ledger_filled_legs: int | None = None
+    """Ours: FILLED orders of the signals completed in the window."""
+    ledger_short_signals: int | None = None
+    """Ours: signals completed in the window with fewer FILLED orders than legs."""
+
+
+async def throughput(
+    kind: str,
+    start: Callable[[int, int], Awaitable[WorkflowHandle[Any, Any]]],
+    *,
+    in_flight: int,
+    seconds: float,
+    timeout_s: float,
+    server_pids: list[int],
+) -> tuple[Throughput, list[str]]:
+    """``in_flight`` lanes, each starting (``start(lane, sequence)``) and awaiting one workflow
+    after another until ``seconds`` have passed. Returns the figures and the workflow ids that
+    completed inside the window."""
+    out = Throughput(kind, THROUGHPUT_LEGS, in_flight, seconds)
+    errors: Counter[str] = Counter()
+    latencies: list[float] = []
+    in_window: list[str] = []
+    before = CpuSample.now(server_pids)
+    began = time.perf_counter()
+    deadline = began + seconds
+
+    async def lane(k: int) -> None:
+        failures = 0
+        sequence = 0
+        while time.perf_counter() < deadline and failures < FAILURES_PER_LANE:
+            sequence += 1
+            submitted = time.perf_counter()
+            try:
+                handle = await asyncio.wait_for(start(k, sequence), timeout_s)
+                out.submitted += 1
+                await _bounded(handle, handle.result(), timeout_s)
+            except Exception as err:  # noqa: BLE001 — counted; the lane goes on (bounded)
+                failures += 1
+                out.failed += 1
+                errors[f"{type(err).__name__}: {str(err)[:120]}"] += 1
+                continue
+            done = time.perf_counter()
+            latencies.append((done - submitted) * 1000)
+            if done <= deadline:
+                out.completed_in_window += 1
+                in_window.append(handle.id)
+            else:
+                out.completed_after_window += 1
+
+    await asyncio.gather(*(lane(k) for k in range(in_flight)))
+    ended = time.perf_counter()
+    after = CpuSample.now(server_pids)
+    out.drain_s = max(0.0, ended - deadline)
+    out.errors = dict(errors.most_common())
+    out.signals_per_s = out.completed_in_window / seconds
+    out.legs_per_s = out.signals_per_s * THROUGHPUT_LEGS
+    if latencies:
+        out.latency_ms_p50 = _pct(latencies, 50)
+        out.latency_ms_p95 = _pct(latencies, 95)
+        out.latency_ms_max = max(latencies)
+    completed = out.completed_in_window + out.completed_after_window
+    if completed:
+        out.process_cpu_ms_per_signal = (after.process_s - before.process_s) * 1000 / completed
+        if before.server_s is not None and after.server_s is not None:
+            out.server_cpu_ms_per_signal = (after.server_s - before.server_s) * 1000 / completed
+    return out, in_window
+
+
+async def throughput_pair(
+    ctx: Context, *, in_flight: int, seconds: float, timeout_s: float
+) -> dict[str, Any]:
+    """The floor's throughput, then ours, with the same lanes."""
+    pool = [f"bench-tp-{i:05d}" for i in range(1, in_flight * THROUGHPUT_LEGS + 1)]
+    await asyncio.to_thread(load, ctx.db, bench_book(pool, generous=True))
+    lanes = [pool[k * THROUGHPUT_LEGS : (k + 1) * THROUGHPUT_LEGS] for k in range(in_flight)]
+    prefix = f"bench-{ctx.tag}-tp-"
+
+    async def start_floor(k: int, sequence: int) -> WorkflowHandle[Any, Any]:
+        return await ctx.client.start_workflow(
+            FloorWorkflow.run,
+            THROUGHPUT_LEGS,
+            id=f"bench-floor-{ctx.tag}-tp-{k:03d}-{sequence:06d}",
+            task_queue=ctx.floor_queue,
+        )
+
+    async def start_ours(k: int, sequence: int) -> WorkflowHandle[Any, Any]:
+        signal = bench_signal(f"{prefix}{k:03d}-{sequence:06d}", lanes[k])
+        return await submit_signal(ctx.client, ctx.db, ctx.settings, signal)
+
+    print(f"throughput: floor, {in_flight} in flight, {seconds:.0f} s …", flush=True)
+    floor, _ = await throughput(
+        FLOOR,
+        start_floor,
+        in_flight=in_flight,
+        seconds=seconds,
+        timeout_s=timeout_s,
+        server_pids=ctx.server_pids,
+    )
+    print(f"throughput: ours, {in_flight} in flight, {seconds:.0f} s …", flush=True)
+    ours, completed = await throughput(
+        OURS,
+        start_ours,
+        in_flight=in_flight,
+        seconds=seconds,
+        timeout_s=timeout_s,
+        server_pids=ctx.server_pids,
+    )
+    filled = await asyncio.to_thread(ledger_filled_by_signal, ctx.db, prefix)
+    # Workflow id is "signal-<signal id>".
+    counts = [filled.get(workflow_id.removeprefix("signal-"), 0) for workflow_id in completed]
+    ours.ledger_filled_legs = sum(counts)
+    ours.ledger_short_signals = sum(1 for c in counts if c != THROUGHPUT_LEGS)
+    if ours.ledger_short_signals:
+        logging.warning(
+            "throughput: %d completed signals with fewer than %d FILLED orders",
+            ours.ledger_short_signals,
+            THROUGHPUT_LEGS,
+        )
+    return {
+        "floor": floor,
+        "ours": ours,
+        "ratio_signals_per_s": (
+            ours.signals_per_s / floor.signals_per_s if floor.signals_per_s else None
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Replay, planning, correlation
+
+
+async def time_replay(
+    client: Client, workflow_id: str, legs: int, converter: DataConverter
+) -> dict[str, Any]:
+    """Fetch the run and all its children, then time their replay with the project's
+    workflows and data converter (fetching not timed)."""
+    histories = await fetch_with_children(client, workflow_id)
+
+    async def feed() -> AsyncIterator[WorkflowHistory]:
+        for history in histories:
+            yield history
+
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=converter)
+    started = time.perf_counter()
+    results = await replayer.replay_workflows(feed(), raise_on_replay_failure=False)
+    seconds = time.perf_counter() - started
+    failures = {run: f"{type(e).__name__}: {e}"[:300] for run, e in results.replay_failures.items()}
+    if failures:
+        logging.warning("replay of %s: %d histories failed", workflow_id, len(failures))
+    return {
+        "workflow_id": workflow_id,
+        "legs": legs,
+        "histories": len(histories),
+        "events": sum(len(h.events) for h in histories),
+        "seconds": seconds,
+        "ms_per_leg": seconds * 1000 / legs,
+        "failures": failures,
+    }
+
+
+def planning_inputs(accounts: int) -> tuple[Signal, BookSnapshot, CorrelationResult]:
+    """A snapshot of ``accounts`` eligible accounts, and a correlation result with a fifth of
+    them in groups of 5 (the rest uncorrelated)."""
+    now = datetime.now(UTC)
+    equity = Decimal(50000)
+    ids = [f"plan-{i:05d}" for i in range(accounts)]
+    snapshot = BookSnapshot(
+        symbol=SYMBOL,
+        taken_at=now,
+        accounts=[
+            AccountSnapshot(
+                account_id=account_id,
+                broker=BROKER,
+                currency="USD",
+                status=AccountStatus.ACTIVE,
+                limits=bench_account(account_id).limits,
+                mandate=Mandate(),
+                broker_symbol=SYMBOL,
+                balance=equity,
+                equity=equity,
+                peak_equity=equity,
+                free_margin=equity,
+                open_positions=0,
+                realized_loss_today=Decimal(0),
+                risk_committed_today=Decimal(0),
+                as_of=now,
+            )
+            for account_id in ids
+        ],
+        specs={spec_key(BROKER, SYMBOL): SPEC},
+    )
+    grouped = accounts // 5
+    correlation = CorrelationResult(
+        threshold=Decimal("0.7"),
+        accounts=[
+            AccountCorrelation(
+                account_id=account_id,
+                group=f"g{i // 5}" if i < grouped else None,
+                max_correlation=Decimal("0.85") if i < grouped else Decimal("0.2"),
+                peers=(
+                    [ids[j] for j in range(i // 5 * 5, i // 5 * 5 + 5) if j != i]
+                    if i < grouped
+                    else []
+                ),
+                observations=60,
+                insufficient_history=False,
+            )
+            for i, account_id in enumerate(ids)
+        ],
+    )
+    return bench_signal("bench-planning", None), snapshot, correlation
+
+
+def time_planning(accounts: int, repeats: int = 3) -> dict[str, Any]:
+    """``plan_signal`` on ``accounts`` accounts with the realistic and an empty correlation."""
+    signal, snapshot, correlation = planning_inputs(accounts)
+    empty = CorrelationResult(threshold=correlation.threshold, accounts=[])
+    settings = PlanSettings()
+    out: dict[str, Any] = {"accounts": accounts, "settings": "PlanSettings() defaults"}
+    for name, result in (("correlated", correlation), ("empty_correlation", empty)):
+        runs: list[float] = []
+        legs = denials = 0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            plan = plan_signal(signal, snapshot, result, settings, datetime.now(UTC))
+            runs.append(time.perf_counter() - started)
+            legs, denials = len(plan.legs), len(plan.denials)
+        out[name] = {"median_s": statistics.median(runs), "runs_s": runs}
+        out[name] |= {"legs": legs, "denials": denials}
+    out["correlation_input"] = f"{accounts // 5} accounts in groups of 5, the rest uncorrelated"
+    return out
+
+
+def time_correlation_or_missing() -> dict[str, Any]:
+    try:
+        module = importlib.import_module("bench.correlation_timing")
+        timer: Callable[..., dict[str, Any]] = module.time_correlation
+    except (ImportError, AttributeError) as err:
+        return {"missing": f"bench.correlation_timing.time_correlation: {err}"}
+    result = timer(accounts=CORRELATION_ACCOUNTS, days=CORRELATION_DAYS, seed=CORRELATION_SEED)
+    return dict(result)
+
+
+def _guarded(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one of the in-process timings; a failure is reported, not fatal (the per-N figures
+    are already measured by then)."""
+    try:
+        return work()
+    except Exception as err:
+        logging.exception("%s failed", name)
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,32 +1052,43 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
-    keys = (
-        "wall_ms",
-        "ms_per_leg",
-        "events_per_leg",
-        "workflow_tasks_per_leg",
-        "history_bytes",
-        "history_json_bytes",
-        "history_bytes_per_leg",
-        "result_payload_bytes",
-        "process_cpu_ms_per_leg",
-        "server_cpu_ms_per_leg",
-        "ratio",
-        "retries",
-    )
-    out: dict[str, dict[str, Any]] = {}
-    for variant in dict.fromkeys(r.variant for r in runs):
-        chosen = [r for r in runs if r.variant == variant]
-        out[variant] = {k: _median([getattr(r, k) for r in chosen]) for k in keys}
-        out[variant]["runs"] = len(chosen)
-    floor = out.get("floor", {}).get("ms_per_leg")
-    like = out.get(FLOOR_2ACT, {}).get("ms_per_leg")
-    for variant, figures in out.items():
-        if variant.startswith("ours"):
-            figures["ratio_of_medians"] = figures["ms_per_leg"] / floor if floor else None
-            figures["ratio_to_floor_2act"] = figures["ms_per_leg"] / like if like else None
+MEDIAN_KEYS = (
+    "wall_ms",
+    "ms_per_leg",
+    "events_per_leg",
+    "workflow_tasks_per_leg",
+    "history_bytes",
+    "history_bytes_per_leg",
+    "result_payload_bytes",
+    "process_cpu_ms_per_leg",
+    "server_cpu_ms_per_leg",
+    "ratio",
+    "retries",
+)
+MAX_KEYS = ("histories", "largest_history_events", "largest_history_bytes", "largest_payload_bytes")
+
+
+def summarize(runs: list[Run]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Per N, per variant: medians over the repeats (the largest figures: their maximum)."""
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for legs in sorted({r.legs for r in runs}):
+        of_n = [r for r in runs if r.legs == legs]
+        figures: dict[str, dict[str, Any]] = {}
+        for variant in dict.fromkeys(r.variant for r in of_n):
+            chosen = [r for r in of_n if r.variant == variant]
+            f: dict[str, Any] = {k: _median([getattr(r, k) for r in chosen]) for k in MEDIAN_KEYS}
+            f |= {k: max(getattr(r, k) for r in chosen) for k in MAX_KEYS}
+            f["runs"] = len(chosen)
+            if variant == OURS:
+                f["filled_orders_min"] = min(r.filled_orders or 0 for r in chosen)
+            figures[variant] = f
+        floor = figures.get(FLOOR, {}).get("ms_per_leg")
+        like = figures.get(FLOOR_2ACT, {}).get("ms_per_leg")
+        if OURS in figures:
+            ours = figures[OURS]
+            ours["ratio_of_medians"] = ours["ms_per_leg"] / floor if floor else None
+            ours["ratio_to_floor_2act"] = ours["ms_per_leg"] / like if like else None
+        out[legs] = figures
     return out
 
 
@@ -520,20 +1097,22 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 COLUMNS = (
-    ("variant", "<14"),
-    ("rep", ">4"),
-    ("wall ms", ">9"),
-    ("ms/leg", ">7"),
+    ("N", ">5"),
+    ("reps", ">4"),
+    ("floor ms/leg", ">12"),
+    ("2act ms/leg", ">11"),
+    ("ours ms/leg", ">11"),
     ("ours/floor", ">10"),
-    ("events/leg", ">10"),
-    ("WFT/leg", ">8"),
-    ("hist KB", ">8"),
+    ("ev/leg", ">6"),
+    ("WFT/leg", ">7"),
     ("B/leg", ">6"),
-    ("json KB", ">8"),
-    ("result KB", ">9"),
+    ("hists", ">5"),
+    ("max hist ev", ">11"),
+    ("max hist KB", ">11"),
+    ("max payload KB", ">14"),
     ("cpu ms/leg", ">10"),
-    ("srv cpu/leg", ">11"),
-    ("retries", ">7"),
+    ("srv cpu ms/leg", ">14"),
+    ("FILLED", ">11"),
 )
 
 
@@ -541,63 +1120,84 @@ def _row(cells: Sequence[str]) -> str:
     return "  ".join(format(c, spec) for c, (_, spec) in zip(cells, COLUMNS, strict=True))
 
 
-def table(runs: list[Run], summary: dict[str, dict[str, Any]]) -> str:
+def table(summary: dict[int, dict[str, dict[str, Any]]]) -> str:
     lines = [_row([name for name, _ in COLUMNS])]
     lines.append("-" * len(lines[0]))
-    order = list(summary)
-    for r in sorted(runs, key=lambda r: (r.repeat, order.index(r.variant))):
+    for legs, figures in summary.items():
+        floor = figures.get(FLOOR, {})
+        like = figures.get(FLOOR_2ACT, {})
+        ours = figures.get(OURS)
+        if ours is None:
+            continue
         lines.append(
             _row(
                 [
-                    r.variant,
-                    str(r.repeat),
-                    f"{r.wall_ms:.0f}",
-                    f"{r.ms_per_leg:.2f}",
-                    _fmt(r.ratio, ".2f"),
-                    f"{r.events_per_leg:.2f}",
-                    f"{r.workflow_tasks_per_leg:.3f}",
-                    f"{r.history_bytes / 1024:.0f}",
-                    f"{r.history_bytes_per_leg:.0f}",
-                    f"{r.history_json_bytes / 1024:.0f}",
-                    f"{r.result_payload_bytes / 1024:.1f}",
-                    f"{r.process_cpu_ms_per_leg:.2f}",
-                    _fmt(r.server_cpu_ms_per_leg, ".2f"),
-                    str(r.retries),
-                ]
-            )
-        )
-    lines.append("-" * len(lines[0]))
-    for variant, s in summary.items():
-        lines.append(
-            _row(
-                [
-                    variant,
-                    "med",
-                    f"{s['wall_ms']:.0f}",
-                    f"{s['ms_per_leg']:.2f}",
-                    _fmt(s["ratio"], ".2f"),
-                    f"{s['events_per_leg']:.2f}",
-                    f"{s['workflow_tasks_per_leg']:.3f}",
-                    f"{s['history_bytes'] / 1024:.0f}",
-                    f"{s['history_bytes_per_leg']:.0f}",
-                    f"{s['history_json_bytes'] / 1024:.0f}",
-                    f"{s['result_payload_bytes'] / 1024:.1f}",
-                    f"{s['process_cpu_ms_per_leg']:.2f}",
-                    _fmt(s["server_cpu_ms_per_leg"], ".2f"),
-                    _fmt(s["retries"], ".0f"),
+                    str(legs),
+                    str(ours["runs"]),
+                    _fmt(floor.get("ms_per_leg"), ".2f"),
+                    _fmt(like.get("ms_per_leg"), ".2f"),
+                    f"{ours['ms_per_leg']:.2f}",
+                    _fmt(ours["ratio"], ".2f"),
+                    f"{ours['events_per_leg']:.2f}",
+                    f"{ours['workflow_tasks_per_leg']:.3f}",
+                    f"{ours['history_bytes_per_leg']:.0f}",
+                    str(ours["histories"]),
+                    str(ours["largest_history_events"]),
+                    f"{ours['largest_history_bytes'] / 1024:.0f}",
+                    f"{ours['largest_payload_bytes'] / 1024:.1f}",
+                    f"{ours['process_cpu_ms_per_leg']:.2f}",
+                    _fmt(ours["server_cpu_ms_per_leg"], ".2f"),
+                    f"{ours['filled_orders_min']}/{legs}",
                 ]
             )
         )
     return "\n".join(lines)
 
 
+def table_notes() -> str:
+    return (
+        "medians over the repeats; ours/floor: median of the per-repeat ratios of ms/leg; "
+        "2act: floor-2act (two no-op activities per leg, no timer; N <= 1000 only); ev, WFT "
+        "(workflow tasks completed), B (protobuf bytes of the events): per leg, parent and all "
+        "children; hists: histories (parent + children); max hist: the largest single history; "
+        "max payload: the largest single Payload in any event; cpu: this process (both workers, "
+        "activities, database client, bench), srv: the dev server; FILLED: the fewest FILLED "
+        "orders in the ledger over the repeats / legs"
+    )
+
+
+def throughput_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for kind in ("floor", "ours"):
+        t: Throughput = result[kind]
+        lines.append(
+            f"  {kind:<5} {t.signals_per_s:7.2f} signals/s  {t.legs_per_s:8.1f} legs/s  "
+            f"({t.completed_in_window} completed in {t.window_s:.0f} s, {t.in_flight} in flight; "
+            f"{t.completed_after_window} more in {t.drain_s:.1f} s after; {t.failed} failed)  "
+            f"latency p50/p95/max {_fmt(t.latency_ms_p50, '.0f')}/{_fmt(t.latency_ms_p95, '.0f')}"
+            f"/{_fmt(t.latency_ms_max, '.0f')} ms  cpu/signal "
+            f"{_fmt(t.process_cpu_ms_per_signal, '.1f')} ms, srv "
+            f"{_fmt(t.server_cpu_ms_per_signal, '.1f')} ms"
+        )
+        if t.errors:
+            lines.append(f"        errors: {t.errors}")
+    ours: Throughput = result["ours"]
+    lines.append(
+        f"  ours/floor signals/s {_fmt(result['ratio_signals_per_s'], '.3f')}; ledger: "
+        f"{ours.ledger_filled_legs} FILLED legs for {ours.completed_in_window} signals "
+        f"completed in the window ({ours.ledger_short_signals} short)"
+    )
+    return lines
+
+
 def breakdown(runs: list[Run]) -> str:
-    """From the last run of each variant: events and bytes per leg by event type, CPU per leg
-    by thread kind, and the activities' queue and run times."""
-    last = {r.variant: r for r in runs}
+    """Of the largest N, last repeat of each variant: events and bytes per leg by event type,
+    CPU per leg by thread kind, the activities' queue and run times, the largest events."""
+    legs = max(r.legs for r in runs)
+    last = {r.variant: r for r in runs if r.legs == legs}
     names = sorted({n for r in last.values() for n in r.event_types})
-    width = max(len(n) for n in names)
-    head = f"{'per leg (last repeat)':<{width}}  " + "  ".join(
+    width = max(len(n) for n in [*names, "CPU ms per leg, this process"])
+    head = f"{f'N={legs}, per leg':<{width}}  " + "  ".join(
         f"{v + ' n':>16}  {'B':>6}" for v in last
     )
     lines = [head, "-" * len(head)]
@@ -622,7 +1222,7 @@ def breakdown(runs: list[Run]) -> str:
     lines.append(f"{'(dev server)':<{width}}  {server}")
     lines += [
         "",
-        f"{'activity (last repeat)':<{width}}  {'variant':>12}  {'count':>6}  {'retried':>7}"
+        f"{'activity':<{width}}  {'variant':>12}  {'count':>6}  {'retried':>7}"
         f"  {'queue p50/p95 ms':>16}  {'run p50/p95/max ms':>20}",
     ]
     for r in last.values():
@@ -632,10 +1232,22 @@ def breakdown(runs: list[Run]) -> str:
                 f"{a['queue_ms_p50']:>7.0f}/{a['queue_ms_p95']:<8.0f}  "
                 f"{a['run_ms_p50']:>7.0f}/{a['run_ms_p95']:.0f}/{a['run_ms_max']:.0f}"
             )
-    lines += ["", "largest events (last repeat)"]
+    for r in last.values():
+        t = r.timers
+        if "fire_ms_p50" in t:
+            lines.append(
+                f"{'timer started → fired':<{width}}  {r.variant:>12}  {t['count']:>6.0f}  "
+                f"{'':>7}  {'':>16}  {t['fire_ms_p50']:>7.0f}/{t['fire_ms_p95']:.0f}"
+                f"/{t['fire_ms_max']:.0f}"
+            )
+    lines += ["", "largest events and payload"]
     for r in last.values():
         for e in r.largest_events[:3]:
             lines.append(f"  {r.variant:<12} {e['bytes'] / 1024:>8.1f} KB  {e['type']} ({e['of']})")
+        p = r.largest_payload
+        lines.append(
+            f"  {r.variant:<12} {p['bytes'] / 1024:>8.1f} KB  payload in {p['event']} ({p['of']})"
+        )
     return "\n".join(lines)
 
 
@@ -643,184 +1255,229 @@ def breakdown(runs: list[Run]) -> str:
 # Main
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    legs: int = args.legs
-    tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    timeout_s = args.run_timeout or 120 + 0.5 * legs
+async def bench(args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    legs_list: list[int] = args.legs
+    largest = legs_list[-1]
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        fresh = args.database_url is None
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'orchestrator.db'}"
-        db = Database(url)
-        db.migrate()
-        ids = [f"bench-{i:05d}" for i in range(1, legs + 1)]
-        book = bench_book(ids)
-        # A fresh database holds only the bench book: the signal covers the whole book, as a
-        # real one does. A given database may hold other accounts: restrict to ours.
-        scope = None if fresh else ids
-        env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
-            dev_server_existing_path=temporal_binary(),
-            search_attributes=search_attributes.ALL,
-            ip="127.0.0.1",
-            dev_server_log_level="error",
+    out: dict[str, Any] = {"tag": tag, "legs": legs_list}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp,
+        bench_database(args.database_url, tag, Path(tmp)) as bench_db,
+    ):
+        out["database"] = bench_db.label
+        out["broker"] = (
+            "in-memory (bench.memory_broker)"
+            if args.broker == "memory"
+            else "PaperBroker (database)"
         )
+        db = Database(bench_db.url, pool_size=Settings().database_pool_size)
         try:
-            client = env.client
-            server_pids = _server_pids()
+            db.migrate()
+            ids = [f"bench-{i:05d}" for i in range(1, largest + 1)]
             base: dict[str, Any] = {
-                "temporal_address": client.service_client.config.target_host,
                 "task_queue": f"bench-ours-{tag}",
-                "database_url": url,
+                "database_url": bench_db.url,
                 "delay_min_s": Decimal(0),
                 "delay_max_s": Decimal(0),
             }
-            inline_batch = min(legs, 1000)  # the field's upper bound
-            inline = Settings.model_validate({**base, "batch_size": inline_batch})
-            default_batch = Settings.model_validate(base)
-            variants = [
-                ("ours-inline" if inline_batch >= legs else "ours-b1000", inline),
-                (f"ours-b{default_batch.batch_size}", default_batch),
-            ]
-            floor_queue = f"bench-floor-{tag}"
-            slots = inline.max_concurrent_activities
-            with (
-                ThreadPoolExecutor(slots, f"{ACTIVITY_THREADS}-ours") as ours_pool,
-                ThreadPoolExecutor(slots, f"{ACTIVITY_THREADS}-floor") as floor_pool,
-            ):
-                floor_worker = Worker(
-                    client,
-                    task_queue=floor_queue,
-                    workflows=[FloorWorkflow, FloorTwoActivitiesWorkflow],
-                    activities=[noop],
-                    activity_executor=floor_pool,
-                    max_concurrent_activities=slots,
-                    max_cached_workflows=2000,
+            converter = data_converter(Settings.model_validate(base))
+            env = await WorkflowEnvironment.start_local(
+                data_converter=converter,
+                dev_server_existing_path=temporal_binary(),
+                search_attributes=search_attributes.ALL,
+                ip="127.0.0.1",
+                dev_server_log_level="error",
+            )
+            try:
+                client = env.client
+                settings = Settings.model_validate(
+                    {**base, "temporal_address": client.service_client.config.target_host}
                 )
-                ours_worker = build_worker(client, inline, build_activities(db, inline), ours_pool)
-                async with floor_worker, ours_worker:
-                    print(f"warm-up ({min(legs, WARMUP_LEGS)} legs each) …", flush=True)
-                    for warm in ("floor", FLOOR_2ACT):
-                        await run_floor(
-                            client,
-                            floor_queue,
-                            min(legs, WARMUP_LEGS),
-                            variant=warm,
-                            repeat=0,
-                            tag=tag,
-                            timeout_s=timeout_s,
-                            server_pids=server_pids,
-                        )
-                    await run_ours(
+                ctx = Context(
+                    client=client,
+                    db=db,
+                    settings=settings,
+                    floor_queue=f"bench-floor-{tag}",
+                    tag=tag,
+                    server_pids=_server_pids(),
+                )
+                slots = settings.max_concurrent_activities
+                out["settings"] = {
+                    "delay_min_s": 0,
+                    "delay_max_s": 0,
+                    "batch_size": settings.batch_size,
+                    "max_concurrent_activities": slots,
+                    "activity_threads": slots,
+                    "max_cached_workflows": 2000,
+                    "run_timeout_s": args.run_timeout or "120 + 0.5 × N",
+                    "repeats": {"N <= 1000": args.repeats, "N > 1000": args.repeats_large},
+                    "signal_scope": "whole book" if bench_db.fresh else "account_ids",
+                }
+                with (
+                    ThreadPoolExecutor(slots, f"{ACTIVITY_THREADS}-ours") as ours_pool,
+                    ThreadPoolExecutor(slots, f"{ACTIVITY_THREADS}-floor") as floor_pool,
+                ):
+                    floor_worker = Worker(
                         client,
-                        db,
-                        inline,
-                        book,
-                        ids[:WARMUP_LEGS],
-                        variant="warmup",
-                        repeat=0,
-                        tag=tag,
-                        timeout_s=timeout_s,
-                        server_pids=server_pids,
+                        task_queue=ctx.floor_queue,
+                        workflows=[FloorWorkflow, FloorTwoActivitiesWorkflow],
+                        activities=[noop],
+                        activity_executor=floor_pool,
+                        max_concurrent_activities=slots,
+                        max_cached_workflows=2000,
                     )
-                    for repeat in range(1, args.repeats + 1):
-                        floor = await run_floor(
-                            client,
-                            floor_queue,
-                            legs,
-                            repeat=repeat,
-                            tag=tag,
-                            timeout_s=timeout_s,
-                            server_pids=server_pids,
-                        )
-                        runs.append(floor)
-                        print(f"repeat {repeat}: floor {floor.ms_per_leg:.2f} ms/leg", flush=True)
-                        like = await run_floor(
-                            client,
-                            floor_queue,
-                            legs,
-                            variant=FLOOR_2ACT,
-                            repeat=repeat,
-                            tag=tag,
-                            timeout_s=timeout_s,
-                            server_pids=server_pids,
-                        )
-                        like.ratio = like.ms_per_leg / floor.ms_per_leg
-                        runs.append(like)
-                        print(
-                            f"repeat {repeat}: {FLOOR_2ACT} {like.ms_per_leg:.2f} ms/leg",
-                            flush=True,
-                        )
-                        for variant, settings in variants:
-                            run = await run_ours(
-                                client,
-                                db,
-                                settings,
-                                book,
-                                scope,
-                                variant=variant,
-                                repeat=repeat,
-                                tag=tag,
-                                timeout_s=timeout_s,
-                                server_pids=server_pids,
+                    broker = MemoryBroker() if args.broker == "memory" else None
+                    ours_worker = build_worker(
+                        client, settings, build_activities(db, settings, broker), ours_pool
+                    )
+                    async with floor_worker, ours_worker:
+                        await per_n(ctx, args, ids, bench_db.fresh, runs)
+                        if args.throughput_seconds > 0:
+                            out["throughput"] = await throughput_pair(
+                                ctx,
+                                in_flight=args.in_flight,
+                                seconds=args.throughput_seconds,
+                                timeout_s=args.throughput_timeout,
                             )
-                            run.ratio = run.ms_per_leg / floor.ms_per_leg
-                            runs.append(run)
-                            print(
-                                f"repeat {repeat}: {variant} {run.ms_per_leg:.2f} ms/leg",
-                                flush=True,
-                            )
+                target = [r for r in runs if r.variant == OURS and r.legs == largest][-1]
+                print(f"replay: {target.workflow_id} and its children …", flush=True)
+                try:
+                    out["replay"] = await time_replay(
+                        client, target.workflow_id, largest, converter
+                    )
+                except Exception as err:
+                    logging.exception("replay failed")
+                    out["replay"] = {"error": f"{type(err).__name__}: {err}"}
+                out["peak_rss_kib_bench"] = peak_rss_kib()
+            finally:
+                await env.shutdown()
         finally:
-            await env.shutdown()
             db.dispose()
-    return {
-        "tag": tag,
-        "legs": legs,
-        "repeats": args.repeats,
-        "database": "sqlite (fresh temp file)" if fresh else _redact(url),
-        "signal_scope": "whole book" if scope is None else "account_ids",
-        "settings": {
-            "delay_min_s": 0,
-            "delay_max_s": 0,
-            "batch_sizes": {v: s.batch_size for v, s in variants},
-            "max_concurrent_activities": slots,
-            "activity_threads": slots,
-            "max_cached_workflows": 2000,
-        },
-        "runs": runs,
-    }
+    print(f"planning: plan_signal on {PLANNING_ACCOUNTS} accounts …", flush=True)
+    out["planning"] = _guarded("planning", lambda: time_planning(PLANNING_ACCOUNTS))
+    print(f"correlation: {CORRELATION_ACCOUNTS} × {CORRELATION_DAYS} …", flush=True)
+    out["correlation"] = _guarded("correlation", time_correlation_or_missing)
+    out["peak_rss_kib_end"] = peak_rss_kib()
+    out["runs"] = runs
+    return out
 
 
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
+async def per_n(
+    ctx: Context, args: argparse.Namespace, ids: list[str], fresh: bool, runs: list[Run]
+) -> None:
+    """Warm up, then for each N (ascending, so the book only grows): floor, floor-2act
+    (N <= 1000) and ours, repeated."""
+    legs_list: list[int] = args.legs
+    first = legs_list[0]
+    warm = min(first, WARMUP_LEGS)
+    print(f"warm-up (floor {WARMUP_LEGS} legs, ours {first} legs) …", flush=True)
+    for variant in (FLOOR, FLOOR_2ACT):
+        await run_floor(ctx, WARMUP_LEGS, variant=variant, repeat=0, timeout_s=120)
+    book = bench_book(ids[:first])
+    await run_ours(
+        ctx,
+        book,
+        None if fresh else ids[:warm],
+        repeat=0,
+        timeout_s=args.run_timeout or 120 + 0.5 * first,
+        variant="warmup",
+    )
+    for legs in legs_list:
+        book = bench_book(ids[:legs])
+        scope = None if fresh else ids[:legs]
+        timeout_s = args.run_timeout or 120 + 0.5 * legs
+        repeats = args.repeats if legs <= LARGE else args.repeats_large
+        for repeat in range(1, repeats + 1):
+            floor = await run_floor(ctx, legs, variant=FLOOR, repeat=repeat, timeout_s=timeout_s)
+            runs.append(floor)
+            progress = f"N={legs} repeat {repeat}: floor {floor.ms_per_leg:.2f}"
+            if legs <= LARGE:
+                like = await run_floor(
+                    ctx, legs, variant=FLOOR_2ACT, repeat=repeat, timeout_s=timeout_s
+                )
+                like.ratio = like.ms_per_leg / floor.ms_per_leg
+                runs.append(like)
+                progress += f", {FLOOR_2ACT} {like.ms_per_leg:.2f}"
+            ours = await run_ours(ctx, book, scope, repeat=repeat, timeout_s=timeout_s)
+            ours.ratio = ours.ms_per_leg / floor.ms_per_leg
+            runs.append(ours)
+            print(
+                f"{progress}, ours {ours.ms_per_leg:.2f} ms/leg (×{ours.ratio:.2f}), "
+                f"{ours.filled_orders}/{legs} FILLED",
+                flush=True,
+            )
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def _legs(text: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("legs must be positive integers")
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
         prog="python -m bench.overhead",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--legs", type=int, default=500, help="accounts / legs (default 500)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each (default 3)")
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="SQLAlchemy URL (sqlite:///… or postgresql+psycopg://…); "
-        "default: a fresh SQLite file in a temporary directory",
+    p.add_argument(
+        "--legs",
+        type=_legs,
+        default=_legs(DEFAULT_LEGS),
+        help=f"comma list (default {DEFAULT_LEGS})",
     )
-    parser.add_argument(
+    p.add_argument("--repeats", type=int, default=3, help="runs per N <= 1000 (default 3)")
+    p.add_argument("--repeats-large", type=int, default=1, help="runs per N > 1000 (default 1)")
+    p.add_argument(
+        "--throughput-seconds",
+        type=float,
+        default=120,
+        help="window of each throughput loop, floor and ours (default 120; 0: skip)",
+    )
+    p.add_argument(
+        "--in-flight", type=int, default=20, help="signals (floor workflows) in flight (default 20)"
+    )
+    p.add_argument(
+        "--throughput-timeout",
+        type=float,
+        default=60,
+        help="seconds one throughput signal may take before it is terminated; also bounds the "
+        "wait after the window (default 60)",
+    )
+    p.add_argument(
+        "--database-url",
+        default="postgres",
+        help="postgres (default: a fresh database bench_<tag> on 127.0.0.1:5432, dropped at the "
+        "end), sqlite (a fresh temporary file) or a SQLAlchemy URL used as is",
+    )
+    p.add_argument(
+        "--broker",
+        choices=("memory", "paper"),
+        default="memory",
+        help="memory (default: bench.memory_broker, fills at once in memory) or paper (the "
+        "project's PaperBroker, whose book is in the database: three more transactions per "
+        "order)",
+    )
+    p.add_argument(
         "--run-timeout",
         type=float,
         default=None,
-        help="seconds one run may take before it is terminated (default 120 + 0.5 × legs)",
+        help="seconds one per-N run may take before it is terminated (default 120 + 0.5 × N)",
     )
-    args = parser.parse_args(argv)
-    if args.legs < 1 or args.repeats < 1:
-        parser.error("--legs and --repeats must be at least 1")
+    return p
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.repeats_large < 1 or args.in_flight < 1:
+        p.error("--repeats, --repeats-large and --in-flight must be at least 1")
+    if args.throughput_seconds < 0 or args.throughput_timeout <= 0:
+        p.error("--throughput-seconds must be >= 0 and --throughput-timeout > 0")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     host = machine()
@@ -829,40 +1486,87 @@ async def main(argv: Sequence[str] | None = None) -> int:
         f"python {host['python']}, temporalio {host['temporalio']}, {host['platform']}",
         flush=True,
     )
-    result = await bench(args)
-    runs: list[Run] = result["runs"]
+    tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    result = await bench(args, tag)
+    runs: list[Run] = result.pop("runs")
     summary = summarize(runs)
 
     print()
     print(
-        f"{args.legs} legs × {args.repeats} repeats, database {result['database']}, "
-        f"signal scope {result['signal_scope']}, batch sizes {result['settings']['batch_sizes']}"
+        f"database {result['database']}; dev server in memory; batch size "
+        f"{result['settings']['batch_size']}, zero delays, {result['broker']} broker; signal scope "
+        f"{result['settings']['signal_scope']}"
     )
-    print(table(runs, summary))
+    print(table(summary))
+    print(table_notes())
+
+    print()
+    if "throughput" in result:
+        tp = result["throughput"]
+        print(
+            f"throughput ({THROUGHPUT_LEGS} legs per signal, closed loop, "
+            f"{args.in_flight} in flight, {args.throughput_seconds:.0f} s window, "
+            f"counted only if completed inside it):"
+        )
+        print("\n".join(throughput_lines(tp)))
+    else:
+        print("throughput: skipped (--throughput-seconds 0)")
+    replay = result.get("replay", {})
+    if "error" in replay:
+        print(f"replay: failed: {replay['error']}")
+    elif replay:
+        print(
+            f"replay of the N={replay['legs']} signal ({replay['histories']} histories, "
+            f"{replay['events']} events): {replay['seconds']:.2f} s, "
+            f"{replay['ms_per_leg']:.3f} ms/leg, {len(replay['failures'])} failures"
+        )
     print(
-        "ours/floor: ms/leg ÷ the same repeat's floor (med: median of those ratios); "
-        "hist KB / B/leg: protobuf size of all events (children included); json KB: "
-        "WorkflowHistory.to_json(); cpu: this process (worker, activities, database), "
-        "srv: dev server; retries: activity completions from attempt > 1"
+        f"peak RSS {result['peak_rss_kib_bench'] / 1024:.0f} MiB (this process: both workers, "
+        f"the bench, fetched histories; not the dev server), "
+        f"{result['peak_rss_kib_end'] / 1024:.0f} MiB after planning and correlation"
     )
-    for variant, figures in summary.items():
-        if variant.startswith("ours"):
-            print(
-                f"{variant}: median ms/leg ÷ floor {_fmt(figures['ratio_of_medians'], '.2f')}, "
-                f"÷ {FLOOR_2ACT} (same shape: 2 activities, no timer) "
-                f"{_fmt(figures['ratio_to_floor_2act'], '.2f')}"
-            )
+    planning = result["planning"]
+    if "error" in planning:
+        print(f"planning: failed: {planning['error']}")
+    else:
+        print(
+            f"planning {planning['accounts']} accounts (plan_signal, median of 3): "
+            f"{planning['correlated']['median_s'] * 1000:.0f} ms with correlation groups "
+            f"({planning['correlated']['legs']} legs), "
+            f"{planning['empty_correlation']['median_s'] * 1000:.0f} ms with none"
+        )
+    correlation = result["correlation"]
+    if "median_s" in correlation:
+        print(
+            f"correlation {CORRELATION_ACCOUNTS} accounts × {CORRELATION_DAYS} days "
+            f"(bench.correlation_timing, median): {correlation['median_s']:.2f} s"
+        )
+    else:
+        print(f"correlation: {correlation.get('missing') or correlation.get('error')}")
     print()
     print(breakdown(runs))
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"overhead-{result['tag']}.json"
+    path = RESULTS_DIR / f"overhead-{tag}.json"
     document = {
-        **{k: v for k, v in result.items() if k != "runs"},
+        **result,
         "machine": host,
-        "summary": summary,
+        "summary": {str(legs): figures for legs, figures in summary.items()},
         "runs": [asdict(r) for r in runs],
     }
+    if "throughput" in result:
+        tp = result["throughput"]
+        document["throughput"] = {
+            "floor": asdict(tp["floor"]),
+            "ours": asdict(tp["ours"]),
+            "ratio_signals_per_s": tp["ratio_signals_per_s"],
+            "in_flight": args.in_flight,
+            "note": "closed loop; signals/s and legs/s count only signals completed in the window",
+        }
+    document["worker_note"] = (
+        "peak RSS is this process's ru_maxrss (KiB): the project's worker, the floor worker and "
+        "the bench with its fetched histories, not the dev server"
+    )
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(f"\nwrote {path}")
     return 0

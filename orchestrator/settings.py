@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     reroute_fraction: Decimal = Field(default=Decimal("0.95"), gt=0, le=1)
     reroute_max_accounts: int = Field(default=3, ge=1, le=20)
     max_concurrent_activities: int = Field(default=64, ge=1)
+    database_pool_size: int = Field(default=16, ge=1)
+    """PostgreSQL connections a worker keeps open; activities beyond wait for one (at most
+    30 s). Past the cores' worth, more connections only add contention."""
 
     temporal_tls: bool = False
     """Connect to Temporal over TLS (on by itself when any of the files below is set)."""

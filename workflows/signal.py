@@ -44,6 +44,11 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
+BOUNDED_BATCHES = "bounded-batches"
+"""Patch: batches of at most ``paging.MAX_BATCH_LEGS`` legs and ``paging.BATCH_BYTES``, slim
+legs, denials included; also when the report alone would not fit the signal's result."""
+
+
 def workflow_id_for(signal_id: str) -> str:
     return f"signal-{signal_id}"
 
@@ -142,8 +147,15 @@ class SignalExecutionWorkflow(OperatorControlled):
         self._set_phase("EXECUTING")
 
         batch_ids: list[str] = []
-        if paging.needs_batches(plan.legs, plan.denials, settings.batch_size):
-            batch_ids, lines = await self._run_batches(request, plan, started_at)
+        # Runs recorded before batches were bounded by bytes and MAX_BATCH_LEGS (and took
+        # denials) keep the old rule: any legs over batch_size, in chunks of batch_size.
+        bounded = workflow.patched(BOUNDED_BATCHES)
+        if (
+            paging.needs_batches(plan.legs, plan.denials, settings.batch_size)
+            if bounded
+            else len(plan.legs) > settings.batch_size
+        ):
+            batch_ids, lines = await self._run_batches(request, plan, started_at, bounded=bounded)
         else:
             self._runner = LegRunner(
                 signal,
@@ -220,11 +232,16 @@ class SignalExecutionWorkflow(OperatorControlled):
         return paging.join_correlation([first, *rest])
 
     async def _run_batches(
-        self, request: SignalWorkflowInput, plan: Plan, started_at: datetime
+        self, request: SignalWorkflowInput, plan: Plan, started_at: datetime, *, bounded: bool
     ) -> tuple[list[str], list[AccountReport]]:
         """Fan legs (and denials) out to batch children so no single history or payload nears
         Temporal's limits; their ids and every line they report."""
-        slices = paging.batches(plan.legs, plan.denials, batch_size=request.settings.batch_size)
+        size = request.settings.batch_size
+        if bounded:
+            slices = paging.batches(plan.legs, plan.denials, batch_size=size)
+        else:
+            chunks = [plan.legs[i : i + size] for i in range(0, len(plan.legs), size)]
+            slices = [paging.Batch(legs=list(chunk)) for chunk in chunks]
         self._batches = len(slices)
         parent_id = workflow.info().workflow_id
         ids = [f"{parent_id}/batch-{n}" for n in range(1, len(slices) + 1)]
@@ -247,7 +264,10 @@ class SignalExecutionWorkflow(OperatorControlled):
             for child_id, part in zip(ids, slices, strict=True)
         ]
         results = await asyncio.gather(*handles)
-        return ids, [line for result in results for line in result.accounts]
+        lines = [line for result in results for line in result.accounts]
+        if not bounded:  # the batches did not take the denials
+            lines += [reports.denial_line(d) for d in plan.denials]
+        return ids, lines
 
     @workflow.query
     def progress(self) -> SignalProgress:

@@ -18,9 +18,15 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 class Database:
     """One engine and session factory; :meth:`transaction` is the unit of work."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int | None = None) -> None:
+        """``pool_size``: connections kept open (server databases). A worker passes its
+        activity concurrency's worth: with SQLAlchemy's default (5, and 10 more opened and
+        closed again on demand) a busy worker opened a PostgreSQL connection per transaction."""
         self.url = url
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        if pool_size is not None and not url.startswith("sqlite"):
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = 0
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
