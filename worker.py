@@ -85,6 +85,7 @@ def build_worker(
         activities=[*activities.all(), *ArchiveActivities(client, settings.archive_dir).all()],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=2000,
         interceptors=[metrics.Observability()],
     )

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     reroute_fraction: Decimal = Field(default=Decimal("0.95"), gt=0, le=1)
     reroute_max_accounts: int = Field(default=3, ge=1, le=20)
     max_concurrent_activities: int = Field(default=64, ge=1)
+    max_concurrent_workflow_tasks: int = Field(default=4, ge=2)
+    """Workflow tasks a worker runs at once. They hold the GIL: more at once only stretches each
+    one's wall time (17 batches of 300 legs starting together took over 5 s each, against
+    Temporal's 10 s workflow-task timeout); the rest wait on the server."""
     database_pool_size: int = Field(default=16, ge=1)
     """PostgreSQL connections a worker keeps open; activities beyond wait for one (at most
     30 s). Past the cores' worth, more connections only add contention."""
