@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
@@ -17,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityName,
         BookSnapshot,
         CancelSignalRequest,
+        CorrelationRequest,
         CorrelationResult,
         ExecutionReport,
         HaltRequest,
@@ -47,6 +49,33 @@ with workflow.unsafe.imports_passed_through():
 BOUNDED_BATCHES = "bounded-batches"
 """Patch: batches of at most ``paging.MAX_BATCH_LEGS`` legs and ``paging.BATCH_BYTES``, slim
 legs, denials included; also when the report alone would not fit the signal's result."""
+
+
+PagedRequest = TypeVar("PagedRequest", SnapshotRequest, CorrelationRequest)
+Page = TypeVar("Page", BookSnapshot, CorrelationResult)
+
+
+async def _read_pages(
+    activity: ActivityName, request: PagedRequest, result_type: type[Page], summary: str
+) -> list[Page]:
+    """Every page of a paged book read: the first alone (it says how many there are), then the
+    rest at once."""
+
+    async def page(n: int) -> Page:
+        result: Page = await workflow.execute_activity(
+            activity,
+            request.model_copy(update={"page": n}),
+            result_type=result_type,
+            start_to_close_timeout=BOOK_READ,
+            schedule_to_close_timeout=timedelta(minutes=5),
+            retry_policy=DATABASE_RETRY,
+            summary=summary if n == 0 else f"{summary}: page {n + 1}",
+        )
+        return result
+
+    pages = [await page(0)]
+    pages.extend(await asyncio.gather(*(page(n) for n in range(1, pages[0].pages))))
+    return pages
 
 
 def workflow_id_for(signal_id: str) -> str:
@@ -188,22 +217,10 @@ class SignalExecutionWorkflow(OperatorControlled):
             account_ids=signal.account_ids,
             run_id=workflow.info().run_id,
         )
-
-        async def page(n: int) -> BookSnapshot:
-            result: BookSnapshot = await workflow.execute_activity(
-                ActivityName.LOAD_SNAPSHOT,
-                request.model_copy(update={"page": n}),
-                result_type=BookSnapshot,
-                start_to_close_timeout=BOOK_READ,
-                schedule_to_close_timeout=timedelta(minutes=5),
-                retry_policy=DATABASE_RETRY,
-                summary="load account snapshot" if n == 0 else f"snapshot page {n + 1}",
-            )
-            return result
-
-        first = await page(0)
-        rest = await asyncio.gather(*(page(n) for n in range(1, first.pages)))
-        return paging.join_snapshot([first, *rest])
+        pages = await _read_pages(
+            ActivityName.LOAD_SNAPSHOT, request, BookSnapshot, "load account snapshot"
+        )
+        return paging.join_snapshot(pages)
 
     async def _load_correlation(
         self, snapshot: BookSnapshot, settings: PlanSettings
@@ -214,22 +231,13 @@ class SignalExecutionWorkflow(OperatorControlled):
             request = request.model_copy(
                 update={"account_ids": None, "run_id": workflow.info().run_id}
             )
-
-        async def page(n: int) -> CorrelationResult:
-            result: CorrelationResult = await workflow.execute_activity(
-                ActivityName.COMPUTE_CORRELATION,
-                request.model_copy(update={"page": n}),
-                result_type=CorrelationResult,
-                start_to_close_timeout=BOOK_READ,
-                schedule_to_close_timeout=timedelta(minutes=5),
-                retry_policy=DATABASE_RETRY,
-                summary="correlate account returns" if n == 0 else f"correlation page {n + 1}",
-            )
-            return result
-
-        first = await page(0)
-        rest = await asyncio.gather(*(page(n) for n in range(1, first.pages)))
-        return paging.join_correlation([first, *rest])
+        pages = await _read_pages(
+            ActivityName.COMPUTE_CORRELATION,
+            request,
+            CorrelationResult,
+            "correlate account returns",
+        )
+        return paging.join_correlation(pages)
 
     async def _run_batches(
         self, request: SignalWorkflowInput, plan: Plan, started_at: datetime, *, bounded: bool
