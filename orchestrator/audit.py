@@ -686,24 +686,27 @@ def verify_plan(
     plan = planning.plan_signal(request.signal, snapshot, correlation, request.settings, planned_at)
     denials = {d.account_id: d for d in plan.denials}
     compare = _Comparison({leg.account_id: leg for leg in plan.legs})
+
+    def reservation(value: ReserveRiskRequest, where: str) -> None:
+        leg = compare.leg(value.account_id, where, value.client_order_id)
+        if leg is not None:
+            compare.values(
+                leg.account_id,
+                where,
+                (
+                    ("quantity", value.quantity, leg.quantity),
+                    ("client_order_id", value.client_order_id, leg.client_order_id),
+                    ("risk_amount", value.risk_amount, leg.risk_amount),
+                    ("margin", value.margin, leg.margin),
+                ),
+            )
+
     for read in [root, *batches]:
         wid = read.history.workflow_id
         for activity in read.activities:
             value = activity.input
             if isinstance(value, ReserveRiskRequest) and value.origin_account_id is None:
-                where = f"{wid} reserve_risk input"
-                leg = compare.leg(value.account_id, where, value.client_order_id)
-                if leg is not None:
-                    compare.values(
-                        leg.account_id,
-                        where,
-                        (
-                            ("quantity", value.quantity, leg.quantity),
-                            ("client_order_id", value.client_order_id, leg.client_order_id),
-                            ("risk_amount", value.risk_amount, leg.risk_amount),
-                            ("margin", value.margin, leg.margin),
-                        ),
-                    )
+                reservation(value, f"{wid} reserve_risk input")
             elif isinstance(value, PlaceOrderRequest) and value.business_sequence == 1:
                 where = f"{wid} place_and_follow_order input"
                 leg = compare.leg(value.account_id, where, value.client_order_id)
@@ -716,15 +719,8 @@ def verify_plan(
                             ("client_order_id", value.client_order_id, leg.client_order_id),
                         ),
                     )
-                    if value.reservation is not None:  # reserved by the order activity
-                        compare.values(
-                            leg.account_id,
-                            where,
-                            (
-                                ("risk_amount", value.reservation.risk_amount, leg.risk_amount),
-                                ("margin", value.reservation.margin, leg.margin),
-                            ),
-                        )
+                if value.reservation is not None:  # reserved by the order activity itself
+                    reservation(value.reservation, f"{where} (reservation)")
         for account, ms in read.delay_timers.items():
             where = f"{wid} delay timer"
             leg = compare.leg(account, where, f"{ms} ms")
