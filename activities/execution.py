@@ -136,8 +136,7 @@ class ExecutionActivities:
         Raises a non-retryable ``BrokerRejected`` error carrying the broker's text verbatim
         when the broker refuses the order.
         """
-        # Heartbeat before any work: under load the first transactions can queue for seconds.
-        activity.heartbeat()
+        pulse = _Pulse()
         try:
             # On a retry, ask first: after a timeout or a crash the order may already be at
             # the broker, and must be followed, not abandoned. (Submitting is idempotent on
@@ -147,7 +146,7 @@ class ExecutionActivities:
                 state = self._broker.status(request.client_order_id)
             if state is None:
                 self._pass_gate_and_record_intent(request)
-                activity.heartbeat()
+                pulse.beat()
                 state = self._broker.submit(_ticket(request))
             outcome = self._book(request, state)
             while state.status not in TERMINAL:
@@ -211,7 +210,7 @@ class ExecutionActivities:
                 else repository.order_gate(session, request.signal_id, request.account_id)
             )
             if refusal is None:
-                repository.record_order_intent(session, request, now)
+                repository.record_order_intent(session, request, now, new=fresh)
                 return
             if request.settles_leg:
                 repository.settle_reservation(session, request.signal_id, request.account_id, now)
@@ -283,6 +282,26 @@ class ExecutionActivities:
             self.cancel_order,
             self.settle_leg,
         ]
+
+
+class _Pulse:
+    """Heartbeats an order activity needs before it starts following the order: one only once
+    a third of the heartbeat timeout has passed since the attempt started. An order filled at
+    once sends none (each costs a round trip through the event loop and a server write); a
+    slow ledger or broker still beats well before the timeout would fail the attempt."""
+
+    def __init__(self) -> None:
+        info = activity.info()
+        self._started = info.started_time
+        timeout = info.heartbeat_timeout
+        self._due_after = None if timeout is None else timeout / 3
+
+    def beat(self) -> None:
+        if self._due_after is None:
+            return
+        if datetime.now(UTC) - self._started >= self._due_after:
+            activity.heartbeat()
+            self._started = datetime.now(UTC)
 
 
 P = TypeVar("P")

@@ -7,14 +7,16 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from orchestrator.book import AccountRecord, AccountState, Book, PaperBehaviour
 from orchestrator.db.schema import (
     AccountRow,
     AccountStateRow,
+    Base,
     DailyReturnRow,
     FillRow,
     OperatorActionRow,
@@ -394,6 +396,142 @@ def record_signal(session: Session, signal: Signal, workflow_id: str, now: datet
 
 ALREADY_RESERVED = "already reserved"
 
+# The per-leg path (reserve, write the order, book the broker's report, settle) runs once or
+# more for every account of every signal, so it is written against the tables themselves, in as
+# few statements as the rules allow: one read of everything a decision needs, locking what it
+# will change, then the writes. The rest of this module uses the ORM.
+
+
+def _table(row: type[Base]) -> Table:
+    table = row.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{row.__name__} is not mapped to a table")
+    return table
+
+
+_ACCOUNTS = _table(AccountRow)
+_STATE = _table(AccountStateRow)
+_CONTROLS = _table(SystemControlRow)
+_RESERVATIONS = _table(RiskReservationRow)
+_ORDERS = _table(OrderRow)
+_FILLS = _table(FillRow)
+HALT_ROW = 1
+"""The id of the kill switch's one row."""
+
+# Built once: statements are compiled and cached by SQLAlchemy, and building them anew for
+# every leg cost more than running them.
+_LEG_READ = (
+    select(
+        _ACCOUNTS.c.status,
+        _ACCOUNTS.c.max_open_positions,
+        _ACCOUNTS.c.daily_loss_budget,
+        _ACCOUNTS.c.max_drawdown,
+        _STATE.c.open_positions,
+        _STATE.c.realized_loss_today,
+        _STATE.c.risk_committed_today,
+        _STATE.c.free_margin,
+        _STATE.c.peak_equity,
+        _STATE.c.equity,
+        _STATE.c.version,
+        _CONTROLS.c.halted,
+        _CONTROLS.c.reason,
+        _RESERVATIONS.c.id.label("reservation_id"),
+        _RESERVATIONS.c.origin_account_id,
+    )
+    .select_from(
+        _ACCOUNTS.join(_STATE, _STATE.c.account_id == _ACCOUNTS.c.account_id)
+        .outerjoin(_CONTROLS, _CONTROLS.c.id == HALT_ROW)
+        .outerjoin(
+            _RESERVATIONS,
+            (_RESERVATIONS.c.account_id == _ACCOUNTS.c.account_id)
+            & (_RESERVATIONS.c.signal_id == bindparam("signal_id")),
+        )
+    )
+    .where(_ACCOUNTS.c.account_id == bindparam("account_id"))
+    .with_for_update(of=_STATE)
+)
+"""Everything a reservation decides on, the account's state row locked."""
+_RESERVATION_ORIGIN = select(_RESERVATIONS.c.origin_account_id).where(
+    _RESERVATIONS.c.signal_id == bindparam("signal_id"),
+    _RESERVATIONS.c.account_id == bindparam("account_id"),
+)
+_INSERT_RESERVATION = insert(_RESERVATIONS)
+_UPDATE_STATE = (
+    update(_STATE)
+    .where(_STATE.c.account_id == bindparam("key"), _STATE.c.version == bindparam("read_version"))
+    .values(
+        version=bindparam("version"),
+        open_positions=bindparam("open_positions"),
+        risk_committed_today=bindparam("risk_committed_today"),
+        free_margin=bindparam("free_margin"),
+    )
+)
+_SETTLE_READ = (
+    select(
+        _RESERVATIONS.c.id,
+        _RESERVATIONS.c.status,
+        _RESERVATIONS.c.quantity,
+        _RESERVATIONS.c.risk_amount,
+        _RESERVATIONS.c.margin,
+        _STATE.c.open_positions,
+        _STATE.c.risk_committed_today,
+        _STATE.c.free_margin,
+        _STATE.c.version,
+    )
+    .select_from(_RESERVATIONS.join(_STATE, _STATE.c.account_id == _RESERVATIONS.c.account_id))
+    .where(
+        _RESERVATIONS.c.signal_id == bindparam("signal_id"),
+        _RESERVATIONS.c.account_id == bindparam("account_id"),
+    )
+    .with_for_update()
+)
+"""A leg's reservation and its account's state, both locked."""
+_SETTLE_RESERVATION = (
+    update(_RESERVATIONS)
+    .where(_RESERVATIONS.c.id == bindparam("key"))
+    .values(status=bindparam("status"), settled_at=bindparam("settled_at"))
+)
+_LEG_FILLS = (
+    select(_FILLS.c.quantity)
+    .join(_ORDERS, _ORDERS.c.client_order_id == _FILLS.c.client_order_id)
+    .where(
+        _ORDERS.c.signal_id == bindparam("signal_id"),
+        _ORDERS.c.account_id == bindparam("account_id"),
+    )
+)
+_ORDER_EXISTS = select(_ORDERS.c.client_order_id).where(
+    _ORDERS.c.client_order_id == bindparam("client_order_id")
+)
+_INSERT_ORDER = insert(_ORDERS)
+_ORDER_READ = (
+    select(
+        _ORDERS.c.status,
+        _ORDERS.c.quantity,
+        _ORDERS.c.broker_order_id,
+        _ORDERS.c.reject_text,
+        _FILLS.c.execution_id,
+        _FILLS.c.quantity.label("fill_quantity"),
+        _FILLS.c.price,
+    )
+    .select_from(_ORDERS.outerjoin(_FILLS, _FILLS.c.client_order_id == _ORDERS.c.client_order_id))
+    .where(_ORDERS.c.client_order_id == bindparam("client_order_id"))
+    .with_for_update(of=_ORDERS)
+)
+"""An order, locked, with its fills."""
+_INSERT_FILL = insert(_FILLS)
+_UPDATE_ORDER = (
+    update(_ORDERS)
+    .where(_ORDERS.c.client_order_id == bindparam("key"))
+    .values(
+        status=bindparam("status"),
+        filled_quantity=bindparam("filled_quantity"),
+        average_price=bindparam("average_price"),
+        broker_order_id=bindparam("broker_order_id"),
+        reject_text=bindparam("reject_text"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
 
 def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -> ReserveRiskResult:
     """Atomically re-check the account and the kill switch, then reserve the leg's risk.
@@ -402,84 +540,123 @@ def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -
     succeeds again without reserving twice. The account's state row is locked (``SELECT … FOR
     UPDATE`` on PostgreSQL; SQLite's write lock is taken by ``BEGIN IMMEDIATE``) and versioned,
     so two signals racing for the last of an account's capacity cannot both win.
+
+    One read (account, state, kill switch, any reservation of the leg), then two writes.
     """
-    existing = session.scalar(
-        select(RiskReservationRow).where(
-            RiskReservationRow.signal_id == request.signal_id,
-            RiskReservationRow.account_id == request.account_id,
-        )
-    )
-    if existing is not None:
-        if existing.origin_account_id != request.origin_account_id:
-            return ReserveRiskResult(
-                reserved=False,
-                denial=DenialReason.ACCOUNT_ALREADY_USED,
-                detail="account already took part in this signal",
-            )
-        return ReserveRiskResult(reserved=True, detail=ALREADY_RESERVED)
-
-    def deny(reason: DenialReason, detail: str) -> ReserveRiskResult:
-        return ReserveRiskResult(reserved=False, denial=reason, detail=detail)
-
-    if is_halted(session):
-        return deny(DenialReason.HALTED, f"trading halted: {halt_reason(session)}")
-    account = session.get(AccountRow, request.account_id)
-    state = session.get(AccountStateRow, request.account_id, with_for_update=True)
-    if account is None or state is None:
-        return deny(DenialReason.ACCOUNT_DISABLED, "account no longer in the book")
-    if account.status == AccountStatus.PAUSED.value:
-        return deny(DenialReason.PAUSED, "account was paused before its order was placed")
-    if account.status != AccountStatus.ACTIVE.value:
-        return deny(DenialReason.ACCOUNT_DISABLED, f"account is {account.status}")
-    if state.open_positions >= account.max_open_positions:
-        return deny(
+    connection = session.connection()
+    row = connection.execute(
+        _LEG_READ, {"signal_id": request.signal_id, "account_id": request.account_id}
+    ).one_or_none()
+    if row is None:
+        # No account (or no state for it): a reservation of this leg would still answer for
+        # itself (its account cannot have been deleted under it).
+        existing = connection.execute(
+            _RESERVATION_ORIGIN,
+            {"signal_id": request.signal_id, "account_id": request.account_id},
+        ).one_or_none()
+        if existing is None:
+            return _denied(DenialReason.ACCOUNT_DISABLED, "account no longer in the book")
+        return _already_reserved(existing.origin_account_id, request)
+    if row.reservation_id is not None:
+        return _already_reserved(row.origin_account_id, request)
+    if row.halted:
+        return _denied(DenialReason.HALTED, f"trading halted: {row.reason}")
+    if row.status == AccountStatus.PAUSED.value:
+        return _denied(DenialReason.PAUSED, "account was paused before its order was placed")
+    if row.status != AccountStatus.ACTIVE.value:
+        return _denied(DenialReason.ACCOUNT_DISABLED, f"account is {row.status}")
+    if row.open_positions >= row.max_open_positions:
+        return _denied(
             DenialReason.MAX_POSITIONS,
-            f"{state.open_positions} open positions, limit {account.max_open_positions}",
+            f"{row.open_positions} open positions, limit {row.max_open_positions}",
         )
-    remaining = account.daily_loss_budget - state.realized_loss_today - state.risk_committed_today
+    remaining = row.daily_loss_budget - row.realized_loss_today - row.risk_committed_today
     if request.risk_amount > remaining:
-        return deny(
+        return _denied(
             DenialReason.RISK_BUDGET_EXHAUSTED,
             f"leg risks {request.risk_amount}, {max(remaining, Decimal(0))} left of today's budget",
         )
-    if request.margin > state.free_margin:
-        return deny(
+    if request.margin > row.free_margin:
+        return _denied(
             DenialReason.INSUFFICIENT_MARGIN,
-            f"leg needs {request.margin} margin, {state.free_margin} free",
+            f"leg needs {request.margin} margin, {row.free_margin} free",
         )
-    if state.peak_equity > 0 and (state.peak_equity - state.equity) / state.peak_equity >= (
-        account.max_drawdown
+    if row.peak_equity > 0 and (row.peak_equity - row.equity) / row.peak_equity >= (
+        row.max_drawdown
     ):
-        return deny(DenialReason.DRAWDOWN_LIMIT, "drawdown limit reached since planning")
+        return _denied(DenialReason.DRAWDOWN_LIMIT, "drawdown limit reached since planning")
 
-    state.open_positions += 1
-    state.risk_committed_today += request.risk_amount
-    state.free_margin -= request.margin
-    session.add(
-        RiskReservationRow(
-            signal_id=request.signal_id,
-            account_id=request.account_id,
-            origin_account_id=request.origin_account_id,
-            client_order_id=request.client_order_id,
-            quantity=request.quantity,
-            risk_amount=request.risk_amount,
-            margin=request.margin,
-            status=RESERVED,
-            created_at=now,
-        )
+    _update_state(
+        connection,
+        request.account_id,
+        row.version,
+        open_positions=row.open_positions + 1,
+        risk_committed_today=row.risk_committed_today + request.risk_amount,
+        free_margin=row.free_margin - request.margin,
     )
-    session.flush()
+    connection.execute(
+        _INSERT_RESERVATION,
+        {
+            "signal_id": request.signal_id,
+            "account_id": request.account_id,
+            "origin_account_id": request.origin_account_id,
+            "client_order_id": request.client_order_id,
+            "quantity": request.quantity,
+            "risk_amount": request.risk_amount,
+            "margin": request.margin,
+            "status": RESERVED,
+            "created_at": now,
+        },
+    )
     return ReserveRiskResult(reserved=True)
+
+
+def _denied(reason: DenialReason, detail: str) -> ReserveRiskResult:
+    return ReserveRiskResult(reserved=False, denial=reason, detail=detail)
+
+
+def _already_reserved(
+    origin_account_id: str | None, request: ReserveRiskRequest
+) -> ReserveRiskResult:
+    if origin_account_id != request.origin_account_id:
+        return _denied(
+            DenialReason.ACCOUNT_ALREADY_USED, "account already took part in this signal"
+        )
+    return ReserveRiskResult(reserved=True, detail=ALREADY_RESERVED)
+
+
+def _update_state(
+    connection: Connection,
+    account_id: str,
+    version: int,
+    *,
+    open_positions: int,
+    risk_committed_today: Decimal,
+    free_margin: Decimal,
+) -> None:
+    """Write a locked account state row, bumping its version (as the ORM's versioned writes
+    do): a row changed since it was read raises instead of losing that change."""
+    written = connection.execute(
+        _UPDATE_STATE,
+        {
+            "key": account_id,
+            "read_version": version,
+            "version": version + 1,
+            "open_positions": open_positions,
+            "risk_committed_today": risk_committed_today,
+            "free_margin": free_margin,
+        },
+    )
+    if written.rowcount != 1:
+        raise StaleDataError(f"account state of {account_id} changed under its lock")
 
 
 def leg_filled(session: Session, signal_id: str, account_id: str) -> Decimal:
     """Everything filled for one account in one signal, across its orders (first and
     completions)."""
     # Summed here, not in SQL: SQLite would add the text-stored decimals as floats.
-    quantities = session.scalars(
-        select(FillRow.quantity)
-        .join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id)
-        .where(OrderRow.signal_id == signal_id, OrderRow.account_id == account_id)
+    quantities = session.connection().scalars(
+        _LEG_FILLS, {"signal_id": signal_id, "account_id": account_id}
     )
     return sum(quantities, Decimal(0))
 
@@ -488,58 +665,59 @@ def settle_reservation(session: Session, signal_id: str, account_id: str, now: d
     """Book the leg's outcome against its reservation: keep the filled share of risk and
     margin (all orders of the leg counted), give back the rest. Settling twice changes
     nothing."""
-    reservation = session.scalar(
-        select(RiskReservationRow)
-        .where(
-            RiskReservationRow.signal_id == signal_id,
-            RiskReservationRow.account_id == account_id,
-        )
-        .with_for_update()
-    )
-    if reservation is None or reservation.status == SETTLED:
-        return
-    state = session.get(AccountStateRow, account_id, with_for_update=True)
-    if state is None:
+    connection = session.connection()
+    row = connection.execute(
+        _SETTLE_READ, {"signal_id": signal_id, "account_id": account_id}
+    ).one_or_none()
+    if row is None or row.status == SETTLED:
         return
     filled = leg_filled(session, signal_id, account_id)
-    unfilled = max(reservation.quantity - filled, Decimal(0)) / reservation.quantity
-    state.risk_committed_today -= reservation.risk_amount * unfilled
-    state.free_margin += reservation.margin * unfilled
-    if filled <= 0:
-        state.open_positions = max(0, state.open_positions - 1)
-    reservation.status = SETTLED
-    reservation.settled_at = now
+    unfilled = max(row.quantity - filled, Decimal(0)) / row.quantity
+    _update_state(
+        connection,
+        account_id,
+        row.version,
+        risk_committed_today=row.risk_committed_today - row.risk_amount * unfilled,
+        free_margin=row.free_margin + row.margin * unfilled,
+        open_positions=max(0, row.open_positions - 1) if filled <= 0 else row.open_positions,
+    )
+    connection.execute(_SETTLE_RESERVATION, {"key": row.id, "status": SETTLED, "settled_at": now})
 
 
 # --------------------------------------------------------------------------------------------
 # Order ledger
 
 
-def record_order_intent(session: Session, request: PlaceOrderRequest, now: datetime) -> OrderRow:
-    """Write-ahead: the order exists in our ledger before the broker is asked. Idempotent."""
-    row = session.get(OrderRow, request.client_order_id)
-    if row is not None:
-        return row
-    row = OrderRow(
-        client_order_id=request.client_order_id,
-        signal_id=request.signal_id,
-        account_id=request.account_id,
-        business_sequence=request.business_sequence,
-        broker=request.broker,
-        broker_symbol=request.broker_symbol,
-        side=request.side.value,
-        order_type=request.order_type.value,
-        quantity=request.quantity,
-        limit_price=request.limit_price,
-        status=OrderStatus.PENDING_SUBMIT.value,
-        filled_quantity=Decimal(0),
-        average_price=None,
-        created_at=now,
-        updated_at=now,
+def record_order_intent(
+    session: Session, request: PlaceOrderRequest, now: datetime, *, new: bool = False
+) -> None:
+    """Write-ahead: the order exists in our ledger before the broker is asked. Idempotent;
+    ``new`` skips the lookup when the caller knows the order cannot be there yet (its leg was
+    reserved in this very transaction)."""
+    connection = session.connection()
+    key = {"client_order_id": request.client_order_id}
+    if not new and connection.execute(_ORDER_EXISTS, key).first():
+        return
+    connection.execute(
+        _INSERT_ORDER,
+        {
+            **key,
+            "signal_id": request.signal_id,
+            "account_id": request.account_id,
+            "business_sequence": request.business_sequence,
+            "broker": request.broker,
+            "broker_symbol": request.broker_symbol,
+            "side": request.side.value,
+            "order_type": request.order_type.value,
+            "quantity": request.quantity,
+            "limit_price": request.limit_price,
+            "status": OrderStatus.PENDING_SUBMIT.value,
+            "filled_quantity": Decimal(0),
+            "average_price": None,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def apply_broker_report(
@@ -554,45 +732,64 @@ def apply_broker_report(
 ) -> OrderOutcome:
     """Bring our ledger to the broker's state. Executions are deduplicated on their id, so a
     repeated or replayed report changes nothing; a late report of a state the order has left
-    keeps the status (its executions still count); an inexplicable transition raises."""
-    row = session.get(OrderRow, client_order_id, with_for_update=True)
-    if row is None:
+    keeps the status (its executions still count); an inexplicable transition raises.
+
+    One read (the order, locked, with its fills), the new fills, the order's new state."""
+    connection = session.connection()
+    rows = connection.execute(_ORDER_READ, {"client_order_id": client_order_id}).all()
+    if not rows:
         raise LookupError(f"order {client_order_id} is not in the ledger")
-    row.status = advance(OrderStatus(row.status), status).value
-    known = set(
-        session.scalars(
-            select(FillRow.execution_id).where(FillRow.client_order_id == row.client_order_id)
-        )
-    )
+    order = rows[0]
+    new_status = advance(OrderStatus(order.status), status).value
+    fills = {r.execution_id: (r.fill_quantity, r.price) for r in rows if r.execution_id is not None}
+    added = []
     for execution_id, quantity, price, at in executions:
-        if execution_id in known:
+        if execution_id in fills:
             continue
-        session.add(
-            FillRow(
-                execution_id=execution_id,
-                client_order_id=client_order_id,
-                quantity=quantity,
-                price=price,
-                filled_at=at,
-            )
+        fills[execution_id] = (quantity, price)
+        added.append(
+            {
+                "execution_id": execution_id,
+                "client_order_id": client_order_id,
+                "quantity": quantity,
+                "price": price,
+                "filled_at": at,
+            }
         )
-        known.add(execution_id)
-    session.flush()
-    fills = list(session.scalars(select(FillRow).where(FillRow.client_order_id == client_order_id)))
-    filled = sum((f.quantity for f in fills), Decimal(0))
-    if filled > row.quantity:  # no late or repeated report explains this: a human must look
+    filled = sum((q for q, _ in fills.values()), Decimal(0))
+    if filled > order.quantity:  # no late or repeated report explains this: a human must look
         raise InvalidOrderTransition(
-            row.status, f"{status.value} with fills of {filled}, over the order's {row.quantity}"
+            new_status,
+            f"{status.value} with fills of {filled}, over the order's {order.quantity}",
         )
-    row.filled_quantity = filled
-    row.average_price = (
-        (sum((f.quantity * f.price for f in fills), Decimal(0)) / filled) if filled > 0 else None
+    if added:
+        connection.execute(_INSERT_FILL, added)
+    average_price = (
+        (sum((q * p for q, p in fills.values()), Decimal(0)) / filled) if filled > 0 else None
     )
-    row.broker_order_id = broker_order_id or row.broker_order_id
-    if reject_text is not None:
-        row.reject_text = reject_text
-    row.updated_at = now
-    return OrderOutcome.model_validate(row)
+    kept_broker_id = broker_order_id or order.broker_order_id
+    kept_reject_text = order.reject_text if reject_text is None else reject_text
+    connection.execute(
+        _UPDATE_ORDER,
+        {
+            "key": client_order_id,
+            "status": new_status,
+            "filled_quantity": filled,
+            "average_price": average_price,
+            "broker_order_id": kept_broker_id,
+            "reject_text": kept_reject_text,
+            "updated_at": now,
+        },
+    )
+    return OrderOutcome(
+        client_order_id=client_order_id,
+        broker_order_id=kept_broker_id,
+        status=new_status,
+        quantity=order.quantity,
+        filled_quantity=filled,
+        average_price=average_price,
+        reject_text=kept_reject_text,
+    )
 
 
 # --------------------------------------------------------------------------------------------
