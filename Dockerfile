@@ -53,6 +53,10 @@ COPY workflows/ ./workflows/
 COPY activities/ ./activities/
 COPY demo/ ./demo/
 COPY worker.py starter.py webhook.py ./
+# Our own bytecode too (the dependencies' is compiled by uv): the workflow sandbox re-imports a
+# workflow's module for every run, and with PYTHONDONTWRITEBYTECODE and a read-only tree each
+# re-import would otherwise compile the source again.
+RUN python -m compileall -q orchestrator workflows activities demo worker.py starter.py webhook.py
 
 # The embedded defaults (SQLite, `worker.py --dev`) write under .run/; compose points the app
 # at PostgreSQL and a Temporal cluster instead, but the embedded mode still works in the image.

@@ -29,7 +29,7 @@ from orchestrator.settings import Settings, get_settings
 from orchestrator.temporal import connect, ensure_dev_server, ensure_search_attributes
 from workflows.registry import WORKFLOWS
 
-__all__ = ["WORKFLOWS", "build_activities", "build_worker"]
+__all__ = ["WORKFLOWS", "build_activities", "build_worker", "worker_database"]
 
 
 def build_activities(
@@ -37,6 +37,14 @@ def build_activities(
 ) -> ExecutionActivities:
     return ExecutionActivities(
         db, broker or PaperBroker(db), poll_interval_s=settings.order_poll_interval_s
+    )
+
+
+def worker_database(settings: Settings, url: str | None = None) -> Database:
+    """The worker's database: a pool as large as its activity concurrency, no pre-ping (a
+    dropped connection fails one attempt, the activity retries on a fresh one)."""
+    return Database(
+        url or settings.database_url, pool_size=settings.database_pool_size, pre_ping=False
     )
 
 
@@ -97,7 +105,7 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
         logging.info(
             "dev server %s (pid %s)", "started" if server.started_here else "found", server.pid
         )
-    db = Database(settings.database_url, pool_size=settings.database_pool_size)
+    db = worker_database(settings)
     db.migrate()
     metrics.serve(settings)
     client = await connect(settings, runtime=metrics.temporal_runtime(settings))

@@ -32,8 +32,8 @@ are reported. Per N: wall time per leg (submission to result), workflow tasks, h
 and bytes per leg (protobuf size of every event of the parent and all its children), the ratio
 ours/floor (median of the per-repeat ratios), the number of histories (parent + children), the
 largest single history (events, bytes), the largest payload in any event (bytes of one
-``Payload``), and CPU per leg: this process (workers, activities, database client, bench) and
-the dev server.
+``Payload``), and CPU per leg: this process (workers, activities, database client, bench), the
+dev server and PostgreSQL (every ``postgres`` process on the machine).
 
 Outcome check. Every run of ours is checked in the database ledger, not in the report (a large
 signal's report is a summary whose per-account lines live in the batch children): the orders
@@ -139,7 +139,7 @@ from orchestrator.planning import plan_signal
 from orchestrator.service import submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings
 from orchestrator.temporal import data_converter, temporal_binary
-from worker import build_activities, build_worker
+from worker import build_activities, build_worker, worker_database
 from workflows.registry import WORKFLOWS
 
 T = TypeVar("T")
@@ -318,11 +318,16 @@ class CpuSample:
     process_s: float
     server_s: float | None
     threads: dict[str, float]
+    database_s: float | None = None
+    """Every ``postgres`` process on the machine (backends, WAL writer, checkpointer)."""
 
     @staticmethod
     def now(server_pids: list[int]) -> CpuSample:
         return CpuSample(
-            process_s=time.process_time(), server_s=_cpu_of(server_pids), threads=_thread_cpu()
+            process_s=time.process_time(),
+            server_s=_cpu_of(server_pids),
+            threads=_thread_cpu(),
+            database_s=_cpu_of(_postgres_pids(), vanished_ok=True),
         )
 
 
@@ -360,6 +365,8 @@ class Run:
     process_cpu_ms_per_leg: float
     server_cpu_ms_per_leg: float | None
     cpu_ms_per_leg_by_thread: dict[str, float]
+    database_cpu_ms_per_leg: float | None
+    """PostgreSQL's processes (``None`` on SQLite, which runs in this process)."""
     """This process's CPU by kind of thread (see ``_thread_cpu``)."""
     ledger: dict[str, int] | None = None
     """Ours: the signal's orders in the database by status."""
@@ -559,9 +566,7 @@ def _pct(values: Sequence[float], pct: int) -> float:
 
 
 def _cpu_figures(before: CpuSample, after: CpuSample, legs: int) -> dict[str, Any]:
-    server = None
-    if before.server_s is not None and after.server_s is not None:
-        server = (after.server_s - before.server_s) * 1000 / legs
+    server = _per(before.server_s, after.server_s, legs)
     threads = {
         kind: (after.threads.get(kind, 0.0) - before.threads.get(kind, 0.0)) * 1000 / legs
         for kind in dict.fromkeys([*before.threads, *after.threads])
@@ -570,7 +575,15 @@ def _cpu_figures(before: CpuSample, after: CpuSample, legs: int) -> dict[str, An
         "process_cpu_ms_per_leg": (after.process_s - before.process_s) * 1000 / legs,
         "server_cpu_ms_per_leg": server,
         "cpu_ms_per_leg_by_thread": threads,
+        "database_cpu_ms_per_leg": _per(before.database_s, after.database_s, legs),
     }
+
+
+def _per(before: float | None, after: float | None, count: int) -> float | None:
+    """CPU milliseconds per item between two samples of seconds (``None`` if either is)."""
+    if before is None or after is None or count == 0:
+        return None
+    return (after - before) * 1000 / count
 
 
 async def _bounded(handle: WorkflowHandle[Any, Any], waiting: Awaitable[T], timeout_s: float) -> T:
@@ -699,6 +712,7 @@ class Throughput:
     process_cpu_ms_per_signal: float | None = None
     server_cpu_ms_per_signal: float | None = None
     """CPU over the window and the drain ÷ signals completed in both."""
+    database_cpu_ms_per_signal: float | None = None
     ledger_filled_legs: int | None = None
     """Ours: FILLED orders of the signals completed in the window."""
     ledger_short_signals: int | None = None
@@ -762,8 +776,8 @@ async def throughput(
     completed = out.completed_in_window + out.completed_after_window
     if completed:
         out.process_cpu_ms_per_signal = (after.process_s - before.process_s) * 1000 / completed
-        if before.server_s is not None and after.server_s is not None:
-            out.server_cpu_ms_per_signal = (after.server_s - before.server_s) * 1000 / completed
+        out.server_cpu_ms_per_signal = _per(before.server_s, after.server_s, completed)
+        out.database_cpu_ms_per_signal = _per(before.database_s, after.database_s, completed)
     return out, in_window
 
 
@@ -978,7 +992,25 @@ def _server_pids() -> list[int]:
     return pids
 
 
-def _cpu_of(pids: list[int]) -> float | None:
+def _postgres_pids() -> list[int]:
+    """Every process named ``postgres`` (the server and its backends). A backend that exits
+    between two samples takes its CPU with it; the worker's pool keeps its connections."""
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm.startswith("postgres"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _cpu_of(pids: list[int], *, vanished_ok: bool = False) -> float | None:
+    """CPU seconds of the processes; ``None`` if there are none, or one is gone and
+    ``vanished_ok`` is false."""
     if not pids:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
@@ -987,6 +1019,8 @@ def _cpu_of(pids: list[int]) -> float | None:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
+            if vanished_ok:
+                continue
             return None
         total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
@@ -1062,6 +1096,7 @@ MEDIAN_KEYS = (
     "result_payload_bytes",
     "process_cpu_ms_per_leg",
     "server_cpu_ms_per_leg",
+    "database_cpu_ms_per_leg",
     "ratio",
     "retries",
 )
@@ -1112,6 +1147,7 @@ COLUMNS = (
     ("max payload KB", ">14"),
     ("cpu ms/leg", ">10"),
     ("srv cpu ms/leg", ">14"),
+    ("db cpu ms/leg", ">13"),
     ("FILLED", ">11"),
 )
 
@@ -1147,6 +1183,7 @@ def table(summary: dict[int, dict[str, dict[str, Any]]]) -> str:
                     f"{ours['largest_payload_bytes'] / 1024:.1f}",
                     f"{ours['process_cpu_ms_per_leg']:.2f}",
                     _fmt(ours["server_cpu_ms_per_leg"], ".2f"),
+                    _fmt(ours["database_cpu_ms_per_leg"], ".2f"),
                     f"{ours['filled_orders_min']}/{legs}",
                 ]
             )
@@ -1161,7 +1198,8 @@ def table_notes() -> str:
         "(workflow tasks completed), B (protobuf bytes of the events): per leg, parent and all "
         "children; hists: histories (parent + children); max hist: the largest single history; "
         "max payload: the largest single Payload in any event; cpu: this process (both workers, "
-        "activities, database client, bench), srv: the dev server; FILLED: the fewest FILLED "
+        "activities, database client, bench), srv: the dev server; db: every postgres process "
+        "on the machine (- on SQLite, which runs in this process); FILLED: the fewest FILLED "
         "orders in the ledger over the repeats / legs"
     )
 
@@ -1177,7 +1215,8 @@ def throughput_lines(result: dict[str, Any]) -> list[str]:
             f"latency p50/p95/max {_fmt(t.latency_ms_p50, '.0f')}/{_fmt(t.latency_ms_p95, '.0f')}"
             f"/{_fmt(t.latency_ms_max, '.0f')} ms  cpu/signal "
             f"{_fmt(t.process_cpu_ms_per_signal, '.1f')} ms, srv "
-            f"{_fmt(t.server_cpu_ms_per_signal, '.1f')} ms"
+            f"{_fmt(t.server_cpu_ms_per_signal, '.1f')} ms, db "
+            f"{_fmt(t.database_cpu_ms_per_signal, '.1f')} ms"
         )
         if t.errors:
             lines.append(f"        errors: {t.errors}")
@@ -1220,6 +1259,8 @@ def breakdown(runs: list[Run]) -> str:
         lines.append(f"{kind:<{width}}  {cells}")
     server = "  ".join(f"{_fmt(r.server_cpu_ms_per_leg, '.2f'):>24}" for r in last.values())
     lines.append(f"{'(dev server)':<{width}}  {server}")
+    database = "  ".join(f"{_fmt(r.database_cpu_ms_per_leg, '.2f'):>24}" for r in last.values())
+    lines.append(f"{'(PostgreSQL, all processes)':<{width}}  {database}")
     lines += [
         "",
         f"{'activity':<{width}}  {'variant':>12}  {'count':>6}  {'retried':>7}"
@@ -1270,7 +1311,7 @@ async def bench(args: argparse.Namespace, tag: str) -> dict[str, Any]:
             if args.broker == "memory"
             else "PaperBroker (database)"
         )
-        db = Database(bench_db.url, pool_size=Settings().database_pool_size)
+        db = worker_database(Settings(), bench_db.url)
         try:
             db.migrate()
             ids = [f"bench-{i:05d}" for i in range(1, largest + 1)]

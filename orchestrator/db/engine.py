@@ -18,12 +18,24 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 class Database:
     """One engine and session factory; :meth:`transaction` is the unit of work."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int | None = None,
+        pre_ping: bool = True,
+    ) -> None:
         """``pool_size``: connections kept open (server databases). A worker passes its
         activity concurrency's worth: with SQLAlchemy's default (5, and 10 more opened and
-        closed again on demand) a busy worker opened a PostgreSQL connection per transaction."""
+        closed again on demand) a busy worker opened a PostgreSQL connection per transaction.
+
+        ``pre_ping``: test a pooled connection before each transaction (a round trip), so one
+        the server dropped (a restart) is replaced instead of failing the caller. The worker
+        turns it off: its activities retry, and the failed attempt has already made the pool
+        replace every connection of the lost server."""
         self.url = url
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": pre_ping}
         if pool_size is not None and not url.startswith("sqlite"):
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = 0

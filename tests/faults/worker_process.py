@@ -24,10 +24,9 @@ from activities import execution
 from orchestrator.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db import repository
-from orchestrator.db.engine import Database
 from orchestrator.settings import get_settings
 from orchestrator.temporal import connect
-from worker import build_activities, build_worker
+from worker import build_activities, build_worker, worker_database
 
 KILL_POINTS = {
     "planning": "inside the correlation activity, before the plan",
@@ -119,7 +118,7 @@ async def main(point: str, marker: Path, send_log: Path) -> None:
     settings = get_settings()
     trap = Trap(point, marker)
     install_database_traps(trap)
-    db = Database(settings.database_url)
+    db = worker_database(settings)
     client = await connect(settings)
     broker: Broker = TrappedBroker(PaperBroker(db), trap, send_log)
     stop = asyncio.Event()
