@@ -9,7 +9,8 @@ order id, which the broker is asked about before anything is sent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import TypeVar
 
 from sqlalchemy.orm import Session
@@ -62,17 +63,26 @@ class ExecutionActivities:
     def load_snapshot(self, request: SnapshotRequest) -> BookSnapshot:
         """The book for one signal. With a run id, a book too large for one payload is read
         once, stored, and served page by page (``page`` of ``pages``)."""
+        returns = None
         with self._db.transaction() as session:
             if request.run_id is None:
-                return repository.load_snapshot(session, request, self._clock())
-            stored = repository.planning_input_page(session, request.run_id, SNAPSHOT, request.page)
-            if stored is not None:
-                return BookSnapshot.model_validate_json(stored)
-            now = self._clock()
-            pages = paging.snapshot_pages(repository.load_snapshot(session, request, now))
-            if len(pages) > 1:
-                bodies = [p.model_dump_json() for p in pages]
-                repository.store_planning_input(session, request.run_id, SNAPSHOT, bodies, now)
+                pages = [repository.load_snapshot(session, request, self._clock())]
+            else:
+                stored = repository.planning_input_page(
+                    session, request.run_id, SNAPSHOT, request.page
+                )
+                if stored is not None:
+                    return BookSnapshot.model_validate_json(stored)
+                now = self._clock()
+                pages = paging.snapshot_pages(repository.load_snapshot(session, request, now))
+                if len(pages) > 1:
+                    bodies = [p.model_dump_json() for p in pages]
+                    repository.store_planning_input(session, request.run_id, SNAPSHOT, bodies, now)
+            if request.correlate is not None and len(pages) == 1:
+                ids = [a.account_id for a in pages[0].accounts]
+                returns = repository.load_returns(session, ids, request.correlate.lookback_days)
+        if request.correlate is not None and returns is not None:
+            return _with_correlation(pages[0], request.correlate, *returns)
         return _page(pages, request.page)
 
     @activity.defn(name=ActivityName.COMPUTE_CORRELATION)
@@ -302,6 +312,27 @@ class _Pulse:
         if datetime.now(UTC) - self._started >= self._due_after:
             activity.heartbeat()
             self._started = datetime.now(UTC)
+
+
+def _with_correlation(
+    snapshot: BookSnapshot,
+    settings: CorrelationRequest,
+    days: list[date],
+    returns: dict[str, dict[date, Decimal]],
+) -> BookSnapshot:
+    """The snapshot with its accounts' correlation, computed exactly as ``compute_correlation``
+    would for them; the snapshot alone if both would not fit in one page."""
+    ids = [a.account_id for a in snapshot.accounts]
+    result = correlate(
+        ids,
+        days,
+        returns,
+        threshold=settings.threshold,
+        min_observations=settings.min_observations,
+        max_peers=settings.max_peers,
+    )
+    combined = snapshot.model_copy(update={"correlation": result})
+    return combined if paging.json_size(combined) <= paging.PAGE_BYTES else snapshot
 
 
 P = TypeVar("P")

@@ -294,6 +294,12 @@ class _Reader:
                 entry = _describe_activity(activity)
                 if entry is not None:
                     note(event, *entry)
+                if (
+                    isinstance(activity.result, BookSnapshot)
+                    and activity.result.correlation is not None
+                ):  # read with the snapshot, in the same activity
+                    correlated_at = event.event_id
+                    note(event, *_describe_correlation(activity.result.correlation))
             elif t in (
                 EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
                 EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
@@ -493,6 +499,21 @@ def _activity_end(event: HistoryEvent, scheduled: dict[int, _Activity]) -> tuple
     return scheduled[cancelled.scheduled_event_id], "cancelled"
 
 
+def _describe_correlation(result: CorrelationResult) -> tuple[str, str, str | None]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for c in result.accounts:
+        if c.group is not None and not c.insufficient_history:
+            groups[c.group].append(c.account_id)
+    short = [c.account_id for c in result.accounts if c.insufficient_history]
+    text = f"correlation (threshold {result.threshold}): " + (
+        "; ".join(f"group {g}: {', '.join(ids)}" for g, ids in sorted(groups.items()))
+        or "no correlated groups"
+    )
+    if short:
+        text += f"; too little history: {', '.join(short)}"
+    return "correlation", text, None
+
+
 def _describe_activity(activity: _Activity) -> tuple[str, str, str | None] | None:
     value, result = activity.input, activity.result
     if isinstance(result, BookSnapshot):
@@ -508,18 +529,7 @@ def _describe_activity(activity: _Activity) -> tuple[str, str, str | None] | Non
             None,
         )
     if isinstance(result, CorrelationResult):
-        groups: dict[str, list[str]] = defaultdict(list)
-        for c in result.accounts:
-            if c.group is not None and not c.insufficient_history:
-                groups[c.group].append(c.account_id)
-        short = [c.account_id for c in result.accounts if c.insufficient_history]
-        text = f"correlation (threshold {result.threshold}): " + (
-            "; ".join(f"group {g}: {', '.join(ids)}" for g, ids in sorted(groups.items()))
-            or "no correlated groups"
-        )
-        if short:
-            text += f"; too little history: {', '.join(short)}"
-        return "correlation", text, None
+        return _describe_correlation(result)
     if isinstance(value, ReserveRiskRequest) and isinstance(result, ReserveRiskResult):
         verdict = "reserved" if result.reserved else f"denied {result.denial}: {result.detail}"
         return (
@@ -663,6 +673,7 @@ def verify_plan(
     )
     snapshots = [a.result for a in root.activities if isinstance(a.result, BookSnapshot)]
     correlations = [a.result for a in root.activities if isinstance(a.result, CorrelationResult)]
+    correlations += [s.correlation for s in snapshots if s.correlation is not None]
     # A large book was read in pages: the plan saw them joined, in page order.
     snapshot = paging.join_snapshot(sorted(snapshots, key=lambda p: p.page)) if snapshots else None
     correlation = (

@@ -244,6 +244,9 @@ class BookSnapshot(Model):
     pages: int = 1
     """A large book arrives in pages (each well under Temporal's payload limits); the workflow
     asks for the rest once the first says how many there are."""
+    correlation: CorrelationResult | None = None
+    """The accounts' correlation, when the request asked for it (``correlate``) and the book
+    came in one page with room for it: one activity instead of two."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,6 +617,10 @@ class SnapshotRequest(Model):
     """Set by the signal workflow: a snapshot too large for one payload is taken once, stored
     under the run, and served in pages. ``None``: one snapshot, whatever its size."""
     page: int = 0
+    correlate: CorrelationRequest | None = None
+    """Also correlate the snapshot's accounts with these settings (its ``account_ids`` are
+    the snapshot's), in the same activity, when the book fits in one page together with the
+    result. Otherwise the snapshot comes without it and the workflow asks separately."""
 
 
 class ExecutionSettings(Model):

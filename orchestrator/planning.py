@@ -335,8 +335,14 @@ def schedule_delays(
 
 def correlation_request(snapshot: BookSnapshot, settings: PlanSettings) -> CorrelationRequest:
     """What to correlate for a plan: every account of the snapshot, with the plan's settings."""
+    return correlation_settings(settings).model_copy(
+        update={"account_ids": [a.account_id for a in snapshot.accounts]}
+    )
+
+
+def correlation_settings(settings: PlanSettings) -> CorrelationRequest:
+    """The plan's correlation settings, for accounts still to be named (the snapshot's)."""
     return CorrelationRequest(
-        account_ids=[a.account_id for a in snapshot.accounts],
         lookback_days=settings.correlation_lookback_days,
         threshold=settings.correlation_threshold,
         min_observations=settings.correlation_min_observations,

@@ -46,6 +46,9 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
+PLANNING_IN_ONE_READ = "planning-in-one-read"
+"""Patch: the snapshot activity also correlates a book that fits in one page; the correlation
+activity runs only for a paged book (or when the result would not fit)."""
 BOUNDED_BATCHES = "bounded-batches"
 """Patch: batches of at most ``paging.MAX_BATCH_LEGS`` legs and ``paging.BATCH_BYTES``, slim
 legs, denials included; also when the report alone would not fit the signal's result."""
@@ -163,8 +166,14 @@ class SignalExecutionWorkflow(OperatorControlled):
         signal, settings = request.signal, request.settings
         started_at = workflow.now()
 
-        snapshot = await self._load_snapshot(signal)
-        correlation = await self._load_correlation(snapshot, settings)
+        # Runs recorded before the snapshot could carry the correlation read them apart.
+        in_one_read = workflow.patched(PLANNING_IN_ONE_READ)
+        snapshot = await self._load_snapshot(signal, settings if in_one_read else None)
+        correlation = (
+            snapshot.correlation
+            if snapshot.correlation is not None
+            else await self._load_correlation(snapshot, settings)
+        )
         plan = planning.plan_signal(signal, snapshot, correlation, settings, workflow.now())
         # Record which planning rules made this plan, as a marker in the history: the audit
         # re-derives the plan under these rules only. A *deprecated* patch marker: replay
@@ -209,13 +218,19 @@ class SignalExecutionWorkflow(OperatorControlled):
             batches=batch_ids,
         )
 
-    async def _load_snapshot(self, signal: Signal) -> BookSnapshot:
-        """The book, in pages when it is large: the first page says how many there are."""
+    async def _load_snapshot(
+        self, signal: Signal, correlate_with: PlanSettings | None
+    ) -> BookSnapshot:
+        """The book, in pages when it is large: the first page says how many there are. With
+        ``correlate_with``, a book of one page comes with its correlation too."""
         request = SnapshotRequest(
             signal_id=signal.signal_id,
             symbol=signal.symbol,
             account_ids=signal.account_ids,
             run_id=workflow.info().run_id,
+            correlate=(
+                None if correlate_with is None else planning.correlation_settings(correlate_with)
+            ),
         )
         pages = await _read_pages(
             ActivityName.LOAD_SNAPSHOT, request, BookSnapshot, "load account snapshot"

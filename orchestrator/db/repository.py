@@ -477,27 +477,27 @@ _SETTLE_READ = (
         _STATE.c.risk_committed_today,
         _STATE.c.free_margin,
         _STATE.c.version,
+        _FILLS.c.quantity.label("filled"),
     )
-    .select_from(_RESERVATIONS.join(_STATE, _STATE.c.account_id == _RESERVATIONS.c.account_id))
+    .select_from(
+        _RESERVATIONS.join(_STATE, _STATE.c.account_id == _RESERVATIONS.c.account_id).outerjoin(
+            _ORDERS.join(_FILLS, _FILLS.c.client_order_id == _ORDERS.c.client_order_id),
+            (_ORDERS.c.signal_id == _RESERVATIONS.c.signal_id)
+            & (_ORDERS.c.account_id == _RESERVATIONS.c.account_id),
+        )
+    )
     .where(
         _RESERVATIONS.c.signal_id == bindparam("signal_id"),
         _RESERVATIONS.c.account_id == bindparam("account_id"),
     )
-    .with_for_update()
+    .with_for_update(of=[_RESERVATIONS, _STATE])
 )
-"""A leg's reservation and its account's state, both locked."""
+"""A leg's reservation and its account's state, both locked, a row per fill of the leg's
+orders (every order of the account in the signal: first and completions)."""
 _SETTLE_RESERVATION = (
     update(_RESERVATIONS)
     .where(_RESERVATIONS.c.id == bindparam("key"))
     .values(status=bindparam("status"), settled_at=bindparam("settled_at"))
-)
-_LEG_FILLS = (
-    select(_FILLS.c.quantity)
-    .join(_ORDERS, _ORDERS.c.client_order_id == _FILLS.c.client_order_id)
-    .where(
-        _ORDERS.c.signal_id == bindparam("signal_id"),
-        _ORDERS.c.account_id == bindparam("account_id"),
-    )
 )
 _ORDER_EXISTS = select(_ORDERS.c.client_order_id).where(
     _ORDERS.c.client_order_id == bindparam("client_order_id")
@@ -651,27 +651,19 @@ def _update_state(
         raise StaleDataError(f"account state of {account_id} changed under its lock")
 
 
-def leg_filled(session: Session, signal_id: str, account_id: str) -> Decimal:
-    """Everything filled for one account in one signal, across its orders (first and
-    completions)."""
-    # Summed here, not in SQL: SQLite would add the text-stored decimals as floats.
-    quantities = session.connection().scalars(
-        _LEG_FILLS, {"signal_id": signal_id, "account_id": account_id}
-    )
-    return sum(quantities, Decimal(0))
-
-
 def settle_reservation(session: Session, signal_id: str, account_id: str, now: datetime) -> None:
     """Book the leg's outcome against its reservation: keep the filled share of risk and
     margin (all orders of the leg counted), give back the rest. Settling twice changes
     nothing."""
     connection = session.connection()
-    row = connection.execute(
+    rows = connection.execute(
         _SETTLE_READ, {"signal_id": signal_id, "account_id": account_id}
-    ).one_or_none()
-    if row is None or row.status == SETTLED:
+    ).all()
+    if not rows or rows[0].status == SETTLED:
         return
-    filled = leg_filled(session, signal_id, account_id)
+    row = rows[0]
+    # Summed here, not in SQL: SQLite would add the text-stored decimals as floats.
+    filled = sum((r.filled for r in rows if r.filled is not None), Decimal(0))
     unfilled = max(row.quantity - filled, Decimal(0)) / row.quantity
     _update_state(
         connection,

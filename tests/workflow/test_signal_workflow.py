@@ -224,6 +224,40 @@ def _clustered_returns(clusters: list[list[str]], days: int = 30) -> list[DailyR
     return out
 
 
+async def test_a_one_page_book_is_snapshotted_and_correlated_in_one_activity(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    """The usual signal reads its planning inputs in one activity: the snapshot carries the
+    correlation, the correlation activity never runs, and the audit re-derives the same plan
+    from it, correlated groups and all."""
+    clusters = [[f"acc-{i:02d}" for i in range(0, 3)], [f"acc-{i:02d}" for i in range(3, 5)]]
+    ids = [a for c in clusters for a in c]
+    load(sqlite_db, book(*(account(i) for i in ids), returns=_clustered_returns(clusters)))
+    harness = harness_factory(ts_client, sqlite_db, settings)
+    async with harness.running():
+        handle = await submit_signal(ts_client, sqlite_db, settings, signal("ts-one-read"))
+        report = await handle.result()
+        histories = await fetch_with_children(ts_client, handle.id)
+
+    scheduled = Counter(
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in histories[0].events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    )
+    assert scheduled[ActivityName.LOAD_SNAPSHOT] == 1
+    assert scheduled[ActivityName.COMPUTE_CORRELATION] == 0
+    assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
+    result = await audit.audit_histories(histories)
+    assert result.values.verdict is audit.ValueVerdict.MATCH, result.values.differences
+    assert [e.text for e in result.trail if e.kind == "correlation"] == [
+        "correlation (threshold 0.7): group G-acc-00: acc-00, acc-01, acc-02; "
+        "group G-acc-03: acc-03, acc-04"
+    ]
+    planned = [e.text for e in result.trail if e.kind == "planned"]
+    assert sum("(3 correlated)" in t for t in planned) == 3
+    assert sum("(2 correlated)" in t for t in planned) == 2
+
+
 async def test_large_signal_pages_its_inputs_and_keeps_its_lines_in_batches(
     ts_client: Client,
     sqlite_db: Database,
