@@ -201,7 +201,7 @@ class ExecutionActivities:
         with self._db.transaction() as session:
             fresh = False
             if request.reservation is not None:
-                reserved = repository.reserve_risk(session, request.reservation, now)
+                reserved = repository.reserve_risk(session, request.reservation, now, order=request)
                 if not reserved.reserved:
                     denial = reserved.denial or DenialReason.LEG_CLOSED
                     raise ApplicationError(
@@ -212,7 +212,8 @@ class ExecutionActivities:
                         non_retryable=True,
                         category=ApplicationErrorCategory.BENIGN,
                     )
-                # Reserved just now, in this transaction, after the same checks as the gate's.
+                # Reserved just now, in this transaction, after the same checks as the gate's,
+                # and the order written with it.
                 fresh = reserved.detail != repository.ALREADY_RESERVED
             refusal = (
                 None
@@ -220,7 +221,8 @@ class ExecutionActivities:
                 else repository.order_gate(session, request.signal_id, request.account_id)
             )
             if refusal is None:
-                repository.record_order_intent(session, request, now, new=fresh)
+                if not fresh:
+                    repository.record_order_intent(session, request, now)
                 return
             if request.settles_leg:
                 repository.settle_reservation(session, request.signal_id, request.account_id, now)

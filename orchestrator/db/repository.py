@@ -4,10 +4,22 @@ unit of work (``Database.transaction()``) and never commits on its own."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -532,8 +544,46 @@ _UPDATE_ORDER = (
     )
 )
 
+# On PostgreSQL the writes of one step go as one statement (the others as data-modifying CTEs,
+# which PostgreSQL runs exactly once, to completion, whether read or not): one round trip
+# instead of two or three. The main statement is the versioned state (or order) update, so its
+# row count still says whether the locked row was written.
+_RESERVATION_WRITTEN = insert(_RESERVATIONS).values(
+    {c.name: bindparam(f"r_{c.name}") for c in _RESERVATIONS.c if c.name != "id"}
+)
+_ORDER_WRITTEN = insert(_ORDERS).values({c.name: bindparam(f"o_{c.name}") for c in _ORDERS.c})
+_PG_RESERVE = _UPDATE_STATE.add_cte(_RESERVATION_WRITTEN.cte("reservation_written"))
+"""Reserve: the account's state, then the reservation."""
+_PG_RESERVE_AND_RECORD = _PG_RESERVE.add_cte(_ORDER_WRITTEN.cte("order_written"))
+"""Reserve and write the order to the ledger."""
+_PG_BOOK_ONE_FILL = _UPDATE_ORDER.add_cte(
+    insert(_FILLS).values({c.name: bindparam(f"f_{c.name}") for c in _FILLS.c}).cte("fill_written")
+)
+"""An order's new state and its one new fill."""
+_PG_SETTLE = _UPDATE_STATE.add_cte(
+    update(_RESERVATIONS)
+    .where(_RESERVATIONS.c.id == bindparam("r_key"))
+    .values(status=bindparam("r_status"), settled_at=bindparam("r_settled_at"))
+    .cte("reservation_settled")
+)
+"""The account's state given back, and the reservation settled."""
 
-def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -> ReserveRiskResult:
+
+def _on_postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _prefixed(prefix: str, values: Mapping[str, object]) -> dict[str, object]:
+    return {f"{prefix}{k}": v for k, v in values.items()}
+
+
+def reserve_risk(
+    session: Session,
+    request: ReserveRiskRequest,
+    now: datetime,
+    *,
+    order: PlaceOrderRequest | None = None,
+) -> ReserveRiskResult:
     """Atomically re-check the account and the kill switch, then reserve the leg's risk.
 
     Idempotent per (signal, account): a retry after a crash finds its own reservation and
@@ -541,7 +591,10 @@ def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -
     UPDATE`` on PostgreSQL; SQLite's write lock is taken by ``BEGIN IMMEDIATE``) and versioned,
     so two signals racing for the last of an account's capacity cannot both win.
 
-    One read (account, state, kill switch, any reservation of the leg), then two writes.
+    One read (account, state, kill switch, any reservation of the leg), then the writes. With
+    ``order``, a reservation taken now also writes that order to the ledger (write-ahead, as
+    :func:`record_order_intent`), in the same round trip on PostgreSQL; an existing one
+    writes nothing (``ALREADY_RESERVED``: the caller checks the gate and records the order).
     """
     connection = session.connection()
     row = connection.execute(
@@ -586,28 +639,38 @@ def reserve_risk(session: Session, request: ReserveRiskRequest, now: datetime) -
     ):
         return _denied(DenialReason.DRAWDOWN_LIMIT, "drawdown limit reached since planning")
 
-    _update_state(
-        connection,
+    state = _state_values(
         request.account_id,
         row.version,
         open_positions=row.open_positions + 1,
         risk_committed_today=row.risk_committed_today + request.risk_amount,
         free_margin=row.free_margin - request.margin,
     )
-    connection.execute(
-        _INSERT_RESERVATION,
-        {
-            "signal_id": request.signal_id,
-            "account_id": request.account_id,
-            "origin_account_id": request.origin_account_id,
-            "client_order_id": request.client_order_id,
-            "quantity": request.quantity,
-            "risk_amount": request.risk_amount,
-            "margin": request.margin,
-            "status": RESERVED,
-            "created_at": now,
-        },
-    )
+    reservation = {
+        "signal_id": request.signal_id,
+        "account_id": request.account_id,
+        "origin_account_id": request.origin_account_id,
+        "client_order_id": request.client_order_id,
+        "quantity": request.quantity,
+        "risk_amount": request.risk_amount,
+        "margin": request.margin,
+        "status": RESERVED,
+        "created_at": now,
+        "settled_at": None,
+    }
+    if _on_postgres(connection):
+        params = state | _prefixed("r_", reservation)
+        if order is None:
+            _check_state_written(connection.execute(_PG_RESERVE, params), request.account_id)
+        else:
+            params |= _prefixed("o_", _order_values(order, now))
+            written = connection.execute(_PG_RESERVE_AND_RECORD, params)
+            _check_state_written(written, request.account_id)
+        return ReserveRiskResult(reserved=True)
+    _check_state_written(connection.execute(_UPDATE_STATE, state), request.account_id)
+    connection.execute(_INSERT_RESERVATION, reservation)
+    if order is not None:
+        connection.execute(_INSERT_ORDER, _order_values(order, now))
     return ReserveRiskResult(reserved=True)
 
 
@@ -625,28 +688,28 @@ def _already_reserved(
     return ReserveRiskResult(reserved=True, detail=ALREADY_RESERVED)
 
 
-def _update_state(
-    connection: Connection,
+def _state_values(
     account_id: str,
     version: int,
     *,
     open_positions: int,
     risk_committed_today: Decimal,
     free_margin: Decimal,
-) -> None:
-    """Write a locked account state row, bumping its version (as the ORM's versioned writes
-    do): a row changed since it was read raises instead of losing that change."""
-    written = connection.execute(
-        _UPDATE_STATE,
-        {
-            "key": account_id,
-            "read_version": version,
-            "version": version + 1,
-            "open_positions": open_positions,
-            "risk_committed_today": risk_committed_today,
-            "free_margin": free_margin,
-        },
-    )
+) -> dict[str, object]:
+    """A locked account state row's new values, its version bumped (as the ORM's versioned
+    writes do): see :func:`_check_state_written`."""
+    return {
+        "key": account_id,
+        "read_version": version,
+        "version": version + 1,
+        "open_positions": open_positions,
+        "risk_committed_today": risk_committed_today,
+        "free_margin": free_margin,
+    }
+
+
+def _check_state_written(written: CursorResult[Any], account_id: str) -> None:
+    """A row changed since it was read raises instead of losing that change."""
     if written.rowcount != 1:
         raise StaleDataError(f"account state of {account_id} changed under its lock")
 
@@ -665,51 +728,57 @@ def settle_reservation(session: Session, signal_id: str, account_id: str, now: d
     # Summed here, not in SQL: SQLite would add the text-stored decimals as floats.
     filled = sum((r.filled for r in rows if r.filled is not None), Decimal(0))
     unfilled = max(row.quantity - filled, Decimal(0)) / row.quantity
-    _update_state(
-        connection,
+    state = _state_values(
         account_id,
         row.version,
         risk_committed_today=row.risk_committed_today - row.risk_amount * unfilled,
         free_margin=row.free_margin + row.margin * unfilled,
         open_positions=max(0, row.open_positions - 1) if filled <= 0 else row.open_positions,
     )
-    connection.execute(_SETTLE_RESERVATION, {"key": row.id, "status": SETTLED, "settled_at": now})
+    settled = {"key": row.id, "status": SETTLED, "settled_at": now}
+    if _on_postgres(connection):
+        written = connection.execute(_PG_SETTLE, state | _prefixed("r_", settled))
+        _check_state_written(written, account_id)
+        return
+    _check_state_written(connection.execute(_UPDATE_STATE, state), account_id)
+    connection.execute(_SETTLE_RESERVATION, settled)
 
 
 # --------------------------------------------------------------------------------------------
 # Order ledger
 
 
-def record_order_intent(
-    session: Session, request: PlaceOrderRequest, now: datetime, *, new: bool = False
-) -> None:
-    """Write-ahead: the order exists in our ledger before the broker is asked. Idempotent;
-    ``new`` skips the lookup when the caller knows the order cannot be there yet (its leg was
-    reserved in this very transaction)."""
+def record_order_intent(session: Session, request: PlaceOrderRequest, now: datetime) -> None:
+    """Write-ahead: the order exists in our ledger before the broker is asked. Idempotent.
+    (A leg's first order is written by :func:`reserve_risk` with its reservation.)"""
     connection = session.connection()
     key = {"client_order_id": request.client_order_id}
-    if not new and connection.execute(_ORDER_EXISTS, key).first():
+    if connection.execute(_ORDER_EXISTS, key).first():
         return
-    connection.execute(
-        _INSERT_ORDER,
-        {
-            **key,
-            "signal_id": request.signal_id,
-            "account_id": request.account_id,
-            "business_sequence": request.business_sequence,
-            "broker": request.broker,
-            "broker_symbol": request.broker_symbol,
-            "side": request.side.value,
-            "order_type": request.order_type.value,
-            "quantity": request.quantity,
-            "limit_price": request.limit_price,
-            "status": OrderStatus.PENDING_SUBMIT.value,
-            "filled_quantity": Decimal(0),
-            "average_price": None,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    connection.execute(_INSERT_ORDER, _order_values(request, now))
+
+
+def _order_values(request: PlaceOrderRequest, now: datetime) -> dict[str, object]:
+    """The ledger row of an order not yet sent."""
+    return {
+        "client_order_id": request.client_order_id,
+        "signal_id": request.signal_id,
+        "account_id": request.account_id,
+        "business_sequence": request.business_sequence,
+        "broker": request.broker,
+        "broker_symbol": request.broker_symbol,
+        "side": request.side.value,
+        "order_type": request.order_type.value,
+        "quantity": request.quantity,
+        "limit_price": request.limit_price,
+        "status": OrderStatus.PENDING_SUBMIT.value,
+        "filled_quantity": Decimal(0),
+        "average_price": None,
+        "broker_order_id": None,
+        "reject_text": None,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def apply_broker_report(
@@ -754,25 +823,26 @@ def apply_broker_report(
             new_status,
             f"{status.value} with fills of {filled}, over the order's {order.quantity}",
         )
-    if added:
-        connection.execute(_INSERT_FILL, added)
     average_price = (
         (sum((q * p for q, p in fills.values()), Decimal(0)) / filled) if filled > 0 else None
     )
     kept_broker_id = broker_order_id or order.broker_order_id
     kept_reject_text = order.reject_text if reject_text is None else reject_text
-    connection.execute(
-        _UPDATE_ORDER,
-        {
-            "key": client_order_id,
-            "status": new_status,
-            "filled_quantity": filled,
-            "average_price": average_price,
-            "broker_order_id": kept_broker_id,
-            "reject_text": kept_reject_text,
-            "updated_at": now,
-        },
-    )
+    order_state = {
+        "key": client_order_id,
+        "status": new_status,
+        "filled_quantity": filled,
+        "average_price": average_price,
+        "broker_order_id": kept_broker_id,
+        "reject_text": kept_reject_text,
+        "updated_at": now,
+    }
+    if len(added) == 1 and _on_postgres(connection):  # the usual report: one new execution
+        connection.execute(_PG_BOOK_ONE_FILL, order_state | _prefixed("f_", added[0]))
+    else:
+        if added:
+            connection.execute(_INSERT_FILL, added)
+        connection.execute(_UPDATE_ORDER, order_state)
     return OrderOutcome(
         client_order_id=client_order_id,
         broker_order_id=kept_broker_id,

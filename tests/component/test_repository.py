@@ -181,6 +181,45 @@ def test_reserve_risk_again_for_the_same_signal_and_account_changes_nothing(
     assert len(reservation_rows(booked)) == 1
 
 
+def state_version(db: Database) -> int:
+    with db.transaction() as session:
+        row = session.get(AccountStateRow, "acct")
+        assert row is not None
+        return row.version
+
+
+def test_reserve_risk_with_its_order_writes_both_once(booked: Database) -> None:
+    """The order activity's path: reservation, state and the order's ledger row in one step
+    (one statement on PostgreSQL); a retry finds the reservation and writes nothing."""
+    before, version = state_of(booked), state_version(booked)
+    with booked.transaction() as session:
+        first = repository.reserve_risk(session, reserve_request(), NOW, order=place_request())
+    with booked.transaction() as session:
+        again = repository.reserve_risk(
+            session, reserve_request(), NOW, order=place_request(quantity="9.00")
+        )
+
+    assert first == ReserveRiskResult(reserved=True)
+    assert again == ReserveRiskResult(reserved=True, detail=repository.ALREADY_RESERVED)
+    assert state_of(booked)["open_positions"] == before["open_positions"] + 1
+    assert state_version(booked) == version + 1
+    assert len(reservation_rows(booked)) == 1
+    row = ledger_row(booked)
+    assert (row.status, row.quantity) == (OrderStatus.PENDING_SUBMIT.value, Decimal("1.00"))
+
+
+def test_a_denied_reservation_writes_no_order(booked: Database) -> None:
+    with booked.transaction() as session:
+        repository.set_halt(session, halted=True, operator="risk", reason="outage", now=NOW)
+        denied = repository.reserve_risk(session, reserve_request(), NOW, order=place_request())
+
+    assert denied.denial is DenialReason.HALTED
+    assert reservation_rows(booked) == []
+    assert fill_count(booked) == 0
+    with booked.transaction() as session:
+        assert session.get(OrderRow, "sig-1.acct.1") is None
+
+
 def test_reserve_risk_retry_succeeds_even_once_the_account_is_full(booked: Database) -> None:
     """A retry finds its own reservation before re-checking limits its first call consumed."""
     load(booked, book(account("acct", open_positions=9)))
