@@ -62,7 +62,8 @@ class ExecutionActivities:
     @activity.defn(name=ActivityName.LOAD_SNAPSHOT)
     def load_snapshot(self, request: SnapshotRequest) -> BookSnapshot:
         """The book for one signal. With a run id, a book too large for one payload is read
-        once, stored, and served page by page (``page`` of ``pages``)."""
+        once, stored, and served page by page (``page`` of ``pages``). With ``correlate``, a
+        book of one page also comes with its accounts' correlation when both fit together."""
         returns = None
         with self._db.transaction() as session:
             if request.run_id is None:
