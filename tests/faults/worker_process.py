@@ -107,7 +107,7 @@ def install_database_traps(trap: Trap) -> None:
 
     wrap(execution, "correlate", lambda *a, **k: trap.spring("planning"))
 
-    def before_reserve(_session: Any, request: Any, *_: Any) -> None:
+    def before_reserve(_session: Any, request: Any, *_: Any, **__: Any) -> None:
         if request.origin_account_id is not None:
             trap.spring("reroute")
 
