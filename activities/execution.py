@@ -113,14 +113,7 @@ class ExecutionActivities:
                     non_retryable=True,
                 )
             days, returns = repository.load_returns(session, account_ids, request.lookback_days)
-        result = correlate(
-            account_ids,
-            days,
-            returns,
-            threshold=request.threshold,
-            min_observations=request.min_observations,
-            max_peers=request.max_peers,
-        )
+        result = _correlate(account_ids, request, days, returns)
         if request.run_id is None:
             return result
         pages = paging.correlation_pages(result)
@@ -323,19 +316,28 @@ def _with_correlation(
     days: list[date],
     returns: dict[str, dict[date, Decimal]],
 ) -> BookSnapshot:
-    """The snapshot with its accounts' correlation, computed exactly as ``compute_correlation``
-    would for them; the snapshot alone if both would not fit in one page."""
-    ids = [a.account_id for a in snapshot.accounts]
-    result = correlate(
-        ids,
+    """The snapshot with its accounts' correlation, computed as ``compute_correlation`` would
+    for them; the snapshot alone if both would not fit in one page."""
+    result = _correlate([a.account_id for a in snapshot.accounts], settings, days, returns)
+    combined = snapshot.model_copy(update={"correlation": result})
+    return combined if paging.json_size(combined) <= paging.PAGE_BYTES else snapshot
+
+
+def _correlate(
+    account_ids: list[str],
+    settings: CorrelationRequest,
+    days: list[date],
+    returns: dict[str, dict[date, Decimal]],
+) -> CorrelationResult:
+    """The one call of ``correlate`` both activities make, with the request's settings."""
+    return correlate(
+        account_ids,
         days,
         returns,
         threshold=settings.threshold,
         min_observations=settings.min_observations,
         max_peers=settings.max_peers,
     )
-    combined = snapshot.model_copy(update={"correlation": result})
-    return combined if paging.json_size(combined) <= paging.PAGE_BYTES else snapshot
 
 
 P = TypeVar("P")
