@@ -41,8 +41,8 @@ def build_activities(
 
 
 def worker_database(settings: Settings, url: str | None = None) -> Database:
-    """The worker's database: a pool as large as its activity concurrency, no pre-ping (a
-    dropped connection fails one attempt, the activity retries on a fresh one)."""
+    """The worker's database: ``TEO_DATABASE_POOL_SIZE`` connections kept open, no pre-ping
+    (a dropped connection fails one attempt, the activity retries on a fresh one)."""
     return Database(
         url or settings.database_url, pool_size=settings.database_pool_size, pre_ping=False
     )

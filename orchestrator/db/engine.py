@@ -26,9 +26,10 @@ class Database:
         pool_size: int | None = None,
         pre_ping: bool = True,
     ) -> None:
-        """``pool_size``: connections kept open (server databases). A worker passes its
-        activity concurrency's worth: with SQLAlchemy's default (5, and 10 more opened and
-        closed again on demand) a busy worker opened a PostgreSQL connection per transaction.
+        """``pool_size``: connections kept open (server databases), none opened beyond. A
+        worker passes ``TEO_DATABASE_POOL_SIZE``: with SQLAlchemy's default (5, and 10 more
+        opened and closed again on demand) a busy worker opened a PostgreSQL connection per
+        transaction.
 
         ``pre_ping``: test a pooled connection before each transaction (a round trip), so one
         the server dropped (a restart) is replaced instead of failing the caller. The worker
