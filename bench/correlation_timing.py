@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from orchestrator.book import AccountRecord, AccountState, Book
+from bench.book import bench_book
 from orchestrator.correlation import correlate
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
-from orchestrator.models import AccountLimits, SymbolSpec
 
 CLUSTERS = 50
 THRESHOLD = Decimal("0.7")
@@ -40,7 +39,6 @@ MAX_PEERS = 10
 DEFAULT_SEED = 20260301
 FIRST_DAY = date(2025, 1, 6)
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-BROKER = "bench"
 
 
 def synthetic_returns(
@@ -108,36 +106,6 @@ def time_correlation(
 # load_returns against PostgreSQL
 
 
-def _account(account_id: str) -> AccountRecord:
-    equity = Decimal(50000)
-    return AccountRecord(
-        id=account_id,
-        broker=BROKER,
-        currency="USD",
-        limits=AccountLimits(
-            risk_per_trade=Decimal("0.01"),
-            daily_loss_budget=Decimal(5000),
-            max_drawdown=Decimal("0.10"),
-            max_open_positions=10,
-            max_lots=Decimal(20),
-        ),
-        state=AccountState(balance=equity, equity=equity, peak_equity=equity, free_margin=equity),
-    )
-
-
-_SPEC = SymbolSpec(
-    broker=BROKER,
-    symbol="EURUSD",
-    tick_size=Decimal("0.00001"),
-    tick_value=Decimal(1),
-    contract_size=Decimal(100000),
-    min_lot=Decimal("0.01"),
-    lot_step=Decimal("0.01"),
-    max_lot=Decimal(50),
-    margin_per_lot=Decimal(1085),
-)
-
-
 @contextmanager
 def scratch_postgres(admin_url: str = PG_ADMIN_URL) -> Iterator[Database]:
     """A fresh, migrated database on the server of ``admin_url``, dropped afterwards."""
@@ -157,7 +125,7 @@ def scratch_postgres(admin_url: str = PG_ADMIN_URL) -> Iterator[Database]:
 
 def write_returns(db: Database, ids: list[str], returns: dict[str, dict[date, Decimal]]) -> None:
     """The accounts (through ``save_book``) and their returns (one ``COPY``)."""
-    book = Book(symbols=[_SPEC], accounts=[_account(a) for a in ids], returns=[])
+    book = bench_book(ids)
     with db.transaction() as session:
         repository.save_book(session, book, datetime.now(UTC))
     buffer = io.StringIO()

@@ -113,17 +113,17 @@ from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
+from bench.book import BROKER, SPEC, SYMBOL, bench_account, bench_book
 from bench.floor import FloorTwoActivitiesWorkflow, FloorWorkflow, noop
 from bench.memory_broker import MemoryBroker
 from orchestrator import search_attributes
-from orchestrator.book import AccountRecord, AccountState, Book
+from orchestrator.book import Book
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.db.schema import OrderRow
 from orchestrator.history import fetch_with_children
 from orchestrator.models import (
     AccountCorrelation,
-    AccountLimits,
     AccountSnapshot,
     AccountStatus,
     BookSnapshot,
@@ -131,7 +131,6 @@ from orchestrator.models import (
     Mandate,
     PlanSettings,
     Signal,
-    SymbolSpec,
     spec_key,
 )
 from orchestrator.orders import OrderStatus
@@ -145,8 +144,6 @@ from workflows.registry import WORKFLOWS
 T = TypeVar("T")
 
 RESULTS_DIR = PROJECT_ROOT / "bench-results"
-BROKER = "bench"
-SYMBOL = "EURUSD"
 DEFAULT_LEGS = "10,100,500,1000,5000"
 LARGE = 1000
 """Above this many legs: ``--repeats-large`` repeats and no floor-2act."""
@@ -166,54 +163,9 @@ ACTIVITY_THREADS = "bench-activity"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
-SPEC = SymbolSpec(
-    broker=BROKER,
-    symbol=SYMBOL,
-    tick_size=Decimal("0.00001"),
-    tick_value=Decimal(1),
-    contract_size=Decimal(100000),
-    min_lot=Decimal("0.01"),
-    lot_step=Decimal("0.01"),
-    max_lot=Decimal(50),
-    margin_per_lot=Decimal(1085),
-)
-
 
 # --------------------------------------------------------------------------------------------
 # The book: N accounts, all eligible, all filled at once by the paper broker
-
-
-def bench_account(account_id: str, *, generous: bool = False) -> AccountRecord:
-    """Active, no drawdown, budget and margin for a ~1.7-lot leg many times over. ``generous``:
-    limits no number of signals in a throughput run reaches (same equity, so the same size)."""
-    equity = Decimal(50000)
-    many = Decimal(10) ** 9
-    return AccountRecord(
-        id=account_id,
-        broker=BROKER,
-        currency="USD",
-        limits=AccountLimits(
-            risk_per_trade=Decimal("0.01"),
-            daily_loss_budget=many if generous else Decimal(5000),
-            max_drawdown=Decimal("0.10"),
-            max_open_positions=1_000_000 if generous else 10,
-            max_lots=Decimal(20),
-        ),
-        state=AccountState(
-            balance=equity,
-            equity=equity,
-            peak_equity=equity,
-            free_margin=many if generous else equity,
-        ),
-    )
-
-
-def bench_book(account_ids: Sequence[str], *, generous: bool = False) -> Book:
-    return Book(
-        symbols=[SPEC],
-        accounts=[bench_account(a, generous=generous) for a in account_ids],
-        returns=[],
-    )
 
 
 def load(db: Database, book: Book) -> None:
