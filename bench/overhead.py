@@ -1300,6 +1300,7 @@ async def bench(args: argparse.Namespace, tag: str) -> dict[str, Any]:
                     "delay_max_s": 0,
                     "batch_size": settings.batch_size,
                     "max_concurrent_activities": slots,
+                    "max_orders_in_flight": settings.max_orders_in_flight,
                     "activity_threads": slots,
                     "max_cached_workflows": 2000,
                     "run_timeout_s": args.run_timeout or "120 + 0.5 × N",
@@ -1487,7 +1488,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(
         f"database {result['database']}; dev server in memory; batch size "
-        f"{result['settings']['batch_size']}, zero delays, {result['broker']} broker; signal scope "
+        f"{result['settings']['batch_size']}, at most {result['settings']['max_orders_in_flight']} "
+        f"orders in flight per signal, zero delays, {result['broker']} broker; signal scope "
         f"{result['settings']['signal_scope']}"
     )
     print(table(summary))

@@ -639,6 +639,9 @@ class ExecutionSettings(Model):
     reroute_fraction: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
     """A rerouted order's size as a fraction of the original leg's quantity."""
     reroute_max_accounts: Annotated[int, Field(ge=1, le=20)] = 3
+    max_orders_in_flight: Annotated[int, Field(ge=1)] = 600
+    """First orders one signal keeps working at once; a large signal's batches each take an
+    equal share. Legs due past it wait their turn, in the order they came due."""
     broker_task_queues: dict[str, str] = {}
     """Broker name → task queue of the worker that holds that broker's session (a FIX session
     lives in one process). Order and cancel activities of its accounts go there; brokers not

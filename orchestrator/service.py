@@ -55,6 +55,7 @@ def execution_settings(settings: Settings) -> ExecutionSettings:
         completion_deadline_s=settings.completion_deadline_s,
         reroute_fraction=settings.reroute_fraction,
         reroute_max_accounts=settings.reroute_max_accounts,
+        max_orders_in_flight=settings.max_orders_in_flight,
         broker_task_queues=settings.broker_task_queues,
     )
 

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     completion_deadline_s: int = Field(default=120, ge=1)
     reroute_fraction: Decimal = Field(default=Decimal("0.95"), gt=0, le=1)
     reroute_max_accounts: int = Field(default=3, ge=1, le=20)
+    max_orders_in_flight: int = Field(default=600, ge=1)
+    """First orders one signal keeps working at once (its batches share it out); legs due past
+    it wait their turn. Bounds the burst a broker sees and keeps the backlog in the workflow
+    rather than in Temporal's task queue (see README, performance)."""
     max_concurrent_activities: int = Field(default=64, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=4, ge=2)
     """Workflow tasks a worker runs at once. They hold the GIL: more at once only stretches each

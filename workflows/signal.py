@@ -40,9 +40,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legs import (
         BOOK_READ,
         DATABASE_RETRY,
+        ORDERS_IN_FLIGHT,
         Controls,
         LegRunner,
         child_search_attributes,
+        orders_per_batch,
     )
 
 
@@ -268,13 +270,19 @@ class SignalExecutionWorkflow(OperatorControlled):
         self._batches = len(slices)
         parent_id = workflow.info().workflow_id
         ids = [f"{parent_id}/batch-{n}" for n in range(1, len(slices) + 1)]
+        execution = request.execution
+        if len(slices) > 1 and workflow.patched(ORDERS_IN_FLIGHT):
+            # The signal's orders in flight, shared out: the batches run at once.
+            execution = execution.model_copy(
+                update={"max_orders_in_flight": orders_per_batch(execution, len(slices))}
+            )
         handles = [
             workflow.execute_child_workflow(
                 LegBatchWorkflow.run,
                 LegBatchInput(
                     signal=request.signal,
                     settings=request.settings,
-                    execution=request.execution,
+                    execution=execution,
                     legs=part.legs,
                     reserve=plan.reserve,
                     started_at=started_at,

@@ -159,6 +159,8 @@ def with_state(record: AccountRecord, **changes: Any) -> AccountRecord:
 
 
 PARTIAL = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
+SLOW_FILL = {"latency_ms": 600, "slices": 2}
+"""Fills slow enough that legs due together overlap (SHORT's delays are at most 0.3 s apart)."""
 
 SCENARIOS = [
     Scenario(
@@ -243,6 +245,18 @@ SCENARIOS = [
         {"partial": LegStatus.FILLED, "full": LegStatus.FILLED},
         settings={**SHORT, "batch_size": 1},
         check=completed_partial,
+    ),
+    Scenario(
+        "orders_in_flight",  # one order slot: legs due together wait their turn for it
+        [account(name, paper=SLOW_FILL) for name in ("one", "two", "three")],
+        dict.fromkeys(["one", "two", "three"], LegStatus.FILLED),
+        settings={**SHORT, "max_orders_in_flight": 1},
+    ),
+    Scenario(
+        "orders_in_flight_batched",  # the signal's two slots shared out: one per batch
+        [account(name, paper=SLOW_FILL) for name in ("one", "two", "three", "four")],
+        dict.fromkeys(["one", "two", "three", "four"], LegStatus.FILLED),
+        settings={**SHORT, "batch_size": 2, "max_orders_in_flight": 2},
     ),
 ]
 

@@ -44,6 +44,8 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "reroute_completed",
         "encrypted",
         "batched",
+        "orders_in_flight",
+        "orders_in_flight_batched",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {
