@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 from temporalio import activity
@@ -259,24 +259,21 @@ class ExecutionActivities:
         only partly: a completion follows and settles the leg itself."""
         now = self._clock()
         with self._db.transaction() as session:
-            outcome = self._apply(session, state, now)
-            partial = 0 < outcome.filled_quantity < outcome.quantity
-            if state.status in TERMINAL and request.settles_leg and not partial:
-                repository.settle_reservation(session, request.signal_id, request.account_id, now)
-        return outcome
+            if state.status in TERMINAL and request.settles_leg:
+                return repository.book_and_settle(
+                    session,
+                    state.client_order_id,
+                    signal_id=request.signal_id,
+                    account_id=request.account_id,
+                    **_report(state),
+                    now=now,
+                )
+            return self._apply(session, state, now)
 
     @staticmethod
     def _apply(session: Session, state: BrokerOrder, now: datetime) -> OrderOutcome:
         return repository.apply_broker_report(
-            session,
-            state.client_order_id,
-            status=state.status,
-            broker_order_id=state.broker_order_id,
-            executions=[
-                (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
-            ],
-            reject_text=state.reject_text,
-            now=now,
+            session, state.client_order_id, **_report(state), now=now
         )
 
     def all(self) -> list[Callable[..., object]]:
@@ -347,6 +344,18 @@ def _page(pages: list[P], page: int) -> P:
     if not 0 <= page < len(pages):
         raise ApplicationError(f"page {page} of {len(pages)} asked for", non_retryable=True)
     return pages[page]
+
+
+def _report(state: BrokerOrder) -> dict[str, Any]:
+    """A broker's report of an order, as the ledger's booking functions take it."""
+    return {
+        "status": state.status,
+        "broker_order_id": state.broker_order_id,
+        "executions": [
+            (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
+        ],
+        "reject_text": state.reject_text,
+    }
 
 
 def _ticket(request: PlaceOrderRequest) -> OrderTicket:

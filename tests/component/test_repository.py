@@ -467,6 +467,128 @@ def test_settle_without_a_reservation_does_nothing(booked: Database) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# book_and_settle: the last report of a leg's order and its settlement, in one step
+
+BOOK_CASES = {
+    "filled in one execution": (OrderStatus.FILLED, [("E1", "1.00", "1.08500")], None),
+    "filled in two at once": (
+        OrderStatus.FILLED,
+        [("E1", "0.30", "1.08500"), ("E2", "0.70", "1.08530")],
+        None,
+    ),
+    "partly filled, then cancelled": (OrderStatus.CANCELLED, [("E1", "0.40", "1.08500")], None),
+    "rejected": (OrderStatus.REJECTED, [], "No money [10019]"),
+    "expired unfilled": (OrderStatus.EXPIRED, [], None),
+}
+
+
+def leg_ledger(db: Database, account_id: str) -> dict[str, Any]:
+    """What the ledger holds for one leg: its account state, reservation, orders and fills."""
+    state = state_of(db, account_id)
+    with db.transaction() as session:
+        reservation = session.scalars(
+            select(RiskReservationRow).where(RiskReservationRow.account_id == account_id)
+        ).one()
+        orders = session.scalars(
+            select(OrderRow).where(OrderRow.account_id == account_id).order_by(OrderRow.created_at)
+        ).all()
+        fills = session.scalars(
+            select(FillRow)
+            .join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id)
+            .where(OrderRow.account_id == account_id)
+            .order_by(FillRow.execution_id)
+        ).all()
+        return {
+            "state": state,
+            "reservation": (reservation.status, reservation.settled_at),
+            "orders": [
+                (o.business_sequence, o.status, o.filled_quantity, o.average_price, o.reject_text)
+                for o in orders
+            ],
+            "fills": [(f.execution_id, f.quantity, f.price) for f in fills],
+        }
+
+
+@pytest.mark.parametrize("case", list(BOOK_CASES))
+@pytest.mark.parametrize("earlier_fill", [False, True], ids=["first order", "after a fill"])
+def test_book_and_settle_writes_what_booking_then_settling_writes(
+    db: Database, case: str, earlier_fill: bool
+) -> None:
+    """Two identical legs: one booked and settled in one step, the other by the two functions
+    it stands for (settled unless partly filled). The same outcome and the same ledger, also
+    for a retry of the same report; with an earlier order of the leg filled, its fills count."""
+    status, executions, reject_text = BOOK_CASES[case]
+    load(db, book(account("one-step"), account("two-steps")))
+    outcomes = {}
+    for account_id in ("one-step", "two-steps"):
+        client_order_id = f"sig-1.{account_id}.2"
+        request = reserve_request(account_id=account_id)
+        order = place_request(client_order_id).model_copy(
+            update={"account_id": account_id, "business_sequence": 2}
+        )
+        with db.transaction() as session:
+            assert repository.reserve_risk(session, request, NOW, order=order).reserved
+        if earlier_fill:
+            fill_leg(db, "0.25", sequence=1, account_id=account_id, ordered="0.25")
+        values = {
+            "status": status,
+            "broker_order_id": "PB-9",
+            "executions": [
+                (f"{account_id}-{e}", Decimal(q), Decimal(p), NOW) for e, q, p in executions
+            ],
+            "reject_text": reject_text,
+            "now": NOW,
+        }
+        for _ in range(2):  # the report, then the same report again (a retried activity)
+            with db.transaction() as session:
+                if account_id == "one-step":
+                    outcome = repository.book_and_settle(
+                        session,
+                        client_order_id,
+                        signal_id="sig-1",
+                        account_id=account_id,
+                        **values,
+                    )
+                else:
+                    outcome = repository.apply_broker_report(session, client_order_id, **values)
+                    if not 0 < outcome.filled_quantity < outcome.quantity:
+                        repository.settle_reservation(session, "sig-1", account_id, NOW)
+            outcomes[account_id] = outcome.model_copy(update={"client_order_id": "-"})
+
+    assert outcomes["one-step"] == outcomes["two-steps"]
+    one, two = leg_ledger(db, "one-step"), leg_ledger(db, "two-steps")
+    for account_id, ledger in (("one-step", one), ("two-steps", two)):
+        ledger["fills"] = sorted((e.replace(account_id, "*"), q, p) for e, q, p in ledger["fills"])
+    assert one == two
+    partly = 0 < outcomes["one-step"].filled_quantity < outcomes["one-step"].quantity
+    assert one["reservation"][0] == (repository.RESERVED if partly else repository.SETTLED)
+
+
+def test_book_and_settle_raises_on_fills_beyond_the_order_and_writes_nothing(
+    booked: Database,
+) -> None:
+    request = reserve_request()
+    with booked.transaction() as session:
+        assert repository.reserve_risk(session, request, NOW, order=place_request()).reserved
+    before = leg_ledger(booked, "acct")
+
+    with pytest.raises(InvalidOrderTransition), booked.transaction() as session:
+        repository.book_and_settle(
+            session,
+            "sig-1.acct.1",
+            signal_id="sig-1",
+            account_id="acct",
+            status=OrderStatus.FILLED,
+            broker_order_id="PB-1",
+            executions=[("E1", Decimal("1.50"), Decimal("1.085"), NOW)],
+            reject_text=None,
+            now=NOW,
+        )
+
+    assert leg_ledger(booked, "acct") == before
+
+
+# --------------------------------------------------------------------------------------------
 # The order ledger
 
 
