@@ -530,7 +530,7 @@ def test_book_and_settle_writes_what_booking_then_settling_writes(
             assert repository.reserve_risk(session, request, NOW, order=order).reserved
         if earlier_fill:
             fill_leg(db, "0.25", sequence=1, account_id=account_id, ordered="0.25")
-        values = {
+        values: dict[str, Any] = {
             "status": status,
             "broker_order_id": "PB-9",
             "executions": [
