@@ -14,6 +14,7 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Table,
+    Update,
     bindparam,
     delete,
     func,
@@ -532,18 +533,29 @@ _ORDER_READ = (
 )
 """An order, locked, with its fills."""
 _INSERT_FILL = insert(_FILLS)
-_UPDATE_ORDER = (
-    update(_ORDERS)
-    .where(_ORDERS.c.client_order_id == bindparam("key"))
-    .values(
-        status=bindparam("status"),
-        filled_quantity=bindparam("filled_quantity"),
-        average_price=bindparam("average_price"),
-        broker_order_id=bindparam("broker_order_id"),
-        reject_text=bindparam("reject_text"),
-        updated_at=bindparam("updated_at"),
-    )
+
+
+_ORDER_STATE = (
+    "status",
+    "filled_quantity",
+    "average_price",
+    "broker_order_id",
+    "reject_text",
+    "updated_at",
 )
+"""The columns a broker report changes."""
+
+
+def _order_update(prefix: str = "") -> Update:
+    """An order's new state, by client order id (``key``); bound names carry ``prefix``."""
+    return (
+        update(_ORDERS)
+        .where(_ORDERS.c.client_order_id == bindparam(f"{prefix}key"))
+        .values({name: bindparam(f"{prefix}{name}") for name in _ORDER_STATE})
+    )
+
+
+_UPDATE_ORDER = _order_update()
 
 # On PostgreSQL the writes of one step go as one statement (the others as data-modifying CTEs,
 # which PostgreSQL runs exactly once, to completion, whether read or not): one round trip
@@ -615,18 +627,7 @@ _PG_BOOK_READ = (
 """PostgreSQL: an order with its fills and its leg's reservation and account state, all three
 locked, and what the leg's other orders filled (summed exactly: ``numeric``). A row per fill
 of the order; none without a reservation."""
-_ORDER_SET = (
-    update(_ORDERS)
-    .where(_ORDERS.c.client_order_id == bindparam("o_key"))
-    .values(
-        status=bindparam("o_status"),
-        filled_quantity=bindparam("o_filled_quantity"),
-        average_price=bindparam("o_average_price"),
-        broker_order_id=bindparam("o_broker_order_id"),
-        reject_text=bindparam("o_reject_text"),
-        updated_at=bindparam("o_updated_at"),
-    )
-)
+_ORDER_SET = _order_update("o_")
 _PG_BOOK_AND_SETTLE = _PG_SETTLE.add_cte(_ORDER_SET.cte("order_written"))
 """An order's last state, and its leg settled."""
 _PG_BOOK_ONE_FILL_AND_SETTLE = _PG_BOOK_AND_SETTLE.add_cte(
