@@ -517,16 +517,18 @@ _ORDER_EXISTS = select(_ORDERS.c.client_order_id).where(
     _ORDERS.c.client_order_id == bindparam("client_order_id")
 )
 _INSERT_ORDER = insert(_ORDERS)
+_ORDER_AND_FILLS = (
+    _ORDERS.c.status,
+    _ORDERS.c.quantity,
+    _ORDERS.c.broker_order_id,
+    _ORDERS.c.reject_text,
+    _FILLS.c.execution_id,
+    _FILLS.c.quantity.label("fill_quantity"),
+    _FILLS.c.price,
+)
+"""What booking a report reads of an order: a row per fill."""
 _ORDER_READ = (
-    select(
-        _ORDERS.c.status,
-        _ORDERS.c.quantity,
-        _ORDERS.c.broker_order_id,
-        _ORDERS.c.reject_text,
-        _FILLS.c.execution_id,
-        _FILLS.c.quantity.label("fill_quantity"),
-        _FILLS.c.price,
-    )
+    select(*_ORDER_AND_FILLS)
     .select_from(_ORDERS.outerjoin(_FILLS, _FILLS.c.client_order_id == _ORDERS.c.client_order_id))
     .where(_ORDERS.c.client_order_id == bindparam("client_order_id"))
     .with_for_update(of=_ORDERS)
@@ -586,13 +588,7 @@ _O2 = _ORDERS.alias("leg_orders")
 _F2 = _FILLS.alias("leg_fills")
 _PG_BOOK_READ = (
     select(
-        _ORDERS.c.status,
-        _ORDERS.c.quantity,
-        _ORDERS.c.broker_order_id,
-        _ORDERS.c.reject_text,
-        _FILLS.c.execution_id,
-        _FILLS.c.quantity.label("fill_quantity"),
-        _FILLS.c.price,
+        *_ORDER_AND_FILLS,
         _RESERVATIONS.c.id.label("r_id"),
         _RESERVATIONS.c.status.label("r_status"),
         _RESERVATIONS.c.quantity.label("r_quantity"),
@@ -885,13 +881,18 @@ def apply_broker_report(
         reject_text=reject_text,
         now=now,
     )
+    _write_order(connection, booked)
+    return booked.outcome
+
+
+def _write_order(connection: Connection, booked: _Booked) -> None:
+    """An order's new fills and new state."""
     if len(booked.added) == 1 and _on_postgres(connection):  # the usual: one new execution
         connection.execute(_PG_BOOK_ONE_FILL, booked.order_state | _prefixed("f_", booked.added[0]))
     else:
         if booked.added:
             connection.execute(_INSERT_FILL, booked.added)
         connection.execute(_UPDATE_ORDER, booked.order_state)
-    return booked.outcome
 
 
 def book_and_settle(
@@ -910,6 +911,13 @@ def book_and_settle(
     :func:`settle_reservation` of the leg unless the order filled only partly (a completion
     follows and settles the leg itself). The same outcome and the same writes; on PostgreSQL
     in one read and one write instead of two of each."""
+    report: dict[str, Any] = {
+        "status": status,
+        "broker_order_id": broker_order_id,
+        "executions": executions,
+        "reject_text": reject_text,
+        "now": now,
+    }
     connection = session.connection()
     if _on_postgres(connection):
         rows = connection.execute(
@@ -917,48 +925,27 @@ def book_and_settle(
             {"client_order_id": client_order_id, "signal_id": signal_id, "account_id": account_id},
         ).all()
         if rows:
-            booked = _booked(
-                client_order_id,
-                rows,
-                status=status,
-                broker_order_id=broker_order_id,
-                executions=executions,
-                reject_text=reject_text,
-                now=now,
-            )
+            booked = _booked(client_order_id, rows, **report)
             leg = rows[0]
-            one_fill = booked.added[0] if len(booked.added) == 1 else None
-            if len(booked.added) > 1:
-                connection.execute(_INSERT_FILL, booked.added)
             if booked.partial or leg.r_status == SETTLED:  # the order's state only
-                if one_fill is not None:
-                    connection.execute(
-                        _PG_BOOK_ONE_FILL, booked.order_state | _prefixed("f_", one_fill)
-                    )
-                else:
-                    connection.execute(_UPDATE_ORDER, booked.order_state)
+                _write_order(connection, booked)
                 return booked.outcome
-            filled = leg.other_filled + booked.outcome.filled_quantity
             params = (
-                _settled_state(account_id, leg, leg.r_quantity, filled)
+                _settled_state(
+                    account_id, leg, leg.r_quantity, leg.other_filled + booked.filled_quantity
+                )
                 | _prefixed("r_", {"key": leg.r_id, "status": SETTLED, "settled_at": now})
                 | _prefixed("o_", booked.order_state)
             )
             statement = _PG_BOOK_AND_SETTLE
-            if one_fill is not None:
-                params |= _prefixed("f_", one_fill)
+            if len(booked.added) == 1:
+                params |= _prefixed("f_", booked.added[0])
                 statement = _PG_BOOK_ONE_FILL_AND_SETTLE
+            elif booked.added:
+                connection.execute(_INSERT_FILL, booked.added)
             _check_state_written(connection.execute(statement, params), account_id)
             return booked.outcome
-    outcome = apply_broker_report(
-        session,
-        client_order_id,
-        status=status,
-        broker_order_id=broker_order_id,
-        executions=executions,
-        reject_text=reject_text,
-        now=now,
-    )
+    outcome = apply_broker_report(session, client_order_id, **report)
     if not 0 < outcome.filled_quantity < outcome.quantity:
         settle_reservation(session, signal_id, account_id, now)
     return outcome
@@ -973,6 +960,10 @@ class _Booked:
     """The order row's new values (``key``: its client order id)."""
     added: list[dict[str, object]]
     """Fill rows not in the ledger yet."""
+
+    @property
+    def filled_quantity(self) -> Decimal:
+        return self.outcome.filled_quantity
 
     @property
     def partial(self) -> bool:
