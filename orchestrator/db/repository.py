@@ -480,17 +480,21 @@ _UPDATE_STATE = (
         free_margin=bindparam("free_margin"),
     )
 )
+_SETTLEMENT_INPUT = (
+    _RESERVATIONS.c.risk_amount,
+    _RESERVATIONS.c.margin,
+    _STATE.c.open_positions,
+    _STATE.c.risk_committed_today,
+    _STATE.c.free_margin,
+    _STATE.c.version,
+)
+"""What settling a leg reads of its reservation and its account's state (see _settled_state)."""
 _SETTLE_READ = (
     select(
         _RESERVATIONS.c.id,
         _RESERVATIONS.c.status,
         _RESERVATIONS.c.quantity,
-        _RESERVATIONS.c.risk_amount,
-        _RESERVATIONS.c.margin,
-        _STATE.c.open_positions,
-        _STATE.c.risk_committed_today,
-        _STATE.c.free_margin,
-        _STATE.c.version,
+        *_SETTLEMENT_INPUT,
         _FILLS.c.quantity.label("filled"),
     )
     .select_from(
@@ -592,12 +596,7 @@ _PG_BOOK_READ = (
         _RESERVATIONS.c.id.label("r_id"),
         _RESERVATIONS.c.status.label("r_status"),
         _RESERVATIONS.c.quantity.label("r_quantity"),
-        _RESERVATIONS.c.risk_amount,
-        _RESERVATIONS.c.margin,
-        _STATE.c.open_positions,
-        _STATE.c.risk_committed_today,
-        _STATE.c.free_margin,
-        _STATE.c.version,
+        *_SETTLEMENT_INPUT,
         select(func.coalesce(func.sum(_F2.c.quantity), 0))
         .select_from(_O2.join(_F2, _F2.c.client_order_id == _O2.c.client_order_id))
         .where(
