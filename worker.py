@@ -36,7 +36,10 @@ def build_activities(
     db: Database, settings: Settings, broker: Broker | None = None
 ) -> ExecutionActivities:
     return ExecutionActivities(
-        db, broker or PaperBroker(db), poll_interval_s=settings.order_poll_interval_s
+        db,
+        broker or PaperBroker(db),
+        service=settings.service_settings(),
+        poll_interval_s=settings.order_poll_interval_s,
     )
 
 

@@ -35,6 +35,7 @@ from orchestrator.models import (
     PlaceOrderRequest,
     ReserveRiskRequest,
     ReserveRiskResult,
+    ServiceSettings,
     SettleLegRequest,
     SnapshotRequest,
 )
@@ -51,13 +52,20 @@ class ExecutionActivities:
         db: Database,
         broker: Broker,
         *,
+        service: ServiceSettings,
         poll_interval_s: float = 0.2,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._db = db
         self._broker = broker
+        self._service = service
         self._poll_interval_s = poll_interval_s
         self._clock = clock or (lambda: datetime.now(UTC))
+
+    @activity.defn(name=ActivityName.SERVICE_SETTINGS)
+    def service_settings(self) -> ServiceSettings:
+        """The settings this worker plans and executes signals with (its environment's)."""
+        return self._service
 
     @activity.defn(name=ActivityName.LOAD_SNAPSHOT)
     def load_snapshot(self, request: SnapshotRequest) -> BookSnapshot:
@@ -278,6 +286,7 @@ class ExecutionActivities:
 
     def all(self) -> list[Callable[..., object]]:
         return [
+            self.service_settings,
             self.load_snapshot,
             self.compute_correlation,
             self.reserve_risk,

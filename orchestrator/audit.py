@@ -50,13 +50,16 @@ from orchestrator.models import (
     PlaceOrderRequest,
     Plan,
     PlannedLeg,
+    PlanSettings,
     RerouteInput,
     RerouteResult,
     ReserveRiskRequest,
     ReserveRiskResult,
+    ServiceSettings,
     SettleLegRequest,
     SignalWorkflowInput,
     SnapshotRequest,
+    spec_key,
 )
 
 ACTIVITY_TYPES: dict[str, tuple[type[Any], Any]] = {
@@ -66,6 +69,7 @@ ACTIVITY_TYPES: dict[str, tuple[type[Any], Any]] = {
     ActivityName.PLACE_AND_FOLLOW_ORDER: (PlaceOrderRequest, OrderOutcome),
     ActivityName.CANCEL_ORDER: (CancelOrderRequest, OrderOutcome | None),
     ActivityName.SETTLE_LEG: (SettleLegRequest, type(None)),
+    ActivityName.SERVICE_SETTINGS: (type(None), ServiceSettings),
 }
 """Activity name → (input type, result type): how to read the payloads a history holds."""
 
@@ -424,11 +428,22 @@ def _describe_start(kind: str, value: Any, identity: str) -> str:
             f"signal {s.signal_id} received from {identity or 'unknown'}: {s.side} {s.symbol} "
             f"{s.order_type}, entry {s.entry}, stop {s.stop}"
             + (f", take profit {s.take_profit}" if s.take_profit else "")
-            + f"; plan version {value.settings.plan_version}, delays "
-            f"{value.settings.delay_min_ms}-{value.settings.delay_max_ms} ms, "
-            f"size variance ±{value.settings.size_variance}"
+            + "; "
+            + (
+                "settings pinned by the input: " + _describe_settings(value.settings)
+                if value.settings is not None
+                else "with the worker's settings"
+            )
         )
     return f"{kind} started: {_describe_child_input(value)}"
+
+
+def _describe_settings(settings: PlanSettings) -> str:
+    return (
+        f"plan version {settings.plan_version}, delays {settings.delay_min_ms}-"
+        f"{settings.delay_max_ms} ms, correlated gap {settings.correlated_min_gap_ms} ms, "
+        f"size variance ±{settings.size_variance}"
+    )
 
 
 def _describe_child_input(value: Any) -> str:
@@ -438,8 +453,9 @@ def _describe_child_input(value: Any) -> str:
         return f"complete {value.account_id}: {value.remaining} lots remaining"
     if isinstance(value, RerouteInput):
         return (
-            f"reroute {value.original_quantity} lots from {value.from_account} "
-            f"({value.reason}); candidates {', '.join(value.candidates) or 'none'}"
+            f"reroute {value.original_quantity} lots (risk {value.original_risk} at the stop) "
+            f"from {value.from_account} ({value.reason}); candidates "
+            f"{', '.join(value.candidates) or 'none'}"
         )
     return "input not recognised"
 
@@ -453,7 +469,15 @@ def _describe_child_result(value: Any) -> str:
             f"unfilled {value.unfilled}, dust {value.dust}; {value.detail}"
         )
     if isinstance(value, RerouteResult):
-        return f"{value.outcome}, final account {value.final_account or 'none'}"
+        taken = ", ".join(
+            f"{h.to_account} {h.outcome} {h.filled} lots (risk {h.risk_filled})"
+            for h in value.hops
+            if h.filled > 0
+        )
+        return (
+            f"{value.outcome}: risk {value.risk_placed} of {value.risk_original} found a home "
+            f"(at most {value.risk_carried}); " + (taken or "no account took it")
+        )
     return "result not recognised"
 
 
@@ -530,6 +554,8 @@ def _describe_activity(activity: _Activity) -> tuple[str, str, str | None] | Non
         )
     if isinstance(result, CorrelationResult):
         return _describe_correlation(result)
+    if isinstance(result, ServiceSettings):
+        return "settings", "the worker's settings: " + _describe_settings(result.plan), None
     if isinstance(value, ReserveRiskRequest) and isinstance(result, ReserveRiskResult):
         verdict = "reserved" if result.reserved else f"denied {result.denial}: {result.detail}"
         return (
@@ -567,6 +593,9 @@ def _describe_order(request: PlaceOrderRequest, outcome: OrderOutcome) -> str:
         text += f" @ {outcome.average_price}"
     if outcome.reject_text:
         text += f" ({outcome.reject_text})"
+    if request.reservation is not None:
+        held = request.reservation
+        text += f"; reserved risk {held.risk_amount} and margin {held.margin} with it"
     return text
 
 
@@ -659,8 +688,70 @@ class _Comparison:
                 )
 
 
+def verify_reroutes(reroutes: Sequence[_Read], compare: _Comparison) -> None:
+    """Re-derive each reroute's sizes with the one sizing rule, from what its history recorded:
+    the failed order's risk, each target's snapshot and what each target filled; compare the
+    orders and reservations it sent, and the risk it reports placed."""
+    for read in reroutes:
+        request, result = read.input, read.result
+        if not isinstance(request, RerouteInput):
+            continue
+        wid = read.history.workflow_id
+        sizing = planning.RerouteSizing(
+            original_risk=request.original_risk, fraction=request.execution.reroute_fraction
+        )
+        hops = result.hops if isinstance(result, RerouteResult) else []
+        filled = {h.to_account: h.filled for h in hops}
+        pending: tuple[Any, Any, planning.SizeDecision] | None = None
+        for activity in read.activities:
+            value = activity.result
+            if isinstance(value, BookSnapshot) and len(value.accounts) == 1:
+                account = value.accounts[0]
+                spec = value.specs.get(spec_key(account.broker, account.broker_symbol or ""))
+                if spec is not None:
+                    pending = (account, spec, sizing.size(request.signal, account, spec))
+                continue
+            order = activity.input
+            if not isinstance(order, PlaceOrderRequest) or order.business_sequence != 1:
+                continue
+            if pending is None or pending[0].account_id != order.account_id:
+                compare.values(
+                    order.account_id,
+                    f"{wid} order",
+                    (("snapshot before the order", "none", "the target's snapshot"),),
+                )
+                continue
+            account, spec, decision = pending
+            pending = None
+            risk, margin = planning.commitment(request.signal, spec, decision.lots)
+            where = f"{wid} place_and_follow_order input"
+            compare.values(order.account_id, where, (("quantity", order.quantity, decision.lots),))
+            if order.reservation is not None:
+                compare.values(
+                    order.account_id,
+                    f"{where} (reservation)",
+                    (
+                        ("risk_amount", order.reservation.risk_amount, risk),
+                        ("margin", order.reservation.margin, margin),
+                    ),
+                )
+            sizing.filled(request.signal, spec, decision, filled.get(order.account_id, Decimal(0)))
+        if isinstance(result, RerouteResult):
+            compare.values(
+                request.from_account,
+                f"{wid} result",
+                (
+                    ("risk_carried", result.risk_carried, planning.quantize(sizing.carried)),
+                    ("risk_placed", result.risk_placed, planning.quantize(sizing.placed)),
+                ),
+            )
+
+
 def verify_plan(
-    root: _Read, batches: Sequence[_Read], report: ExecutionReport | None
+    root: _Read,
+    batches: Sequence[_Read],
+    report: ExecutionReport | None,
+    reroutes: Sequence[_Read] = (),
 ) -> tuple[ValueCheck, Plan | None]:
     """Re-derive the plan from the root history's recorded inputs and compare every value the
     histories recorded for it, and the report's lines (``report``: every line, a large
@@ -682,8 +773,15 @@ def verify_plan(
         else None
     )
     request = root.input
+    service = [a.result for a in root.activities if isinstance(a.result, ServiceSettings)]
+    settings = (
+        (request.settings or (service[0].plan if service else None))
+        if isinstance(request, SignalWorkflowInput)
+        else None
+    )
     if (
         not isinstance(request, SignalWorkflowInput)
+        or settings is None
         or snapshot is None
         or correlation is None
         or root.planned_at is None
@@ -694,7 +792,7 @@ def verify_plan(
         return check.model_copy(
             update={"verdict": ValueVerdict.RULES_CHANGED, "planned_at": planned_at}
         ), None
-    plan = planning.plan_signal(request.signal, snapshot, correlation, request.settings, planned_at)
+    plan = planning.plan_signal(request.signal, snapshot, correlation, settings, planned_at)
     denials = {d.account_id: d for d in plan.denials}
     compare = _Comparison({leg.account_id: leg for leg in plan.legs})
 
@@ -771,6 +869,7 @@ def verify_plan(
                         ("delay_ms", line.delay_ms, leg.delay_ms),
                     ),
                 )
+    verify_reroutes(reroutes, compare)
     differences = compare.differences
     return (
         check.model_copy(
@@ -891,7 +990,8 @@ async def audit_histories(
         report = report.model_copy(
             update={"accounts": reports.merge_lines(lines), "accounts_in_batches": False}
         )
-    values, plan = verify_plan(root, batches, report)
+    reroutes = [r for r in reads if histories.workflow_type(r.history) == "OrderRerouteWorkflow"]
+    values, plan = verify_plan(root, batches, report, reroutes)
     trail = [entry for read in reads for entry in read.trail]
     if plan is not None:
         trail += _describe_plan(plan, root)

@@ -141,13 +141,7 @@ def _explain(line: AccountReport) -> str:
     parts: list[str] = []
     if line.reason:
         parts.append(line.reason)
-    if line.size is not None and line.rerouted_from is not None:
-        size = line.size
-        parts.append(
-            f"{size.variance_factor} × {line.rerouted_from}'s {size.base_lots.normalize()} lots"
-            f" = {_fmt(size.target_lots, '0.001')}, bound by {size.binding}"
-        )
-    elif line.size is not None:
+    if line.size is not None:
         parts.append(explain_size(line.size))
     if line.completion is not None:
         done = line.completion
@@ -156,8 +150,13 @@ def _explain(line: AccountReport) -> str:
             f"{done.stopped.lower()}" + (f", dust {done.dust}" if done.dust else "")
         )
     if line.reroute is not None:
-        chain = " → ".join(f"{h.to_account} ({h.outcome})" for h in line.reroute.hops)
-        parts.append(f"rerouted: {chain or 'no reserve account'} ⇒ {line.reroute.outcome}")
+        moved = line.reroute
+        chain = " → ".join(f"{h.to_account} ({h.outcome})" for h in moved.hops)
+        parts.append(
+            f"rerouted: {chain or 'no reserve account'} ⇒ {moved.outcome}, risk "
+            f"{_fmt(moved.risk_placed)} of {_fmt(moved.risk_original)} found a home "
+            f"({_fmt(moved.placed_share * 100, '0.1')} %)"
+        )
     return "; ".join(parts)
 
 
@@ -167,7 +166,14 @@ def explain_size(size: SizeRationale) -> str:
         f"risk {_fmt(size.risk_amount)} / {_fmt(size.per_lot_risk)} per lot = "
         f"{_fmt(size.base_lots, '0.001')} × dd {_fmt(size.drawdown_factor, '0.001')}"
         f" × corr {_fmt(size.correlation_factor, '0.001')} (group of {size.correlated_accounts})"
-        f" × var {_fmt(size.variance_factor, '0.001')}; bound by {size.binding}"
+        f" × var {_fmt(size.variance_factor, '0.001')}"
+        + (
+            f"; at most the carried risk {_fmt(size.carried_risk)}"
+            f" = {_fmt(size.carried_cap_lots, '0.001')} lots"
+            if size.carried_risk is not None
+            else ""
+        )
+        + f"; bound by {size.binding}"
     )
 
 

@@ -52,6 +52,7 @@ from orchestrator.models import (
     ExecutionReport,
     LegStatus,
     OrderOutcome,
+    RerouteOutcome,
 )
 from orchestrator.orders import TERMINAL, OrderStatus
 from orchestrator.settings import Settings
@@ -80,8 +81,8 @@ SLIPPAGE_TICKS = Histogram(
 )
 REROUTES = Counter(
     "teo_reroutes",
-    "Legs moved to another account after a failed order, by outcome "
-    "(FILLED, PARTIALLY_FILLED, NO_ALTERNATIVE_ACCOUNT)",
+    "Legs moved to other accounts after a failed order, by outcome "
+    "(PLACED, PARTLY_PLACED, NO_ALTERNATIVE_ACCOUNT, FAILED)",
     ["outcome"],
 )
 DENIALS = Counter(
@@ -109,6 +110,8 @@ for _action in OPERATOR_SIGNALS | OPERATOR_UPDATES:
     OPERATOR_ACTIONS.labels(_action)
 for _order_status in TERMINAL:
     ORDERS.labels(_order_status.value)
+for _reroute in RerouteOutcome:
+    REROUTES.labels(_reroute.value)
 
 
 def record_report(report: ExecutionReport, *, outcome: str | None = None) -> None:
@@ -124,7 +127,7 @@ def record_report(report: ExecutionReport, *, outcome: str | None = None) -> Non
         if line.denial is not None:
             DENIALS.labels(line.denial.value).inc()
         if line.reroute is not None:
-            REROUTES.labels(line.reroute.outcome).inc()
+            REROUTES.labels(line.reroute.outcome.value).inc()
         # Prometheus samples are floats: converted here, at the boundary, never before.
         if line.requested > 0 and line.denial is None:
             FILL_RATIO.observe(float(line.filled / line.requested))

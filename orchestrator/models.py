@@ -333,14 +333,20 @@ class SizeRationale(Model):
     sizing (itself included). Members later denied on size still count: it errs small."""
     correlation_factor: Decimal
     variance_factor: Decimal
-    """The size variance drawn; on a reroute target, the reroute fraction instead."""
+    """The size variance drawn (1 on a reroute target: it replaces an order already sized)."""
     target_lots: Decimal
     budget_cap_lots: Decimal
     margin_cap_lots: Decimal
     max_lots: Decimal
+    carried_risk: Decimal | None = None
+    """On a reroute target: the failed order's risk at the stop still to move on (the reroute
+    fraction of it, less what earlier targets took), in this account's currency."""
+    carried_cap_lots: Decimal | None = None
+    """The lots that carry ``carried_risk`` through this account's contract."""
     capped_lots: Decimal
     binding: str
-    """Which of target / budget / margin / max_lots decided the size before rounding."""
+    """Which of target / budget / margin / max_lots / carried_risk decided the size before
+    rounding."""
     final_lots: Decimal
 
 
@@ -390,6 +396,9 @@ class Denial(Model):
     account_id: Identifier
     reason: DenialReason
     detail: str
+    size: SizeRationale | None = None
+    """For a denial on size (below the min lot once capped): every factor and the cap that
+    bound, as a leg's rationale has them."""
 
 
 class Plan(Model):
@@ -401,6 +410,9 @@ class Plan(Model):
     denials: list[Denial]
     reserve: list[Identifier]
     """Accounts eligible at planning time but not given a leg, in order: reroute candidates."""
+    groups: dict[str, list[Identifier]] = {}
+    """Correlated groups among the eligible accounts: group id → its members, each sized down
+    by 1/√k and spaced by the correlated gap."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,11 +536,27 @@ class CompletionResult(Model):
 
 class RerouteHop(Model):
     to_account: Identifier
-    outcome: str
-    """FILLED, PARTIALLY_FILLED, REJECTED, DENIED, SKIPPED…"""
+    outcome: LegStatus
+    """FILLED, PARTIALLY_FILLED, REJECTED, DENIED or FAILED."""
     reason: str
     quantity: Decimal
     filled: Decimal
+    risk: Decimal = Decimal(0)
+    """Risk at the stop of the order sent to this account (its own currency)."""
+    risk_filled: Decimal = Decimal(0)
+    """The part of ``risk`` that filled: what found a home here."""
+
+
+class RerouteOutcome(StrEnum):
+    PLACED = "PLACED"
+    """The carried risk found a home (up to less than one lot step of the last target)."""
+    PARTLY_PLACED = "PARTLY_PLACED"
+    """Part of it did; the reserve accounts or the tries ran out for the rest."""
+    NO_ALTERNATIVE_ACCOUNT = "NO_ALTERNATIVE_ACCOUNT"
+    """None of it did."""
+    FAILED = "FAILED"
+    """An order's outcome is unknown (cancelled at the broker): the rest is not sent elsewhere
+    too."""
 
 
 class RerouteInput(Model):
@@ -537,6 +565,9 @@ class RerouteInput(Model):
     reason: str
     """Why the original leg could not be executed (broker text or denial)."""
     original_quantity: PositiveDecimal
+    original_risk: NonNegativeDecimal
+    """Risk at the stop of the failed order, in the original account's currency: the reroute
+    carries at most the reroute fraction of it, converted through each target's contract."""
     candidates: list[Identifier]
     """The plan's reserve list: eligible at planning, not yet used, in order."""
     settings: PlanSettings
@@ -551,12 +582,20 @@ class RerouteResult(Model):
     from_account: Identifier
     reason: str
     hops: list[RerouteHop]
-    final_account: Identifier | None
-    """Where the order finally executed, if anywhere."""
-    outcome: str
-    """FILLED, PARTIALLY_FILLED or NO_ALTERNATIVE_ACCOUNT."""
-    report: AccountReport | None = None
-    """The execution line of the account that took the order over."""
+    outcome: RerouteOutcome
+    risk_original: Decimal
+    """Risk at the stop of the failed order."""
+    risk_carried: Decimal
+    """The reroute fraction of it: the most the reroute may place elsewhere."""
+    risk_placed: Decimal
+    """What found a home: the filled risk of every target, summed."""
+    reports: list[AccountReport] = []
+    """The execution lines of the accounts that took part of the order over."""
+
+    @property
+    def placed_share(self) -> Decimal:
+        """``risk_placed`` as a fraction of the failed order's risk."""
+        return self.risk_placed / self.risk_original if self.risk_original else Decimal(0)
 
 
 class AccountReport(Model):
@@ -637,7 +676,7 @@ class ExecutionSettings(Model):
     completion_deadline_s: Annotated[int, Field(ge=1)] = 120
     """A completion stops placing orders after this long; a working order is cancelled."""
     reroute_fraction: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
-    """A rerouted order's size as a fraction of the original leg's quantity."""
+    """The share of a failed order's risk at the stop a reroute may place elsewhere."""
     reroute_max_accounts: Annotated[int, Field(ge=1, le=20)] = 3
     max_orders_in_flight: Annotated[int, Field(ge=1)] = 600
     """First orders one signal keeps working at once; a large signal's batches each take an
@@ -661,6 +700,7 @@ class ActivityName(StrEnum):
     PLACE_AND_FOLLOW_ORDER = "place_and_follow_order"
     CANCEL_ORDER = "cancel_order"
     SETTLE_LEG = "settle_leg"
+    SERVICE_SETTINGS = "service_settings"
     ARCHIVE_CLOSED_SIGNALS = "archive_closed_signals"
 
 
@@ -692,10 +732,22 @@ class CancelOrderRequest(Model):
     reason: str
 
 
+class ServiceSettings(Model):
+    """The settings a signal is planned and executed with: the worker's, read by the signal
+    workflow's first activity, so every way in (starter, webhook, ``temporal`` CLI, Web UI)
+    plans the same book the same way, whatever the submitter's environment."""
+
+    plan: PlanSettings
+    execution: ExecutionSettings
+
+
 class SignalWorkflowInput(Model):
     signal: Signal
-    settings: PlanSettings
-    execution: ExecutionSettings = ExecutionSettings()
+    settings: PlanSettings | None = None
+    """``None`` (as every way in sends it): the worker's settings, read by an activity and
+    recorded in the history. Given: pinned for this run (tests, benchmarks)."""
+    execution: ExecutionSettings | None = None
+    """``None``: the worker's, as ``settings``."""
 
 
 class LegBatchInput(Model):

@@ -33,7 +33,7 @@ from orchestrator.models import (
     spec_key,
 )
 
-RULES_VERSION = 1
+RULES_VERSION = 2
 """The version of the planning rules in this module. Bump it with every intended change to what
 a plan decides (eligibility, sizing, rounding, scheduling): the signal workflow records it in its
 history (:func:`rules_marker`), and ``starter.py audit`` re-derives a recorded plan only under
@@ -177,16 +177,35 @@ class SizeDecision:
     denial: DenialReason | None
     detail: str
 
+    @property
+    def lots(self) -> Decimal:
+        """The size decided: a multiple of the lot step within [min lot, max lot], or 0."""
+        return self.rationale.final_lots
 
-def size_leg(
+    @property
+    def risk(self) -> Decimal:
+        """Account-currency risk at the stop of the size decided."""
+        return self.rationale.final_lots * self.rationale.per_lot_risk
+
+
+def size_order(
     signal: Signal,
     account: AccountSnapshot,
     spec: SymbolSpec,
     *,
-    correlated_accounts: int,
-    variance_factor: Decimal,
+    correlated_accounts: int = 1,
+    variance_factor: Decimal = _ONE,
+    carried_risk: Decimal | None = None,
 ) -> SizeDecision:
-    """Risk-based size with every factor and cap recorded; rounded down to the lot step."""
+    """The one sizing rule of every new-risk order, a planned leg or a reroute: risk-based size
+    with every factor and cap recorded, rounded down to the lot step.
+
+    The target is the account's own risk per trade (equity × risk per trade / per-lot risk at
+    the stop, through the account's own contract) times the drawdown, correlation and variance
+    factors. It is then capped by the remaining daily budget, free margin and max lots, and,
+    when ``carried_risk`` is given (a reroute: the share of a failed order's risk at the stop
+    that moves on), by the lots that carry at most that much risk here. Rounded *down*; below
+    the min lot it is denied, with the reason of the cap that bound."""
     limits = account.limits
     risk_amount = account.equity * limits.risk_per_trade
     lot_risk = per_lot_risk(signal, spec)
@@ -202,12 +221,16 @@ def size_leg(
     target = base_lots * drawdown_factor * correlation_factor * variance_factor
 
     budget_cap, margin_cap, max_lots = _caps(account, spec, lot_risk)
-    binding, capped = _binding(
+    caps = [
         ("target", target),
         ("daily_risk_budget", budget_cap),
         ("free_margin", margin_cap),
         ("max_lots", max_lots),
-    )
+    ]
+    carried_cap = None if carried_risk is None else max(carried_risk, _ZERO) / lot_risk
+    if carried_cap is not None:
+        caps.append((CARRIED_RISK, carried_cap))
+    binding, capped = _binding(*caps)
     final = floor_to_step(capped, spec.lot_step)
 
     denial: DenialReason | None = None
@@ -216,8 +239,8 @@ def size_leg(
         denial = _below_min_lot_reason(binding)
         detail = (
             f"size {_q(capped)} lots (bound by {binding}; drawdown factor {drawdown_factor}, "
-            f"correlation factor {correlation_factor}) rounds down to {final}, "
-            f"below the minimum {spec.min_lot}"
+            f"correlation factor {correlation_factor}, variance {variance_factor}) rounds "
+            f"down to {final}, below the minimum {spec.min_lot}"
         )
         final = _ZERO
 
@@ -236,11 +259,18 @@ def size_leg(
         budget_cap_lots=_q(budget_cap),
         margin_cap_lots=_q(margin_cap),
         max_lots=max_lots,
+        carried_risk=None if carried_risk is None else _q(carried_risk),
+        carried_cap_lots=None if carried_cap is None else _q(carried_cap),
         capped_lots=_q(capped),
         binding=binding,
         final_lots=final,
     )
     return SizeDecision(rationale=rationale, denial=denial, detail=detail)
+
+
+CARRIED_RISK = "carried_risk"
+"""The binding cap of a reroute whose size the carried risk decided: what is left of it after
+rounding is less than one lot step here, so it does not move on."""
 
 
 def _caps(
@@ -268,9 +298,12 @@ def _below_min_lot_reason(binding: str) -> DenialReason:
     }.get(binding, DenialReason.SIZE_BELOW_MIN_LOT)
 
 
-def _q(value: Decimal) -> Decimal:
-    """Rationale figures to 6 places: enough to explain, small enough to read."""
+def quantize(value: Decimal) -> Decimal:
+    """Rationale and commitment figures to 6 places: enough to explain, small enough to read."""
     return value.quantize(_FACTOR_PLACES)
+
+
+_q = quantize
 
 
 def draw_variance(rng: random.Random, bound: Decimal) -> Decimal:
@@ -411,7 +444,7 @@ def plan_signal(
         spec = snapshot.specs[spec_key(account.broker, account.broker_symbol or "")]
         group = groups[account.account_id]
         variance = draw_variance(rng, settings.size_variance)
-        decision = size_leg(
+        decision = size_order(
             signal,
             account,
             spec,
@@ -424,6 +457,7 @@ def plan_signal(
                     account_id=account.account_id,
                     reason=decision.denial,
                     detail=decision.detail,
+                    size=decision.rationale,
                 )
             )
         else:
@@ -460,6 +494,7 @@ def plan_signal(
     legs: list[PlannedLeg] = []
     for position, (account, spec, rationale) in enumerate(ordered, start=1):
         quantity = rationale.final_lots
+        risk, margin = commitment(signal, spec, quantity)
         legs.append(
             PlannedLeg(
                 sequence=position,
@@ -473,8 +508,8 @@ def plan_signal(
                 min_lot=spec.min_lot,
                 lot_step=spec.lot_step,
                 reroute_on_pause=account.reroute_on_pause,
-                risk_amount=_q(quantity * per_lot_risk(signal, spec)),
-                margin=_q(quantity * spec.margin_per_lot),
+                risk_amount=risk,
+                margin=margin,
                 size=rationale,
                 delay=delays[account.account_id],
             )
@@ -488,7 +523,17 @@ def plan_signal(
         legs=legs,
         denials=denials,
         reserve=reserve,
+        groups=_members(groups),
     )
+
+
+def _members(groups: dict[str, str | None]) -> dict[str, list[str]]:
+    """Group id → the eligible accounts in it, both sorted."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for account_id, group in sorted(groups.items()):
+        if group is not None:
+            members[group].append(account_id)
+    return dict(sorted(members.items()))
 
 
 def _group_of(correlation: AccountCorrelation | None) -> str | None:
@@ -497,49 +542,46 @@ def _group_of(correlation: AccountCorrelation | None) -> str | None:
     return correlation.group
 
 
-def size_reroute(
-    signal: Signal,
-    account: AccountSnapshot,
-    spec: SymbolSpec,
-    original_quantity: Decimal,
-    fraction: Decimal,
-) -> SizeDecision:
-    """A reroute target's size: ``fraction`` of the original leg, then the target's own caps
-    (daily budget, margin, max lots) and lot step, rounded down. No variance or correlation
-    factor: the order replaces one already decided."""
-    lot_risk = per_lot_risk(signal, spec)
-    wanted = original_quantity * fraction
-    budget_cap, margin_cap, max_lots = _caps(account, spec, lot_risk)
-    binding, capped = _binding(
-        ("reroute_fraction", wanted),
-        ("daily_risk_budget", budget_cap),
-        ("free_margin", margin_cap),
-        ("max_lots", max_lots),
-    )
-    final = floor_to_step(capped, spec.lot_step)
-    denial: DenialReason | None = None
-    detail = f"{fraction} × {original_quantity} = {_q(wanted)} lots, bound by {binding}"
-    if final < spec.min_lot:
-        denial = _below_min_lot_reason(binding)
-        detail += f"; rounds down to {final}, below the minimum {spec.min_lot}"
-        final = _ZERO
-    rationale = SizeRationale(
-        equity=account.equity,
-        risk_per_trade=account.limits.risk_per_trade,
-        risk_amount=_q(final * lot_risk),
-        per_lot_risk=_q(lot_risk),
-        base_lots=_q(original_quantity),
-        drawdown=_drawdown(account).quantize(_FACTOR_PLACES),
-        drawdown_factor=_ONE,
-        correlated_accounts=1,
-        correlation_factor=_ONE,
-        variance_factor=fraction,
-        target_lots=_q(wanted),
-        budget_cap_lots=_q(budget_cap),
-        margin_cap_lots=_q(margin_cap),
-        max_lots=max_lots,
-        capped_lots=_q(capped),
-        binding=binding,
-        final_lots=final,
-    )
-    return SizeDecision(rationale=rationale, denial=denial, detail=detail)
+def commitment(signal: Signal, spec: SymbolSpec, quantity: Decimal) -> tuple[Decimal, Decimal]:
+    """What an order of ``quantity`` lots commits against the account's limits: its risk at the
+    stop (against the daily budget) and its margin, both in the account's currency."""
+    return _q(quantity * per_lot_risk(signal, spec)), _q(quantity * spec.margin_per_lot)
+
+
+@dataclass
+class RerouteSizing:
+    """What is left of a failed order's risk at the stop, moving on from target to target.
+
+    The reroute child and the audit drive it alike: :meth:`size` sizes the next target with
+    :func:`size_order`, its carried risk what is still unplaced; :meth:`filled` books what the
+    target's orders filled. The carried risk is the reroute fraction of the failed order's
+    risk, never more, so a reroute never risks more than the order it replaces."""
+
+    original_risk: Decimal
+    fraction: Decimal
+    placed: Decimal = _ZERO
+    """Risk at the stop that filled at earlier targets, each in its own account's currency."""
+    done: bool = False
+    """The last target took the rest (less than one of its lot steps is left)."""
+
+    @property
+    def carried(self) -> Decimal:
+        return self.original_risk * self.fraction
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.carried - self.placed, _ZERO)
+
+    def size(self, signal: Signal, account: AccountSnapshot, spec: SymbolSpec) -> SizeDecision:
+        """The next target's size: its own limits and factors, at most the remaining risk."""
+        return size_order(signal, account, spec, carried_risk=self.remaining)
+
+    def filled(
+        self, signal: Signal, spec: SymbolSpec, decision: SizeDecision, lots: Decimal
+    ) -> Decimal:
+        """Book ``lots`` filled at a target sized by ``decision``; the risk they carry."""
+        risk = lots * per_lot_risk(signal, spec)
+        self.placed += risk
+        if decision.rationale.binding == CARRIED_RISK and lots >= decision.lots:
+            self.done = True
+        return risk

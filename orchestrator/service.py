@@ -18,7 +18,7 @@ from orchestrator import search_attributes
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.errors import DuplicateSignal, SystemHalted, ValidationFailed
-from orchestrator.models import ExecutionReport, ExecutionSettings, Signal, SignalWorkflowInput
+from orchestrator.models import ExecutionReport, Signal, SignalWorkflowInput
 from orchestrator.settings import Settings
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
@@ -44,20 +44,6 @@ def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> S
         raise ValidationFailed(source, [("", f"malformed JSON: {exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise ValidationFailed(source, [("", f"not UTF-8 text: {exc.reason}")]) from exc
-
-
-def execution_settings(settings: Settings) -> ExecutionSettings:
-    return ExecutionSettings(
-        order_start_to_close_s=settings.order_timeout_s,
-        order_heartbeat_s=settings.order_heartbeat_s,
-        poll_interval_ms=int(settings.order_poll_interval_s * 1000),
-        completion_max_attempts=settings.completion_max_attempts,
-        completion_deadline_s=settings.completion_deadline_s,
-        reroute_fraction=settings.reroute_fraction,
-        reroute_max_accounts=settings.reroute_max_accounts,
-        max_orders_in_flight=settings.max_orders_in_flight,
-        broker_task_queues=settings.broker_task_queues,
-    )
 
 
 async def submit_signal(
@@ -103,11 +89,8 @@ async def _start(
     try:
         return await client.start_workflow(
             SignalExecutionWorkflow.run,
-            SignalWorkflowInput(
-                signal=signal,
-                settings=settings.plan_settings(),
-                execution=execution_settings(settings),
-            ),
+            # No settings: the worker's plan it (ServiceSettings), whoever submits.
+            SignalWorkflowInput(signal=signal),
             id=workflow_id,
             task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

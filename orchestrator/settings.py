@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.models import PlanSettings
+from orchestrator.models import ExecutionSettings, PlanSettings, ServiceSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,6 +145,23 @@ class Settings(BaseSettings):
             max_account_data_age_s=self.max_account_data_age_s,
             batch_size=self.batch_size,
         )
+
+    def execution_settings(self) -> ExecutionSettings:
+        return ExecutionSettings(
+            order_start_to_close_s=self.order_timeout_s,
+            order_heartbeat_s=self.order_heartbeat_s,
+            poll_interval_ms=int(self.order_poll_interval_s * 1000),
+            completion_max_attempts=self.completion_max_attempts,
+            completion_deadline_s=self.completion_deadline_s,
+            reroute_fraction=self.reroute_fraction,
+            reroute_max_accounts=self.reroute_max_accounts,
+            max_orders_in_flight=self.max_orders_in_flight,
+            broker_task_queues=self.broker_task_queues,
+        )
+
+    def service_settings(self) -> ServiceSettings:
+        """What the worker plans and executes every signal with (see ``ServiceSettings``)."""
+        return ServiceSettings(plan=self.plan_settings(), execution=self.execution_settings())
 
     def ui_link(self, workflow_id: str) -> str:
         base = f"{self.temporal_ui_url}/namespaces/{self.temporal_namespace}"

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         LegStatus,
         RerouteHop,
         RerouteInput,
+        RerouteOutcome,
         RerouteResult,
         ReserveRiskRequest,
         SnapshotRequest,
@@ -42,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         fill_status,
         order_request,
         place_order,
-        reserve_risk,
         settle_leg,
     )
 
@@ -144,15 +144,22 @@ class PartialFillCompletionWorkflow:
 
 @workflow.defn
 class OrderRerouteWorkflow:
-    """Move a failed leg to the next reserve account: fresh eligibility check, 95 % of the
-    original size within the target's own limits, atomic reservation, order, completion."""
+    """Move a failed leg's risk to the plan's reserve accounts: for each, a fresh eligibility
+    check, then a size by the one sizing rule with at most what is left of the reroute fraction
+    of the failed order's risk at the stop, converted through the target's own contract and
+    capped by every limit of the target; the reservation, the order and any completion. What
+    a target cannot take moves on to the next, within the same number of tries."""
 
     @workflow.run
     async def run(self, request: RerouteInput) -> RerouteResult:
-        signal = request.signal
+        signal, execution = request.signal, request.execution
+        sizing = planning.RerouteSizing(
+            original_risk=request.original_risk, fraction=execution.reroute_fraction
+        )
         hops: list[RerouteHop] = []
+        lines: list[AccountReport] = []
 
-        def hop(to: str, outcome: str, reason: str, quantity: Decimal = Decimal(0)) -> None:
+        def hop(to: str, outcome: LegStatus, reason: str, quantity: Decimal = Decimal(0)) -> None:
             hops.append(
                 RerouteHop(
                     to_account=to,
@@ -164,7 +171,7 @@ class OrderRerouteWorkflow:
             )
 
         for candidate in request.candidates:
-            if len(hops) >= request.execution.reroute_max_accounts:
+            if len(hops) >= execution.reroute_max_accounts or sizing.done:
                 break
             snapshot = await workflow.execute_activity(
                 ActivityName.LOAD_SNAPSHOT,
@@ -178,65 +185,59 @@ class OrderRerouteWorkflow:
                 summary=f"snapshot {candidate}",
             )
             if snapshot.halted:
-                hop(candidate, "DENIED", "HALTED: trading halted")
+                hop(candidate, LegStatus.DENIED, "HALTED: trading halted")
                 break
             if not snapshot.accounts:
-                hop(candidate, "DENIED", "account no longer in the book")
+                hop(candidate, LegStatus.DENIED, "account no longer in the book")
                 continue
             account = snapshot.accounts[0]
             denial = planning.check_eligibility(
                 signal, account, snapshot.specs, request.settings, workflow.now()
             )
             if denial is not None:
-                hop(candidate, "DENIED", f"{denial.reason}: {denial.detail}")
+                hop(candidate, LegStatus.DENIED, f"{denial.reason}: {denial.detail}")
                 continue
             spec = snapshot.specs[spec_key(account.broker, account.broker_symbol or "")]
-            decision = planning.size_reroute(
-                signal,
-                account,
-                spec,
-                request.original_quantity,
-                request.execution.reroute_fraction,
-            )
+            decision = sizing.size(signal, account, spec)
             if decision.denial is not None:
-                hop(candidate, "DENIED", f"{decision.denial}: {decision.detail}")
+                hop(candidate, LegStatus.DENIED, f"{decision.denial}: {decision.detail}")
                 continue
-            quantity = decision.rationale.final_lots
+            quantity = decision.lots
+            risk, margin = planning.commitment(signal, spec, quantity)
             client_order_id = planning.client_order_id(signal.signal_id, candidate, 1)
-            reservation = await reserve_risk(
-                ReserveRiskRequest(
-                    signal_id=signal.signal_id,
-                    account_id=candidate,
-                    origin_account_id=request.from_account,
-                    client_order_id=client_order_id,
-                    quantity=quantity,
-                    risk_amount=decision.rationale.risk_amount,
-                    margin=quantity * spec.margin_per_lot,
-                )
+            order = order_request(
+                signal,
+                account_id=candidate,
+                broker=account.broker,
+                broker_symbol=spec.symbol,
+                quantity=quantity,
+                business_sequence=1,
+                client_order_id=client_order_id,
             )
-            if not reservation.reserved:
-                hop(candidate, "DENIED", f"{reservation.denial}: {reservation.detail}", quantity)
-                continue
             attempt = await place_order(
-                order_request(
-                    signal,
-                    account_id=candidate,
-                    broker=account.broker,
-                    broker_symbol=spec.symbol,
-                    quantity=quantity,
-                    business_sequence=1,
-                    client_order_id=client_order_id,
+                order.model_copy(
+                    update={
+                        "reservation": ReserveRiskRequest(
+                            signal_id=signal.signal_id,
+                            account_id=candidate,
+                            origin_account_id=request.from_account,
+                            client_order_id=client_order_id,
+                            quantity=quantity,
+                            risk_amount=risk,
+                            margin=margin,
+                        )
+                    }
                 ),
-                request.execution,
+                execution,
             )
-            if attempt.refused is not None:
-                code, detail = attempt.refused
-                hop(candidate, "DENIED", f"{code}: {detail}", quantity)
+            if attempt.denied is not None or attempt.refused is not None:
+                code, detail = attempt.denied or attempt.refused or (DenialReason.LEG_CLOSED, "")
+                hop(candidate, LegStatus.DENIED, f"{code}: {detail}", quantity)
                 if code is DenialReason.HALTED:
                     break
                 continue
             if attempt.rejected is not None:
-                hop(candidate, "REJECTED", attempt.rejected, quantity)
+                hop(candidate, LegStatus.REJECTED, attempt.rejected, quantity)
                 continue
             outcome = attempt.outcome
             if outcome is None:
@@ -246,10 +247,10 @@ class OrderRerouteWorkflow:
                     candidate,
                     client_order_id,
                     "reroute order failed",
-                    queue=request.execution.broker_queue(account.broker),
+                    queue=execution.broker_queue(account.broker),
                 )
-                hop(candidate, "FAILED", attempt.failure or "order failed", quantity)
-                return self._result(request, hops, None, "FAILED")
+                hop(candidate, LegStatus.FAILED, attempt.failure or "order failed", quantity)
+                return self._result(request, sizing, hops, lines, RerouteOutcome.FAILED)
             completion = None
             if 0 < outcome.filled_quantity < outcome.quantity:
                 completion = await complete_partial_fill(
@@ -260,7 +261,7 @@ class OrderRerouteWorkflow:
                     first=outcome,
                     min_lot=spec.min_lot,
                     lot_step=spec.lot_step,
-                    execution=request.execution,
+                    execution=execution,
                     ref=f"{request.leg_ref or request.from_account}/reroute-{len(hops) + 1}",
                 )
             line = account_report(
@@ -279,30 +280,43 @@ class OrderRerouteWorkflow:
             )
             status = fill_status(quantity, line.filled)
             line = line.model_copy(update={"status": status})
+            placed = sizing.filled(signal, spec, decision, line.filled)
             hops.append(
                 RerouteHop(
                     to_account=candidate,
-                    outcome=status.value,
-                    reason=decision.detail,
+                    outcome=status,
+                    reason=f"bound by {decision.rationale.binding}",
                     quantity=quantity,
                     filled=line.filled,
+                    risk=risk,
+                    risk_filled=planning.quantize(placed),
                 )
             )
-            return self._result(request, hops, line, status.value)
-        return self._result(request, hops, None, "NO_ALTERNATIVE_ACCOUNT")
+            if line.filled > 0:
+                lines.append(line)
+        if sizing.placed <= 0:
+            outcome_kind = RerouteOutcome.NO_ALTERNATIVE_ACCOUNT
+        elif sizing.done:
+            outcome_kind = RerouteOutcome.PLACED
+        else:
+            outcome_kind = RerouteOutcome.PARTLY_PLACED
+        return self._result(request, sizing, hops, lines, outcome_kind)
 
     @staticmethod
     def _result(
         request: RerouteInput,
+        sizing: planning.RerouteSizing,
         hops: list[RerouteHop],
-        report: AccountReport | None,
-        outcome: str,
+        lines: list[AccountReport],
+        outcome: RerouteOutcome,
     ) -> RerouteResult:
         return RerouteResult(
             from_account=request.from_account,
             reason=request.reason,
             hops=hops,
-            final_account=report.account_id if report else None,
             outcome=outcome,
-            report=report,
+            risk_original=request.original_risk,
+            risk_carried=planning.quantize(sizing.carried),
+            risk_placed=planning.quantize(sizing.placed),
+            reports=lines,
         )

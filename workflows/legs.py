@@ -713,6 +713,7 @@ class LegRunner:
                 from_account=leg.account_id,
                 reason=why,
                 original_quantity=leg.quantity,
+                original_risk=leg.risk_amount,
                 candidates=self._reserve,
                 settings=self._settings,
                 execution=self._execution,
@@ -727,10 +728,7 @@ class LegRunner:
             search_attributes=child_search_attributes(signal),
         )
         self._update(leg, line.status, reason=f"{line.reason} → reroute {result.outcome}")
-        lines = [line.model_copy(update={"reroute": result})]
-        if result.report is not None:
-            lines.append(result.report)
-        return lines
+        return [line.model_copy(update={"reroute": result}), *result.reports]
 
     def _update(
         self,

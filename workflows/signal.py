@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         Plan,
         PlanSettings,
         ResumeAccount,
+        ServiceSettings,
         Signal,
         SignalProgress,
         SignalWorkflowInput,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legs import (
         BOOK_READ,
         DATABASE_RETRY,
+        DATABASE_STEP,
         ORDERS_IN_FLIGHT,
         Controls,
         LegRunner,
@@ -165,8 +167,9 @@ class SignalExecutionWorkflow(OperatorControlled):
 
     @workflow.run
     async def run(self, request: SignalWorkflowInput) -> ExecutionReport:
-        signal, settings = request.signal, request.settings
         started_at = workflow.now()
+        service = await self._service_settings(request)
+        signal, settings = request.signal, service.plan
 
         # Runs recorded before the snapshot could carry the correlation read them apart.
         in_one_read = workflow.patched(PLANNING_IN_ONE_READ)
@@ -195,12 +198,14 @@ class SignalExecutionWorkflow(OperatorControlled):
             if bounded
             else len(plan.legs) > settings.batch_size
         ):
-            batch_ids, lines = await self._run_batches(request, plan, started_at, bounded=bounded)
+            batch_ids, lines = await self._run_batches(
+                signal, service, plan, started_at, bounded=bounded
+            )
         else:
             self._runner = LegRunner(
                 signal,
                 settings=settings,
-                execution=request.execution,
+                execution=service.execution,
                 started_at=started_at,
                 reserve=plan.reserve,
                 controls=self._controls,
@@ -218,6 +223,24 @@ class SignalExecutionWorkflow(OperatorControlled):
             finished_at=workflow.now(),
             lines=lines,
             batches=batch_ids,
+        )
+
+    @staticmethod
+    async def _service_settings(request: SignalWorkflowInput) -> ServiceSettings:
+        """The settings of this run: the worker's, unless the input pinned them. Read by an
+        activity, so the history records them and a replay or the audit reads the same."""
+        if request.settings is not None and request.execution is not None:
+            return ServiceSettings(plan=request.settings, execution=request.execution)
+        service: ServiceSettings = await workflow.execute_activity(
+            ActivityName.SERVICE_SETTINGS,
+            result_type=ServiceSettings,
+            start_to_close_timeout=DATABASE_STEP,
+            retry_policy=DATABASE_RETRY,
+            summary="the service's settings",
+        )
+        return ServiceSettings(
+            plan=request.settings or service.plan,
+            execution=request.execution or service.execution,
         )
 
     async def _load_snapshot(
@@ -257,11 +280,17 @@ class SignalExecutionWorkflow(OperatorControlled):
         return paging.join_correlation(pages)
 
     async def _run_batches(
-        self, request: SignalWorkflowInput, plan: Plan, started_at: datetime, *, bounded: bool
+        self,
+        signal: Signal,
+        service: ServiceSettings,
+        plan: Plan,
+        started_at: datetime,
+        *,
+        bounded: bool,
     ) -> tuple[list[str], list[AccountReport]]:
         """Fan legs (and denials) out to batch children so no single history or payload nears
         Temporal's limits; their ids and every line they report."""
-        size = request.settings.batch_size
+        size = service.plan.batch_size
         if bounded:
             slices = paging.batches(plan.legs, plan.denials, batch_size=size)
         else:
@@ -270,7 +299,7 @@ class SignalExecutionWorkflow(OperatorControlled):
         self._batches = len(slices)
         parent_id = workflow.info().workflow_id
         ids = [f"{parent_id}/batch-{n}" for n in range(1, len(slices) + 1)]
-        execution = request.execution
+        execution = service.execution
         if len(slices) > 1 and workflow.patched(ORDERS_IN_FLIGHT):
             # The signal's orders in flight, shared out: the batches run at once.
             execution = execution.model_copy(
@@ -280,8 +309,8 @@ class SignalExecutionWorkflow(OperatorControlled):
             workflow.execute_child_workflow(
                 LegBatchWorkflow.run,
                 LegBatchInput(
-                    signal=request.signal,
-                    settings=request.settings,
+                    signal=signal,
+                    settings=service.plan,
                     execution=execution,
                     legs=part.legs,
                     reserve=plan.reserve,
@@ -290,7 +319,7 @@ class SignalExecutionWorkflow(OperatorControlled):
                 ),
                 id=child_id,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                search_attributes=child_search_attributes(request.signal),
+                search_attributes=child_search_attributes(signal),
             )
             for child_id, part in zip(ids, slices, strict=True)
         ]

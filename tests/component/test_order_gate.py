@@ -24,6 +24,7 @@ from orchestrator.models import (
     ReserveRiskRequest,
     Side,
 )
+from orchestrator.settings import Settings
 from tests.support import account, book, broker_orders, load
 
 NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)
@@ -79,7 +80,9 @@ def test_order_reaching_the_broker_after_its_leg_was_cancelled_is_never_sent(
 ) -> None:
     load(db, book(account("acc")))
     reserve(db)
-    activities = ExecutionActivities(db, PaperBroker(db), poll_interval_s=0.01)
+    activities = ExecutionActivities(
+        db, PaperBroker(db), service=Settings().service_settings(), poll_interval_s=0.01
+    )
     # The workflow's cancel_order ran first (the broker had nothing yet) and closed the leg...
     assert (
         activities.cancel_order(

@@ -11,13 +11,14 @@ from orchestrator import paging, planning
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
 from orchestrator.models import BookSnapshot, PlanSettings, SnapshotRequest
+from orchestrator.settings import Settings
 from tests.support import EURUSD_ALPHA, account, book, load, uncorrelated_returns
 
 IDS = ["acc-1", "acc-2", "acc-3", "acc-4"]
 
 
 def snapshot(db: Database, *, correlate: bool, run_id: str | None = "run-1") -> BookSnapshot:
-    activities = ExecutionActivities(db, PaperBroker(db))
+    activities = ExecutionActivities(db, PaperBroker(db), service=Settings().service_settings())
     request = SnapshotRequest(
         signal_id="s1",
         symbol=EURUSD_ALPHA.symbol,
@@ -40,7 +41,9 @@ def test_the_snapshot_carries_the_correlation_the_correlation_activity_computes(
     assert together.correlation is not None
     assert together.model_copy(update={"correlation": None, "taken_at": alone.taken_at}) == alone
     separate = ActivityEnvironment().run(
-        ExecutionActivities(db, PaperBroker(db)).compute_correlation,
+        ExecutionActivities(
+            db, PaperBroker(db), service=Settings().service_settings()
+        ).compute_correlation,
         planning.correlation_request(alone, PlanSettings()),
     )
     assert together.correlation == separate

@@ -83,12 +83,16 @@ async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
     assert rejected.status is LegStatus.REJECTED
     assert rejected.reason == "Not enough money [10019]"
     assert rejected.reroute is not None
-    assert rejected.reroute.final_account == "alpha-17"
+    assert [line.account_id for line in rejected.reroute.reports] == ["alpha-17"]
     target = by_account["alpha-17"]
     assert (target.status, target.rerouted_from) == (LegStatus.FILLED, "beta-07")
-    assert target.requested == (rejected.requested * Decimal("0.95")).quantize(
-        Decimal("0.01"), rounding="ROUND_FLOOR"
-    )
+    # 95 % of the rejected order's risk at the stop, through alpha-17's own contract.
+    assert rejected.size is not None and target.size is not None
+    carried = Decimal("0.95") * rejected.requested * rejected.size.per_lot_risk
+    assert target.size.carried_risk == carried.quantize(Decimal("0.000001"))
+    assert target.size.binding == "carried_risk"
+    assert target.requested * target.size.per_lot_risk <= carried
+    assert (target.requested + Decimal("0.01")) * target.size.per_lot_risk > carried
     assert by_account["beta-18"].denial is DenialReason.NOT_SELECTED
     expected_denials = {
         "alpha-08": DenialReason.PAUSED,

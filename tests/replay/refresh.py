@@ -118,7 +118,7 @@ def completed_partial(lines: dict[str, Any]) -> None:
 
 def rerouted(lines: dict[str, Any]) -> None:
     assert lines["rejects"].reroute is not None
-    assert lines["rejects"].reroute.final_account == "spare"
+    assert [r.account_id for r in lines["rejects"].reroute.reports] == ["spare"]
     assert lines["spare"].rerouted_from == "rejects"
 
 

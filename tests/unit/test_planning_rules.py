@@ -270,6 +270,31 @@ def test_target_below_min_lot_is_denied_size_below_min_lot():
     assert denial.reason is DenialReason.SIZE_BELOW_MIN_LOT
 
 
+def test_a_denial_on_size_carries_every_factor_and_the_cap_that_bound():
+    # 2.90 left of the budget: the variance drawn and the budget cap are in the denial.
+    account = make_account("acc-1", realized_loss_today=Decimal("497.10"))
+    denial = only_denial(plan_for([account], settings=PlanSettings(size_variance=Decimal("0.2"))))
+    assert denial.reason is DenialReason.RISK_BUDGET_EXHAUSTED
+    assert denial.size is not None
+    assert denial.size.binding == "daily_risk_budget"
+    assert denial.size.budget_cap_lots == Decimal("0.009667")
+    assert Decimal("0.8") <= denial.size.variance_factor <= Decimal("1.2")
+    assert denial.size.final_lots == 0
+
+
+def test_a_denial_before_sizing_carries_no_size():
+    denial = only_denial(plan_for([make_account("acc-1", free_margin=Decimal("0"))]))
+    assert denial.size is None
+
+
+def test_the_plan_names_its_correlated_groups_and_their_members():
+    accounts = [make_account(f"acc-{i}") for i in range(1, 5)]
+    correlation = make_correlation({"acc-1": "g1", "acc-2": "g1", "acc-3": "g2", "acc-4": None})
+    plan = plan_for(accounts, correlation=correlation)
+    assert plan.groups == {"g1": ["acc-1", "acc-2"], "g2": ["acc-3"]}
+    assert '"groups":{"g1":["acc-1","acc-2"]' in plan.model_dump_json()
+
+
 def test_max_lots_below_spec_min_lot_is_denied_size_below_min_lot():
     account = make_account("acc-1", max_lots=Decimal("0.05"))
     denial = only_denial(plan_for([account], specs=[make_spec(min_lot=Decimal("0.1"))]))

@@ -10,9 +10,19 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator import audit
+from orchestrator.audit import ValueVerdict
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
-from orchestrator.models import AccountReport, CompletionStop, LegStatus, SymbolSpec
+from orchestrator.history import fetch_with_children
+from orchestrator.models import (
+    AccountReport,
+    CompletionStop,
+    LegStatus,
+    RerouteOutcome,
+    Signal,
+    SymbolSpec,
+)
 from orchestrator.service import submit_signal
 from orchestrator.settings import Settings
 from tests.support import (
@@ -156,7 +166,8 @@ async def test_rejection_is_rerouted_to_a_reserve_account_at_95_percent(
     assert failed.status is LegStatus.REJECTED
     assert failed.reason == "Trade disabled"
     assert failed.reroute is not None
-    assert failed.reroute.final_account == "spare"
+    assert failed.reroute.outcome is RerouteOutcome.PLACED
+    assert [line.account_id for line in failed.reroute.reports] == ["spare"]
     assert [h.to_account for h in failed.reroute.hops] == ["spare"]
     assert target.status is LegStatus.FILLED
     assert target.rerouted_from == "rejects"
@@ -187,7 +198,7 @@ async def test_rerouted_order_rejected_moves_on_to_the_next_reserve(
         ("spare-1", "REJECTED"),
         ("spare-2", "FILLED"),
     ]
-    assert reroute.final_account == "spare-2"
+    assert [line.account_id for line in reroute.reports] == ["spare-2"]
     assert lines["spare-2"].status is LegStatus.FILLED
     assert broker_orders(sqlite_db) == {"rejects": 1, "spare-1": 1, "spare-2": 1}
 
@@ -206,7 +217,7 @@ async def test_reroute_with_no_alternative_left_ends_no_alternative_account(
 
     reroute = lines["rejects"].reroute
     assert reroute is not None
-    assert reroute.outcome == "NO_ALTERNATIVE_ACCOUNT"
+    assert reroute.outcome is RerouteOutcome.NO_ALTERNATIVE_ACCOUNT
     assert reroute.hops == []
     # The account that already took part in the signal was never used as a target.
     assert broker_orders(sqlite_db) == {"rejects": 1, "fills": 1}
@@ -287,3 +298,143 @@ async def test_parent_cancelled_while_completion_works_cancels_the_order_at_the_
 
     assert paper_orders(sqlite_db)["x-cancel:dry:2"].status == "CANCELLED"
     assert [r.status for r in reservations(sqlite_db)] == ["SETTLED"]
+
+
+# --------------------------------------------------------------------------------------------
+# Rerouting moves risk, not lots
+
+US500_ONE = SymbolSpec(
+    broker="alpha",
+    symbol="US500",
+    tick_size=Decimal("0.1"),
+    tick_value=Decimal("0.1"),
+    contract_size=Decimal(1),
+    min_lot=Decimal("0.1"),
+    lot_step=Decimal("0.1"),
+    max_lot=Decimal(500),
+    margin_per_lot=Decimal(50),
+)
+"""The index at broker alpha: a lot is worth 1 USD a point."""
+US500_TEN = US500_ONE.model_copy(
+    update={
+        "broker": "beta",
+        "tick_value": Decimal(1),
+        "lot_step": Decimal("0.01"),
+        "min_lot": Decimal("0.01"),
+        "margin_per_lot": Decimal(500),
+    }
+)
+"""The same index at broker beta: a lot is worth 10 USD a point, ten times alpha's."""
+
+
+def index_signal(signal_id: str) -> Signal:
+    return signal(
+        signal_id, symbol="US500", entry=Decimal("5000.0"), stop=Decimal("4980.0")
+    )  # 20 points at the stop
+
+
+async def test_reroute_to_a_tenfold_contract_carries_95_percent_of_the_risk_not_the_lots(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(
+        sqlite_db,
+        book(
+            account("rejects", equity="30000", paper={"fill": "reject", "reject_text": "Closed"}),
+            account("spare", equity="30000", broker="beta", reserve_only=True),
+            symbols=[US500_ONE, US500_TEN],
+        ),
+    )
+    async with harness_factory(ts_client, sqlite_db, settings).running():
+        handle = await submit_signal(ts_client, sqlite_db, settings, index_signal("r-index"))
+        report = await handle.result()
+        loaded = await fetch_with_children(ts_client, handle.id)
+    lines = {line.account_id: line for line in report.accounts}
+
+    failed, target = lines["rejects"], lines["spare"]
+    assert failed.size is not None and target.size is not None
+    # 300 USD at risk (1 % of 30,000): 15 lots at alpha, 20 points × 1 USD a lot each.
+    assert failed.requested == Decimal(15)
+    original_risk = failed.requested * 20 * 1
+    assert failed.reroute is not None
+    assert failed.reroute.risk_original == original_risk
+    # At beta one lot risks 200 USD at the stop: 95 % of 300 USD is 1.425 lots, rounded down
+    # to 1.42; 95 % of the lots (14.25) would have risked 2,850 USD.
+    assert target.requested == Decimal("1.42")
+    target_risk = target.requested * 20 * 10
+    assert target_risk <= Decimal("0.95") * original_risk
+    # Within the target's own risk per trade (1 % of 30,000) and every other limit.
+    assert target_risk <= Decimal(300)
+    assert target.size.binding == "carried_risk"
+    assert failed.reroute.outcome is RerouteOutcome.PLACED
+    assert failed.reroute.risk_placed == target_risk
+
+    # The audit re-derives the reroute's size from its history and finds it as recorded.
+    result = await audit.audit_histories(loaded)
+    assert result.values.verdict is ValueVerdict.MATCH, result.values.differences
+    assert any(
+        "reroute" in entry.workflow_id and "risk 284.000000 of 300" in entry.text
+        for entry in result.trail
+    ), [e.text for e in result.trail]
+
+
+async def test_what_a_target_cannot_take_moves_on_to_the_next_reserve_account(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    small_budget = account("spare-1", reserve_only=True)
+    small_budget = small_budget.model_copy(
+        update={"limits": small_budget.limits.model_copy(update={"daily_loss_budget": Decimal(90)})}
+    )
+    load(
+        sqlite_db,
+        book(
+            account("rejects", paper={"fill": "reject", "reject_text": "No money"}),
+            small_budget,
+            account("spare-2", reserve_only=True),
+        ),
+    )
+    lines = await run_signal(ts_client, sqlite_db, settings, harness_factory, "r-spread")
+
+    failed = lines["rejects"]
+    reroute = failed.reroute
+    assert reroute is not None
+    # spare-1 had 90 USD of budget left: it took 0.30 lots (300 USD a lot at the stop) ...
+    assert lines["spare-1"].requested == Decimal("0.30")
+    assert lines["spare-1"].size is not None
+    assert lines["spare-1"].size.binding == "daily_risk_budget"
+    # ... and the rest of the 95 % moved on to "spare-2", bound by what was left to carry.
+    assert [h.to_account for h in reroute.hops] == ["spare-1", "spare-2"]
+    carried = Decimal("0.95") * failed.requested * 300
+    assert lines["spare-2"].size is not None
+    assert lines["spare-2"].size.carried_risk == carried - 90
+    assert lines["spare-2"].size.binding == "carried_risk"
+    assert reroute.outcome is RerouteOutcome.PLACED
+    placed = (lines["spare-1"].filled + lines["spare-2"].filled) * 300
+    assert reroute.risk_placed == placed <= carried
+    assert carried - placed < Decimal("0.01") * 300  # less than one lot step was left over
+    assert broker_orders(sqlite_db) == {"rejects": 1, "spare-1": 1, "spare-2": 1}
+
+
+async def test_a_reroute_never_exceeds_the_tries_even_with_risk_left(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    tiny = account("spare-1", reserve_only=True)
+    tiny = tiny.model_copy(
+        update={"limits": tiny.limits.model_copy(update={"daily_loss_budget": Decimal(30)})}
+    )
+    load(
+        sqlite_db,
+        book(
+            account("rejects", paper={"fill": "reject", "reject_text": "No money"}),
+            tiny,
+            account("spare-2", reserve_only=True),
+        ),
+    )
+    one_try = settings.model_copy(update={"reroute_max_accounts": 1})
+    lines = await run_signal(ts_client, sqlite_db, one_try, harness_factory, "r-tries")
+
+    reroute = lines["rejects"].reroute
+    assert reroute is not None
+    assert [h.to_account for h in reroute.hops] == ["spare-1"]
+    assert reroute.outcome is RerouteOutcome.PARTLY_PLACED
+    assert reroute.risk_placed == lines["spare-1"].filled * 300 == Decimal(30)
+    assert "spare-2" not in broker_orders(sqlite_db)

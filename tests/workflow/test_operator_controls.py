@@ -230,7 +230,12 @@ async def test_pause_racing_the_reservation_places_no_order(
     ts_client: Client, sqlite_db: Database, settings: Settings, executor
 ) -> None:
     load(sqlite_db, book(account("raced")))
-    activities = PausingActivities(sqlite_db, PaperBroker(sqlite_db), poll_interval_s=0.05)
+    activities = PausingActivities(
+        sqlite_db,
+        PaperBroker(sqlite_db),
+        service=settings.service_settings(),
+        poll_interval_s=0.05,
+    )
     async with build_worker(ts_client, settings, activities, executor):
         handle = await submit_signal(ts_client, sqlite_db, settings, signal("op-race"))
         report: ExecutionReport = await handle.result()

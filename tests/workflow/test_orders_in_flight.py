@@ -41,8 +41,10 @@ SLOW = {"latency_ms": 400, "slices": 2}
 class CountingActivities(ExecutionActivities):
     """The real activities, counting how many order activities run at once."""
 
-    def __init__(self, db: Database) -> None:
-        super().__init__(db, PaperBroker(db), poll_interval_s=0.05)
+    def __init__(self, db: Database, settings: Settings) -> None:
+        super().__init__(
+            db, PaperBroker(db), service=settings.service_settings(), poll_interval_s=0.05
+        )
         self._lock = threading.Lock()
         self._running = 0
         self.most = 0
@@ -70,7 +72,7 @@ async def test_a_signal_keeps_at_most_its_orders_in_flight_and_every_leg_fills(
     ids = [f"acc-{i}" for i in range(1, 6)]
     load(sqlite_db, book(*(account(i, paper=SLOW) for i in ids)))
     capped = settings.model_copy(update={"max_orders_in_flight": 2})
-    activities = CountingActivities(sqlite_db)
+    activities = CountingActivities(sqlite_db, capped)
     async with build_worker(ts_client, capped, activities, executor):
         handle = await submit_signal(ts_client, sqlite_db, capped, signal("cap-one"))
         report: ExecutionReport = await handle.result()
@@ -87,7 +89,7 @@ async def test_batches_share_the_signals_orders_in_flight(
     ids = [f"acc-{i}" for i in range(1, 7)]
     load(sqlite_db, book(*(account(i, paper=SLOW) for i in ids)))
     capped = settings.model_copy(update={"max_orders_in_flight": 3, "batch_size": 2})
-    activities = CountingActivities(sqlite_db)
+    activities = CountingActivities(sqlite_db, capped)
     async with build_worker(ts_client, capped, activities, executor):
         handle = await submit_signal(ts_client, sqlite_db, capped, signal("cap-batches"))
         report: ExecutionReport = await handle.result()
@@ -126,7 +128,9 @@ async def test_operators_reach_legs_waiting_for_an_order_slot(
     ids = ["acc-1", "acc-2", "acc-3"]
     load(sqlite_db, book(*(account(i, paper={"stall_after": 0}) for i in ids)))
     capped = settings.model_copy(update={"max_orders_in_flight": 1})
-    activities = ExecutionActivities(sqlite_db, PaperBroker(sqlite_db), poll_interval_s=0.05)
+    activities = ExecutionActivities(
+        sqlite_db, PaperBroker(sqlite_db), service=capped.service_settings(), poll_interval_s=0.05
+    )
     async with build_worker(ts_client, capped, activities, executor):
         handle = await submit_signal(ts_client, sqlite_db, capped, signal("cap-ops"))
         with time_skipping_env.auto_time_skipping_disabled():

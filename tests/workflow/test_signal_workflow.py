@@ -59,6 +59,39 @@ async def test_signal_with_30s_delays_fills_every_account_in_virtual_time(
     assert {r.status for r in reservations(sqlite_db)} == {"SETTLED"}
 
 
+async def test_the_workers_settings_plan_the_signal_whoever_submits_it(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    """Two submitters with other environments (delays, variance) plan nothing differently: the
+    worker's settings, read by the workflow and recorded in its history, plan every signal."""
+    ids = ["acc-1", "acc-2"]
+    load(sqlite_db, book(*(account(i) for i in ids), returns=uncorrelated_returns(ids)))
+    worker = settings.model_copy(update={"size_variance": Decimal(0)})
+    webhook = settings.model_copy(
+        update={
+            "delay_min_s": Decimal(1),
+            "delay_max_s": Decimal(2),
+            "size_variance": Decimal("0.5"),
+        }
+    )
+    async with harness_factory(ts_client, sqlite_db, worker).running():
+        # Both submitted before either result is awaited: the time-skipping server's clock may
+        # jump far ahead once a result is (and make the book's state look stale).
+        first = await submit_signal(ts_client, sqlite_db, settings, signal("ts-env-1"))
+        second = await submit_signal(ts_client, sqlite_db, webhook, signal("ts-env-2"))
+        one, two = await first.result(), await second.result()
+        recorded = await fetch_with_children(ts_client, "signal-ts-env-2")
+
+    for report in (one, two):
+        assert [a.delay_ms for a in report.accounts] == [30_000, 30_000]
+        assert {a.size.variance_factor for a in report.accounts if a.size} == {Decimal(1)}
+    assert [a.requested for a in one.accounts] == [a.requested for a in two.accounts]
+    # The settings are in the history: the audit re-derives the plan from them.
+    result = await audit.audit_histories(recorded)
+    assert result.values.verdict is audit.ValueVerdict.MATCH
+    assert any("the worker's settings" in e.text for e in result.trail)
+
+
 async def test_duplicate_submission_starts_one_workflow_and_one_set_of_orders(
     ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
 ) -> None:
