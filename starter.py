@@ -50,6 +50,7 @@ from orchestrator import (
     codec,
     codec_server,
     display,
+    files,
     history,
     operators,
     planning,
@@ -84,11 +85,7 @@ out = display.console()
 def read_signal(args: argparse.Namespace) -> Signal:
     if args.file is not None:
         path = Path(args.file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValidationFailed(str(path), [("", f"cannot read file: {exc.strerror}")]) from exc
-        return parse_signal(text, source=str(path))
+        return parse_signal(files.read_text(path), source=str(path))
     fields = {
         "signal_id": args.signal_id,
         "symbol": args.symbol,
@@ -477,11 +474,7 @@ async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     path = Path(args.key_file)
-    ring = (
-        codec.parse_key_ring(path.read_text(encoding="utf-8"), source=str(path))
-        if path.exists()
-        else {}
-    )
+    ring = codec.parse_key_ring(files.read_text(path), source=str(path)) if path.exists() else {}
     if args.key_id in ring:
         raise ValidationFailed("flags", [("key_id", f"{args.key_id!r} is already in {path}")])
     path.parent.mkdir(parents=True, exist_ok=True)
