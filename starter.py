@@ -45,13 +45,9 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from orchestrator import (
-    archive,
-    audit,
     codec,
-    codec_server,
     display,
     files,
-    history,
     operators,
     planning,
 )
@@ -72,7 +68,6 @@ from orchestrator.reports import full_report
 from orchestrator.service import parse_signal, submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
 from orchestrator.temporal import connect, data_converter, ensure_dev_server, stop_dev_server
-from worker import build_activities, build_worker
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
 out = display.console()
@@ -140,6 +135,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     """Dry run: the same snapshot, correlation and planning code a live run uses; no orders."""
+    from worker import build_activities
+
     signal = read_signal(args)
     db = Database(settings.database_url)
     db.migrate()
@@ -363,6 +360,8 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if not args.signal_ids and args.since is None:
         print("error: name signal ids, or --since DATE", file=sys.stderr)
         return 2
+    from orchestrator import archive, history
+
     client = await connect(settings)
     directory = Path(args.output)
     workflow_ids = [workflow_id_for(s) for s in args.signal_ids]
@@ -385,6 +384,8 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Replay exported histories against the current workflow code; no server needed."""
+    from orchestrator import history
+
     outcomes = await history.replay_files(
         (Path(p) for p in args.files), converter=data_converter(settings)
     )
@@ -407,6 +408,8 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     """A signal's decision trail from its histories (the server's, or exported files), replayed
     and re-derived; exit code 1 when replay fails, plan values drifted, or fills disagree."""
+    from orchestrator import audit, history
+
     if args.source:
         wanted = workflow_id_for(args.signal_id)
         loaded = [
@@ -429,6 +432,8 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     """Create or update the archive schedule, or archive closed signals now."""
+    from orchestrator import archive
+
     client = await connect(settings)
     if args.action == "schedule":
         done = await archive.ensure_schedule(
@@ -464,6 +469,8 @@ async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
     """``new-key``: append a new key to a key file (mode 0600); it becomes the active key.
     ``serve``: the codec server for the Temporal Web UI."""
     if args.action == "serve":
+        from orchestrator import codec_server
+
         converter = data_converter(settings)
         if converter.payload_codec is None:  # pragma: no cover - the project's always has one
             raise OrchestratorError("the data converter has no payload codec")
@@ -506,6 +513,8 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The whole path on the embedded defaults: dev server, worker, demo book, two signals."""
+    from worker import build_activities, build_worker
+
     demo_db = PROJECT_ROOT / ".run" / "demo.db"
     if args.database_url is None:
         # Every demo starts from the book as written: a fresh database, not yesterday's state.
