@@ -64,6 +64,7 @@ from orchestrator.models import (
     SignalProgress,
     SnapshotRequest,
 )
+from orchestrator.process import BROKEN_PIPE, run_and_exit
 from orchestrator.reports import full_report
 from orchestrator.service import parse_signal, submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
@@ -809,8 +810,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Leave without interpreter teardown, which the Temporal client's threads can abort
+    # (orchestrator/process.py); main() has finished and cleaned up by then.
+    run_and_exit(main)

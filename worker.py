@@ -29,6 +29,7 @@ from orchestrator.db.engine import Database
 from orchestrator.db.schema import OrderRow
 from orchestrator.errors import ValidationFailed
 from orchestrator.models import Side
+from orchestrator.process import run_and_exit
 from orchestrator.settings import Settings, get_settings
 from orchestrator.temporal import connect, ensure_dev_server, ensure_search_attributes
 from workflows.registry import WORKFLOWS
@@ -190,4 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The worker has stopped cleanly (in-flight tasks finished, FIX session stopped, database
+    # disposed); leave without interpreter teardown, which the Temporal client's threads can
+    # abort (orchestrator/process.py).
+    run_and_exit(main)
