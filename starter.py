@@ -5,13 +5,14 @@ the account book, run the demo.
     python starter.py submit --signal-id s-42 --symbol EURUSD --side BUY --entry 1.085 --stop 1.082
     python starter.py plan demo/signal-eurusd.json
     python starter.py status s-42
-    python starter.py accounts load demo/book.yaml
+    python starter.py accounts load demo/book.yaml [--replace-state --reason "resync"]
     python starter.py pause alpha-01 --reason "margin call" [--operator jane] [--reroute]
     python starter.py resume alpha-01
     python starter.py halt --reason "exchange outage" [--cancel-working]
     python starter.py unhalt --reason "exchange back"
     python starter.py cancel s-42 --reason "wrong symbol"
     python starter.py list [--running] [--symbol EURUSD]
+    python starter.py orders [--signal s-42] [--account alpha-01] [--json]
     python starter.py export s-42 [s-43 ...] -o audit/
     python starter.py replay audit/*.json
     python starter.py demo
@@ -31,6 +32,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.errors import OrchestratorError, ValidationFailed
 from orchestrator.models import (
+    ID_PATTERN,
     SYMBOL_PATTERN,
     ArchiveRequest,
     ExecutionReport,
@@ -285,6 +288,70 @@ def load_book(args: argparse.Namespace, settings: Settings) -> int:
             highlight=False,
         )
     return 0
+
+
+async def cmd_orders(args: argparse.Namespace, settings: Settings) -> int:
+    """The ledger's orders and their fills, of one signal, one account or all; read only."""
+    problems = [
+        (name, f"not an id: {value!r}")
+        for name, value in (("signal", args.signal), ("account", args.account))
+        if value is not None and not re.fullmatch(ID_PATTERN, value)
+    ]
+    if problems:
+        raise ValidationFailed("flags", problems)
+    db = Database(settings.database_url)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            orders = repository.list_orders(session, signal_id=args.signal, account_id=args.account)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps([order_document(order) for order in orders], indent=2))
+        return 0
+    scope = " ".join(
+        f"of {name} {value}"
+        for name, value in (("signal", args.signal), ("account", args.account))
+        if value is not None
+    )
+    out.print(display.orders_table(orders, scope))
+    return 0
+
+
+def order_document(order: repository.LedgerOrder) -> dict[str, Any]:
+    """An order and its fills as JSON: decimals as strings, times in ISO 8601 (UTC)."""
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else format(value.normalize(), "f")
+
+    return {
+        "client_order_id": order.client_order_id,
+        "signal_id": order.signal_id,
+        "account_id": order.account_id,
+        "sequence": order.business_sequence,
+        "broker": order.broker,
+        "symbol": order.symbol,
+        "side": order.side,
+        "order_type": order.order_type,
+        "quantity": text(order.quantity),
+        "limit_price": text(order.limit_price),
+        "filled": text(order.filled),
+        "average_price": text(order.average_price),
+        "status": order.status,
+        "broker_order_id": order.broker_order_id,
+        "reject_text": order.reject_text,
+        "created_at": order.created_at.isoformat(),
+        "updated_at": order.updated_at.isoformat(),
+        "fills": [
+            {
+                "execution_id": fill.execution_id,
+                "quantity": text(fill.quantity),
+                "price": text(fill.price),
+                "filled_at": fill.filled_at.isoformat(),
+            }
+            for fill in order.fills
+        ],
+    }
 
 
 def default_operator() -> str:
@@ -700,7 +767,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_signal_arguments(submit)
     submit.add_argument("--wait", action="store_true", help="show progress, then the report")
 
-    plan = commands.add_parser("plan", help="dry run: the plan a live run would make")
+    plan = commands.add_parser(
+        "plan",
+        help="dry run: the plan a live run would make, at this moment's wall clock",
+        description="Dry run: the same snapshot, correlation and planning code a live run "
+        "uses; no orders. It plans at the wall clock (now); a live run plans at its workflow's "
+        "time when its planning step runs, so decisions that depend on the time (trading "
+        "hours, stale account data, the legs' due times) can differ from this dry run's.",
+    )
     add_signal_arguments(plan)
 
     status = commands.add_parser("status", help="live status or final report of a signal")
@@ -763,6 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("signal_id")
     cancel.add_argument("--reason", required=True)
     cancel.add_argument("--operator")
+
+    orders = commands.add_parser(
+        "orders", help="the ledger's orders and their fills (read only, no Temporal needed)"
+    )
+    orders.add_argument("--signal", metavar="SIGNAL_ID", help="only this signal's orders")
+    orders.add_argument("--account", metavar="ACCOUNT_ID", help="only this account's orders")
+    orders.add_argument("--json", action="store_true", help="a list of orders with their fills")
 
     listing_signals = commands.add_parser("list", help="signals from Temporal visibility")
     listing_signals.add_argument("--running", action="store_true")
@@ -840,6 +921,7 @@ COMMANDS = {
     "unhalt": cmd_control,
     "cancel": cmd_control,
     "list": cmd_list,
+    "orders": cmd_orders,
     "accounts": cmd_accounts,
     "db": cmd_db,
     "export": cmd_export,

@@ -1178,6 +1178,95 @@ def _booked(
     )
 
 
+@dataclass(frozen=True)
+class LedgerFill:
+    """One execution of an order, as the ledger booked it."""
+
+    execution_id: str
+    quantity: Decimal
+    price: Decimal
+    filled_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerOrder:
+    """One order as the ledger holds it, with its fills (oldest first)."""
+
+    client_order_id: str
+    signal_id: str
+    account_id: str
+    business_sequence: int
+    """1 for a leg's first order, 2 and up for the orders completing it."""
+    broker: str
+    symbol: str
+    """As sent to the broker (after the account's symbol map)."""
+    side: str
+    order_type: str
+    quantity: Decimal
+    limit_price: Decimal | None
+    filled: Decimal
+    average_price: Decimal | None
+    status: str
+    broker_order_id: str | None
+    reject_text: str | None
+    """The broker's rejection, verbatim."""
+    created_at: datetime
+    updated_at: datetime
+    fills: list[LedgerFill]
+
+
+def list_orders(
+    session: Session, *, signal_id: str | None = None, account_id: str | None = None
+) -> list[LedgerOrder]:
+    """The ledger's orders (of one signal, one account, or both), oldest first, each with its
+    fills. Read only."""
+    wanted = []
+    if signal_id is not None:
+        wanted.append(OrderRow.signal_id == signal_id)
+    if account_id is not None:
+        wanted.append(OrderRow.account_id == account_id)
+    fills: dict[str, list[LedgerFill]] = defaultdict(list)
+    for fill in session.scalars(
+        select(FillRow)
+        .join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id)
+        .where(*wanted)
+        .order_by(FillRow.filled_at, FillRow.execution_id)
+    ):
+        fills[fill.client_order_id].append(
+            LedgerFill(
+                execution_id=fill.execution_id,
+                quantity=fill.quantity,
+                price=fill.price,
+                filled_at=fill.filled_at,
+            )
+        )
+    return [
+        LedgerOrder(
+            client_order_id=row.client_order_id,
+            signal_id=row.signal_id,
+            account_id=row.account_id,
+            business_sequence=row.business_sequence,
+            broker=row.broker,
+            symbol=row.broker_symbol,
+            side=row.side,
+            order_type=row.order_type,
+            quantity=row.quantity,
+            limit_price=row.limit_price,
+            filled=row.filled_quantity,
+            average_price=row.average_price,
+            status=row.status,
+            broker_order_id=row.broker_order_id,
+            reject_text=row.reject_text,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            fills=fills.get(row.client_order_id, []),
+        )
+        for row in session.scalars(
+            select(OrderRow).where(*wanted).order_by(OrderRow.created_at, OrderRow.client_order_id)
+        )
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # Planning inputs of large signals
 
