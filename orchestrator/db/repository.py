@@ -115,7 +115,7 @@ def save_book(
     An account new to the ledger is written with the file's state. An account the ledger
     already holds keeps its live state (its ``account_state`` row: balance, equity, peak
     equity, free margin, open positions, today's realized loss and committed risk, ``as_of``),
-    which reservations, fills and broker syncs have moved since; the file changes its limits,
+    which reservations, fills and settlements have moved since; the file changes its limits,
     mandate, symbol map, broker, currency, name, reserve and reroute flags and paper behaviour.
 
     Its status comes from the file too, except that an operator's pause (``pause``, which
@@ -139,8 +139,6 @@ def save_book(
         ]
         if problems:
             raise ValidationFailed("replace state", problems)
-    for spec in book.symbols:
-        session.merge(SymbolSpecRow(**spec.model_dump()))
     ids = [record.id for record in book.accounts]
     accounts = {row.account_id: row for row in _rows_of(session, AccountRow, ids)}
     states = {
@@ -149,6 +147,8 @@ def save_book(
     }
     if replace_state is not None:
         _refuse_open_reservations(session, set(states))
+    for spec in book.symbols:
+        session.merge(SymbolSpecRow(**spec.model_dump()))
     still_paused: list[str] = []
     for record in book.accounts:
         account = accounts.get(record.id)
