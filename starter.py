@@ -139,9 +139,9 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     """Dry run: the same snapshot, correlation and planning code a live run uses; no orders."""
+    signal = read_signal(args)
     from worker import build_activities
 
-    signal = read_signal(args)
     db = Database(settings.database_url)
     db.migrate()
     activities = build_activities(db, settings)
@@ -247,7 +247,7 @@ def load_book(args: argparse.Namespace, settings: Settings) -> int:
         replacement = repository.StateReplacement(
             operator=args.operator or default_operator(),
             reason=args.reason,
-            source=str(args.path),
+            source=str(Path(args.path).resolve()),
         )
     elif args.reason is not None or args.operator is not None:
         raise ValidationFailed(

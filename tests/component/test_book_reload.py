@@ -310,5 +310,5 @@ def test_cli_replace_state_replaces_it_and_records_the_operator_action(
         "broker resync",
     )
     assert action.outcome["accounts"] == ["acct"]
-    assert action.outcome["file"] == str(path)
+    assert action.outcome["file"] == str(path.resolve())
     db.dispose()
