@@ -5,13 +5,14 @@ the account book, run the demo.
     python starter.py submit --signal-id s-42 --symbol EURUSD --side BUY --entry 1.085 --stop 1.082
     python starter.py plan demo/signal-eurusd.json
     python starter.py status s-42
-    python starter.py accounts load demo/book.yaml
+    python starter.py accounts load demo/book.yaml [--replace-state --reason "resync"]
     python starter.py pause alpha-01 --reason "margin call" [--operator jane] [--reroute]
     python starter.py resume alpha-01
     python starter.py halt --reason "exchange outage" [--cancel-working]
     python starter.py unhalt --reason "exchange back"
     python starter.py cancel s-42 --reason "wrong symbol"
     python starter.py list [--running] [--symbol EURUSD]
+    python starter.py orders [--signal s-42] [--account alpha-01] [--json]
     python starter.py export s-42 [s-43 ...] -o audit/
     python starter.py replay audit/*.json
     python starter.py demo
@@ -31,6 +32,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +47,9 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from orchestrator import (
-    archive,
-    audit,
     codec,
-    codec_server,
     display,
-    history,
+    files,
     operators,
     planning,
 )
@@ -60,6 +59,7 @@ from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.errors import OrchestratorError, ValidationFailed
 from orchestrator.models import (
+    ID_PATTERN,
     SYMBOL_PATTERN,
     ArchiveRequest,
     ExecutionReport,
@@ -67,11 +67,11 @@ from orchestrator.models import (
     SignalProgress,
     SnapshotRequest,
 )
+from orchestrator.process import BROKEN_PIPE, run_and_exit
 from orchestrator.reports import full_report
 from orchestrator.service import parse_signal, submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
 from orchestrator.temporal import connect, data_converter, ensure_dev_server, stop_dev_server
-from worker import build_activities, build_worker
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
 out = display.console()
@@ -84,11 +84,7 @@ out = display.console()
 def read_signal(args: argparse.Namespace) -> Signal:
     if args.file is not None:
         path = Path(args.file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValidationFailed(str(path), [("", f"cannot read file: {exc.strerror}")]) from exc
-        return parse_signal(text, source=str(path))
+        return parse_signal(files.read_text(path), source=str(path))
     fields = {
         "signal_id": args.signal_id,
         "symbol": args.symbol,
@@ -144,6 +140,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     """Dry run: the same snapshot, correlation and planning code a live run uses; no orders."""
     signal = read_signal(args)
+    from worker import build_activities
+
     db = Database(settings.database_url)
     db.migrate()
     activities = build_activities(db, settings)
@@ -190,17 +188,10 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "load":
+        return load_book(args, settings)
     db = Database(settings.database_url)
     db.migrate()
-    if args.action == "load":
-        book = read_book(Path(args.path))
-        with db.transaction() as session:
-            repository.save_book(session, book, datetime.now(UTC))
-        out.print(
-            f"loaded {len(book.accounts)} accounts, {len(book.symbols)} symbol specs, "
-            f"{len(book.returns)} daily returns from {args.path}"
-        )
-        return 0
     if args.action == "export":
         with db.transaction() as session:
             book = repository.export_book(session)
@@ -243,6 +234,124 @@ async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
         )
     out.print(table)
     return 0
+
+
+def load_book(args: argparse.Namespace, settings: Settings) -> int:
+    """``accounts load``: accounts already in the ledger keep their live state (and an
+    operator's pause); ``--replace-state`` makes the file's state the truth, recorded as an
+    operator action."""
+    replacement: repository.StateReplacement | None = None
+    if args.replace_state:
+        if not (args.reason or "").strip():
+            raise ValidationFailed("flags", [("reason", "--replace-state needs --reason: say why")])
+        replacement = repository.StateReplacement(
+            operator=args.operator or default_operator(),
+            reason=args.reason,
+            source=str(Path(args.path).resolve()),
+        )
+    elif args.reason is not None or args.operator is not None:
+        raise ValidationFailed(
+            "flags", [("replace_state", "--reason and --operator go with --replace-state")]
+        )
+    book = read_book(Path(args.path))
+    db = Database(settings.database_url)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            loaded = repository.save_book(
+                session, book, datetime.now(UTC), replace_state=replacement
+            )
+    finally:
+        db.dispose()
+    out.print(
+        f"loaded {len(book.accounts)} accounts, {len(book.symbols)} symbol specs, "
+        f"{len(book.returns)} daily returns from {args.path}",
+        highlight=False,
+    )
+    if replacement is None:
+        out.print(
+            f"kept the live state of {len(loaded.kept)} accounts; "
+            f"{len(loaded.new)} new accounts take the file's state",
+            highlight=False,
+        )
+    else:
+        out.print(
+            f"replaced the live state of {len(loaded.replaced)} accounts from the file "
+            f"(recorded: {repository.REPLACE_STATE} by {replacement.operator}: "
+            f"{replacement.reason}); {len(loaded.new)} new accounts take the file's state",
+            highlight=False,
+        )
+    if loaded.still_paused:
+        out.print(
+            f"{len(loaded.still_paused)} account(s) stay paused by an operator whatever the "
+            f"file says: {', '.join(loaded.still_paused)} (`resume` lifts a pause)",
+            highlight=False,
+        )
+    return 0
+
+
+async def cmd_orders(args: argparse.Namespace, settings: Settings) -> int:
+    """The ledger's orders and their fills, of one signal, one account or all; read only."""
+    problems = [
+        (name, f"not an id: {value!r}")
+        for name, value in (("signal", args.signal), ("account", args.account))
+        if value is not None and not re.fullmatch(ID_PATTERN, value)
+    ]
+    if problems:
+        raise ValidationFailed("flags", problems)
+    db = Database(settings.database_url)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            orders = repository.list_orders(session, signal_id=args.signal, account_id=args.account)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps([order_document(order) for order in orders], indent=2))
+        return 0
+    scope = " ".join(
+        f"of {name} {value}"
+        for name, value in (("signal", args.signal), ("account", args.account))
+        if value is not None
+    )
+    out.print(display.orders_table(orders, scope))
+    return 0
+
+
+def order_document(order: repository.LedgerOrder) -> dict[str, Any]:
+    """An order and its fills as JSON: decimals as strings, times in ISO 8601 (UTC)."""
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else format(value.normalize(), "f")
+
+    return {
+        "client_order_id": order.client_order_id,
+        "signal_id": order.signal_id,
+        "account_id": order.account_id,
+        "sequence": order.business_sequence,
+        "broker": order.broker,
+        "symbol": order.symbol,
+        "side": order.side,
+        "order_type": order.order_type,
+        "quantity": text(order.quantity),
+        "limit_price": text(order.limit_price),
+        "filled": text(order.filled),
+        "average_price": text(order.average_price),
+        "status": order.status,
+        "broker_order_id": order.broker_order_id,
+        "reject_text": order.reject_text,
+        "created_at": order.created_at.isoformat(),
+        "updated_at": order.updated_at.isoformat(),
+        "fills": [
+            {
+                "execution_id": fill.execution_id,
+                "quantity": text(fill.quantity),
+                "price": text(fill.price),
+                "filled_at": fill.filled_at.isoformat(),
+            }
+            for fill in order.fills
+        ],
+    }
 
 
 def default_operator() -> str:
@@ -366,6 +475,8 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if not args.signal_ids and args.since is None:
         print("error: name signal ids, or --since DATE", file=sys.stderr)
         return 2
+    from orchestrator import archive, history
+
     client = await connect(settings)
     directory = Path(args.output)
     workflow_ids = [workflow_id_for(s) for s in args.signal_ids]
@@ -388,6 +499,8 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Replay exported histories against the current workflow code; no server needed."""
+    from orchestrator import history
+
     outcomes = await history.replay_files(
         (Path(p) for p in args.files), converter=data_converter(settings)
     )
@@ -410,6 +523,8 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     """A signal's decision trail from its histories (the server's, or exported files), replayed
     and re-derived; exit code 1 when replay fails, plan values drifted, or fills disagree."""
+    from orchestrator import audit, history
+
     if args.source:
         wanted = workflow_id_for(args.signal_id)
         loaded = [
@@ -432,6 +547,8 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     """Create or update the archive schedule, or archive closed signals now."""
+    from orchestrator import archive
+
     client = await connect(settings)
     if args.action == "schedule":
         done = await archive.ensure_schedule(
@@ -467,6 +584,8 @@ async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
     """``new-key``: append a new key to a key file (mode 0600); it becomes the active key.
     ``serve``: the codec server for the Temporal Web UI."""
     if args.action == "serve":
+        from orchestrator import codec_server
+
         converter = data_converter(settings)
         if converter.payload_codec is None:  # pragma: no cover - the project's always has one
             raise OrchestratorError("the data converter has no payload codec")
@@ -477,11 +596,7 @@ async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     path = Path(args.key_file)
-    ring = (
-        codec.parse_key_ring(path.read_text(encoding="utf-8"), source=str(path))
-        if path.exists()
-        else {}
-    )
+    ring = codec.parse_key_ring(files.read_text(path), source=str(path)) if path.exists() else {}
     if args.key_id in ring:
         raise ValidationFailed("flags", [("key_id", f"{args.key_id!r} is already in {path}")])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -513,6 +628,8 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The whole path on the embedded defaults: dev server, worker, demo book, two signals."""
+    from worker import build_activities, build_worker
+
     demo_db = PROJECT_ROOT / ".run" / "demo.db"
     if args.database_url is None:
         # Every demo starts from the book as written: a fresh database, not yesterday's state.
@@ -650,7 +767,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_signal_arguments(submit)
     submit.add_argument("--wait", action="store_true", help="show progress, then the report")
 
-    plan = commands.add_parser("plan", help="dry run: the plan a live run would make")
+    plan = commands.add_parser(
+        "plan",
+        help="dry run: the plan a live run would make, at this moment's wall clock",
+        description="Dry run: the same snapshot, correlation and planning code a live run "
+        "uses; no orders. It plans at the wall clock (now); a live run plans at its workflow's "
+        "time when its planning step runs, so decisions that depend on the time (trading "
+        "hours, stale account data, the legs' due times) can differ from this dry run's.",
+    )
     add_signal_arguments(plan)
 
     status = commands.add_parser("status", help="live status or final report of a signal")
@@ -660,8 +784,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     accounts = commands.add_parser("accounts", help="the account book")
     actions = accounts.add_subparsers(dest="action", required=True)
-    load = actions.add_parser("load", help="load a YAML/JSON book (all or nothing)")
+    load = actions.add_parser(
+        "load",
+        help="load a YAML/JSON book (all or nothing); accounts already loaded keep their "
+        "live state",
+        description="Load a book: symbol specs, accounts, returns, all or nothing. Accounts "
+        "the ledger already holds keep their live state (balance, equity, peak equity, free "
+        "margin, open positions, today's loss and committed risk) and an operator's pause; "
+        "the file sets their limits, mandate, symbol map, paper behaviour and status. New "
+        "accounts take the file's state.",
+    )
     load.add_argument("path")
+    load.add_argument(
+        "--replace-state",
+        action="store_true",
+        help="existing accounts take the file's state too (today's committed risk from 0); "
+        "needs --reason, recorded in operator_actions; refused while a leg holds a reservation",
+    )
+    load.add_argument("--reason", help="why the state is replaced (with --replace-state)")
+    load.add_argument("--operator", help="who replaces it (default: $TEO_OPERATOR or your login)")
     export = actions.add_parser("export", help="write the stored book as JSON")
     export.add_argument("path")
     listing = actions.add_parser("list", help="list accounts and their state")
@@ -696,6 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("signal_id")
     cancel.add_argument("--reason", required=True)
     cancel.add_argument("--operator")
+
+    orders = commands.add_parser(
+        "orders", help="the ledger's orders and their fills (read only, no Temporal needed)"
+    )
+    orders.add_argument("--signal", metavar="SIGNAL_ID", help="only this signal's orders")
+    orders.add_argument("--account", metavar="ACCOUNT_ID", help="only this account's orders")
+    orders.add_argument("--json", action="store_true", help="a list of orders with their fills")
 
     listing_signals = commands.add_parser("list", help="signals from Temporal visibility")
     listing_signals.add_argument("--running", action="store_true")
@@ -773,6 +921,7 @@ COMMANDS = {
     "unhalt": cmd_control,
     "cancel": cmd_control,
     "list": cmd_list,
+    "orders": cmd_orders,
     "accounts": cmd_accounts,
     "db": cmd_db,
     "export": cmd_export,
@@ -807,8 +956,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Leave without interpreter teardown, which the Temporal client's threads can abort
+    # (orchestrator/process.py); main() has finished and cleaned up by then.
+    run_and_exit(main)

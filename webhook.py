@@ -9,17 +9,32 @@ migrated database (the worker or ``starter.py db upgrade`` migrates it). See REA
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 
+from orchestrator.process import run_and_exit
 from orchestrator.settings import get_settings
-from orchestrator.webhook import serve
+from orchestrator.webhook import create_app, serve
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM (uvicorn stops gracefully, the database is disposed).
+    The exit code: 0 once stopped by SIGINT, 2 for invalid configuration; SIGTERM ends the
+    process by that signal once shut down (uvicorn raises it again)."""
     argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    ).parse_args()
-    serve(get_settings())
+    ).parse_args(argv)
+    try:
+        settings = get_settings()
+        app = create_app(settings)  # refuses to run without a secret
+    except ValueError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    serve(settings, app)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    # uvicorn has shut down by then; leave without interpreter teardown, which the Temporal
+    # client's threads can abort (orchestrator/process.py).
+    run_and_exit(main)

@@ -10,9 +10,12 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -24,7 +27,9 @@ from orchestrator.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_
 from orchestrator.brokers.paper import PaperBroker
 from orchestrator.db.engine import Database
 from orchestrator.db.schema import OrderRow
+from orchestrator.errors import ValidationFailed
 from orchestrator.models import Side
+from orchestrator.process import run_and_exit
 from orchestrator.settings import Settings, get_settings
 from orchestrator.temporal import connect, ensure_dev_server, ensure_search_attributes
 from workflows.registry import WORKFLOWS
@@ -75,10 +80,17 @@ def ledger_order_lookup(db: Database) -> OrderLookup:
 
 
 def build_fix_broker(db: Database, settings: Settings) -> FixBroker | None:
-    """The FIX session named by ``TEO_FIX_CONFIG``, not yet started; ``None`` without one."""
+    """The FIX session named by ``TEO_FIX_CONFIG``, not yet started; ``None`` without one.
+    A configuration that cannot be read or is invalid raises :class:`ValidationFailed` naming
+    the file."""
     if settings.fix_config is None:
         return None
-    return FixBroker(load_fix_config(settings.fix_config), order_lookup=ledger_order_lookup(db))
+    try:
+        config = load_fix_config(settings.fix_config)
+    except ValidationError as exc:
+        problems = [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]
+        raise ValidationFailed(str(settings.fix_config), problems) from exc
+    return FixBroker(config, order_lookup=ledger_order_lookup(db))
 
 
 def build_worker(
@@ -103,38 +115,42 @@ def build_worker(
 
 
 async def run_worker(settings: Settings, *, dev: bool) -> None:
-    if dev:
-        server = await ensure_dev_server(settings)
-        logging.info(
-            "dev server %s (pid %s)", "started" if server.started_here else "found", server.pid
-        )
+    """Serve the task queue until SIGINT or SIGTERM; then finish in-flight tasks, stop the FIX
+    session and dispose of the database before returning. The FIX configuration is read
+    first: a bad one stops the worker before it connects to anything."""
     db = worker_database(settings)
-    db.migrate()
-    metrics.serve(settings)
-    client = await connect(settings, runtime=metrics.temporal_runtime(settings))
-    await ensure_search_attributes(client, settings.temporal_namespace)
-    if settings.archive_every_s > 0:
-        done = await archive.ensure_schedule(
-            client,
-            namespace=settings.temporal_namespace,
-            task_queue=settings.task_queue,
-            every=timedelta(seconds=settings.archive_every_s),
-            closed_for=timedelta(seconds=settings.archive_closed_for_s),
-        )
-        logging.info("archive schedule %s: every %s s", done, settings.archive_every_s)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    fix_broker = build_fix_broker(db, settings)
-    task_queue = settings.task_queue
-    if fix_broker is not None:
-        # Session affinity: this process holds the FIX session, and serves the task queue the
-        # connection names, where the order activities of its accounts are routed.
-        task_queue = fix_broker.config.task_queue or task_queue
-        fix_broker.start()
-        logging.info("FIX session %s starting", fix_broker.config.name)
+    fix_broker: FixBroker | None = None
     try:
+        fix_broker = build_fix_broker(db, settings)
+        if dev:
+            server = await ensure_dev_server(settings)
+            logging.info(
+                "dev server %s (pid %s)", "started" if server.started_here else "found", server.pid
+            )
+        db.migrate()
+        metrics.serve(settings)
+        client = await connect(settings, runtime=metrics.temporal_runtime(settings))
+        await ensure_search_attributes(client, settings.temporal_namespace)
+        if settings.archive_every_s > 0:
+            done = await archive.ensure_schedule(
+                client,
+                namespace=settings.temporal_namespace,
+                task_queue=settings.task_queue,
+                every=timedelta(seconds=settings.archive_every_s),
+                closed_for=timedelta(seconds=settings.archive_closed_for_s),
+            )
+            logging.info("archive schedule %s: every %s s", done, settings.archive_every_s)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task_queue = settings.task_queue
+        if fix_broker is not None:
+            # Session affinity: this process holds the FIX session, and serves the task queue
+            # the connection names, where the order activities of its accounts are routed.
+            task_queue = fix_broker.config.task_queue or task_queue
+            fix_broker.start()
+            logging.info("FIX session %s starting", fix_broker.config.name)
         with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
             activities = build_activities(db, settings, fix_broker)
             worker = build_worker(client, settings, activities, executor, task_queue=task_queue)
@@ -153,18 +169,32 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
         db.dispose()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker; the exit code: 0 once stopped by SIGINT/SIGTERM, 2 for invalid
+    configuration (the message names the setting or the file)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
         "--dev", action="store_true", help="start the embedded dev server if needed"
     )
-    args = parser.parse_args()
-    settings = get_settings()
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
     logs.configure(level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(run_worker(settings, dev=args.dev))
+    try:
+        asyncio.run(run_worker(settings, dev=args.dev))
+    except ValidationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    # The worker has stopped cleanly (in-flight tasks finished, FIX session stopped, database
+    # disposed); leave without interpreter teardown, which the Temporal client's threads can
+    # abort (orchestrator/process.py).
+    run_and_exit(main)

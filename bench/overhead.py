@@ -168,10 +168,16 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 # The book: N accounts, all eligible, all filled at once by the paper broker
 
 
+FRESH_STATE = repository.StateReplacement(
+    operator="bench", reason="fresh risk state for every run", source="bench book"
+)
+
+
 def load(db: Database, book: Book) -> None:
-    """(Re)write the book; this also resets each account's committed risk, margin, positions."""
+    """(Re)write the book, replacing the state of accounts already loaded: each account's
+    committed risk, margin and positions start again from the book's."""
     with db.transaction() as session:
-        repository.save_book(session, book, datetime.now(UTC))
+        repository.save_book(session, book, datetime.now(UTC), replace_state=FRESH_STATE)
 
 
 def bench_signal(signal_id: str, account_ids: list[str] | None) -> Signal:

@@ -10,6 +10,7 @@ by file, account and field.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -21,6 +22,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from orchestrator.errors import ValidationFailed
+from orchestrator.files import read_text
 from orchestrator.models import (
     AccountLimits,
     AccountStatus,
@@ -140,10 +142,7 @@ class Book(Model):
 def read_book(path: Path) -> Book:
     """Parse and validate a book file; raise :class:`ValidationFailed` naming every problem."""
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValidationFailed(source, [("", f"cannot read file: {exc.strerror}")]) from exc
+    text = read_text(path)
     try:
         raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -165,11 +164,7 @@ def read_returns(path: Path, known_accounts: set[str]) -> list[DailyReturn]:
     source = str(path)
     problems: list[tuple[str, str]] = []
     result: list[DailyReturn] = []
-    try:
-        handle = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise ValidationFailed(source, [("", f"cannot read file: {exc.strerror}")]) from exc
-    with handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         required = {"account_id", "day", "return"}
         if reader.fieldnames is None or not required <= set(reader.fieldnames):

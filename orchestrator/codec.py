@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, ValidationFailed
+from orchestrator.files import read_text
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -37,6 +38,11 @@ KEY_BYTES = 32
 
 class CodecError(OrchestratorError):
     pass
+
+
+class KeyFileUnreadable(ValidationFailed, CodecError):
+    """``TEO_CODEC_KEY_FILE`` cannot be read, or is not UTF-8 text: invalid input naming the
+    file (the starter exits 2)."""
 
 
 def parse_key_ring(text: str, *, source: str) -> dict[str, bytes]:
@@ -180,9 +186,13 @@ def load_codec(
     ring: dict[str, bytes] = {}
     if key_file is not None:
         try:
-            text = key_file.read_text(encoding="utf-8")
-        except OSError as err:
-            raise CodecError(f"cannot read TEO_CODEC_KEY_FILE {key_file}: {err}") from err
+            text = read_text(key_file)
+        except ValidationFailed as err:
+            problems = [
+                ("", f"cannot read TEO_CODEC_KEY_FILE: {m.removeprefix('cannot read file: ')}")
+                for _, m in err.problems
+            ]
+            raise KeyFileUnreadable(err.source, problems) from err
         ring.update(parse_key_ring(text, source=str(key_file)))
     if keys:
         for key_id, key in parse_key_ring(keys, source="TEO_CODEC_KEYS").items():

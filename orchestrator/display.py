@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.models import (
     AccountReport,
@@ -16,6 +18,10 @@ from orchestrator.models import (
     SignalProgress,
     SizeRationale,
 )
+from orchestrator.orders import OrderStatus
+
+if TYPE_CHECKING:
+    from orchestrator.db.repository import LedgerOrder
 
 STATUS_STYLE = {
     LegStatus.FILLED: "green",
@@ -175,6 +181,58 @@ def explain_size(size: SizeRationale) -> str:
         )
         + f"; bound by {size.binding}"
     )
+
+
+ORDER_STATUS_STYLE = {
+    OrderStatus.FILLED: "green",
+    OrderStatus.PARTIALLY_FILLED: "yellow",
+    OrderStatus.REJECTED: "red",
+    OrderStatus.CANCELLED: "red",
+    OrderStatus.EXPIRED: "red",
+    OrderStatus.NEW: "blue",
+    OrderStatus.PENDING_SUBMIT: "cyan",
+    OrderStatus.PENDING_CANCEL: "cyan",
+}
+
+
+def orders_table(orders: list[LedgerOrder], title: str = "") -> Table:
+    """The ledger's orders, oldest first, two lines a row: when (created, last updated), which
+    (client and broker order ids; signal and account; broker and symbol), what was asked,
+    what filled and at what average price, the status and the broker's reject text, verbatim.
+    """
+    table = Table(title=f"{len(orders)} order(s) {title}".rstrip(), show_lines=True)
+    table.add_column("created\nupdated", no_wrap=True)
+    table.add_column("client order id\nbroker order id", overflow="fold")
+    table.add_column("signal, account\nbroker, symbol", overflow="fold")
+    table.add_column("order", no_wrap=True)
+    table.add_column("filled\naverage price", no_wrap=True)
+    table.add_column("status\nreject text")
+    for order in orders:
+        style = ORDER_STATUS_STYLE.get(OrderStatus(order.status), "")
+        asked = f"{order.side} {_plain(order.quantity)} {order.order_type}"
+        if order.limit_price is not None:
+            asked += f"\nlimit {_plain(order.limit_price)}"
+        fills = len(order.fills)
+        filled = _plain(order.filled)
+        if fills:
+            filled += f" in {fills} fill{'' if fills == 1 else 's'}"
+        if order.average_price is not None:
+            filled += f"\n@ {_plain(order.average_price)}"
+        status = f"[{style}]{order.status}[/]" if style else order.status
+        table.add_row(
+            f"{order.created_at:%Y-%m-%d %H:%M:%S}\n{order.updated_at:%Y-%m-%d %H:%M:%S}",
+            Text(f"{order.client_order_id}\n{order.broker_order_id or ''}"),
+            Text(f"{order.signal_id}, {order.account_id}\n{order.broker}, {order.symbol}"),
+            asked,
+            filled,
+            Text.from_markup(status) + Text(f"\n{order.reject_text}" if order.reject_text else ""),
+        )
+    return table
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal as written, without trailing zeros or an exponent: 0.4, 1.085, 100."""
+    return format(value.normalize(), "f")
 
 
 def console() -> Console:

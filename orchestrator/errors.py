@@ -43,3 +43,19 @@ class SystemHalted(OrchestratorError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"HALTED: trading is halted ({reason}); nothing started")
+
+
+class OpenReservations(OrchestratorError):
+    """Accounts' live state cannot be replaced while legs of theirs hold risk reservations.
+
+    Attributes:
+        legs: ``(account id, signal id)`` of each open reservation.
+    """
+
+    def __init__(self, legs: list[tuple[str, str]]) -> None:
+        self.legs = legs
+        listed = ", ".join(f"{account} (signal {signal})" for account, signal in legs)
+        super().__init__(
+            f"not replacing any state: {len(legs)} leg(s) still hold risk reservations: "
+            f"{listed}; replace the state once they have settled"
+        )

@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from orchestrator import search_attributes
 from orchestrator.codec import CodecChain, CompressionCodec, load_codec
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, ValidationFailed
 from orchestrator.settings import PROJECT_ROOT, Settings
 
 RUN_DIR = PROJECT_ROOT / ".run"
@@ -73,7 +73,9 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
         try:
             return path.read_bytes()
         except OSError as err:
-            raise OrchestratorError(f"cannot read TLS file {path}: {err}") from err
+            raise ValidationFailed(
+                str(path), [("", f"cannot read TLS file: {err.strerror or err}")]
+            ) from err
 
     return TLSConfig(
         server_root_ca_cert=read(settings.temporal_tls_ca_file),

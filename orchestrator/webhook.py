@@ -576,11 +576,13 @@ async def _duplicate(
     return JSONResponse(accepted.model_dump(), status_code=200)
 
 
-def serve(settings: Settings) -> None:
-    """Run the app under uvicorn until SIGINT/SIGTERM (which uvicorn handles)."""
+def serve(settings: Settings, app: FastAPI | None = None) -> None:
+    """Run ``app`` (default: :func:`create_app`'s) under uvicorn until SIGINT or SIGTERM, which
+    uvicorn handles: it shuts down gracefully, then raises the signal again, so a SIGTERM ends
+    the process by that signal and a SIGINT returns."""
     logs.configure(level=settings.log_level, fmt=settings.log_format)
     uvicorn.run(
-        create_app(settings),
+        app or create_app(settings),
         host=settings.webhook_host,
         port=settings.webhook_port,
         log_config=None,  # keep our JSON handler; uvicorn's loggers propagate to it

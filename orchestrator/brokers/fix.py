@@ -71,7 +71,13 @@ from orchestrator.brokers.base import (
     OrderEvents,
     OrderTicket,
 )
-from orchestrator.errors import BrokerUnavailable, InvalidOrderTransition, OrchestratorError
+from orchestrator.errors import (
+    BrokerUnavailable,
+    InvalidOrderTransition,
+    OrchestratorError,
+    ValidationFailed,
+)
+from orchestrator.files import read_text
 from orchestrator.models import OrderType, Side
 from orchestrator.orders import TERMINAL, OrderStatus, transition
 
@@ -189,9 +195,17 @@ class FixSessionConfig(BaseModel):
 
 
 def load_fix_config(path: Path) -> FixSessionConfig:
-    """Read a connection's configuration from a YAML or JSON file."""
-    text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    """Read a connection's configuration from a YAML or JSON file.
+
+    A file that cannot be read, is not UTF-8 or is not YAML/JSON raises
+    :class:`ValidationFailed` naming it; a field out of place raises pydantic's
+    ``ValidationError``."""
+    text = read_text(path)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValidationFailed(str(path), [("", f"not valid {kind}: {exc}")]) from exc
     return FixSessionConfig.model_validate(data)
 
 

@@ -41,7 +41,12 @@ from orchestrator.db.schema import (
     SymbolSpecRow,
     SystemControlRow,
 )
-from orchestrator.errors import DuplicateSignal, InvalidOrderTransition
+from orchestrator.errors import (
+    DuplicateSignal,
+    InvalidOrderTransition,
+    OpenReservations,
+    ValidationFailed,
+)
 from orchestrator.models import (
     AccountLimits,
     AccountSnapshot,
@@ -68,58 +73,199 @@ SETTLED = "SETTLED"
 # Account book
 
 
-def save_book(session: Session, book: Book, now: datetime) -> None:
-    """Insert or replace every symbol spec, account, state and return of ``book``."""
+REPLACE_STATE = "replace_state"
+"""The ``operator_actions`` action of a book load that replaced accounts' live state."""
+
+
+@dataclass(frozen=True)
+class StateReplacement:
+    """An operator's decision that a book file's state is the truth for its accounts."""
+
+    operator: str
+    reason: str
+    source: str
+    """The book file it came from."""
+
+
+@dataclass(frozen=True)
+class BookLoad:
+    """What loading a book did, account by account (ids in the book's order)."""
+
+    new: list[str]
+    """Accounts the ledger did not hold: they take the file's state."""
+    kept: list[str]
+    """Accounts whose live state was kept; only their limits, mandate, symbol map, paper
+    behaviour and status (see :func:`save_book`) came from the file."""
+    replaced: list[str]
+    """Accounts whose live state the file replaced (a :class:`StateReplacement`)."""
+    still_paused: list[str]
+    """Accounts an operator paused that stay paused whatever status the file gives."""
+
+
+def save_book(
+    session: Session,
+    book: Book,
+    now: datetime,
+    *,
+    replace_state: StateReplacement | None = None,
+) -> BookLoad:
+    """Write ``book``: every symbol spec, account and daily return, in the caller's one
+    transaction (all or nothing).
+
+    An account new to the ledger is written with the file's state. An account the ledger
+    already holds keeps its live state (its ``account_state`` row: balance, equity, peak
+    equity, free margin, open positions, today's realized loss and committed risk, ``as_of``),
+    which reservations, fills and settlements have moved since; the file changes its limits,
+    mandate, symbol map, broker, currency, name, reserve and reroute flags and paper behaviour.
+
+    Its status comes from the file too, except that an operator's pause (``pause``, which
+    records a reason) stays until ``resume``: a file saying ``ACTIVE`` or ``PAUSED`` keeps it,
+    a file saying ``DISABLED`` disables the account.
+
+    With ``replace_state`` the existing accounts take the file's state as well: today's
+    committed risk starts again from 0, and the decision (who, why, which accounts, which
+    file) is written to ``operator_actions`` in the same transaction. Refused with
+    :class:`OpenReservations`, writing nothing, while a leg of such an account still holds a
+    reservation (settling it later would give back risk the new state never counted).
+    """
+    if replace_state is not None:
+        problems = [
+            (field, "must not be empty")
+            for field, value in (
+                ("operator", replace_state.operator),
+                ("reason", replace_state.reason),
+            )
+            if not value.strip()
+        ]
+        if problems:
+            raise ValidationFailed("replace state", problems)
+    ids = [record.id for record in book.accounts]
+    accounts = {row.account_id: row for row in _rows_of(session, AccountRow, ids)}
+    states = {
+        row.account_id: row
+        for row in _rows_of(session, AccountStateRow, ids, lock=replace_state is not None)
+    }
+    if replace_state is not None:
+        _refuse_open_reservations(session, set(states))
     for spec in book.symbols:
         session.merge(SymbolSpecRow(**spec.model_dump()))
+    still_paused: list[str] = []
     for record in book.accounts:
-        limits = record.limits
-        mandate = record.mandate
-        session.merge(
-            AccountRow(
-                account_id=record.id,
-                name=record.name or record.id,
-                broker=record.broker,
-                currency=record.currency,
-                status=record.status.value,
-                risk_per_trade=limits.risk_per_trade,
-                daily_loss_budget=limits.daily_loss_budget,
-                max_drawdown=limits.max_drawdown,
-                max_open_positions=limits.max_open_positions,
-                max_lots=limits.max_lots,
-                allowed_symbols=mandate.allowed_symbols,
-                trading_hours=(
-                    mandate.trading_hours.model_dump(mode="json") if mandate.trading_hours else None
-                ),
-                exclude_from_multi_account=mandate.exclude_from_multi_account,
-                symbol_map=dict(record.symbol_map),
-                reserve_only=record.reserve_only,
-                reroute_on_pause=record.reroute_on_pause,
-                paper=record.paper.model_dump(mode="json"),
-                updated_at=now,
-            )
-        )
-        session.flush()
-        state = record.state
-        existing = session.get(AccountStateRow, record.id)
-        values = {
-            "balance": state.balance,
-            "equity": state.equity,
-            "peak_equity": state.peak_equity,
-            "free_margin": state.free_margin,
-            "open_positions": state.open_positions,
-            "realized_loss_today": state.realized_loss_today,
-            "risk_committed_today": Decimal(0),
-            "as_of": state.as_of or now,
-        }
-        if existing is None:
-            session.add(AccountStateRow(account_id=record.id, **values))
+        account = accounts.get(record.id)
+        if account is None:
+            account = AccountRow(account_id=record.id)
+            session.add(account)
+        if _operator_paused(account) and record.status is not AccountStatus.DISABLED:
+            still_paused.append(record.id)
         else:
-            for key, value in values.items():
-                setattr(existing, key, value)
+            account.status = record.status.value
+            account.status_reason = None
+        _write_account(account, record, now)
+    session.flush()  # the accounts first: their state rows and returns refer to them
+    new: list[str] = []
+    kept: list[str] = []
+    replaced: list[str] = []
+    for record in book.accounts:
+        state = states.get(record.id)
+        if state is None:
+            new.append(record.id)
+            session.add(AccountStateRow(account_id=record.id, **_file_state(record, now)))
+        elif replace_state is not None:
+            replaced.append(record.id)
+            for key, value in _file_state(record, now).items():
+                setattr(state, key, value)
+        else:
+            kept.append(record.id)
     for ret in book.returns:
         session.merge(DailyReturnRow(account_id=ret.account_id, day=ret.day, ret=ret.ret))
+    if replace_state is not None:
+        record_operator_action(
+            session,
+            action=REPLACE_STATE,
+            target=None,
+            operator=replace_state.operator,
+            reason=replace_state.reason,
+            reached=[],
+            outcome={"file": replace_state.source, "accounts": replaced, "new_accounts": new},
+            now=now,
+        )
     session.flush()
+    return BookLoad(new=new, kept=kept, replaced=replaced, still_paused=still_paused)
+
+
+_IDS_PER_QUERY = 1000
+"""Ids bound in one ``IN (…)`` (SQLite caps the parameters of a statement)."""
+
+
+def _rows_of(
+    session: Session,
+    row: type[AccountRow] | type[AccountStateRow],
+    account_ids: list[str],
+    *,
+    lock: bool = False,
+) -> list[Any]:
+    """The rows of these accounts (``lock``: ``FOR UPDATE`` on PostgreSQL)."""
+    found: list[Any] = []
+    for start in range(0, len(account_ids), _IDS_PER_QUERY):
+        query = select(row).where(row.account_id.in_(account_ids[start : start + _IDS_PER_QUERY]))
+        found += session.scalars(query.with_for_update() if lock else query)
+    return found
+
+
+def _operator_paused(row: AccountRow) -> bool:
+    """Paused by an operator (who leaves a reason), not by a book file (which leaves none)."""
+    return row.status == AccountStatus.PAUSED.value and row.status_reason is not None
+
+
+def _write_account(row: AccountRow, record: AccountRecord, now: datetime) -> None:
+    """Everything of an account a book file decides, but its status."""
+    limits = record.limits
+    mandate = record.mandate
+    row.name = record.name or record.id
+    row.broker = record.broker
+    row.currency = record.currency
+    row.risk_per_trade = limits.risk_per_trade
+    row.daily_loss_budget = limits.daily_loss_budget
+    row.max_drawdown = limits.max_drawdown
+    row.max_open_positions = limits.max_open_positions
+    row.max_lots = limits.max_lots
+    row.allowed_symbols = mandate.allowed_symbols
+    row.trading_hours = (
+        mandate.trading_hours.model_dump(mode="json") if mandate.trading_hours else None
+    )
+    row.exclude_from_multi_account = mandate.exclude_from_multi_account
+    row.symbol_map = dict(record.symbol_map)
+    row.reserve_only = record.reserve_only
+    row.reroute_on_pause = record.reroute_on_pause
+    row.paper = record.paper.model_dump(mode="json")
+    row.updated_at = now
+
+
+def _file_state(record: AccountRecord, now: datetime) -> dict[str, Any]:
+    """An account's state as its book file gives it (no risk committed yet today)."""
+    state = record.state
+    return {
+        "balance": state.balance,
+        "equity": state.equity,
+        "peak_equity": state.peak_equity,
+        "free_margin": state.free_margin,
+        "open_positions": state.open_positions,
+        "realized_loss_today": state.realized_loss_today,
+        "risk_committed_today": Decimal(0),
+        "as_of": state.as_of or now,
+    }
+
+
+def _refuse_open_reservations(session: Session, account_ids: set[str]) -> None:
+    """:class:`OpenReservations` if a leg of these accounts holds a reservation."""
+    open_legs = session.execute(
+        select(RiskReservationRow.account_id, RiskReservationRow.signal_id)
+        .where(RiskReservationRow.status == RESERVED)
+        .order_by(RiskReservationRow.account_id, RiskReservationRow.signal_id)
+    ).all()
+    held = [(account, signal) for account, signal in open_legs if account in account_ids]
+    if held:
+        raise OpenReservations(held)
 
 
 def export_book(session: Session) -> Book:
@@ -1030,6 +1176,95 @@ def _booked(
         },
         added=added,
     )
+
+
+@dataclass(frozen=True)
+class LedgerFill:
+    """One execution of an order, as the ledger booked it."""
+
+    execution_id: str
+    quantity: Decimal
+    price: Decimal
+    filled_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerOrder:
+    """One order as the ledger holds it, with its fills (oldest first)."""
+
+    client_order_id: str
+    signal_id: str
+    account_id: str
+    business_sequence: int
+    """1 for a leg's first order, 2 and up for the orders completing it."""
+    broker: str
+    symbol: str
+    """As sent to the broker (after the account's symbol map)."""
+    side: str
+    order_type: str
+    quantity: Decimal
+    limit_price: Decimal | None
+    filled: Decimal
+    average_price: Decimal | None
+    status: str
+    broker_order_id: str | None
+    reject_text: str | None
+    """The broker's rejection, verbatim."""
+    created_at: datetime
+    updated_at: datetime
+    fills: list[LedgerFill]
+
+
+def list_orders(
+    session: Session, *, signal_id: str | None = None, account_id: str | None = None
+) -> list[LedgerOrder]:
+    """The ledger's orders (of one signal, one account, or both), oldest first, each with its
+    fills. Read only."""
+    wanted = []
+    if signal_id is not None:
+        wanted.append(OrderRow.signal_id == signal_id)
+    if account_id is not None:
+        wanted.append(OrderRow.account_id == account_id)
+    fills: dict[str, list[LedgerFill]] = defaultdict(list)
+    for fill in session.scalars(
+        select(FillRow)
+        .join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id)
+        .where(*wanted)
+        .order_by(FillRow.filled_at, FillRow.execution_id)
+    ):
+        fills[fill.client_order_id].append(
+            LedgerFill(
+                execution_id=fill.execution_id,
+                quantity=fill.quantity,
+                price=fill.price,
+                filled_at=fill.filled_at,
+            )
+        )
+    return [
+        LedgerOrder(
+            client_order_id=row.client_order_id,
+            signal_id=row.signal_id,
+            account_id=row.account_id,
+            business_sequence=row.business_sequence,
+            broker=row.broker,
+            symbol=row.broker_symbol,
+            side=row.side,
+            order_type=row.order_type,
+            quantity=row.quantity,
+            limit_price=row.limit_price,
+            filled=row.filled_quantity,
+            average_price=row.average_price,
+            status=row.status,
+            broker_order_id=row.broker_order_id,
+            reject_text=row.reject_text,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            fills=fills.get(row.client_order_id, []),
+        )
+        for row in session.scalars(
+            select(OrderRow).where(*wanted).order_by(OrderRow.created_at, OrderRow.client_order_id)
+        )
+    ]
 
 
 # --------------------------------------------------------------------------------------------

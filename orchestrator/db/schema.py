@@ -89,7 +89,7 @@ class AccountRow(Base):
     allowed_symbols: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     trading_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     exclude_from_multi_account: Mapped[bool] = mapped_column(Boolean, default=False)
-    symbol_map: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    symbol_map: Mapped[dict[str, str | None]] = mapped_column(JSON, default=dict)
     reserve_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Takes part in a signal only as a reroute target."""
     reroute_on_pause: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -220,14 +220,14 @@ def test_a_denied_reservation_writes_no_order(booked: Database) -> None:
         assert session.get(OrderRow, "sig-1.acct.1") is None
 
 
-def test_reserve_risk_retry_succeeds_even_once_the_account_is_full(booked: Database) -> None:
+def test_reserve_risk_retry_succeeds_even_once_the_account_is_full(db: Database) -> None:
     """A retry finds its own reservation before re-checking limits its first call consumed."""
-    load(booked, book(account("acct", open_positions=9)))
-    assert reserve(booked, reserve_request()).reserved
-    assert state_of(booked)["open_positions"] == 10
+    load(db, book(account("acct", open_positions=9)))
+    assert reserve(db, reserve_request()).reserved
+    assert state_of(db)["open_positions"] == 10
 
-    assert reserve(booked, reserve_request()).reserved
-    assert state_of(booked)["open_positions"] == 10
+    assert reserve(db, reserve_request()).reserved
+    assert state_of(db)["open_positions"] == 10
 
 
 def test_reserve_risk_for_another_signal_reserves_again(booked: Database) -> None:
