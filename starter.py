@@ -473,7 +473,11 @@ async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
         # Decodes large (compressed) payloads, and encrypted ones when a key is configured.
         # uvicorn runs its own event loop: leave this one first.
         await asyncio.to_thread(
-            codec_server.serve, settings, converter.payload_codec, host=args.host, port=args.port
+            codec_server.serve,
+            settings,
+            converter.payload_codec,
+            host=args.host or settings.codec_server_host,
+            port=args.port or settings.codec_server_port,
         )
         return 0
     path = Path(args.key_file)
@@ -728,8 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.add_argument("key_id")
     new_key.add_argument("--key-file", required=True, metavar="FILE")
     serve = codec_actions.add_parser("serve", help="the codec server for the Temporal Web UI")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8091)
+    serve.add_argument("--host", help="default TEO_CODEC_SERVER_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default TEO_CODEC_SERVER_PORT (8091)")
 
     archiving = commands.add_parser(
         "archive", help="archive closed signals' histories (verified) before retention ends"
