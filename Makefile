@@ -60,7 +60,7 @@ worker: install  ## a long-running worker on the embedded dev server
 webhook: install  ## the webhook ingest service on 127.0.0.1:8090 (needs TEO_WEBHOOK_*_SECRET)
 	$(RUN) webhook.py
 
-stop:  ## stop the dev server started by the demo or the worker
+stop:  ## stop the dev server (and the local codec server) started by the demo or the worker
 	-$(RUN) starter.py server stop
 
 clean: stop

@@ -70,7 +70,7 @@ from orchestrator.models import (
 from orchestrator.reports import full_report
 from orchestrator.service import parse_signal, submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
-from orchestrator.temporal import connect, data_converter, ensure_dev_server, stop_dev_server
+from orchestrator.temporal import connect, data_converter, stop_dev_server
 from worker import build_activities, build_worker
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
@@ -508,10 +508,11 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "stop":
         out.print("dev server stopped" if stop_dev_server() else "no dev server started by us")
+        if codec_server.stop_dev_codec():
+            out.print("local codec server stopped")
         return 0
-    server = await ensure_dev_server(settings)
-    state = "started" if server.started_here else "already running"
-    out.print(f"Temporal dev server {state}; Web UI {settings.temporal_ui_url}")
+    for note in (await codec_server.ensure_dev_stack(settings)).notes:
+        out.print(note, highlight=False)
     return 0
 
 
@@ -532,11 +533,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         }
     )
     started = datetime.now(UTC)
-    server = await ensure_dev_server(settings)
-    out.print(
-        f"Temporal dev server {'started' if server.started_here else 'already running'} "
-        f"(history in {settings.dev_server_db}); Web UI {settings.temporal_ui_url}"
-    )
+    for note in (await codec_server.ensure_dev_stack(settings)).notes:
+        out.print(note, highlight=False)
     db = Database(settings.database_url)
     db.migrate()
     book = read_book(PROJECT_ROOT / "demo" / "book.yaml")
@@ -586,8 +584,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         )
     elapsed = (datetime.now(UTC) - started).total_seconds()
     out.print(
-        f"demo finished in {elapsed:.1f} s. The dev server keeps running so the links work; "
-        "stop it with `make stop`."
+        f"demo finished in {elapsed:.1f} s. The dev server (and the local codec server, when "
+        "payloads are encrypted) keeps running so the links work; stop it with `make stop`."
     )
     db.dispose()
     return 0

@@ -26,8 +26,8 @@ CORS admits the UI's exact origin(s) only (in ``local`` mode a loopback origin u
 spellings, ``localhost`` and ``127.0.0.1``), ``POST`` only, with the headers the UI sends. A
 request that carries any other ``Origin`` is refused (403), preflighted or not.
 
-Run it with ``python starter.py codec serve``; ``worker.py --dev`` and the demo run a ``local``
-one themselves when encryption is on (``LocalCodecServer``).
+Run it with ``python starter.py codec serve``; ``worker.py --dev`` and the demo start a ``local``
+one themselves when encryption is on (``ensure_dev_codec``).
 """
 
 from __future__ import annotations
@@ -36,14 +36,17 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-import socket
-import threading
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import jwt
 import uvicorn
 from fastapi import FastAPI, Request
@@ -56,7 +59,15 @@ from temporalio.converter import PayloadCodec
 from orchestrator import logs
 from orchestrator.codec import CodecError
 from orchestrator.errors import OrchestratorError
-from orchestrator.settings import Settings
+from orchestrator.settings import PROJECT_ROOT, Settings
+from orchestrator.temporal import (
+    RUN_DIR,
+    DevServer,
+    data_converter,
+    encryption_on,
+    ensure_dev_server,
+    port_open,
+)
 
 log = logging.getLogger(__name__)
 
@@ -431,85 +442,154 @@ def local_settings(settings: Settings, *, port: int | None = None) -> Settings:
 
 
 async def decodes_with(endpoint: str, codec: PayloadCodec, *, timeout_s: float = 2) -> bool:
-    """Whether the codec server at ``endpoint`` decodes what ``codec`` encodes (the same keys)."""
+    """Whether the codec server at ``endpoint`` decodes what ``codec`` encodes (the same keys),
+    asked the way the dev server's UI asks (no token)."""
     probe = Payload(metadata={"encoding": b"json/plain"}, data=b'"codec-probe"')
     [sealed] = await codec.encode([probe])
+    request = urllib.request.Request(
+        f"{endpoint}/decode",
+        data=MessageToJson(Payloads(payloads=[sealed])).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def ask() -> bytes:
+        with no_proxy.open(request, timeout=timeout_s) as answer:
+            body: bytes = answer.read()
+            return body
+
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            answer = await client.post(
-                f"{endpoint}/decode",
-                content=MessageToJson(Payloads(payloads=[sealed])),
-                headers={"content-type": "application/json"},
-            )
-        if answer.status_code != 200:
-            return False
-        returned = Parse(answer.content, Payloads())
-    except (httpx.HTTPError, ParseError):
+        returned = Parse(await asyncio.to_thread(ask), Payloads())
+    except (OSError, ParseError):  # refused, timed out, an HTTP error status, not a codec
         return False
     return list(returned.payloads) == [probe]
 
 
-class LocalCodecServer:
-    """A ``local`` codec server on 127.0.0.1 in a thread of this process, for the dev setup.
+@dataclass(frozen=True)
+class DevCodec:
+    endpoint: str
+    pid: int
+    started_here: bool
 
-    ``start()`` returns once it answers. When the port is already served by a codec server that
-    decodes with the same keys (another ``worker.py --dev`` or demo), that one is used and
-    nothing is started; anything else on the port is an error naming the setting to change.
-    """
 
-    def __init__(self, settings: Settings, codec: PayloadCodec, *, port: int | None = None) -> None:
-        self.settings = local_settings(settings, port=port)
-        self.codec = codec
-        self.port = self.settings.codec_server_port
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.started_here = False
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+def _child_environment(settings: Settings, port: int) -> dict[str, str]:
+    """The environment of ``starter.py codec serve`` in ``local`` mode: this process's, less
+    every codec server setting, plus the key ring and the UI's origin this process uses (keys
+    go through the environment, never the command line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEO_CODEC_")}
+    env.update(
+        TEO_CODEC_AUTH="local",
+        TEO_CODEC_SERVER_HOST="127.0.0.1",
+        TEO_CODEC_SERVER_PORT=str(port),
+        TEO_CODEC_CORS_ORIGIN=",".join(settings.codec_origins()),
+        TEO_LOG_FORMAT="text",
+    )
+    if settings.codec_keys is not None:
+        env["TEO_CODEC_KEYS"] = settings.codec_keys.get_secret_value()
+    if settings.codec_key_file is not None:
+        env["TEO_CODEC_KEY_FILE"] = str(settings.codec_key_file)
+    if settings.codec_active_key is not None:
+        env["TEO_CODEC_ACTIVE_KEY"] = settings.codec_active_key
+    return env
 
-    async def start(self, *, timeout_s: float = 15) -> LocalCodecServer:
-        if await decodes_with(self.endpoint, self.codec):
-            log.info("codec server already serving %s with our keys: using it", self.endpoint)
-            return self
-        config = uvicorn_config(self.settings, self.codec, host="127.0.0.1", port=self.port)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", self.port))
-        except OSError as err:
-            sock.close()
+
+async def ensure_dev_codec(
+    settings: Settings, *, run_dir: Path = RUN_DIR, timeout_s: float = 30
+) -> DevCodec | None:
+    """The dev setup's codec server (``worker.py --dev``, the demo): when a codec key is
+    configured, a ``local`` one on 127.0.0.1:``TEO_CODEC_SERVER_PORT`` (``starter.py codec
+    serve`` in the background, like the dev server: it keeps running after this process exits,
+    so the UI keeps decoding; ``make stop`` ends both). One already serving that port with the
+    same keys is used as it is. ``None`` when no key is configured (the UI then shows payloads
+    as they are)."""
+    if not encryption_on(settings):
+        return None
+    codec = data_converter(settings).payload_codec
+    if codec is None:  # pragma: no cover - the project's converter always has one
+        raise OrchestratorError("the data converter has no payload codec")
+    port = settings.codec_server_port
+    endpoint = f"http://127.0.0.1:{port}"
+    pid_file = run_dir / "codec-server.pid"
+    if await decodes_with(endpoint, codec):
+        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        return DevCodec(endpoint=endpoint, pid=pid, started_here=False)
+    if port_open(f"127.0.0.1:{port}"):
+        raise OrchestratorError(
+            f"{endpoint} is taken by something that does not decode with this key ring (a "
+            "codec server started with other keys? `make stop` ends ours): set "
+            "TEO_CODEC_SERVER_PORT to another port"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "codec-server.log").open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "starter.py"), "codec", "serve"],
+            env=_child_environment(settings, port),
+            cwd=PROJECT_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    pid_file.write_text(str(process.pid))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await decodes_with(endpoint, codec):
+        if process.poll() is not None:
             raise OrchestratorError(
-                f"the local codec server cannot listen on {self.endpoint}: {err.strerror}; "
-                "what holds the port does not decode with our keys. Set TEO_CODEC_SERVER_PORT"
-            ) from err
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="codec-server", daemon=True
-        )
-        thread.start()
-        self._server, self._thread, self._socket = server, thread, sock
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not server.started:
-            if not thread.is_alive():
-                self.stop()
-                raise OrchestratorError(f"the local codec server on {self.endpoint} stopped")
-            if asyncio.get_running_loop().time() > deadline:
-                self.stop()
-                raise TimeoutError(f"the local codec server did not start within {timeout_s} s")
-            await asyncio.sleep(0.05)
-        self.started_here = True
-        log.info(
-            "local codec server on %s for %s",
-            self.endpoint,
-            ", ".join(server_auth(self.settings).origins),
-        )
-        return self
+                f"the local codec server exited with {process.returncode}; see "
+                f"{run_dir / 'codec-server.log'}"
+            )
+        if asyncio.get_running_loop().time() > deadline:
+            process.terminate()
+            raise TimeoutError(f"the local codec server did not answer within {timeout_s} s")
+        await asyncio.sleep(0.2)
+    return DevCodec(endpoint=endpoint, pid=process.pid, started_here=True)
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server, self._thread, self._socket = None, None, None
+
+def stop_dev_codec(*, run_dir: Path = RUN_DIR) -> bool:
+    """Stop the codec server ``ensure_dev_codec`` started (by its recorded pid)."""
+    pid_file = run_dir / "codec-server.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class DevStack:
+    server: DevServer
+    codec: DevCodec | None
+    notes: tuple[str, ...]
+    """What to tell the operator: where the UI is, what decodes in it, what is amiss."""
+
+
+async def ensure_dev_stack(settings: Settings) -> DevStack:
+    """The embedded setup of ``worker.py --dev``, the demo and ``starter.py server start``: the
+    local codec server when a codec key is configured (``ensure_dev_codec``), then the dev
+    server with its Web UI's codec endpoint preset to it (``ensure_dev_server``)."""
+    codec = await ensure_dev_codec(settings)
+    endpoint = codec.endpoint if codec else None
+    server = await ensure_dev_server(settings, ui_codec_endpoint=endpoint)
+    notes = [
+        f"Temporal dev server {'started' if server.started_here else 'already running'} "
+        f"(pid {server.pid}, history in {settings.dev_server_db}); Web UI "
+        f"{settings.temporal_ui_url}"
+    ]
+    if endpoint:
+        notes.append(
+            f"payloads are encrypted; the Web UI decodes them through the local codec server "
+            f"{endpoint} (see docs/web-ui.md)"
+        )
+    if endpoint and server.ui_codec_endpoint != endpoint:
+        notes.append(
+            f"note: the dev server already running was started with UI codec endpoint "
+            f"{server.ui_codec_endpoint or 'none'}, not {endpoint}: its UI shows payloads "
+            f"encrypted until you set Settings → Data Encoder to {endpoint}, or restart it "
+            "(make stop)"
+        )
+    return DevStack(server=server, codec=codec, notes=tuple(notes))

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ from google.protobuf.json_format import MessageToJson
 from temporalio.api.common.v1 import Payload, Payloads
 
 from orchestrator.codec import EncryptionCodec, parse_key_ring
-from orchestrator.codec_server import LocalCodecServer, create_app, uvicorn_config
+from orchestrator.codec_server import create_app, ensure_dev_codec, stop_dev_codec, uvicorn_config
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
+from orchestrator.temporal import dev_server_command
 from tests.support import TEST_CODEC_KEYS
 
 UI = "http://127.0.0.1:8233"
@@ -248,35 +250,45 @@ def test_local_mode_refuses_a_token_it_would_not_check(codec: EncryptionCodec) -
 
 
 async def test_the_dev_setups_local_server_serves_the_ui_over_a_real_socket(
-    codec: EncryptionCodec,
+    codec: EncryptionCodec, tmp_path: Path
 ) -> None:
-    """``LocalCodecServer`` (worker.py --dev, the demo, the browser tests): 127.0.0.1, the
-    port asked for; a second one on the same port with the same keys reuses the first; a
-    port held by something that does not decode with our keys is an error."""
+    """``ensure_dev_codec`` (worker.py --dev, the demo, the browser tier): ``starter.py codec
+    serve`` in local mode on 127.0.0.1 and the port asked for, whatever codec server mode the
+    environment names; a second call with the same keys uses the running one; a port held by
+    a codec server with other keys is an error naming the setting to change."""
     port = free_port()
-    settings = Settings(codec_auth="token", codec_server_token=TOKEN)  # the env's mode: ignored
-    server = await LocalCodecServer(settings, codec, port=port).start()
+
+    def dev_settings(keys: str | None) -> Settings:
+        return Settings(  # the environment's codec server settings are not the dev setup's
+            codec_keys=keys,
+            codec_auth="token",
+            codec_server_token=TOKEN,
+            codec_server_port=port,
+            temporal_ui_url="http://localhost:8233",
+        )
+
+    settings = dev_settings(TEST_CODEC_KEYS)
+    assert await ensure_dev_codec(dev_settings(None), run_dir=tmp_path) is None
+    server = await ensure_dev_codec(settings, run_dir=tmp_path)
     try:
-        assert server.started_here and server.endpoint == f"http://127.0.0.1:{port}"
+        assert server is not None and server.started_here
+        assert server.endpoint == f"http://127.0.0.1:{port}"
         [sealed] = await codec.encode([PLAIN])
         async with httpx.AsyncClient(base_url=server.endpoint) as http:
-            preflight = await http.options(
-                "/decode", headers={"Origin": "http://localhost:8233", **PREFLIGHT}
-            )
-            assert preflight.status_code == 200
+            for origin in ("http://localhost:8233", "http://127.0.0.1:8233"):
+                preflight = await http.options("/decode", headers={"Origin": origin, **PREFLIGHT})
+                assert preflight.status_code == 200, origin
             response = await http.post(
                 "/decode", content=body(sealed), headers={"Origin": "http://localhost:8233"}
             )
             assert await decoded(response) == PLAIN.data
-        again = await LocalCodecServer(settings, codec, port=port).start()
-        assert not again.started_here
-        other_keys = EncryptionCodec(
-            parse_key_ring("other:" + base64.b64encode(b"y" * 32).decode(), source="t")
-        )
+        again = await ensure_dev_codec(settings, run_dir=tmp_path)
+        assert again == replace(server, started_here=False)
+        other_keys = "other:" + base64.b64encode(b"y" * 32).decode()
         with pytest.raises(OrchestratorError, match="TEO_CODEC_SERVER_PORT"):
-            await LocalCodecServer(settings, other_keys, port=port).start()
+            await ensure_dev_codec(dev_settings(other_keys), run_dir=tmp_path)
     finally:
-        server.stop()
+        assert stop_dev_codec(run_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,3 +605,13 @@ async def test_oidc_mode_serves_https_with_the_configured_certificate(
             )
             assert expired.status_code == 401
             assert expired.json()["detail"] == "token expired"
+
+
+def test_the_dev_server_command_presets_the_uis_codec_endpoint_and_fetches_no_news() -> None:
+    settings = Settings(temporal_address="127.0.0.1:27233")
+    command = dev_server_command(settings, ui_codec_endpoint="http://127.0.0.1:8091")
+    assert command[command.index("--ui-codec-endpoint") + 1] == "http://127.0.0.1:8091"
+    assert command[command.index("--ui-port") + 1] == "28233"
+    assert command[command.index("--ui-ip") + 1] == "127.0.0.1"
+    assert "--ui-disable-news-fetch" in command
+    assert "--ui-codec-endpoint" not in dev_server_command(settings)
