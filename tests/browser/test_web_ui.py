@@ -20,13 +20,14 @@ from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client
 
 from orchestrator.codec import ENCODING
-from orchestrator.models import PauseAccount
+from orchestrator.models import HaltRequest, LegStatus, PauseAccount
 from orchestrator.service import submit_signal
 from tests.browser.conftest import UiWorld
 from tests.browser.ui import (
     open_workflow,
     request_cancellation_from_ui,
     send_signal_from_ui,
+    send_update_from_ui,
 )
 from tests.support import account, book, load, signal
 
@@ -114,6 +115,52 @@ async def test_pause_account_sent_from_the_ui_arrives_encrypted_and_decodes(
         history = await stored_history(ui_world.raw_client, handle.id)
         requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
         assert len(events_of(history, requested)) == 1
+    finally:
+        description = await handle.describe()
+        if description.status is not None and description.status.name == "RUNNING":
+            await handle.terminate("browser test cleanup")
+
+
+async def test_halt_sent_from_the_ui_as_an_update_is_validated_then_applied(
+    page: Page, ui_world: UiWorld
+) -> None:
+    """Send an Update through the codec: a refusal of the update's validator (no reason) keeps
+    the dialog open with an error and leaves no event; a valid halt is accepted, its input
+    stored encrypted, and the signal ends with every leg stopped."""
+    accounts = ["zq-ui-halt-6691", "zq-ui-halt-6692", "zq-ui-halt-6693"]
+    load(ui_world.db, book(*(account(a) for a in accounts)))
+    settings = ui_world.settings.model_copy(
+        update={"delay_min_s": Decimal(60), "delay_max_s": Decimal(120)}
+    )
+    handle = await submit_signal(ui_world.client, ui_world.db, settings, signal("ui-halt-1"))
+    try:
+        await open_workflow(page, handle.id)
+        await expect(page.get_by_test_id("execution-status").first).to_have_text(status("Running"))
+        # The validator's reason travels encrypted (failure attributes): the dialog shows
+        # "Encoded failure", not the reason; nothing is recorded.
+        with pytest.raises(AssertionError, match="Encoded failure"):
+            await send_update_from_ui(page, handle.id, "halt", json.dumps({"operator": "jane"}))
+        await (
+            page.get_by_role("dialog", name="Send an Update")
+            .get_by_test_id("cancel-modal-button")
+            .click()
+        )
+
+        halt = {"operator": "jane", "reason": "test"}
+        await send_update_from_ui(page, handle.id, "halt", json.dumps(halt))
+        history = await stored_history(ui_world.raw_client, handle.id)
+        accepted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        [event] = events_of(history, accepted)
+        attributes = event.workflow_execution_update_accepted_event_attributes
+        assert attributes.accepted_request.input.name == "halt"
+        [payload] = attributes.accepted_request.input.args.payloads
+        assert payload.metadata["encoding"] == ENCODING
+        [decoded] = await ui_world.client.data_converter.decode([payload], [HaltRequest])
+        assert decoded == HaltRequest(operator="jane", reason="test")
+        report = await asyncio.wait_for(handle.result(), timeout=30)
+        assert {line.account_id: line.status for line in report.accounts} == dict.fromkeys(
+            accounts, LegStatus.HALTED
+        )
     finally:
         description = await handle.describe()
         if description.status is not None and description.status.name == "RUNNING":

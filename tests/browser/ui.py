@@ -14,12 +14,15 @@ exploring the real UI (see docs/web-ui.md):
   ``update-select-button``, options named after the workflow's declared handlers) when the
   UI could read the workflow's metadata query, else a text box (``signal-name`` /
   ``update-name``); the Data editor (a text box named "Data", reformatted on blur); Submit
-  (``confirm-modal-button``). A refused /encode leaves the dialog open with "Data encoding
-  failed".
+  (``confirm-modal-button``). An error leaves the dialog open with an alert: "Data encoding
+  failed" (the codec server refused /encode), "An unknown error occurred." (it could not be
+  reached, e.g. CORS), "Encoded failure" (an update's validator refused: with encryption on,
+  the failure's message travels encrypted and the dialog does not decode it).
 """
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
 from playwright.async_api import Locator, Page, expect
@@ -97,14 +100,19 @@ async def _enter_data(page: Page, dialog: Locator, input_json: str) -> None:
 
 
 async def _submit(dialog: Locator, what: str) -> None:
+    """Submit, then wait until the dialog closes (sent) or shows an error (raised, with the
+    dialog's text: "Data encoding failed", "Encoded failure", …)."""
     submit = dialog.get_by_test_id("confirm-modal-button")
     await expect(submit).to_be_enabled()
     await submit.click()
-    try:
-        await dialog.wait_for(state="hidden", timeout=ACTION_TIMEOUT_MS)
-    except PlaywrightTimeout as err:
-        text = " | ".join((await dialog.inner_text()).split("\n"))
-        raise AssertionError(f"the UI did not send {what}; its dialog says: {text}") from err
+    error = dialog.get_by_role("alert").filter(visible=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ACTION_TIMEOUT_MS / 1000
+    while await dialog.is_visible():
+        if await error.count() or loop.time() > deadline:
+            text = " | ".join(line for line in (await dialog.inner_text()).split("\n") if line)
+            raise AssertionError(f"the UI did not send {what}; its dialog says: {text}")
+        await asyncio.sleep(0.1)
 
 
 async def send_signal_from_ui(page: Page, workflow_id: str, name: str, input_json: str) -> None:
