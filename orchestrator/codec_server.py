@@ -589,7 +589,7 @@ async def ensure_dev_stack(settings: Settings) -> DevStack:
         notes.append(
             f"note: the dev server already running was started with UI codec endpoint "
             f"{server.ui_codec_endpoint or 'none'}, not {endpoint}: its UI shows payloads "
-            f"encrypted until you set Settings → Data Encoder to {endpoint}, or restart it "
-            "(make stop)"
+            f"encrypted until you set {endpoint} in its Codec Server dialog (the icon at the "
+            "top right), or restart it (make stop)"
         )
     return DevStack(server=server, codec=codec, notes=tuple(notes))

@@ -171,7 +171,7 @@ def dev_server_command(
     """``temporal server start-dev`` as the project runs it: the address of
     ``TEO_TEMPORAL_ADDRESS`` (127.0.0.1), the UI on the same address and ``ui_port`` (default:
     the gRPC port + 1000), history in ``settings.dev_server_db``, the project's search
-    attributes, no newsfeed fetch (a request to the outside), and the UI's Data Encoder preset
+    attributes, no newsfeed fetch (a request to the outside), and the UI's codec endpoint preset
     to ``ui_codec_endpoint``."""
     host, port = _split_address(settings.temporal_address)
     command = [
