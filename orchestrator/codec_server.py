@@ -510,7 +510,7 @@ async def ensure_dev_codec(
         raise OrchestratorError("the data converter has no payload codec")
     port = settings.codec_server_port
     endpoint = f"http://127.0.0.1:{port}"
-    pid_file = run_dir / "codec-server.pid"
+    pid_file = run_dir / f"codec-server-{port}.pid"
     if await decodes_with(endpoint, codec):
         pid = int(pid_file.read_text()) if pid_file.exists() else 0
         return DevCodec(endpoint=endpoint, pid=pid, started_here=False)
@@ -547,17 +547,17 @@ async def ensure_dev_codec(
 
 
 def stop_dev_codec(*, run_dir: Path = RUN_DIR) -> bool:
-    """Stop the codec server ``ensure_dev_codec`` started (by its recorded pid)."""
-    pid_file = run_dir / "codec-server.pid"
-    if not pid_file.exists():
-        return False
-    pid = int(pid_file.read_text())
-    pid_file.unlink()
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    return True
+    """Stop the codec servers ``ensure_dev_codec`` started (by their recorded pids)."""
+    stopped = False
+    for pid_file in sorted(run_dir.glob("codec-server-*.pid")):
+        pid = int(pid_file.read_text())
+        pid_file.unlink()
+        try:
+            os.kill(pid, signal.SIGTERM)
+            stopped = True
+        except ProcessLookupError:
+            pass
+    return stopped
 
 
 @dataclass(frozen=True)
