@@ -41,12 +41,14 @@ async def find_runs(page: Page, query: str, *, namespace: str = NAMESPACE) -> Lo
     ``SignalId='s-42'``); returns the table's rows. A query on an attribute the children carry
     too (SignalId) lists the children as well: match the row by its workflow id."""
     await page.goto(f"/namespaces/{namespace}/workflows")
+    toggle = page.get_by_test_id("toggle-manual-query")
+    await toggle.wait_for()
     box = page.get_by_test_id("workflow-manual-search-input")
-    if not await box.is_visible():
-        await page.get_by_test_id("toggle-manual-query").click()
+    if not await box.is_visible():  # hidden on every fresh load (not remembered)
+        await toggle.click()
     await box.fill(query)
     await box.press("Enter")
-    await page.wait_for_url(f"**/workflows?query={quote(query, safe='')}*")
+    await page.wait_for_url(lambda url: "query=" in url)
     return page.get_by_test_id("workflows-summary-configurable-table-row")
 
 
@@ -56,8 +58,16 @@ async def open_workflow(
     """The workflow's page: found through the list with ``query`` when given (then opened by
     its link), else by its URL. Returns once its heading names it."""
     if query is not None:
-        await find_runs(page, query, namespace=namespace)
-        await page.get_by_role("link", name=workflow_id, exact=True).click()
+        link = page.get_by_role("link", name=workflow_id, exact=True)
+        for attempt in range(3):  # visibility may trail a run that has just started or closed
+            await find_runs(page, query, namespace=namespace)
+            try:
+                await link.wait_for(timeout=5_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
+        await link.click()
     else:
         await page.goto(workflow_path(workflow_id, namespace))
     await expect(page.get_by_test_id("workflow-id-heading")).to_contain_text(workflow_id)
