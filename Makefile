@@ -9,7 +9,7 @@ RUN := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck check worker webhook stop clean bench faults fix-peers bench-fix
+.PHONY: install demo test lint typecheck check worker webhook stop clean bench faults fix-peers bench-fix browser
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -39,7 +39,10 @@ $(COMPOSE_SCHEMA):  ## the Compose Specification's JSON schema (npm), for the co
 fix-peers:  ## QuickFIX's executor and ordermatch (Debian libquickfix-doc) into .tools/fix-peers
 	scripts/install-fix-peers.sh
 
-test: install fix-peers $(COMPOSE_SCHEMA)  ## the whole suite: lint, types, faults, FIX, everything
+browser:  ## Debian's Chromium for the browser tier (tests/browser); never `playwright install`
+	scripts/install-browser.sh
+
+test: install fix-peers browser $(COMPOSE_SCHEMA)  ## the whole suite: lint, types, faults, FIX, browser, everything
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
@@ -60,7 +63,7 @@ worker: install  ## a long-running worker on the embedded dev server
 webhook: install  ## the webhook ingest service on 127.0.0.1:8090 (needs TEO_WEBHOOK_*_SECRET)
 	$(RUN) webhook.py
 
-stop:  ## stop the dev server started by the demo or the worker
+stop:  ## stop the dev server (and the local codec server) started by the demo or the worker
 	-$(RUN) starter.py server stop
 
 clean: stop

@@ -71,7 +71,7 @@ from orchestrator.process import BROKEN_PIPE, run_and_exit
 from orchestrator.reports import full_report
 from orchestrator.service import parse_signal, submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
-from orchestrator.temporal import connect, data_converter, ensure_dev_server, stop_dev_server
+from orchestrator.temporal import connect, data_converter, stop_dev_server
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
 out = display.console()
@@ -592,7 +592,11 @@ async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
         # Decodes large (compressed) payloads, and encrypted ones when a key is configured.
         # uvicorn runs its own event loop: leave this one first.
         await asyncio.to_thread(
-            codec_server.serve, settings, converter.payload_codec, host=args.host, port=args.port
+            codec_server.serve,
+            settings,
+            converter.payload_codec,
+            host=args.host or settings.codec_server_host,
+            port=args.port or settings.codec_server_port,
         )
         return 0
     path = Path(args.key_file)
@@ -617,17 +621,21 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator import codec_server
+
     if args.action == "stop":
         out.print("dev server stopped" if stop_dev_server() else "no dev server started by us")
+        if codec_server.stop_dev_codec():
+            out.print("local codec server stopped")
         return 0
-    server = await ensure_dev_server(settings)
-    state = "started" if server.started_here else "already running"
-    out.print(f"Temporal dev server {state}; Web UI {settings.temporal_ui_url}")
+    for note in (await codec_server.ensure_dev_stack(settings)).notes:
+        out.print(note, highlight=False)
     return 0
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The whole path on the embedded defaults: dev server, worker, demo book, two signals."""
+    from orchestrator import codec_server
     from worker import build_activities, build_worker
 
     demo_db = PROJECT_ROOT / ".run" / "demo.db"
@@ -645,11 +653,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         }
     )
     started = datetime.now(UTC)
-    server = await ensure_dev_server(settings)
-    out.print(
-        f"Temporal dev server {'started' if server.started_here else 'already running'} "
-        f"(history in {settings.dev_server_db}); Web UI {settings.temporal_ui_url}"
-    )
+    for note in (await codec_server.ensure_dev_stack(settings)).notes:
+        out.print(note, highlight=False)
     db = Database(settings.database_url)
     db.migrate()
     book = read_book(PROJECT_ROOT / "demo" / "book.yaml")
@@ -699,8 +704,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         )
     elapsed = (datetime.now(UTC) - started).total_seconds()
     out.print(
-        f"demo finished in {elapsed:.1f} s. The dev server keeps running so the links work; "
-        "stop it with `make stop`."
+        f"demo finished in {elapsed:.1f} s. The dev server (and the local codec server, when "
+        "payloads are encrypted) keeps running so the links work; stop it with `make stop`."
     )
     db.dispose()
     return 0
@@ -876,8 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.add_argument("key_id")
     new_key.add_argument("--key-file", required=True, metavar="FILE")
     serve = codec_actions.add_parser("serve", help="the codec server for the Temporal Web UI")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8091)
+    serve.add_argument("--host", help="default TEO_CODEC_SERVER_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default TEO_CODEC_SERVER_PORT (8091)")
 
     archiving = commands.add_parser(
         "archive", help="archive closed signals' histories (verified) before retention ends"

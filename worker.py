@@ -1,7 +1,8 @@
 """Worker: runs the signal workflows and their activities.
 
 python worker.py          # connect to TEO_TEMPORAL_ADDRESS
-python worker.py --dev    # first start the embedded dev server if none answers
+python worker.py --dev    # first start the embedded dev server if none answers (and, when a
+                          # codec key is set, the local codec server its Web UI decodes with)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from temporalio.worker import Worker
 
 from activities.archive import ArchiveActivities
 from activities.execution import ExecutionActivities
-from orchestrator import archive, logs, metrics
+from orchestrator import archive, codec_server, logs, metrics
 from orchestrator.brokers.base import Broker
 from orchestrator.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_config
 from orchestrator.brokers.paper import PaperBroker
@@ -31,7 +32,7 @@ from orchestrator.errors import ValidationFailed
 from orchestrator.models import Side
 from orchestrator.process import run_and_exit
 from orchestrator.settings import Settings, get_settings
-from orchestrator.temporal import connect, ensure_dev_server, ensure_search_attributes
+from orchestrator.temporal import connect, ensure_search_attributes
 from workflows.registry import WORKFLOWS
 
 __all__ = ["WORKFLOWS", "build_activities", "build_worker", "worker_database"]
@@ -123,10 +124,11 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
     try:
         fix_broker = build_fix_broker(db, settings)
         if dev:
-            server = await ensure_dev_server(settings)
-            logging.info(
-                "dev server %s (pid %s)", "started" if server.started_here else "found", server.pid
-            )
+            # The local codec server (when a codec key is configured) and the dev server, its
+            # Web UI preset to decode through it. Both keep running after the worker.
+            stack = await codec_server.ensure_dev_stack(settings)
+            for note in stack.notes:
+                (logging.warning if note.startswith("note:") else logging.info)(note)
         db.migrate()
         metrics.serve(settings)
         client = await connect(settings, runtime=metrics.temporal_runtime(settings))

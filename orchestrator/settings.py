@@ -10,13 +10,36 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.models import ExecutionSettings, PlanSettings, ServiceSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+OIDC_ALGORITHMS = ("RS256", "ES256")
+"""Signature algorithms the codec server accepts on OIDC access tokens: asymmetric only (an
+HMAC algorithm would let anyone holding the public key forge a token)."""
+
+
+def check_origin(origin: str, setting: str) -> str:
+    """A browser origin as CORS compares it: ``http(s)://host[:port]``, nothing after."""
+    parts = urlsplit(origin)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise ValueError(
+            f"{setting}: {origin!r} is not an origin; write scheme://host[:port] with no path "
+            "or trailing slash (CORS compares it exactly)"
+        )
+    return origin
 
 
 class Settings(BaseSettings):
@@ -85,10 +108,41 @@ class Settings(BaseSettings):
     """A file holding the key ring, one ``id base64key`` per line."""
     codec_active_key: str | None = None
     """Key id new payloads are encrypted with; default: the ring's last key."""
+    codec_auth: Literal["local", "token", "oidc"] = "token"
+    """How the codec server (``starter.py codec serve``) admits callers: ``local`` — anyone on
+    this machine, bound to loopback only, no token (the dev server's UI sends none); ``token`` —
+    ``Authorization: Bearer <TEO_CODEC_SERVER_TOKEN>`` (scripts); ``oidc`` — the Web UI's OIDC
+    access token, verified against the issuer's keys, over https (the static token is also
+    accepted when set). See docs/web-ui.md."""
     codec_server_token: SecretStr | None = None
-    """Bearer token the codec server requires (``starter.py codec serve``)."""
-    codec_cors_origin: str = "http://127.0.0.1:8233"
-    """The one origin (the Temporal Web UI's) the codec server admits for CORS."""
+    """Static bearer token of the codec server (``token`` mode; optional in ``oidc`` mode)."""
+    codec_server_host: str = "127.0.0.1"
+    """Interface the codec server binds to (``local`` mode: a loopback address only)."""
+    codec_server_port: int = Field(default=8091, ge=1, le=65535)
+    """The codec server's port, also the one ``worker.py --dev`` and the demo serve it on."""
+    codec_cors_origin: str | None = None
+    """Origin(s) of the Temporal Web UI the codec server admits for CORS, comma-separated and
+    exact (``scheme://host[:port]``); default: the origin of ``TEO_TEMPORAL_UI_URL``. In
+    ``local`` mode a loopback origin is admitted under both spellings (``localhost`` and
+    ``127.0.0.1``)."""
+    codec_oidc_issuer: str | None = None
+    """``oidc`` mode: the issuer tokens must name (``iss``), e.g. ``https://login.example/``."""
+    codec_oidc_audience: str | None = None
+    """``oidc`` mode: the audience tokens must be issued for (``aud``)."""
+    codec_oidc_jwks_url: str | None = None
+    """``oidc`` mode: the issuer's JSON Web Key Set (https; http only on loopback)."""
+    codec_oidc_algorithms: str = "RS256,ES256"
+    """``oidc`` mode: signature algorithms accepted, comma-separated (RS256, ES256 only)."""
+    codec_oidc_jwks_cache_s: int = Field(default=300, ge=1)
+    """How long the fetched key set is reused; a token naming an unknown key refetches it (at
+    most every 30 s), so a rotated key is picked up without a restart."""
+    codec_oidc_leeway_s: int = Field(default=30, ge=0, le=300)
+    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
+    codec_tls_cert_file: Path | None = None
+    """Certificate (PEM, with its chain) the codec server serves https with; required in
+    ``oidc`` mode (the UI passes its access token to https endpoints only)."""
+    codec_tls_key_file: Path | None = None
+    """The certificate's private key (PEM)."""
 
     archive_dir: Path = PROJECT_ROOT / ".run" / "archive"
     """Where closed signals' histories are archived (one directory per signal)."""
@@ -131,6 +185,43 @@ class Settings(BaseSettings):
         if self.delay_min_s > self.delay_max_s:
             raise ValueError("TEO_DELAY_MIN_S must not exceed TEO_DELAY_MAX_S")
         return self
+
+    @field_validator("codec_cors_origin")
+    @classmethod
+    def _origins_exact(cls, value: str | None) -> str | None:
+        if value is not None:
+            for origin in value.split(","):
+                check_origin(origin.strip(), "TEO_CODEC_CORS_ORIGIN")
+        return value
+
+    @field_validator("codec_oidc_algorithms")
+    @classmethod
+    def _algorithms_asymmetric(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        wrong = [name for name in names if name not in OIDC_ALGORITHMS]
+        if not names or wrong:
+            raise ValueError(
+                f"TEO_CODEC_OIDC_ALGORITHMS: {', '.join(wrong) or 'empty'} not accepted; "
+                f"choose among {', '.join(OIDC_ALGORITHMS)}"
+            )
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _codec_tls_pair(self) -> Settings:
+        if (self.codec_tls_cert_file is None) != (self.codec_tls_key_file is None):
+            raise ValueError("https needs both TEO_CODEC_TLS_CERT_FILE and TEO_CODEC_TLS_KEY_FILE")
+        return self
+
+    def codec_origins(self) -> list[str]:
+        """The UI origins the codec server admits, as configured (before ``local`` mode adds
+        the other loopback spelling)."""
+        if self.codec_cors_origin:
+            return [o.strip() for o in self.codec_cors_origin.split(",") if o.strip()]
+        parts = urlsplit(self.temporal_ui_url)
+        return [f"{parts.scheme}://{parts.netloc}"]
+
+    def codec_oidc_algorithm_list(self) -> list[str]:
+        return self.codec_oidc_algorithms.split(",")
 
     def plan_settings(self) -> PlanSettings:
         return PlanSettings(

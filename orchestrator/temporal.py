@@ -26,7 +26,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from orchestrator import search_attributes
-from orchestrator.codec import CodecChain, CompressionCodec, load_codec
+from orchestrator.codec import CodecChain, CompressionCodec, EncryptionCodec, load_codec
 from orchestrator.errors import OrchestratorError, ValidationFailed
 from orchestrator.settings import PROJECT_ROOT, Settings
 
@@ -37,11 +37,7 @@ def data_converter(settings: Settings) -> DataConverter:
     """The project's data converter: pydantic payloads, large ones compressed, and all of them
     encrypted (with failure messages moved into the encrypted attributes) when a codec key is
     configured."""
-    encryption = load_codec(
-        keys=settings.codec_keys.get_secret_value() if settings.codec_keys else None,
-        key_file=settings.codec_key_file,
-        active=settings.codec_active_key,
-    )
+    encryption = _encryption(settings)
     if encryption is None:
         return dataclasses.replace(
             pydantic_data_converter, payload_codec=CodecChain(CompressionCodec())
@@ -50,6 +46,14 @@ def data_converter(settings: Settings) -> DataConverter:
         pydantic_data_converter,
         payload_codec=CodecChain(CompressionCodec(), encryption),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def _encryption(settings: Settings) -> EncryptionCodec | None:
+    return load_codec(
+        keys=settings.codec_keys.get_secret_value() if settings.codec_keys else None,
+        key_file=settings.codec_key_file,
+        active=settings.codec_active_key,
     )
 
 
@@ -150,26 +154,28 @@ def port_open(address: str) -> bool:
         return False
 
 
+def encryption_on(settings: Settings) -> bool:
+    """Whether a codec key is configured (payloads are then encrypted)."""
+    return _encryption(settings) is not None
+
+
 @dataclass(frozen=True)
 class DevServer:
     pid: int
     started_here: bool
+    ui_codec_endpoint: str | None = None
+    """The codec endpoint its Web UI was started with (``None``: none, or not known)."""
 
 
-async def ensure_dev_server(settings: Settings, *, timeout_s: float = 60) -> DevServer:
-    """Start the embedded Temporal dev server in the background unless one already answers.
-
-    It binds 127.0.0.1, serves the Web UI on 8233 and persists history to
-    ``settings.dev_server_db``, so runs survive a restart of the server. It keeps running after
-    this process exits (so the UI links stay valid); ``make stop`` ends it.
-    """
-    pid_file = RUN_DIR / "temporal.pid"
-    if port_open(settings.temporal_address):
-        pid = int(pid_file.read_text()) if pid_file.exists() else 0
-        return DevServer(pid=pid, started_here=False)
+def dev_server_command(
+    settings: Settings, *, ui_codec_endpoint: str | None = None, ui_port: int | None = None
+) -> list[str]:
+    """``temporal server start-dev`` as the project runs it: the address of
+    ``TEO_TEMPORAL_ADDRESS`` (127.0.0.1), the UI on the same address and ``ui_port`` (default:
+    the gRPC port + 1000), history in ``settings.dev_server_db``, the project's search
+    attributes, no newsfeed fetch (a request to the outside), and the UI's codec endpoint preset
+    to ``ui_codec_endpoint``."""
     host, port = _split_address(settings.temporal_address)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    settings.dev_server_db.parent.mkdir(parents=True, exist_ok=True)
     command = [
         temporal_binary(),
         "server",
@@ -178,17 +184,46 @@ async def ensure_dev_server(settings: Settings, *, timeout_s: float = 60) -> Dev
         host,
         "--port",
         str(port),
+        "--ui-ip",
+        host,
         "--ui-port",
-        str(port + 1000),
+        str(ui_port or port + 1000),
         "--db-filename",
         str(settings.dev_server_db),
         "--namespace",
         settings.temporal_namespace,
         "--log-level",
         "warn",
+        "--ui-disable-news-fetch",
     ]
+    if ui_codec_endpoint:
+        command += ["--ui-codec-endpoint", ui_codec_endpoint]
     for key in search_attributes.ALL:
         command += ["--search-attribute", f"{key.name}=Keyword"]
+    return command
+
+
+async def ensure_dev_server(
+    settings: Settings, *, ui_codec_endpoint: str | None = None, timeout_s: float = 60
+) -> DevServer:
+    """Start the embedded Temporal dev server in the background unless one already answers.
+
+    It binds 127.0.0.1, serves the Web UI on 8233 and persists history to
+    ``settings.dev_server_db``, so runs survive a restart of the server. It keeps running after
+    this process exits (so the UI links stay valid); ``make stop`` ends it. With
+    ``ui_codec_endpoint`` its UI decodes payloads through that codec server from the start
+    (a server already running keeps the endpoint it was started with: see ``DevServer``).
+    """
+    pid_file = RUN_DIR / "temporal.pid"
+    endpoint_file = RUN_DIR / "temporal.ui-codec-endpoint"
+    if port_open(settings.temporal_address):
+        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        recorded = endpoint_file.read_text().strip() or None if endpoint_file.exists() else None
+        return DevServer(pid=pid, started_here=False, ui_codec_endpoint=recorded)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    settings.dev_server_db.parent.mkdir(parents=True, exist_ok=True)
+    command = dev_server_command(settings, ui_codec_endpoint=ui_codec_endpoint)
+    endpoint_file.write_text(ui_codec_endpoint or "")
     log = (RUN_DIR / "temporal.log").open("ab")
     process = subprocess.Popen(
         command,
@@ -208,7 +243,9 @@ async def ensure_dev_server(settings: Settings, *, timeout_s: float = 60) -> Dev
             try:
                 client = await connect(settings)
                 await ensure_search_attributes(client, settings.temporal_namespace)
-                return DevServer(pid=process.pid, started_here=True)
+                return DevServer(
+                    pid=process.pid, started_here=True, ui_codec_endpoint=ui_codec_endpoint
+                )
             except RuntimeError:
                 pass
         if asyncio.get_running_loop().time() > deadline:
