@@ -430,6 +430,10 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                         "symbol": w.typed_search_attributes.get(sa.SYMBOL),
                         "side": w.typed_search_attributes.get(sa.SIDE),
                         "phase": w.typed_search_attributes.get(sa.SIGNAL_STATUS),
+                        "state": display.signal_state(
+                            w.status.name if w.status else None,
+                            w.typed_search_attributes.get(sa.SIGNAL_STATUS),
+                        ),
                     }
                     for w in rows
                 ],
@@ -438,7 +442,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     table = Table(title=f"{len(rows)} signal(s)  ({query})")
-    for column in ("workflow id", "symbol", "side", "phase", "status", "started"):
+    for column in ("workflow id", "symbol", "side", "state", "started"):
         table.add_column(column)
     for w in rows:
         attrs = w.typed_search_attributes
@@ -446,8 +450,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             w.id,
             attrs.get(sa.SYMBOL) or "",
             attrs.get(sa.SIDE) or "",
-            attrs.get(sa.SIGNAL_STATUS) or "",
-            w.status.name if w.status else "",
+            display.signal_state(w.status.name if w.status else None, attrs.get(sa.SIGNAL_STATUS)),
             f"{w.start_time:%Y-%m-%d %H:%M:%S}",
         )
     out.print(table)

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.archive import ArchiveActivities
+from activities.control import ControlActivities
 from activities.execution import ExecutionActivities
 from orchestrator import archive, codec_server, logs, metrics
 from orchestrator.brokers.base import Broker
@@ -106,7 +107,11 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[*activities.all(), *ArchiveActivities(client, settings.archive_dir).all()],
+        activities=[
+            *activities.all(),
+            *ControlActivities(activities.db, client).all(),
+            *ArchiveActivities(client, settings.archive_dir).all(),
+        ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
@@ -131,7 +136,11 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
                 (logging.warning if note.startswith("note:") else logging.info)(note)
         db.migrate()
         metrics.serve(settings)
-        client = await connect(settings, runtime=metrics.temporal_runtime(settings))
+        client = await connect(
+            settings,
+            runtime=metrics.temporal_runtime(settings),
+            on_plaintext=metrics.plaintext_seen,
+        )
         await ensure_search_attributes(client, settings.temporal_namespace)
         if settings.archive_every_s > 0:
             done = await archive.ensure_schedule(

@@ -62,6 +62,10 @@ class ExecutionActivities:
         self._poll_interval_s = poll_interval_s
         self._clock = clock or (lambda: datetime.now(UTC))
 
+    @property
+    def db(self) -> Database:
+        return self._db
+
     @activity.defn(name=ActivityName.SERVICE_SETTINGS)
     def service_settings(self) -> ServiceSettings:
         """The settings this worker plans and executes signals with (its environment's)."""

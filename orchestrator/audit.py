@@ -31,17 +31,22 @@ from temporalio.converter import DataConverter
 
 from orchestrator import history as histories
 from orchestrator import paging, planning, reports
-from orchestrator.codec import CodecError
+from orchestrator.codec import ENCODING, CodecError
 from orchestrator.errors import OrchestratorError
 from orchestrator.models import (
+    ActionReceipt,
+    ActionRecorded,
     ActivityName,
     BookSnapshot,
+    CancellationRequest,
     CancelOrderRequest,
     CompletionInput,
     CompletionResult,
     CorrelationRequest,
     CorrelationResult,
     ExecutionReport,
+    KillSwitch,
+    KillSwitchResult,
     LegBatchInput,
     LegBatchResult,
     LegStatus,
@@ -70,6 +75,9 @@ ACTIVITY_TYPES: dict[str, tuple[type[Any], Any]] = {
     ActivityName.CANCEL_ORDER: (CancelOrderRequest, OrderOutcome | None),
     ActivityName.SETTLE_LEG: (SettleLegRequest, type(None)),
     ActivityName.SERVICE_SETTINGS: (type(None), ServiceSettings),
+    ActivityName.RECORD_OPERATOR_ACTION: (ActionReceipt, ActionRecorded),
+    ActivityName.APPLY_KILL_SWITCH: (KillSwitch, KillSwitchResult),
+    ActivityName.CANCELLATION_REQUEST: (str, CancellationRequest),
 }
 """Activity name → (input type, result type): how to read the payloads a history holds."""
 
@@ -183,6 +191,9 @@ class Audit(Model):
     """Empty while the signal runs: there is no report yet."""
     report: ExecutionReport | None
     trail: list[TrailEntry]
+    plaintext: list[str] = []
+    """Payloads of an encrypted history sent without the codec (kept in clear by the server):
+    a security finding, reported, not a failure of the audit."""
 
     @property
     def replay_ok(self) -> bool:
@@ -224,10 +235,30 @@ class _Read:
     rules_versions: list[int] = field(default_factory=list)
     planned_at: datetime | None = None
     trail: list[TrailEntry] = field(default_factory=list)
+    plaintext: list[str] = field(default_factory=list)
+    """Payloads of an encrypted history that a client sent unencrypted (where they are)."""
 
 
 def _time(event: HistoryEvent) -> datetime:
     return event.event_time.ToDatetime(tzinfo=UTC)
+
+
+ENCRYPTED = ENCODING
+"""The encoding of an encrypted payload."""
+
+
+def _encrypted(history: WorkflowHistory) -> bool:
+    """Whether the history was written by a deployment that encrypts: its start input (and
+    every payload its workers wrote) is encrypted."""
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            return any(p.metadata.get("encoding") == ENCRYPTED for p in payloads)
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            payloads = event.activity_task_scheduled_event_attributes.input.payloads
+            if any(p.metadata.get("encoding") == ENCRYPTED for p in payloads):
+                return True
+    return False
 
 
 class _Reader:
@@ -258,10 +289,25 @@ class _Reader:
                 )
             )
 
+        encrypted = _encrypted(history)
+
+        def plaintext(payloads: Payloads, what: str, identity: str) -> None:
+            if encrypted and any(
+                p.metadata.get("encoding") != ENCRYPTED for p in payloads.payloads
+            ):
+                read.plaintext.append(f"{wid} event {event.event_id}: {what}")
+                note(
+                    event,
+                    "plaintext",
+                    f"PLAINTEXT: {what} from {identity or 'unknown'} was sent without the "
+                    "codec: the server keeps it in clear",
+                )
+
         for event in history.events:
             t = event.event_type
             if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
                 started = event.workflow_execution_started_event_attributes
+                plaintext(started.input, f"the start input of {kind}", started.identity)
                 input_type = (
                     SignalWorkflowInput
                     if kind == "SignalExecutionWorkflow"
@@ -378,6 +424,7 @@ class _Reader:
                 )
             elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 signaled = event.workflow_execution_signaled_event_attributes
+                plaintext(signaled.input, f"signal {signaled.signal_name}", signaled.identity)
                 request = await self.decode(signaled.input, dict[str, Any]) or {}
                 note(
                     event,
@@ -386,11 +433,24 @@ class _Reader:
                     request.get("account_id"),
                 )
             elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
-                request_input = (
-                    event.workflow_execution_update_accepted_event_attributes.accepted_request.input
+                accepted = event.workflow_execution_update_accepted_event_attributes
+                request_input = accepted.accepted_request.input
+                plaintext(
+                    request_input.args,
+                    f"update {request_input.name}",
+                    accepted.accepted_request.meta.identity,
                 )
                 request = await self.decode(request_input.args, dict[str, Any]) or {}
                 note(event, "operator", _describe_operator(request_input.name, request, "update"))
+            elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+                asked = event.workflow_execution_cancel_requested_event_attributes
+                note(
+                    event,
+                    "operator",
+                    f"Temporal cancellation requested by {asked.identity or 'unknown'}"
+                    + (f": {asked.cause}" if asked.cause else "")
+                    + " (handled like cancel_signal)",
+                )
             elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
                 completed = event.workflow_execution_completed_event_attributes
                 result_type = (
@@ -556,6 +616,21 @@ def _describe_activity(activity: _Activity) -> tuple[str, str, str | None] | Non
         return _describe_correlation(result)
     if isinstance(result, ServiceSettings):
         return "settings", "the worker's settings: " + _describe_settings(result.plan), None
+    if isinstance(value, ActionReceipt) and isinstance(result, ActionRecorded):
+        return (
+            "operator",
+            f"recorded in operator_actions: {value.action} by {value.operator} ({value.via}, "
+            f"sent by {result.identity or 'an unknown client'})",
+            value.target,
+        )
+    if isinstance(value, KillSwitch) and isinstance(result, KillSwitchResult):
+        what = "thrown" if value.halted else "lifted"
+        return (
+            "operator",
+            f"kill switch {what} by {value.operator}: persisted and sent to "
+            f"{len(result.reached)} other running workflow(s)",
+            None,
+        )
     if isinstance(value, ReserveRiskRequest) and isinstance(result, ReserveRiskResult):
         verdict = "reserved" if result.reserved else f"denied {result.denial}: {result.detail}"
         return (
@@ -1009,6 +1084,7 @@ async def audit_histories(
         accounts=account_audits(report, reads) if report else [],
         report=report,
         trail=trail,
+        plaintext=[p for read in reads for p in read.plaintext],
     )
 
 
@@ -1065,6 +1141,11 @@ def render(audit: Audit) -> list[str]:
             f"{a.filled_by_orders}"
             for a in disagree
         ]
+    if audit.plaintext:
+        lines.append(
+            f"PLAINTEXT: {len(audit.plaintext)} payload(s) of this encrypted signal were sent "
+            "without the codec and are stored in clear: " + "; ".join(audit.plaintext)
+        )
     lines.append(f"Verdict: {'OK' if audit.ok else 'FAILED'}")
     lines.append("")
     lines.append("Decision trail:")

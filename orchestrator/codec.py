@@ -17,18 +17,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 
 from orchestrator.errors import OrchestratorError, ValidationFailed
 from orchestrator.files import read_text
+from orchestrator.models import BookSnapshot, CorrelationResult, LegBatchInput, LegBatchResult
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -71,17 +82,49 @@ def new_key_line(key_id: str) -> str:
     return f"{key_id} {base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
 
 
-class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM with a random 96-bit nonce per payload; the key id is authenticated as
-    associated data, so a payload cannot be passed off as written with another key."""
+PlaintextSeen = Callable[[str | None, Payload], None]
+"""Told of a payload that reached an encrypted deployment unencrypted: the workflow it came to
+(``None`` outside one) and the payload."""
 
-    def __init__(self, ring: dict[str, bytes], active: str | None = None) -> None:
+
+class EncryptionCodec(PayloadCodec, WithSerializationContext):
+    """AES-256-GCM with a random 96-bit nonce per payload; the key id is authenticated as
+    associated data, so a payload cannot be passed off as written with another key.
+
+    A payload that is not encrypted is decoded as it is (a history written before encryption
+    was turned on), and ``on_plaintext`` is told, with the workflow it reached: in a deployment
+    that encrypts, that is a payload some client sent without the codec (the Web UI with no
+    codec endpoint set), which the server now keeps in clear."""
+
+    def __init__(
+        self,
+        ring: dict[str, bytes],
+        active: str | None = None,
+        *,
+        on_plaintext: PlaintextSeen | None = None,
+    ) -> None:
         if not ring:
             raise CodecError("the key ring is empty")
         self._ring = {key_id: AESGCM(key) for key_id, key in ring.items()}
         self._active = active or list(ring)[-1]
         if self._active not in ring:
             raise CodecError(f"active key {self._active!r} is not in the key ring")
+        self._on_plaintext = on_plaintext
+        self._workflow_id: str | None = None
+
+    def with_context(self, context: SerializationContext) -> EncryptionCodec:
+        """This codec, knowing which workflow its payloads belong to (only worth it when
+        someone listens for plaintext)."""
+        if self._on_plaintext is None:
+            return self
+        bound = copy.copy(self)
+        bound._workflow_id = getattr(context, "workflow_id", None)
+        return bound
+
+    def watching(self, on_plaintext: PlaintextSeen) -> EncryptionCodec:
+        watched = copy.copy(self)
+        watched._on_plaintext = on_plaintext
+        return watched
 
     @property
     def active_key_id(self) -> str:
@@ -101,7 +144,9 @@ class EncryptionCodec(PayloadCodec):
 
     def _decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
-            return payload  # written before encryption was turned on
+            if self._on_plaintext is not None:
+                self._on_plaintext(self._workflow_id, payload)
+            return payload  # sent without the codec, or written before encryption was on
         key_id = payload.metadata.get(KEY_ID, b"").decode()
         cipher = self._ring.get(key_id)
         if cipher is None:
@@ -117,17 +162,48 @@ class EncryptionCodec(PayloadCodec):
 
 
 COMPRESSED = b"binary/zlib"
-COMPRESS_FROM = 16 * 1024
-"""Payloads this large or larger are compressed: a large signal's snapshot and correlation
-pages, batch inputs and reports. Per-leg payloads stay plain, readable in the Web UI as is."""
+BULK = "teo-bulk"
+"""Payload metadata marking machine data that operators do not read in the Web UI: a large
+signal's snapshot and correlation pages, batch inputs and results (see :data:`BULK_TYPES`)."""
+BULK_TYPES: tuple[type, ...] = (BookSnapshot, CorrelationResult, LegBatchInput, LegBatchResult)
+COMPRESS_BULK_FROM = 16 * 1024
+"""Bulk payloads this large or larger are compressed: a 5,000-account signal's JSON repeats its
+field names per account, and its histories stay far under Temporal's limits compressed."""
+COMPRESS_FROM = 1024 * 1024
+"""Any payload this large is compressed, bulk or not, so none nears Temporal's 2 MB limit.
+Everything a person reads (a signal's input, its report, its progress, operator requests) stays
+plain JSON in the Web UI below this: a 225-account report is about 190 KB."""
+
+
+class BulkMarkingJSONConverter(PydanticJSONPlainPayloadConverter):
+    """The pydantic JSON converter; values of :data:`BULK_TYPES` get the :data:`BULK` mark."""
+
+    def to_payload(self, value: Any) -> Payload | None:
+        payload = super().to_payload(value)
+        if payload is not None and isinstance(value, BULK_TYPES):
+            payload.metadata[BULK] = b"1"
+        return payload
+
+
+class ProjectPayloadConverter(CompositePayloadConverter):
+    """Temporal's default converters, with pydantic JSON that marks bulk payloads."""
+
+    def __init__(self) -> None:
+        json = BulkMarkingJSONConverter()
+        super().__init__(
+            *(
+                json if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
 
 
 class CompressionCodec(PayloadCodec):
-    """zlib for large payloads, so a 5,000-account signal's histories stay far under Temporal's
-    10 MB: their JSON (field names repeated per account) shrinks several times over. Before
-    encryption, which leaves nothing to compress."""
+    """zlib for bulk payloads of :data:`COMPRESS_BULK_FROM` or more and for any payload of
+    :data:`COMPRESS_FROM` or more. Before encryption, which leaves nothing to compress."""
 
-    def __init__(self, threshold: int = COMPRESS_FROM) -> None:
+    def __init__(self, bulk_from: int = COMPRESS_BULK_FROM, threshold: int = COMPRESS_FROM):
+        self._bulk_from = bulk_from
         self._threshold = threshold
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -137,7 +213,9 @@ class CompressionCodec(PayloadCodec):
         return [self._decompress(p) for p in payloads]
 
     def _compress(self, payload: Payload) -> Payload:
-        if payload.ByteSize() < self._threshold:
+        size = payload.ByteSize()
+        bulk = BULK in payload.metadata
+        if size < self._threshold and not (bulk and size >= self._bulk_from):
             return payload
         return Payload(
             metadata={"encoding": COMPRESSED}, data=zlib.compress(payload.SerializeToString())
@@ -156,11 +234,20 @@ class CompressionCodec(PayloadCodec):
         return decoded
 
 
-class CodecChain(PayloadCodec):
+class CodecChain(PayloadCodec, WithSerializationContext):
     """Codecs applied in order to encode, in reverse to decode."""
 
     def __init__(self, *codecs: PayloadCodec) -> None:
         self.codecs = codecs
+
+    def with_context(self, context: SerializationContext) -> CodecChain:
+        bound = tuple(
+            c.with_context(context) if isinstance(c, WithSerializationContext) else c
+            for c in self.codecs
+        )
+        if all(new is old for new, old in zip(bound, self.codecs, strict=True)):
+            return self
+        return CodecChain(*bound)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = list(payloads)

@@ -235,6 +235,16 @@ def _plain(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def signal_state(execution_status: str | None, phase: str | None) -> str:
+    """One state for a signal: its own phase (``SignalStatus``: PLANNING, EXECUTING, COMPLETED,
+    CANCELLED) while Temporal says it runs or completed, Temporal's status otherwise. A run
+    ended by Terminate (or failed, or timed out) could not update its phase, so its phase
+    would still say EXECUTING: Temporal's word is the true one then."""
+    if execution_status in (None, "RUNNING", "COMPLETED"):
+        return phase or execution_status or "UNKNOWN"
+    return f"{execution_status} (Temporal)"
+
+
 def console() -> Console:
     """A console that stays readable when piped: wide lines instead of crushed columns."""
     probe = Console()

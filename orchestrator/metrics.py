@@ -24,6 +24,7 @@ writes (see :mod:`orchestrator.logs`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from decimal import Decimal
@@ -31,6 +32,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram, start_http_server
 from temporalio import activity, workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
@@ -156,6 +158,59 @@ def serve(settings: Settings) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Plaintext in an encrypted deployment
+
+PLAINTEXT = Counter(
+    "teo_plaintext_payloads",
+    "Payloads that reached the worker unencrypted while payload encryption is on (a client "
+    "sent them without the codec: the server keeps them in clear)",
+)
+_plaintext_pending: dict[str, str] = {}
+"""Workflow id → the encoding of a plaintext payload its next handler call carries."""
+_plaintext_logged: set[tuple[str | None, str]] = set()
+
+
+def plaintext_seen(workflow_id: str | None, payload: Payload) -> None:
+    """The codec's report of an unencrypted payload (see ``EncryptionCodec``): an error log
+    naming the workflow, the metric, and a note for the workflow's handler to name the event.
+    Each payload once per process (a replay decodes it again)."""
+    encoding = payload.metadata.get("encoding", b"").decode(errors="replace") or "none"
+    seen = (workflow_id, hashlib.sha256(payload.data).hexdigest())
+    if seen in _plaintext_logged:
+        return
+    if len(_plaintext_logged) > 10_000:
+        _plaintext_logged.clear()
+    _plaintext_logged.add(seen)
+    PLAINTEXT.inc()
+    log.error(
+        "PLAINTEXT payload reached workflow %s (encoding %s, %d bytes): a client sent it "
+        "without the codec, so the server stores it in clear. Set the Web UI's codec endpoint "
+        "(Data Encoder) or use the starter.",
+        workflow_id or "(none)",
+        encoding,
+        len(payload.data),
+    )
+    if workflow_id is not None:
+        _plaintext_pending[workflow_id] = encoding
+
+
+def _plaintext_in(kind: str, name: str) -> None:
+    """Inside the workflow: name the signal, update or start that carried the plaintext."""
+    encoding = _plaintext_pending.pop(workflow.info().workflow_id, None)
+    if encoding is None or workflow.unsafe.is_replaying():
+        return
+    with workflow.unsafe.sandbox_unrestricted():
+        log.error(
+            "PLAINTEXT payload in %s %s of workflow %s, at history event %d (encoding %s)",
+            kind,
+            name,
+            workflow.info().workflow_id,
+            workflow.info().get_current_history_length(),
+            encoding,
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # The worker interceptor
 
 
@@ -213,6 +268,7 @@ class _WorkflowObserver(WorkflowInboundInterceptor):
     """Runs inside the workflow sandbox: it only reads, and records outside replay."""
 
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        _plaintext_in("the start input of", workflow.info().workflow_type)
         if workflow.info().workflow_type != SIGNAL_WORKFLOW:
             return await self.next.execute_workflow(input)
         try:
@@ -227,11 +283,13 @@ class _WorkflowObserver(WorkflowInboundInterceptor):
         return result
 
     def handle_signal(self, input: HandleSignalInput) -> Any:
+        _plaintext_in("signal", input.signal)
         if input.signal in OPERATOR_SIGNALS:
             _record_outside_replay(lambda: OPERATOR_ACTIONS.labels(input.signal).inc())
         return self.next.handle_signal(input)
 
     async def handle_update_handler(self, input: HandleUpdateInput) -> Any:
+        _plaintext_in("update", input.update)
         # The handler runs only for updates the validator accepted: refusals are not counted.
         if input.update in OPERATOR_UPDATES:
             _record_outside_replay(lambda: OPERATOR_ACTIONS.labels(input.update).inc())

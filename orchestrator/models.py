@@ -701,6 +701,9 @@ class ActivityName(StrEnum):
     CANCEL_ORDER = "cancel_order"
     SETTLE_LEG = "settle_leg"
     SERVICE_SETTINGS = "service_settings"
+    RECORD_OPERATOR_ACTION = "record_operator_action"
+    APPLY_KILL_SWITCH = "apply_kill_switch"
+    CANCELLATION_REQUEST = "cancellation_request"
     ARCHIVE_CLOSED_SIGNALS = "archive_closed_signals"
 
 
@@ -723,6 +726,9 @@ class ErrorType(StrEnum):
     """Transient: retried with the same client order id."""
     LEDGER_INCONSISTENT = "LedgerInconsistent"
     """An illegal order-state transition: a bug to investigate, not to retry."""
+    REFUSED = "Refused"
+    """An operator request a workflow's validator refused: its message is one sentence for the
+    operator, sent without a stack trace."""
 
 
 class CancelOrderRequest(Model):
@@ -817,10 +823,15 @@ class ResumeAccount(OperatorAction):
 class HaltRequest(OperatorAction):
     cancel_working: bool = False
     """Also cancel orders already working at the broker."""
+    from_kill_switch: bool = False
+    """Sent by the kill switch's own broadcast (already persisted). A halt sent to one workflow
+    by hand (the Web UI, the ``temporal`` CLI) leaves it false: that workflow then throws the
+    kill switch itself, persisted and broadcast to every running signal."""
 
 
 class UnhaltRequest(OperatorAction):
-    pass
+    from_kill_switch: bool = False
+    """As :attr:`HaltRequest.from_kill_switch`: an unhalt sent by hand lifts the kill switch."""
 
 
 class CancelSignalRequest(OperatorAction):
@@ -835,6 +846,63 @@ class StopResult(Model):
     """Legs that had not sent their order and now never will."""
     orders_cancelled: int
     """Working orders cancelled at the broker."""
+
+
+class ActionVia(StrEnum):
+    SIGNAL = "signal"
+    UPDATE = "update"
+    CANCELLATION = "cancellation"
+    """Temporal's own cancellation request (the Web UI's Request Cancellation button)."""
+
+
+class ActionReceipt(Model):
+    """An operator action as one workflow received it, whatever sent it (starter, ``temporal``
+    CLI, Web UI): recorded in ``operator_actions`` by that workflow, once."""
+
+    workflow_id: str
+    run_id: str
+    action: str
+    """The signal or update name (``pause_account``, ``halt``, ...), or ``cancel_signal`` for a
+    Temporal cancellation request."""
+    via: ActionVia
+    key: str
+    """Which receipt of this run it is (``signal:pause_account:2``, ``update:<update id>``,
+    ``cancellation``): with the run, the row's unique key, so a retried activity records it
+    once; and how the sender's identity is found in the history."""
+    target: str | None = None
+    operator: str
+    reason: str
+    outcome: dict[str, int | str | bool] = {}
+
+
+class ActionRecorded(Model):
+    identity: str | None
+    """The sending client's identity, as the history recorded it."""
+
+
+class KillSwitch(Model):
+    """Throw (or lift) the system-wide kill switch from inside a workflow: persisted, then
+    broadcast to every other running signal workflow."""
+
+    halted: bool
+    operator: str
+    reason: str
+    cancel_working: bool = False
+    origin_workflow_id: str
+    """The workflow that received the halt by hand: it has already applied it."""
+    origin_key: str
+    """Makes the broadcast's update ids unique per origin, so a retry sends nothing twice."""
+
+
+class KillSwitchResult(Model):
+    reached: list[str]
+
+
+class CancellationRequest(Model):
+    """Who asked Temporal to cancel a workflow, read from its history."""
+
+    identity: str | None
+    reason: str
 
 
 RerouteResult.model_rebuild()

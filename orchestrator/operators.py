@@ -12,10 +12,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from orchestrator import ids
 from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.errors import ValidationFailed
@@ -28,6 +30,7 @@ from orchestrator.models import (
     StopResult,
     UnhaltRequest,
 )
+from workflows.signal import SignalExecutionWorkflow
 
 RUNNING_EXECUTIONS = (
     "ExecutionStatus = 'Running' AND "
@@ -61,7 +64,7 @@ async def running_executions(client: Client) -> list[str]:
 
 
 async def _broadcast(
-    client: Client, send: Callable[[WorkflowHandle[object, object]], Awaitable[object]]
+    client: Client, send: Callable[[WorkflowHandle[Any, Any]], Awaitable[object]]
 ) -> tuple[list[str], list[object]]:
     """Send to every running signal and batch workflow; one that closed meanwhile is skipped."""
     ids = await running_executions(client)
@@ -122,7 +125,9 @@ async def pause_account(
     _require(operator, reason)
     _set_status(db, account_id, AccountStatus.PAUSED, f"{operator}: {reason}")
     request = PauseAccount(account_id=account_id, operator=operator, reason=reason, reroute=reroute)
-    reached, _ = await _broadcast(client, lambda h: h.signal("pause_account", request))
+    reached, _ = await _broadcast(
+        client, lambda h: h.signal(SignalExecutionWorkflow.pause_account, request)
+    )
     out = Outcome(reached=reached)
     _record(db, "pause", target=account_id, who=operator, why=reason, out=out)
     return out
@@ -134,7 +139,9 @@ async def resume_account(
     _require(operator, reason)
     _set_status(db, account_id, AccountStatus.ACTIVE, None)
     request = ResumeAccount(account_id=account_id, operator=operator, reason=reason)
-    reached, _ = await _broadcast(client, lambda h: h.signal("resume_account", request))
+    reached, _ = await _broadcast(
+        client, lambda h: h.signal(SignalExecutionWorkflow.resume_account, request)
+    )
     out = Outcome(reached=reached)
     _record(db, "resume", target=account_id, who=operator, why=reason, out=out)
     return out
@@ -150,21 +157,15 @@ async def halt(
         repository.set_halt(
             session, halted=True, operator=operator, reason=reason, now=datetime.now(UTC)
         )
-    request = HaltRequest(operator=operator, reason=reason, cancel_working=cancel_working)
-    out = Outcome()
-
-    async def send(handle: WorkflowHandle[object, object]) -> object:
-        try:
-            return await handle.execute_update("halt", request, result_type=StopResult)
-        except WorkflowUpdateFailedError as err:
-            out.refused.append(f"{handle.id}: {err.cause}")
-            return None
-
-    out.reached, answers = await _broadcast(client, send)
-    for answer in answers:
-        if isinstance(answer, StopResult):
-            out.legs_stopped += answer.legs_stopped
-            out.orders_cancelled += answer.orders_cancelled
+    out = await broadcast_kill_switch(
+        client,
+        HaltRequest(
+            operator=operator,
+            reason=reason,
+            cancel_working=cancel_working,
+            from_kill_switch=True,
+        ),
+    )
     _record(db, "halt", target=None, who=operator, why=reason, out=out)
     return out
 
@@ -175,33 +176,64 @@ async def unhalt(client: Client, db: Database, *, operator: str, reason: str) ->
         repository.set_halt(
             session, halted=False, operator=operator, reason=reason, now=datetime.now(UTC)
         )
-    request = UnhaltRequest(operator=operator, reason=reason)
-    reached, _ = await _broadcast(client, lambda h: h.signal("unhalt", request))
-    out = Outcome(reached=reached)
+    out = await broadcast_kill_switch(
+        client, UnhaltRequest(operator=operator, reason=reason, from_kill_switch=True)
+    )
     _record(db, "unhalt", target=None, who=operator, why=reason, out=out)
+    return out
+
+
+async def broadcast_kill_switch(
+    client: Client,
+    request: HaltRequest | UnhaltRequest,
+    *,
+    exclude: str | None = None,
+    update_id: str | None = None,
+) -> Outcome:
+    """Send an already persisted kill switch (or its lifting) to every running signal and batch
+    workflow but ``exclude``. A halt is an update: each answers what it stopped; ``update_id``
+    (with the workflow's id) makes a repeated broadcast a no-op for a workflow it reached."""
+    out = Outcome()
+
+    async def send(handle: WorkflowHandle[Any, Any]) -> object:
+        if handle.id == exclude:
+            return None
+        if isinstance(request, UnhaltRequest):
+            await handle.signal(SignalExecutionWorkflow.unhalt, request)
+            return None
+        try:
+            return await handle.execute_update(
+                SignalExecutionWorkflow.halt,
+                request,
+                id=None if update_id is None else f"{update_id}:{handle.id}",
+            )
+        except WorkflowUpdateFailedError as err:
+            out.refused.append(f"{handle.id}: {err.cause}")
+            return None
+
+    reached, answers = await _broadcast(client, send)
+    out.reached = [w for w in reached if w != exclude]
+    for answer in answers:
+        if isinstance(answer, StopResult):
+            out.legs_stopped += answer.legs_stopped
+            out.orders_cancelled += answer.orders_cancelled
     return out
 
 
 async def cancel_signal(
     client: Client, db: Database, signal_id: str, *, operator: str, reason: str
 ) -> Outcome:
-    """Cancel one signal: its workflow and, for a large one, its running batch children."""
+    """Cancel one signal. Its workflow cancels its batch children, if it has any."""
     _require(operator, reason)
     request = CancelSignalRequest(operator=operator, reason=reason)
-    batches = [
-        w.id
-        async for w in client.list_workflows(
-            f"WorkflowType = 'LegBatchWorkflow' AND ExecutionStatus = 'Running' "
-            f"AND SignalId = '{signal_id}'"
-        )
-    ]
-    out = Outcome()
-    for workflow_id in [f"signal-{signal_id}", *batches]:
-        result = await client.get_workflow_handle(workflow_id).execute_update(
-            "cancel_signal", request, result_type=StopResult
-        )
-        out.reached.append(workflow_id)
-        out.legs_stopped += result.legs_stopped
-        out.orders_cancelled += result.orders_cancelled
+    workflow_id = ids.signal_workflow_id(signal_id)
+    result = await client.get_workflow_handle_for(
+        SignalExecutionWorkflow.run, workflow_id
+    ).execute_update(SignalExecutionWorkflow.cancel_signal, request)
+    out = Outcome(
+        reached=[workflow_id],
+        legs_stopped=result.legs_stopped,
+        orders_cancelled=result.orders_cancelled,
+    )
     _record(db, "cancel", target=signal_id, who=operator, why=reason, out=out)
     return out

@@ -18,7 +18,9 @@ from orchestrator.models import (
     Denial,
     ExecutionReport,
     LegBatchResult,
+    LegOrder,
     LegStatus,
+    PlannedLeg,
     Signal,
 )
 
@@ -35,6 +37,21 @@ def denial_line(denial: Denial) -> AccountReport:
         filled=Decimal(0),
         denial=denial.reason,
         reason=denial.detail,
+    )
+
+
+def stopped_line(leg: LegOrder, status: LegStatus, reason: str) -> AccountReport:
+    """The report line of a leg stopped before it sent anything (cancelled, halted)."""
+    return AccountReport(
+        account_id=leg.account_id,
+        status=status,
+        requested=leg.quantity,
+        filled=Decimal(0),
+        delay_ms=leg.delay_ms,
+        client_order_id=leg.client_order_id,
+        reason=reason,
+        size=leg.size if isinstance(leg, PlannedLeg) else None,
+        delay=leg.delay if isinstance(leg, PlannedLeg) else None,
     )
 
 

@@ -4,7 +4,6 @@ project's data converter, search-attribute registration and the embedded dev ser
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import shutil
 import signal
@@ -15,37 +14,78 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadConverter
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from orchestrator import search_attributes
-from orchestrator.codec import CodecChain, CompressionCodec, EncryptionCodec, load_codec
+from orchestrator.codec import (
+    CodecChain,
+    CompressionCodec,
+    EncryptionCodec,
+    PlaintextSeen,
+    ProjectPayloadConverter,
+    load_codec,
+)
 from orchestrator.errors import OrchestratorError, ValidationFailed
+from orchestrator.models import ErrorType
 from orchestrator.settings import PROJECT_ROOT, Settings
 
 RUN_DIR = PROJECT_ROOT / ".run"
 
 
-def data_converter(settings: Settings) -> DataConverter:
+class RefusalFailureConverter(DefaultFailureConverter):
+    """The default failure converter, but an operator request refused by a validator (an
+    ``ApplicationError`` of type ``Refused``) goes as its one sentence: no stack trace with the
+    worker's file paths, and not moved into the encrypted attributes (it names nothing secret),
+    so the Web UI shows it as it is. ``encode_common_attributes`` as the SDK's own."""
+
+    def to_failure(
+        self,
+        exception: BaseException,
+        payload_converter: PayloadConverter,
+        failure: Failure,
+    ) -> None:
+        if isinstance(exception, ApplicationError) and exception.type == ErrorType.REFUSED:
+            plain = DefaultFailureConverter(encode_common_attributes=False)
+            plain.to_failure(exception.with_traceback(None), payload_converter, failure)
+            return
+        super().to_failure(exception, payload_converter, failure)
+
+
+class EncodedRefusalFailureConverter(RefusalFailureConverter):
+    """:class:`RefusalFailureConverter` with messages and stack traces encrypted."""
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=True)
+
+
+def data_converter(
+    settings: Settings, *, on_plaintext: PlaintextSeen | None = None
+) -> DataConverter:
     """The project's data converter: pydantic payloads, large ones compressed, and all of them
     encrypted (with failure messages moved into the encrypted attributes) when a codec key is
     configured."""
     encryption = _encryption(settings)
+    if encryption is not None and on_plaintext is not None:
+        encryption = encryption.watching(on_plaintext)
     if encryption is None:
-        return dataclasses.replace(
-            pydantic_data_converter, payload_codec=CodecChain(CompressionCodec())
+        return DataConverter(
+            payload_converter_class=ProjectPayloadConverter,
+            payload_codec=CodecChain(CompressionCodec()),
+            failure_converter_class=RefusalFailureConverter,
         )
-    return dataclasses.replace(
-        pydantic_data_converter,
+    return DataConverter(
+        payload_converter_class=ProjectPayloadConverter,
         payload_codec=CodecChain(CompressionCodec(), encryption),
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        failure_converter_class=EncodedRefusalFailureConverter,
     )
 
 
@@ -89,13 +129,18 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    on_plaintext: PlaintextSeen | None = None,
+) -> Client:
     """A client with the project's data converter and TLS settings; ``runtime`` carries the
-    worker's metrics."""
+    worker's metrics, ``on_plaintext`` hears of unencrypted payloads (the worker's)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings),
+        data_converter=data_converter(settings, on_plaintext=on_plaintext),
         tls=tls_config(settings),
         runtime=runtime,
     )

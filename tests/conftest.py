@@ -11,13 +11,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.brokers.base import Broker
 from orchestrator.db.engine import Database
 from orchestrator.settings import Settings
-from orchestrator.temporal import ensure_search_attributes, temporal_binary
+from orchestrator.temporal import data_converter, ensure_search_attributes, temporal_binary
 from tests.support import PLANTED_PG_PASSWORD, WorkerHarness, with_password
 
 PG_ADMIN_URL = os.environ.get("TEO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -62,7 +61,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """A fresh time-skipping server per test: its clock can jump years once a result is
     awaited, which would make the next test's account data look stale."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(Settings()),  # the project's own, unencrypted
         test_server_existing_path=temporal_binary("temporal-test-server"),
     )
     # The time-skipping server hangs on workflows using unregistered search attributes.

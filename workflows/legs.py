@@ -308,6 +308,10 @@ async def complete_partial_fill(
         result_type=CompletionResult,
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         search_attributes=child_search_attributes(signal),
+        static_summary=(
+            f"completion of {account_id}'s {first.quantity - first.filled_quantity} lots "
+            f"(signal {signal.signal_id})"
+        ),
     )
     return result
 
@@ -726,6 +730,10 @@ class LegRunner:
             result_type=RerouteResult,
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             search_attributes=child_search_attributes(signal),
+            static_summary=(
+                f"reroute of {leg.account_id}'s order ({leg.quantity} lots, risk "
+                f"{leg.risk_amount}) for signal {signal.signal_id}: {why}"
+            )[:400],
         )
         self._update(leg, line.status, reason=f"{line.reason} → reroute {result.outcome}")
         return [line.model_copy(update={"reroute": result}), *result.reports]

@@ -4,27 +4,38 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator import paging, planning, reports
+    from orchestrator import ids, paging, planning, reports
     from orchestrator import search_attributes as sa
     from orchestrator.models import (
         AccountReport,
+        ActionReceipt,
+        ActionRecorded,
+        ActionVia,
         ActivityName,
         BookSnapshot,
+        CancellationRequest,
         CancelSignalRequest,
         CorrelationRequest,
         CorrelationResult,
+        ErrorType,
         ExecutionReport,
         HaltRequest,
+        KillSwitch,
+        KillSwitchResult,
         LegBatchInput,
         LegBatchResult,
         LegProgress,
+        LegStatus,
         OperatorAction,
         PauseAccount,
         Plan,
@@ -58,6 +69,7 @@ BOUNDED_BATCHES = "bounded-batches"
 legs, denials included; also when the report alone would not fit the signal's result."""
 
 
+T = TypeVar("T")
 PagedRequest = TypeVar("PagedRequest", SnapshotRequest, CorrelationRequest)
 Page = TypeVar("Page", BookSnapshot, CorrelationResult)
 
@@ -86,65 +98,148 @@ async def _read_pages(
 
 
 def workflow_id_for(signal_id: str) -> str:
-    return f"signal-{signal_id}"
+    return ids.signal_workflow_id(signal_id)
+
+
+class Refused(ApplicationError):
+    """An operator request refused by a validator: one sentence, no stack trace (see
+    ``orchestrator.temporal.RefusalFailureConverter``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type=ErrorType.REFUSED, non_retryable=True)
 
 
 def _require_operator_and_reason(action: str, request: OperatorAction) -> None:
     if not request.operator.strip():
-        raise ValueError(f"{action} refused: say who you are (operator)")
+        raise Refused(f"{action} refused: say who you are (operator).")
     if not request.reason.strip():
-        raise ValueError(f"{action} refused: give a reason")
+        raise Refused(f"{action} refused: give a reason.")
 
 
 class OperatorControlled:
     """Signal and update handlers shared by the signal workflow and its batch children.
 
     Pause and resume are signals (one account, fire and forget); halt and cancel are updates
-    with validators, so an operator gets an answer — or a refusal that says why. Every one
-    lands in this workflow's history with the operator and the reason.
+    with validators, so an operator gets an answer, or a refusal that says why. Every one lands
+    in this workflow's history with the operator and the reason, and this workflow records its
+    receipt in ``operator_actions`` (once, whatever sent it: starter, ``temporal`` CLI, Web UI).
+    A halt or unhalt sent to this workflow by hand is the kill switch: it is persisted and
+    broadcast to every running signal. Temporal's own cancellation request is handled like
+    ``cancel_signal``.
     """
 
     _controls: Controls
     _runner: LegRunner | None
+    _signals_received: Counter[str]
+    _batch_ids: list[str]
 
     @workflow.signal
-    def pause_account(self, request: PauseAccount) -> None:
+    async def pause_account(self, request: PauseAccount) -> None:
         """Legs of this account that have not sent their order stop now (SKIPPED_PAUSED, or
         rerouted). A leg whose order is already at the broker is not touched."""
+        key = self._signal_key("pause_account")
         self._controls.paused[request.account_id] = request
         if self._runner is not None:
             self._runner.note_pause_after_send(request)
+        await self._record("pause_account", ActionVia.SIGNAL, key, request, request.account_id)
 
     @workflow.signal
-    def resume_account(self, request: ResumeAccount) -> None:
+    async def resume_account(self, request: ResumeAccount) -> None:
         """Legs of this account not yet decided go ahead again."""
+        key = self._signal_key("resume_account")
         self._controls.paused.pop(request.account_id, None)
+        await self._record("resume_account", ActionVia.SIGNAL, key, request, request.account_id)
 
     @workflow.update
-    def halt(self, request: HaltRequest) -> StopResult:
-        """Kill switch: no leg of this workflow sends an order after this."""
+    async def halt(self, request: HaltRequest) -> StopResult:
+        """Kill switch: no leg of this workflow sends an order after this; sent here by hand,
+        it is thrown for every signal too (persisted and broadcast)."""
+        key = f"update:{workflow.current_update_info().id}"  # type: ignore[union-attr]
         self._controls.halt = request
-        return self._stop(cancel_working=request.cancel_working)
+        result = self._stop(cancel_working=request.cancel_working)
+        outcome: dict[str, int | str | bool] = {
+            "legs_stopped": result.legs_stopped,
+            "orders_cancelled": result.orders_cancelled,
+        }
+        if not request.from_kill_switch:
+            outcome["kill_switch_reached"] = await self._throw_kill_switch(request, key)
+        await self._record("halt", ActionVia.UPDATE, key, request, outcome=outcome)
+        return result
 
     @halt.validator
     def _validate_halt(self, request: HaltRequest) -> None:
         _require_operator_and_reason("halt", request)
 
     @workflow.signal
-    def unhalt(self, request: UnhaltRequest) -> None:
-        """Legs not yet decided go ahead again."""
+    async def unhalt(self, request: UnhaltRequest) -> None:
+        """Legs not yet decided go ahead again; sent here by hand, it lifts the kill switch."""
+        key = self._signal_key("unhalt")
         self._controls.halt = None
+        outcome: dict[str, int | str | bool] = {}
+        if not request.from_kill_switch:
+            outcome["kill_switch_reached"] = await self._throw_kill_switch(request, key)
+        await self._record("unhalt", ActionVia.SIGNAL, key, request, outcome=outcome)
 
     @workflow.update
-    def cancel_signal(self, request: CancelSignalRequest) -> StopResult:
+    async def cancel_signal(self, request: CancelSignalRequest) -> StopResult:
         """Cancel this signal: waiting legs end CANCELLED, working orders are cancelled at the
         broker, children are cancelled; the workflow then completes with its report."""
-        self._controls.cancel = request
-        return self._stop(cancel_working=True)
+        key = f"update:{workflow.current_update_info().id}"  # type: ignore[union-attr]
+        result = await self._cancel(request)
+        await self._record(
+            "cancel_signal",
+            ActionVia.UPDATE,
+            key,
+            request,
+            outcome={
+                "legs_stopped": result.legs_stopped,
+                "orders_cancelled": result.orders_cancelled,
+            },
+        )
+        return result
 
     @cancel_signal.validator
     def _validate_cancel(self, request: CancelSignalRequest) -> None:
         _require_operator_and_reason("cancel", request)
+
+    async def _on_cancellation_requested(self) -> None:
+        """Temporal's cancellation request (the Web UI's Request Cancellation, ``temporal
+        workflow cancel``, a parent's cancel) is handled like ``cancel_signal``: waiting legs
+        stop, working orders are cancelled at the broker, children are cancelled, and the run
+        completes with its report, status CANCELLED. Who asked is read from the history."""
+        reason = workflow.cancellation_reason() or "cancellation requested in Temporal"
+        placeholder = CancelSignalRequest(operator="temporal", reason=reason)
+        result = await self._cancel(placeholder)
+        asked: CancellationRequest = await workflow.execute_activity(
+            ActivityName.CANCELLATION_REQUEST,
+            workflow.info().workflow_id,
+            result_type=CancellationRequest,
+            start_to_close_timeout=DATABASE_STEP,
+            retry_policy=DATABASE_RETRY,
+            summary="who requested cancellation",
+        )
+        request = CancelSignalRequest(
+            operator=asked.identity or "temporal", reason=asked.reason or reason
+        )
+        self._controls.cancel = request
+        await self._record(
+            "cancel_signal",
+            ActionVia.CANCELLATION,
+            "cancellation",
+            request,
+            outcome={
+                "legs_stopped": result.legs_stopped,
+                "orders_cancelled": result.orders_cancelled,
+            },
+        )
+
+    async def _cancel(self, request: CancelSignalRequest) -> StopResult:
+        self._controls.cancel = request
+        result = self._stop(cancel_working=True)
+        for batch in self._batch_ids:
+            # Each batch handles the cancellation like this workflow does and reports.
+            await workflow.get_external_workflow_handle(batch).cancel()
+        return result
 
     def _stop(self, *, cancel_working: bool) -> StopResult:
         if self._runner is None:  # still planning: every leg will stop before its timer
@@ -152,6 +247,76 @@ class OperatorControlled:
                 workflow_id=workflow.info().workflow_id, legs_stopped=0, orders_cancelled=0
             )
         return self._runner.stop(cancel_working=cancel_working)
+
+    async def _throw_kill_switch(self, request: HaltRequest | UnhaltRequest, key: str) -> int:
+        result: KillSwitchResult = await workflow.execute_activity(
+            ActivityName.APPLY_KILL_SWITCH,
+            KillSwitch(
+                halted=isinstance(request, HaltRequest),
+                operator=request.operator or "unknown",
+                reason=request.reason or "no reason given",
+                cancel_working=getattr(request, "cancel_working", False),
+                origin_workflow_id=workflow.info().workflow_id,
+                origin_key=key,
+            ),
+            result_type=KillSwitchResult,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=DATABASE_RETRY,
+            summary="kill switch: persist and broadcast",
+        )
+        return len(result.reached)
+
+    def _signal_key(self, name: str) -> str:
+        """This run's n-th receipt of signal ``name``: deterministic, and how the recording
+        activity finds the signal's event (and sender) in the history."""
+        self._signals_received[name] += 1
+        return f"signal:{name}:{self._signals_received[name]}"
+
+    async def _record(
+        self,
+        action: str,
+        via: ActionVia,
+        key: str,
+        request: OperatorAction,
+        target: str | None = None,
+        *,
+        outcome: dict[str, int | str | bool] | None = None,
+    ) -> None:
+        info = workflow.info()
+        await workflow.execute_activity(
+            ActivityName.RECORD_OPERATOR_ACTION,
+            ActionReceipt(
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                action=action,
+                via=via,
+                key=key,
+                target=target,
+                operator=request.operator or "unknown",
+                reason=request.reason or "no reason given",
+                outcome=outcome or {},
+            ),
+            result_type=ActionRecorded,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=DATABASE_RETRY,
+            summary=f"record {action}",
+        )
+
+    async def _run_cancellable(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run the workflow's work to its end, handling Temporal's cancellation request like
+        ``cancel_signal`` instead of abandoning the work (and its working orders)."""
+        task = asyncio.ensure_future(work)
+        while True:
+            try:
+                result = await asyncio.shield(task)
+                break
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                await self._on_cancellation_requested()
+        # Handlers (recording, the kill switch) finish before the run does.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
 
 
 @workflow.defn
@@ -164,9 +329,14 @@ class SignalExecutionWorkflow(OperatorControlled):
         self._runner: LegRunner | None = None
         self._controls = Controls()
         self._batches = 0
+        self._batch_ids: list[str] = []
+        self._signals_received: Counter[str] = Counter()
 
     @workflow.run
     async def run(self, request: SignalWorkflowInput) -> ExecutionReport:
+        return await self._run_cancellable(self._execute(request))
+
+    async def _execute(self, request: SignalWorkflowInput) -> ExecutionReport:
         started_at = workflow.now()
         service = await self._service_settings(request)
         signal, settings = request.signal, service.plan
@@ -298,7 +468,16 @@ class SignalExecutionWorkflow(OperatorControlled):
             slices = [paging.Batch(legs=list(chunk)) for chunk in chunks]
         self._batches = len(slices)
         parent_id = workflow.info().workflow_id
-        ids = [f"{parent_id}/batch-{n}" for n in range(1, len(slices) + 1)]
+        batch_ids = [ids.batch_workflow_id(parent_id, n) for n in range(1, len(slices) + 1)]
+        if self._controls.cancel is not None:
+            # Cancelled while planning: no batch starts; every leg ends CANCELLED.
+            stop = self._controls.stop_for("")
+            lines = [
+                reports.stopped_line(leg, LegStatus.CANCELLED, stop.reason if stop else "")
+                for leg in plan.legs
+            ]
+            return [], lines + [reports.denial_line(d) for d in plan.denials]
+        self._batch_ids = batch_ids
         execution = service.execution
         if len(slices) > 1 and workflow.patched(ORDERS_IN_FLIGHT):
             # The signal's orders in flight, shared out: the batches run at once.
@@ -320,21 +499,22 @@ class SignalExecutionWorkflow(OperatorControlled):
                 id=child_id,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 search_attributes=child_search_attributes(signal),
+                static_summary=f"batch {n} of {len(slices)}: {len(part.legs)} legs",
             )
-            for child_id, part in zip(ids, slices, strict=True)
+            for n, (child_id, part) in enumerate(zip(batch_ids, slices, strict=True), start=1)
         ]
         results = await asyncio.gather(*handles)
         lines = [line for result in results for line in result.accounts]
         if not bounded:  # the batches did not take the denials
             lines += [reports.denial_line(d) for d in plan.denials]
-        return ids, lines
+        return batch_ids, lines
 
     @workflow.query
     def progress(self) -> SignalProgress:
         """Live status: which legs wait (and until when), work, filled, were denied."""
         runner = self._runner
         return SignalProgress(
-            signal_id=workflow.info().workflow_id.removeprefix("signal-"),
+            signal_id=ids.signal_id_of(workflow.info().workflow_id) or "",
             phase=self._phase,
             started_at=workflow.info().start_time,
             legs=list(runner.progress.values()) if runner else [],
@@ -354,9 +534,14 @@ class LegBatchWorkflow(OperatorControlled):
     def __init__(self) -> None:
         self._runner: LegRunner | None = None
         self._controls = Controls()
+        self._batch_ids: list[str] = []
+        self._signals_received: Counter[str] = Counter()
 
     @workflow.run
     async def run(self, request: LegBatchInput) -> LegBatchResult:
+        return await self._run_cancellable(self._execute(request))
+
+    async def _execute(self, request: LegBatchInput) -> LegBatchResult:
         self._runner = LegRunner(
             request.signal,
             settings=request.settings,

@@ -22,6 +22,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -51,6 +53,7 @@ from orchestrator.models import (
     AccountLimits,
     AccountSnapshot,
     AccountStatus,
+    ActionReceipt,
     BookSnapshot,
     DenialReason,
     Mandate,
@@ -496,6 +499,34 @@ def record_operator_action(
             outcome=outcome,
         )
     )
+
+
+def record_action_receipt(
+    session: Session, receipt: ActionReceipt, identity: str | None, now: datetime
+) -> bool:
+    """Record one workflow's receipt of an operator action; a receipt already recorded (the
+    activity retried) is left as it is. Whether this call wrote it."""
+    values = {
+        "action": receipt.action,
+        "target": receipt.target,
+        "operator": receipt.operator,
+        "reason": receipt.reason,
+        "at": now,
+        "reached": [receipt.workflow_id],
+        "outcome": dict(receipt.outcome),
+        "workflow_id": receipt.workflow_id,
+        "via": receipt.via.value,
+        "identity": identity,
+        "receipt": f"{receipt.workflow_id}/{receipt.run_id}/{receipt.key}",
+    }
+    dialect = session.get_bind().dialect.name
+    insert_for = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    written = session.execute(
+        insert_for(OperatorActionRow)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["receipt"])
+    )
+    return bool(getattr(written, "rowcount", 0))
 
 
 def order_gate(

@@ -212,9 +212,13 @@ class FillRow(Base):
 
 
 class OperatorActionRow(Base):
-    """Every operator action: who, what, why, when, and which workflows it reached."""
+    """Every operator action: who, what, why, when, and which workflows it reached. A row with
+    a ``workflow_id`` is one workflow's receipt of an action (written by that workflow, whatever
+    sent it); a row without one is what the starter itself did (persisted a pause or the kill
+    switch, and which workflows its broadcast reached)."""
 
     __tablename__ = "operator_actions"
+    __table_args__ = (UniqueConstraint("receipt", name="uq_operator_actions_receipt"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     action: Mapped[str] = mapped_column(String(32))
@@ -224,6 +228,14 @@ class OperatorActionRow(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     reached: Mapped[list[str]] = mapped_column(JSON)
     outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
+    workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """The workflow that received the action (and recorded this row)."""
+    via: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """signal, update or cancellation (Temporal's own cancellation request)."""
+    identity: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """The sending client's identity, as Temporal recorded it."""
+    receipt: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    """``{workflow_id}/{run_id}/{key}``: one row per receipt, however often it is written."""
 
 
 class SystemControlRow(Base):

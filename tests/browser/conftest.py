@@ -22,8 +22,10 @@ import subprocess
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Generator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Page, Playwright, async_playwright
@@ -154,12 +156,20 @@ async def raw_client(ui_stack: UiStack) -> Client:
 
 @dataclass(frozen=True)
 class UiWorld:
-    """A running worker on a task queue of its own, and what a test submits with."""
+    """What a test submits with, and a worker to start with the settings it needs (the worker's
+    settings plan every signal)."""
 
     client: Client
     raw_client: Client
     db: Database
     settings: Settings
+    harness_factory: Any
+
+    def worker(self, **updates: Any) -> AbstractAsyncContextManager[None]:
+        """A worker on this world's task queue, its settings changed by ``updates``."""
+        settings = self.settings.model_copy(update=updates)
+        harness: WorkerHarness = self.harness_factory(self.client, self.db, settings)
+        return harness.running()
 
 
 @pytest.fixture
@@ -179,9 +189,13 @@ async def ui_world(
             "order_poll_interval_s": 0.05,
         }
     )
-    harness: WorkerHarness = harness_factory(encrypted_client, db, settings)
-    async with harness.running():
-        yield UiWorld(client=encrypted_client, raw_client=raw_client, db=db, settings=settings)
+    yield UiWorld(
+        client=encrypted_client,
+        raw_client=raw_client,
+        db=db,
+        settings=settings,
+        harness_factory=harness_factory,
+    )
     db.dispose()
 
 

@@ -69,7 +69,9 @@ def fault_book() -> Any:
         account("slices", paper=SLICES),
         account("partial", paper=PARTIAL),
         account("rejects", paper=REJECT),
-        account("spare-1", reserve_only=True),
+        # Twice the equity of "rejects": its own risk per trade never binds, so the reroute's
+        # carried risk (95 % of the rejected order's) finds a home here in one hop.
+        account("spare-1", equity="100000", reserve_only=True),
         account("spare-2", reserve_only=True),
         account("spare-3", reserve_only=True),
     )

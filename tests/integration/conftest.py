@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator import search_attributes
 from orchestrator.codec import load_codec
-from orchestrator.temporal import temporal_binary
+from orchestrator.settings import Settings
+from orchestrator.temporal import data_converter, temporal_binary
 from tests.support import (
     PLANTED_FIX_PASSWORD,
     PLANTED_PG_PASSWORD,
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(Settings()),  # the project's own, unencrypted
         dev_server_existing_path=temporal_binary(),
         search_attributes=search_attributes.ALL,
         ip="127.0.0.1",

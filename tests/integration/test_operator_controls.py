@@ -18,10 +18,17 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator import operators
+from orchestrator.db import repository
 from orchestrator.db.engine import Database
 from orchestrator.db.schema import OperatorActionRow
 from orchestrator.errors import SystemHalted
-from orchestrator.models import DenialReason, ExecutionReport, LegStatus, SignalProgress
+from orchestrator.models import (
+    DenialReason,
+    ExecutionReport,
+    HaltRequest,
+    LegStatus,
+    SignalProgress,
+)
 from orchestrator.service import submit_signal
 from orchestrator.settings import PROJECT_ROOT, Settings
 from orchestrator.temporal import temporal_binary
@@ -58,8 +65,27 @@ async def all_waiting(client: Client, handle: WorkflowHandle[Any, Any], legs: in
 
 
 def actions(db: Database) -> list[OperatorActionRow]:
+    """What the starter itself recorded: the persisted state change and what it reached."""
     with db.transaction() as session:
-        return list(session.scalars(select(OperatorActionRow).order_by(OperatorActionRow.id)))
+        return list(
+            session.scalars(
+                select(OperatorActionRow)
+                .where(OperatorActionRow.workflow_id.is_(None))
+                .order_by(OperatorActionRow.id)
+            )
+        )
+
+
+def receipts(db: Database) -> list[OperatorActionRow]:
+    """What each workflow recorded of the actions it received."""
+    with db.transaction() as session:
+        return list(
+            session.scalars(
+                select(OperatorActionRow)
+                .where(OperatorActionRow.workflow_id.is_not(None))
+                .order_by(OperatorActionRow.workflow_id, OperatorActionRow.id)
+            )
+        )
 
 
 async def test_pause_then_resume_through_the_operator_path(
@@ -96,6 +122,9 @@ async def test_pause_then_resume_through_the_operator_path(
         ("pause", "paused", "jane", "margin call"),
         ("resume", "paused", "jane", "margin restored"),
     ]
+    # The one workflow the pause reached recorded its receipt; the resume reached none.
+    got = [(r.workflow_id, r.action, r.target, r.operator) for r in receipts(postgres_db)]
+    assert got == [("signal-ops-p1", "pause_account", "paused", "jane")]
 
 
 async def test_halt_while_three_signals_run_then_unhalt(
@@ -126,6 +155,44 @@ async def test_halt_while_three_signals_run_then_unhalt(
     # Orders exist only for the signal started after the unhalt.
     assert broker_orders(postgres_db) == {"a": 1, "b": 1}
     assert [a.action for a in actions(postgres_db)] == ["halt", "unhalt"]
+    got = [(r.workflow_id, r.action, r.via) for r in receipts(postgres_db)]
+    assert got == [(f"signal-ops-h{n}", "halt", "update") for n in (1, 2, 3)]
+
+
+async def test_a_halt_sent_to_one_signal_by_hand_is_the_kill_switch(
+    dev_server: WorkflowEnvironment, postgres_db: Database, settings: Settings, harness_factory
+) -> None:
+    """What the Web UI's Send an Update (or ``temporal workflow update``) does with ``halt``:
+    the workflow it reached throws the kill switch, persisted and broadcast, so every running
+    signal stops and no new one starts; each records its receipt once. Unhalt, sent to one
+    workflow by hand, lifts it the same way."""
+    client = dev_server.client
+    load(postgres_db, book(account("a"), account("b")))
+    async with harness_factory(client, postgres_db, settings).running():
+        handles = [
+            await submit_signal(client, postgres_db, settings, signal(f"ops-ui{n}")) for n in (1, 2)
+        ]
+        for handle in handles:
+            await all_waiting(client, handle, 2)
+        answer = await handles[0].execute_update(
+            SignalExecutionWorkflow.halt, HaltRequest(operator="ui-user", reason="by hand")
+        )
+        reports = [await h.result() for h in handles]
+        with pytest.raises(SystemHalted):
+            await submit_signal(client, postgres_db, settings, signal("ops-ui3"))
+        with postgres_db.transaction() as session:
+            assert repository.halt_reason(session) == "by hand"
+
+    assert answer.legs_stopped == 2
+    assert {line.status for r in reports for line in r.accounts} == {LegStatus.HALTED}
+    assert broker_orders(postgres_db) == {}
+    got = sorted((r.workflow_id, r.action, r.operator) for r in receipts(postgres_db))
+    assert got == [
+        ("signal-ops-ui1", "halt", "ui-user"),
+        ("signal-ops-ui2", "halt", "ui-user"),
+    ]
+    first = next(r for r in receipts(postgres_db) if r.workflow_id == "signal-ops-ui1")
+    assert first.outcome["kill_switch_reached"] == 1
 
 
 async def test_pause_with_the_raw_temporal_cli_signal_behaves_the_same(
@@ -157,6 +224,10 @@ async def test_pause_with_the_raw_temporal_cli_signal_behaves_the_same(
     assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
     assert lines["paused"].reason == "account paused by cli-user: by hand"
     assert broker_orders(postgres_db) == {"keeps": 1}
+    # Recorded by the workflow, once, with the CLI's identity as Temporal recorded it.
+    [row] = receipts(postgres_db)
+    assert (row.action, row.operator, row.via) == ("pause_account", "cli-user", "signal")
+    assert row.identity and row.identity != client.identity
 
 
 async def test_starter_pause_command_stops_a_waiting_leg(

@@ -111,6 +111,12 @@ async def halt_all(handle: Handle) -> None:
     )
 
 
+async def cancel_in_temporal(handle: Handle) -> None:
+    """The Web UI's Request Cancellation: Temporal's own cancellation request."""
+    await legs_waiting(handle, 2)
+    await handle.cancel()
+
+
 def completed_partial(lines: dict[str, Any]) -> None:
     completion = lines["partial"].completion
     assert completion is not None and completion.stopped == "COMPLETED", completion
@@ -196,6 +202,13 @@ SCENARIOS = [
         {"one": LegStatus.HALTED, "two": LegStatus.HALTED},
         settings=dict(WAITING),
         action=halt_all,
+    ),
+    Scenario(
+        "cancelled_in_temporal",  # Request Cancellation, handled like cancel_signal
+        [account("one"), account("two")],
+        {"one": LegStatus.CANCELLED, "two": LegStatus.CANCELLED},
+        settings=dict(WAITING),
+        action=cancel_in_temporal,
     ),
     Scenario(
         "denied",

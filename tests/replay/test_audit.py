@@ -72,13 +72,16 @@ async def test_the_trail_of_a_reroute_tells_the_story_in_order() -> None:
 
 async def test_operator_actions_are_in_the_trail_with_who_and_why() -> None:
     paused = await audit_of(HISTORIES / "paused_during_delay")
-    [action] = [e for e in paused.trail if e.kind == "operator"]
-    assert action.account_id == "paused"
+    action, recorded = [e for e in paused.trail if e.kind == "operator"]
+    assert action.account_id == recorded.account_id == "paused"
     assert "operator refresh: pause_account paused" in action.text
     assert "reason: replay fixture" in action.text
+    assert "recorded in operator_actions: pause_account by refresh (signal" in recorded.text
     halted = await audit_of(HISTORIES / "halted")
-    [halt] = [e for e in halted.trail if e.kind == "operator"]
+    halt, kill_switch, recorded = [e for e in halted.trail if e.kind == "operator"]
     assert "operator refresh: halt (update); reason: replay fixture" in halt.text
+    assert "kill switch thrown by refresh: persisted" in kill_switch.text
+    assert "recorded in operator_actions: halt by refresh (update" in recorded.text
 
 
 async def test_every_denial_reason_is_in_the_trail() -> None:

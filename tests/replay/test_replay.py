@@ -46,6 +46,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "batched",
         "orders_in_flight",
         "orders_in_flight_batched",
+        "cancelled_in_temporal",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {

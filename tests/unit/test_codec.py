@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from temporalio.api.common.v1 import Payload
 
+from orchestrator import reports
 from orchestrator.codec import (
+    BULK,
     COMPRESSED,
     ENCODING,
     KEY_ID,
@@ -20,8 +22,17 @@ from orchestrator.codec import (
     new_key_line,
     parse_key_ring,
 )
+from orchestrator.models import LegStatus, PlanSettings
+from orchestrator.planning import plan_signal
 from orchestrator.settings import Settings
 from orchestrator.temporal import data_converter
+from tests.unit.builders import (
+    NOW,
+    make_account,
+    make_correlation,
+    make_signal,
+    make_snapshot,
+)
 
 
 def ring(*key_ids: str) -> dict[str, bytes]:
@@ -30,6 +41,10 @@ def ring(*key_ids: str) -> dict[str, bytes]:
 
 def plain(text: str) -> Payload:
     return Payload(metadata={"encoding": b"json/plain"}, data=text.encode())
+
+
+def bulk(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain", BULK: b"1"}, data=text.encode())
 
 
 async def test_round_trip_hides_the_payload_and_restores_it() -> None:
@@ -113,7 +128,7 @@ def test_settings_select_the_codec(tmp_path: Path) -> None:
 
 
 async def test_large_payloads_are_compressed_then_encrypted_and_come_back_whole() -> None:
-    large = plain('{"account_id": "acct-00001", "equity": "50000"}' * 2_000)
+    large = bulk('{"account_id": "acct-00001", "equity": "50000"}' * 2_000)
     small = plain("a leg's order")
     chain = CodecChain(CompressionCodec(), EncryptionCodec(ring("k1")))
     encoded = await chain.encode([large, small])
@@ -128,6 +143,32 @@ async def test_large_payloads_are_compressed_then_encrypted_and_come_back_whole(
         large,
         plain("recorded before"),
     ]
-    broken = Payload(metadata={"encoding": COMPRESSED}, data=b"not zlib")
-    with pytest.raises(CodecError, match="does not decompress"):
-        await CompressionCodec().decode([broken])
+
+
+async def test_what_people_read_stays_plain_json_and_machine_pages_are_compressed() -> None:
+    """A 200-account report reads as JSON in the Web UI without a codec; a snapshot page of a
+    large signal, of the same size, is compressed; anything near Temporal's limit is too."""
+    converter = data_converter(Settings())
+    accounts = [make_account(f"account-{n:03d}") for n in range(200)]
+    plan = plan_signal(
+        make_signal(),
+        make_snapshot(accounts),
+        make_correlation({a.account_id: None for a in accounts}),
+        PlanSettings(),
+        NOW,
+    )
+    report = reports.build(
+        make_signal(),
+        plan_version=1,
+        status="COMPLETED",
+        started_at=NOW,
+        finished_at=NOW,
+        lines=[reports.stopped_line(leg, LegStatus.CANCELLED, "test") for leg in plan.legs],
+    )
+    page = make_snapshot(accounts)
+    [report_payload, page_payload] = await converter.encode([report, page])
+    assert report_payload.ByteSize() > 100 * 1024
+    assert report_payload.metadata["encoding"] == b"json/plain"
+    assert page_payload.metadata["encoding"] == COMPRESSED
+    [huge] = await converter.encode(["x" * (1024 * 1024)])
+    assert huge.metadata["encoding"] == COMPRESSED

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator import search_attributes
 from orchestrator.db.engine import Database
 from orchestrator.settings import Settings
-from orchestrator.temporal import temporal_binary
+from orchestrator.temporal import data_converter, temporal_binary
 from orchestrator.webhook import create_app
 from tests.http_support import HMAC_KEY, SHARED_SECRET, serve_in_thread
 from tests.support import account, book, load, uncorrelated_returns
@@ -24,7 +23,7 @@ from tests.support import account, book, load, uncorrelated_returns
 @pytest.fixture(scope="module")
 async def webhook_temporal() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(Settings()),  # the project's own, unencrypted
         dev_server_existing_path=temporal_binary(),
         search_attributes=search_attributes.ALL,
         ip="127.0.0.1",

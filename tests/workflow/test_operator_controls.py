@@ -150,7 +150,8 @@ async def test_halt_stops_every_waiting_leg_and_answers_with_counts(
         with time_skipping_env.auto_time_skipping_disabled():
             await wait_for(handle, {LegStatus.WAITING}, 3)
             answer = await handle.execute_update(
-                SignalExecutionWorkflow.halt, HaltRequest(operator="risk", reason="outage")
+                SignalExecutionWorkflow.halt,
+                HaltRequest(operator="risk", reason="outage", from_kill_switch=True),
             )
         report: ExecutionReport = await handle.result()
 
@@ -260,7 +261,9 @@ async def test_halt_with_cancel_working_cancels_the_order_at_the_broker(
             await poll_until(lambda: len(paper_orders(sqlite_db)) == 1, timeout_s=30)
             answer = await handle.execute_update(
                 SignalExecutionWorkflow.halt,
-                HaltRequest(operator="risk", reason="outage", cancel_working=True),
+                HaltRequest(
+                    operator="risk", reason="outage", cancel_working=True, from_kill_switch=True
+                ),
             )
         report: ExecutionReport = await handle.result()
 

@@ -161,7 +161,9 @@ async def test_operators_reach_legs_waiting_for_an_order_slot(
             await poll_until(skipped, timeout_s=10)
             answer = await handle.execute_update(
                 SignalExecutionWorkflow.halt,
-                HaltRequest(operator="risk", reason="outage", cancel_working=True),
+                HaltRequest(
+                    operator="risk", reason="outage", cancel_working=True, from_kill_switch=True
+                ),
             )
         report: ExecutionReport = await handle.result()
 

@@ -1,0 +1,146 @@
+"""Activities of operator control, run on the worker's event loop: they need the Temporal client
+(the history of the workflow that asks, visibility to reach the others) as well as the database,
+which they reach on a thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+from orchestrator import operators
+from orchestrator.db import repository
+from orchestrator.db.engine import Database
+from orchestrator.models import (
+    ActionReceipt,
+    ActionRecorded,
+    ActionVia,
+    ActivityName,
+    CancellationRequest,
+    HaltRequest,
+    KillSwitch,
+    KillSwitchResult,
+    UnhaltRequest,
+)
+
+
+class ControlActivities:
+    def __init__(self, db: Database, client: Client) -> None:
+        self._db = db
+        self._client = client
+
+    @activity.defn(name=ActivityName.RECORD_OPERATOR_ACTION)
+    async def record_operator_action(self, receipt: ActionReceipt) -> ActionRecorded:
+        """Write a workflow's receipt of an operator action to ``operator_actions``, with the
+        sending client's identity read from the workflow's history; once per receipt."""
+        identity = await self._identity(receipt)
+        await asyncio.to_thread(self._write, receipt, identity)
+        return ActionRecorded(identity=identity)
+
+    def _write(self, receipt: ActionReceipt, identity: str | None) -> None:
+        with self._db.transaction() as session:
+            repository.record_action_receipt(session, receipt, identity, datetime.now(UTC))
+
+    async def _identity(self, receipt: ActionReceipt) -> str | None:
+        """The identity of the client that sent this receipt's signal, update or cancellation,
+        as Temporal recorded it in the history."""
+        handle = self._client.get_workflow_handle(receipt.workflow_id, run_id=receipt.run_id)
+        wanted = _matcher(receipt)
+        found: str | None = None
+        async for event in handle.fetch_history_events():
+            identity = wanted(event)
+            if identity is not None:
+                found = identity
+                if receipt.via is not ActionVia.CANCELLATION:
+                    break  # a cancellation: the last request counts
+        return found or None
+
+    @activity.defn(name=ActivityName.APPLY_KILL_SWITCH)
+    async def apply_kill_switch(self, request: KillSwitch) -> KillSwitchResult:
+        """A halt (or unhalt) one workflow received by hand is the kill switch: persisted, then
+        sent to every other running signal workflow."""
+        await asyncio.to_thread(self._persist, request)
+        message: HaltRequest | UnhaltRequest = (
+            HaltRequest(
+                operator=request.operator,
+                reason=request.reason,
+                cancel_working=request.cancel_working,
+                from_kill_switch=True,
+            )
+            if request.halted
+            else UnhaltRequest(
+                operator=request.operator, reason=request.reason, from_kill_switch=True
+            )
+        )
+        out = await operators.broadcast_kill_switch(
+            self._client,
+            message,
+            exclude=request.origin_workflow_id,
+            update_id=f"kill-switch:{request.origin_workflow_id}:{request.origin_key}",
+        )
+        return KillSwitchResult(reached=out.reached)
+
+    def _persist(self, request: KillSwitch) -> None:
+        with self._db.transaction() as session:
+            repository.set_halt(
+                session,
+                halted=request.halted,
+                operator=request.operator,
+                reason=request.reason,
+                now=datetime.now(UTC),
+            )
+
+    @activity.defn(name=ActivityName.CANCELLATION_REQUEST)
+    async def cancellation_request(self, workflow_id: str) -> CancellationRequest:
+        """Who asked Temporal to cancel the calling workflow, and why."""
+        info = activity.info()
+        handle = self._client.get_workflow_handle(workflow_id, run_id=info.workflow_run_id)
+        identity, reason = None, ""
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+                attrs = event.workflow_execution_cancel_requested_event_attributes
+                identity, reason = attrs.identity or None, attrs.cause
+        return CancellationRequest(identity=identity, reason=reason)
+
+    def all(self) -> list[Callable[..., object]]:
+        return [self.record_operator_action, self.apply_kill_switch, self.cancellation_request]
+
+
+def _matcher(receipt: ActionReceipt) -> Callable[[HistoryEvent], str | None]:
+    """Picks the event of a receipt out of the history: its identity, or ``None``."""
+    if receipt.via is ActionVia.UPDATE:
+        update_id = receipt.key.removeprefix("update:")
+
+        def update(event: HistoryEvent) -> str | None:
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+                return None
+            meta = event.workflow_execution_update_accepted_event_attributes.accepted_request.meta
+            return meta.identity if meta.update_id == update_id else None
+
+        return update
+    if receipt.via is ActionVia.CANCELLATION:
+
+        def cancellation(event: HistoryEvent) -> str | None:
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+                return None
+            return event.workflow_execution_cancel_requested_event_attributes.identity
+
+        return cancellation
+    _, name, count = receipt.key.split(":", 2)
+    seen = [0]
+
+    def signal(event: HistoryEvent) -> str | None:
+        if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            return None
+        attrs = event.workflow_execution_signaled_event_attributes
+        if attrs.signal_name != name:
+            return None
+        seen[0] += 1
+        return attrs.identity if seen[0] == int(count) else None
+
+    return signal

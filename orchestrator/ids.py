@@ -1,0 +1,56 @@
+"""Every id the system builds, and the reading of them back: workflow ids of signals and their
+children, client order ids. Built and parsed here only.
+
+Workflow ids are not encrypted (the payload codec covers payloads only), so they name a signal
+and a leg (``leg-3``), never an account.
+"""
+
+from __future__ import annotations
+
+SIGNAL_PREFIX = "signal-"
+SEPARATOR = "/"
+
+
+def signal_workflow_id(signal_id: str) -> str:
+    """``signal-{id}``: the one workflow of a signal."""
+    return f"{SIGNAL_PREFIX}{signal_id}"
+
+
+def signal_id_of(workflow_id: str) -> str | None:
+    """The signal a workflow id belongs to (its own or a descendant's); ``None`` for another
+    kind of workflow."""
+    head = workflow_id.split(SEPARATOR, 1)[0]
+    if not head.startswith(SIGNAL_PREFIX):
+        return None
+    return head.removeprefix(SIGNAL_PREFIX)
+
+
+def root_workflow_id(workflow_id: str) -> str:
+    """The signal workflow a child's id descends from (itself for a signal workflow)."""
+    return workflow_id.split(SEPARATOR, 1)[0]
+
+
+def is_signal_workflow_id(workflow_id: str) -> bool:
+    return SEPARATOR not in workflow_id and workflow_id.startswith(SIGNAL_PREFIX)
+
+
+def batch_workflow_id(signal_workflow: str, number: int) -> str:
+    """``signal-{id}/batch-{n}``, n from 1."""
+    return f"{signal_workflow}{SEPARATOR}batch-{number}"
+
+
+def leg_ref(sequence: int) -> str:
+    """How a leg is named in its children's ids: ``leg-{n}``, its place in execution order."""
+    return f"leg-{sequence}"
+
+
+def child_workflow_id(signal_id: str, ref: str, kind: str) -> str:
+    """``signal-{id}/{ref}/{kind}``: a leg's completion or reroute child (``ref`` names the leg,
+    ``leg-3``, or a reroute's target under it, ``leg-3/reroute-1``)."""
+    return f"{signal_workflow_id(signal_id)}{SEPARATOR}{ref}{SEPARATOR}{kind}"
+
+
+def client_order_id(signal_id: str, account_id: str, business_sequence: int) -> str:
+    """``{signal_id}:{account_id}:{n}``: the same leg and sequence always give the same id, and it
+    never holds a retry attempt, so a retried activity can only find the order it placed."""
+    return f"{signal_id}:{account_id}:{business_sequence}"
