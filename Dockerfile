@@ -47,7 +47,7 @@ WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 
 # Source stays root-owned and read-only for the app user. Migrations ship inside
-# orchestrator/db/migrations.
+# orchestrator/adapters/db/migrations.
 COPY orchestrator/ ./orchestrator/
 COPY workflows/ ./workflows/
 COPY activities/ ./activities/

@@ -46,19 +46,16 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from orchestrator import (
-    codec,
-    display,
-    files,
-    operators,
-    planning,
-)
-from orchestrator import search_attributes as sa
-from orchestrator.book import read_book
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.errors import OrchestratorError, ValidationFailed
-from orchestrator.models import (
+from orchestrator.adapters import codec, files
+from orchestrator.adapters.book_file import read_book
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import connect, data_converter, stop_dev_server
+from orchestrator.config import PROJECT_ROOT, Settings, get_settings
+from orchestrator.domain import planning
+from orchestrator.domain import search_attributes as sa
+from orchestrator.domain.errors import OrchestratorError, ValidationFailed
+from orchestrator.domain.models import (
     ID_PATTERN,
     SYMBOL_PATTERN,
     ArchiveRequest,
@@ -67,11 +64,11 @@ from orchestrator.models import (
     SignalProgress,
     SnapshotRequest,
 )
-from orchestrator.process import BROKEN_PIPE, run_and_exit
-from orchestrator.reports import full_report
-from orchestrator.service import parse_signal, submit_signal
-from orchestrator.settings import PROJECT_ROOT, Settings, get_settings
-from orchestrator.temporal import connect, data_converter, stop_dev_server
+from orchestrator.domain.reports import full_report
+from orchestrator.interfaces import display
+from orchestrator.interfaces.process import BROKEN_PIPE, run_and_exit
+from orchestrator.services import operators
+from orchestrator.services.submit import parse_signal, submit_signal
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
 out = display.console()
@@ -478,7 +475,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if not args.signal_ids and args.since is None:
         print("error: name signal ids, or --since DATE", file=sys.stderr)
         return 2
-    from orchestrator import archive, history
+    from orchestrator.services import archive, history
 
     client = await connect(settings)
     directory = Path(args.output)
@@ -502,7 +499,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Replay exported histories against the current workflow code; no server needed."""
-    from orchestrator import history
+    from orchestrator.services import history
 
     outcomes = await history.replay_files(
         (Path(p) for p in args.files), converter=data_converter(settings)
@@ -526,7 +523,7 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     """A signal's decision trail from its histories (the server's, or exported files), replayed
     and re-derived; exit code 1 when replay fails, plan values drifted, or fills disagree."""
-    from orchestrator import audit, history
+    from orchestrator.services import audit, history
 
     if args.source:
         wanted = workflow_id_for(args.signal_id)
@@ -550,7 +547,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     """Create or update the archive schedule, or archive closed signals now."""
-    from orchestrator import archive
+    from orchestrator.services import archive
 
     client = await connect(settings)
     if args.action == "schedule":
@@ -587,7 +584,7 @@ async def cmd_codec(args: argparse.Namespace, settings: Settings) -> int:
     """``new-key``: append a new key to a key file (mode 0600); it becomes the active key.
     ``serve``: the codec server for the Temporal Web UI."""
     if args.action == "serve":
-        from orchestrator import codec_server
+        from orchestrator.interfaces.http import codec_server
 
         converter = data_converter(settings)
         if converter.payload_codec is None:  # pragma: no cover - the project's always has one
@@ -624,7 +621,7 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator import codec_server
+    from orchestrator.interfaces.http import codec_server
 
     if args.action == "stop":
         out.print("dev server stopped" if stop_dev_server() else "no dev server started by us")
@@ -638,7 +635,7 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The whole path on the embedded defaults: dev server, worker, demo book, two signals."""
-    from orchestrator import codec_server
+    from orchestrator.interfaces.http import codec_server
     from worker import build_activities, build_worker
 
     demo_db = PROJECT_ROOT / ".run" / "demo.db"
@@ -969,5 +966,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Leave without interpreter teardown, which the Temporal client's threads can abort
-    # (orchestrator/process.py); main() has finished and cleaned up by then.
+    # (orchestrator/interfaces/process.py); main() has finished and cleaned up by then.
     run_and_exit(main)

@@ -12,9 +12,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orchestrator.process import run_and_exit
-from orchestrator.settings import get_settings
-from orchestrator.webhook import create_app, serve
+from orchestrator.config import get_settings
+from orchestrator.interfaces.http.webhook import create_app, serve
+from orchestrator.interfaces.process import run_and_exit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,5 +36,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # uvicorn has shut down by then; leave without interpreter teardown, which the Temporal
-    # client's threads can abort (orchestrator/process.py).
+    # client's threads can abort (orchestrator/interfaces/process.py).
     run_and_exit(main)

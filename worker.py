@@ -23,17 +23,19 @@ from temporalio.worker import Worker
 from activities.archive import ArchiveActivities
 from activities.control import ControlActivities
 from activities.execution import ExecutionActivities
-from orchestrator import archive, codec_server, logs, metrics
-from orchestrator.brokers.base import Broker
-from orchestrator.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_config
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import OrderRow
-from orchestrator.errors import ValidationFailed
-from orchestrator.models import Side
-from orchestrator.process import run_and_exit
-from orchestrator.settings import Settings, get_settings
-from orchestrator.temporal import connect, ensure_search_attributes
+from orchestrator.adapters.brokers.base import Broker
+from orchestrator.adapters.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_config
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import OrderRow
+from orchestrator.adapters.observability import logs, metrics
+from orchestrator.adapters.temporal import connect, ensure_search_attributes
+from orchestrator.config import Settings, get_settings
+from orchestrator.domain.errors import ValidationFailed
+from orchestrator.domain.models import Side
+from orchestrator.interfaces.http import codec_server
+from orchestrator.interfaces.process import run_and_exit
+from orchestrator.services import archive
 from workflows.registry import WORKFLOWS
 
 __all__ = ["WORKFLOWS", "build_activities", "build_worker", "worker_database"]
@@ -207,5 +209,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     # The worker has stopped cleanly (in-flight tasks finished, FIX session stopped, database
     # disposed); leave without interpreter teardown, which the Temporal client's threads can
-    # abort (orchestrator/process.py).
+    # abort (orchestrator/interfaces/process.py).
     run_and_exit(main)

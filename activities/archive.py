@@ -9,8 +9,8 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.client import Client
 
-from orchestrator import archive
-from orchestrator.models import ActivityName, ArchiveRequest, ArchiveResult
+from orchestrator.domain.models import ActivityName, ArchiveRequest, ArchiveResult
+from orchestrator.services import archive
 
 
 class ArchiveActivities:

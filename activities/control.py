@@ -13,10 +13,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from orchestrator import operators
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.models import (
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.domain.models import (
     ActionReceipt,
     ActionRecorded,
     ActionVia,
@@ -27,6 +26,7 @@ from orchestrator.models import (
     KillSwitchResult,
     UnhaltRequest,
 )
+from orchestrator.services import operators
 
 
 class ControlActivities:

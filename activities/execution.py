@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
-from orchestrator import paging
-from orchestrator.brokers.base import Broker, BrokerOrder, OrderTicket
-from orchestrator.correlation import correlate
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.errors import BrokerUnavailable, InvalidOrderTransition
-from orchestrator.models import (
+from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.domain import paging
+from orchestrator.domain.correlation import correlate
+from orchestrator.domain.errors import BrokerUnavailable, InvalidOrderTransition
+from orchestrator.domain.models import (
     ActivityName,
     BookSnapshot,
     CancelOrderRequest,
@@ -39,7 +39,7 @@ from orchestrator.models import (
     SettleLegRequest,
     SnapshotRequest,
 )
-from orchestrator.orders import TERMINAL, OrderStatus
+from orchestrator.domain.orders import TERMINAL, OrderStatus
 
 SNAPSHOT = "snapshot"
 CORRELATION = "correlation"

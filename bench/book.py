@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from orchestrator.book import AccountRecord, AccountState, Book
-from orchestrator.models import AccountLimits, SymbolSpec
+from orchestrator.adapters.book_file import AccountRecord, AccountState, Book
+from orchestrator.domain.models import AccountLimits, SymbolSpec
 
 BROKER = "bench"
 SYMBOL = "EURUSD"

@@ -28,9 +28,9 @@ import numpy as np
 import psycopg
 
 from bench.book import bench_book
-from orchestrator.correlation import correlate
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.domain.correlation import correlate
 
 CLUSTERS = 50
 THRESHOLD = Decimal("0.7")

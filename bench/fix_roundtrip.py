@@ -35,11 +35,11 @@ from pathlib import Path
 
 import quickfix as fix
 
-from orchestrator.brokers.base import OrderTicket
-from orchestrator.brokers.fix import DICTIONARY_DIR, FixBroker, FixSessionConfig
-from orchestrator.models import OrderType, Side
-from orchestrator.orders import OrderStatus
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.adapters.brokers.base import OrderTicket
+from orchestrator.adapters.brokers.fix import DICTIONARY_DIR, FixBroker, FixSessionConfig
+from orchestrator.config import PROJECT_ROOT
+from orchestrator.domain.models import OrderType, Side
+from orchestrator.domain.orders import OrderStatus
 
 PORT = 5001
 INSIDE = "TEO_BENCH_IN_NETNS"

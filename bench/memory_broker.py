@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-from orchestrator.brokers.base import (
+from orchestrator.adapters.brokers.base import (
     BrokerOrder,
     EventHub,
     Execution,
@@ -21,7 +21,7 @@ from orchestrator.brokers.base import (
     OrderEvents,
     OrderTicket,
 )
-from orchestrator.orders import OrderStatus
+from orchestrator.domain.orders import OrderStatus
 
 
 class MemoryBroker:

@@ -20,7 +20,7 @@ data converter) and, side by side, two workers:
   default, ``bench.memory_broker``) or ``--broker paper`` (the project's ``PaperBroker``, whose
   book lives in the database: the simulator's own three transactions per order). The ledger
   (reservation, order, fills, settlement) is always the real one. Signals go in through
-  ``orchestrator.service.submit_signal``.
+  ``orchestrator.services.submit.submit_signal``.
 
 Per N (``--legs``, a comma list, run in ascending order). One signal of N accounts against the
 floor with N legs, side by side in the same run; for N <= 1000 also ``floor-2act`` (per leg two
@@ -116,13 +116,14 @@ from temporalio.worker import Replayer, Worker
 from bench.book import BROKER, SPEC, SYMBOL, bench_account, bench_book
 from bench.floor import FloorTwoActivitiesWorkflow, FloorWorkflow, noop
 from bench.memory_broker import MemoryBroker
-from orchestrator import search_attributes
-from orchestrator.book import Book
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import OrderRow
-from orchestrator.history import fetch_with_children
-from orchestrator.models import (
+from orchestrator.adapters.book_file import Book
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import OrderRow
+from orchestrator.adapters.temporal import data_converter, temporal_binary
+from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain import search_attributes
+from orchestrator.domain.models import (
     AccountCorrelation,
     AccountSnapshot,
     AccountStatus,
@@ -133,11 +134,10 @@ from orchestrator.models import (
     Signal,
     spec_key,
 )
-from orchestrator.orders import OrderStatus
-from orchestrator.planning import plan_signal
-from orchestrator.service import submit_signal
-from orchestrator.settings import PROJECT_ROOT, Settings
-from orchestrator.temporal import data_converter, temporal_binary
+from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.planning import plan_signal
+from orchestrator.services.history import fetch_with_children
+from orchestrator.services.submit import submit_signal
 from worker import build_activities, build_worker, worker_database
 from workflows.registry import WORKFLOWS
 
@@ -249,7 +249,9 @@ def bench_database(choice: str, tag: str, tmp: Path) -> Iterator[BenchDb]:
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
     elif choice == "sqlite":
-        yield BenchDb(f"sqlite:///{tmp / 'orchestrator.db'}", "SQLite (fresh temp file)", True)
+        yield BenchDb(
+            f"sqlite:///{tmp / 'orchestrator.adapters.db'}", "SQLite (fresh temp file)", True
+        )
     else:
         yield BenchDb(choice, f"given: {_redact(choice)}", fresh=False)
 

@@ -13,10 +13,10 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.brokers.base import Broker
-from orchestrator.db.engine import Database
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter, ensure_search_attributes, temporal_binary
+from orchestrator.adapters.brokers.base import Broker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import data_converter, ensure_search_attributes, temporal_binary
+from orchestrator.config import Settings
 from tests.support import PLANTED_PG_PASSWORD, WorkerHarness, with_password
 
 PG_ADMIN_URL = os.environ.get("TEO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -24,7 +24,7 @@ PG_ADMIN_URL = os.environ.get("TEO_TEST_PG_ADMIN", "postgresql://postgres@127.0.
 
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'orchestrator.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}")
     db.migrate()
     yield db
     db.dispose()
@@ -81,7 +81,7 @@ def test_settings(tmp_path: Path) -> Settings:
     reaches a working order quickly."""
     return Settings(
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
-        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
+        database_url=f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}",
         order_poll_interval_s=0.05,
         order_heartbeat_s=2,
     )

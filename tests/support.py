@@ -18,14 +18,20 @@ from sqlalchemy import func, select
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
-from orchestrator.book import AccountRecord, AccountState, Book, DailyReturn, PaperBehaviour
-from orchestrator.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
-from orchestrator.errors import BrokerUnavailable
-from orchestrator.models import AccountLimits, Mandate, Signal, SymbolSpec
-from orchestrator.settings import Settings
+from orchestrator.adapters.book_file import (
+    AccountRecord,
+    AccountState,
+    Book,
+    DailyReturn,
+    PaperBehaviour,
+)
+from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
+from orchestrator.config import Settings
+from orchestrator.domain.errors import BrokerUnavailable
+from orchestrator.domain.models import AccountLimits, Mandate, Signal, SymbolSpec
 from worker import build_activities, build_worker
 
 EURUSD_ALPHA = SymbolSpec(

@@ -16,8 +16,8 @@ from decimal import Decimal
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator import planning
-    from orchestrator.models import (
+    from orchestrator.domain import planning
+    from orchestrator.domain.models import (
         AccountReport,
         ActivityName,
         BookSnapshot,

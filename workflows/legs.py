@@ -22,8 +22,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator import search_attributes as sa
-    from orchestrator.models import (
+    from orchestrator.domain import search_attributes as sa
+    from orchestrator.domain.models import (
         AccountReport,
         ActivityName,
         CancelOrderRequest,

@@ -1,5 +1,5 @@
 """Every workflow type the worker runs, in one list: the worker registers them and the replayer
-(``orchestrator.history``) replays against them."""
+(``orchestrator.services.history``) replays against them."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator import ids, paging, planning, reports
-    from orchestrator import search_attributes as sa
-    from orchestrator.models import (
+    from orchestrator.domain import ids, paging, planning, reports
+    from orchestrator.domain import search_attributes as sa
+    from orchestrator.domain.models import (
         AccountReport,
         ActionReceipt,
         ActionRecorded,
@@ -103,7 +103,7 @@ def workflow_id_for(signal_id: str) -> str:
 
 class Refused(ApplicationError):
     """An operator request refused by a validator: one sentence, no stack trace (see
-    ``orchestrator.temporal.RefusalFailureConverter``)."""
+    ``orchestrator.adapters.temporal.RefusalFailureConverter``)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, type=ErrorType.REFUSED, non_retryable=True)

@@ -31,15 +31,15 @@ import pytest
 from playwright.async_api import Page, Playwright, async_playwright
 from temporalio.client import Client
 
-from orchestrator.codec_server import DevCodec, ensure_dev_codec, stop_dev_codec
-from orchestrator.db.engine import Database
-from orchestrator.settings import PROJECT_ROOT, Settings
-from orchestrator.temporal import (
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import (
     connect,
     dev_server_command,
     ensure_search_attributes,
     port_open,
 )
+from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.interfaces.http.codec_server import DevCodec, ensure_dev_codec, stop_dev_codec
 from tests.support import TEST_CODEC_KEYS, WorkerHarness
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -180,7 +180,7 @@ async def ui_world(
     harness_factory,
     tmp_path: Path,
 ) -> AsyncIterator[UiWorld]:
-    db = Database(f"sqlite:///{tmp_path / 'orchestrator.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}")
     db.migrate()
     settings = ui_stack.settings.model_copy(
         update={

@@ -20,12 +20,12 @@ from temporalio.api.history.v1 import History, HistoryEvent
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client
 
-from orchestrator.codec import ENCODING
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import OperatorActionRow
-from orchestrator.models import HaltRequest, LegStatus, PauseAccount
-from orchestrator.service import submit_signal
+from orchestrator.adapters.codec import ENCODING
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import OperatorActionRow
+from orchestrator.domain.models import HaltRequest, LegStatus, PauseAccount
+from orchestrator.services.submit import submit_signal
 from tests.browser.conftest import UiWorld
 from tests.browser.ui import (
     open_workflow,

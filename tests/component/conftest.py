@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import starter
-from orchestrator.db.engine import Database
-from orchestrator.settings import get_settings
+from orchestrator.adapters.db.engine import Database
+from orchestrator.config import get_settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

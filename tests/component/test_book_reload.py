@@ -13,11 +13,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import AccountRow, AccountStateRow, OperatorActionRow
-from orchestrator.errors import OpenReservations, ValidationFailed
-from orchestrator.models import AccountLimits, AccountStatus, Mandate
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountRow, AccountStateRow, OperatorActionRow
+from orchestrator.domain.errors import OpenReservations, ValidationFailed
+from orchestrator.domain.models import AccountLimits, AccountStatus, Mandate
 from tests.component.conftest import CliRunner
 from tests.component.test_book import account_data, book_data
 from tests.component.test_repository import NOW, fill_leg, reserve, reserve_request, settle
@@ -241,7 +241,7 @@ def said(capsys: Any) -> str:
 
 
 def cli_db(tmp_path: Path) -> tuple[str, Database]:
-    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
     db = Database(url)
     db.migrate()
     return url, db

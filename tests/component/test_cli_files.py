@@ -15,10 +15,15 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from orchestrator.codec import new_key_line
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import AccountRow, AccountStateRow, DailyReturnRow, SymbolSpecRow
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.adapters.codec import new_key_line
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import (
+    AccountRow,
+    AccountStateRow,
+    DailyReturnRow,
+    SymbolSpecRow,
+)
+from orchestrator.config import PROJECT_ROOT
 from tests.component.conftest import CliRunner
 from tests.component.test_book import account_data, book_data
 
@@ -58,7 +63,7 @@ def test_a_signal_file_that_is_not_utf8_exits_2_naming_it(
 ) -> None:
     signal = {"signal_id": "s-1", "symbol": "EURUSD", "side": "BUY", "entry": "1.085"}
     path = not_utf8(tmp_path / "signal.json", json.dumps({**signal, "note": "NOTE"}))
-    database = tmp_path / "orchestrator.db"
+    database = tmp_path / "orchestrator.adapters.db"
 
     assert cli(f"sqlite:///{database}", command, str(path)) == 2
 
@@ -69,7 +74,7 @@ def test_a_signal_file_that_is_not_utf8_exits_2_naming_it(
 def test_a_book_that_is_not_utf8_exits_2_naming_it_and_writes_nothing(
     tmp_path: Path, cli: CliRunner, capsys: Any
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
     account = account_data("acct-one")
     account["name"] = "NOTE"
     path = not_utf8(tmp_path / "book.yaml", yaml.safe_dump(book_data(account)))
@@ -83,7 +88,7 @@ def test_a_book_that_is_not_utf8_exits_2_naming_it_and_writes_nothing(
 def test_a_returns_csv_that_is_not_utf8_exits_2_naming_it_and_writes_nothing(
     tmp_path: Path, cli: CliRunner, capsys: Any
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
     returns = not_utf8(
         tmp_path / "returns.csv", "account_id,day,return\nacct-one,2026-01-05,0.001 NOTE\n"
     )

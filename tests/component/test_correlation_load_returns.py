@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orchestrator.book import DailyReturn
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import DailyReturnRow
+from orchestrator.adapters.book_file import DailyReturn
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import DailyReturnRow
 from tests.support import account, book, load
 
 

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import AccountRow, SignalRow
-from orchestrator.errors import ValidationFailed
-from orchestrator.models import Signal
-from orchestrator.service import parse_signal
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountRow, SignalRow
+from orchestrator.domain.errors import ValidationFailed
+from orchestrator.domain.models import Signal
+from orchestrator.services.submit import parse_signal
 from tests.component.conftest import CliRunner
 from tests.support import account, book
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import text
 
-from orchestrator.db.engine import Database
+from orchestrator.adapters.db.engine import Database
 
 
 def test_upgrade_from_the_first_revision_keeps_existing_accounts_on_sqlite(tmp_path: Path):

@@ -11,10 +11,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.execution import ExecutionActivities
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.models import (
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.config import Settings
+from orchestrator.domain.models import (
     AccountStatus,
     CancelOrderRequest,
     DenialReason,
@@ -24,7 +25,6 @@ from orchestrator.models import (
     ReserveRiskRequest,
     Side,
 )
-from orchestrator.settings import Settings
 from tests.support import account, book, broker_orders, load
 
 NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)

@@ -9,11 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.models import OrderType, PlaceOrderRequest, Side
-from orchestrator.orders import OrderStatus
-from orchestrator.planning import client_order_id as client_order_id_of
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.domain.models import OrderType, PlaceOrderRequest, Side
+from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.planning import client_order_id as client_order_id_of
 from tests.component.conftest import CliRunner
 from tests.support import account, book, load
 
@@ -167,7 +167,7 @@ def test_list_orders_gives_each_order_with_its_fills_oldest_first(db: Database) 
 
 
 def sqlite_seeded(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
     db = Database(url)
     db.migrate()
     try:

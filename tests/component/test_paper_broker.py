@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from orchestrator.brokers.base import BrokerOrder, OrderTicket
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import PaperExecutionRow, PaperOrderRow
-from orchestrator.models import OrderType, Side
-from orchestrator.orders import OrderStatus
+from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import PaperExecutionRow, PaperOrderRow
+from orchestrator.domain.models import OrderType, Side
+from orchestrator.domain.orders import OrderStatus
 from tests.component.conftest import FakeClock
 from tests.support import account, book, load
 

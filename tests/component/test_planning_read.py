@@ -7,11 +7,11 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.execution import ExecutionActivities
-from orchestrator import paging, planning
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db.engine import Database
-from orchestrator.models import BookSnapshot, PlanSettings, SnapshotRequest
-from orchestrator.settings import Settings
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.config import Settings
+from orchestrator.domain import paging, planning
+from orchestrator.domain.models import BookSnapshot, PlanSettings, SnapshotRequest
 from tests.support import EURUSD_ALPHA, account, book, load, uncorrelated_returns
 
 IDS = ["acc-1", "acc-2", "acc-3", "acc-4"]

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import StatementError
 
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import (
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import (
     AccountStateRow,
     DailyReturnRow,
     FillRow,
@@ -23,8 +23,8 @@ from orchestrator.db.schema import (
     SignalRow,
     SystemControlRow,
 )
-from orchestrator.errors import DuplicateSignal, InvalidOrderTransition
-from orchestrator.models import (
+from orchestrator.domain.errors import DuplicateSignal, InvalidOrderTransition
+from orchestrator.domain.models import (
     DenialReason,
     OrderType,
     PlaceOrderRequest,
@@ -32,7 +32,7 @@ from orchestrator.models import (
     ReserveRiskResult,
     Side,
 )
-from orchestrator.orders import OrderStatus
+from orchestrator.domain.orders import OrderStatus
 from tests.support import account, book, load, signal
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

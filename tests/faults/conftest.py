@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from orchestrator import search_attributes
-from orchestrator.settings import Settings
-from orchestrator.temporal import connect, ensure_search_attributes, temporal_binary
+from orchestrator.adapters.temporal import connect, ensure_search_attributes, temporal_binary
+from orchestrator.config import Settings
+from orchestrator.domain import search_attributes
 from tests.support import poll_until
 
 pytestmark = pytest.mark.faults

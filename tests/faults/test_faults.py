@@ -28,13 +28,18 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import AccountStateRow, OrderRow, PaperOrderRow, RiskReservationRow
-from orchestrator.models import ExecutionReport, LegStatus, SignalProgress
-from orchestrator.service import submit_signal
-from orchestrator.settings import PROJECT_ROOT, Settings
-from orchestrator.temporal import connect
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import (
+    AccountStateRow,
+    OrderRow,
+    PaperOrderRow,
+    RiskReservationRow,
+)
+from orchestrator.adapters.temporal import connect
+from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain.models import ExecutionReport, LegStatus, SignalProgress
+from orchestrator.services.submit import submit_signal
 from tests.faults.conftest import DevServer, PrivatePostgres, Results, Row
 from tests.faults.worker_process import KILL_POINTS
 from tests.support import FaultyBroker, account, book, load, poll_until, signal

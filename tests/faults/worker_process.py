@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from activities import execution
-from orchestrator.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db import repository
-from orchestrator.settings import get_settings
-from orchestrator.temporal import connect
+from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.temporal import connect
+from orchestrator.config import get_settings
 from worker import build_activities, build_worker, worker_database
 
 KILL_POINTS = {

@@ -10,10 +10,10 @@ from decimal import Decimal
 
 import pytest
 
-from orchestrator.brokers.base import BrokerOrder, OrderEvents, OrderTicket
-from orchestrator.brokers.fix import FixBroker, FixSessionConfig, OrderLookup
-from orchestrator.models import OrderType, Side
-from orchestrator.orders import OrderStatus
+from orchestrator.adapters.brokers.base import BrokerOrder, OrderEvents, OrderTicket
+from orchestrator.adapters.brokers.fix import FixBroker, FixSessionConfig, OrderLookup
+from orchestrator.domain.models import OrderType, Side
+from orchestrator.domain.orders import OrderStatus
 
 StartBroker = Callable[..., FixBroker]
 

@@ -21,8 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.brokers.fix import DICTIONARY_DIR, FixSessionConfig
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.adapters.brokers.fix import DICTIONARY_DIR, FixSessionConfig
+from orchestrator.config import PROJECT_ROOT
 
 PEERS_DIR = Path(os.environ.get("TEO_FIX_PEERS_DIR", PROJECT_ROOT / ".tools" / "fix-peers"))
 PeerName = Literal["executor", "ordermatch"]

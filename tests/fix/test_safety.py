@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.brokers.fix import FixBroker, FixNotConnected, FixSessionInUse, OrderRef
-from orchestrator.errors import BrokerUnavailable
-from orchestrator.models import Side
-from orchestrator.orders import OrderStatus
+from orchestrator.adapters.brokers.fix import FixBroker, FixNotConnected, FixSessionInUse, OrderRef
+from orchestrator.domain.errors import BrokerUnavailable
+from orchestrator.domain.models import Side
+from orchestrator.domain.orders import OrderStatus
 from tests.fix.conftest import StartBroker, await_status, ticket
 from tests.fix.peers import FixPeer, new_comp_id, running_peer
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import search_attributes
-from orchestrator.codec import load_codec
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter, temporal_binary
+from orchestrator.adapters.codec import load_codec
+from orchestrator.adapters.temporal import data_converter, temporal_binary
+from orchestrator.config import Settings
+from orchestrator.domain import search_attributes
 from tests.support import (
     PLANTED_FIX_PASSWORD,
     PLANTED_PG_PASSWORD,

@@ -15,13 +15,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import archive, audit, history
-from orchestrator.db.engine import Database
-from orchestrator.errors import OrchestratorError
-from orchestrator.models import ArchiveRequest, LegStatus
-from orchestrator.service import submit_signal
-from orchestrator.settings import PROJECT_ROOT
-from orchestrator.temporal import data_converter, temporal_binary
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import data_converter, temporal_binary
+from orchestrator.config import PROJECT_ROOT
+from orchestrator.domain.errors import OrchestratorError
+from orchestrator.domain.models import ArchiveRequest, LegStatus
+from orchestrator.services import archive, audit, history
+from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings
 from tests.support import TEST_CODEC_KEYS, account, book, load, poll_until, signal
 

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.book import AccountRecord
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import AccountStateRow, RiskReservationRow
-from orchestrator.models import AccountLimits, DenialReason, LegStatus
-from orchestrator.service import submit_signal
+from orchestrator.adapters.book_file import AccountRecord
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountStateRow, RiskReservationRow
+from orchestrator.domain.models import AccountLimits, DenialReason, LegStatus
+from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings
 from tests.support import account, book, broker_orders, load, signal
 

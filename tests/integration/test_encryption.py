@@ -14,12 +14,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import audit, history, search_attributes
-from orchestrator.codec import load_codec
-from orchestrator.db.engine import Database
-from orchestrator.models import LegStatus
-from orchestrator.service import submit_signal
-from orchestrator.temporal import data_converter, temporal_binary
+from orchestrator.adapters.codec import load_codec
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import data_converter, temporal_binary
+from orchestrator.domain import search_attributes
+from orchestrator.domain.models import LegStatus
+from orchestrator.services import audit, history
+from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings
 from tests.support import (
     PLANTED_PG_PASSWORD,

@@ -17,13 +17,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from orchestrator import audit
-from orchestrator.book import read_book
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.models import DenialReason, LegStatus, SignalProgress
-from orchestrator.service import submit_signal
-from orchestrator.settings import PROJECT_ROOT, Settings
+from orchestrator.adapters.book_file import read_book
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain.models import DenialReason, LegStatus, SignalProgress
+from orchestrator.services import audit
+from orchestrator.services.submit import submit_signal
 from tests.support import (
     account,
     book,

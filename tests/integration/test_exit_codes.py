@@ -17,11 +17,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.db.engine import Database
-from orchestrator.models import LegStatus
-from orchestrator.service import submit_signal
-from orchestrator.settings import PROJECT_ROOT
-from orchestrator.temporal import data_converter
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import data_converter
+from orchestrator.config import PROJECT_ROOT
+from orchestrator.domain.models import LegStatus
+from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings
 from tests.integration.test_webhook_end_to_end import free_port
 from tests.support import account, book, load, signal
@@ -113,7 +113,7 @@ async def test_the_worker_and_the_webhook_stopped_by_a_signal_exit_0_every_time(
     dev_server: WorkflowEnvironment, sqlite_db: Database
 ) -> None:
     """The worker on SIGTERM (the webhook on SIGTERM ends by that signal: uvicorn raises it
-    again once shut down, see orchestrator/webhook.py; SIGINT returns)."""
+    again once shut down, see orchestrator/interfaces/http/webhook.py; SIGINT returns)."""
     env = {
         **os.environ,
         "TEO_TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,

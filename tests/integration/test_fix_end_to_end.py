@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.brokers.base import OrderTicket
-from orchestrator.brokers.fix import FixBroker, OrderRef
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import OrderRow
-from orchestrator.models import LegStatus, OrderType, Side, SymbolSpec
-from orchestrator.service import submit_signal
-from orchestrator.settings import PROJECT_ROOT, Settings
+from orchestrator.adapters.brokers.base import OrderTicket
+from orchestrator.adapters.brokers.fix import FixBroker, OrderRef
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import OrderRow
+from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain.models import LegStatus, OrderType, Side, SymbolSpec
+from orchestrator.services.submit import submit_signal
 from tests.fix.peers import new_comp_id, running_peer
 from tests.support import (
     PLANTED_FIX_PASSWORD,

@@ -17,21 +17,21 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import operators
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import OperatorActionRow
-from orchestrator.errors import SystemHalted
-from orchestrator.models import (
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import OperatorActionRow
+from orchestrator.adapters.temporal import temporal_binary
+from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain.errors import SystemHalted
+from orchestrator.domain.models import (
     DenialReason,
     ExecutionReport,
     HaltRequest,
     LegStatus,
     SignalProgress,
 )
-from orchestrator.service import submit_signal
-from orchestrator.settings import PROJECT_ROOT, Settings
-from orchestrator.temporal import temporal_binary
+from orchestrator.services import operators
+from orchestrator.services.submit import submit_signal
 from tests.support import account, book, broker_orders, load, poll_until, signal
 from workflows.signal import SignalExecutionWorkflow
 

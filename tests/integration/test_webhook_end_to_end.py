@@ -19,11 +19,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.db.engine import Database
-from orchestrator.models import ExecutionReport, LegStatus
-from orchestrator.settings import PROJECT_ROOT
-from orchestrator.temporal import port_open
-from orchestrator.webhook import create_app
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import port_open
+from orchestrator.config import PROJECT_ROOT
+from orchestrator.domain.models import ExecutionReport, LegStatus
+from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import body_of, serve_in_thread, tradingview_alert
 from tests.integration.test_end_to_end import dev_settings
 from tests.support import (
@@ -133,7 +133,8 @@ async def test_tradingview_alert_through_webhook_fills_on_worker_and_resend_plac
     order_lines = [
         line
         for line in lines
-        if line["logger"] == "orchestrator.metrics" and line["message"].startswith("order ")
+        if line["logger"] == "orchestrator.adapters.observability.metrics"
+        and line["message"].startswith("order ")
     ]
     assert {line["account_id"] for line in order_lines} == set(ids)
     assert {line["signal_id"] for line in order_lines} == {first.json()["signal_id"]}

@@ -8,7 +8,7 @@ and for each scenario a fresh SQLite database with a small book and the project'
 (``worker.build_worker``/``build_activities``, paper broker). It runs one signal, checks that
 the report shows what the scenario is named for (a scenario that did not happen is an error,
 not a history), then exports the signal's workflow and all its children with
-``orchestrator.history.export_signals`` into ``tests/replay/histories/<scenario>/``, with
+``orchestrator.services.history.export_signals`` into ``tests/replay/histories/<scenario>/``, with
 ``manifest.json``. Takes about half a minute.
 
 When to run it: after a deliberate, *compatible* change whose new histories should be covered
@@ -35,11 +35,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import history, search_attributes
-from orchestrator.book import AccountRecord
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.models import (
+from orchestrator.adapters.book_file import AccountRecord
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import data_converter, temporal_binary
+from orchestrator.config import Settings
+from orchestrator.domain import search_attributes
+from orchestrator.domain.models import (
     DenialReason,
     ExecutionReport,
     HaltRequest,
@@ -48,9 +50,8 @@ from orchestrator.models import (
     PauseAccount,
     SignalProgress,
 )
-from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter, temporal_binary
+from orchestrator.services import history
+from orchestrator.services.submit import submit_signal
 from tests.support import account, book, load, poll_until, signal
 from worker import build_activities, build_worker
 from workflows.signal import SignalExecutionWorkflow

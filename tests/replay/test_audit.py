@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator import audit, history, planning
-from orchestrator.errors import OrchestratorError
-from orchestrator.models import LegStatus
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter
+from orchestrator.adapters.temporal import data_converter
+from orchestrator.config import Settings
+from orchestrator.domain import planning
+from orchestrator.domain.errors import OrchestratorError
+from orchestrator.domain.models import LegStatus
+from orchestrator.services import audit, history
 from starter import main as starter_main
 from tests.replay.refresh import TEST_ONLY_KEYS
 

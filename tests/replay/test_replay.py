@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 
-from orchestrator import history
-from orchestrator.models import ExecutionReport, SignalWorkflowInput
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter
+from orchestrator.adapters.temporal import data_converter
+from orchestrator.config import Settings
+from orchestrator.domain.models import ExecutionReport, SignalWorkflowInput
+from orchestrator.services import history
 from starter import main as starter_main
 from tests.replay.refresh import TEST_ONLY_KEYS
 from workflows.children import OrderRerouteWorkflow, PartialFillCompletionWorkflow

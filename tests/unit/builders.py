@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from orchestrator.models import (
+from orchestrator.domain.models import (
     AccountCorrelation,
     AccountLimits,
     AccountSnapshot,

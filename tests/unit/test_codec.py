@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.common.v1 import Payload
 
-from orchestrator import reports
-from orchestrator.codec import (
+from orchestrator.adapters.codec import (
     BULK,
     COMPRESSED,
     ENCODING,
@@ -22,10 +21,11 @@ from orchestrator.codec import (
     new_key_line,
     parse_key_ring,
 )
-from orchestrator.models import LegStatus, PlanSettings
-from orchestrator.planning import plan_signal
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter
+from orchestrator.adapters.temporal import data_converter
+from orchestrator.config import Settings
+from orchestrator.domain import reports
+from orchestrator.domain.models import LegStatus, PlanSettings
+from orchestrator.domain.planning import plan_signal
 from tests.unit.builders import (
     NOW,
     make_account,

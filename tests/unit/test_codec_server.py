@@ -33,11 +33,16 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.json_format import MessageToJson
 from temporalio.api.common.v1 import Payload, Payloads
 
-from orchestrator.codec import EncryptionCodec, parse_key_ring
-from orchestrator.codec_server import create_app, ensure_dev_codec, stop_dev_codec, uvicorn_config
-from orchestrator.errors import OrchestratorError
-from orchestrator.settings import Settings
-from orchestrator.temporal import dev_server_command
+from orchestrator.adapters.codec import EncryptionCodec, parse_key_ring
+from orchestrator.adapters.temporal import dev_server_command
+from orchestrator.config import Settings
+from orchestrator.domain.errors import OrchestratorError
+from orchestrator.interfaces.http.codec_server import (
+    create_app,
+    ensure_dev_codec,
+    stop_dev_codec,
+    uvicorn_config,
+)
 from tests.support import TEST_CODEC_KEYS
 
 UI = "http://127.0.0.1:8233"

@@ -1,4 +1,4 @@
-"""The vectorised :func:`orchestrator.correlation.correlate` gives exactly the result of the
+"""The vectorised :func:`orchestrator.domain.correlation.correlate` gives exactly the result of the
 straightforward implementation it replaced (kept below as ``reference_correlate``): same groups,
 same maximum correlations, same peers in the same order, ties included.
 
@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from orchestrator import correlation
-from orchestrator.correlation import correlate
-from orchestrator.models import AccountCorrelation, CorrelationResult
+from orchestrator.domain import correlation
+from orchestrator.domain.correlation import correlate
+from orchestrator.domain.models import AccountCorrelation, CorrelationResult
 
 # Degenerate books (an account with no return at all and min_observations 0, returns of 1E+300)
 # make numpy warn, in both implementations alike.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.display import signal_state
+from orchestrator.interfaces.display import signal_state
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.brokers.fix import (
+from orchestrator.adapters.brokers.fix import (
     DICTIONARY_DIR,
     FixSessionConfig,
     OrderRef,
@@ -19,8 +19,8 @@ from orchestrator.brokers.fix import (
     _status_of,
     load_fix_config,
 )
-from orchestrator.models import Side
-from orchestrator.orders import OrderStatus
+from orchestrator.domain.models import Side
+from orchestrator.domain.orders import OrderStatus
 
 
 def config(tmp_path: Path, **overrides: object) -> FixSessionConfig:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from orchestrator.logs import JsonFormatter, bound, ids_from_workflow_id
+from orchestrator.adapters.observability.logs import JsonFormatter, bound, ids_from_workflow_id
 
 
 def record(message: str = "hello", **extra: object) -> logging.LogRecord:

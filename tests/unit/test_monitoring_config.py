@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from orchestrator import metrics
+from orchestrator.adapters.observability import metrics
 from tests.unit.test_compose_file import ROOT, _environment, load_compose, services_of
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "trade-execution.json"

@@ -1,4 +1,4 @@
-"""Invariants of :func:`orchestrator.planning.plan_signal` over random books and settings."""
+"""Invariants of :func:`orchestrator.domain.planning.plan_signal` over random books and settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.models import (
+from orchestrator.domain.models import (
     AccountSnapshot,
     AccountStatus,
     BookSnapshot,
@@ -23,7 +23,7 @@ from orchestrator.models import (
     Signal,
     SymbolSpec,
 )
-from orchestrator.planning import plan_signal
+from orchestrator.domain.planning import plan_signal
 from tests.unit.builders import (
     NOW,
     make_account,

@@ -1,4 +1,5 @@
-"""One rule of :func:`orchestrator.planning.plan_signal` per test: eligibility, sizing, delays."""
+"""One rule of :func:`~orchestrator.domain.planning.plan_signal` per test: eligibility, sizing,
+delays."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from itertools import pairwise
 
-from orchestrator.models import (
+from orchestrator.domain.models import (
     AccountSnapshot,
     AccountStatus,
     CorrelationResult,
@@ -21,7 +22,7 @@ from orchestrator.models import (
     SymbolSpec,
     TradingHours,
 )
-from orchestrator.planning import plan_seed, plan_signal
+from orchestrator.domain.planning import plan_seed, plan_signal
 from tests.unit.builders import (
     NOW,
     make_account,

@@ -11,8 +11,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.models import AccountSnapshot, Signal, SymbolSpec
-from orchestrator.planning import (
+from orchestrator.domain.models import AccountSnapshot, Signal, SymbolSpec
+from orchestrator.domain.planning import (
     CARRIED_RISK,
     RerouteSizing,
     commitment,

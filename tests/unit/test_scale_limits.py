@@ -15,8 +15,10 @@ from decimal import Decimal
 
 import pytest
 
-from orchestrator import paging, planning, reports
-from orchestrator.models import (
+from orchestrator.adapters.temporal import data_converter
+from orchestrator.config import Settings
+from orchestrator.domain import paging, planning, reports
+from orchestrator.domain.models import (
     AccountCorrelation,
     AccountLimits,
     AccountReport,
@@ -35,8 +37,6 @@ from orchestrator.models import (
     SignalWorkflowInput,
     spec_key,
 )
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter
 from tests.support import EURUSD_ALPHA, signal
 
 ACCOUNTS = 5_000

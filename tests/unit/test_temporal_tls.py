@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from temporalio.service import TLSConfig
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.settings import Settings
-from orchestrator.temporal import tls_config
+from orchestrator.adapters.temporal import tls_config
+from orchestrator.config import Settings
+from orchestrator.domain.errors import OrchestratorError
 
 
 def test_plain_unless_asked(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from orchestrator.errors import ValidationFailed
-from orchestrator.service import parse_signal
-from orchestrator.webhook import TokenBucket, TradingViewAlert
+from orchestrator.domain.errors import ValidationFailed
+from orchestrator.interfaces.http.webhook import TokenBucket, TradingViewAlert
+from orchestrator.services.submit import parse_signal
 from tests.http_support import tradingview_alert
 
 

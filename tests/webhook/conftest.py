@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import search_attributes
-from orchestrator.db.engine import Database
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter, temporal_binary
-from orchestrator.webhook import create_app
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import data_converter, temporal_binary
+from orchestrator.config import Settings
+from orchestrator.domain import search_attributes
+from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import HMAC_KEY, SHARED_SECRET, serve_in_thread
 from tests.support import account, book, load, uncorrelated_returns
 

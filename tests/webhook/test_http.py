@@ -13,11 +13,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import SignalRow
-from orchestrator.settings import Settings
-from orchestrator.webhook import create_app
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import SignalRow
+from orchestrator.config import Settings
+from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import (
     SHARED_SECRET,
     body_of,

@@ -20,8 +20,8 @@ from schemathesis.generation.case import Case
 from schemathesis.openapi import from_dict
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from orchestrator.settings import Settings
-from orchestrator.webhook import create_app
+from orchestrator.config import Settings
+from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import SHARED_SECRET
 from tests.webhook.conftest import RunningWebhook
 

@@ -10,12 +10,10 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import audit
-from orchestrator.audit import ValueVerdict
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db.engine import Database
-from orchestrator.history import fetch_with_children
-from orchestrator.models import (
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.config import Settings
+from orchestrator.domain.models import (
     AccountReport,
     CompletionStop,
     LegStatus,
@@ -23,8 +21,10 @@ from orchestrator.models import (
     Signal,
     SymbolSpec,
 )
-from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
+from orchestrator.services import audit
+from orchestrator.services.audit import ValueVerdict
+from orchestrator.services.history import fetch_with_children
+from orchestrator.services.submit import submit_signal
 from tests.support import (
     FaultyBroker,
     account,

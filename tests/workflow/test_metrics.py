@@ -11,11 +11,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from orchestrator.db.engine import Database
-from orchestrator.metrics import Observability
-from orchestrator.models import PauseAccount, SignalProgress
-from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.observability.metrics import Observability
+from orchestrator.config import Settings
+from orchestrator.domain.models import PauseAccount, SignalProgress
+from orchestrator.services.submit import submit_signal
 from tests.support import account, book, load, poll_until, signal
 from worker import WORKFLOWS
 from workflows.signal import SignalExecutionWorkflow

@@ -14,10 +14,11 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.execution import ExecutionActivities
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db import repository
-from orchestrator.db.engine import Database
-from orchestrator.models import (
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.config import Settings
+from orchestrator.domain.models import (
     AccountStatus,
     ActivityName,
     CancelSignalRequest,
@@ -31,8 +32,7 @@ from orchestrator.models import (
     SignalProgress,
     StopResult,
 )
-from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
+from orchestrator.services.submit import submit_signal
 from tests.support import (
     account,
     book,

@@ -17,11 +17,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import audit, metrics
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import OperatorActionRow
-from orchestrator.history import fetch_with_children
-from orchestrator.models import (
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import OperatorActionRow
+from orchestrator.adapters.observability import metrics
+from orchestrator.adapters.temporal import data_converter
+from orchestrator.config import Settings
+from orchestrator.domain.models import (
     ActionVia,
     ExecutionReport,
     HaltRequest,
@@ -29,9 +30,9 @@ from orchestrator.models import (
     PauseAccount,
     SignalProgress,
 )
-from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
-from orchestrator.temporal import data_converter
+from orchestrator.services import audit
+from orchestrator.services.history import fetch_with_children
+from orchestrator.services.submit import submit_signal
 from tests.support import (
     TEST_CODEC_KEYS,
     account,

@@ -14,10 +14,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.execution import ExecutionActivities
-from orchestrator.brokers.paper import PaperBroker
-from orchestrator.db.engine import Database
-from orchestrator.history import fetch_with_children
-from orchestrator.models import (
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.config import Settings
+from orchestrator.domain.models import (
     ActivityName,
     ExecutionReport,
     HaltRequest,
@@ -28,8 +28,8 @@ from orchestrator.models import (
     PlaceOrderRequest,
     SignalProgress,
 )
-from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
+from orchestrator.services.history import fetch_with_children
+from orchestrator.services.submit import submit_signal
 from tests.support import account, book, broker_orders, load, paper_orders, poll_until, signal
 from worker import build_worker
 from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow

@@ -12,16 +12,17 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator import audit, paging
-from orchestrator.book import DailyReturn
-from orchestrator.db.engine import Database
-from orchestrator.db.schema import AccountRow, SignalRow
-from orchestrator.errors import DuplicateSignal, ValidationFailed
-from orchestrator.history import fetch_with_children
-from orchestrator.models import ActivityName, DenialReason, LegStatus, SignalProgress
-from orchestrator.reports import full_report
-from orchestrator.service import submit_signal
-from orchestrator.settings import Settings
+from orchestrator.adapters.book_file import DailyReturn
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountRow, SignalRow
+from orchestrator.config import Settings
+from orchestrator.domain import paging
+from orchestrator.domain.errors import DuplicateSignal, ValidationFailed
+from orchestrator.domain.models import ActivityName, DenialReason, LegStatus, SignalProgress
+from orchestrator.domain.reports import full_report
+from orchestrator.services import audit
+from orchestrator.services.history import fetch_with_children
+from orchestrator.services.submit import submit_signal
 from tests.support import (
     account,
     book,

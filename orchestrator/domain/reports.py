@@ -1,0 +1,115 @@
+"""A signal's execution report: its per-account lines, joined and summed.
+
+Workflow code builds the report here (pure, deterministic); clients call :func:`full_report` to
+get every line of a large signal, whose lines stay in its batch children's results.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from orchestrator.domain import paging
+from orchestrator.domain.models import (
+    AccountReport,
+    Denial,
+    ExecutionReport,
+    LegBatchResult,
+    LegOrder,
+    LegStatus,
+    PlannedLeg,
+    Signal,
+)
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+
+def denial_line(denial: Denial) -> AccountReport:
+    """The report line of an account the plan did not trade."""
+    return AccountReport(
+        account_id=denial.account_id,
+        status=LegStatus.DENIED,
+        requested=Decimal(0),
+        filled=Decimal(0),
+        denial=denial.reason,
+        reason=denial.detail,
+    )
+
+
+def stopped_line(leg: LegOrder, status: LegStatus, reason: str) -> AccountReport:
+    """The report line of a leg stopped before it sent anything (cancelled, halted)."""
+    return AccountReport(
+        account_id=leg.account_id,
+        status=status,
+        requested=leg.quantity,
+        filled=Decimal(0),
+        delay_ms=leg.delay_ms,
+        client_order_id=leg.client_order_id,
+        reason=reason,
+        size=leg.size if isinstance(leg, PlannedLeg) else None,
+        delay=leg.delay if isinstance(leg, PlannedLeg) else None,
+    )
+
+
+def _plan_denial(line: AccountReport) -> bool:
+    return (
+        line.status is LegStatus.DENIED
+        and line.client_order_id is None
+        and line.rerouted_from is None
+    )
+
+
+def merge_lines(lines: Sequence[AccountReport]) -> list[AccountReport]:
+    """Every line, by account; a reserve account a reroute used reports its fill, not the
+    plan's denial of it."""
+    traded = {line.account_id for line in lines if not _plan_denial(line)}
+    kept = [line for line in lines if not (_plan_denial(line) and line.account_id in traded)]
+    return sorted(kept, key=lambda r: r.account_id)
+
+
+def build(
+    signal: Signal,
+    *,
+    plan_version: int,
+    status: str,
+    started_at: datetime,
+    finished_at: datetime,
+    lines: Sequence[AccountReport],
+    batches: Sequence[str] = (),
+) -> ExecutionReport:
+    """The report of a finished signal. With batches, lines over :data:`paging.REPORT_BYTES` stay in
+    the batches' results and this report carries the totals and counts only."""
+    accounts = merge_lines(lines)
+    in_batches = bool(batches) and sum(map(paging.json_size, accounts)) > paging.REPORT_BYTES
+    return ExecutionReport(
+        signal_id=signal.signal_id,
+        symbol=signal.symbol,
+        side=signal.side,
+        reference_price=signal.entry,
+        plan_version=plan_version,
+        status=status,
+        started_at=started_at,
+        finished_at=finished_at,
+        accounts=[] if in_batches else accounts,
+        requested_total=sum((r.requested for r in accounts), Decimal(0)),
+        filled_total=sum((r.filled for r in accounts), Decimal(0)),
+        by_status=dict(sorted(Counter(a.status.value for a in accounts).items())),
+        batches=list(batches),
+        accounts_in_batches=in_batches,
+    )
+
+
+async def full_report(client: Client, report: ExecutionReport) -> ExecutionReport:
+    """``report`` with every per-account line, fetched from its batch children when the signal's
+    own result holds only the summary."""
+    if not report.accounts_in_batches:
+        return report
+    lines: list[AccountReport] = []
+    for workflow_id in report.batches:
+        result = await client.get_workflow_handle(workflow_id, result_type=LegBatchResult).result()
+        lines.extend(result.accounts)
+    return report.model_copy(update={"accounts": merge_lines(lines), "accounts_in_batches": False})

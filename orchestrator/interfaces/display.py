@@ -1,0 +1,251 @@
+"""Terminal rendering for the starter: plans, live progress and execution reports (rich)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.domain.models import (
+    AccountReport,
+    ExecutionReport,
+    LegStatus,
+    Plan,
+    SignalProgress,
+    SizeRationale,
+)
+from orchestrator.domain.orders import OrderStatus
+
+if TYPE_CHECKING:
+    from orchestrator.adapters.db.repository import LedgerOrder
+
+STATUS_STYLE = {
+    LegStatus.FILLED: "green",
+    LegStatus.PARTIALLY_FILLED: "yellow",
+    LegStatus.REJECTED: "red",
+    LegStatus.DENIED: "magenta",
+    LegStatus.FAILED: "bold red",
+    LegStatus.CANCELLED: "red",
+    LegStatus.SKIPPED_PAUSED: "magenta",
+    LegStatus.HALTED: "bold magenta",
+    LegStatus.WAITING: "cyan",
+    LegStatus.WORKING: "blue",
+    LegStatus.RESERVING: "blue",
+}
+
+
+def _fmt(value: Decimal | None, places: str = "0.01") -> str:
+    return "" if value is None else str(value.quantize(Decimal(places)))
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(
+        title=f"Plan for {plan.signal_id} (version {plan.plan_version}, seed {plan.seed})"
+    )
+    for column in ("#", "account", "lots", "delay s", "why this size", "client order id"):
+        table.add_column(column)
+    for leg in plan.legs:
+        why = explain_size(leg.size)
+        table.add_row(
+            str(leg.sequence),
+            leg.account_id,
+            str(leg.quantity),
+            f"{leg.delay_ms / 1000:.1f}",
+            why,
+            leg.client_order_id,
+        )
+    for denial in plan.denials:
+        table.add_row(
+            "-",
+            denial.account_id,
+            "[magenta]denied[/]",
+            "",
+            f"{denial.reason}: {denial.detail}",
+            "",
+        )
+    return table
+
+
+def progress_table(progress: SignalProgress, now: datetime | None = None) -> Table:
+    now = now or datetime.now(UTC)
+    table = Table(title=f"{progress.signal_id}: {progress.phase}")
+    for column in ("account", "status", "lots", "timer left s", "order id", "filled", "note"):
+        table.add_column(column)
+    for leg in sorted(progress.legs, key=lambda item: item.due_at):
+        left = (leg.due_at - now).total_seconds() if leg.status is LegStatus.WAITING else None
+        style = STATUS_STYLE.get(leg.status, "")
+        table.add_row(
+            leg.account_id,
+            f"[{style}]{leg.status}[/]" if style else leg.status,
+            str(leg.quantity),
+            "" if left is None else f"{max(left, 0):.1f}",
+            leg.client_order_id,
+            str(leg.filled),
+            leg.reason or "",
+        )
+    if progress.denied:
+        table.caption = f"{progress.denied} account(s) denied at planning"
+    return table
+
+
+def progress_line(progress: SignalProgress) -> str:
+    counts: dict[str, int] = {}
+    for leg in progress.legs:
+        counts[leg.status] = counts.get(leg.status, 0) + 1
+    parts = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
+    return (
+        f"{progress.signal_id}: {progress.phase} — {parts or 'planning'}; {progress.denied} denied"
+    )
+
+
+def report_table(report: ExecutionReport) -> Table:
+    table = Table(
+        title=(
+            f"Execution report {report.signal_id}: {report.side} {report.symbol} "
+            f"@ {report.reference_price} — filled {report.filled_total} of "
+            f"{report.requested_total} lots"
+        )
+    )
+    for column in (
+        "account",
+        "status",
+        "requested",
+        "filled",
+        "avg price",
+        "slip ticks",
+        "delay s",
+        "latency s",
+    ):
+        table.add_column(column, no_wrap=True)
+    for line in report.accounts:
+        style = STATUS_STYLE.get(line.status, "")
+        table.add_row(
+            line.account_id,
+            f"[{style}]{line.status}[/]" if style else line.status,
+            str(line.requested),
+            str(line.filled),
+            "" if line.average_price is None else str(line.average_price.normalize()),
+            _fmt(line.slippage_ticks, "0.1"),
+            "" if line.delay_ms is None else f"{line.delay_ms / 1000:.1f}",
+            "" if line.latency_ms is None else f"{line.latency_ms / 1000:.1f}",
+        )
+    return table
+
+
+def report_reasons(report: ExecutionReport) -> list[str]:
+    """One line per account: why it got what it got."""
+    return [f"  {line.account_id}: {_explain(line)}" for line in report.accounts]
+
+
+def _explain(line: AccountReport) -> str:
+    if line.denial is not None:
+        return f"{line.denial}: {line.reason}"
+    parts: list[str] = []
+    if line.reason:
+        parts.append(line.reason)
+    if line.size is not None:
+        parts.append(explain_size(line.size))
+    if line.completion is not None:
+        done = line.completion
+        parts.append(
+            f"completion: {done.attempts} order(s), filled {done.filled}, "
+            f"{done.stopped.lower()}" + (f", dust {done.dust}" if done.dust else "")
+        )
+    if line.reroute is not None:
+        moved = line.reroute
+        chain = " → ".join(f"{h.to_account} ({h.outcome})" for h in moved.hops)
+        parts.append(
+            f"rerouted: {chain or 'no reserve account'} ⇒ {moved.outcome}, risk "
+            f"{_fmt(moved.risk_placed)} of {_fmt(moved.risk_original)} found a home "
+            f"({_fmt(moved.placed_share * 100, '0.1')} %)"
+        )
+    return "; ".join(parts)
+
+
+def explain_size(size: SizeRationale) -> str:
+    """One line: the risk-based base size, each factor applied, and the binding cap."""
+    return (
+        f"risk {_fmt(size.risk_amount)} / {_fmt(size.per_lot_risk)} per lot = "
+        f"{_fmt(size.base_lots, '0.001')} × dd {_fmt(size.drawdown_factor, '0.001')}"
+        f" × corr {_fmt(size.correlation_factor, '0.001')} (group of {size.correlated_accounts})"
+        f" × var {_fmt(size.variance_factor, '0.001')}"
+        + (
+            f"; at most the carried risk {_fmt(size.carried_risk)}"
+            f" = {_fmt(size.carried_cap_lots, '0.001')} lots"
+            if size.carried_risk is not None
+            else ""
+        )
+        + f"; bound by {size.binding}"
+    )
+
+
+ORDER_STATUS_STYLE = {
+    OrderStatus.FILLED: "green",
+    OrderStatus.PARTIALLY_FILLED: "yellow",
+    OrderStatus.REJECTED: "red",
+    OrderStatus.CANCELLED: "red",
+    OrderStatus.EXPIRED: "red",
+    OrderStatus.NEW: "blue",
+    OrderStatus.PENDING_SUBMIT: "cyan",
+    OrderStatus.PENDING_CANCEL: "cyan",
+}
+
+
+def orders_table(orders: list[LedgerOrder], title: str = "") -> Table:
+    """The ledger's orders, oldest first, two lines a row: when (created, last updated), which
+    (client and broker order ids; signal and account; broker and symbol), what was asked,
+    what filled and at what average price, the status and the broker's reject text, verbatim.
+    """
+    table = Table(title=f"{len(orders)} order(s) {title}".rstrip(), show_lines=True)
+    table.add_column("created\nupdated", no_wrap=True)
+    table.add_column("client order id\nbroker order id", overflow="fold")
+    table.add_column("signal, account\nbroker, symbol", overflow="fold")
+    table.add_column("order", no_wrap=True)
+    table.add_column("filled\naverage price", no_wrap=True)
+    table.add_column("status\nreject text")
+    for order in orders:
+        style = ORDER_STATUS_STYLE.get(OrderStatus(order.status), "")
+        asked = f"{order.side} {_plain(order.quantity)} {order.order_type}"
+        if order.limit_price is not None:
+            asked += f"\nlimit {_plain(order.limit_price)}"
+        fills = len(order.fills)
+        filled = _plain(order.filled)
+        if fills:
+            filled += f" in {fills} fill{'' if fills == 1 else 's'}"
+        if order.average_price is not None:
+            filled += f"\n@ {_plain(order.average_price)}"
+        status = f"[{style}]{order.status}[/]" if style else order.status
+        table.add_row(
+            f"{order.created_at:%Y-%m-%d %H:%M:%S}\n{order.updated_at:%Y-%m-%d %H:%M:%S}",
+            Text(f"{order.client_order_id}\n{order.broker_order_id or ''}"),
+            Text(f"{order.signal_id}, {order.account_id}\n{order.broker}, {order.symbol}"),
+            asked,
+            filled,
+            Text.from_markup(status) + Text(f"\n{order.reject_text}" if order.reject_text else ""),
+        )
+    return table
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal as written, without trailing zeros or an exponent: 0.4, 1.085, 100."""
+    return format(value.normalize(), "f")
+
+
+def signal_state(execution_status: str | None, phase: str | None) -> str:
+    """One state for a signal: its own phase (``SignalStatus``: PLANNING, EXECUTING, COMPLETED,
+    CANCELLED) while Temporal says it runs or completed, Temporal's status otherwise. A run
+    ended by Terminate (or failed, or timed out) could not update its phase, so its phase
+    would still say EXECUTING: Temporal's word is the true one then."""
+    if execution_status in (None, "RUNNING", "COMPLETED"):
+        return phase or execution_status or "UNKNOWN"
+    return f"{execution_status} (Temporal)"
+
+
+def console() -> Console:
+    """A console that stays readable when piped: wide lines instead of crushed columns."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=140)

@@ -1,0 +1,591 @@
+"""Webhook ingest: ``POST /signals`` turns an authenticated HTTP request into a submitted signal.
+
+Two body shapes, told apart by the ``ticker`` key:
+
+* the project's signal JSON (the same as ``starter.py submit`` reads), and
+* a TradingView alert filled from a documented template (:class:`TradingViewAlert`).
+
+Both become a :class:`Signal` through :func:`orchestrator.services.submit.parse_signal` and are
+submitted by :func:`orchestrator.services.submit.submit_signal`, the CLI's own path: the same
+validation, the same database row and ``REJECT_DUPLICATE`` workflow start in one transaction.
+A replayed request finds the signal id taken and answers 200 with the existing workflow.
+
+Run it with ``python webhook.py`` (see README, "Webhook").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.json_schema import models_json_schema
+from sqlalchemy import select
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import SignalRow
+from orchestrator.adapters.observability import logs
+from orchestrator.adapters.observability.metrics import WEBHOOK_REQUESTS
+from orchestrator.adapters.temporal import connect
+from orchestrator.config import Settings
+from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
+from orchestrator.domain.models import Identifier, OrderType, PositiveDecimal, Signal
+from orchestrator.services.submit import parse_signal, submit_signal
+from workflows.signal import workflow_id_for
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-TEO-Signature"
+"""``sha256=<hex HMAC-SHA256 of the raw body>`` keyed with ``TEO_WEBHOOK_HMAC_SECRET``."""
+TOKEN_HEADER = "X-TEO-Token"
+"""The shared secret ``TEO_WEBHOOK_SHARED_SECRET`` itself."""
+
+# Where a TradingView alert's fields end up in the Signal, to name them in errors.
+_ALERT_FIELD_FOR = {"signal_id": "id", "symbol": "ticker", "side": "action", "entry": "close"}
+
+
+# --------------------------------------------------------------------------------------------
+# Request and response bodies
+
+
+class TradingViewAlert(BaseModel):
+    """A TradingView alert message, filled by TradingView from the README's template.
+
+    TradingView sends the alert's text as the body and cannot add headers, so the shared
+    secret travels in the body (``secret``). Prices are strings or numbers, parsed as exact
+    decimals.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ticker: str = Field(min_length=1, max_length=64)
+    """``{{ticker}}``; an exchange prefix (``FX:EURUSD``) is dropped."""
+    action: str
+    """``{{strategy.order.action}}`` or a literal: ``buy`` or ``sell`` (any case)."""
+    close: PositiveDecimal
+    """``{{close}}``: the signal's entry (reference) price."""
+    stop: PositiveDecimal | None = None
+    """Protective stop price. Give this or ``stop_offset``."""
+    stop_offset: PositiveDecimal | None = None
+    """Stop distance from ``close`` in price units, for alerts that cannot compute a stop."""
+    take_profit: PositiveDecimal | None = None
+    order_type: OrderType = OrderType.MARKET
+    account_ids: list[Identifier] | None = Field(default=None, min_length=1)
+    id: Identifier | None = None
+    """Signal id. Default: ``tv-`` + a hash of the alert, so a re-sent alert is the same signal."""
+    time: str | None = Field(default=None, max_length=64)
+    """``{{timenow}}``: required unless ``id`` is given, so two alerts on different bars at the
+    same price are two signals while a re-sent one is not."""
+    exchange: str | None = Field(default=None, max_length=64)
+    interval: str | None = Field(default=None, max_length=16)
+    secret: str | None = Field(default=None, max_length=256)
+    """The shared secret (``TEO_WEBHOOK_SHARED_SECRET``), when no auth header is sent."""
+
+    @field_validator("action")
+    @classmethod
+    def _buy_or_sell(cls, action: str) -> str:
+        side = action.strip().upper()
+        if side not in {"BUY", "SELL"}:
+            raise ValueError("action must be buy or sell")
+        return side
+
+    def to_signal_fields(self) -> dict[str, Any]:
+        """The project's signal JSON for this alert (validated afterwards by ``Signal``)."""
+        problems: list[tuple[str, str]] = []
+        if (self.stop is None) == (self.stop_offset is None):
+            problems.append(("stop", "give exactly one of stop and stop_offset"))
+        if self.id is None and not self.time:
+            problems.append(("time", "required unless id is given (use {{timenow}})"))
+        if problems:
+            raise ValidationFailed("alert", problems)
+        stop = self.stop
+        if stop is None:
+            assert self.stop_offset is not None
+            direction = -1 if self.action == "BUY" else 1
+            stop = self.close + direction * self.stop_offset
+        note = " ".join(
+            part for part in ("TradingView", self.exchange, self.ticker, self.interval) if part
+        )
+        return {
+            "signal_id": self.id or self._derived_id(),
+            "symbol": self.ticker.rpartition(":")[2],
+            "side": self.action,
+            "entry": self.close,
+            "stop": stop,
+            "take_profit": self.take_profit,
+            "order_type": self.order_type,
+            "account_ids": self.account_ids,
+            "note": note,
+        }
+
+    def _derived_id(self) -> str:
+        canonical = self.model_dump(mode="json", exclude={"secret"}, exclude_none=True)
+        digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+        return f"tv-{digest[:24]}"
+
+
+class SignalAccepted(BaseModel):
+    signal_id: str
+    workflow_id: str
+    run_id: str | None = None
+    """The run: started now (202), or the existing one (200; ``null`` once Temporal's retention
+    has dropped it)."""
+    ui_url: str
+    """The run in the Temporal Web UI."""
+    duplicate: bool
+    """True when this signal id was already submitted: nothing new was started."""
+
+
+class Problem(BaseModel):
+    field: str
+    """Dotted path of the offending field (``stop``, ``account_ids.0``); empty for the body."""
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    """Machine-readable code: unauthorized, body_too_large, rate_limited, malformed_json,
+    invalid_signal, signal_id_conflict, halted, temporal_unavailable."""
+    detail: str
+    problems: list[Problem] = []
+
+
+class WebhookError(Exception):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        problems: list[Problem] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body = ErrorBody(error=error, detail=detail, problems=problems or [])
+        self.headers = headers or {}
+
+
+# --------------------------------------------------------------------------------------------
+# Rate limit
+
+
+class TokenBucket:
+    """Per-source token buckets: ``burst`` requests at once, refilled at ``per_minute``.
+
+    A dozen lines of our own rather than slowapi/limits: one process, one rule, an injectable
+    clock for tests, and memory bounded by evicting the least recently seen sources.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_minute: int,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_sources: int = 10_000,
+    ) -> None:
+        self._rate = per_minute / 60
+        self._burst = float(burst)
+        self._clock = clock
+        self._max_sources = max_sources
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, source: str) -> float:
+        """0 if ``source`` may proceed (a token is spent), else seconds until it may."""
+        now = self._clock()
+        tokens, last = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if tokens >= 1:
+            self._buckets[source] = (tokens - 1, now)
+            wait = 0.0
+        else:
+            self._buckets[source] = (tokens, now)
+            wait = (1 - tokens) / self._rate
+        while len(self._buckets) > self._max_sources:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+
+
+@dataclass
+class _Backends:
+    client: Client | None
+    db: Database | None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    client: Client | None = None,
+    db: Database | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """The ASGI app. Without ``client``/``db`` it connects to Temporal and opens the database
+    at start-up (and closes them at shutdown); tests pass their own."""
+    if not (
+        _configured(settings.webhook_hmac_secret) or _configured(settings.webhook_shared_secret)
+    ):
+        raise ValueError(
+            "the webhook needs TEO_WEBHOOK_HMAC_SECRET or TEO_WEBHOOK_SHARED_SECRET: "
+            "it refuses to accept unauthenticated signals"
+        )
+    backends = _Backends(client=client, db=db)
+    limiter = TokenBucket(
+        per_minute=settings.webhook_rate_per_minute,
+        burst=settings.webhook_rate_burst,
+        clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        owned_db = backends.db is None
+        if backends.client is None:
+            backends.client = await connect(settings)
+        if backends.db is None:
+            backends.db = Database(settings.database_url)
+        log.info(
+            "webhook ready: Temporal %s, task queue %s",
+            settings.temporal_address,
+            settings.task_queue,
+        )
+        yield
+        if owned_db:
+            backends.db.dispose()
+
+    app = FastAPI(
+        title="Trade Execution Orchestrator — webhook",
+        version="1",
+        description=(
+            "Submit trade signals over HTTP. Authenticate with `X-TEO-Signature: sha256=<hex>` "
+            "(HMAC-SHA256 of the raw body), `X-TEO-Token: <shared secret>`, or, for "
+            "TradingView alerts, the shared secret in the alert's `secret` field."
+        ),
+        lifespan=lifespan,
+    )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """This process's metrics (webhook requests by outcome) for Prometheus."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(WebhookError)
+    async def _webhook_error(_: Request, exc: WebhookError) -> JSONResponse:
+        WEBHOOK_REQUESTS.labels(exc.body.error).inc()
+        return JSONResponse(exc.body.model_dump(), status_code=exc.status, headers=exc.headers)
+
+    @app.post(
+        "/signals",
+        status_code=202,
+        response_model=SignalAccepted,
+        responses={
+            200: {"model": SignalAccepted, "description": "Already submitted: nothing started"},
+            400: {"model": ErrorBody, "description": "Malformed JSON"},
+            401: {"model": ErrorBody, "description": "Missing or wrong credentials"},
+            409: {"model": ErrorBody, "description": "Halted, or id used for another signal"},
+            413: {"model": ErrorBody, "description": "Body larger than the limit"},
+            422: {"model": ErrorBody, "description": "Invalid signal; each problem names a field"},
+            429: {"model": ErrorBody, "description": "Too many requests from this source"},
+            503: {"model": ErrorBody, "description": "Temporal unreachable; nothing started"},
+        },
+        openapi_extra={"requestBody": _request_body_schema_ref()},
+        summary="Submit a signal (project JSON or TradingView alert)",
+    )
+    async def post_signal(request: Request) -> JSONResponse:
+        source = request.client.host if request.client else "unknown"
+        signal: Signal | None = None
+        try:
+            wait = limiter.take(source)
+            if wait:
+                seconds = max(1, math.ceil(wait))
+                raise WebhookError(
+                    429,
+                    "rate_limited",
+                    f"too many requests from {source}; retry in {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
+            body = await _read_limited(request, settings.webhook_max_body_bytes)
+            header_auth = _check_headers(settings, request, body)
+            payload = _parse_json(body, authenticated=header_auth)
+            is_alert = isinstance(payload, dict) and "ticker" in payload
+            if not header_auth:
+                secret = payload.get("secret") if is_alert else None
+                if not (isinstance(secret, str) and _same(secret, settings.webhook_shared_secret)):
+                    raise WebhookError(401, "unauthorized", _missing_credentials())
+            signal = _to_signal(payload, is_alert=is_alert)
+            assert backends.client is not None and backends.db is not None
+            with logs.bound(
+                signal_id=signal.signal_id, workflow_id=workflow_id_for(signal.signal_id)
+            ):
+                return await _submit(settings, backends.client, backends.db, signal)
+        except WebhookError as exc:
+            # One line per refusal, with the signal's ids once it is known. (uvicorn's access
+            # log is off: it would add a line per request without them.)
+            signal_id = signal.signal_id if signal is not None else None
+            with logs.bound(
+                signal_id=signal_id,
+                workflow_id=workflow_id_for(signal_id) if signal_id else None,
+            ):
+                log.info(
+                    "refused %s from %s: %s %s", exc.body.error, source, exc.status, exc.body.detail
+                )
+            raise
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            _, defs = models_json_schema(
+                [(Signal, "validation"), (TradingViewAlert, "validation")],
+                ref_template="#/components/schemas/{model}",
+            )
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(defs["$defs"])
+            # Documented for /docs ("Authorize" sends the token). The empty requirement is the
+            # TradingView case: the secret travels in the body, which OpenAPI cannot describe.
+            components["securitySchemes"] = {
+                "token": {"type": "apiKey", "in": "header", "name": TOKEN_HEADER},
+                "signature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": SIGNATURE_HEADER,
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body>",
+                },
+            }
+            schema["paths"]["/signals"]["post"]["security"] = [
+                {"token": []},
+                {"signature": []},
+                {},
+            ]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _request_body_schema_ref() -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Signal"},
+                        {"$ref": "#/components/schemas/TradingViewAlert"},
+                    ]
+                }
+            }
+        },
+    }
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` — from the
+    Content-Length header before reading anything, or while streaming a chunked body."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise WebhookError(413, "body_too_large", f"body larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise WebhookError(413, "body_too_large", f"body larger than {limit} bytes")
+    return bytes(body)
+
+
+def _configured(secret: SecretStr | None) -> str | None:
+    """The secret's value; ``None`` when unset or empty (``TEO_WEBHOOK_SHARED_SECRET=``)."""
+    return (secret.get_secret_value() or None) if secret is not None else None
+
+
+def _same(given: str, secret: SecretStr | None) -> bool:
+    value = _configured(secret)
+    if value is None:
+        return False
+    return hmac.compare_digest(given.encode(), value.encode())
+
+
+def _check_headers(settings: Settings, request: Request, body: bytes) -> bool:
+    """True if a header authenticates the request; 401 if one is present and wrong; False if
+    none is present (a TradingView alert may still carry the secret in its body)."""
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if signature is not None:
+        key = _configured(settings.webhook_hmac_secret)
+        if key is None:
+            raise WebhookError(401, "unauthorized", f"{SIGNATURE_HEADER} is not enabled here")
+        expected = hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(signature.strip().encode(), f"sha256={expected}".encode()):
+            raise WebhookError(401, "unauthorized", f"{SIGNATURE_HEADER} does not match the body")
+        return True
+    token = request.headers.get(TOKEN_HEADER)
+    if token is not None:
+        if not _same(token, settings.webhook_shared_secret):
+            raise WebhookError(401, "unauthorized", f"{TOKEN_HEADER} is wrong")
+        return True
+    return False
+
+
+def _missing_credentials() -> str:
+    return (
+        f"send {SIGNATURE_HEADER} (HMAC-SHA256 of the body) or {TOKEN_HEADER}, "
+        "or the shared secret in a TradingView alert's secret field"
+    )
+
+
+def _parse_json(body: bytes, *, authenticated: bool) -> Any:
+    try:
+        # Numbers become Decimal straight from their digits, as in service.parse_signal.
+        payload = json.loads(body, parse_float=Decimal)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if not authenticated:  # nothing to say to a caller we do not know
+            raise WebhookError(401, "unauthorized", _missing_credentials()) from exc
+        raise WebhookError(400, "malformed_json", f"malformed JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        if not authenticated:
+            raise WebhookError(401, "unauthorized", _missing_credentials())
+        raise WebhookError(400, "malformed_json", "expected a JSON object")
+    return payload
+
+
+def _to_signal(payload: dict[str, Any], *, is_alert: bool) -> Signal:
+    try:
+        if not is_alert:
+            return parse_signal(payload, source="signal")
+        alert = TradingViewAlert.model_validate(payload)
+        try:
+            return parse_signal(alert.to_signal_fields(), source="alert")
+        except ValidationFailed as exc:
+            # Name the alert's own fields, not the Signal's they were mapped to.
+            renamed = [
+                (_ALERT_FIELD_FOR.get(field.split(".")[0], field), message)
+                for field, message in exc.problems
+            ]
+            raise ValidationFailed("alert", renamed) from exc
+    except ValidationError as exc:
+        raise _invalid(
+            [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        ) from exc
+    except ValidationFailed as exc:
+        raise _invalid(exc.problems) from exc
+
+
+def _invalid(problems: list[tuple[str, str]]) -> WebhookError:
+    fields = ", ".join(field or "body" for field, _ in problems)
+    return WebhookError(
+        422,
+        "invalid_signal",
+        f"invalid signal: {fields}",
+        [Problem(field=field, message=message) for field, message in problems],
+    )
+
+
+async def _submit(settings: Settings, client: Client, db: Database, signal: Signal) -> JSONResponse:
+    try:
+        # Concurrent submissions are fine: submit_signal keeps its blocking database steps off
+        # the event loop.
+        handle = await submit_signal(client, db, settings, signal)
+    except DuplicateSignal:
+        return await _duplicate(settings, client, db, signal)
+    except SystemHalted as exc:
+        raise WebhookError(409, "halted", str(exc)) from exc
+    except ValidationFailed as exc:
+        raise _invalid(exc.problems) from exc
+    except RPCError as exc:
+        log.warning("Temporal refused or unreachable: %s", exc)
+        raise WebhookError(
+            503, "temporal_unavailable", f"Temporal unavailable, nothing started: {exc}"
+        ) from exc
+    except RuntimeError as exc:
+        # A client that never reached the server (lazy connect) raises this, not an RPCError.
+        if not str(exc).startswith("Failed client connect"):
+            raise
+        log.warning("Temporal unreachable: %s", exc)
+        raise WebhookError(
+            503, "temporal_unavailable", f"Temporal unreachable, nothing started: {exc}"
+        ) from exc
+    log.info("signal %s accepted: 202, workflow %s started", signal.signal_id, handle.id)
+    WEBHOOK_REQUESTS.labels("accepted").inc()
+    accepted = SignalAccepted(
+        signal_id=signal.signal_id,
+        workflow_id=handle.id,
+        run_id=handle.result_run_id,
+        ui_url=settings.ui_link(handle.id),
+        duplicate=False,
+    )
+    return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+def _signal_row(db: Database, signal_id: str) -> SignalRow | None:
+    with db.transaction() as session:
+        row: SignalRow | None = session.scalar(
+            select(SignalRow).where(SignalRow.signal_id == signal_id)
+        )
+        return row
+
+
+async def _duplicate(
+    settings: Settings, client: Client, db: Database, signal: Signal
+) -> JSONResponse:
+    """200 with the workflow this signal id already started, or 409 if the id was used for a
+    different signal. Prices compare as numbers: ``1.085`` and ``1.08500`` are the same."""
+    row = await asyncio.to_thread(_signal_row, db, signal.signal_id)
+    if row is not None and Signal.model_validate(row.payload) != signal:
+        raise WebhookError(
+            409,
+            "signal_id_conflict",
+            f"signal id {signal.signal_id!r} was already used for a different signal",
+            [Problem(field="signal_id", message="already used for a different signal")],
+        )
+    workflow_id = row.workflow_id if row is not None else workflow_id_for(signal.signal_id)
+    run_id: str | None = None
+    # Fails once the run closed longer ago than the namespace's retention: the row remains.
+    with contextlib.suppress(RPCError):
+        run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    log.info("duplicate signal %s: 200, nothing started", signal.signal_id)
+    WEBHOOK_REQUESTS.labels("duplicate").inc()
+    accepted = SignalAccepted(
+        signal_id=signal.signal_id,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        ui_url=settings.ui_link(workflow_id),
+        duplicate=True,
+    )
+    return JSONResponse(accepted.model_dump(), status_code=200)
+
+
+def serve(settings: Settings, app: FastAPI | None = None) -> None:
+    """Run ``app`` (default: :func:`create_app`'s) under uvicorn until SIGINT or SIGTERM, which
+    uvicorn handles: it shuts down gracefully, then raises the signal again, so a SIGTERM ends
+    the process by that signal and a SIGINT returns."""
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
+    uvicorn.run(
+        app or create_app(settings),
+        host=settings.webhook_host,
+        port=settings.webhook_port,
+        log_config=None,  # keep our JSON handler; uvicorn's loggers propagate to it
+        access_log=False,  # the app logs each request's outcome with the signal's ids
+        proxy_headers=True,  # client address from X-Forwarded-For, for FORWARDED_ALLOW_IPS
+    )

@@ -1,0 +1,239 @@
+"""Operator controls: pause/resume an account, halt/unhalt everything, cancel a signal.
+
+Each action is persisted first (so every later signal and every reservation sees it — the
+database is what closes the race with a leg between its timer and its order), then sent to
+the running workflows (so legs waiting on their timers stop at once), then written to the
+operator-actions table with the workflows it reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.domain import ids
+from orchestrator.domain.errors import ValidationFailed
+from orchestrator.domain.models import (
+    AccountStatus,
+    CancelSignalRequest,
+    HaltRequest,
+    PauseAccount,
+    ResumeAccount,
+    StopResult,
+    UnhaltRequest,
+)
+from workflows.signal import SignalExecutionWorkflow
+
+RUNNING_EXECUTIONS = (
+    "ExecutionStatus = 'Running' AND "
+    "(WorkflowType = 'SignalExecutionWorkflow' OR WorkflowType = 'LegBatchWorkflow')"
+)
+
+
+@dataclass
+class Outcome:
+    """What an operator action reached and what it did."""
+
+    reached: list[str] = field(default_factory=list)
+    legs_stopped: int = 0
+    orders_cancelled: int = 0
+    refused: list[str] = field(default_factory=list)
+    """Workflows that refused an update, with the reason they gave."""
+
+
+def _require(operator: str, reason: str) -> None:
+    problems = []
+    if not operator.strip():
+        problems.append(("operator", "say who you are"))
+    if not reason.strip():
+        problems.append(("reason", "give a reason"))
+    if problems:
+        raise ValidationFailed("operator action", problems)
+
+
+async def running_executions(client: Client) -> list[str]:
+    return [w.id async for w in client.list_workflows(RUNNING_EXECUTIONS)]
+
+
+async def _broadcast(
+    client: Client, send: Callable[[WorkflowHandle[Any, Any]], Awaitable[object]]
+) -> tuple[list[str], list[object]]:
+    """Send to every running signal and batch workflow; one that closed meanwhile is skipped."""
+    ids = await running_executions(client)
+    reached: list[str] = []
+    answers: list[object] = []
+
+    async def one(workflow_id: str) -> None:
+        try:
+            answers.append(await send(client.get_workflow_handle(workflow_id)))
+            reached.append(workflow_id)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+    await asyncio.gather(*(one(i) for i in ids))
+    return sorted(reached), answers
+
+
+def _record(
+    db: Database, action: str, *, target: str | None, who: str, why: str, out: Outcome
+) -> None:
+    with db.transaction() as session:
+        repository.record_operator_action(
+            session,
+            action=action,
+            target=target,
+            operator=who,
+            reason=why,
+            reached=out.reached,
+            outcome={
+                "legs_stopped": out.legs_stopped,
+                "orders_cancelled": out.orders_cancelled,
+                "refused": out.refused,
+            },
+            now=datetime.now(UTC),
+        )
+
+
+def _set_status(db: Database, account_id: str, status: AccountStatus, reason: str | None) -> None:
+    try:
+        with db.transaction() as session:
+            repository.set_account_status(session, account_id, status, reason, datetime.now(UTC))
+    except LookupError as exc:
+        raise ValidationFailed(
+            "operator action", [("account", f"unknown account {account_id!r}")]
+        ) from exc
+
+
+async def pause_account(
+    client: Client,
+    db: Database,
+    account_id: str,
+    *,
+    operator: str,
+    reason: str,
+    reroute: bool = False,
+) -> Outcome:
+    _require(operator, reason)
+    _set_status(db, account_id, AccountStatus.PAUSED, f"{operator}: {reason}")
+    request = PauseAccount(account_id=account_id, operator=operator, reason=reason, reroute=reroute)
+    reached, _ = await _broadcast(
+        client, lambda h: h.signal(SignalExecutionWorkflow.pause_account, request)
+    )
+    out = Outcome(reached=reached)
+    _record(db, "pause", target=account_id, who=operator, why=reason, out=out)
+    return out
+
+
+async def resume_account(
+    client: Client, db: Database, account_id: str, *, operator: str, reason: str
+) -> Outcome:
+    _require(operator, reason)
+    _set_status(db, account_id, AccountStatus.ACTIVE, None)
+    request = ResumeAccount(account_id=account_id, operator=operator, reason=reason)
+    reached, _ = await _broadcast(
+        client, lambda h: h.signal(SignalExecutionWorkflow.resume_account, request)
+    )
+    out = Outcome(reached=reached)
+    _record(db, "resume", target=account_id, who=operator, why=reason, out=out)
+    return out
+
+
+async def halt(
+    client: Client, db: Database, *, operator: str, reason: str, cancel_working: bool = False
+) -> Outcome:
+    """The kill switch. Persisted first: from this commit on, no reservation succeeds, no new
+    order passes the order activity's gate, and no new signal starts."""
+    _require(operator, reason)
+    with db.transaction() as session:
+        repository.set_halt(
+            session, halted=True, operator=operator, reason=reason, now=datetime.now(UTC)
+        )
+    out = await broadcast_kill_switch(
+        client,
+        HaltRequest(
+            operator=operator,
+            reason=reason,
+            cancel_working=cancel_working,
+            from_kill_switch=True,
+        ),
+    )
+    _record(db, "halt", target=None, who=operator, why=reason, out=out)
+    return out
+
+
+async def unhalt(client: Client, db: Database, *, operator: str, reason: str) -> Outcome:
+    _require(operator, reason)
+    with db.transaction() as session:
+        repository.set_halt(
+            session, halted=False, operator=operator, reason=reason, now=datetime.now(UTC)
+        )
+    out = await broadcast_kill_switch(
+        client, UnhaltRequest(operator=operator, reason=reason, from_kill_switch=True)
+    )
+    _record(db, "unhalt", target=None, who=operator, why=reason, out=out)
+    return out
+
+
+async def broadcast_kill_switch(
+    client: Client,
+    request: HaltRequest | UnhaltRequest,
+    *,
+    exclude: str | None = None,
+    update_id: str | None = None,
+) -> Outcome:
+    """Send an already persisted kill switch (or its lifting) to every running signal and batch
+    workflow but ``exclude``. A halt is an update: each answers what it stopped; ``update_id``
+    (with the workflow's id) makes a repeated broadcast a no-op for a workflow it reached."""
+    out = Outcome()
+
+    async def send(handle: WorkflowHandle[Any, Any]) -> object:
+        if handle.id == exclude:
+            return None
+        if isinstance(request, UnhaltRequest):
+            await handle.signal(SignalExecutionWorkflow.unhalt, request)
+            return None
+        try:
+            return await handle.execute_update(
+                SignalExecutionWorkflow.halt,
+                request,
+                id=None if update_id is None else f"{update_id}:{handle.id}",
+            )
+        except WorkflowUpdateFailedError as err:
+            out.refused.append(f"{handle.id}: {err.cause}")
+            return None
+
+    reached, answers = await _broadcast(client, send)
+    out.reached = [w for w in reached if w != exclude]
+    for answer in answers:
+        if isinstance(answer, StopResult):
+            out.legs_stopped += answer.legs_stopped
+            out.orders_cancelled += answer.orders_cancelled
+    return out
+
+
+async def cancel_signal(
+    client: Client, db: Database, signal_id: str, *, operator: str, reason: str
+) -> Outcome:
+    """Cancel one signal. Its workflow cancels its batch children, if it has any."""
+    _require(operator, reason)
+    request = CancelSignalRequest(operator=operator, reason=reason)
+    workflow_id = ids.signal_workflow_id(signal_id)
+    result = await client.get_workflow_handle_for(
+        SignalExecutionWorkflow.run, workflow_id
+    ).execute_update(SignalExecutionWorkflow.cancel_signal, request)
+    out = Outcome(
+        reached=[workflow_id],
+        legs_stopped=result.legs_stopped,
+        orders_cancelled=result.orders_cancelled,
+    )
+    _record(db, "cancel", target=signal_id, who=operator, why=reason, out=out)
+    return out
