@@ -54,17 +54,13 @@ from orchestrator.adapters.temporal import connect, data_converter, stop_dev_ser
 from orchestrator.config import PROJECT_ROOT, Settings, get_settings
 from orchestrator.domain import planning
 from orchestrator.domain import search_attributes as sa
+from orchestrator.domain.contracts.payloads import ArchiveRequest, SnapshotRequest
 from orchestrator.domain.errors import OrchestratorError, ValidationFailed
-from orchestrator.domain.models import (
-    ID_PATTERN,
-    SYMBOL_PATTERN,
-    ArchiveRequest,
-    ExecutionReport,
-    Signal,
-    SignalProgress,
-    SnapshotRequest,
-)
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import ExecutionReport
 from orchestrator.domain.reports import full_report
+from orchestrator.domain.signal import Signal
+from orchestrator.domain.values import ID_PATTERN, SYMBOL_PATTERN
 from orchestrator.interfaces import display
 from orchestrator.interfaces.process import BROKEN_PIPE, run_and_exit
 from orchestrator.services import operators

@@ -32,7 +32,7 @@ from orchestrator.adapters.observability import logs, metrics
 from orchestrator.adapters.temporal import connect, ensure_search_attributes
 from orchestrator.config import Settings, get_settings
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.models import Side
+from orchestrator.domain.values import Side
 from orchestrator.interfaces.http import codec_server
 from orchestrator.interfaces.process import run_and_exit
 from orchestrator.services import archive

@@ -9,7 +9,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.client import Client
 
-from orchestrator.domain.models import ActivityName, ArchiveRequest, ArchiveResult
+from orchestrator.domain.contracts.payloads import ActivityName, ArchiveRequest, ArchiveResult
 from orchestrator.services import archive
 
 

@@ -15,17 +15,17 @@ from temporalio.client import Client
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.domain.models import (
+from orchestrator.domain.contracts.operators import (
     ActionReceipt,
     ActionRecorded,
     ActionVia,
-    ActivityName,
     CancellationRequest,
     HaltRequest,
     KillSwitch,
     KillSwitchResult,
     UnhaltRequest,
 )
+from orchestrator.domain.contracts.payloads import ActivityName
 from orchestrator.services import operators
 
 

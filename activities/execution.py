@@ -21,25 +21,24 @@ from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.domain import paging
-from orchestrator.domain.correlation import correlate
-from orchestrator.domain.errors import BrokerUnavailable, InvalidOrderTransition
-from orchestrator.domain.models import (
+from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.contracts.payloads import (
     ActivityName,
-    BookSnapshot,
     CancelOrderRequest,
-    CorrelationRequest,
-    CorrelationResult,
-    DenialReason,
     ErrorType,
     OrderOutcome,
     PlaceOrderRequest,
     ReserveRiskRequest,
     ReserveRiskResult,
-    ServiceSettings,
     SettleLegRequest,
     SnapshotRequest,
 )
+from orchestrator.domain.correlate import correlate
+from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
+from orchestrator.domain.errors import BrokerUnavailable, InvalidOrderTransition
 from orchestrator.domain.orders import TERMINAL, OrderStatus
+from orchestrator.domain.settings import ServiceSettings
+from orchestrator.domain.values import DenialReason
 
 SNAPSHOT = "snapshot"
 CORRELATION = "correlation"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from orchestrator.adapters.book_file import AccountRecord, AccountState, Book
-from orchestrator.domain.models import AccountLimits, SymbolSpec
+from orchestrator.domain.book import AccountLimits, SymbolSpec
 
 BROKER = "bench"
 SYMBOL = "EURUSD"

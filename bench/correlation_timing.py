@@ -30,7 +30,7 @@ import psycopg
 from bench.book import bench_book
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.domain.correlation import correlate
+from orchestrator.domain.correlate import correlate
 
 CLUSTERS = 50
 THRESHOLD = Decimal("0.7")

@@ -38,8 +38,8 @@ import quickfix as fix
 from orchestrator.adapters.brokers.base import OrderTicket
 from orchestrator.adapters.brokers.fix import DICTIONARY_DIR, FixBroker, FixSessionConfig
 from orchestrator.config import PROJECT_ROOT
-from orchestrator.domain.models import OrderType, Side
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import OrderType, Side
 
 PORT = 5001
 INSIDE = "TEO_BENCH_IN_NETNS"

@@ -123,19 +123,12 @@ from orchestrator.adapters.db.schema import OrderRow
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain import search_attributes
-from orchestrator.domain.models import (
-    AccountCorrelation,
-    AccountSnapshot,
-    AccountStatus,
-    BookSnapshot,
-    CorrelationResult,
-    Mandate,
-    PlanSettings,
-    Signal,
-    spec_key,
-)
+from orchestrator.domain.book import AccountSnapshot, AccountStatus, BookSnapshot, Mandate, spec_key
+from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning import plan_signal
+from orchestrator.domain.settings import PlanSettings
+from orchestrator.domain.signal import Signal
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal
 from worker import build_activities, build_worker, worker_database

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.domain.models import ExecutionSettings, PlanSettings, ServiceSettings
+from orchestrator.domain.settings import ExecutionSettings, PlanSettings, ServiceSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

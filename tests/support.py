@@ -30,8 +30,9 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
 from orchestrator.config import Settings
+from orchestrator.domain.book import AccountLimits, Mandate, SymbolSpec
 from orchestrator.domain.errors import BrokerUnavailable
-from orchestrator.domain.models import AccountLimits, Mandate, Signal, SymbolSpec
+from orchestrator.domain.signal import Signal
 from worker import build_activities, build_worker
 
 EURUSD_ALPHA = SymbolSpec(

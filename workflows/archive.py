@@ -9,7 +9,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain.models import ActivityName, ArchiveRequest, ArchiveResult
+    from orchestrator.domain.contracts.payloads import ActivityName, ArchiveRequest, ArchiveResult
 
 
 @workflow.defn

@@ -17,23 +17,25 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.domain import planning
-    from orchestrator.domain.models import (
-        AccountReport,
+    from orchestrator.domain.book import BookSnapshot, spec_key
+    from orchestrator.domain.contracts.payloads import (
         ActivityName,
-        BookSnapshot,
         CompletionInput,
-        CompletionResult,
-        CompletionStop,
-        DenialReason,
-        LegStatus,
-        RerouteHop,
         RerouteInput,
-        RerouteOutcome,
-        RerouteResult,
         ReserveRiskRequest,
         SnapshotRequest,
-        spec_key,
     )
+    from orchestrator.domain.ids import client_order_id
+    from orchestrator.domain.report import (
+        AccountReport,
+        CompletionResult,
+        CompletionStop,
+        LegStatus,
+        RerouteHop,
+        RerouteOutcome,
+        RerouteResult,
+    )
+    from orchestrator.domain.values import DenialReason
     from workflows.legs import (
         BOOK_READ,
         DATABASE_RETRY,
@@ -77,10 +79,8 @@ class PartialFillCompletionWorkflow:
                     stopped, detail = CompletionStop.DEADLINE, "deadline passed"
                 else:
                     sequence = request.first_sequence + len(ids)
-                    client_order_id = planning.client_order_id(
-                        signal.signal_id, request.account_id, sequence
-                    )
-                    ids.append(client_order_id)
+                    order_id = client_order_id(signal.signal_id, request.account_id, sequence)
+                    ids.append(order_id)
                     attempt = await place_order(
                         order_request(
                             signal,
@@ -89,7 +89,7 @@ class PartialFillCompletionWorkflow:
                             broker_symbol=request.broker_symbol,
                             quantity=sendable,
                             business_sequence=sequence,
-                            client_order_id=client_order_id,
+                            client_order_id=order_id,
                             settles_leg=False,
                         ),
                         execution,
@@ -106,13 +106,13 @@ class PartialFillCompletionWorkflow:
                         outcome = await cancel_order(
                             signal.signal_id,
                             request.account_id,
-                            client_order_id,
+                            order_id,
                             "completion deadline" if attempt.timed_out else "completion failed",
                             queue=execution.broker_queue(request.broker),
                         )
                         if attempt.timed_out:
                             stopped = CompletionStop.DEADLINE
-                            detail = f"deadline passed; {client_order_id} cancelled at the broker"
+                            detail = f"deadline passed; {order_id} cancelled at the broker"
                         else:
                             stopped, detail = CompletionStop.FAILED, attempt.failure or ""
                     if outcome is not None and outcome.average_price is not None:
@@ -204,7 +204,7 @@ class OrderRerouteWorkflow:
                 continue
             quantity = decision.lots
             risk, margin = planning.commitment(signal, spec, quantity)
-            client_order_id = planning.client_order_id(signal.signal_id, candidate, 1)
+            order_id = client_order_id(signal.signal_id, candidate, 1)
             order = order_request(
                 signal,
                 account_id=candidate,
@@ -212,7 +212,7 @@ class OrderRerouteWorkflow:
                 broker_symbol=spec.symbol,
                 quantity=quantity,
                 business_sequence=1,
-                client_order_id=client_order_id,
+                client_order_id=order_id,
             )
             attempt = await place_order(
                 order.model_copy(
@@ -221,7 +221,7 @@ class OrderRerouteWorkflow:
                             signal_id=signal.signal_id,
                             account_id=candidate,
                             origin_account_id=request.from_account,
-                            client_order_id=client_order_id,
+                            client_order_id=order_id,
                             quantity=quantity,
                             risk_amount=risk,
                             margin=margin,
@@ -245,7 +245,7 @@ class OrderRerouteWorkflow:
                 await cancel_order(
                     signal.signal_id,
                     candidate,
-                    client_order_id,
+                    order_id,
                     "reroute order failed",
                     queue=execution.broker_queue(account.broker),
                 )
@@ -274,7 +274,7 @@ class OrderRerouteWorkflow:
                 outcome=outcome,
                 completion=completion,
                 reason=f"rerouted from {request.from_account}: {request.reason}",
-                client_order_id=client_order_id,
+                client_order_id=order_id,
                 size=decision.rationale,
                 rerouted_from=request.from_account,
             )

@@ -23,36 +23,35 @@ from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.domain import search_attributes as sa
-    from orchestrator.domain.models import (
-        AccountReport,
+    from orchestrator.domain.contracts.operators import (
+        CancelSignalRequest,
+        HaltRequest,
+        PauseAccount,
+        StopResult,
+    )
+    from orchestrator.domain.contracts.payloads import (
         ActivityName,
         CancelOrderRequest,
-        CancelSignalRequest,
         CompletionInput,
-        CompletionResult,
-        DelayRationale,
-        DenialReason,
         ErrorType,
-        ExecutionSettings,
-        HaltRequest,
-        LegOrder,
-        LegProgress,
-        LegStatus,
         OrderOutcome,
-        PauseAccount,
         PlaceOrderRequest,
-        PlannedLeg,
-        PlanSettings,
         RerouteInput,
-        RerouteResult,
         ReserveRiskRequest,
         ReserveRiskResult,
         SettleLegRequest,
-        Side,
-        Signal,
-        SizeRationale,
-        StopResult,
     )
+    from orchestrator.domain.planning.decisions import (
+        DelayRationale,
+        LegOrder,
+        PlannedLeg,
+        SizeRationale,
+    )
+    from orchestrator.domain.progress import LegProgress
+    from orchestrator.domain.report import AccountReport, CompletionResult, LegStatus, RerouteResult
+    from orchestrator.domain.settings import ExecutionSettings, PlanSettings
+    from orchestrator.domain.signal import Signal
+    from orchestrator.domain.values import DenialReason, Side
 
 NON_RETRYABLE_ORDER_ERRORS = [
     ErrorType.BROKER_REJECTED,

@@ -16,39 +16,36 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from orchestrator.domain import ids, paging, planning, reports
     from orchestrator.domain import search_attributes as sa
-    from orchestrator.domain.models import (
-        AccountReport,
+    from orchestrator.domain.book import BookSnapshot
+    from orchestrator.domain.contracts.operators import (
         ActionReceipt,
         ActionRecorded,
         ActionVia,
-        ActivityName,
-        BookSnapshot,
         CancellationRequest,
         CancelSignalRequest,
-        CorrelationRequest,
-        CorrelationResult,
-        ErrorType,
-        ExecutionReport,
         HaltRequest,
         KillSwitch,
         KillSwitchResult,
-        LegBatchInput,
-        LegBatchResult,
-        LegProgress,
-        LegStatus,
         OperatorAction,
         PauseAccount,
-        Plan,
-        PlanSettings,
         ResumeAccount,
-        ServiceSettings,
-        Signal,
-        SignalProgress,
-        SignalWorkflowInput,
-        SnapshotRequest,
         StopResult,
         UnhaltRequest,
     )
+    from orchestrator.domain.contracts.payloads import (
+        ActivityName,
+        ErrorType,
+        LegBatchInput,
+        LegBatchResult,
+        SignalWorkflowInput,
+        SnapshotRequest,
+    )
+    from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
+    from orchestrator.domain.planning.decisions import Plan
+    from orchestrator.domain.progress import LegProgress, SignalProgress
+    from orchestrator.domain.report import AccountReport, ExecutionReport, LegStatus
+    from orchestrator.domain.settings import PlanSettings, ServiceSettings
+    from orchestrator.domain.signal import Signal
     from workflows.legs import (
         BOOK_READ,
         DATABASE_RETRY,

@@ -22,18 +22,9 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from orchestrator.adapters.files import read_text
+from orchestrator.domain.book import AccountLimits, AccountStatus, Mandate, SymbolSpec
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.models import (
-    AccountLimits,
-    AccountStatus,
-    Fraction,
-    Identifier,
-    Mandate,
-    Model,
-    NonNegativeDecimal,
-    SymbolName,
-    SymbolSpec,
-)
+from orchestrator.domain.values import Fraction, Identifier, Model, NonNegativeDecimal, SymbolName
 
 
 class PaperFill(StrEnum):

@@ -38,13 +38,10 @@ from temporalio.converter import (
 )
 
 from orchestrator.adapters.files import read_text
+from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.contracts.payloads import LegBatchInput, LegBatchResult
+from orchestrator.domain.correlation import CorrelationResult
 from orchestrator.domain.errors import OrchestratorError, ValidationFailed
-from orchestrator.domain.models import (
-    BookSnapshot,
-    CorrelationResult,
-    LegBatchInput,
-    LegBatchResult,
-)
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"

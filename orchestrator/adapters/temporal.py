@@ -35,8 +35,8 @@ from orchestrator.adapters.codec import (
 )
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain import search_attributes
+from orchestrator.domain.contracts.payloads import ErrorType
 from orchestrator.domain.errors import OrchestratorError, ValidationFailed
-from orchestrator.domain.models import ErrorType
 
 RUN_DIR = PROJECT_ROOT / ".run"
 

@@ -21,7 +21,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from orchestrator.domain.models import BookSnapshot, CorrelationResult, Denial, LegOrder, PlannedLeg
+from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.correlation import CorrelationResult
+from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
 
 PAGE_BYTES = 160 * 1024
 """Snapshot and correlation pages: the accounts' JSON per page, at most."""

@@ -13,16 +13,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from orchestrator.domain import paging
-from orchestrator.domain.models import (
-    AccountReport,
-    Denial,
-    ExecutionReport,
-    LegBatchResult,
-    LegOrder,
-    LegStatus,
-    PlannedLeg,
-    Signal,
-)
+from orchestrator.domain.contracts.payloads import LegBatchResult
+from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
+from orchestrator.domain.report import AccountReport, ExecutionReport, LegStatus
+from orchestrator.domain.signal import Signal
 
 if TYPE_CHECKING:
     from temporalio.client import Client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
-from orchestrator.domain.models import Signal
+from orchestrator.domain.signal import Signal
 
 SIGNAL_ID = SearchAttributeKey.for_keyword("SignalId")
 SYMBOL = SearchAttributeKey.for_keyword("Symbol")

@@ -10,15 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.domain.models import (
-    AccountReport,
-    ExecutionReport,
-    LegStatus,
-    Plan,
-    SignalProgress,
-    SizeRationale,
-)
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.planning.decisions import Plan, SizeRationale
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import AccountReport, ExecutionReport, LegStatus
 
 if TYPE_CHECKING:
     from orchestrator.adapters.db.repository import LedgerOrder

@@ -33,8 +33,8 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from orchestrator.domain.contracts.payloads import ArchivedSignal, ArchiveRequest, ArchiveResult
 from orchestrator.domain.errors import OrchestratorError
-from orchestrator.domain.models import ArchivedSignal, ArchiveRequest, ArchiveResult
 from orchestrator.services import audit, history
 
 SCHEDULE_ID = "archive-signal-histories"

@@ -31,40 +31,35 @@ from temporalio.converter import DataConverter
 
 from orchestrator.adapters.codec import ENCODING, CodecError
 from orchestrator.domain import paging, planning, reports
-from orchestrator.domain.errors import OrchestratorError
-from orchestrator.domain.models import (
+from orchestrator.domain.book import BookSnapshot, spec_key
+from orchestrator.domain.contracts.operators import (
     ActionReceipt,
     ActionRecorded,
-    ActivityName,
-    BookSnapshot,
     CancellationRequest,
-    CancelOrderRequest,
-    CompletionInput,
-    CompletionResult,
-    CorrelationRequest,
-    CorrelationResult,
-    ExecutionReport,
     KillSwitch,
     KillSwitchResult,
+)
+from orchestrator.domain.contracts.payloads import (
+    ActivityName,
+    CancelOrderRequest,
+    CompletionInput,
     LegBatchInput,
     LegBatchResult,
-    LegStatus,
-    Model,
     OrderOutcome,
     PlaceOrderRequest,
-    Plan,
-    PlannedLeg,
-    PlanSettings,
     RerouteInput,
-    RerouteResult,
     ReserveRiskRequest,
     ReserveRiskResult,
-    ServiceSettings,
     SettleLegRequest,
     SignalWorkflowInput,
     SnapshotRequest,
-    spec_key,
 )
+from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
+from orchestrator.domain.errors import OrchestratorError
+from orchestrator.domain.planning.decisions import Plan, PlannedLeg
+from orchestrator.domain.report import CompletionResult, ExecutionReport, LegStatus, RerouteResult
+from orchestrator.domain.settings import PlanSettings, ServiceSettings
+from orchestrator.domain.values import Model
 from orchestrator.services import history as histories
 
 ACTIVITY_TYPES: dict[str, tuple[type[Any], Any]] = {

@@ -20,9 +20,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.domain import ids
-from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.models import (
-    AccountStatus,
+from orchestrator.domain.book import AccountStatus
+from orchestrator.domain.contracts.operators import (
     CancelSignalRequest,
     HaltRequest,
     PauseAccount,
@@ -30,6 +29,7 @@ from orchestrator.domain.models import (
     StopResult,
     UnhaltRequest,
 )
+from orchestrator.domain.errors import ValidationFailed
 from workflows.signal import SignalExecutionWorkflow
 
 RUNNING_EXECUTIONS = (

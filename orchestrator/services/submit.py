@@ -18,8 +18,10 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain import search_attributes
+from orchestrator.domain.contracts.payloads import SignalWorkflowInput
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
-from orchestrator.domain.models import ExecutionReport, Signal, SignalWorkflowInput
+from orchestrator.domain.report import ExecutionReport
+from orchestrator.domain.signal import Signal
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
 
 

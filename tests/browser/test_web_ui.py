@@ -24,7 +24,8 @@ from orchestrator.adapters.codec import ENCODING
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OperatorActionRow
-from orchestrator.domain.models import HaltRequest, LegStatus, PauseAccount
+from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
+from orchestrator.domain.report import LegStatus
 from orchestrator.services.submit import submit_signal
 from tests.browser.conftest import UiWorld
 from tests.browser.ui import (

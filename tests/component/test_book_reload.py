@@ -16,8 +16,8 @@ from sqlalchemy import select
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountRow, AccountStateRow, OperatorActionRow
+from orchestrator.domain.book import AccountLimits, AccountStatus, Mandate
 from orchestrator.domain.errors import OpenReservations, ValidationFailed
-from orchestrator.domain.models import AccountLimits, AccountStatus, Mandate
 from tests.component.conftest import CliRunner
 from tests.component.test_book import account_data, book_data
 from tests.component.test_repository import NOW, fill_leg, reserve, reserve_request, settle

@@ -6,8 +6,8 @@ import itertools
 from datetime import date, timedelta
 from decimal import Decimal
 
-from orchestrator.domain.correlation import correlate
-from orchestrator.domain.models import AccountCorrelation, CorrelationResult
+from orchestrator.domain.correlate import correlate
+from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
 
 DAYS = [date(2026, 1, 5) + timedelta(days=i) for i in range(8)]
 UNIT = Decimal("0.01")

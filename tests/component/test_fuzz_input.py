@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountRow, SignalRow
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.models import Signal
+from orchestrator.domain.signal import Signal
 from orchestrator.services.submit import parse_signal
 from tests.component.conftest import CliRunner
 from tests.support import account, book

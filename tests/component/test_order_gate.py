@@ -15,16 +15,14 @@ from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
-from orchestrator.domain.models import (
-    AccountStatus,
+from orchestrator.domain.book import AccountStatus
+from orchestrator.domain.contracts.payloads import (
     CancelOrderRequest,
-    DenialReason,
     ErrorType,
-    OrderType,
     PlaceOrderRequest,
     ReserveRiskRequest,
-    Side,
 )
+from orchestrator.domain.values import DenialReason, OrderType, Side
 from tests.support import account, book, broker_orders, load
 
 NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)

@@ -11,9 +11,10 @@ from typing import Any
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.domain.models import OrderType, PlaceOrderRequest, Side
+from orchestrator.domain.contracts.payloads import PlaceOrderRequest
+from orchestrator.domain.ids import client_order_id as client_order_id_of
 from orchestrator.domain.orders import OrderStatus
-from orchestrator.domain.planning import client_order_id as client_order_id_of
+from orchestrator.domain.values import OrderType, Side
 from tests.component.conftest import CliRunner
 from tests.support import account, book, load
 

@@ -13,8 +13,8 @@ from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import PaperExecutionRow, PaperOrderRow
-from orchestrator.domain.models import OrderType, Side
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import OrderType, Side
 from tests.component.conftest import FakeClock
 from tests.support import account, book, load
 

@@ -11,7 +11,9 @@ from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain import paging, planning
-from orchestrator.domain.models import BookSnapshot, PlanSettings, SnapshotRequest
+from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.contracts.payloads import SnapshotRequest
+from orchestrator.domain.settings import PlanSettings
 from tests.support import EURUSD_ALPHA, account, book, load, uncorrelated_returns
 
 IDS = ["acc-1", "acc-2", "acc-3", "acc-4"]

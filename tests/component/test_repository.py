@@ -23,16 +23,14 @@ from orchestrator.adapters.db.schema import (
     SignalRow,
     SystemControlRow,
 )
-from orchestrator.domain.errors import DuplicateSignal, InvalidOrderTransition
-from orchestrator.domain.models import (
-    DenialReason,
-    OrderType,
+from orchestrator.domain.contracts.payloads import (
     PlaceOrderRequest,
     ReserveRiskRequest,
     ReserveRiskResult,
-    Side,
 )
+from orchestrator.domain.errors import DuplicateSignal, InvalidOrderTransition
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import DenialReason, OrderType, Side
 from tests.support import account, book, load, signal
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

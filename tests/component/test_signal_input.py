@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.models import OrderType, Side
+from orchestrator.domain.values import OrderType, Side
 from orchestrator.services.submit import parse_signal
 from tests.component.conftest import CliRunner
 

@@ -38,7 +38,8 @@ from orchestrator.adapters.db.schema import (
 )
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import PROJECT_ROOT, Settings
-from orchestrator.domain.models import ExecutionReport, LegStatus, SignalProgress
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import ExecutionReport, LegStatus
 from orchestrator.services.submit import submit_signal
 from tests.faults.conftest import DevServer, PrivatePostgres, Results, Row
 from tests.faults.worker_process import KILL_POINTS

@@ -12,8 +12,8 @@ import pytest
 
 from orchestrator.adapters.brokers.base import BrokerOrder, OrderEvents, OrderTicket
 from orchestrator.adapters.brokers.fix import FixBroker, FixSessionConfig, OrderLookup
-from orchestrator.domain.models import OrderType, Side
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import OrderType, Side
 
 StartBroker = Callable[..., FixBroker]
 

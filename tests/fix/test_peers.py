@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.domain.models import Side
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import Side
 from tests.fix.conftest import StartBroker, await_status, ticket
 from tests.fix.peers import new_comp_id, running_peer
 

@@ -12,8 +12,8 @@ import pytest
 
 from orchestrator.adapters.brokers.fix import FixBroker, FixNotConnected, FixSessionInUse, OrderRef
 from orchestrator.domain.errors import BrokerUnavailable
-from orchestrator.domain.models import Side
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import Side
 from tests.fix.conftest import StartBroker, await_status, ticket
 from tests.fix.peers import FixPeer, new_comp_id, running_peer
 

@@ -18,8 +18,9 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import PROJECT_ROOT
+from orchestrator.domain.contracts.payloads import ArchiveRequest
 from orchestrator.domain.errors import OrchestratorError
-from orchestrator.domain.models import ArchiveRequest, LegStatus
+from orchestrator.domain.report import LegStatus
 from orchestrator.services import archive, audit, history
 from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings

@@ -14,7 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.adapters.book_file import AccountRecord
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountStateRow, RiskReservationRow
-from orchestrator.domain.models import AccountLimits, DenialReason, LegStatus
+from orchestrator.domain.book import AccountLimits
+from orchestrator.domain.report import LegStatus
+from orchestrator.domain.values import DenialReason
 from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings
 from tests.support import account, book, broker_orders, load, signal

@@ -18,7 +18,7 @@ from orchestrator.adapters.codec import load_codec
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.domain import search_attributes
-from orchestrator.domain.models import LegStatus
+from orchestrator.domain.report import LegStatus
 from orchestrator.services import audit, history
 from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings

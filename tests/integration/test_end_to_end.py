@@ -21,7 +21,9 @@ from orchestrator.adapters.book_file import read_book
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import PROJECT_ROOT, Settings
-from orchestrator.domain.models import DenialReason, LegStatus, SignalProgress
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import LegStatus
+from orchestrator.domain.values import DenialReason
 from orchestrator.services import audit
 from orchestrator.services.submit import submit_signal
 from tests.support import (

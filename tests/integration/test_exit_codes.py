@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import PROJECT_ROOT
-from orchestrator.domain.models import LegStatus
+from orchestrator.domain.report import LegStatus
 from orchestrator.services.submit import submit_signal
 from tests.integration.test_end_to_end import dev_settings
 from tests.integration.test_webhook_end_to_end import free_port

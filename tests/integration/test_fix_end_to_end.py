@@ -31,7 +31,9 @@ from orchestrator.adapters.brokers.fix import FixBroker, OrderRef
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow
 from orchestrator.config import PROJECT_ROOT, Settings
-from orchestrator.domain.models import LegStatus, OrderType, Side, SymbolSpec
+from orchestrator.domain.book import SymbolSpec
+from orchestrator.domain.report import LegStatus
+from orchestrator.domain.values import OrderType, Side
 from orchestrator.services.submit import submit_signal
 from tests.fix.peers import new_comp_id, running_peer
 from tests.support import (

@@ -22,14 +22,11 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OperatorActionRow
 from orchestrator.adapters.temporal import temporal_binary
 from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain.contracts.operators import HaltRequest
 from orchestrator.domain.errors import SystemHalted
-from orchestrator.domain.models import (
-    DenialReason,
-    ExecutionReport,
-    HaltRequest,
-    LegStatus,
-    SignalProgress,
-)
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.values import DenialReason
 from orchestrator.services import operators
 from orchestrator.services.submit import submit_signal
 from tests.support import account, book, broker_orders, load, poll_until, signal

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import port_open
 from orchestrator.config import PROJECT_ROOT
-from orchestrator.domain.models import ExecutionReport, LegStatus
+from orchestrator.domain.report import ExecutionReport, LegStatus
 from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import body_of, serve_in_thread, tradingview_alert
 from tests.integration.test_end_to_end import dev_settings

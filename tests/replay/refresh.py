@@ -41,15 +41,11 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import Settings
 from orchestrator.domain import search_attributes
-from orchestrator.domain.models import (
-    DenialReason,
-    ExecutionReport,
-    HaltRequest,
-    LegStatus,
-    Mandate,
-    PauseAccount,
-    SignalProgress,
-)
+from orchestrator.domain.book import Mandate
+from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.values import DenialReason
 from orchestrator.services import history
 from orchestrator.services.submit import submit_signal
 from tests.support import account, book, load, poll_until, signal

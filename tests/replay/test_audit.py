@@ -16,7 +16,7 @@ from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain import planning
 from orchestrator.domain.errors import OrchestratorError
-from orchestrator.domain.models import LegStatus
+from orchestrator.domain.report import LegStatus
 from orchestrator.services import audit, history
 from starter import main as starter_main
 from tests.replay.refresh import TEST_ONLY_KEYS

@@ -18,7 +18,8 @@ from temporalio import workflow
 
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
-from orchestrator.domain.models import ExecutionReport, SignalWorkflowInput
+from orchestrator.domain.contracts.payloads import SignalWorkflowInput
+from orchestrator.domain.report import ExecutionReport
 from orchestrator.services import history
 from starter import main as starter_main
 from tests.replay.refresh import TEST_ONLY_KEYS

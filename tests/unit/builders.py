@@ -10,18 +10,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from orchestrator.domain.models import (
-    AccountCorrelation,
+from orchestrator.domain.book import (
     AccountLimits,
     AccountSnapshot,
     AccountStatus,
     BookSnapshot,
-    CorrelationResult,
     Mandate,
-    Side,
-    Signal,
     SymbolSpec,
 )
+from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
+from orchestrator.domain.signal import Signal
+from orchestrator.domain.values import Side
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 """A fixed planning instant: Monday 5 January 2026, 12:00 UTC."""

@@ -24,8 +24,9 @@ from orchestrator.adapters.codec import (
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain import reports
-from orchestrator.domain.models import LegStatus, PlanSettings
 from orchestrator.domain.planning import plan_signal
+from orchestrator.domain.report import LegStatus
+from orchestrator.domain.settings import PlanSettings
 from tests.unit.builders import (
     NOW,
     make_account,

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from orchestrator.domain import correlation
-from orchestrator.domain.correlation import correlate
-from orchestrator.domain.models import AccountCorrelation, CorrelationResult
+from orchestrator.domain import correlate as correlation
+from orchestrator.domain.correlate import correlate
+from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
 
 # Degenerate books (an account with no return at all and min_observations 0, returns of 1E+300)
 # make numpy warn, in both implementations alike.

@@ -19,8 +19,8 @@ from orchestrator.adapters.brokers.fix import (
     _status_of,
     load_fix_config,
 )
-from orchestrator.domain.models import Side
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import Side
 
 
 def config(tmp_path: Path, **overrides: object) -> FixSessionConfig:

@@ -11,19 +11,13 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.domain.models import (
-    AccountSnapshot,
-    AccountStatus,
-    BookSnapshot,
-    CorrelationResult,
-    DenialReason,
-    Plan,
-    PlanSettings,
-    Side,
-    Signal,
-    SymbolSpec,
-)
+from orchestrator.domain.book import AccountSnapshot, AccountStatus, BookSnapshot, SymbolSpec
+from orchestrator.domain.correlation import CorrelationResult
 from orchestrator.domain.planning import plan_signal
+from orchestrator.domain.planning.decisions import Plan
+from orchestrator.domain.settings import PlanSettings
+from orchestrator.domain.signal import Signal
+from orchestrator.domain.values import DenialReason, Side
 from tests.unit.builders import (
     NOW,
     make_account,

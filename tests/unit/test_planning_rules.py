@@ -8,21 +8,13 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from itertools import pairwise
 
-from orchestrator.domain.models import (
-    AccountSnapshot,
-    AccountStatus,
-    CorrelationResult,
-    Denial,
-    DenialReason,
-    Plan,
-    PlannedLeg,
-    PlanSettings,
-    Side,
-    Signal,
-    SymbolSpec,
-    TradingHours,
-)
+from orchestrator.domain.book import AccountSnapshot, AccountStatus, SymbolSpec, TradingHours
+from orchestrator.domain.correlation import CorrelationResult
 from orchestrator.domain.planning import plan_seed, plan_signal
+from orchestrator.domain.planning.decisions import Denial, Plan, PlannedLeg
+from orchestrator.domain.settings import PlanSettings
+from orchestrator.domain.signal import Signal
+from orchestrator.domain.values import DenialReason, Side
 from tests.unit.builders import (
     NOW,
     make_account,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.domain.models import AccountSnapshot, Signal, SymbolSpec
+from orchestrator.domain.book import AccountSnapshot, SymbolSpec
 from orchestrator.domain.planning import (
     CARRIED_RISK,
     RerouteSizing,
@@ -20,6 +20,7 @@ from orchestrator.domain.planning import (
     per_lot_risk,
     size_order,
 )
+from orchestrator.domain.signal import Signal
 from tests.unit.builders import make_account, make_signal, make_spec
 
 

@@ -18,25 +18,24 @@ import pytest
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain import paging, planning, reports
-from orchestrator.domain.models import (
-    AccountCorrelation,
+from orchestrator.domain.book import (
     AccountLimits,
-    AccountReport,
     AccountSnapshot,
     AccountStatus,
     BookSnapshot,
-    CorrelationResult,
-    Denial,
-    DenialReason,
-    ExecutionSettings,
-    LegBatchInput,
-    LegBatchResult,
-    LegStatus,
     Mandate,
-    PlanSettings,
-    SignalWorkflowInput,
     spec_key,
 )
+from orchestrator.domain.contracts.payloads import (
+    LegBatchInput,
+    LegBatchResult,
+    SignalWorkflowInput,
+)
+from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
+from orchestrator.domain.planning.decisions import Denial
+from orchestrator.domain.report import AccountReport, LegStatus
+from orchestrator.domain.settings import ExecutionSettings, PlanSettings
+from orchestrator.domain.values import DenialReason
 from tests.support import EURUSD_ALPHA, signal
 
 ACCOUNTS = 5_000

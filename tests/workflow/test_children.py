@@ -13,14 +13,9 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
-from orchestrator.domain.models import (
-    AccountReport,
-    CompletionStop,
-    LegStatus,
-    RerouteOutcome,
-    Signal,
-    SymbolSpec,
-)
+from orchestrator.domain.book import SymbolSpec
+from orchestrator.domain.report import AccountReport, CompletionStop, LegStatus, RerouteOutcome
+from orchestrator.domain.signal import Signal
 from orchestrator.services import audit
 from orchestrator.services.audit import ValueVerdict
 from orchestrator.services.history import fetch_with_children

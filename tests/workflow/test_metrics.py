@@ -14,7 +14,8 @@ from temporalio.worker import Replayer
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.observability.metrics import Observability
 from orchestrator.config import Settings
-from orchestrator.domain.models import PauseAccount, SignalProgress
+from orchestrator.domain.contracts.operators import PauseAccount
+from orchestrator.domain.progress import SignalProgress
 from orchestrator.services.submit import submit_signal
 from tests.support import account, book, load, poll_until, signal
 from worker import WORKFLOWS

@@ -18,20 +18,17 @@ from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
-from orchestrator.domain.models import (
-    AccountStatus,
-    ActivityName,
+from orchestrator.domain.book import AccountStatus
+from orchestrator.domain.contracts.operators import (
     CancelSignalRequest,
-    DenialReason,
-    ExecutionReport,
     HaltRequest,
-    LegStatus,
-    OrderOutcome,
     PauseAccount,
-    PlaceOrderRequest,
-    SignalProgress,
     StopResult,
 )
+from orchestrator.domain.contracts.payloads import ActivityName, OrderOutcome, PlaceOrderRequest
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.values import DenialReason
 from orchestrator.services.submit import submit_signal
 from tests.support import (
     account,

@@ -22,14 +22,9 @@ from orchestrator.adapters.db.schema import OperatorActionRow
 from orchestrator.adapters.observability import metrics
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
-from orchestrator.domain.models import (
-    ActionVia,
-    ExecutionReport,
-    HaltRequest,
-    LegStatus,
-    PauseAccount,
-    SignalProgress,
-)
+from orchestrator.domain.contracts.operators import ActionVia, HaltRequest, PauseAccount
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import ExecutionReport, LegStatus
 from orchestrator.services import audit
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal

@@ -17,17 +17,15 @@ from activities.execution import ExecutionActivities
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
-from orchestrator.domain.models import (
+from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
+from orchestrator.domain.contracts.payloads import (
     ActivityName,
-    ExecutionReport,
-    HaltRequest,
     LegBatchInput,
-    LegStatus,
     OrderOutcome,
-    PauseAccount,
     PlaceOrderRequest,
-    SignalProgress,
 )
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import ExecutionReport, LegStatus
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal
 from tests.support import account, book, broker_orders, load, paper_orders, poll_until, signal

@@ -17,9 +17,12 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountRow, SignalRow
 from orchestrator.config import Settings
 from orchestrator.domain import paging
+from orchestrator.domain.contracts.payloads import ActivityName
 from orchestrator.domain.errors import DuplicateSignal, ValidationFailed
-from orchestrator.domain.models import ActivityName, DenialReason, LegStatus, SignalProgress
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import LegStatus
 from orchestrator.domain.reports import full_report
+from orchestrator.domain.values import DenialReason
 from orchestrator.services import audit
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal

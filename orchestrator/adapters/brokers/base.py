@@ -9,8 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from orchestrator.domain.models import OrderType, Side
 from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.values import OrderType, Side
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,8 @@ from orchestrator.domain.errors import (
     OrchestratorError,
     ValidationFailed,
 )
-from orchestrator.domain.models import OrderType, Side
 from orchestrator.domain.orders import TERMINAL, OrderStatus, transition
+from orchestrator.domain.values import OrderType, Side
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from orchestrator.adapters.db.schema import (
     PaperOrderRow,
     SymbolSpecRow,
 )
-from orchestrator.domain.models import OrderType
 from orchestrator.domain.orders import CANCELLABLE, TERMINAL, OrderStatus
 from orchestrator.domain.planning import floor_to_step
+from orchestrator.domain.values import OrderType
 
 
 class PaperBroker:

@@ -43,30 +43,32 @@ from orchestrator.adapters.db.schema import (
     SymbolSpecRow,
     SystemControlRow,
 )
+from orchestrator.domain.book import (
+    AccountLimits,
+    AccountSnapshot,
+    AccountStatus,
+    BookSnapshot,
+    Mandate,
+    SymbolSpec,
+    spec_key,
+)
+from orchestrator.domain.contracts.operators import ActionReceipt
+from orchestrator.domain.contracts.payloads import (
+    OrderOutcome,
+    PlaceOrderRequest,
+    ReserveRiskRequest,
+    ReserveRiskResult,
+    SnapshotRequest,
+)
 from orchestrator.domain.errors import (
     DuplicateSignal,
     InvalidOrderTransition,
     OpenReservations,
     ValidationFailed,
 )
-from orchestrator.domain.models import (
-    AccountLimits,
-    AccountSnapshot,
-    AccountStatus,
-    ActionReceipt,
-    BookSnapshot,
-    DenialReason,
-    Mandate,
-    OrderOutcome,
-    PlaceOrderRequest,
-    ReserveRiskRequest,
-    ReserveRiskResult,
-    Signal,
-    SnapshotRequest,
-    SymbolSpec,
-    spec_key,
-)
 from orchestrator.domain.orders import OrderStatus, advance
+from orchestrator.domain.signal import Signal
+from orchestrator.domain.values import DenialReason
 
 RESERVED = "RESERVED"
 SETTLED = "SETTLED"

@@ -48,16 +48,10 @@ from temporalio.worker import (
 
 from orchestrator.adapters.observability import logs
 from orchestrator.config import Settings
-from orchestrator.domain.models import (
-    ActivityName,
-    DenialReason,
-    ErrorType,
-    ExecutionReport,
-    LegStatus,
-    OrderOutcome,
-    RerouteOutcome,
-)
+from orchestrator.domain.contracts.payloads import ActivityName, ErrorType, OrderOutcome
 from orchestrator.domain.orders import TERMINAL, OrderStatus
+from orchestrator.domain.report import ExecutionReport, LegStatus, RerouteOutcome
+from orchestrator.domain.values import DenialReason
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,8 @@ from orchestrator.adapters.observability.metrics import WEBHOOK_REQUESTS
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
-from orchestrator.domain.models import Identifier, OrderType, PositiveDecimal, Signal
+from orchestrator.domain.signal import Signal
+from orchestrator.domain.values import Identifier, OrderType, PositiveDecimal
 from orchestrator.services.submit import parse_signal, submit_signal
 from workflows.signal import workflow_id_for
 
