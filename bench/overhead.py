@@ -242,9 +242,7 @@ def bench_database(choice: str, tag: str, tmp: Path) -> Iterator[BenchDb]:
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
     elif choice == "sqlite":
-        yield BenchDb(
-            f"sqlite:///{tmp / 'orchestrator.adapters.db'}", "SQLite (fresh temp file)", True
-        )
+        yield BenchDb(f"sqlite:///{tmp / 'orchestrator.db'}", "SQLite (fresh temp file)", True)
     else:
         yield BenchDb(choice, f"given: {_redact(choice)}", fresh=False)
 

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     dev_server_db: Path = PROJECT_ROOT / ".run" / "temporal-dev.db"
     """File the embedded dev server persists its history to (``worker.py --dev``, demo)."""
 
-    database_url: str = f"sqlite:///{PROJECT_ROOT / '.run' / 'orchestrator.adapters.db'}"
+    database_url: str = f"sqlite:///{PROJECT_ROOT / '.run' / 'orchestrator.db'}"
     """SQLAlchemy URL; PostgreSQL as ``postgresql+psycopg://user:pass@host:5432/db``."""
 
     delay_min_s: Decimal = Field(default=Decimal(1), ge=0)

@@ -24,7 +24,7 @@ PG_ADMIN_URL = os.environ.get("TEO_TEST_PG_ADMIN", "postgresql://postgres@127.0.
 
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'orchestrator.db'}")
     db.migrate()
     yield db
     db.dispose()
@@ -81,7 +81,7 @@ def test_settings(tmp_path: Path) -> Settings:
     reaches a working order quickly."""
     return Settings(
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
-        database_url=f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}",
+        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
         order_poll_interval_s=0.05,
         order_heartbeat_s=2,
     )

@@ -180,7 +180,7 @@ async def ui_world(
     harness_factory,
     tmp_path: Path,
 ) -> AsyncIterator[UiWorld]:
-    db = Database(f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'orchestrator.db'}")
     db.migrate()
     settings = ui_stack.settings.model_copy(
         update={

@@ -395,7 +395,7 @@ def test_returns_csv_row_with_a_missing_value_is_refused_naming_the_line(tmp_pat
 def test_cli_load_of_a_book_with_one_invalid_account_exits_2_and_writes_nothing(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    url = sqlite_url(tmp_path / "orchestrator.adapters.db")
+    url = sqlite_url(tmp_path / "orchestrator.db")
     broken = account_data("acct-three")
     del broken["limits"]["max_lots"]
     path = write_yaml(
@@ -416,7 +416,7 @@ def test_cli_load_of_a_book_with_one_invalid_account_exits_2_and_writes_nothing(
 def test_cli_load_of_a_book_whose_returns_are_invalid_exits_2_and_writes_nothing(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    url = sqlite_url(tmp_path / "orchestrator.adapters.db")
+    url = sqlite_url(tmp_path / "orchestrator.db")
     (tmp_path / "returns.csv").write_text(
         "account_id,day,return\nacct-one,2026-01-05,0.001\nghost,2026-01-05,0.002\n", "utf-8"
     )
@@ -432,7 +432,7 @@ def test_cli_load_of_a_book_whose_returns_are_invalid_exits_2_and_writes_nothing
 def test_cli_invalid_load_after_a_valid_one_leaves_the_stored_book_unchanged(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    url = sqlite_url(tmp_path / "orchestrator.adapters.db")
+    url = sqlite_url(tmp_path / "orchestrator.db")
     (tmp_path / "returns.csv").write_text(
         "account_id,day,return\nacct-one,2026-01-05,0.001\nacct-two,2026-01-05,0.002\n", "utf-8"
     )
@@ -520,7 +520,7 @@ def test_cli_load_with_a_misnamed_returns_column_exits_2_and_writes_nothing(
 ) -> None:
     """BUG (same cause as the header test above): the CLI crashes with ``KeyError`` instead of
     exiting 2 with a message naming the CSV header."""
-    url = sqlite_url(tmp_path / "orchestrator.adapters.db")
+    url = sqlite_url(tmp_path / "orchestrator.db")
     (tmp_path / "returns.csv").write_text("account_id,day,ret\nacct-one,2026-01-05,0.001\n")
     path = write_yaml(
         tmp_path / "book.yaml", book_data(account_data("acct-one"), returns="returns.csv")

@@ -241,7 +241,7 @@ def said(capsys: Any) -> str:
 
 
 def cli_db(tmp_path: Path) -> tuple[str, Database]:
-    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
     db = Database(url)
     db.migrate()
     return url, db

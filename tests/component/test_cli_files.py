@@ -63,7 +63,7 @@ def test_a_signal_file_that_is_not_utf8_exits_2_naming_it(
 ) -> None:
     signal = {"signal_id": "s-1", "symbol": "EURUSD", "side": "BUY", "entry": "1.085"}
     path = not_utf8(tmp_path / "signal.json", json.dumps({**signal, "note": "NOTE"}))
-    database = tmp_path / "orchestrator.adapters.db"
+    database = tmp_path / "orchestrator.db"
 
     assert cli(f"sqlite:///{database}", command, str(path)) == 2
 
@@ -74,7 +74,7 @@ def test_a_signal_file_that_is_not_utf8_exits_2_naming_it(
 def test_a_book_that_is_not_utf8_exits_2_naming_it_and_writes_nothing(
     tmp_path: Path, cli: CliRunner, capsys: Any
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
     account = account_data("acct-one")
     account["name"] = "NOTE"
     path = not_utf8(tmp_path / "book.yaml", yaml.safe_dump(book_data(account)))
@@ -88,7 +88,7 @@ def test_a_book_that_is_not_utf8_exits_2_naming_it_and_writes_nothing(
 def test_a_returns_csv_that_is_not_utf8_exits_2_naming_it_and_writes_nothing(
     tmp_path: Path, cli: CliRunner, capsys: Any
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
     returns = not_utf8(
         tmp_path / "returns.csv", "account_id,day,return\nacct-one,2026-01-05,0.001 NOTE\n"
     )

@@ -168,7 +168,7 @@ def test_list_orders_gives_each_order_with_its_fills_oldest_first(db: Database) 
 
 
 def sqlite_seeded(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}"
+    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
     db = Database(url)
     db.migrate()
     try:

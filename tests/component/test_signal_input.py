@@ -208,7 +208,7 @@ def test_cli_submit_of_malformed_json_exits_2_before_connecting(
 ) -> None:
     path = tmp_path / "signal.json"
     path.write_text('{"signal_id": "s-1", "symbol": "EURUSD", "side": ', "utf-8")
-    database = tmp_path / "orchestrator.adapters.db"
+    database = tmp_path / "orchestrator.db"
 
     assert cli(f"sqlite:///{database}", "submit", str(path)) == 2
 
@@ -219,10 +219,10 @@ def test_cli_submit_of_an_invalid_signal_exits_2(tmp_path: Path, cli: CliRunner)
     path = tmp_path / "signal.json"
     path.write_text(json.dumps(signal_data(side="SELL")), "utf-8")
 
-    assert cli(f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}", "submit", str(path)) == 2
+    assert cli(f"sqlite:///{tmp_path / 'orchestrator.db'}", "submit", str(path)) == 2
 
 
 def test_cli_submit_of_a_missing_file_exits_2(tmp_path: Path, cli: CliRunner) -> None:
     path = tmp_path / "absent.json"
 
-    assert cli(f"sqlite:///{tmp_path / 'orchestrator.adapters.db'}", "submit", str(path)) == 2
+    assert cli(f"sqlite:///{tmp_path / 'orchestrator.db'}", "submit", str(path)) == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.settings import PROJECT_ROOT, Settings
+from orchestrator.config import PROJECT_ROOT, Settings
 
 README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"
