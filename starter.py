@@ -52,12 +52,12 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import connect, data_converter, stop_dev_server
 from orchestrator.config import PROJECT_ROOT, Settings, get_settings
-from orchestrator.domain import planning
+from orchestrator.domain import ids, planning
 from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.contracts.payloads import ArchiveRequest, SnapshotRequest
 from orchestrator.domain.errors import OrchestratorError, ValidationFailed
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import ExecutionReport
+from orchestrator.domain.report import SignalReport
 from orchestrator.domain.reports import full_report
 from orchestrator.domain.signal import Signal
 from orchestrator.domain.values import ID_PATTERN, SYMBOL_PATTERN
@@ -65,7 +65,7 @@ from orchestrator.interfaces import display
 from orchestrator.interfaces.process import BROKEN_PIPE, run_and_exit
 from orchestrator.services import operators
 from orchestrator.services.submit import parse_signal, submit_signal
-from workflows.signal import SignalExecutionWorkflow, workflow_id_for
+from workflows.signal import SignalExecutionWorkflow
 
 out = display.console()
 
@@ -157,8 +157,8 @@ async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings)
-    handle = client.get_workflow_handle_for(
-        SignalExecutionWorkflow.run, workflow_id_for(args.signal_id)
+    handle: WorkflowHandle[Any, SignalReport] = client.get_workflow_handle(
+        ids.signal_workflow_id(args.signal_id), result_type=SignalReport
     )
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.COMPLETED:
@@ -396,7 +396,7 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
         )
     except WorkflowUpdateFailedError as err:
         print(
-            f"error: cancel refused by {workflow_id_for(args.signal_id)}: {err.cause}",
+            f"error: cancel refused by {ids.signal_workflow_id(args.signal_id)}: {err.cause}",
             file=sys.stderr,
         )
         return 1
@@ -475,7 +475,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
     client = await connect(settings)
     directory = Path(args.output)
-    workflow_ids = [workflow_id_for(s) for s in args.signal_ids]
+    workflow_ids = [ids.signal_workflow_id(s) for s in args.signal_ids]
     if args.since is not None:
         query = archive.signal_query(since=args.since)
         workflow_ids += [w.id async for w in client.list_workflows(query)]
@@ -522,7 +522,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.services import audit, history
 
     if args.source:
-        wanted = workflow_id_for(args.signal_id)
+        wanted = ids.signal_workflow_id(args.signal_id)
         loaded = [
             h
             for h in history.load_checked([Path(args.source)])
@@ -532,7 +532,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
             raise OrchestratorError(f"no history of {wanted} under {args.source}")
     else:
         client = await connect(settings)
-        loaded = await history.fetch_with_children(client, workflow_id_for(args.signal_id))
+        loaded = await history.fetch_with_children(client, ids.signal_workflow_id(args.signal_id))
     result = await audit.audit_histories(loaded, converter=data_converter(settings))
     if args.json:
         print(result.model_dump_json(indent=2))
@@ -713,11 +713,11 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 async def follow(
     client: Client,
-    handle: WorkflowHandle[Any, ExecutionReport],
+    handle: WorkflowHandle[Any, SignalReport],
     *,
     quiet: bool,
     interval_s: float = 0.5,
-) -> ExecutionReport:
+) -> SignalReport:
     """Show live progress (a refreshing table on a terminal, a line per change otherwise)
     until the workflow completes; return its report, every line (a large signal's joined from
     its batches)."""
@@ -751,7 +751,7 @@ async def follow(
 # Entry point
 
 
-def print_report(report: ExecutionReport) -> None:
+def print_report(report: SignalReport) -> None:
     out.print(display.report_table(report))
     out.print("Why each account got what it got:")
     for line in display.report_reasons(report):

@@ -36,6 +36,7 @@ from orchestrator.domain.values import Side
 from orchestrator.interfaces.http import codec_server
 from orchestrator.interfaces.process import run_and_exit
 from orchestrator.services import archive
+from workflows.controls import OPERATOR_ACTIONS
 from workflows.registry import WORKFLOWS
 
 __all__ = ["WORKFLOWS", "build_activities", "build_worker", "worker_database"]
@@ -118,7 +119,7 @@ def build_worker(
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=2000,
-        interceptors=[metrics.Observability()],
+        interceptors=[metrics.Observability(operator_actions=OPERATOR_ACTIONS)],
     )
 
 

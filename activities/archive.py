@@ -9,16 +9,19 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.client import Client
 
-from orchestrator.domain.contracts.payloads import ActivityName, ArchiveRequest, ArchiveResult
+from orchestrator.domain.contracts.activities import Archive
+from orchestrator.domain.contracts.payloads import ArchiveRequest, ArchiveResult
 from orchestrator.services import archive
 
 
-class ArchiveActivities:
+class ArchiveActivities(Archive):
+    """The archive activity (see :class:`~orchestrator.domain.contracts.activities.Archive`)."""
+
     def __init__(self, client: Client, archive_dir: Path) -> None:
         self._client = client
         self._archive_dir = archive_dir
 
-    @activity.defn(name=ActivityName.ARCHIVE_CLOSED_SIGNALS)
+    @activity.defn
     async def archive_closed_signals(self, request: ArchiveRequest) -> ArchiveResult:
         return await archive.archive_closed_signals(
             self._client,

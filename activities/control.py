@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
+from orchestrator.domain.contracts.activities import Control
 from orchestrator.domain.contracts.operators import (
     ActionReceipt,
     ActionRecorded,
@@ -25,16 +26,17 @@ from orchestrator.domain.contracts.operators import (
     KillSwitchResult,
     UnhaltRequest,
 )
-from orchestrator.domain.contracts.payloads import ActivityName
 from orchestrator.services import operators
 
 
-class ControlActivities:
+class ControlActivities(Control):
+    """The control activities (see :class:`~orchestrator.domain.contracts.activities.Control`)."""
+
     def __init__(self, db: Database, client: Client) -> None:
         self._db = db
         self._client = client
 
-    @activity.defn(name=ActivityName.RECORD_OPERATOR_ACTION)
+    @activity.defn
     async def record_operator_action(self, receipt: ActionReceipt) -> ActionRecorded:
         """Write a workflow's receipt of an operator action to ``operator_actions``, with the
         sending client's identity read from the workflow's history; once per receipt."""
@@ -60,7 +62,7 @@ class ControlActivities:
                     break  # a cancellation: the last request counts
         return found or None
 
-    @activity.defn(name=ActivityName.APPLY_KILL_SWITCH)
+    @activity.defn
     async def apply_kill_switch(self, request: KillSwitch) -> KillSwitchResult:
         """A halt (or unhalt) one workflow received by hand is the kill switch: persisted, then
         sent to every other running signal workflow."""
@@ -95,7 +97,7 @@ class ControlActivities:
                 now=datetime.now(UTC),
             )
 
-    @activity.defn(name=ActivityName.CANCELLATION_REQUEST)
+    @activity.defn
     async def cancellation_request(self, workflow_id: str) -> CancellationRequest:
         """Who asked Temporal to cancel the calling workflow, and why."""
         info = activity.info()

@@ -22,21 +22,18 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.domain import paging
 from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.contracts.activities import Execution
 from orchestrator.domain.contracts.payloads import (
-    ActivityName,
     CancelOrderRequest,
     ErrorType,
-    OrderOutcome,
     PlaceOrderRequest,
-    ReserveRiskRequest,
-    ReserveRiskResult,
     SettleLegRequest,
     SnapshotRequest,
 )
 from orchestrator.domain.correlate import correlate
 from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
 from orchestrator.domain.errors import BrokerUnavailable, InvalidOrderTransition
-from orchestrator.domain.orders import TERMINAL, OrderStatus
+from orchestrator.domain.orders import TERMINAL, OrderOutcome, OrderStatus
 from orchestrator.domain.settings import ServiceSettings
 from orchestrator.domain.values import DenialReason
 
@@ -45,7 +42,10 @@ CORRELATION = "correlation"
 """Kinds of stored planning input."""
 
 
-class ExecutionActivities:
+class ExecutionActivities(Execution):
+    """The execution activities (see :class:`~orchestrator.domain.contracts.activities.Execution`)
+    on the ledger and a broker."""
+
     def __init__(
         self,
         db: Database,
@@ -65,12 +65,12 @@ class ExecutionActivities:
     def db(self) -> Database:
         return self._db
 
-    @activity.defn(name=ActivityName.SERVICE_SETTINGS)
+    @activity.defn
     def service_settings(self) -> ServiceSettings:
         """The settings this worker plans and executes signals with (its environment's)."""
         return self._service
 
-    @activity.defn(name=ActivityName.LOAD_SNAPSHOT)
+    @activity.defn
     def load_snapshot(self, request: SnapshotRequest) -> BookSnapshot:
         """The book for one signal. With a run id, a book too large for one payload is read
         once, stored, and served page by page (``page`` of ``pages``). With ``correlate``, a
@@ -97,7 +97,7 @@ class ExecutionActivities:
             return _with_correlation(pages[0], request.correlate, *returns)
         return _page(pages, request.page)
 
-    @activity.defn(name=ActivityName.COMPUTE_CORRELATION)
+    @activity.defn
     def compute_correlation(self, request: CorrelationRequest) -> CorrelationResult:
         """Correlate the accounts' returns. With a run id, a result too large for one payload
         is computed once, stored, and served page by page; without account ids, the accounts
@@ -139,12 +139,7 @@ class ExecutionActivities:
                 )
         return _page(pages, request.page)
 
-    @activity.defn(name=ActivityName.RESERVE_RISK)
-    def reserve_risk(self, request: ReserveRiskRequest) -> ReserveRiskResult:
-        with self._db.transaction() as session:
-            return repository.reserve_risk(session, request, self._clock())
-
-    @activity.defn(name=ActivityName.PLACE_AND_FOLLOW_ORDER)
+    @activity.defn
     def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
         """Place the order (once, whatever the retries) and follow it to a terminal state.
 
@@ -241,7 +236,7 @@ class ExecutionActivities:
             category=ApplicationErrorCategory.BENIGN,
         )
 
-    @activity.defn(name=ActivityName.CANCEL_ORDER)
+    @activity.defn
     def cancel_order(self, request: CancelOrderRequest) -> OrderOutcome | None:
         """Cancel whatever the broker holds under the client order id and book the result.
 
@@ -256,7 +251,7 @@ class ExecutionActivities:
             repository.settle_reservation(session, request.signal_id, request.account_id, now)
         return outcome
 
-    @activity.defn(name=ActivityName.SETTLE_LEG)
+    @activity.defn
     def settle_leg(self, request: SettleLegRequest) -> None:
         """Close the leg's risk reservation once its completion is over."""
         with self._db.transaction() as session:
@@ -292,7 +287,6 @@ class ExecutionActivities:
             self.service_settings,
             self.load_snapshot,
             self.compute_correlation,
-            self.reserve_risk,
             self.place_and_follow_order,
             self.cancel_order,
             self.settle_leg,

@@ -9,17 +9,17 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain.contracts.payloads import ActivityName, ArchiveRequest, ArchiveResult
+    from orchestrator.domain.contracts.activities import Archive
+    from orchestrator.domain.contracts.payloads import ArchiveRequest, ArchiveResult
 
 
 @workflow.defn
 class ArchiveWorkflow:
     @workflow.run
     async def run(self, request: ArchiveRequest) -> ArchiveResult:
-        result: ArchiveResult = await workflow.execute_activity(
-            ActivityName.ARCHIVE_CLOSED_SIGNALS,
+        result = await workflow.execute_activity_method(
+            Archive.archive_closed_signals,
             request,
-            result_type=ArchiveResult,
             start_to_close_timeout=timedelta(hours=1),
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=5)),

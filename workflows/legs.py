@@ -1,9 +1,8 @@
-"""One account's leg, run as a coroutine inside a signal (or batch) workflow, and the steps
-shared with the completion and reroute children.
+"""One account's leg, run as a coroutine inside a signal (or batch) workflow.
 
-durable timer → atomic risk reservation → place and follow the order; then a partial fill
-goes to PartialFillCompletionWorkflow, a broker rejection or lost capacity to
-OrderRerouteWorkflow.
+durable timer → one activity that reserves the leg's risk, passes the last gate, writes the
+order and sends it, then follows it; a partial fill goes to ``PartialFillCompletionWorkflow``,
+a broker rejection or capacity lost since planning to ``OrderRerouteWorkflow``.
 """
 
 from __future__ import annotations
@@ -12,76 +11,36 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
-from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain import search_attributes as sa
-    from orchestrator.domain.contracts.operators import (
-        CancelSignalRequest,
-        HaltRequest,
-        PauseAccount,
-        StopResult,
-    )
-    from orchestrator.domain.contracts.payloads import (
-        ActivityName,
-        CancelOrderRequest,
-        CompletionInput,
-        ErrorType,
-        OrderOutcome,
-        PlaceOrderRequest,
-        RerouteInput,
-        ReserveRiskRequest,
-        ReserveRiskResult,
-        SettleLegRequest,
-    )
-    from orchestrator.domain.planning.decisions import (
-        DelayRationale,
-        LegOrder,
-        PlannedLeg,
-        SizeRationale,
-    )
+    from orchestrator.domain import ids
+    from orchestrator.domain.contracts import summaries
+    from orchestrator.domain.contracts.operators import PauseAccount, StopResult
+    from orchestrator.domain.contracts.payloads import RerouteInput, ReserveRiskRequest
+    from orchestrator.domain.orders import OrderOutcome
+    from orchestrator.domain.planning.decisions import LegOrder, PlannedLeg
     from orchestrator.domain.progress import LegProgress
-    from orchestrator.domain.report import AccountReport, CompletionResult, LegStatus, RerouteResult
+    from orchestrator.domain.report import AccountReport, CompletionResult, LegStatus
     from orchestrator.domain.settings import ExecutionSettings, PlanSettings
     from orchestrator.domain.signal import Signal
-    from orchestrator.domain.values import DenialReason, Side
+    from orchestrator.domain.values import DenialReason
+    from workflows.completion import complete_partial_fill
+    from workflows.controls import Controls, Stop
+    from workflows.reroute import OrderRerouteWorkflow
+    from workflows.steps import (
+        account_report,
+        cancel_order,
+        child_search_attributes,
+        fill_status,
+        order_request,
+        place_order,
+    )
 
-NON_RETRYABLE_ORDER_ERRORS = [
-    ErrorType.BROKER_REJECTED,
-    ErrorType.ORDER_REFUSED,
-    ErrorType.RESERVATION_DENIED,
-    ErrorType.LEDGER_INCONSISTENT,
-]
-
-DATABASE_STEP = timedelta(seconds=10)
-"""start-to-close of a short database step (reserve, settle): a step lost with its worker is
-retried on another after this long, so keep it short (the fault suite measures recovery)."""
-BOOK_READ = timedelta(seconds=20)
-"""start-to-close of reading the book (snapshot, correlation)."""
-
-DATABASE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
-ORDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=NON_RETRYABLE_ORDER_ERRORS,
-)
-
-COMPLETION_WORKFLOW = "PartialFillCompletionWorkflow"
-REROUTE_WORKFLOW = "OrderRerouteWorkflow"
-"""Children are started by type name: they live in ``workflows.children``, which builds on
-this module."""
 
 REROUTABLE_DENIALS = frozenset(
     {
@@ -94,324 +53,6 @@ REROUTABLE_DENIALS = frozenset(
 )
 """Pre-trade failures after the timer that move the leg to another account. A pause or a halt
 does not: the operator stopped trading, not just this account's capacity."""
-
-
-# --------------------------------------------------------------------------------------------
-# Steps shared by legs and children
-
-
-@dataclass(frozen=True)
-class OrderAttempt:
-    """How one place-and-follow attempt ended, classified where it happened."""
-
-    outcome: OrderOutcome | None = None
-    rejected: str | None = None
-    """The broker's rejection text, verbatim."""
-    refused: tuple[DenialReason, str] | None = None
-    """Our own last gate refused to send it (halted, account paused): never sent."""
-    denied: tuple[DenialReason, str] | None = None
-    """The leg's risk reservation, asked for by the order request, was denied: never sent."""
-    failure: str | None = None
-    timed_out: bool = False
-
-
-async def place_order(
-    request: PlaceOrderRequest,
-    execution: ExecutionSettings,
-    *,
-    deadline: timedelta | None = None,
-) -> OrderAttempt:
-    """Place and follow one order. With ``deadline``, an order still working then is
-    cancelled at the broker (the activity is cancelled and waited for)."""
-    queue = execution.broker_queue(request.broker)
-    handle = workflow.start_activity(
-        ActivityName.PLACE_AND_FOLLOW_ORDER,
-        request,
-        task_queue=queue,
-        result_type=OrderOutcome,
-        start_to_close_timeout=timedelta(seconds=execution.order_start_to_close_s),
-        schedule_to_close_timeout=timedelta(seconds=execution.order_schedule_to_close_s),
-        heartbeat_timeout=timedelta(seconds=execution.order_heartbeat_s),
-        retry_policy=ORDER_RETRY,
-        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        summary=f"order {request.client_order_id}",
-    )
-    timed_out = False
-    try:
-        if deadline is not None:
-            try:
-                await workflow.wait_condition(
-                    handle.done, timeout=deadline, timeout_summary="completion deadline"
-                )
-            except TimeoutError:  # the builtin one: wait_condition timed out
-                timed_out = True
-                handle.cancel()
-        return OrderAttempt(outcome=await handle)
-    except asyncio.CancelledError:
-        # The workflow itself is being cancelled. Never leave the order working: cancel the
-        # activity, then cancel at the broker by client order id.
-        handle.cancel()
-        with contextlib.suppress(ActivityError, asyncio.CancelledError):
-            await handle
-        await _cancel_at_broker(request, queue)
-        raise
-    except ActivityError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == ErrorType.BROKER_REJECTED:
-            return OrderAttempt(rejected=cause.message)
-        if isinstance(cause, ApplicationError) and cause.type == ErrorType.ORDER_REFUSED:
-            code, detail = cause.details[0], cause.details[1]
-            return OrderAttempt(refused=(DenialReason(code), str(detail)))
-        if isinstance(cause, ApplicationError) and cause.type == ErrorType.RESERVATION_DENIED:
-            code, detail = cause.details[0], cause.details[1]
-            return OrderAttempt(denied=(DenialReason(code), str(detail)))
-        if isinstance(cause, CancelledError) and not timed_out:
-            # This leg (or the workflow) is being cancelled; the cancellation reached us
-            # through the activity's result.
-            await _cancel_at_broker(request, queue)
-            raise asyncio.CancelledError(str(cause)) from err
-        return OrderAttempt(failure=str(cause or err), timed_out=timed_out)
-
-
-async def _cancel_at_broker(request: PlaceOrderRequest, queue: str | None) -> None:
-    """Cancel by client order id ourselves: a server may record the activity cancelled before
-    its thread has reached the broker, so the activity's own cancel is not enough."""
-    await cancel_order(
-        request.signal_id, request.account_id, request.client_order_id, "cancelled", queue=queue
-    )
-
-
-async def cancel_order(
-    signal_id: str, account_id: str, client_order_id: str, reason: str, *, queue: str | None
-) -> OrderOutcome | None:
-    """Cancel what the broker holds under the id, book it and settle the leg."""
-    result: OrderOutcome | None = await workflow.execute_activity(
-        ActivityName.CANCEL_ORDER,
-        CancelOrderRequest(
-            signal_id=signal_id,
-            account_id=account_id,
-            client_order_id=client_order_id,
-            reason=reason,
-        ),
-        result_type=OrderOutcome | None,  # type: ignore[arg-type]
-        task_queue=queue,
-        start_to_close_timeout=timedelta(seconds=30),
-        retry_policy=DATABASE_RETRY,
-        summary=f"cancel {client_order_id}",
-    )
-    return result
-
-
-async def reserve_risk(request: ReserveRiskRequest) -> ReserveRiskResult:
-    result: ReserveRiskResult = await workflow.execute_activity(
-        ActivityName.RESERVE_RISK,
-        request,
-        result_type=ReserveRiskResult,
-        start_to_close_timeout=DATABASE_STEP,
-        schedule_to_close_timeout=timedelta(minutes=5),
-        retry_policy=DATABASE_RETRY,
-        summary=f"reserve {request.account_id}",
-    )
-    return result
-
-
-async def settle_leg(signal_id: str, account_id: str) -> None:
-    await workflow.execute_activity(
-        ActivityName.SETTLE_LEG,
-        SettleLegRequest(signal_id=signal_id, account_id=account_id),
-        start_to_close_timeout=DATABASE_STEP,
-        retry_policy=DATABASE_RETRY,
-        summary=f"settle {account_id}",
-    )
-
-
-def order_request(
-    signal: Signal,
-    *,
-    account_id: str,
-    broker: str,
-    broker_symbol: str,
-    quantity: Decimal,
-    business_sequence: int,
-    client_order_id: str,
-    settles_leg: bool = True,
-) -> PlaceOrderRequest:
-    return PlaceOrderRequest(
-        signal_id=signal.signal_id,
-        account_id=account_id,
-        client_order_id=client_order_id,
-        business_sequence=business_sequence,
-        broker=broker,
-        broker_symbol=broker_symbol,
-        side=signal.side,
-        order_type=signal.order_type,
-        quantity=quantity,
-        limit_price=signal.entry if signal.order_type.value == "LIMIT" else None,
-        reference_price=signal.entry,
-        settles_leg=settles_leg,
-    )
-
-
-ONE_ACTIVITY_PER_LEG = "one-activity-per-leg"
-"""Patch: a leg's reservation is made by its order activity, not by an activity of its own."""
-
-ORDERS_IN_FLIGHT = "orders-in-flight"
-"""Patch: a signal keeps at most ``ExecutionSettings.max_orders_in_flight`` first orders working
-at once, shared out among its batches; legs past it wait their turn (runs recorded before sent
-every order as soon as its leg came due)."""
-
-OPAQUE_CHILD_IDS = "opaque-child-ids"
-"""Patch: child workflow ids name a leg (``leg-3``), not an account."""
-
-
-def child_workflow_id(signal_id: str, *, account_id: str, ref: str, kind: str) -> str:
-    """``signal-{id}/{ref}/{kind}``. Workflow ids are not encrypted (the codec covers payloads
-    only), so they carry a leg reference, never an account id. Runs recorded before the patch
-    used the account id and keep it on replay."""
-    scope = ref if workflow.patched(OPAQUE_CHILD_IDS) else account_id
-    return f"signal-{signal_id}/{scope}/{kind}"
-
-
-def child_search_attributes(signal: Signal) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(sa.SIGNAL_ID, signal.signal_id)])
-
-
-async def complete_partial_fill(
-    signal: Signal,
-    *,
-    account_id: str,
-    broker: str,
-    broker_symbol: str,
-    first: OrderOutcome,
-    min_lot: Decimal,
-    lot_step: Decimal,
-    execution: ExecutionSettings,
-    ref: str,
-) -> CompletionResult:
-    """Run the completion child for what the first order left unfilled; ``ref`` names the leg
-    in the child's workflow id."""
-    result: CompletionResult = await workflow.execute_child_workflow(
-        COMPLETION_WORKFLOW,
-        CompletionInput(
-            signal=signal,
-            account_id=account_id,
-            broker=broker,
-            broker_symbol=broker_symbol,
-            remaining=first.quantity - first.filled_quantity,
-            min_lot=min_lot,
-            lot_step=lot_step,
-            first_sequence=2,
-            execution=execution,
-        ),
-        id=child_workflow_id(signal.signal_id, account_id=account_id, ref=ref, kind="completion"),
-        result_type=CompletionResult,
-        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-        search_attributes=child_search_attributes(signal),
-        static_summary=(
-            f"completion of {account_id}'s {first.quantity - first.filled_quantity} lots "
-            f"(signal {signal.signal_id})"
-        ),
-    )
-    return result
-
-
-def leg_ref(leg: LegOrder) -> str:
-    return f"leg-{leg.sequence}"
-
-
-def account_report(
-    signal: Signal,
-    *,
-    account_id: str,
-    status: LegStatus,
-    requested: Decimal,
-    tick_size: Decimal,
-    started_at: datetime,
-    outcome: OrderOutcome | None = None,
-    completion: CompletionResult | None = None,
-    reason: str | None = None,
-    denial: DenialReason | None = None,
-    client_order_id: str | None = None,
-    size: SizeRationale | None = None,
-    delay: DelayRationale | None = None,
-    delay_ms: int | None = None,
-    reroute: RerouteResult | None = None,
-    rerouted_from: str | None = None,
-) -> AccountReport:
-    """One report line: fills of the first order and of its completion, volume-weighted."""
-    fills: list[tuple[Decimal, Decimal]] = []
-    if outcome is not None and outcome.average_price is not None:
-        fills.append((outcome.filled_quantity, outcome.average_price))
-    if completion is not None and completion.average_price is not None:
-        fills.append((completion.filled, completion.average_price))
-    filled = sum((q for q, _ in fills), Decimal(0))
-    average = sum((q * p for q, p in fills), Decimal(0)) / filled if filled > 0 else None
-    slippage = None
-    if average is not None:
-        # Adverse is positive: paying more on a buy, receiving less on a sell.
-        slippage = average - signal.entry if signal.side is Side.BUY else signal.entry - average
-    return AccountReport(
-        account_id=account_id,
-        status=status,
-        requested=requested,
-        filled=filled,
-        average_price=average,
-        slippage=slippage,
-        slippage_ticks=(slippage / tick_size) if slippage is not None else None,
-        delay_ms=delay.delay_ms if delay else delay_ms,
-        latency_ms=int((workflow.now() - started_at) / timedelta(milliseconds=1)),
-        client_order_id=client_order_id,
-        denial=denial,
-        reason=reason,
-        size=size,
-        delay=delay,
-        completion=completion,
-        reroute=reroute,
-        rerouted_from=rerouted_from,
-    )
-
-
-def fill_status(requested: Decimal, filled: Decimal) -> LegStatus:
-    if filled >= requested:
-        return LegStatus.FILLED
-    if filled > 0:
-        return LegStatus.PARTIALLY_FILLED
-    return LegStatus.CANCELLED
-
-
-# --------------------------------------------------------------------------------------------
-# Operator controls
-
-
-@dataclass(frozen=True)
-class Stop:
-    status: LegStatus
-    reason: str
-    reroute: bool = False
-
-
-class Controls:
-    """What operators have told this workflow: paused accounts, halt, cancel."""
-
-    def __init__(self) -> None:
-        self.paused: dict[str, PauseAccount] = {}
-        self.halt: HaltRequest | None = None
-        self.cancel: CancelSignalRequest | None = None
-
-    def stop_for(self, account_id: str) -> Stop | None:
-        """Whether a leg of ``account_id`` that has not sent its order must stop now."""
-        if self.cancel is not None:
-            return Stop(LegStatus.CANCELLED, _by("signal cancelled", self.cancel))
-        if self.halt is not None:
-            return Stop(LegStatus.HALTED, _by("trading halted", self.halt))
-        pause = self.paused.get(account_id)
-        if pause is not None:
-            return Stop(LegStatus.SKIPPED_PAUSED, _by("account paused", pause), pause.reroute)
-        return None
-
-
-def _by(what: str, action: PauseAccount | HaltRequest | CancelSignalRequest) -> str:
-    return f"{what} by {action.operator or 'unknown'}: {action.reason or 'no reason given'}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,7 +121,7 @@ class OrderSlots:
 # --------------------------------------------------------------------------------------------
 # The leg
 
-WAITING_STATES = frozenset({LegStatus.WAITING, LegStatus.RESERVING})
+WAITING_STATES = frozenset({LegStatus.WAITING})
 
 
 class LegRunner:
@@ -511,7 +152,7 @@ class LegRunner:
         ``max_orders_in_flight`` of their orders working at once."""
         self.register(legs, workflow.now())
         limit = self._execution.max_orders_in_flight
-        if len(legs) > limit and workflow.patched(ORDERS_IN_FLIGHT):
+        if len(legs) > limit:
             self._slots = OrderSlots(limit)
         for leg in legs:
             self._tasks[leg.account_id] = asyncio.create_task(self.run(leg))
@@ -579,7 +220,7 @@ class LegRunner:
                 await workflow.wait_condition(
                     lambda: self._controls.stop_for(leg.account_id) is not None,
                     timeout=timedelta(milliseconds=leg.delay_ms),
-                    timeout_summary=f"delay {leg.account_id}",
+                    timeout_summary=summaries.delay_timer(leg.account_id),
                 )
         stop = self._controls.stop_for(leg.account_id)
         if stop is None and self._slots is not None:
@@ -612,22 +253,12 @@ class LegRunner:
             client_order_id=leg.client_order_id,
         )
         try:
-            if workflow.patched(ONE_ACTIVITY_PER_LEG):
-                # Reserve, pass the gate, write the order and send it: one activity.
-                self._update(leg, LegStatus.WORKING)
-                attempt = await place_order(
-                    request.model_copy(update={"reservation": reservation}), self._execution
-                )
-                denied = attempt.denied
-            else:  # recorded before: the reservation was an activity of its own
-                self._update(leg, LegStatus.RESERVING)
-                reserved = await reserve_risk(reservation)
-                denied = None
-                if not reserved.reserved:
-                    denied = (reserved.denial or DenialReason.LEG_CLOSED, reserved.detail)
-                else:
-                    self._update(leg, LegStatus.WORKING)
-                    attempt = await place_order(request, self._execution)
+            # Reserve, pass the gate, write the order and send it: one activity.
+            self._update(leg, LegStatus.WORKING)
+            attempt = await place_order(
+                request.model_copy(update={"reservation": reservation}), self._execution
+            )
+            denied = attempt.denied
         finally:
             if self._slots is not None:  # this leg holds one (see _take_slot)
                 self._slots.release()
@@ -673,7 +304,7 @@ class LegRunner:
                 min_lot=leg.min_lot,
                 lot_step=leg.lot_step,
                 execution=self._execution,
-                ref=leg_ref(leg),
+                ref=ids.leg_ref(leg.sequence),
             )
         filled = outcome.filled_quantity + (completion.filled if completion else Decimal(0))
         status = fill_status(leg.quantity, filled)
@@ -709,8 +340,9 @@ class LegRunner:
 
     async def _reroute(self, leg: LegOrder, line: AccountReport, why: str) -> list[AccountReport]:
         signal = self._signal
+        ref = ids.leg_ref(leg.sequence)
         result = await workflow.execute_child_workflow(
-            REROUTE_WORKFLOW,
+            OrderRerouteWorkflow.run,
             RerouteInput(
                 signal=signal,
                 from_account=leg.account_id,
@@ -721,12 +353,9 @@ class LegRunner:
                 settings=self._settings,
                 execution=self._execution,
                 started_at=self._started_at,
-                leg_ref=leg_ref(leg),
+                leg_ref=ref,
             ),
-            id=child_workflow_id(
-                signal.signal_id, account_id=leg.account_id, ref=leg_ref(leg), kind="reroute"
-            ),
-            result_type=RerouteResult,
+            id=ids.child_workflow_id(signal.signal_id, ref, "reroute"),
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             search_attributes=child_search_attributes(signal),
             static_summary=(

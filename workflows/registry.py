@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from workflows.archive import ArchiveWorkflow
-from workflows.children import OrderRerouteWorkflow, PartialFillCompletionWorkflow
-from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow
+from workflows.batch import LegBatchWorkflow
+from workflows.completion import PartialFillCompletionWorkflow
+from workflows.reroute import OrderRerouteWorkflow
+from workflows.signal import SignalExecutionWorkflow
 
 WORKFLOWS: list[type] = [
     SignalExecutionWorkflow,
@@ -14,3 +16,4 @@ WORKFLOWS: list[type] = [
     OrderRerouteWorkflow,
     ArchiveWorkflow,
 ]
+"""Workflows: deterministic orchestration only. No I/O, clock or randomness of their own."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from decimal import Decimal
 from enum import StrEnum
 
 from orchestrator.domain.errors import InvalidOrderTransition
+from orchestrator.domain.values import Model
 
 
 class OrderStatus(StrEnum):
@@ -101,3 +104,26 @@ def transition(current: OrderStatus, target: OrderStatus) -> OrderStatus:
     if target in _TRANSITIONS.get(current, frozenset()):
         return target
     raise InvalidOrderTransition(current.value, target.value)
+
+
+class OrderOutcome(Model):
+    """Where an order ended: the broker's terminal state as recorded in our ledger."""
+
+    client_order_id: str
+    broker_order_id: str | None
+    status: OrderStatus
+    quantity: Decimal
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    reject_text: str | None = None
+    """The broker's rejection text, verbatim."""
+
+
+def average_price(fills: Iterable[tuple[Decimal, Decimal]]) -> Decimal | None:
+    """The volume-weighted price of ``(quantity, price)`` fills; ``None`` when nothing filled.
+    The one rule every report, completion and the ledger use."""
+    quantity = total = Decimal(0)
+    for filled, price in fills:
+        quantity += filled
+        total += filled * price
+    return total / quantity if quantity > 0 else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from orchestrator.domain.report import LegStatus
+from orchestrator.domain.report import LegStatus, SignalStatus
 from orchestrator.domain.values import Identifier, Model
 
 
@@ -25,8 +25,7 @@ class LegProgress(Model):
 
 class SignalProgress(Model):
     signal_id: Identifier
-    phase: str
-    """PLANNING, EXECUTING or COMPLETED."""
+    phase: SignalStatus
     started_at: datetime
     legs: list[LegProgress]
     denied: int

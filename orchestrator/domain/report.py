@@ -14,7 +14,6 @@ from orchestrator.domain.values import DenialReason, Identifier, Model, Side, Sy
 
 class LegStatus(StrEnum):
     WAITING = "WAITING"
-    RESERVING = "RESERVING"
     WORKING = "WORKING"
     FILLED = "FILLED"
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
@@ -127,13 +126,23 @@ class AccountReport(Model):
     """On a reroute target's line: the account whose leg it took over."""
 
 
-class ExecutionReport(Model):
+class SignalStatus(StrEnum):
+    """Where a signal is (its ``SignalStatus`` search attribute and its report's status)."""
+
+    SUBMITTED = "SUBMITTED"
+    PLANNING = "PLANNING"
+    EXECUTING = "EXECUTING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+class SignalReport(Model):
     signal_id: Identifier
     symbol: SymbolName
     side: Side
     reference_price: Decimal
     plan_version: int
-    status: str
+    status: SignalStatus
     started_at: datetime
     finished_at: datetime
     accounts: list[AccountReport]

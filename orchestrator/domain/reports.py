@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from orchestrator.domain import paging
 from orchestrator.domain.contracts.payloads import LegBatchResult
 from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
-from orchestrator.domain.report import AccountReport, ExecutionReport, LegStatus
+from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
 from orchestrator.domain.signal import Signal
 
 if TYPE_CHECKING:
@@ -74,12 +74,12 @@ def build(
     finished_at: datetime,
     lines: Sequence[AccountReport],
     batches: Sequence[str] = (),
-) -> ExecutionReport:
+) -> SignalReport:
     """The report of a finished signal. With batches, lines over :data:`paging.REPORT_BYTES` stay in
     the batches' results and this report carries the totals and counts only."""
     accounts = merge_lines(lines)
     in_batches = bool(batches) and sum(map(paging.json_size, accounts)) > paging.REPORT_BYTES
-    return ExecutionReport(
+    return SignalReport(
         signal_id=signal.signal_id,
         symbol=signal.symbol,
         side=signal.side,
@@ -97,7 +97,7 @@ def build(
     )
 
 
-async def full_report(client: Client, report: ExecutionReport) -> ExecutionReport:
+async def full_report(client: Client, report: SignalReport) -> SignalReport:
     """``report`` with every per-account line, fetched from its batch children when the signal's
     own result holds only the summary."""
     if not report.accounts_in_batches:

@@ -10,8 +10,10 @@ SIGNAL_ID = SearchAttributeKey.for_keyword("SignalId")
 SYMBOL = SearchAttributeKey.for_keyword("Symbol")
 SIDE = SearchAttributeKey.for_keyword("Side")
 SIGNAL_STATUS = SearchAttributeKey.for_keyword("SignalStatus")
+PLANNING_RULES = SearchAttributeKey.for_keyword("PlanningRules")
+"""The planning rules a signal was planned under (``v2``), readable in the Web UI."""
 
-ALL = (SIGNAL_ID, SYMBOL, SIDE, SIGNAL_STATUS)
+ALL = (SIGNAL_ID, SYMBOL, SIDE, SIGNAL_STATUS, PLANNING_RULES)
 
 
 def for_signal(signal: Signal, status: str) -> TypedSearchAttributes:

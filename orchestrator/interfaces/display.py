@@ -13,7 +13,7 @@ from rich.text import Text
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning.decisions import Plan, SizeRationale
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import AccountReport, ExecutionReport, LegStatus
+from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
 
 if TYPE_CHECKING:
     from orchestrator.adapters.db.repository import LedgerOrder
@@ -29,7 +29,6 @@ STATUS_STYLE = {
     LegStatus.HALTED: "bold magenta",
     LegStatus.WAITING: "cyan",
     LegStatus.WORKING: "blue",
-    LegStatus.RESERVING: "blue",
 }
 
 
@@ -97,7 +96,7 @@ def progress_line(progress: SignalProgress) -> str:
     )
 
 
-def report_table(report: ExecutionReport) -> Table:
+def report_table(report: SignalReport) -> Table:
     table = Table(
         title=(
             f"Execution report {report.signal_id}: {report.side} {report.symbol} "
@@ -131,7 +130,7 @@ def report_table(report: ExecutionReport) -> Table:
     return table
 
 
-def report_reasons(report: ExecutionReport) -> list[str]:
+def report_reasons(report: SignalReport) -> list[str]:
     """One line per account: why it got what it got."""
     return [f"  {line.account_id}: {_explain(line)}" for line in report.accounts]
 

@@ -32,6 +32,8 @@ from temporalio.converter import DataConverter
 from orchestrator.adapters.codec import ENCODING, CodecError
 from orchestrator.domain import paging, planning, reports
 from orchestrator.domain.book import BookSnapshot, spec_key
+from orchestrator.domain.contracts import summaries
+from orchestrator.domain.contracts.activities import Control, Execution, activity_name
 from orchestrator.domain.contracts.operators import (
     ActionReceipt,
     ActionRecorded,
@@ -40,50 +42,50 @@ from orchestrator.domain.contracts.operators import (
     KillSwitchResult,
 )
 from orchestrator.domain.contracts.payloads import (
-    ActivityName,
     CancelOrderRequest,
     CompletionInput,
     LegBatchInput,
     LegBatchResult,
-    OrderOutcome,
     PlaceOrderRequest,
     RerouteInput,
     ReserveRiskRequest,
-    ReserveRiskResult,
     SettleLegRequest,
     SignalWorkflowInput,
     SnapshotRequest,
 )
 from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
 from orchestrator.domain.errors import OrchestratorError
+from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.planning.decisions import Plan, PlannedLeg
-from orchestrator.domain.report import CompletionResult, ExecutionReport, LegStatus, RerouteResult
+from orchestrator.domain.report import CompletionResult, LegStatus, RerouteResult, SignalReport
 from orchestrator.domain.settings import PlanSettings, ServiceSettings
 from orchestrator.domain.values import Model
 from orchestrator.services import history as histories
+from workflows.batch import LegBatchWorkflow
+from workflows.completion import PartialFillCompletionWorkflow
+from workflows.reroute import OrderRerouteWorkflow
+from workflows.signal import SignalExecutionWorkflow
 
 ACTIVITY_TYPES: dict[str, tuple[type[Any], Any]] = {
-    ActivityName.LOAD_SNAPSHOT: (SnapshotRequest, BookSnapshot),
-    ActivityName.COMPUTE_CORRELATION: (CorrelationRequest, CorrelationResult),
-    ActivityName.RESERVE_RISK: (ReserveRiskRequest, ReserveRiskResult),
-    ActivityName.PLACE_AND_FOLLOW_ORDER: (PlaceOrderRequest, OrderOutcome),
-    ActivityName.CANCEL_ORDER: (CancelOrderRequest, OrderOutcome | None),
-    ActivityName.SETTLE_LEG: (SettleLegRequest, type(None)),
-    ActivityName.SERVICE_SETTINGS: (type(None), ServiceSettings),
-    ActivityName.RECORD_OPERATOR_ACTION: (ActionReceipt, ActionRecorded),
-    ActivityName.APPLY_KILL_SWITCH: (KillSwitch, KillSwitchResult),
-    ActivityName.CANCELLATION_REQUEST: (str, CancellationRequest),
+    activity_name(Execution.load_snapshot): (SnapshotRequest, BookSnapshot),
+    activity_name(Execution.compute_correlation): (CorrelationRequest, CorrelationResult),
+    activity_name(Execution.place_and_follow_order): (PlaceOrderRequest, OrderOutcome),
+    activity_name(Execution.cancel_order): (CancelOrderRequest, OrderOutcome | None),
+    activity_name(Execution.settle_leg): (SettleLegRequest, type(None)),
+    activity_name(Execution.service_settings): (type(None), ServiceSettings),
+    activity_name(Control.record_operator_action): (ActionReceipt, ActionRecorded),
+    activity_name(Control.apply_kill_switch): (KillSwitch, KillSwitchResult),
+    activity_name(Control.cancellation_request): (str, CancellationRequest),
 }
 """Activity name → (input type, result type): how to read the payloads a history holds."""
 
 CHILD_TYPES: dict[str, tuple[type[Any], type[Any]]] = {
-    "LegBatchWorkflow": (LegBatchInput, LegBatchResult),
-    "PartialFillCompletionWorkflow": (CompletionInput, CompletionResult),
-    "OrderRerouteWorkflow": (RerouteInput, RerouteResult),
+    LegBatchWorkflow.__name__: (LegBatchInput, LegBatchResult),
+    PartialFillCompletionWorkflow.__name__: (CompletionInput, CompletionResult),
+    OrderRerouteWorkflow.__name__: (RerouteInput, RerouteResult),
 }
 
-DELAY_TIMER = "delay "
-"""Summary prefix of a leg's delay timer (``delay {account}``)."""
+SIGNAL_WORKFLOW = SignalExecutionWorkflow.__name__
 
 
 class UnreadableHistory(OrchestratorError):
@@ -184,7 +186,7 @@ class Audit(Model):
     values: ValueCheck
     accounts: list[AccountAudit]
     """Empty while the signal runs: there is no report yet."""
-    report: ExecutionReport | None
+    report: SignalReport | None
     trail: list[TrailEntry]
     plaintext: list[str] = []
     """Payloads of an encrypted history sent without the codec (kept in clear by the server):
@@ -305,7 +307,7 @@ class _Reader:
                 plaintext(started.input, f"the start input of {kind}", started.identity)
                 input_type = (
                     SignalWorkflowInput
-                    if kind == "SignalExecutionWorkflow"
+                    if kind == SIGNAL_WORKFLOW
                     else CHILD_TYPES.get(kind, (Any, Any))[0]
                 )
                 read.input = await self.decode(started.input, input_type)
@@ -334,7 +336,7 @@ class _Reader:
                     done.result, ACTIVITY_TYPES.get(activity.name, (Any, Any))[1]
                 )
                 activity.completed = True
-                if activity.name == ActivityName.COMPUTE_CORRELATION:
+                if activity.name == activity_name(Execution.compute_correlation):
                     correlated_at = event.event_id
                 entry = _describe_activity(activity)
                 if entry is not None:
@@ -361,9 +363,7 @@ class _Reader:
                     summary = await self.decode([event.user_metadata.summary], str) or ""
                 timers[timer.timer_id] = summary
                 ms = int(timer.start_to_fire_timeout.ToTimedelta() / timedelta(milliseconds=1))
-                account = (
-                    summary.removeprefix(DELAY_TIMER) if summary.startswith(DELAY_TIMER) else None
-                )
+                account = summaries.delay_timer_account(summary)
                 if account is not None:
                     read.delay_timers[account] = ms
                 note(
@@ -380,9 +380,7 @@ class _Reader:
                     else event.timer_canceled_event_attributes.timer_id
                 )
                 summary = timers.get(timer_id, "timer")
-                account = (
-                    summary.removeprefix(DELAY_TIMER) if summary.startswith(DELAY_TIMER) else None
-                )
+                account = summaries.delay_timer_account(summary)
                 verb = "fired" if fired else "cancelled (woken early by an operator)"
                 note(event, "timer", f"timer {verb}: {summary}", account)
             elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
@@ -449,8 +447,8 @@ class _Reader:
             elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
                 completed = event.workflow_execution_completed_event_attributes
                 result_type = (
-                    ExecutionReport
-                    if kind == "SignalExecutionWorkflow"
+                    SignalReport
+                    if kind == SIGNAL_WORKFLOW
                     else CHILD_TYPES.get(kind, (Any, Any))[1]
                 )
                 read.result = await self.decode(completed.result, result_type)
@@ -626,14 +624,6 @@ def _describe_activity(activity: _Activity) -> tuple[str, str, str | None] | Non
             f"{len(result.reached)} other running workflow(s)",
             None,
         )
-    if isinstance(value, ReserveRiskRequest) and isinstance(result, ReserveRiskResult):
-        verdict = "reserved" if result.reserved else f"denied {result.denial}: {result.detail}"
-        return (
-            "reservation",
-            f"risk reservation {value.quantity} lots (risk {value.risk_amount}, margin "
-            f"{value.margin}) for {value.client_order_id}: {verdict}",
-            value.account_id,
-        )
     if isinstance(value, PlaceOrderRequest) and isinstance(result, OrderOutcome):
         return "order", _describe_order(value, result), value.account_id
     if isinstance(value, CancelOrderRequest):
@@ -670,7 +660,7 @@ def _describe_order(request: PlaceOrderRequest, outcome: OrderOutcome) -> str:
 
 
 def _describe_finish(value: Any) -> str:
-    if isinstance(value, ExecutionReport):
+    if isinstance(value, SignalReport):
         counts: dict[str, int] = defaultdict(int)
         for line in value.accounts:
             counts[line.status] += 1
@@ -820,7 +810,7 @@ def verify_reroutes(reroutes: Sequence[_Read], compare: _Comparison) -> None:
 def verify_plan(
     root: _Read,
     batches: Sequence[_Read],
-    report: ExecutionReport | None,
+    report: SignalReport | None,
     reroutes: Sequence[_Read] = (),
 ) -> tuple[ValueCheck, Plan | None]:
     """Re-derive the plan from the root history's recorded inputs and compare every value the
@@ -884,9 +874,7 @@ def verify_plan(
         wid = read.history.workflow_id
         for activity in read.activities:
             value = activity.input
-            if isinstance(value, ReserveRiskRequest) and value.origin_account_id is None:
-                reservation(value, f"{wid} reserve_risk input")
-            elif isinstance(value, PlaceOrderRequest) and value.business_sequence == 1:
+            if isinstance(value, PlaceOrderRequest) and value.business_sequence == 1:
                 where = f"{wid} place_and_follow_order input"
                 leg = compare.leg(value.account_id, where, value.client_order_id)
                 if leg is not None:
@@ -960,7 +948,7 @@ def verify_plan(
 # Fills: what the orders add up to, beside the report
 
 
-def account_audits(report: ExecutionReport, reads: Sequence[_Read]) -> list[AccountAudit]:
+def account_audits(report: SignalReport, reads: Sequence[_Read]) -> list[AccountAudit]:
     """Each report line beside the last known state of each of the account's orders."""
     orders: dict[str, OrderTrail] = {}
     owner: dict[str, str] = {}
@@ -1036,7 +1024,7 @@ async def audit_histories(
     except (CodecError, KeyError) as err:
         raise UnreadableHistory(histories.describe_error(err)) from err
     root = next(r for r in reads if r.history is roots[0])
-    batches = [r for r in reads if histories.workflow_type(r.history) == "LegBatchWorkflow"]
+    batches = [r for r in reads if histories.workflow_type(r.history) == LegBatchWorkflow.__name__]
     failures = await histories.replay_histories(loaded, converter=converter)
     replay = [
         ReplayCheck(
@@ -1048,7 +1036,7 @@ async def audit_histories(
         )
         for h, failure in zip(loaded, failures, strict=True)
     ]
-    report = root.result if isinstance(root.result, ExecutionReport) else None
+    report = root.result if isinstance(root.result, SignalReport) else None
     if report is not None and report.accounts_in_batches:
         # A large signal's lines are its batches' results.
         lines = [
@@ -1060,7 +1048,9 @@ async def audit_histories(
         report = report.model_copy(
             update={"accounts": reports.merge_lines(lines), "accounts_in_batches": False}
         )
-    reroutes = [r for r in reads if histories.workflow_type(r.history) == "OrderRerouteWorkflow"]
+    reroutes = [
+        r for r in reads if histories.workflow_type(r.history) == OrderRerouteWorkflow.__name__
+    ]
     values, plan = verify_plan(root, batches, report, reroutes)
     trail = [entry for read in reads for entry in read.trail]
     if plan is not None:

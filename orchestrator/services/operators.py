@@ -227,9 +227,9 @@ async def cancel_signal(
     _require(operator, reason)
     request = CancelSignalRequest(operator=operator, reason=reason)
     workflow_id = ids.signal_workflow_id(signal_id)
-    result = await client.get_workflow_handle_for(
-        SignalExecutionWorkflow.run, workflow_id
-    ).execute_update(SignalExecutionWorkflow.cancel_signal, request)
+    # An untyped handle: the update is the operator mixin's, shared with the batch workflow.
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id)
+    result = await handle.execute_update(SignalExecutionWorkflow.cancel_signal, request)
     out = Outcome(
         reached=[workflow_id],
         legs_stopped=result.legs_stopped,

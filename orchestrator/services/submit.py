@@ -17,12 +17,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
-from orchestrator.domain import search_attributes
+from orchestrator.domain import ids, search_attributes
 from orchestrator.domain.contracts.payloads import SignalWorkflowInput
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
-from orchestrator.domain.report import ExecutionReport
+from orchestrator.domain.report import SignalReport
 from orchestrator.domain.signal import Signal
-from workflows.signal import SignalExecutionWorkflow, workflow_id_for
+from workflows.signal import SignalExecutionWorkflow
 
 
 def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> Signal:
@@ -50,7 +50,7 @@ def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> S
 
 async def submit_signal(
     client: Client, db: Database, settings: Settings, signal: Signal
-) -> WorkflowHandle[SignalExecutionWorkflow, ExecutionReport]:
+) -> WorkflowHandle[SignalExecutionWorkflow, SignalReport]:
     """Start ``signal-{id}``, or refuse with a clear error having started and written nothing.
 
     Two guards against a duplicate: the database's unique signal id (lasts forever) and the
@@ -62,7 +62,7 @@ async def submit_signal(
     waiting for a connection would block the very loop the others need to finish and give
     theirs back (found by twenty concurrent submissions in one process).
     """
-    workflow_id = workflow_id_for(signal.signal_id)
+    workflow_id = ids.signal_workflow_id(signal.signal_id)
     transaction = db.transaction()
     session = await asyncio.to_thread(transaction.__enter__)
     try:
@@ -87,7 +87,7 @@ def _record(session: Session, signal: Signal, workflow_id: str) -> None:
 
 async def _start(
     client: Client, settings: Settings, signal: Signal, workflow_id: str
-) -> WorkflowHandle[SignalExecutionWorkflow, ExecutionReport]:
+) -> WorkflowHandle[SignalExecutionWorkflow, SignalReport]:
     try:
         return await client.start_workflow(
             SignalExecutionWorkflow.run,

@@ -39,7 +39,7 @@ from orchestrator.adapters.db.schema import (
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.services.submit import submit_signal
 from tests.faults.conftest import DevServer, PrivatePostgres, Results, Row
 from tests.faults.worker_process import KILL_POINTS
@@ -83,7 +83,7 @@ def fault_book() -> Any:
     )
 
 
-Handle = WorkflowHandle[Any, ExecutionReport]
+Handle = WorkflowHandle[Any, SignalReport]
 
 
 @dataclass
@@ -190,7 +190,7 @@ async def submit_all(run: Run, name: str) -> list[Handle]:
     ]
 
 
-async def all_done(handles: list[Handle], timeout_s: float = 240) -> list[ExecutionReport]:
+async def all_done(handles: list[Handle], timeout_s: float = 240) -> list[SignalReport]:
     return list(await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout_s))
 
 
@@ -211,7 +211,7 @@ async def legs_waiting(handles: list[Handle]) -> None:
 # The invariants
 
 
-def check(run: Run, scenario: str, faults: int, reports: list[ExecutionReport]) -> Row:
+def check(run: Run, scenario: str, faults: int, reports: list[SignalReport]) -> Row:
     with run.db.transaction() as session:
         broker = list(session.scalars(select(PaperOrderRow)))
         ledger = {o.client_order_id: o for o in session.scalars(select(OrderRow))}
@@ -357,7 +357,7 @@ async def test_postgres_restarted_mid_signal(
 
 async def run_with_broker(
     run: Run, name: str, broker: FaultyBroker, harness_factory: Callable[..., Any]
-) -> list[ExecutionReport]:
+) -> list[SignalReport]:
     """The signals, on an in-process worker whose broker client is ``broker``."""
     async with harness_factory(run.client, run.db, run.settings, broker).running():
         return await all_done(await submit_all(run, name))

@@ -25,7 +25,7 @@ from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain.contracts.operators import HaltRequest
 from orchestrator.domain.errors import SystemHalted
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.domain.values import DenialReason
 from orchestrator.services import operators
 from orchestrator.services.submit import submit_signal
@@ -96,7 +96,7 @@ async def test_pause_then_resume_through_the_operator_path(
         paused = await operators.pause_account(
             client, postgres_db, "paused", operator="jane", reason="margin call"
         )
-        report: ExecutionReport = await first.result()
+        report: SignalReport = await first.result()
         lines = {line.account_id: line for line in report.accounts}
         assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
         assert lines["keeps"].status is LegStatus.FILLED
@@ -143,7 +143,7 @@ async def test_halt_while_three_signals_run_then_unhalt(
 
         await operators.unhalt(client, postgres_db, operator="risk", reason="venue back")
         after = await submit_signal(client, postgres_db, settings, signal("ops-h5"))
-        resumed: ExecutionReport = await after.result()
+        resumed: SignalReport = await after.result()
 
     assert outcome.legs_stopped == 6
     assert sorted(outcome.reached) == [f"signal-ops-h{n}" for n in (1, 2, 3)]
@@ -215,7 +215,7 @@ async def test_pause_with_the_raw_temporal_cli_signal_behaves_the_same(
             json.dumps({"account_id": "paused", "operator": "cli-user", "reason": "by hand"}),
         ]
         subprocess.run(command, check=True, capture_output=True, timeout=60)
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     lines = {line.account_id: line for line in report.accounts}
     assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
@@ -253,7 +253,7 @@ async def test_starter_pause_command_stops_a_waiting_leg(
             text=True,
             timeout=60,
         )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert done.returncode == 0, done.stderr
     assert "signal-ops-starter" in done.stdout

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import port_open
 from orchestrator.config import PROJECT_ROOT
-from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import body_of, serve_in_thread, tradingview_alert
 from tests.integration.test_end_to_end import dev_settings
@@ -92,7 +92,7 @@ async def test_tradingview_alert_through_webhook_fills_on_worker_and_resend_plac
             first = httpx.post(f"{url}/signals", content=alert, timeout=30)
             assert first.status_code == 202, first.text
             workflow_id = first.json()["workflow_id"]
-            handle = dev_server.client.get_workflow_handle(workflow_id, result_type=ExecutionReport)
+            handle = dev_server.client.get_workflow_handle(workflow_id, result_type=SignalReport)
             report = await handle.result()
             orders_after_first = broker_orders(postgres_db)
 

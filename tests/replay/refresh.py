@@ -44,7 +44,7 @@ from orchestrator.domain import search_attributes
 from orchestrator.domain.book import Mandate
 from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.domain.values import DenialReason
 from orchestrator.services import history
 from orchestrator.services.submit import submit_signal
@@ -56,7 +56,7 @@ HISTORIES = Path(__file__).resolve().parent / "histories"
 TEST_ONLY_KEYS = Path(__file__).resolve().parent / "test-only-codec.keys"
 """The key of the checked-in encrypted history. A test fixture: never a real key."""
 
-Handle = WorkflowHandle[Any, ExecutionReport]
+Handle = WorkflowHandle[Any, SignalReport]
 Action = Callable[[Handle], Awaitable[None]]
 Check = Callable[[dict[str, Any]], None]
 

@@ -19,12 +19,14 @@ from temporalio import workflow
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.payloads import SignalWorkflowInput
-from orchestrator.domain.report import ExecutionReport
+from orchestrator.domain.report import SignalReport
 from orchestrator.services import history
 from starter import main as starter_main
 from tests.replay.refresh import TEST_ONLY_KEYS
-from workflows.children import OrderRerouteWorkflow, PartialFillCompletionWorkflow
-from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow
+from workflows.batch import LegBatchWorkflow
+from workflows.completion import PartialFillCompletionWorkflow
+from workflows.reroute import OrderRerouteWorkflow
+from workflows.signal import SignalExecutionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 CONVERTER = data_converter(Settings(codec_key_file=TEST_ONLY_KEYS))
@@ -89,7 +91,7 @@ class SleepsBeforePlanning(SignalExecutionWorkflow):
     """A deliberately incompatible change: one more timer before the first activity."""
 
     @workflow.run
-    async def run(self, request: SignalWorkflowInput) -> ExecutionReport:
+    async def run(self, request: SignalWorkflowInput) -> SignalReport:
         await workflow.sleep(1)
         return await super().run(request)
 

@@ -25,9 +25,10 @@ from orchestrator.domain.contracts.operators import (
     PauseAccount,
     StopResult,
 )
-from orchestrator.domain.contracts.payloads import ActivityName, OrderOutcome, PlaceOrderRequest
+from orchestrator.domain.contracts.payloads import PlaceOrderRequest
+from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.domain.values import DenialReason
 from orchestrator.services.submit import submit_signal
 from tests.support import (
@@ -86,7 +87,7 @@ async def test_pause_during_a_30s_delay_skips_the_leg_at_once_with_no_order(
             assert {leg.account_id: leg.status for leg in progress.legs}["stays"] is (
                 LegStatus.WAITING
             )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
         history = await handle.fetch_history()
 
     lines = {line.account_id: line for line in report.accounts}
@@ -125,7 +126,7 @@ async def test_pause_with_reroute_moves_the_waiting_leg_to_a_reserve_account(
                 SignalExecutionWorkflow.pause_account,
                 PauseAccount(account_id="paused", operator="jane", reason="x", reroute=True),
             )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     lines = {line.account_id: line for line in report.accounts}
     assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
@@ -150,7 +151,7 @@ async def test_halt_stops_every_waiting_leg_and_answers_with_counts(
                 SignalExecutionWorkflow.halt,
                 HaltRequest(operator="risk", reason="outage", from_kill_switch=True),
             )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert answer == StopResult(workflow_id="signal-op-halt", legs_stopped=3, orders_cancelled=0)
     assert {line.status for line in report.accounts} == {LegStatus.HALTED}
@@ -173,7 +174,7 @@ async def test_halt_without_a_reason_is_refused_and_says_why(
                 await handle.execute_update(
                     SignalExecutionWorkflow.halt, HaltRequest(operator="risk", reason=" ")
                 )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert "halt refused: give a reason" in str(refused.value.cause)
     # The refused halt changed nothing: the leg still traded.
@@ -197,7 +198,7 @@ async def test_cancel_cancels_the_working_order_at_the_broker(
                 SignalExecutionWorkflow.cancel_signal,
                 CancelSignalRequest(operator="desk", reason="wrong symbol"),
             )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert answer.orders_cancelled >= 1
     assert report.status == "CANCELLED"
@@ -210,7 +211,7 @@ class PausingActivities(ExecutionActivities):
     """Injects an operator's pause between a leg's timer and its reservation (which the order
     activity makes)."""
 
-    @activity.defn(name=ActivityName.PLACE_AND_FOLLOW_ORDER)
+    @activity.defn
     def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
         assert request.reservation is not None
         with self._db.transaction() as session:
@@ -236,7 +237,7 @@ async def test_pause_racing_the_reservation_places_no_order(
     )
     async with build_worker(ts_client, settings, activities, executor):
         handle = await submit_signal(ts_client, sqlite_db, settings, signal("op-race"))
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     line = report.accounts[0]
     assert (line.status, line.denial) == (LegStatus.DENIED, DenialReason.PAUSED)
@@ -262,7 +263,7 @@ async def test_halt_with_cancel_working_cancels_the_order_at_the_broker(
                     operator="risk", reason="outage", cancel_working=True, from_kill_switch=True
                 ),
             )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert (answer.legs_stopped, answer.orders_cancelled) == (0, 1)
     assert report.accounts[0].status is LegStatus.CANCELLED
@@ -294,7 +295,7 @@ async def test_pause_after_the_order_was_sent_leaves_it_alone_and_says_so(
                 return "the order is not touched" in reason
 
             await poll_until(noted, timeout_s=10)
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert report.accounts[0].status is LegStatus.FILLED
     assert paper_orders(sqlite_db)["op-late-pause:sent:1"].status == "FILLED"

@@ -24,7 +24,7 @@ from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.operators import ActionVia, HaltRequest, PauseAccount
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.services import audit
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal
@@ -87,7 +87,7 @@ async def test_temporals_cancellation_request_is_handled_like_cancel_signal(
         with time_skipping_env.auto_time_skipping_disabled():
             await poll_until(lambda: len(paper_orders(sqlite_db)) >= 1, timeout_s=30)
             await handle.cancel()
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
         description = await handle.describe()
 
     assert report.status == "CANCELLED"
@@ -126,7 +126,7 @@ async def test_a_signal_sent_straight_to_the_workflow_is_recorded_once_by_it(
                 PauseAccount(account_id="paused", operator="jane", reason="client asked"),
             )
             await poll_until(lambda: len(receipts(sqlite_db)) == 1, timeout_s=30)
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     lines = {line.account_id: line for line in report.accounts}
     assert lines["paused"].status is LegStatus.SKIPPED_PAUSED
@@ -202,7 +202,7 @@ async def test_a_plaintext_signal_into_an_encrypted_workflow_is_detected_and_rep
                 {"account_id": "paused", "operator": "jane", "reason": "from the UI"},
             )
             await poll_until(lambda: len(receipts(sqlite_db)) == 1, timeout_s=30)
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
         loaded = await fetch_with_children(worker_client, handle.id)
 
     # The pause itself took effect: it is a legitimate operator action, sent the wrong way.

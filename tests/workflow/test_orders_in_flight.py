@@ -18,19 +18,16 @@ from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
-from orchestrator.domain.contracts.payloads import (
-    ActivityName,
-    LegBatchInput,
-    OrderOutcome,
-    PlaceOrderRequest,
-)
+from orchestrator.domain.contracts.payloads import LegBatchInput, PlaceOrderRequest
+from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.progress import SignalProgress
-from orchestrator.domain.report import ExecutionReport, LegStatus
+from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal
 from tests.support import account, book, broker_orders, load, paper_orders, poll_until, signal
 from worker import build_worker
-from workflows.signal import LegBatchWorkflow, SignalExecutionWorkflow
+from workflows.batch import LegBatchWorkflow
+from workflows.signal import SignalExecutionWorkflow
 
 SLOW = {"latency_ms": 400, "slices": 2}
 """Fills that take long enough for every order let through at once to overlap."""
@@ -47,7 +44,7 @@ class CountingActivities(ExecutionActivities):
         self._running = 0
         self.most = 0
 
-    @activity.defn(name=ActivityName.PLACE_AND_FOLLOW_ORDER)
+    @activity.defn
     def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
         with self._lock:
             self._running += 1
@@ -73,7 +70,7 @@ async def test_a_signal_keeps_at_most_its_orders_in_flight_and_every_leg_fills(
     activities = CountingActivities(sqlite_db, capped)
     async with build_worker(ts_client, capped, activities, executor):
         handle = await submit_signal(ts_client, sqlite_db, capped, signal("cap-one"))
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
     assert broker_orders(sqlite_db) == dict.fromkeys(ids, 1)
@@ -90,7 +87,7 @@ async def test_batches_share_the_signals_orders_in_flight(
     activities = CountingActivities(sqlite_db, capped)
     async with build_worker(ts_client, capped, activities, executor):
         handle = await submit_signal(ts_client, sqlite_db, capped, signal("cap-batches"))
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
         histories = await fetch_with_children(ts_client, handle.id)
 
     assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 6
@@ -163,7 +160,7 @@ async def test_operators_reach_legs_waiting_for_an_order_slot(
                     operator="risk", reason="outage", cancel_working=True, from_kill_switch=True
                 ),
             )
-        report: ExecutionReport = await handle.result()
+        report: SignalReport = await handle.result()
 
     assert (answer.legs_stopped, answer.orders_cancelled) == (1, 1)
     lines = {line.account_id: line.status for line in report.accounts}

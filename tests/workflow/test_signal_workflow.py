@@ -17,7 +17,7 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountRow, SignalRow
 from orchestrator.config import Settings
 from orchestrator.domain import paging
-from orchestrator.domain.contracts.payloads import ActivityName
+from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.errors import DuplicateSignal, ValidationFailed
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus
@@ -281,8 +281,8 @@ async def test_a_one_page_book_is_snapshotted_and_correlated_in_one_activity(
         for e in histories[0].events
         if e.HasField("activity_task_scheduled_event_attributes")
     )
-    assert scheduled[ActivityName.LOAD_SNAPSHOT] == 1
-    assert scheduled[ActivityName.COMPUTE_CORRELATION] == 0
+    assert scheduled[activity_name(Execution.load_snapshot)] == 1
+    assert scheduled[activity_name(Execution.compute_correlation)] == 0
     assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
     result = await audit.audit_histories(histories)
     assert result.values.verdict is audit.ValueVerdict.MATCH, result.values.differences
@@ -333,8 +333,8 @@ async def test_large_signal_pages_its_inputs_and_keeps_its_lines_in_batches(
         for e in parent.events
         if e.HasField("activity_task_scheduled_event_attributes")
     )
-    assert scheduled[ActivityName.LOAD_SNAPSHOT] > 1
-    assert scheduled[ActivityName.COMPUTE_CORRELATION] > 1
+    assert scheduled[activity_name(Execution.load_snapshot)] > 1
+    assert scheduled[activity_name(Execution.compute_correlation)] > 1
     assert report.accounts_in_batches and report.accounts == []
     assert len(report.batches) > 1
     assert report.by_status == {"DENIED": 1, "FILLED": 9}

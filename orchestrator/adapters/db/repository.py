@@ -54,7 +54,6 @@ from orchestrator.domain.book import (
 )
 from orchestrator.domain.contracts.operators import ActionReceipt
 from orchestrator.domain.contracts.payloads import (
-    OrderOutcome,
     PlaceOrderRequest,
     ReserveRiskRequest,
     ReserveRiskResult,
@@ -66,7 +65,7 @@ from orchestrator.domain.errors import (
     OpenReservations,
     ValidationFailed,
 )
-from orchestrator.domain.orders import OrderStatus, advance
+from orchestrator.domain.orders import OrderOutcome, OrderStatus, advance
 from orchestrator.domain.signal import Signal
 from orchestrator.domain.values import DenialReason
 

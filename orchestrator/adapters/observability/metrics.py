@@ -5,7 +5,7 @@ incremented in a workflow would count again every time a history is replayed (wo
 restart, cache eviction, a query on a closed run). Nothing is counted in ``workflows/``.
 Instead a worker interceptor (:class:`Observability`) counts
 
-* per finished signal, from its :class:`ExecutionReport`, when ``SignalExecutionWorkflow``
+* per finished signal, from its :class:`SignalReport`, when ``SignalExecutionWorkflow``
   returns and the SDK says the workflow is *not* replaying: signals by outcome, legs by
   status, fill ratio, slippage, reroutes, denials by reason. Only the top-level signal is
   counted; its report already holds every batch, completion and reroute child's lines;
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -48,16 +48,14 @@ from temporalio.worker import (
 
 from orchestrator.adapters.observability import logs
 from orchestrator.config import Settings
-from orchestrator.domain.contracts.payloads import ActivityName, ErrorType, OrderOutcome
-from orchestrator.domain.orders import TERMINAL, OrderStatus
-from orchestrator.domain.report import ExecutionReport, LegStatus, RerouteOutcome
+from orchestrator.domain.contracts.activities import Execution, activity_name
+from orchestrator.domain.contracts.payloads import ErrorType, SignalWorkflowInput
+from orchestrator.domain.orders import TERMINAL, OrderOutcome, OrderStatus
+from orchestrator.domain.report import LegStatus, RerouteOutcome, SignalReport
 from orchestrator.domain.values import DenialReason
 
 log = logging.getLogger(__name__)
 
-SIGNAL_WORKFLOW = "SignalExecutionWorkflow"
-OPERATOR_SIGNALS = frozenset({"pause_account", "resume_account", "unhalt"})
-OPERATOR_UPDATES = frozenset({"halt", "cancel_signal"})
 
 SIGNALS = Counter(
     "teo_signals",
@@ -102,15 +100,13 @@ for _status in LegStatus:
     LEGS.labels(_status.value)
 for _reason in DenialReason:
     DENIALS.labels(_reason.value)
-for _action in OPERATOR_SIGNALS | OPERATOR_UPDATES:
-    OPERATOR_ACTIONS.labels(_action)
 for _order_status in TERMINAL:
     ORDERS.labels(_order_status.value)
 for _reroute in RerouteOutcome:
     REROUTES.labels(_reroute.value)
 
 
-def record_report(report: ExecutionReport, *, outcome: str | None = None) -> None:
+def record_report(report: SignalReport, *, outcome: str | None = None) -> None:
     """Count one finished signal from its report."""
     SIGNALS.labels(outcome or report.status).inc()
     if report.accounts_in_batches:
@@ -209,7 +205,14 @@ def _plaintext_in(kind: str, name: str) -> None:
 
 
 class Observability(Interceptor):
-    """Counts business metrics outside replay and binds ids to activity log lines."""
+    """Counts business metrics outside replay and binds ids to activity log lines.
+
+    ``operator_actions``: the names of the signals and updates operators send (the worker
+    passes the workflows' own), so the counter shows each from 0."""
+
+    def __init__(self, operator_actions: Iterable[str] = ()) -> None:
+        for action in operator_actions:
+            OPERATOR_ACTIONS.labels(action)
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _ActivityObserver(next)
@@ -230,7 +233,7 @@ class _ActivityObserver(ActivityInboundInterceptor):
             signal_id=getattr(request, "signal_id", None) or signal_id,
             account_id=getattr(request, "account_id", None) or account_id,
         ):
-            is_order = info.activity_type == ActivityName.PLACE_AND_FOLLOW_ORDER
+            is_order = info.activity_type == activity_name(Execution.place_and_follow_order)
             try:
                 result = await self.next.execute_activity(input)
             except ApplicationError as err:
@@ -263,7 +266,7 @@ class _WorkflowObserver(WorkflowInboundInterceptor):
 
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         _plaintext_in("the start input of", workflow.info().workflow_type)
-        if workflow.info().workflow_type != SIGNAL_WORKFLOW:
+        if not (input.args and isinstance(input.args[0], SignalWorkflowInput)):
             return await self.next.execute_workflow(input)
         try:
             result = await self.next.execute_workflow(input)
@@ -272,21 +275,21 @@ class _WorkflowObserver(WorkflowInboundInterceptor):
             # *task*, which Temporal retries, and would count once per retry.
             _record_outside_replay(lambda: SIGNALS.labels("FAILED").inc())
             raise
-        if isinstance(result, ExecutionReport):
+        if isinstance(result, SignalReport):
             _record_outside_replay(lambda: record_report(result))
         return result
 
     def handle_signal(self, input: HandleSignalInput) -> Any:
         _plaintext_in("signal", input.signal)
-        if input.signal in OPERATOR_SIGNALS:
-            _record_outside_replay(lambda: OPERATOR_ACTIONS.labels(input.signal).inc())
+        # Every signal a signal workflow takes is an operator's (pause, resume, unhalt).
+        _record_outside_replay(lambda: OPERATOR_ACTIONS.labels(input.signal).inc())
         return self.next.handle_signal(input)
 
     async def handle_update_handler(self, input: HandleUpdateInput) -> Any:
         _plaintext_in("update", input.update)
         # The handler runs only for updates the validator accepted: refusals are not counted.
-        if input.update in OPERATOR_UPDATES:
-            _record_outside_replay(lambda: OPERATOR_ACTIONS.labels(input.update).inc())
+        # Every update a signal workflow takes is an operator's (halt, cancel).
+        _record_outside_replay(lambda: OPERATOR_ACTIONS.labels(input.update).inc())
         return await self.next.handle_update_handler(input)
 
 

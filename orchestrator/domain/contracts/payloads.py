@@ -5,7 +5,6 @@ inputs and results of the workflows, and the error types workflows classify.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
@@ -77,20 +76,6 @@ class PlaceOrderRequest(Model):
         return value
 
 
-class OrderOutcome(Model):
-    """Where an order ended: the broker's terminal state as recorded in our ledger."""
-
-    client_order_id: str
-    broker_order_id: str | None
-    status: str
-    """An :class:`orchestrator.domain.orders.OrderStatus` value."""
-    quantity: Decimal
-    filled_quantity: Decimal
-    average_price: Decimal | None
-    reject_text: str | None = None
-    """The broker's rejection text, verbatim."""
-
-
 class CompletionInput(Model):
     signal: Signal
     account_id: Identifier
@@ -136,23 +121,6 @@ class SnapshotRequest(Model):
     """Also correlate the snapshot's accounts with these settings (its ``account_ids`` are
     the snapshot's), in the same activity, when the book fits in one page together with the
     result. Otherwise the snapshot comes without it and the workflow asks separately."""
-
-
-class ActivityName(StrEnum):
-    """Activity names shared by workflows (which must not import the activity modules) and
-    the worker."""
-
-    LOAD_SNAPSHOT = "load_snapshot"
-    COMPUTE_CORRELATION = "compute_correlation"
-    RESERVE_RISK = "reserve_risk"
-    PLACE_AND_FOLLOW_ORDER = "place_and_follow_order"
-    CANCEL_ORDER = "cancel_order"
-    SETTLE_LEG = "settle_leg"
-    SERVICE_SETTINGS = "service_settings"
-    RECORD_OPERATOR_ACTION = "record_operator_action"
-    APPLY_KILL_SWITCH = "apply_kill_switch"
-    CANCELLATION_REQUEST = "cancellation_request"
-    ARCHIVE_CLOSED_SIGNALS = "archive_closed_signals"
 
 
 class SettleLegRequest(Model):

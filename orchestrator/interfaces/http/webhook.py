@@ -46,11 +46,11 @@ from orchestrator.adapters.observability import logs
 from orchestrator.adapters.observability.metrics import WEBHOOK_REQUESTS
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
+from orchestrator.domain import ids
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
 from orchestrator.domain.signal import Signal
 from orchestrator.domain.values import Identifier, OrderType, PositiveDecimal
 from orchestrator.services.submit import parse_signal, submit_signal
-from workflows.signal import workflow_id_for
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def create_app(
             signal = _to_signal(payload, is_alert=is_alert)
             assert backends.client is not None and backends.db is not None
             with logs.bound(
-                signal_id=signal.signal_id, workflow_id=workflow_id_for(signal.signal_id)
+                signal_id=signal.signal_id, workflow_id=ids.signal_workflow_id(signal.signal_id)
             ):
                 return await _submit(settings, backends.client, backends.db, signal)
         except WebhookError as exc:
@@ -346,7 +346,7 @@ def create_app(
             signal_id = signal.signal_id if signal is not None else None
             with logs.bound(
                 signal_id=signal_id,
-                workflow_id=workflow_id_for(signal_id) if signal_id else None,
+                workflow_id=ids.signal_workflow_id(signal_id) if signal_id else None,
             ):
                 log.info(
                     "refused %s from %s: %s %s", exc.body.error, source, exc.status, exc.body.detail
@@ -560,7 +560,7 @@ async def _duplicate(
             f"signal id {signal.signal_id!r} was already used for a different signal",
             [Problem(field="signal_id", message="already used for a different signal")],
         )
-    workflow_id = row.workflow_id if row is not None else workflow_id_for(signal.signal_id)
+    workflow_id = row.workflow_id if row is not None else ids.signal_workflow_id(signal.signal_id)
     run_id: str | None = None
     # Fails once the run closed longer ago than the namespace's retention: the row remains.
     with contextlib.suppress(RPCError):

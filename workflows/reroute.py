@@ -1,15 +1,8 @@
-"""Child workflows of a signal: partial-fill completion and failed-order rerouting.
-
-Both run under the signal (or its batch child) with deterministic ids —
-``signal-{id}/leg-{n}/completion``, ``signal-{id}/leg-{n}/reroute`` and, for a rerouted order
-completed at its k-th candidate, ``signal-{id}/leg-{n}/reroute-{k}/completion`` — so each is
-visible and replayable on its own, and all carry the SignalId search attribute. Ids name the
-leg, not the account: ids are not encrypted. (Runs recorded before that named the account.)
-"""
+"""``OrderRerouteWorkflow``: a failed leg's risk moved to the plan's reserve accounts, a child
+of the workflow that runs the leg (``signal-{id}/leg-{n}/reroute``)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
@@ -18,9 +11,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from orchestrator.domain import planning
     from orchestrator.domain.book import BookSnapshot, spec_key
+    from orchestrator.domain.contracts.activities import Execution
     from orchestrator.domain.contracts.payloads import (
-        ActivityName,
-        CompletionInput,
         RerouteInput,
         ReserveRiskRequest,
         SnapshotRequest,
@@ -28,118 +20,22 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.ids import client_order_id
     from orchestrator.domain.report import (
         AccountReport,
-        CompletionResult,
-        CompletionStop,
         LegStatus,
         RerouteHop,
         RerouteOutcome,
         RerouteResult,
     )
     from orchestrator.domain.values import DenialReason
-    from workflows.legs import (
+    from workflows.completion import complete_partial_fill
+    from workflows.steps import (
         BOOK_READ,
         DATABASE_RETRY,
         account_report,
         cancel_order,
-        complete_partial_fill,
         fill_status,
         order_request,
         place_order,
-        settle_leg,
     )
-
-
-@workflow.defn
-class PartialFillCompletionWorkflow:
-    """Place orders for what a leg's first order left unfilled, until it is filled, the rest
-    is dust, the attempts run out or the deadline passes. Never rounds a remainder up."""
-
-    @workflow.run
-    async def run(self, request: CompletionInput) -> CompletionResult:
-        signal, execution = request.signal, request.execution
-        deadline = workflow.now() + timedelta(seconds=execution.completion_deadline_s)
-        remaining = request.remaining
-        fills: list[tuple[Decimal, Decimal]] = []
-        ids: list[str] = []
-        stopped: CompletionStop | None = None
-        detail = ""
-        try:
-            while stopped is None:
-                sendable = planning.floor_to_step(remaining, request.lot_step)
-                left = deadline - workflow.now()
-                if remaining <= 0:
-                    stopped, detail = CompletionStop.COMPLETED, "remainder filled"
-                elif sendable < request.min_lot:
-                    stopped = CompletionStop.DUST
-                    detail = f"{remaining} lots left, below the minimum {request.min_lot}"
-                elif len(ids) >= execution.completion_max_attempts:
-                    stopped = CompletionStop.ATTEMPTS_EXHAUSTED
-                    detail = f"{len(ids)} attempts made, {remaining} lots unfilled"
-                elif left <= timedelta(0):
-                    stopped, detail = CompletionStop.DEADLINE, "deadline passed"
-                else:
-                    sequence = request.first_sequence + len(ids)
-                    order_id = client_order_id(signal.signal_id, request.account_id, sequence)
-                    ids.append(order_id)
-                    attempt = await place_order(
-                        order_request(
-                            signal,
-                            account_id=request.account_id,
-                            broker=request.broker,
-                            broker_symbol=request.broker_symbol,
-                            quantity=sendable,
-                            business_sequence=sequence,
-                            client_order_id=order_id,
-                            settles_leg=False,
-                        ),
-                        execution,
-                        deadline=left,
-                    )
-                    outcome = attempt.outcome
-                    if attempt.refused is not None:
-                        stopped = CompletionStop.STOPPED_BY_OPERATOR
-                        detail = f"{attempt.refused[0]}: {attempt.refused[1]}"
-                    elif attempt.rejected is not None:
-                        stopped, detail = CompletionStop.REJECTED, attempt.rejected
-                    elif outcome is None:
-                        # Whatever the order did before it was stopped stays booked.
-                        outcome = await cancel_order(
-                            signal.signal_id,
-                            request.account_id,
-                            order_id,
-                            "completion deadline" if attempt.timed_out else "completion failed",
-                            queue=execution.broker_queue(request.broker),
-                        )
-                        if attempt.timed_out:
-                            stopped = CompletionStop.DEADLINE
-                            detail = f"deadline passed; {order_id} cancelled at the broker"
-                        else:
-                            stopped, detail = CompletionStop.FAILED, attempt.failure or ""
-                    if outcome is not None and outcome.average_price is not None:
-                        fills.append((outcome.filled_quantity, outcome.average_price))
-                        remaining -= outcome.filled_quantity
-        except asyncio.CancelledError:
-            # Cancelled with the parent: the working order was cancelled at the broker by its
-            # activity; give the leg's unused risk back before ending cancelled.
-            await settle_leg(signal.signal_id, request.account_id)
-            raise
-        await settle_leg(signal.signal_id, request.account_id)
-        filled = sum((q for q, _ in fills), Decimal(0))
-        sendable = planning.floor_to_step(remaining, request.lot_step)
-        dust = remaining if sendable < request.min_lot else remaining - sendable
-        return CompletionResult(
-            account_id=request.account_id,
-            filled=filled,
-            average_price=(sum((q * p for q, p in fills), Decimal(0)) / filled)
-            if filled > 0
-            else None,
-            unfilled=remaining,
-            dust=dust,
-            attempts=len(ids),
-            stopped=stopped,
-            detail=detail,
-            client_order_ids=ids,
-        )
 
 
 @workflow.defn
@@ -173,12 +69,11 @@ class OrderRerouteWorkflow:
         for candidate in request.candidates:
             if len(hops) >= execution.reroute_max_accounts or sizing.done:
                 break
-            snapshot = await workflow.execute_activity(
-                ActivityName.LOAD_SNAPSHOT,
+            snapshot: BookSnapshot = await workflow.execute_activity_method(
+                Execution.load_snapshot,
                 SnapshotRequest(
                     signal_id=signal.signal_id, symbol=signal.symbol, account_ids=[candidate]
                 ),
-                result_type=BookSnapshot,
                 start_to_close_timeout=BOOK_READ,
                 schedule_to_close_timeout=timedelta(minutes=5),
                 retry_policy=DATABASE_RETRY,

@@ -1,0 +1,112 @@
+"""The activities workflows call, as classes of definitions: workflows call them by method
+(``workflow.execute_activity_method(Execution.place_and_follow_order, ...)``), so a rename or a
+changed argument fails at type-check time, not at run time. The worker registers the
+implementations in ``activities/``, subclasses that override every method with the same
+definition (a test holds each implementation to its contract).
+
+Nothing here runs: a method called on these classes themselves raises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.contracts.operators import (
+    ActionReceipt,
+    ActionRecorded,
+    CancellationRequest,
+    KillSwitch,
+    KillSwitchResult,
+)
+from orchestrator.domain.contracts.payloads import (
+    ArchiveRequest,
+    ArchiveResult,
+    CancelOrderRequest,
+    PlaceOrderRequest,
+    SettleLegRequest,
+    SnapshotRequest,
+)
+from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
+from orchestrator.domain.orders import OrderOutcome
+from orchestrator.domain.settings import ServiceSettings
+
+
+def _contract() -> NotImplementedError:
+    return NotImplementedError("an activity contract: the worker runs its implementation")
+
+
+class Execution:
+    """A signal's execution: the worker's settings, the book, its correlation, and every order
+    (database and broker). Blocking calls, run on the worker's thread pool."""
+
+    @activity.defn
+    def service_settings(self) -> ServiceSettings:
+        """The settings this worker plans and executes signals with."""
+        raise _contract()
+
+    @activity.defn
+    def load_snapshot(self, request: SnapshotRequest) -> BookSnapshot:
+        """The book for one signal, in pages when large; with its correlation when asked and it
+        fits."""
+        raise _contract()
+
+    @activity.defn
+    def compute_correlation(self, request: CorrelationRequest) -> CorrelationResult:
+        """The accounts' correlation, in pages when large."""
+        raise _contract()
+
+    @activity.defn
+    def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
+        """Reserve (when asked), pass the last gate, write the order, send it once whatever the
+        retries, and follow it to a terminal state."""
+        raise _contract()
+
+    @activity.defn
+    def cancel_order(self, request: CancelOrderRequest) -> OrderOutcome | None:
+        """Cancel what the broker holds under a client order id; book it; settle the leg."""
+        raise _contract()
+
+    @activity.defn
+    def settle_leg(self, request: SettleLegRequest) -> None:
+        """Close a leg's risk reservation once its orders are over."""
+        raise _contract()
+
+
+class Control:
+    """Operator control from inside a workflow: the Temporal client and the database."""
+
+    @activity.defn
+    async def record_operator_action(self, receipt: ActionReceipt) -> ActionRecorded:
+        """Record a workflow's receipt of an operator action, once, with the sender's identity."""
+        raise _contract()
+
+    @activity.defn
+    async def apply_kill_switch(self, request: KillSwitch) -> KillSwitchResult:
+        """Persist the kill switch (or lift it) and send it to every other running signal."""
+        raise _contract()
+
+    @activity.defn
+    async def cancellation_request(self, workflow_id: str) -> CancellationRequest:
+        """Who asked Temporal to cancel the calling workflow, and why."""
+        raise _contract()
+
+
+class Archive:
+    """Keeping closed signals' histories past the server's retention."""
+
+    @activity.defn
+    async def archive_closed_signals(self, request: ArchiveRequest) -> ArchiveResult:
+        """Export, verify and audit the signals closed long enough, not yet archived."""
+        raise _contract()
+
+
+CONTRACTS: tuple[type, ...] = (Execution, Control, Archive)
+
+
+def activity_name(definition: Callable[..., Any]) -> str:
+    """The name an activity of these contracts runs under: its method's (what its history
+    records as the activity type)."""
+    return definition.__name__
