@@ -127,7 +127,6 @@ from orchestrator.domain.book import AccountSnapshot, AccountStatus, BookSnapsho
 from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning import plan_signal
-from orchestrator.domain.settings import PlanSettings
 from orchestrator.domain.signal import Signal
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal
@@ -881,8 +880,8 @@ def time_planning(accounts: int, repeats: int = 3) -> dict[str, Any]:
     """``plan_signal`` on ``accounts`` accounts with the realistic and an empty correlation."""
     signal, snapshot, correlation = planning_inputs(accounts)
     empty = CorrelationResult(threshold=correlation.threshold, accounts=[])
-    settings = PlanSettings()
-    out: dict[str, Any] = {"accounts": accounts, "settings": "PlanSettings() defaults"}
+    settings = Settings().plan_settings()
+    out: dict[str, Any] = {"accounts": accounts, "settings": "the default settings"}
     for name, result in (("correlated", correlation), ("empty_correlation", empty)):
         runs: list[float] = []
         legs = denials = 0

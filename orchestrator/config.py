@@ -15,7 +15,24 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.domain.settings import ExecutionSettings, PlanSettings, ServiceSettings
+from orchestrator.domain.settings import (
+    Attempts,
+    BatchSize,
+    CorrelationThreshold,
+    DataAgeSeconds,
+    DelaySeconds,
+    ExecutionSettings,
+    LegCap,
+    LookbackDays,
+    MinObservations,
+    OrdersInFlight,
+    PlanSettings,
+    PlanVersion,
+    RerouteFraction,
+    Seconds,
+    ServiceSettings,
+    SizeVariance,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,31 +75,36 @@ class Settings(BaseSettings):
     database_url: str = f"sqlite:///{PROJECT_ROOT / '.run' / 'orchestrator.db'}"
     """SQLAlchemy URL; PostgreSQL as ``postgresql+psycopg://user:pass@host:5432/db``."""
 
-    delay_min_s: Decimal = Field(default=Decimal(1), ge=0)
-    delay_max_s: Decimal = Field(default=Decimal(30), ge=0)
-    size_variance: Decimal = Field(default=Decimal("0.10"), ge=0, lt=1, decimal_places=4)
-    correlation_threshold: Decimal = Field(default=Decimal("0.7"), gt=0, le=1)
-    correlated_min_gap_s: Decimal = Field(default=Decimal(5), ge=0)
-    correlation_lookback_days: int = Field(default=60, ge=2)
-    correlation_min_observations: int = Field(default=20, ge=2)
-    max_account_data_age_s: int = Field(default=900, ge=1)
-    plan_version: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=300, ge=1, le=300)
+    delay_min_s: DelaySeconds = Decimal(1)
+    delay_max_s: DelaySeconds = Decimal(30)
+    size_variance: SizeVariance = Decimal("0.10")
+    correlation_threshold: CorrelationThreshold = Decimal("0.7")
+    correlated_min_gap_s: DelaySeconds = Decimal(5)
+    correlation_lookback_days: LookbackDays = 60
+    correlation_min_observations: MinObservations = 20
+    max_account_data_age_s: DataAgeSeconds = 900
+    plan_version: PlanVersion = 1
+    max_legs: LegCap | None = None
+    """Cap on legs per signal; further eligible accounts become the reroute reserve."""
+    batch_size: BatchSize = 300
 
-    order_timeout_s: int = Field(default=120, ge=1)
+    order_timeout_s: Seconds = 120
     """How long one place-and-follow activity may work an order before Temporal retries it."""
+    order_schedule_to_close_s: Seconds = 600
+    """Give up on placing an order after this long across retries (the leg ends FAILED and any
+    order the broker holds for it is cancelled)."""
     order_poll_interval_s: float = Field(default=0.2, gt=0)
     """Pause between status polls while following a working order."""
-    order_heartbeat_s: int = Field(default=10, ge=1)
+    order_heartbeat_s: Seconds = 10
     """A cancellation reaches a working order within about 0.8 × this."""
-    completion_max_attempts: int = Field(default=3, ge=1, le=20)
-    completion_deadline_s: int = Field(default=120, ge=1)
-    reroute_fraction: Decimal = Field(default=Decimal("0.95"), gt=0, le=1)
-    reroute_max_accounts: int = Field(default=3, ge=1, le=20)
-    max_orders_in_flight: int = Field(default=600, ge=1)
+    completion_max_attempts: Attempts = 3
+    completion_deadline_s: Seconds = 120
+    reroute_fraction: RerouteFraction = Decimal("0.95")
+    reroute_max_accounts: Attempts = 3
+    max_orders_in_flight: OrdersInFlight = 600
     """First orders one signal keeps working at once (its batches share it out); legs due past
     it wait their turn. Bounds the burst a broker sees and keeps the backlog in the workflow
-    rather than in Temporal's task queue (see README, performance)."""
+    rather than in Temporal's task queue (docs/performance.md)."""
     max_concurrent_activities: int = Field(default=64, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=4, ge=2)
     """Workflow tasks a worker runs at once. They hold the GIL: more at once only stretches each
@@ -234,12 +256,14 @@ class Settings(BaseSettings):
             correlation_lookback_days=self.correlation_lookback_days,
             correlation_min_observations=self.correlation_min_observations,
             max_account_data_age_s=self.max_account_data_age_s,
+            max_legs=self.max_legs,
             batch_size=self.batch_size,
         )
 
     def execution_settings(self) -> ExecutionSettings:
         return ExecutionSettings(
             order_start_to_close_s=self.order_timeout_s,
+            order_schedule_to_close_s=self.order_schedule_to_close_s,
             order_heartbeat_s=self.order_heartbeat_s,
             poll_interval_ms=int(self.order_poll_interval_s * 1000),
             completion_max_attempts=self.completion_max_attempts,

@@ -13,26 +13,49 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.domain.paging import MAX_BATCH_LEGS
 from orchestrator.domain.values import Fraction, Model
+
+# The bounds of every setting, written once: the payloads below and the environment's
+# ``orchestrator.config.Settings`` (which holds the defaults) both use these types.
+
+PlanVersion = Annotated[int, Field(ge=1)]
+DelayMs = Annotated[int, Field(ge=0)]
+DelaySeconds = Annotated[Decimal, Field(ge=0)]
+SizeVariance = Annotated[Decimal, Field(ge=0, lt=1, decimal_places=4)]
+"""Bound of the symmetric size variance: 0.10 draws a factor in [0.90, 1.10]. At most 4
+decimals, so the drawn factor (6 places) never leaves the bound."""
+CorrelationThreshold = Fraction
+LookbackDays = Annotated[int, Field(ge=2)]
+MinObservations = Annotated[int, Field(ge=2)]
+DataAgeSeconds = Annotated[int, Field(ge=1)]
+LegCap = Annotated[int, Field(ge=1)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_LEGS)]
+"""Legs per batch child: at most :data:`~orchestrator.domain.paging.MAX_BATCH_LEGS`, so a batch's
+history and pending work stay within Temporal's limits."""
+Seconds = Annotated[int, Field(ge=1)]
+PollMs = Annotated[int, Field(ge=1)]
+Attempts = Annotated[int, Field(ge=1, le=20)]
+RerouteFraction = Annotated[Decimal, Field(gt=0, le=1)]
+OrdersInFlight = Annotated[int, Field(ge=1)]
 
 
 class PlanSettings(Model):
-    """Every knob planning reads. Recorded in the workflow input, so replay sees the same."""
+    """Every knob planning reads. Recorded in the workflow's history, so replay sees the same.
+    No defaults here: ``orchestrator.config.Settings.plan_settings()`` makes them."""
 
-    plan_version: Annotated[int, Field(ge=1)] = 1
-    delay_min_ms: Annotated[int, Field(ge=0)] = 1_000
-    delay_max_ms: Annotated[int, Field(ge=0)] = 30_000
-    size_variance: Annotated[Decimal, Field(ge=0, lt=1, decimal_places=4)] = Decimal("0.10")
-    """Bound of the symmetric size variance: 0.10 draws a factor in [0.90, 1.10]. At most
-    4 decimals, so the drawn factor (6 places) never leaves the bound."""
-    correlation_threshold: Fraction = Decimal("0.7")
-    correlated_min_gap_ms: Annotated[int, Field(ge=0)] = 5_000
-    correlation_lookback_days: Annotated[int, Field(ge=2)] = 60
-    correlation_min_observations: Annotated[int, Field(ge=2)] = 20
-    max_account_data_age_s: Annotated[int, Field(ge=1)] = 900
-    max_legs: Annotated[int, Field(ge=1)] | None = None
+    plan_version: PlanVersion
+    delay_min_ms: DelayMs
+    delay_max_ms: DelayMs
+    size_variance: SizeVariance
+    correlation_threshold: CorrelationThreshold
+    correlated_min_gap_ms: DelayMs
+    correlation_lookback_days: LookbackDays
+    correlation_min_observations: MinObservations
+    max_account_data_age_s: DataAgeSeconds
+    max_legs: LegCap | None
     """Cap on legs per signal; further eligible accounts become the reroute reserve."""
-    batch_size: Annotated[int, Field(ge=1, le=1000)] = 300
+    batch_size: BatchSize
     """Legs per batch child workflow once a signal has more legs than this."""
 
     @model_validator(mode="after")
@@ -43,25 +66,26 @@ class PlanSettings(Model):
 
 
 class ExecutionSettings(Model):
-    """Timeouts and retry bounds of the broker activities, recorded in the workflow input."""
+    """Timeouts and retry bounds of the broker activities, recorded in the workflow's history.
+    No defaults here: ``orchestrator.config.Settings.execution_settings()`` makes them."""
 
-    order_start_to_close_s: Annotated[int, Field(ge=1)] = 120
-    order_schedule_to_close_s: Annotated[int, Field(ge=1)] = 600
+    order_start_to_close_s: Seconds
+    order_schedule_to_close_s: Seconds
     """Give up on placing an order after this long across retries; the leg then ends FAILED
     and any order the broker holds for it is cancelled."""
-    order_heartbeat_s: Annotated[int, Field(ge=1)] = 10
+    order_heartbeat_s: Seconds
     """Cancellation reaches a working order within about 0.8 × this."""
-    poll_interval_ms: Annotated[int, Field(ge=1)] = 200
-    completion_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
-    completion_deadline_s: Annotated[int, Field(ge=1)] = 120
+    poll_interval_ms: PollMs
+    completion_max_attempts: Attempts
+    completion_deadline_s: Seconds
     """A completion stops placing orders after this long; a working order is cancelled."""
-    reroute_fraction: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
+    reroute_fraction: RerouteFraction
     """The share of a failed order's risk at the stop a reroute may place elsewhere."""
-    reroute_max_accounts: Annotated[int, Field(ge=1, le=20)] = 3
-    max_orders_in_flight: Annotated[int, Field(ge=1)] = 600
+    reroute_max_accounts: Attempts
+    max_orders_in_flight: OrdersInFlight
     """First orders one signal keeps working at once; a large signal's batches each take an
     equal share. Legs due past it wait their turn, in the order they came due."""
-    broker_task_queues: dict[str, str] = {}
+    broker_task_queues: dict[str, str]
     """Broker name → task queue of the worker that holds that broker's session (a FIX session
     lives in one process). Order and cancel activities of its accounts go there; brokers not
     listed use the workflow's own task queue."""

@@ -13,8 +13,8 @@ from orchestrator.config import Settings
 from orchestrator.domain import paging, planning
 from orchestrator.domain.book import BookSnapshot
 from orchestrator.domain.contracts.payloads import SnapshotRequest
-from orchestrator.domain.settings import PlanSettings
 from tests.support import EURUSD_ALPHA, account, book, load, uncorrelated_returns
+from tests.unit.builders import plan_settings
 
 IDS = ["acc-1", "acc-2", "acc-3", "acc-4"]
 
@@ -25,7 +25,7 @@ def snapshot(db: Database, *, correlate: bool, run_id: str | None = "run-1") -> 
         signal_id="s1",
         symbol=EURUSD_ALPHA.symbol,
         run_id=run_id,
-        correlate=planning.correlation_settings(PlanSettings()) if correlate else None,
+        correlate=planning.correlation_settings(plan_settings()) if correlate else None,
     )
     result: BookSnapshot = ActivityEnvironment().run(activities.load_snapshot, request)
     return result
@@ -46,7 +46,7 @@ def test_the_snapshot_carries_the_correlation_the_correlation_activity_computes(
         ExecutionActivities(
             db, PaperBroker(db), service=Settings().service_settings()
         ).compute_correlation,
-        planning.correlation_request(alone, PlanSettings()),
+        planning.correlation_request(alone, plan_settings()),
     )
     assert together.correlation == separate
     assert [a.account_id for a in together.correlation.accounts] == IDS

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from orchestrator.config import Settings
 from orchestrator.domain.book import (
     AccountLimits,
     AccountSnapshot,
@@ -19,6 +20,7 @@ from orchestrator.domain.book import (
     SymbolSpec,
 )
 from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
+from orchestrator.domain.settings import ExecutionSettings, PlanSettings
 from orchestrator.domain.signal import Signal
 from orchestrator.domain.values import Side
 
@@ -140,3 +142,18 @@ def make_correlation(
             )
         )
     return CorrelationResult(threshold=threshold, accounts=entries)
+
+
+def plan_settings(**overrides: Any) -> PlanSettings:
+    """The planning settings a worker with no ``TEO_*`` variables plans with, ``overrides``
+    applied (validated: a bound the settings forbid is refused)."""
+    return PlanSettings.model_validate(
+        Settings.model_construct().plan_settings().model_dump() | overrides
+    )
+
+
+def execution_settings(**overrides: Any) -> ExecutionSettings:
+    """The execution settings of a worker with no ``TEO_*`` variables, ``overrides`` applied."""
+    return ExecutionSettings.model_validate(
+        Settings.model_construct().execution_settings().model_dump() | overrides
+    )

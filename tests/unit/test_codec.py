@@ -26,13 +26,13 @@ from orchestrator.config import Settings
 from orchestrator.domain import reports
 from orchestrator.domain.planning import plan_signal
 from orchestrator.domain.report import LegStatus
-from orchestrator.domain.settings import PlanSettings
 from tests.unit.builders import (
     NOW,
     make_account,
     make_correlation,
     make_signal,
     make_snapshot,
+    plan_settings,
 )
 
 
@@ -155,7 +155,7 @@ async def test_what_people_read_stays_plain_json_and_machine_pages_are_compresse
         make_signal(),
         make_snapshot(accounts),
         make_correlation({a.account_id: None for a in accounts}),
-        PlanSettings(),
+        plan_settings(),
         NOW,
     )
     report = reports.build(

@@ -26,6 +26,9 @@ from tests.unit.builders import (
     make_snapshot,
     make_spec,
 )
+from tests.unit.builders import (
+    plan_settings as default_plan_settings,
+)
 
 BROKERS = ("alpha", "beta", "gamma")
 GROUPS = (None, "g1", "g2", "g3")
@@ -176,7 +179,7 @@ def accounts(draw: st.DrawFn, account_id: str) -> AccountSnapshot:
 @st.composite
 def plan_settings(draw: st.DrawFn) -> PlanSettings:
     low = draw(DELAY_MIN)
-    return PlanSettings(
+    return default_plan_settings(
         plan_version=draw(PLAN_VERSION),
         delay_min_ms=low,
         delay_max_ms=low + draw(DELAY_WINDOW),

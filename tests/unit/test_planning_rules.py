@@ -22,9 +22,10 @@ from tests.unit.builders import (
     make_signal,
     make_snapshot,
     make_spec,
+    plan_settings,
 )
 
-NO_VARIANCE = PlanSettings(size_variance=Decimal("0"))
+NO_VARIANCE = plan_settings(size_variance=Decimal("0"))
 
 
 def plan_for(
@@ -266,7 +267,7 @@ def test_target_below_min_lot_is_denied_size_below_min_lot():
 def test_a_denial_on_size_carries_every_factor_and_the_cap_that_bound():
     # 2.90 left of the budget: the variance drawn and the budget cap are in the denial.
     account = make_account("acc-1", realized_loss_today=Decimal("497.10"))
-    denial = only_denial(plan_for([account], settings=PlanSettings(size_variance=Decimal("0.2"))))
+    denial = only_denial(plan_for([account], settings=plan_settings(size_variance=Decimal("0.2"))))
     assert denial.reason is DenialReason.RISK_BUDGET_EXHAUSTED
     assert denial.size is not None
     assert denial.size.binding == "daily_risk_budget"
@@ -482,7 +483,7 @@ def test_max_lots_off_the_lot_step_is_rounded_down_to_the_step():
 
 
 def test_size_variance_stays_within_its_bound():
-    settings = PlanSettings(size_variance=Decimal("0.10"))
+    settings = plan_settings(size_variance=Decimal("0.10"))
     plan = plan_for([make_account(f"acc-{i}") for i in range(20)], settings=settings)
     factors = [leg.size.variance_factor for leg in plan.legs]
     assert len(factors) == 20
@@ -504,7 +505,7 @@ def test_same_inputs_give_an_identical_plan():
     correlation = make_correlation(
         {a.account_id: ("g1" if i < 4 else None) for i, a in enumerate(accounts)}
     )
-    settings = PlanSettings(max_legs=7)
+    settings = plan_settings(max_legs=7)
     first = plan_for(accounts, correlation=correlation, settings=settings)
     second = plan_for(accounts, correlation=correlation, settings=settings)
     assert first == second
@@ -513,7 +514,7 @@ def test_same_inputs_give_an_identical_plan():
 
 def test_account_order_in_the_snapshot_does_not_change_the_plan():
     accounts = [make_account(f"acc-{i}") for i in range(10)]
-    settings = PlanSettings(max_legs=7)
+    settings = plan_settings(max_legs=7)
     assert plan_for(accounts, settings=settings) == plan_for(accounts[::-1], settings=settings)
 
 

@@ -34,9 +34,9 @@ from orchestrator.domain.contracts.payloads import (
 from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
 from orchestrator.domain.planning.decisions import Denial
 from orchestrator.domain.report import AccountReport, LegStatus
-from orchestrator.domain.settings import ExecutionSettings, PlanSettings
 from orchestrator.domain.values import DenialReason
 from tests.support import EURUSD_ALPHA, signal
+from tests.unit.builders import execution_settings, plan_settings
 
 ACCOUNTS = 5_000
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -138,7 +138,7 @@ def filled_line(leg_id: str, quantity: Decimal, delay_ms: int) -> AccountReport:
 def test_a_5000_account_signal_stays_within_temporals_limits(width: int) -> None:
     ids = [account_id(n, width) for n in range(ACCOUNTS)]
     book, correlated = snapshot(ids), correlation(ids)
-    settings = PlanSettings(delay_min_ms=0, delay_max_ms=30_000)
+    settings = plan_settings(delay_min_ms=0, delay_max_ms=30_000)
     sig = signal("signal-with-a-long-identifier")
     history_bytes = encoded_size(SignalWorkflowInput(signal=sig, settings=settings))
 
@@ -172,7 +172,7 @@ def test_a_5000_account_signal_stays_within_temporals_limits(width: int) -> None
         batch_input = LegBatchInput(
             signal=sig,
             settings=settings,
-            execution=ExecutionSettings(),
+            execution=execution_settings(),
             legs=part.legs,
             reserve=plan.reserve,
             started_at=NOW,
@@ -227,7 +227,7 @@ def test_batches_keep_every_leg_and_denial_in_plan_order() -> None:
         signal("s"),
         book,
         CorrelationResult(threshold=Decimal("0.7"), accounts=[]),
-        PlanSettings(),
+        plan_settings(),
         NOW,
     )
     slices = paging.batches(plan.legs, plan.denials, batch_size=7, budget=2_500)
