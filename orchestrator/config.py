@@ -107,9 +107,9 @@ class Settings(BaseSettings):
     rather than in Temporal's task queue (docs/performance.md)."""
     max_concurrent_activities: int = Field(default=64, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=4, ge=2)
-    """Workflow tasks a worker runs at once. They hold the GIL: more at once only stretches each
-    one's wall time (17 batches of 300 legs starting together took over 5 s each, against
-    Temporal's 10 s workflow-task timeout); the rest wait on the server."""
+    """Workflow tasks a worker runs at once. They hold the GIL: more at once only stretches
+    each one's wall time towards Temporal's 10 s workflow-task timeout (docs/performance.md);
+    the rest wait on the server."""
     database_pool_size: int = Field(default=16, ge=1)
     """PostgreSQL connections a worker keeps open; activities beyond wait for one (at most
     30 s). Past the cores' worth, more connections only add contention."""

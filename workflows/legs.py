@@ -72,7 +72,7 @@ class OrderSlots:
 
     It keeps the backlog in the workflow rather than in the task queue: a server matches a task
     to a waiting poller at once, but one it cannot match goes to its backlog, which costs it
-    more per task the longer the backlog grows (measured in ``make bench``)."""
+    more per task the longer the backlog grows (see docs/performance.md)."""
 
     def __init__(self, limit: int) -> None:
         self._free = limit

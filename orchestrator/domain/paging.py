@@ -39,8 +39,7 @@ HISTORY_EVENTS = 10_240
 EVENTS_PER_LEG = 32
 """A bound on the events one leg adds to its workflow's history on any path: its delay timer
 (2), reservation (3), order (3 to 4), then a cancel (3) or a completion or reroute child (3),
-and a workflow task (3) for each of those that wakes the workflow. (The usual path, measured
-by ``make bench``, adds about a third of that.)"""
+and a workflow task (3) for each of those that wakes the workflow."""
 MAX_BATCH_LEGS = 300
 """Legs per workflow at most — inline in the signal's own, or per batch child — whatever
 ``batch_size`` says: 300 × :data:`EVENTS_PER_LEG` stays under :data:`HISTORY_EVENTS`, and the

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from orchestrator.domain.correlation import CorrelationRequest
-from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
+from orchestrator.domain.planning.decisions import Denial, LegOrder
 from orchestrator.domain.report import AccountReport
 from orchestrator.domain.settings import ExecutionSettings, PlanSettings
 from orchestrator.domain.signal import Signal
@@ -167,8 +167,8 @@ class LegBatchInput(Model):
     signal: Signal
     settings: PlanSettings
     execution: ExecutionSettings
-    legs: list[PlannedLeg | LegOrder]
-    """Recorded before batches took slim legs: with their rationale."""
+    legs: list[LegOrder]
+    """Without their rationale: the plan keeps it (the signal's history re-derives it)."""
     reserve: list[Identifier]
     started_at: datetime
     denials: list[Denial] = []

@@ -58,7 +58,7 @@ class ValueVerdict(StrEnum):
 class ValueCheck(Model):
     verdict: ValueVerdict
     recorded_rules_version: int | None
-    """None: recorded before the marker existed, read as version 1."""
+    """None: the history has no rules marker (it stops before the plan)."""
     current_rules_version: int
     planned_at: datetime | None = None
     legs: int = 0

@@ -230,8 +230,8 @@ def verify_plan(
                 where = f"{child_id} input"
                 leg = compare.leg(recorded.account_id, where, recorded.client_order_id)
                 if leg is not None:
-                    # Batches get legs without their rationale (recorded before: with it).
-                    derived = leg if isinstance(recorded, PlannedLeg) else leg.slim()
+                    # Batches get their legs without the rationale.
+                    derived = leg.slim()
                     compare.values(
                         leg.account_id,
                         where,
