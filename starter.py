@@ -1,6 +1,7 @@
 """Command line for traders and operators: submit signals, dry-run plans, watch status, manage
 the account book, run the demo.
 
+    python starter.py db upgrade        # the one way to migrate: first, and after every upgrade
     python starter.py submit demo/signal-eurusd.json --wait
     python starter.py submit --signal-id s-42 --symbol EURUSD --side BUY --entry 1.085 --stop 1.082
     python starter.py plan demo/signal-eurusd.json
@@ -17,7 +18,8 @@ the account book, run the demo.
     python starter.py replay audit/*.json
     python starter.py demo
 
-Exit codes: 0 success, 2 invalid input (nothing started or written), 1 any other refusal.
+Exit codes: 0 success, 2 invalid input (nothing started or written), 1 any other refusal
+(a database whose schema is behind the code's among them: no command but `db upgrade` migrates).
 """
 
 from __future__ import annotations

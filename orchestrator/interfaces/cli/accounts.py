@@ -9,26 +9,23 @@ from pathlib import Path
 
 from orchestrator.adapters.book_file import read_book
 from orchestrator.adapters.db import repository
-from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ValidationFailed
 from orchestrator.interfaces import display
-from orchestrator.interfaces.cli.common import default_operator, out
+from orchestrator.interfaces.cli.common import current_database, default_operator, out
 
 
 async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "load":
         return load_book(args, settings)
-    db = Database(settings.database_url)
-    db.migrate()
     if args.action == "export":
-        with db.transaction() as session:
+        with current_database(settings) as db, db.transaction() as session:
             book = repository.export_book(session)
         data = book.model_dump(mode="json", exclude={"returns"})
         Path(args.path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         out.print(f"exported {len(book.accounts)} accounts to {args.path}")
         return 0
-    with db.transaction() as session:
+    with current_database(settings) as db, db.transaction() as session:
         rows = repository.account_rows(session)
     if args.json:
         print(
@@ -70,15 +67,8 @@ def load_book(args: argparse.Namespace, settings: Settings) -> int:
             "flags", [("replace_state", "--reason and --operator go with --replace-state")]
         )
     book = read_book(Path(args.path))
-    db = Database(settings.database_url)
-    try:
-        db.migrate()
-        with db.transaction() as session:
-            loaded = repository.save_book(
-                session, book, datetime.now(UTC), replace_state=replacement
-            )
-    finally:
-        db.dispose()
+    with current_database(settings) as db, db.transaction() as session:
+        loaded = repository.save_book(session, book, datetime.now(UTC), replace_state=replacement)
     out.print(
         f"loaded {len(book.accounts)} accounts, {len(book.symbols)} symbol specs, "
         f"{len(book.returns)} daily returns from {args.path}",

@@ -7,10 +7,9 @@ import sys
 
 from temporalio.client import WorkflowUpdateFailedError
 
-from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
-from orchestrator.interfaces.cli.common import default_operator, out
+from orchestrator.interfaces.cli.common import current_database, default_operator, out
 from orchestrator.services import operators
 from workflows.signal import workflow_id_for
 
@@ -32,72 +31,71 @@ def print_outcome(what: str, outcome: operators.Outcome, *, counted: bool = Fals
 
 
 async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
-    db = Database(settings.database_url)
-    db.migrate()
-    client = await connect(settings)
-    outcome = await operators.pause_account(
-        client,
-        db,
-        args.account,
-        operator=args.operator or default_operator(),
-        reason=args.reason,
-        reroute=args.reroute,
-    )
+    with current_database(settings) as db:
+        client = await connect(settings)
+        outcome = await operators.pause_account(
+            client,
+            db,
+            args.account,
+            operator=args.operator or default_operator(),
+            reason=args.reason,
+            reroute=args.reroute,
+        )
     return print_outcome(f"paused {args.account}", outcome)
 
 
 async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
-    db = Database(settings.database_url)
-    db.migrate()
-    client = await connect(settings)
-    outcome = await operators.resume_account(
-        client, db, args.account, operator=args.operator or default_operator(), reason=args.reason
-    )
+    with current_database(settings) as db:
+        client = await connect(settings)
+        outcome = await operators.resume_account(
+            client,
+            db,
+            args.account,
+            operator=args.operator or default_operator(),
+            reason=args.reason,
+        )
     return print_outcome(f"resumed {args.account}", outcome)
 
 
 async def cmd_halt(args: argparse.Namespace, settings: Settings) -> int:
-    db = Database(settings.database_url)
-    db.migrate()
-    client = await connect(settings)
-    outcome = await operators.halt(
-        client,
-        db,
-        operator=args.operator or default_operator(),
-        reason=args.reason,
-        cancel_working=args.cancel_working,
-    )
+    with current_database(settings) as db:
+        client = await connect(settings)
+        outcome = await operators.halt(
+            client,
+            db,
+            operator=args.operator or default_operator(),
+            reason=args.reason,
+            cancel_working=args.cancel_working,
+        )
     return print_outcome("HALTED: no new order leaves until `unhalt`", outcome, counted=True)
 
 
 async def cmd_unhalt(args: argparse.Namespace, settings: Settings) -> int:
-    db = Database(settings.database_url)
-    db.migrate()
-    client = await connect(settings)
-    outcome = await operators.unhalt(
-        client, db, operator=args.operator or default_operator(), reason=args.reason
-    )
+    with current_database(settings) as db:
+        client = await connect(settings)
+        outcome = await operators.unhalt(
+            client, db, operator=args.operator or default_operator(), reason=args.reason
+        )
     return print_outcome("trading resumed", outcome)
 
 
 async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    db = Database(settings.database_url)
-    db.migrate()
-    client = await connect(settings)
-    try:
-        outcome = await operators.cancel_signal(
-            client,
-            db,
-            args.signal_id,
-            operator=args.operator or default_operator(),
-            reason=args.reason,
-        )
-    except WorkflowUpdateFailedError as err:
-        print(
-            f"error: cancel refused by {workflow_id_for(args.signal_id)}: {err.cause}",
-            file=sys.stderr,
-        )
-        return 1
+    with current_database(settings) as db:
+        client = await connect(settings)
+        try:
+            outcome = await operators.cancel_signal(
+                client,
+                db,
+                args.signal_id,
+                operator=args.operator or default_operator(),
+                reason=args.reason,
+            )
+        except WorkflowUpdateFailedError as err:
+            print(
+                f"error: cancel refused by {workflow_id_for(args.signal_id)}: {err.cause}",
+                file=sys.stderr,
+            )
+            return 1
     return print_outcome(f"cancelled {args.signal_id}", outcome, counted=True)
 
 

@@ -15,7 +15,6 @@ from temporalio.client import WorkflowExecutionStatus
 
 from orchestrator.adapters import files
 from orchestrator.adapters.db import repository
-from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
 from orchestrator.domain import planning
@@ -25,7 +24,7 @@ from orchestrator.domain.errors import ValidationFailed
 from orchestrator.domain.signal import Signal
 from orchestrator.domain.values import ID_PATTERN, SYMBOL_PATTERN
 from orchestrator.interfaces import display
-from orchestrator.interfaces.cli.common import out
+from orchestrator.interfaces.cli.common import current_database, out
 from orchestrator.interfaces.cli.follow import follow, print_report
 from orchestrator.services.submit import parse_signal, submit_signal
 from workflows.signal import SignalExecutionWorkflow, workflow_id_for
@@ -78,10 +77,9 @@ def parse_signal_symbol(symbol: str) -> str:
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     signal = read_signal(args)
-    db = Database(settings.database_url)
-    db.migrate()
-    client = await connect(settings)
-    handle = await submit_signal(client, db, settings, signal)
+    with current_database(settings) as db:
+        client = await connect(settings)
+        handle = await submit_signal(client, db, settings, signal)
     link = settings.ui_link(handle.id)
     if not args.json:
         out.print(f"started [bold]{handle.id}[/]  {link}")
@@ -102,18 +100,17 @@ async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     signal = read_signal(args)
     from worker import build_activities
 
-    db = Database(settings.database_url)
-    db.migrate()
-    activities = build_activities(db, settings)
-    plan_settings = settings.plan_settings()
-    snapshot = activities.load_snapshot(
-        SnapshotRequest(
-            signal_id=signal.signal_id, symbol=signal.symbol, account_ids=signal.account_ids
+    with current_database(settings) as db:
+        activities = build_activities(db, settings)
+        plan_settings = settings.plan_settings()
+        snapshot = activities.load_snapshot(
+            SnapshotRequest(
+                signal_id=signal.signal_id, symbol=signal.symbol, account_ids=signal.account_ids
+            )
         )
-    )
-    correlation = activities.compute_correlation(
-        planning.correlation_request(snapshot, plan_settings)
-    )
+        correlation = activities.compute_correlation(
+            planning.correlation_request(snapshot, plan_settings)
+        )
     plan = planning.plan_signal(signal, snapshot, correlation, plan_settings, datetime.now(UTC))
     if args.json:
         print(plan.model_dump_json(indent=2))
@@ -191,13 +188,8 @@ async def cmd_orders(args: argparse.Namespace, settings: Settings) -> int:
     ]
     if problems:
         raise ValidationFailed("flags", problems)
-    db = Database(settings.database_url)
-    try:
-        db.migrate()
-        with db.transaction() as session:
-            orders = repository.list_orders(session, signal_id=args.signal, account_id=args.account)
-    finally:
-        db.dispose()
+    with current_database(settings) as db, db.transaction() as session:
+        orders = repository.list_orders(session, signal_id=args.signal, account_id=args.account)
     if args.json:
         print(json.dumps([order_document(order) for order in orders], indent=2))
         return 0

@@ -17,8 +17,14 @@ from orchestrator.interfaces.cli.common import out
 
 
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    Database(settings.database_url).migrate()
-    out.print(f"database at the latest schema: {settings.database_url}")
+    """``db upgrade``: the one command that migrates (every other refuses a database whose
+    schema is behind; "migrate first", docs/production.md)."""
+    db = Database(settings.database_url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    out.print(f"database at the latest schema: {db.display_url}")
     return 0
 
 
