@@ -1,10 +1,14 @@
 """Only ``starter.py db upgrade`` migrates: against a database without the code's schema, or one
-revision behind, each starter command that touches the database exits 1 naming both revisions
-and ``db upgrade``, and writes nothing; ``db upgrade`` then makes the same command work."""
+revision behind, each starter command that touches the database, the worker without ``--dev``
+and the webhook exit 1 naming both revisions and ``db upgrade``, and write nothing; ``db
+upgrade`` then makes the same command work."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +130,34 @@ def test_db_upgrade_names_the_database_without_its_password(
     out = capsys.readouterr().out
     assert f"database at the latest schema: {postgres_db.display_url}" in " ".join(out.split())
     assert PLANTED_PG_PASSWORD not in out
+
+
+@pytest.mark.parametrize("script", ["worker.py", "webhook.py"])
+def test_the_worker_and_the_webhook_refuse_a_database_one_revision_behind_with_exit_1(
+    script: str, tmp_path: Path
+) -> None:
+    """Before they connect to anything: the Temporal address here answers nobody."""
+    url = behind(tmp_path / "orchestrator.db")
+    env = {
+        **os.environ,
+        "TEO_DATABASE_URL": url,
+        "TEO_TEMPORAL_ADDRESS": "127.0.0.1:9",
+        "TEO_METRICS_PORT": "0",
+        "TEO_TEMPORAL_METRICS_PORT": "0",
+        "TEO_WEBHOOK_SHARED_SECRET": "schema-check",
+    }
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1, done.stderr
+    said = " ".join(done.stderr.split())
+    assert f"is at revision {PREVIOUS}, this code needs {HEAD}" in said
+    assert UPGRADE in said
+    assert "Traceback" not in done.stderr
+    assert version_of(url) == [PREVIOUS]
