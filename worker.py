@@ -1,8 +1,10 @@
 """Worker: runs the signal workflows and their activities.
 
-python worker.py          # connect to TEO_TEMPORAL_ADDRESS
+python worker.py          # connect to TEO_TEMPORAL_ADDRESS; the database must be migrated
+                          # (`starter.py db upgrade`): a schema behind the code's exits 1
 python worker.py --dev    # first start the embedded dev server if none answers (and, when a
-                          # codec key is set, the local codec server its Web UI decodes with)
+                          # codec key is set, the local codec server its Web UI decodes with),
+                          # and migrate the database
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from activities.execution import ExecutionActivities
 from orchestrator.adapters.brokers.base import Broker
 from orchestrator.adapters.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_config
 from orchestrator.adapters.brokers.paper import PaperBroker
-from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.engine import Database, SchemaNotCurrent
 from orchestrator.adapters.db.schema import OrderRow
 from orchestrator.adapters.observability import logs, metrics
 from orchestrator.adapters.temporal import connect, ensure_search_attributes
@@ -126,7 +128,10 @@ def build_worker(
 async def run_worker(settings: Settings, *, dev: bool) -> None:
     """Serve the task queue until SIGINT or SIGTERM; then finish in-flight tasks, stop the FIX
     session and dispose of the database before returning. The FIX configuration is read
-    first: a bad one stops the worker before it connects to anything."""
+    first: a bad one stops the worker before it connects to anything. Then the database: with
+    ``dev`` the worker migrates it (a development setup); otherwise a schema behind the code's
+    stops it (:class:`SchemaNotCurrent`) before it connects to Temporal: deployments migrate
+    first, with ``starter.py db upgrade``."""
     db = worker_database(settings)
     fix_broker: FixBroker | None = None
     try:
@@ -137,7 +142,9 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
             stack = await codec_server.ensure_dev_stack(settings)
             for note in stack.notes:
                 (logging.warning if note.startswith("note:") else logging.info)(note)
-        db.migrate()
+            db.migrate()
+        else:
+            db.require_current()
         metrics.serve(settings)
         client = await connect(
             settings,
@@ -185,7 +192,10 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker; the exit code: 0 once stopped by SIGINT/SIGTERM, 2 for invalid
-    configuration (the message names the setting or the file)."""
+    configuration (the message names the setting or the file), 1 without ``--dev`` when the
+    database's schema is behind the code's (the message names both revisions and the command
+    that migrates): the configuration is valid, the database is not ready, as the starter's
+    commands refuse it with 1 too."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -204,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SchemaNotCurrent as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

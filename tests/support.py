@@ -13,8 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from google.protobuf.message import Message
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
@@ -27,7 +28,7 @@ from orchestrator.adapters.book_file import (
 )
 from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
 from orchestrator.adapters.db import repository
-from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.engine import MIGRATIONS, Database
 from orchestrator.adapters.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
 from orchestrator.config import Settings
 from orchestrator.domain.book import AccountLimits, Mandate, SymbolSpec
@@ -321,3 +322,21 @@ async def credential_leaks(client: Client, secrets: list[str], codec: Any) -> li
         blob = await readable_history(client, execution.id, execution.run_id, codec)
         leaks += [f"{execution.id}: {s[:6]}…" for s in secrets if s.encode() in blob]
     return leaks
+
+
+def schema_revisions() -> tuple[str, str]:
+    """The code's newest migration and the one before it: ``(head, previous)``."""
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    head = scripts.get_current_head()
+    assert head is not None
+    script = scripts.get_revision(head)
+    assert script is not None and isinstance(script.down_revision, str)
+    return head, script.down_revision
+
+
+def schema_version(db: Database) -> list[str]:
+    """The rows of the database's Alembic version table; none when it has no such table."""
+    with db.engine.connect() as connection:
+        if not db.engine.dialect.has_table(connection, "alembic_version"):
+            return []
+        return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())

@@ -1,7 +1,9 @@
-"""Terminal rendering for the starter: plans, live progress and execution reports (rich)."""
+"""Terminal rendering for the starter: plans, live progress, execution reports, and the tables
+of accounts, signals and orders (rich)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -10,13 +12,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning.decisions import Plan, SizeRationale
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
 
 if TYPE_CHECKING:
+    from temporalio.client import WorkflowExecution
+
     from orchestrator.adapters.db.repository import LedgerOrder
+    from orchestrator.adapters.db.schema import AccountRow, AccountStateRow
 
 STATUS_STYLE = {
     LegStatus.FILLED: "green",
@@ -227,6 +233,42 @@ def orders_table(orders: list[LedgerOrder], title: str = "") -> Table:
 def _plain(value: Decimal) -> str:
     """A decimal as written, without trailing zeros or an exponent: 0.4, 1.085, 100."""
     return format(value.normalize(), "f")
+
+
+def accounts_table(rows: Sequence[tuple[AccountRow, AccountStateRow]]) -> Table:
+    """The book's accounts and their live state, one row each: positions as open/maximum."""
+    table = Table(title=f"{len(rows)} accounts")
+    for column in ("account", "broker", "status", "equity", "peak", "free margin", "positions"):
+        table.add_column(column)
+    for a, s in rows:
+        table.add_row(
+            a.account_id,
+            a.broker,
+            a.status,
+            str(s.equity),
+            str(s.peak_equity),
+            str(s.free_margin),
+            f"{s.open_positions}/{a.max_open_positions}",
+        )
+    return table
+
+
+def signals_table(rows: Sequence[WorkflowExecution], query: str) -> Table:
+    """Signals found in Temporal visibility by ``query`` (named in the title), one row each with
+    its one state (:func:`signal_state`)."""
+    table = Table(title=f"{len(rows)} signal(s)  ({query})")
+    for column in ("workflow id", "symbol", "side", "state", "started"):
+        table.add_column(column)
+    for w in rows:
+        attrs = w.typed_search_attributes
+        table.add_row(
+            w.id,
+            attrs.get(sa.SYMBOL) or "",
+            attrs.get(sa.SIDE) or "",
+            signal_state(w.status.name if w.status else None, attrs.get(sa.SIGNAL_STATUS)),
+            f"{w.start_time:%Y-%m-%d %H:%M:%S}",
+        )
+    return table
 
 
 def signal_state(execution_status: str | None, phase: str | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,15 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
 
     yield run
     get_settings.cache_clear()
+
+
+def migrated_sqlite(path: Path) -> str:
+    """The URL of a new SQLite file at ``path``, migrated to the latest schema (as `db upgrade`
+    does): the other commands refuse a database without the code's schema."""
+    url = f"sqlite:///{path}"
+    db = Database(url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    return url

@@ -23,7 +23,7 @@ from orchestrator.adapters.db.schema import (
 )
 from orchestrator.config import PROJECT_ROOT
 from orchestrator.domain.errors import ValidationFailed
-from tests.component.conftest import CliRunner
+from tests.component.conftest import CliRunner, migrated_sqlite
 
 DEMO_BOOK = PROJECT_ROOT / "demo" / "book.yaml"
 
@@ -84,10 +84,6 @@ def refused(path: Path) -> ValidationFailed:
     with pytest.raises(ValidationFailed) as caught:
         read_book(path)
     return caught.value
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
 
 
 def table_counts(url: str) -> dict[str, int]:
@@ -395,7 +391,7 @@ def test_returns_csv_row_with_a_missing_value_is_refused_naming_the_line(tmp_pat
 def test_cli_load_of_a_book_with_one_invalid_account_exits_2_and_writes_nothing(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    url = sqlite_url(tmp_path / "orchestrator.db")
+    url = migrated_sqlite(tmp_path / "orchestrator.db")
     broken = account_data("acct-three")
     del broken["limits"]["max_lots"]
     path = write_yaml(
@@ -416,7 +412,7 @@ def test_cli_load_of_a_book_with_one_invalid_account_exits_2_and_writes_nothing(
 def test_cli_load_of_a_book_whose_returns_are_invalid_exits_2_and_writes_nothing(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    url = sqlite_url(tmp_path / "orchestrator.db")
+    url = migrated_sqlite(tmp_path / "orchestrator.db")
     (tmp_path / "returns.csv").write_text(
         "account_id,day,return\nacct-one,2026-01-05,0.001\nghost,2026-01-05,0.002\n", "utf-8"
     )
@@ -432,7 +428,7 @@ def test_cli_load_of_a_book_whose_returns_are_invalid_exits_2_and_writes_nothing
 def test_cli_invalid_load_after_a_valid_one_leaves_the_stored_book_unchanged(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    url = sqlite_url(tmp_path / "orchestrator.db")
+    url = migrated_sqlite(tmp_path / "orchestrator.db")
     (tmp_path / "returns.csv").write_text(
         "account_id,day,return\nacct-one,2026-01-05,0.001\nacct-two,2026-01-05,0.002\n", "utf-8"
     )
@@ -458,8 +454,8 @@ def test_cli_invalid_load_after_a_valid_one_leaves_the_stored_book_unchanged(
 def test_cli_export_then_load_into_a_fresh_database_gives_the_same_accounts(
     tmp_path: Path, cli: CliRunner
 ) -> None:
-    first_url = sqlite_url(tmp_path / "first.db")
-    second_url = sqlite_url(tmp_path / "second.db")
+    first_url = migrated_sqlite(tmp_path / "first.db")
+    second_url = migrated_sqlite(tmp_path / "second.db")
     exported = tmp_path / "exported.json"
     exported_again = tmp_path / "exported-again.json"
 
@@ -497,7 +493,7 @@ def test_export_then_save_round_trips_the_accounts_on_each_database(
     with db.transaction() as session:
         exported = repository.export_book(session)
 
-    fresh = Database(sqlite_url(tmp_path / "fresh.db"))
+    fresh = Database(migrated_sqlite(tmp_path / "fresh.db"))
     fresh.migrate()
     try:
         with fresh.transaction() as session:
@@ -520,7 +516,7 @@ def test_cli_load_with_a_misnamed_returns_column_exits_2_and_writes_nothing(
 ) -> None:
     """BUG (same cause as the header test above): the CLI crashes with ``KeyError`` instead of
     exiting 2 with a message naming the CSV header."""
-    url = sqlite_url(tmp_path / "orchestrator.db")
+    url = migrated_sqlite(tmp_path / "orchestrator.db")
     (tmp_path / "returns.csv").write_text("account_id,day,ret\nacct-one,2026-01-05,0.001\n")
     path = write_yaml(
         tmp_path / "book.yaml", book_data(account_data("acct-one"), returns="returns.csv")

@@ -1,14 +1,21 @@
-"""Schema upgrades on a database that already holds data, on SQLite and PostgreSQL."""
+"""Schema upgrades on a database that already holds data, and the check that refuses a database
+whose schema is behind the code's, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy import text
 
-from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.engine import Database, SchemaNotCurrent
+from tests.support import PLANTED_PG_PASSWORD, schema_revisions, schema_version, with_password
+
+HEAD, PREVIOUS = schema_revisions()
 
 
 def test_upgrade_from_the_first_revision_keeps_existing_accounts_on_sqlite(tmp_path: Path):
@@ -60,3 +67,86 @@ def check_upgrade_keeps_accounts(db: Database) -> None:
         row = session.execute(text("SELECT account_id, reserve_only FROM accounts")).one()
     assert (row.account_id, bool(row.reserve_only)) == ("acc-1", False)
     db.migrate()  # idempotent at head
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def bare_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database with no schema: a SQLite file not yet created, or an empty PostgreSQL
+    database whose URL carries a password (trust auth ignores it)."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'bare.db'}")
+        yield db
+        db.dispose()
+        return
+    admin: str = request.getfixturevalue("postgres_admin")
+    name = f"teo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    host_part = admin.split("://", 1)[1].rsplit("/", 1)[0]
+    db = Database(with_password(f"postgresql+psycopg://{host_part}/{name}", PLANTED_PG_PASSWORD))
+    yield db
+    db.dispose()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_database_at_head_is_current(bare_db: Database) -> None:
+    bare_db.migrate()
+
+    bare_db.require_current()
+
+    assert schema_version(bare_db) == [HEAD]
+
+
+def test_a_database_without_a_schema_is_refused_naming_the_command_and_nothing_is_created(
+    bare_db: Database, tmp_path: Path
+) -> None:
+    with pytest.raises(SchemaNotCurrent) as refused:
+        bare_db.require_current()
+
+    assert (refused.value.revision, refused.value.head) == (None, HEAD)
+    message = str(refused.value)
+    assert "has no schema yet" in message
+    assert f"needs revision {HEAD}" in message
+    assert "run `python starter.py db upgrade`" in message
+    assert PLANTED_PG_PASSWORD not in message
+    assert not (tmp_path / "bare.db").exists(), "checking creates no SQLite file"
+
+
+def test_a_database_one_revision_behind_is_refused_naming_both_revisions_unchanged(
+    bare_db: Database,
+) -> None:
+    bare_db.migrate(PREVIOUS)
+
+    with pytest.raises(SchemaNotCurrent) as refused:
+        bare_db.require_current()
+
+    assert (refused.value.revision, refused.value.head) == (PREVIOUS, HEAD)
+    message = str(refused.value)
+    assert message == (
+        f"the database at {bare_db.display_url} is at revision {PREVIOUS}, this code needs "
+        f"{HEAD}: "
+        "run `python starter.py db upgrade`"
+    )
+    assert PLANTED_PG_PASSWORD not in message
+    assert schema_version(bare_db) == [PREVIOUS]
+
+
+def test_the_url_shown_hides_the_password() -> None:
+    db = Database("postgresql+psycopg://teo:s3cret@db.example:5432/orchestrator")
+
+    assert db.display_url == "postgresql+psycopg://teo:***@db.example:5432/orchestrator"
+    db.dispose()
+
+
+def test_a_revision_this_code_does_not_know_passes_as_a_newer_one_during_a_rollout(
+    bare_db: Database,
+) -> None:
+    """Migrate first: the previous version keeps running against the new schema."""
+    bare_db.migrate()
+    with bare_db.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+
+    bare_db.require_current()
+
+    assert schema_version(bare_db) == ["0099"]

@@ -15,7 +15,7 @@ from orchestrator.domain.contracts.payloads import PlaceOrderRequest
 from orchestrator.domain.ids import client_order_id as client_order_id_of
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.values import OrderType, Side
-from tests.component.conftest import CliRunner
+from tests.component.conftest import CliRunner, migrated_sqlite
 from tests.support import account, book, load
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -243,7 +243,7 @@ def test_cli_orders_table_shows_each_order_and_the_brokers_reject_text(
 def test_cli_orders_of_an_unknown_signal_or_an_empty_ledger_is_an_empty_list(
     tmp_path: Path, cli: CliRunner, capsys: Any
 ) -> None:
-    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    empty = migrated_sqlite(tmp_path / "empty.db")
     url = sqlite_seeded(tmp_path)
     capsys.readouterr()
 

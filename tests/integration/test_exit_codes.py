@@ -170,7 +170,10 @@ def test_output_into_a_pipe_whose_reader_has_gone_exits_141_without_a_traceback(
     process leaves, into a pipe nobody reads any more (``starter.py … | head`` once head has
     ended)."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
-    env["TEO_DATABASE_URL"] = f"sqlite:///{tmp_path / 'o.db'}"
+    database = Database(f"sqlite:///{tmp_path / 'o.db'}")
+    database.migrate()  # commands do not migrate (`db upgrade` does)
+    database.dispose()
+    env["TEO_DATABASE_URL"] = database.url
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:

@@ -1,10 +1,22 @@
-"""Plain-words helpers of the terminal display."""
+"""Plain-words helpers and tables of the terminal display."""
 
 from __future__ import annotations
 
-import pytest
+import io
+from datetime import UTC, datetime
+from decimal import Decimal
 
-from orchestrator.interfaces.display import signal_state
+import pytest
+from rich.console import Console
+from rich.table import Table
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
+from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.converter import DataConverter
+
+from orchestrator.adapters.db.schema import AccountRow, AccountStateRow
+from orchestrator.domain import search_attributes as sa
+from orchestrator.interfaces.display import accounts_table, signal_state, signals_table
 
 
 @pytest.mark.parametrize(
@@ -24,3 +36,82 @@ def test_a_signal_shows_one_state_and_a_dead_run_never_shows_executing(
     execution: str, phase: str | None, shown: str
 ) -> None:
     assert signal_state(execution, phase) == shown
+
+
+def rendered(table: Table) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
+
+
+def cells(text: str, key: str) -> list[str]:
+    """The cells of the rendered table's row that holds ``key``."""
+    row = next(line for line in text.splitlines() if key in line)
+    return [cell.strip() for cell in row.split("│")[1:-1]]
+
+
+def test_the_accounts_table_shows_each_accounts_state_and_its_positions_of_the_maximum() -> None:
+    account = AccountRow(
+        account_id="alpha-01", broker="alpha", status="ACTIVE", max_open_positions=10
+    )
+    state = AccountStateRow(
+        account_id="alpha-01",
+        equity=Decimal("100000"),
+        peak_equity=Decimal("101000"),
+        free_margin=Decimal("95000"),
+        open_positions=3,
+    )
+
+    text = rendered(accounts_table([(account, state)]))
+
+    assert "1 accounts" in text
+    assert cells(text, "alpha-01") == [
+        "alpha-01",
+        "alpha",
+        "ACTIVE",
+        "100000",
+        "101000",
+        "95000",
+        "3/10",
+    ]
+
+
+def test_the_signals_table_names_its_query_and_shows_one_state_per_signal() -> None:
+    started = datetime(2026, 11, 24, 7, 30, 5, tzinfo=UTC)
+    execution = WorkflowExecution(
+        close_time=None,
+        execution_time=started,
+        history_length=12,
+        id="signal-s-42",
+        namespace="default",
+        parent_id=None,
+        parent_run_id=None,
+        root_id=None,
+        root_run_id=None,
+        raw_info=WorkflowExecutionInfo(),
+        run_id="run-1",
+        search_attributes={},
+        start_time=started,
+        status=WorkflowExecutionStatus.TERMINATED,
+        task_queue="trade-execution",
+        typed_search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.SYMBOL, "EURUSD"),
+                SearchAttributePair(sa.SIDE, "BUY"),
+                SearchAttributePair(sa.SIGNAL_STATUS, "EXECUTING"),
+            ]
+        ),
+        workflow_type="SignalExecutionWorkflow",
+        _context_free_data_converter=DataConverter.default,
+    )
+
+    text = rendered(signals_table([execution], "WorkflowType = 'SignalExecutionWorkflow'"))
+
+    assert "1 signal(s)  (WorkflowType = 'SignalExecutionWorkflow')" in text
+    assert cells(text, "signal-s-42") == [
+        "signal-s-42",
+        "EURUSD",
+        "BUY",
+        "TERMINATED (Temporal)",
+        "2026-11-24 07:30:05",
+    ]

@@ -1,0 +1,60 @@
+"""Following a signal's run live, and printing its execution report."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.live import Live
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+
+from orchestrator.domain.progress import SignalProgress
+from orchestrator.domain.report import SignalReport
+from orchestrator.domain.reports import full_report
+from orchestrator.interfaces import display
+from orchestrator.interfaces.cli.common import out
+from workflows.signal import SignalExecutionWorkflow
+
+
+async def follow(
+    client: Client,
+    handle: WorkflowHandle[Any, SignalReport],
+    *,
+    quiet: bool,
+    interval_s: float = 0.5,
+) -> SignalReport:
+    """Show live progress (a refreshing table on a terminal, a line per change otherwise)
+    until the workflow completes; return its report, every line (a large signal's joined from
+    its batches)."""
+    result = asyncio.ensure_future(handle.result())
+    last_line = ""
+    live = Live(console=out, refresh_per_second=4) if out.is_terminal and not quiet else None
+    try:
+        if live is not None:
+            live.start()
+        while not result.done():
+            try:
+                progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+            except RPCError:
+                progress = None  # type: ignore[assignment]
+            if progress is not None and not quiet:
+                if live is not None:
+                    live.update(display.progress_table(progress))
+                else:
+                    line = display.progress_line(progress)
+                    if line != last_line:
+                        out.print(line)
+                        last_line = line
+            await asyncio.wait({result}, timeout=interval_s)
+    finally:
+        if live is not None:
+            live.stop()
+    return await full_report(client, await result)
+
+
+def print_report(report: SignalReport) -> None:
+    out.print(display.report_table(report))
+    out.print("Why each account got what it got:")
+    for line in display.report_reasons(report):
+        out.print(line, highlight=False, soft_wrap=True)
