@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, Ca
 from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.domain import paging
+from orchestrator.domain import limits, paging
 from orchestrator.domain.book import BookSnapshot
 from orchestrator.domain.contracts.activities import Execution
 from orchestrator.domain.contracts.payloads import (
@@ -323,7 +323,7 @@ def _with_correlation(
     for them; the snapshot alone if both would not fit in one page."""
     result = _correlate([a.account_id for a in snapshot.accounts], settings, days, returns)
     combined = snapshot.model_copy(update={"correlation": result})
-    return combined if paging.json_size(combined) <= paging.PAGE_BYTES else snapshot
+    return combined if paging.json_size(combined) <= limits.PAGE_BYTES else snapshot
 
 
 def _correlate(

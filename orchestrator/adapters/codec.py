@@ -175,7 +175,7 @@ COMPRESS_FROM = 1024 * 1024
 """Any payload this large is compressed, bulk or not, so none nears Temporal's 2 MB limit.
 Everything a person reads (a signal's input, its report, its progress, operator requests) stays
 plain JSON in the Web UI below this (a signal's report is a summary past a few hundred
-accounts: ``orchestrator.domain.paging.REPORT_BYTES``)."""
+accounts: ``orchestrator.domain.limits.REPORT_BYTES``)."""
 
 
 class BulkMarkingJSONConverter(PydanticJSONPlainPayloadConverter):

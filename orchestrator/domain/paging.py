@@ -23,27 +23,13 @@ from pydantic import BaseModel
 
 from orchestrator.domain.book import BookSnapshot
 from orchestrator.domain.correlation import CorrelationResult
+from orchestrator.domain.limits import (
+    BATCH_BYTES,
+    MAX_BATCH_LEGS,
+    PAGE_BYTES,
+    REPORT_BYTES,
+)
 from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
-
-PAGE_BYTES = 160 * 1024
-"""Snapshot and correlation pages: the accounts' JSON per page, at most."""
-BATCH_BYTES = 128 * 1024
-"""A batch child's legs and denials (JSON), at most: its report comes back larger (fills,
-prices), and must stay under the 256 KB warning too."""
-REPORT_BYTES = 192 * 1024
-"""Per-account lines a signal's own result holds at most; beyond, they stay in the batches."""
-PAYLOAD_LIMIT = 256 * 1024
-"""Temporal's warning threshold for one payload: everything above stays well under it."""
-HISTORY_EVENTS = 10_240
-"""Temporal's warning threshold for one history's events."""
-EVENTS_PER_LEG = 32
-"""A bound on the events one leg adds to its workflow's history on any path: its delay timer
-(2), reservation (3), order (3 to 4), then a cancel (3) or a completion or reroute child (3),
-and a workflow task (3) for each of those that wakes the workflow."""
-MAX_BATCH_LEGS = 300
-"""Legs per workflow at most — inline in the signal's own, or per batch child — whatever
-``batch_size`` says: 300 × :data:`EVENTS_PER_LEG` stays under :data:`HISTORY_EVENTS`, and the
-pending activities, timers and children of one workflow stay far under 1,000."""
 
 M = TypeVar("M", bound=BaseModel)
 

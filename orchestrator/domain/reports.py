@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from orchestrator.domain import paging
+from orchestrator.domain import limits, paging
 from orchestrator.domain.contracts.payloads import LegBatchResult
 from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
 from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
@@ -75,10 +75,10 @@ def build(
     lines: Sequence[AccountReport],
     batches: Sequence[str] = (),
 ) -> SignalReport:
-    """The report of a finished signal. With batches, lines over :data:`paging.REPORT_BYTES` stay in
+    """The report of a finished signal. With batches, lines over :data:`limits.REPORT_BYTES` stay in
     the batches' results and this report carries the totals and counts only."""
     accounts = merge_lines(lines)
-    in_batches = bool(batches) and sum(map(paging.json_size, accounts)) > paging.REPORT_BYTES
+    in_batches = bool(batches) and sum(map(paging.json_size, accounts)) > limits.REPORT_BYTES
     return SignalReport(
         signal_id=signal.signal_id,
         symbol=signal.symbol,

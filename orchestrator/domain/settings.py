@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.domain.paging import MAX_BATCH_LEGS
+from orchestrator.domain.limits import MAX_BATCH_LEGS
 from orchestrator.domain.values import Fraction, Model
 
 # The bounds of every setting, written once: the payloads below and the environment's
@@ -31,7 +31,7 @@ MinObservations = Annotated[int, Field(ge=2)]
 DataAgeSeconds = Annotated[int, Field(ge=1)]
 LegCap = Annotated[int, Field(ge=1)]
 BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_LEGS)]
-"""Legs per batch child: at most :data:`~orchestrator.domain.paging.MAX_BATCH_LEGS`, so a batch's
+"""Legs per batch child: at most :data:`~orchestrator.domain.limits.MAX_BATCH_LEGS`, so a batch's
 history and pending work stay within Temporal's limits."""
 Seconds = Annotated[int, Field(ge=1)]
 PollMs = Annotated[int, Field(ge=1)]

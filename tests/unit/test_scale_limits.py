@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
-from orchestrator.domain import paging, planning, reports
+from orchestrator.domain import limits, paging, planning, reports
 from orchestrator.domain.book import (
     AccountLimits,
     AccountSnapshot,
@@ -148,7 +148,7 @@ def test_a_5000_account_signal_stays_within_temporals_limits(width: int) -> None
     corr_pages = paging.correlation_pages(correlated)
     assert len(pages) > 1 and len(corr_pages) > 1
     for n, page in enumerate([*pages, *corr_pages]):
-        assert plain_size(page) < paging.PAYLOAD_LIMIT, n
+        assert plain_size(page) < limits.PAYLOAD_LIMIT, n
         history_bytes += encoded_size(page)
     assert paging.join_snapshot(pages).accounts == book.accounts
     assert paging.join_correlation(corr_pages).accounts == correlated.accounts
@@ -167,8 +167,8 @@ def test_a_5000_account_signal_stays_within_temporals_limits(width: int) -> None
     lines: list[AccountReport] = []
     for part in slices:
         # Pending in the batch: a timer or an activity per leg, at most.
-        assert len(part.legs) <= paging.MAX_BATCH_LEGS < MAX_PENDING
-        assert len(part.legs) * paging.EVENTS_PER_LEG + 20 < paging.HISTORY_EVENTS
+        assert len(part.legs) <= limits.MAX_BATCH_LEGS < MAX_PENDING
+        assert len(part.legs) * limits.EVENTS_PER_LEG + 20 < limits.HISTORY_EVENTS
         batch_input = LegBatchInput(
             signal=sig,
             settings=settings,
@@ -181,8 +181,8 @@ def test_a_5000_account_signal_stays_within_temporals_limits(width: int) -> None
         result = LegBatchResult(
             accounts=[filled_line(leg.account_id, leg.quantity, leg.delay_ms) for leg in part.legs]
         )
-        assert plain_size(batch_input) < paging.PAYLOAD_LIMIT
-        assert plain_size(result) < paging.PAYLOAD_LIMIT
+        assert plain_size(batch_input) < limits.PAYLOAD_LIMIT
+        assert plain_size(result) < limits.PAYLOAD_LIMIT
         input_size, result_size = encoded_size(batch_input), encoded_size(result)
         # The batch's own history holds its input and result once more.
         assert input_size + result_size < MAX_HISTORY_BYTES
@@ -202,7 +202,7 @@ def test_a_5000_account_signal_stays_within_temporals_limits(width: int) -> None
     assert summary.by_status == {"FILLED": ACCOUNTS}
     assert summary.filled_total == sum(leg.quantity for leg in plan.legs)
     history_bytes += encoded_size(summary)
-    assert plain_size(summary) < paging.PAYLOAD_LIMIT
+    assert plain_size(summary) < limits.PAYLOAD_LIMIT
     # The signal's own history: its input, every page, every batch's input and result, its
     # summary, as stored (compressed). Events add a few dozen bytes each, for a few hundred
     # events: a quarter of the limit is left for them many times over.

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from orchestrator.adapters import files
 from orchestrator.adapters.db import repository
@@ -21,6 +21,7 @@ from orchestrator.domain import ids, planning
 from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.contracts.payloads import SnapshotRequest
 from orchestrator.domain.errors import ValidationFailed
+from orchestrator.domain.report import SignalReport
 from orchestrator.domain.signal import Signal
 from orchestrator.domain.values import ID_PATTERN, SYMBOL_PATTERN
 from orchestrator.interfaces import display
@@ -121,8 +122,8 @@ async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings)
-    handle = client.get_workflow_handle_for(
-        SignalExecutionWorkflow.run, ids.signal_workflow_id(args.signal_id)
+    handle: WorkflowHandle[Any, SignalReport] = client.get_workflow_handle(
+        ids.signal_workflow_id(args.signal_id), result_type=SignalReport
     )
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.COMPLETED:
