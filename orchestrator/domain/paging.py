@@ -21,14 +21,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from orchestrator.domain import limits
 from orchestrator.domain.book import BookSnapshot
 from orchestrator.domain.correlation import CorrelationResult
-from orchestrator.domain.limits import (
-    BATCH_BYTES,
-    MAX_BATCH_LEGS,
-    PAGE_BYTES,
-    REPORT_BYTES,
-)
 from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
 
 M = TypeVar("M", bound=BaseModel)
@@ -54,7 +49,7 @@ def split(items: Sequence[M], budget: int, size: Callable[[M], int] = json_size)
 
 
 def snapshot_pages(snapshot: BookSnapshot, budget: int | None = None) -> list[BookSnapshot]:
-    runs = split(snapshot.accounts, budget or PAGE_BYTES)
+    runs = split(snapshot.accounts, budget or limits.PAGE_BYTES)
     return [
         snapshot.model_copy(update={"accounts": run, "page": n, "pages": len(runs)})
         for n, run in enumerate(runs)
@@ -80,7 +75,7 @@ def join_snapshot(pages: Sequence[BookSnapshot]) -> BookSnapshot:
 def correlation_pages(
     result: CorrelationResult, budget: int | None = None
 ) -> list[CorrelationResult]:
-    runs = split(result.accounts, budget or PAGE_BYTES)
+    runs = split(result.accounts, budget or limits.PAGE_BYTES)
     return [
         result.model_copy(update={"accounts": run, "page": n, "pages": len(runs)})
         for n, run in enumerate(runs)
@@ -104,10 +99,10 @@ class Batch:
 def needs_batches(legs: Sequence[PlannedLeg], denials: Sequence[Denial], batch_size: int) -> bool:
     """Whether the legs must run in batch children: more legs than ``batch_size`` (or
     :data:`MAX_BATCH_LEGS`), or a report whose lines would not fit the signal's own result."""
-    if len(legs) > min(batch_size, MAX_BATCH_LEGS):
+    if len(legs) > min(batch_size, limits.MAX_BATCH_LEGS):
         return True
     lines = sum(json_size(leg) for leg in legs) + sum(json_size(d) for d in denials)
-    return lines > REPORT_BYTES
+    return lines > limits.REPORT_BYTES
 
 
 def batches(
@@ -121,8 +116,8 @@ def batches(
     :data:`MAX_BATCH_LEGS`) legs and ``budget`` bytes each. Legs travel without their
     rationale (:meth:`PlannedLeg.slim`). Denials fill the last slice, then slices of their
     own."""
-    budget = budget or BATCH_BYTES
-    batch_size = min(batch_size, MAX_BATCH_LEGS)
+    budget = budget or limits.BATCH_BYTES
+    batch_size = min(batch_size, limits.MAX_BATCH_LEGS)
     out = [Batch()]
     for leg in legs:
         slim = leg.slim()

@@ -10,7 +10,7 @@ from activities.execution import ExecutionActivities
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
-from orchestrator.domain import paging, planning
+from orchestrator.domain import limits, paging, planning
 from orchestrator.domain.book import BookSnapshot
 from orchestrator.domain.contracts.payloads import SnapshotRequest
 from tests.support import EURUSD_ALPHA, account, book, load, uncorrelated_returns
@@ -57,7 +57,7 @@ def test_no_correlation_when_snapshot_and_result_would_not_fit_in_one_page(
 ) -> None:
     load(db, book(*(account(i) for i in IDS), returns=uncorrelated_returns(IDS)))
     alone = snapshot(db, correlate=False, run_id=None)
-    monkeypatch.setattr(paging, "PAGE_BYTES", paging.json_size(alone) + 10)
+    monkeypatch.setattr(limits, "PAGE_BYTES", paging.json_size(alone) + 10)
 
     result = snapshot(db, correlate=True)
 
