@@ -1,0 +1,187 @@
+"""What crosses between the position keeper (``workflows/positions.py``), the legs that open
+positions, and the activities that place, follow and record protective and closing orders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.positions import (
+    CloseCause,
+    Contract,
+    Position,
+    ProtectionKind,
+    ProtectiveOrder,
+)
+from orchestrator.domain.settings import ExecutionSettings
+from orchestrator.domain.signal import Signal
+from orchestrator.domain.values import (
+    Identifier,
+    Model,
+    NonNegativeDecimal,
+    PositiveDecimal,
+    Side,
+    SymbolName,
+)
+
+
+class RefusedStop(StrEnum):
+    """What to do with a position whose stop the broker refuses."""
+
+    CLOSE = "close"
+    """Close it at market (the default): no position stands unprotected."""
+    KEEP = "keep"
+    """Keep it open, marked UNPROTECTED wherever it is shown."""
+
+
+class PositionFill(Model):
+    """A leg's entries filled (more of) a position: sent by the leg's workflow to the keeper.
+    Totals, not increments, so a repeat changes nothing."""
+
+    account_id: Identifier
+    broker: Identifier
+    broker_symbol: SymbolName
+    contract: Contract
+    entry_quantity: PositiveDecimal
+    """Everything the account's entries in this signal filled so far."""
+    average_entry: PositiveDecimal
+    final: bool = False
+    """No more entry fills will come for this account (its leg, completion or reroute ended)."""
+
+
+class EntriesDone(Model):
+    """The signal (or batch) workflow's legs have all ended: no more positions will open."""
+
+    accounts: list[Identifier]
+    """Accounts that filled, every one of which the keeper has been told of."""
+
+
+class PositionsInput(Model):
+    """The keeper's input; carried whole across continue-as-new."""
+
+    signal: Signal
+    execution: ExecutionSettings
+    on_refused_stop: RefusedStop
+    positions: list[Position] = []
+    entries_done: bool = False
+    seen_executions: list[str] = []
+    """Executions of protective and closing orders already applied: a report seen twice (a
+    retried watch, a resent FIX report) changes nothing."""
+
+
+class PositionsResult(Model):
+    """The keeper's result once every position it held is closed."""
+
+    signal_id: Identifier
+    positions: list[Position]
+    realized_pnl: Decimal
+
+
+# --------------------------------------------------------------------------------------------
+# Activities
+
+
+class ProtectionTarget(Model):
+    """What one position's protective orders must be at the broker: a stop (and take-profit)
+    for exactly ``quantity``, under client order ids of ``generation``; or nothing (quantity 0).
+    The orders it has now are cancelled, or replaced where the broker can."""
+
+    signal_id: Identifier
+    account_id: Identifier
+    broker: Identifier
+    broker_symbol: SymbolName
+    position_side: Side
+    quantity: NonNegativeDecimal
+    stop: PositiveDecimal
+    take_profit: PositiveDecimal | None
+    generation: int
+    current_stop: ProtectiveOrder | None
+    current_take_profit: ProtectiveOrder | None
+
+
+class ProtectionOutcome(Model):
+    account_id: Identifier
+    stop: ProtectiveOrder | None
+    take_profit: ProtectiveOrder | None
+    stop_refused: str | None = None
+    """The broker's text, verbatim, when it refused the stop."""
+    superseded: list[ProtectiveOrder] = []
+    """The orders replaced or cancelled, as the broker left them (a fill that came first
+    counts)."""
+
+
+class ProtectionRequest(Model):
+    targets: list[ProtectionTarget]
+    execution: ExecutionSettings
+
+
+class WatchedOrder(Model):
+    signal_id: Identifier
+    account_id: Identifier
+    broker: Identifier
+    client_order_id: str
+    kind: ProtectionKind
+    filled: NonNegativeDecimal
+    """What the keeper knows it filled: a report with more is news."""
+
+
+class WatchRequest(Model):
+    orders: list[WatchedOrder]
+    wait_s: int
+    """Return after this long with no news (the keeper then looks again)."""
+
+
+class BrokerFill(Model):
+    execution_id: str
+    quantity: PositiveDecimal
+    price: PositiveDecimal
+    at: datetime
+
+
+class OrderNews(Model):
+    """What changed for one watched order: its status and every execution it has."""
+
+    account_id: Identifier
+    client_order_id: str
+    kind: ProtectionKind
+    status: OrderStatus
+    executions: list[BrokerFill]
+    reject_text: str | None = None
+
+
+class CloseOrder(Model):
+    """A market order that reduces a position: never denied for budget, margin or positions."""
+
+    signal_id: Identifier
+    account_id: Identifier
+    broker: Identifier
+    broker_symbol: SymbolName
+    side: Side
+    """The closing side (opposite the position's)."""
+    quantity: PositiveDecimal
+    client_order_id: str
+    reference_price: PositiveDecimal
+    cause: CloseCause
+
+
+class CloseRequest(Model):
+    orders: list[CloseOrder]
+    execution: ExecutionSettings
+
+
+class CloseOutcome(Model):
+    account_id: Identifier
+    client_order_id: str
+    status: OrderStatus
+    executions: list[BrokerFill]
+    reject_text: str | None = None
+
+
+class PositionsRecord(Model):
+    """The positions as the keeper holds them now, for the ledger (the positions table, their
+    closing fills, and what closing does to each account's state)."""
+
+    keeper_workflow_id: str
+    positions: list[Position]
