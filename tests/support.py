@@ -25,7 +25,7 @@ from orchestrator.adapters.book_file import (
     DailyReturn,
     PaperBehaviour,
 )
-from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
+from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
@@ -237,9 +237,6 @@ class FaultyBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
-
-    def subscribe(self) -> OrderEvents:
-        return self._inner.subscribe()
 
 
 def paper_orders(db: Database) -> dict[str, PaperOrderRow]:

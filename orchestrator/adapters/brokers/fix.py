@@ -63,14 +63,7 @@ import quickfix as fix
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.adapters.brokers.base import (
-    BrokerOrder,
-    EventHub,
-    Execution,
-    OrderEvent,
-    OrderEvents,
-    OrderTicket,
-)
+from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
 from orchestrator.adapters.files import read_text
 from orchestrator.domain.errors import (
     BrokerUnavailable,
@@ -327,7 +320,6 @@ class FixBroker:
         self._lookup = order_lookup or (lambda _id: None)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._book = _Book()
-        self._events = EventHub()
         self._session_id: object | None = None
         self._initiator: object | None = None
         self._cancel_seq = 0
@@ -393,9 +385,6 @@ class FixBroker:
             return self._book.logons
 
     # -- the Broker protocol -------------------------------------------------------------------
-
-    def subscribe(self) -> OrderEvents:
-        return self._events.subscribe()
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
         """Send a NewOrderSingle and wait for the first answer (ack, fill or reject).
@@ -696,7 +685,6 @@ class FixBroker:
         cid = _field(message, CL_ORD_ID) or ""
         exec_id = _field(message, EXEC_ID) or ""
         ord_status = _field(message, ORD_STATUS) or ""
-        events: list[OrderEvent] = []
         with self._book.changed:
             known = cid in self._book.orders or cid in self._book.cancel_ids
         if not known:
@@ -735,29 +723,14 @@ class FixBroker:
             if execution is not None and self._is_new(order, execution, cum_lots):
                 order.execution_ids.add(execution.execution_id)
                 order.executions.append(execution)
-            else:
-                execution = None
-            catch_up = self._catch_up(order, cum_lots, _decimal(_field(message, AVG_PX)))
-            if catch_up is not None:
-                execution = execution or catch_up
+            self._catch_up(order, cum_lots, _decimal(_field(message, AVG_PX)))
             status = _status_of(ord_status, order, cum_lots)
             order.status = _advance(order.status, status)
             if order.status is OrderStatus.REJECTED:
                 order.reject_text = _field(message, TEXT) or "rejected without a reason"
             order.answered = True
             order.unknown = False
-            events.append(
-                OrderEvent(
-                    event_id=exec_id or f"{order.ref.client_order_id}/{order.status.value}",
-                    client_order_id=order.ref.client_order_id,
-                    status=order.status,
-                    execution=execution,
-                    reject_text=order.reject_text,
-                )
-            )
             self._book.changed.notify_all()
-        for event in events:
-            self._events.publish(event)
 
     def _execution_of(self, message: fix.Message, exec_id: str) -> Execution | None:
         if _field(message, EXEC_TYPE) == EXEC_TYPE_ORDER_STATUS:
@@ -781,9 +754,7 @@ class FixBroker:
         known = order.ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
         return cum_lots is None or cum_lots > known
 
-    def _catch_up(
-        self, order: _Order, cum_lots: Decimal | None, avg_px: Decimal | None
-    ) -> Execution | None:
+    def _catch_up(self, order: _Order, cum_lots: Decimal | None, avg_px: Decimal | None) -> None:
         """Fills we never saw one by one (a status answer after a restart, a report lost while
         disconnected) become one execution: CumQty minus what is known, priced so that the
         average comes out at AvgPx. Its id is derived from CumQty, so a repeat is a duplicate.
@@ -791,7 +762,7 @@ class FixBroker:
         ref = order.ref
         known = ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
         if cum_lots is None or avg_px is None or cum_lots <= known:
-            return None
+            return
         known_value = ref.booked_quantity * (ref.booked_price or Decimal(0)) + sum(
             (e.quantity * e.price for e in order.executions), Decimal(0)
         )
@@ -803,10 +774,9 @@ class FixBroker:
             executed_at=self._clock(),
         )
         if execution.execution_id in order.execution_ids:
-            return None
+            return
         order.execution_ids.add(execution.execution_id)
         order.executions.append(execution)
-        return execution
 
     def _lots(self, value: str | None) -> Decimal | None:
         quantity = _decimal(value)
@@ -840,27 +810,16 @@ class FixBroker:
                 order.status = _advance(order.status, OrderStatus.REJECTED)
                 order.reject_text = text
                 order.answered = True
-                event = OrderEvent(
-                    f"{request.client_order_id}/{kind.replace(' ', '-')}",
-                    request.client_order_id,
-                    order.status,
-                    None,
-                    text,
-                )
             elif request.msg_type == "H" and order is not None:
                 # The counterparty cannot answer status requests: report what we know.
                 log.warning("FIX %s: status request refused: %s", self.config.name, text)
                 order.answered = True
                 order.unknown = not order.executions and order.broker_order_id is None
-                event = None
             else:
                 for cancel_id, target in list(self._book.cancel_ids.items()):
                     if target == request.client_order_id:
                         del self._book.cancel_ids[cancel_id]
-                event = None
             self._book.changed.notify_all()
-        if event is not None:
-            self._events.publish(event)
 
 
 class _Application(fix.Application):  # type: ignore[misc]
