@@ -18,14 +18,9 @@ from sqlalchemy import func, select
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
-from orchestrator.adapters.book_file import (
-    AccountRecord,
-    AccountState,
-    Book,
-    DailyReturn,
-    PaperBehaviour,
-)
+from orchestrator.adapters.book_file import AccountRecord, AccountState, Book, DailyReturn
 from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.adapters.brokers.paper import PaperBehaviour
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow, PaperOrderRow, RiskReservationRow

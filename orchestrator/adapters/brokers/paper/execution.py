@@ -16,8 +16,8 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.book_file import PaperBehaviour, PaperFill
 from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
+from orchestrator.adapters.brokers.paper.config import PaperBehaviour, PaperFill
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import (
     AccountRow,
@@ -31,6 +31,8 @@ from orchestrator.domain.values import OrderType
 
 
 class PaperBroker:
+    """A :class:`~orchestrator.adapters.brokers.base.Broker` whose book is in our database."""
+
     def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
         self._clock = clock or (lambda: datetime.now(UTC))
