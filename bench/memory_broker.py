@@ -13,14 +13,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-from orchestrator.adapters.brokers.base import (
-    BrokerOrder,
-    EventHub,
-    Execution,
-    OrderEvent,
-    OrderEvents,
-    OrderTicket,
-)
+from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
 from orchestrator.domain.orders import OrderStatus
 
 
@@ -31,7 +24,6 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._orders: dict[str, BrokerOrder] = {}
         self._lock = threading.Lock()
-        self._hub = EventHub()
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
         with self._lock:
@@ -52,14 +44,6 @@ class MemoryBroker:
                 executions=(execution,),
             )
             self._orders[ticket.client_order_id] = order
-        self._hub.publish(
-            OrderEvent(
-                event_id=execution.execution_id,
-                client_order_id=order.client_order_id,
-                status=order.status,
-                execution=execution,
-            )
-        )
         return order
 
     def status(self, client_order_id: str) -> BrokerOrder | None:
@@ -71,6 +55,3 @@ class MemoryBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return []
-
-    def subscribe(self) -> OrderEvents:
-        return self._hub.subscribe()

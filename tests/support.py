@@ -19,14 +19,9 @@ from sqlalchemy import func, select, text
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
-from orchestrator.adapters.book_file import (
-    AccountRecord,
-    AccountState,
-    Book,
-    DailyReturn,
-    PaperBehaviour,
-)
-from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
+from orchestrator.adapters.book_file import AccountRecord, AccountState, Book, DailyReturn
+from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.adapters.brokers.paper import PaperBehaviour
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import MIGRATIONS, Database
 from orchestrator.adapters.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
@@ -238,9 +233,6 @@ class FaultyBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
-
-    def subscribe(self) -> OrderEvents:
-        return self._inner.subscribe()
 
 
 def paper_orders(db: Database) -> dict[str, PaperOrderRow]:

@@ -14,45 +14,29 @@ import io
 import json
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from orchestrator.adapters.brokers.paper.config import PaperBehaviour
 from orchestrator.adapters.files import read_text
 from orchestrator.domain.book import AccountLimits, AccountStatus, Mandate, SymbolSpec
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.values import Fraction, Identifier, Model, NonNegativeDecimal, SymbolName
+from orchestrator.domain.values import Identifier, Model, NonNegativeDecimal, SymbolName
 
-
-class PaperFill(StrEnum):
-    FULL = "full"
-    PARTIAL = "partial"
-    REJECT = "reject"
-
-
-class PaperBehaviour(Model):
-    """How the embedded paper broker treats this account's orders."""
-
-    fill: PaperFill = PaperFill.FULL
-    partial_ratio: Fraction = Decimal("0.5")
-    """With ``fill: partial``: the share of each order that fills; the rest expires."""
-    partial_orders: Annotated[int, Field(ge=1)] | None = None
-    """With ``fill: partial``: only the account's first N orders fill partly, later ones fully
-    (``None``: every order)."""
-    stall_after: Annotated[int, Field(ge=0)] | None = None
-    """Orders after the account's first N stay working, unfilled, until cancelled: a market
-    whose liquidity has gone."""
-    slices: Annotated[int, Field(ge=1, le=20)] = 1
-    """Executions each fill arrives in."""
-    reject_text: str = "Order rejected by broker"
-    """With ``fill: reject``: the broker's rejection text, kept verbatim in reports."""
-    latency_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
-    """Time from submission to the last execution."""
-    slippage_ticks: Annotated[int, Field(ge=0, le=1000)] = 0
-    """Adverse ticks from the reference price on market orders."""
+__all__ = [
+    "AccountRecord",
+    "AccountState",
+    "Book",
+    "BookFile",
+    "DailyReturn",
+    "PaperBehaviour",  # defined with the paper broker; part of each account record
+    "describe_errors",
+    "read_book",
+    "read_returns",
+]
 
 
 class AccountState(Model):

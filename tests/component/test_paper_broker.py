@@ -359,35 +359,3 @@ def test_every_order_reaches_a_terminal_state_once_its_latency_has_passed(
     }[fill]
     assert (order.status, filled(order)) == expected
     assert broker.open_orders("acct") == []
-
-
-def test_event_stream_reports_each_fill_and_status_once_as_the_book_is_read(
-    db: Database, clock: FakeClock
-) -> None:
-    broker = broker_with(db, clock, latency_ms=1000, slices=2)
-    events = broker.subscribe()
-
-    broker.submit(ticket("o-ev", "acct", "1.00"))
-    broker.status("o-ev")  # nothing new: no event
-    clock.advance(ms=500)
-    broker.status("o-ev")
-    clock.advance(ms=500)
-    broker.status("o-ev")
-    broker.status("o-ev")
-
-    received = []
-    while (event := events.get(0)) is not None:
-        received.append(event)
-    assert [e.status for e in received] == [
-        OrderStatus.NEW,
-        OrderStatus.PARTIALLY_FILLED,
-        OrderStatus.PARTIALLY_FILLED,
-        OrderStatus.FILLED,
-        OrderStatus.FILLED,
-    ]
-    fills = [e.execution for e in received if e.execution is not None]
-    assert sum(f.quantity for f in fills) == Decimal("1.00")
-    assert len({e.event_id for e in received}) == len(received)
-    events.close()
-    broker.status("o-ev")
-    assert events.get(0) is None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import execution
-from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderEvents, OrderTicket
+from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.temporal import connect
@@ -88,9 +88,6 @@ class TrappedBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
-
-    def subscribe(self) -> OrderEvents:
-        return self._inner.subscribe()
 
 
 def install_database_traps(trap: Trap) -> None:

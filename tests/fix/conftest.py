@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from orchestrator.adapters.brokers.base import BrokerOrder, OrderEvents, OrderTicket
+from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
 from orchestrator.adapters.brokers.fix import FixBroker, FixSessionConfig, OrderLookup
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.values import OrderType, Side
@@ -58,13 +58,13 @@ def ticket(
 
 def await_status(
     broker: FixBroker,
-    events: OrderEvents,
     client_order_id: str,
     status: OrderStatus,
     *,
     timeout_s: float = 10,
+    interval_s: float = 0.05,
 ) -> BrokerOrder:
-    """Wait, on the broker's event stream, until the order reaches ``status``."""
+    """Poll the broker until the order reaches ``status``."""
     deadline = time.monotonic() + timeout_s
     while True:
         current = broker.status(client_order_id)
@@ -75,4 +75,4 @@ def await_status(
             raise AssertionError(
                 f"{client_order_id} is {current} after {timeout_s} s, not {status}"
             )
-        events.get(min(left, 0.5))
+        time.sleep(min(left, interval_s))

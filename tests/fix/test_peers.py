@@ -39,10 +39,9 @@ def test_ordermatch_resting_counter_order_partially_fills_then_cancel_ends_cance
         )
         assert resting.status is OrderStatus.NEW
         broker = start_broker(peer.client_config(ours))
-        events = broker.subscribe()
 
         order = broker.submit(ticket("om-part-1", Side.BUY, "0.50", "1.08500"))
-        partial = await_status(broker, events, "om-part-1", OrderStatus.PARTIALLY_FILLED)
+        partial = await_status(broker, "om-part-1", OrderStatus.PARTIALLY_FILLED)
         assert [(e.quantity, e.price) for e in partial.executions] == [
             (Decimal("0.2"), Decimal("1.084"))
         ]
@@ -54,9 +53,8 @@ def test_ordermatch_resting_counter_order_partially_fills_then_cancel_ends_cance
         assert sum(e.quantity for e in cancelled.executions) == Decimal("0.2")
         assert broker.open_orders("acct-1") == []
         # The counterparty's order filled completely against ours.
-        assert await_status(
-            counterparty, counterparty.subscribe(), "om-ask-1", OrderStatus.FILLED
-        ).executions[0].quantity == Decimal("0.2")
+        ask = await_status(counterparty, "om-ask-1", OrderStatus.FILLED)
+        assert ask.executions[0].quantity == Decimal("0.2")
 
 
 def test_ordermatch_order_crossing_a_larger_resting_order_is_filled(
@@ -67,9 +65,8 @@ def test_ordermatch_order_crossing_a_larger_resting_order_is_filled(
         counterparty = start_broker(peer.client_config(theirs))
         counterparty.submit(ticket("om-ask-2", Side.SELL, "1.00", "1.08450", account_id="cpty"))
         broker = start_broker(peer.client_config(ours))
-        events = broker.subscribe()
         broker.submit(ticket("om-fill-1", Side.BUY, "0.37", "1.08500"))
-        filled = await_status(broker, events, "om-fill-1", OrderStatus.FILLED)
+        filled = await_status(broker, "om-fill-1", OrderStatus.FILLED)
         assert [(e.quantity, e.price) for e in filled.executions] == [
             (Decimal("0.37"), Decimal("1.0845"))
         ]
@@ -87,24 +84,22 @@ def test_ordermatch_market_order_is_rejected_with_the_peers_text(
         assert broker.status("om-mkt-1") == rejected
 
 
-def test_ordermatch_events_carry_each_report_once_per_execution_id(
+def test_ordermatch_order_filled_by_two_counter_orders_has_one_execution_per_fill(
     tmp_path: Path, start_broker: StartBroker
 ) -> None:
     ours, theirs = new_comp_id(), new_comp_id("CPTY")
     with running_peer("ordermatch", tmp_path, [ours, theirs]) as peer:
         counterparty = start_broker(peer.client_config(theirs))
         broker = start_broker(peer.client_config(ours))
-        events, collected = broker.subscribe(), broker.subscribe()
-        broker.submit(ticket("om-ev-1", Side.BUY, "0.30", "1.08500"))
-        counterparty.submit(ticket("om-ev-ask", Side.SELL, "0.10", "1.08500", account_id="c"))
-        counterparty.submit(ticket("om-ev-ask2", Side.SELL, "0.20", "1.08500", account_id="c"))
-        await_status(broker, events, "om-ev-1", OrderStatus.FILLED)
-        seen = {}
-        while (event := collected.get(0.2)) is not None:
-            seen[event.event_id] = event
-        fills = [e.execution for e in seen.values() if e.execution is not None]
-        assert sum(f.quantity for f in fills) == Decimal("0.30")
-        assert len({f.execution_id for f in fills}) == len(fills)
+        broker.submit(ticket("om-two-1", Side.BUY, "0.30", "1.08500"))
+        counterparty.submit(ticket("om-two-ask", Side.SELL, "0.10", "1.08500", account_id="c"))
+        counterparty.submit(ticket("om-two-ask2", Side.SELL, "0.20", "1.08500", account_id="c"))
+        filled = await_status(broker, "om-two-1", OrderStatus.FILLED)
+        assert [(e.quantity, e.price) for e in filled.executions] == [
+            (Decimal("0.1"), Decimal("1.085")),
+            (Decimal("0.2"), Decimal("1.085")),
+        ]
+        assert len({e.execution_id for e in filled.executions}) == 2
 
 
 def test_executor_fix44_limit_order_is_filled(tmp_path: Path, start_broker: StartBroker) -> None:

@@ -52,9 +52,8 @@ def test_order_while_session_is_down_is_refused_and_never_reaches_the_venue(
 
         peer.command("start")
         assert broker.wait_logged_on(15)
-        events = broker.subscribe()
         broker.submit(ticket("down-1"))  # the retry, same client order id
-        await_status(broker, events, "down-1", OrderStatus.FILLED)
+        await_status(broker, "down-1", OrderStatus.FILLED)
         assert journal(peer) == [("D", "down-1", "N", "accepted")]
 
 
@@ -84,9 +83,8 @@ def test_order_stored_while_disconnected_is_gap_filled_not_replayed_on_reconnect
         assert "\x0135=4\x01" in sent_messages(broker)  # SequenceReset …
         assert "\x01123=Y\x01" in sent_messages(broker)  # … GapFillFlag=Y, in its place
 
-        events = broker.subscribe()
         broker.submit(ticket("gap-1"))  # the activity's retry
-        await_status(broker, events, "gap-1", OrderStatus.FILLED)
+        await_status(broker, "gap-1", OrderStatus.FILLED)
         orders = [j for j in journal(peer) if j[0] == "D"]
         assert orders == [("D", "gap-1", "N", "accepted")]
 
@@ -97,9 +95,8 @@ def test_duplicate_client_order_id_is_looked_up_not_reported_rejected(
     first, second = new_comp_id(), new_comp_id()
     with running_peer("venue", tmp_path, [first, second]) as peer:
         before = start_broker(peer.client_config(first, status_requests=True))
-        events = before.subscribe()
         before.submit(ticket("dup-1", Side.SELL, "0.50", "1.08500"))
-        await_status(before, events, "dup-1", OrderStatus.FILLED)
+        await_status(before, "dup-1", OrderStatus.FILLED)
 
         # A process that does not know the order (a restarted worker) sends it again.
         after = start_broker(peer.client_config(second, status_requests=True))
@@ -120,10 +117,9 @@ def test_after_restart_order_states_are_recovered_by_status_request(
     first, second = new_comp_id(), new_comp_id()
     with running_peer("venue", tmp_path, [first, second]) as peer:
         before = start_broker(peer.client_config(first, status_requests=True))
-        events = before.subscribe()
         before.submit(ticket("rec-work", symbol="REST"))
         before.submit(ticket("rec-fill", quantity="0.50"))
-        await_status(before, events, "rec-fill", OrderStatus.FILLED)
+        await_status(before, "rec-fill", OrderStatus.FILLED)
         before.stop()
 
         # The ledger knew all three; it had booked half of rec-fill before the crash.

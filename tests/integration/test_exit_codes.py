@@ -113,7 +113,7 @@ async def test_the_worker_and_the_webhook_stopped_by_a_signal_exit_0_every_time(
     dev_server: WorkflowEnvironment, sqlite_db: Database
 ) -> None:
     """The worker on SIGTERM (the webhook on SIGTERM ends by that signal: uvicorn raises it
-    again once shut down, see orchestrator/interfaces/http/webhook.py; SIGINT returns)."""
+    again once shut down, see orchestrator/interfaces/http/webhook/app.py; SIGINT returns)."""
     env = {
         **os.environ,
         "TEO_TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,

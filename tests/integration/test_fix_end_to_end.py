@@ -28,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.brokers.base import OrderTicket
 from orchestrator.adapters.brokers.fix import FixBroker, OrderRef
+from orchestrator.adapters.brokers.fix.parsing import cancel_request
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow
 from orchestrator.config import PROJECT_ROOT, Settings
@@ -110,7 +111,8 @@ class MarketMaker:
         ref = OrderRef(
             partial.client_order_id, partial.account_id, "EURUSD", Side.BUY, partial.quantity
         )
-        self._session._send(self._session._cancel_request(ref, "mm-cancel-1"))
+        cancel = cancel_request(ref, "mm-cancel-1", self._session.config, datetime.now(UTC))
+        self._session._send(cancel)
         await self._until(
             lambda rows: [
                 r

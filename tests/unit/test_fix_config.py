@@ -13,12 +13,9 @@ from orchestrator.adapters.brokers.fix import (
     DICTIONARY_DIR,
     FixSessionConfig,
     OrderRef,
-    _advance,
-    _Order,
-    _plain,
-    _status_of,
     load_fix_config,
 )
+from orchestrator.adapters.brokers.fix.parsing import OrderState, advance, plain, status_of
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.values import Side
 
@@ -89,8 +86,8 @@ def test_config_file_is_read_from_yaml_or_json_and_unknown_keys_are_refused(
         load_fix_config(tmp_path / "bad.json")
 
 
-def order(quantity: str = "1.00") -> _Order:
-    return _Order(OrderRef("c-1", "a-1", "EURUSD", Side.BUY, Decimal(quantity)))
+def order(quantity: str = "1.00") -> OrderState:
+    return OrderState(OrderRef("c-1", "a-1", "EURUSD", Side.BUY, Decimal(quantity)))
 
 
 @pytest.mark.parametrize(
@@ -107,25 +104,25 @@ def order(quantity: str = "1.00") -> _Order:
     ],
 )
 def test_ord_status_maps_to_the_lifecycle(ord_status: str, expected: OrderStatus) -> None:
-    assert _status_of(ord_status, order(), None) is expected
+    assert status_of(ord_status, order(), None) is expected
 
 
 def test_statuses_without_a_lifecycle_state_are_derived_from_the_cumulative_quantity() -> None:
-    assert _status_of("5", order(), Decimal("0.40")) is OrderStatus.PARTIALLY_FILLED
-    assert _status_of("B", order(), Decimal("1.00")) is OrderStatus.FILLED
-    assert _status_of("E", order(), Decimal(0)) is OrderStatus.NEW
+    assert status_of("5", order(), Decimal("0.40")) is OrderStatus.PARTIALLY_FILLED
+    assert status_of("B", order(), Decimal("1.00")) is OrderStatus.FILLED
+    assert status_of("E", order(), Decimal(0)) is OrderStatus.NEW
 
 
 def test_a_late_report_never_moves_an_order_back() -> None:
-    assert _advance(OrderStatus.FILLED, OrderStatus.NEW) is OrderStatus.FILLED
-    assert _advance(OrderStatus.PARTIALLY_FILLED, OrderStatus.NEW) is OrderStatus.PARTIALLY_FILLED
-    assert _advance(OrderStatus.CANCELLED, OrderStatus.PARTIALLY_FILLED) is OrderStatus.CANCELLED
-    assert _advance(OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED) is OrderStatus.PARTIALLY_FILLED
-    assert _advance(OrderStatus.PENDING_SUBMIT, OrderStatus.FILLED) is OrderStatus.FILLED
+    assert advance(OrderStatus.FILLED, OrderStatus.NEW) is OrderStatus.FILLED
+    assert advance(OrderStatus.PARTIALLY_FILLED, OrderStatus.NEW) is OrderStatus.PARTIALLY_FILLED
+    assert advance(OrderStatus.CANCELLED, OrderStatus.PARTIALLY_FILLED) is OrderStatus.CANCELLED
+    assert advance(OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED) is OrderStatus.PARTIALLY_FILLED
+    assert advance(OrderStatus.PENDING_SUBMIT, OrderStatus.FILLED) is OrderStatus.FILLED
 
 
 def test_quantities_are_plain_decimals_without_exponent_or_trailing_zeros() -> None:
-    assert _plain(Decimal("0.50") * Decimal(100)) == "50"
-    assert _plain(Decimal("1E+2")) == "100"
-    assert _plain(Decimal("1.08500")) == "1.085"
-    assert _plain(Decimal("0.37") * Decimal(100000)) == "37000"
+    assert plain(Decimal("0.50") * Decimal(100)) == "50"
+    assert plain(Decimal("1E+2")) == "100"
+    assert plain(Decimal("1.08500")) == "1.085"
+    assert plain(Decimal("0.37") * Decimal(100000)) == "37000"

@@ -9,7 +9,6 @@ following an order polls like it would with a real broker.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,15 +16,8 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.book_file import PaperBehaviour, PaperFill
-from orchestrator.adapters.brokers.base import (
-    BrokerOrder,
-    EventHub,
-    Execution,
-    OrderEvent,
-    OrderEvents,
-    OrderTicket,
-)
+from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
+from orchestrator.adapters.brokers.paper.config import PaperBehaviour, PaperFill
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import (
     AccountRow,
@@ -39,57 +31,13 @@ from orchestrator.domain.values import OrderType
 
 
 class PaperBroker:
+    """A :class:`~orchestrator.adapters.brokers.base.Broker` whose book is in our database."""
+
     def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._events = EventHub()
-        self._published_lock = threading.Lock()
-        self._published: dict[str, set[str]] = {}
-        """Event ids this process already published, per order: the paper book materialises
-        fills when read, so only what is new since the last read becomes an event."""
-
-    def subscribe(self) -> OrderEvents:
-        return self._events.subscribe()
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
-        order = self._submit(ticket)
-        self._publish(order)
-        return order
-
-    def status(self, client_order_id: str) -> BrokerOrder | None:
-        order = self._status(client_order_id)
-        if order is not None:
-            self._publish(order)
-        return order
-
-    def cancel(self, client_order_id: str) -> BrokerOrder | None:
-        order = self._cancel(client_order_id)
-        if order is not None:
-            self._publish(order)
-        return order
-
-    def _publish(self, order: BrokerOrder) -> None:
-        events = [
-            OrderEvent(e.execution_id, order.client_order_id, order.status, e)
-            for e in order.executions
-        ]
-        events.append(
-            OrderEvent(
-                f"{order.broker_order_id}-{order.status.value}",
-                order.client_order_id,
-                order.status,
-                None,
-                order.reject_text,
-            )
-        )
-        with self._published_lock:
-            seen = self._published.setdefault(order.client_order_id, set())
-            new = [event for event in events if event.event_id not in seen]
-            seen.update(event.event_id for event in new)
-        for event in new:
-            self._events.publish(event)
-
-    def _submit(self, ticket: OrderTicket) -> BrokerOrder:
         now = self._clock()
         with self._db.transaction() as session:
             existing = session.get(PaperOrderRow, ticket.client_order_id, with_for_update=True)
@@ -147,13 +95,13 @@ class PaperBroker:
             session.flush()
             return self._advance(session, row, now)
 
-    def _status(self, client_order_id: str) -> BrokerOrder | None:
+    def status(self, client_order_id: str) -> BrokerOrder | None:
         now = self._clock()
         with self._db.transaction() as session:
             row = session.get(PaperOrderRow, client_order_id, with_for_update=True)
             return None if row is None else self._advance(session, row, now)
 
-    def _cancel(self, client_order_id: str) -> BrokerOrder | None:
+    def cancel(self, client_order_id: str) -> BrokerOrder | None:
         now = self._clock()
         with self._db.transaction() as session:
             row = session.get(PaperOrderRow, client_order_id, with_for_update=True)
@@ -175,8 +123,6 @@ class PaperBroker:
                 )
             ).all()
             views = [self._advance(session, row, now) for row in rows]
-        for view in views:
-            self._publish(view)
         return [v for v in views if v.status not in TERMINAL]
 
     def _advance(self, session: Session, row: PaperOrderRow, now: datetime) -> BrokerOrder:

@@ -1,16 +1,10 @@
-"""Webhook ingest: ``POST /signals`` turns an authenticated HTTP request into a submitted signal.
+"""The webhook's app: ``POST /signals`` rate limited, authenticated, submitted and answered.
 
-Two body shapes, told apart by the ``ticker`` key:
-
-* the project's signal JSON (the same as ``starter.py submit`` reads), and
-* a TradingView alert filled from a documented template (:class:`TradingViewAlert`).
-
-Both become a :class:`Signal` through :func:`orchestrator.services.submit.parse_signal` and are
-submitted by :func:`orchestrator.services.submit.submit_signal`, the CLI's own path: the same
-validation, the same database row and ``REJECT_DUPLICATE`` workflow start in one transaction.
-A replayed request finds the signal id taken and answers 200 with the existing workflow.
-
-Run it with ``python webhook.py`` (see README, "Webhook").
+Credentials: ``X-TEO-Signature`` (HMAC-SHA256 of the raw body), ``X-TEO-Token`` (the shared
+secret), or, for a TradingView alert, the shared secret in its ``secret`` field. ``/signals``
+answers :class:`SignalAccepted` (202 started, 200 already submitted) or :class:`ErrorBody` with
+a machine-readable code, and logs one line per refusal; ``/metrics`` serves this process's
+metrics.
 """
 
 from __future__ import annotations
@@ -34,7 +28,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy import select
 from temporalio.client import Client
@@ -49,7 +43,7 @@ from orchestrator.config import Settings
 from orchestrator.domain import ids
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
 from orchestrator.domain.signal import Signal
-from orchestrator.domain.values import Identifier, OrderType, PositiveDecimal
+from orchestrator.interfaces.http.webhook.alerts import TradingViewAlert, signal_of_alert
 from orchestrator.services.submit import parse_signal, submit_signal
 
 log = logging.getLogger(__name__)
@@ -59,88 +53,9 @@ SIGNATURE_HEADER = "X-TEO-Signature"
 TOKEN_HEADER = "X-TEO-Token"
 """The shared secret ``TEO_WEBHOOK_SHARED_SECRET`` itself."""
 
-# Where a TradingView alert's fields end up in the Signal, to name them in errors.
-_ALERT_FIELD_FOR = {"signal_id": "id", "symbol": "ticker", "side": "action", "entry": "close"}
-
 
 # --------------------------------------------------------------------------------------------
-# Request and response bodies
-
-
-class TradingViewAlert(BaseModel):
-    """A TradingView alert message, filled by TradingView from the README's template.
-
-    TradingView sends the alert's text as the body and cannot add headers, so the shared
-    secret travels in the body (``secret``). Prices are strings or numbers, parsed as exact
-    decimals.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ticker: str = Field(min_length=1, max_length=64)
-    """``{{ticker}}``; an exchange prefix (``FX:EURUSD``) is dropped."""
-    action: str
-    """``{{strategy.order.action}}`` or a literal: ``buy`` or ``sell`` (any case)."""
-    close: PositiveDecimal
-    """``{{close}}``: the signal's entry (reference) price."""
-    stop: PositiveDecimal | None = None
-    """Protective stop price. Give this or ``stop_offset``."""
-    stop_offset: PositiveDecimal | None = None
-    """Stop distance from ``close`` in price units, for alerts that cannot compute a stop."""
-    take_profit: PositiveDecimal | None = None
-    order_type: OrderType = OrderType.MARKET
-    account_ids: list[Identifier] | None = Field(default=None, min_length=1)
-    id: Identifier | None = None
-    """Signal id. Default: ``tv-`` + a hash of the alert, so a re-sent alert is the same signal."""
-    time: str | None = Field(default=None, max_length=64)
-    """``{{timenow}}``: required unless ``id`` is given, so two alerts on different bars at the
-    same price are two signals while a re-sent one is not."""
-    exchange: str | None = Field(default=None, max_length=64)
-    interval: str | None = Field(default=None, max_length=16)
-    secret: str | None = Field(default=None, max_length=256)
-    """The shared secret (``TEO_WEBHOOK_SHARED_SECRET``), when no auth header is sent."""
-
-    @field_validator("action")
-    @classmethod
-    def _buy_or_sell(cls, action: str) -> str:
-        side = action.strip().upper()
-        if side not in {"BUY", "SELL"}:
-            raise ValueError("action must be buy or sell")
-        return side
-
-    def to_signal_fields(self) -> dict[str, Any]:
-        """The project's signal JSON for this alert (validated afterwards by ``Signal``)."""
-        problems: list[tuple[str, str]] = []
-        if (self.stop is None) == (self.stop_offset is None):
-            problems.append(("stop", "give exactly one of stop and stop_offset"))
-        if self.id is None and not self.time:
-            problems.append(("time", "required unless id is given (use {{timenow}})"))
-        if problems:
-            raise ValidationFailed("alert", problems)
-        stop = self.stop
-        if stop is None:
-            assert self.stop_offset is not None
-            direction = -1 if self.action == "BUY" else 1
-            stop = self.close + direction * self.stop_offset
-        note = " ".join(
-            part for part in ("TradingView", self.exchange, self.ticker, self.interval) if part
-        )
-        return {
-            "signal_id": self.id or self._derived_id(),
-            "symbol": self.ticker.rpartition(":")[2],
-            "side": self.action,
-            "entry": self.close,
-            "stop": stop,
-            "take_profit": self.take_profit,
-            "order_type": self.order_type,
-            "account_ids": self.account_ids,
-            "note": note,
-        }
-
-    def _derived_id(self) -> str:
-        canonical = self.model_dump(mode="json", exclude={"secret"}, exclude_none=True)
-        digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-        return f"tv-{digest[:24]}"
+# Answers
 
 
 class SignalAccepted(BaseModel):
@@ -475,16 +390,7 @@ def _to_signal(payload: dict[str, Any], *, is_alert: bool) -> Signal:
     try:
         if not is_alert:
             return parse_signal(payload, source="signal")
-        alert = TradingViewAlert.model_validate(payload)
-        try:
-            return parse_signal(alert.to_signal_fields(), source="alert")
-        except ValidationFailed as exc:
-            # Name the alert's own fields, not the Signal's they were mapped to.
-            renamed = [
-                (_ALERT_FIELD_FOR.get(field.split(".")[0], field), message)
-                for field, message in exc.problems
-            ]
-            raise ValidationFailed("alert", renamed) from exc
+        return signal_of_alert(payload)
     except ValidationError as exc:
         raise _invalid(
             [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]

@@ -1,0 +1,345 @@
+"""FIX messages to and from our orders: tags, OrdStatus, what a report does to one order.
+
+Functions of QuickFIX messages and the orders they are about, with no I/O, no lock and no
+session: :mod:`.execution` sends what these write, finds the order a message is about, holds the
+book's lock while these update it, and wakes the callers waiting on it.
+
+Order states are read from OrdStatus (39), never from ExecType (150): FIX 4.2 reports fills with
+ExecType 1/2, FIX 4.4 with F.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+import quickfix as fix
+
+from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
+from orchestrator.adapters.brokers.fix.config import FixSessionConfig
+from orchestrator.domain.errors import InvalidOrderTransition
+from orchestrator.domain.orders import OrderStatus, transition
+from orchestrator.domain.values import OrderType, Side
+
+log = logging.getLogger(__name__)
+
+# FIX tags used by the adapter.
+ACCOUNT, AVG_PX, CL_ORD_ID, CUM_QTY, EXEC_ID, EXEC_TRANS_TYPE = 1, 6, 11, 14, 17, 20
+HANDL_INST, LAST_PX, LAST_QTY, MSG_SEQ_NUM, MSG_TYPE, ORDER_ID = 21, 31, 32, 34, 35, 37
+ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, POSS_DUP, PRICE = 38, 39, 40, 41, 43, 44
+REF_SEQ_NUM, SIDE, SYMBOL, TEXT, TIME_IN_FORCE, TRANSACT_TIME = 45, 54, 55, 58, 59, 60
+ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, BUSINESS_REJECT_REF_ID = 103, 150, 151, 379
+USERNAME, PASSWORD, TEST_REQ_ID = 553, 554, 112
+
+ORD_REJ_UNKNOWN_ORDER = "5"
+ORD_REJ_DUPLICATE_ORDER = "6"
+EXEC_TYPE_ORDER_STATUS = "I"
+
+ORD_STATUS_MAP: dict[str, OrderStatus] = {
+    "0": OrderStatus.NEW,
+    "1": OrderStatus.PARTIALLY_FILLED,
+    "2": OrderStatus.FILLED,
+    "3": OrderStatus.EXPIRED,  # done for day: no more fills on this order
+    "4": OrderStatus.CANCELLED,
+    "6": OrderStatus.PENDING_CANCEL,
+    "7": OrderStatus.NEW,  # stopped: still working at a guaranteed price
+    "8": OrderStatus.REJECTED,
+    "9": OrderStatus.NEW,  # suspended: still at the broker, may resume
+    "A": OrderStatus.PENDING_SUBMIT,  # pending new
+    "C": OrderStatus.EXPIRED,
+    "D": OrderStatus.NEW,  # accepted for bidding
+}
+"""FIX OrdStatus (39) to our lifecycle. 5 (replaced), B (calculated) and E (pending replace)
+are absent: this adapter never replaces orders, and for them the status is derived from the
+cumulative quantity instead (see :func:`status_of`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRef:
+    """What an OrderStatusRequest or OrderCancelRequest needs besides the ClOrdID."""
+
+    client_order_id: str
+    account_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    """In lots."""
+    booked_quantity: Decimal = Decimal(0)
+    """Lots already booked in our ledger (by an earlier process), at ``booked_price``."""
+    booked_price: Decimal | None = None
+
+
+@dataclass(slots=True)
+class OrderState:
+    """One order as the counterparty has reported it to this process."""
+
+    ref: OrderRef
+    status: OrderStatus = OrderStatus.PENDING_SUBMIT
+    broker_order_id: str | None = None
+    executions: list[Execution] = field(default_factory=list)
+    execution_ids: set[str] = field(default_factory=set)
+    reject_text: str | None = None
+    answered: bool = False
+    """The counterparty has said something about this order (a report or a reject)."""
+    duplicate: bool = False
+    """The counterparty refused it as a duplicate ClOrdID: it already has one."""
+    unknown: bool = False
+    """The counterparty said it does not know this ClOrdID."""
+
+    def view(self) -> BrokerOrder:
+        return BrokerOrder(
+            client_order_id=self.ref.client_order_id,
+            broker_order_id=self.broker_order_id,
+            status=self.status,
+            quantity=self.ref.quantity,
+            executions=tuple(self.executions),
+            reject_text=self.reject_text,
+        )
+
+
+# -- out: our commands as FIX messages -------------------------------------------------------------
+
+
+def new_order_single(ticket: OrderTicket, config: FixSessionConfig, now: datetime) -> fix.Message:
+    message = _message(config, "D")
+    message.setField(CL_ORD_ID, ticket.client_order_id)
+    message.setField(ACCOUNT, ticket.account_id)
+    message.setField(HANDL_INST, "1")
+    message.setField(SYMBOL, ticket.symbol)
+    message.setField(SIDE, _side(ticket.side))
+    message.setField(TRANSACT_TIME, utc_timestamp(now))
+    message.setField(ORDER_QTY, plain(ticket.quantity * config.units_per_lot))
+    if ticket.order_type is OrderType.LIMIT:
+        if ticket.limit_price is None:
+            raise ValueError(f"limit order {ticket.client_order_id} has no limit price")
+        message.setField(ORD_TYPE, "2")
+        message.setField(PRICE, plain(ticket.limit_price))
+    else:
+        message.setField(ORD_TYPE, "1")
+    message.setField(TIME_IN_FORCE, "0")
+    return message
+
+
+def cancel_request(
+    ref: OrderRef, cancel_id: str, config: FixSessionConfig, now: datetime
+) -> fix.Message:
+    message = _message(config, "F")
+    message.setField(ORIG_CL_ORD_ID, ref.client_order_id)
+    message.setField(CL_ORD_ID, cancel_id)
+    message.setField(ACCOUNT, ref.account_id)
+    message.setField(SYMBOL, ref.symbol)
+    message.setField(SIDE, _side(ref.side))
+    message.setField(TRANSACT_TIME, utc_timestamp(now))
+    message.setField(ORDER_QTY, plain(ref.quantity * config.units_per_lot))
+    return message
+
+
+def status_request(ref: OrderRef, config: FixSessionConfig) -> fix.Message:
+    message = _message(config, "H")
+    message.setField(CL_ORD_ID, ref.client_order_id)
+    message.setField(SYMBOL, ref.symbol)
+    message.setField(SIDE, _side(ref.side))
+    return message
+
+
+def probe_request(probe: str, config: FixSessionConfig) -> fix.Message:
+    """A TestRequest (1): the Heartbeat answering it carries ``probe`` back."""
+    message = _message(config, "1")
+    message.setField(TEST_REQ_ID, probe)
+    return message
+
+
+def _message(config: FixSessionConfig, msg_type: str) -> fix.Message:
+    message = fix.Message()
+    header = message.getHeader()
+    header.setField(fix.BeginString(config.begin_string))
+    header.setField(fix.MsgType(msg_type))
+    return message
+
+
+def _side(side: Side) -> str:
+    return "1" if side is Side.BUY else "2"
+
+
+# -- in: what the counterparty says about our orders -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A session Reject (3) or BusinessMessageReject (j) of one of our messages."""
+
+    ref_seq_num: int | None
+    """The MsgSeqNum of the refused message (RefSeqNum, 45), when given."""
+    ref_id: str | None
+    """BusinessRejectRefID (379): the refused order's ClOrdID, when given."""
+    text: str
+
+
+def read_rejection(message: fix.Message) -> Rejection:
+    seq = field_of(message, REF_SEQ_NUM)
+    return Rejection(
+        ref_seq_num=int(seq) if seq and seq.isdigit() else None,
+        ref_id=field_of(message, BUSINESS_REJECT_REF_ID),
+        text=field_of(message, TEXT) or "rejected without a reason",
+    )
+
+
+def apply_execution_report(
+    order: OrderState,
+    message: fix.Message,
+    *,
+    units_per_lot: Decimal,
+    clock: Callable[[], datetime],
+) -> None:
+    """What an ExecutionReport (8) about ``order`` says: its status, and each new fill once."""
+    ord_status = field_of(message, ORD_STATUS) or ""
+    reason = field_of(message, ORD_REJ_REASON)
+    if ord_status == "8" and reason == ORD_REJ_DUPLICATE_ORDER:
+        order.duplicate = True
+        order.answered = True
+        return
+    if ord_status == "8" and reason == ORD_REJ_UNKNOWN_ORDER:
+        order.unknown = True
+        order.answered = True
+        return
+    order.broker_order_id = field_of(message, ORDER_ID) or order.broker_order_id
+    # ExecID is unique per session and day only (QuickFIX's examples count from 1 per run):
+    # qualified by the ClOrdID, it is unique across restarts and ledgers.
+    exec_id = field_of(message, EXEC_ID) or ""
+    exec_id = f"{order.ref.client_order_id}/{exec_id}" if exec_id else ""
+    execution = _execution_of(message, exec_id, units_per_lot, clock)
+    cum_lots = lots(field_of(message, CUM_QTY), units_per_lot)
+    if execution is not None and _is_new(order, execution, cum_lots):
+        order.execution_ids.add(execution.execution_id)
+        order.executions.append(execution)
+    _catch_up(order, cum_lots, to_decimal(field_of(message, AVG_PX)), clock)
+    order.status = advance(order.status, status_of(ord_status, order, cum_lots))
+    if order.status is OrderStatus.REJECTED:
+        order.reject_text = field_of(message, TEXT) or "rejected without a reason"
+    order.answered = True
+    order.unknown = False
+
+
+def apply_rejection(order: OrderState, text: str) -> None:
+    """Our NewOrderSingle for ``order`` was refused by a session or business reject."""
+    order.status = advance(order.status, OrderStatus.REJECTED)
+    order.reject_text = text
+    order.answered = True
+
+
+def apply_status_refused(order: OrderState) -> None:
+    """The counterparty cannot answer status requests: what we know of ``order`` stands."""
+    order.answered = True
+    order.unknown = not order.executions and order.broker_order_id is None
+
+
+def _execution_of(
+    message: fix.Message, exec_id: str, units_per_lot: Decimal, clock: Callable[[], datetime]
+) -> Execution | None:
+    if field_of(message, EXEC_TYPE) == EXEC_TYPE_ORDER_STATUS:
+        return None  # a status answer repeats the state; it is not a new fill
+    if field_of(message, EXEC_TRANS_TYPE) in {"1", "2"}:
+        return None  # FIX 4.2 cancel/correct of an earlier execution: not supported
+    quantity = lots(field_of(message, LAST_QTY), units_per_lot)
+    price = to_decimal(field_of(message, LAST_PX))
+    if not quantity or quantity <= 0 or price is None or not exec_id:
+        return None
+    return Execution(execution_id=exec_id, quantity=quantity, price=price, executed_at=clock())
+
+
+def _is_new(order: OrderState, execution: Execution, cum_lots: Decimal | None) -> bool:
+    """A fill not seen before, and not already covered by a catch-up (a late or resent report
+    whose CumQty is no more than what is known)."""
+    if execution.execution_id in order.execution_ids:
+        return False
+    known = order.ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
+    return cum_lots is None or cum_lots > known
+
+
+def _catch_up(
+    order: OrderState,
+    cum_lots: Decimal | None,
+    avg_px: Decimal | None,
+    clock: Callable[[], datetime],
+) -> None:
+    """Fills we never saw one by one (a status answer after a restart, a report lost while
+    disconnected) become one execution: CumQty minus what is known, priced so that the average
+    comes out at AvgPx. Its id is derived from CumQty, so a repeat is a duplicate."""
+    ref = order.ref
+    known = ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
+    if cum_lots is None or avg_px is None or cum_lots <= known:
+        return
+    known_value = ref.booked_quantity * (ref.booked_price or Decimal(0)) + sum(
+        (e.quantity * e.price for e in order.executions), Decimal(0)
+    )
+    missing = cum_lots - known
+    execution = Execution(
+        execution_id=f"{ref.client_order_id}/cum-{plain(cum_lots)}",
+        quantity=missing,
+        price=(cum_lots * avg_px - known_value) / missing,
+        executed_at=clock(),
+    )
+    if execution.execution_id in order.execution_ids:
+        return
+    order.execution_ids.add(execution.execution_id)
+    order.executions.append(execution)
+
+
+def status_of(ord_status: str, order: OrderState, cum_lots: Decimal | None) -> OrderStatus:
+    """The status an OrdStatus reports for ``order`` (``cum_lots``: its CumQty in lots)."""
+    mapped = ORD_STATUS_MAP.get(ord_status)
+    if mapped is not None:
+        return mapped
+    # Replaced / calculated / pending replace: derive from what has filled.
+    if cum_lots is not None and cum_lots >= order.ref.quantity:
+        return OrderStatus.FILLED
+    if cum_lots:
+        return OrderStatus.PARTIALLY_FILLED
+    return order.status if order.status is not OrderStatus.PENDING_SUBMIT else OrderStatus.NEW
+
+
+def advance(current: OrderStatus, reported: OrderStatus) -> OrderStatus:
+    """Move to the reported status if the lifecycle table allows it. A report that would go
+    back (a late or repeated one: delivery is at least once) leaves the status as it is."""
+    try:
+        return transition(current, reported)
+    except InvalidOrderTransition:
+        log.debug("ignoring report %s for an order already %s", reported, current)
+        return current
+
+
+def field_of(message: fix.Message, tag: int) -> str | None:
+    return str(message.getField(tag)) if message.isSetField(tag) else None
+
+
+def header_field(message: fix.Message, tag: int) -> str | None:
+    header = message.getHeader()
+    return str(header.getField(tag)) if header.isSetField(tag) else None
+
+
+def to_decimal(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return None
+
+
+def lots(value: str | None, units_per_lot: Decimal) -> Decimal | None:
+    """A FIX quantity (OrderQty, LastQty, CumQty) in lots."""
+    quantity = to_decimal(value)
+    return None if quantity is None else quantity / units_per_lot
+
+
+def plain(value: Decimal) -> str:
+    """A decimal in plain notation without trailing zeros: FIX has no exponent form."""
+    text = format(value.normalize(), "f")
+    return text
+
+
+def utc_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
