@@ -13,7 +13,15 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
+from orchestrator.adapters.brokers.base import (
+    AccountReading,
+    BrokerOrder,
+    BrokerPosition,
+    Execution,
+    OrderTicket,
+    Quote,
+    ReplaceNotSupported,
+)
 from orchestrator.domain.orders import OrderStatus
 
 
@@ -55,3 +63,15 @@ class MemoryBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return []
+
+    def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
+        raise ReplaceNotSupported(f"{type(self).__name__} cannot cancel/replace yet")
+
+    def quote(self, account_id: str, symbol: str) -> Quote | None:
+        return None
+
+    def positions(self, account_id: str) -> list[BrokerPosition] | None:
+        return None
+
+    def account_state(self, account_id: str) -> AccountReading | None:
+        return None

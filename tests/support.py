@@ -20,7 +20,14 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from orchestrator.adapters.book_file import AccountRecord, AccountState, Book, DailyReturn
-from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.adapters.brokers.base import (
+    AccountReading,
+    Broker,
+    BrokerOrder,
+    BrokerPosition,
+    OrderTicket,
+    Quote,
+)
 from orchestrator.adapters.brokers.paper import PaperBehaviour
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import MIGRATIONS, Database
@@ -233,6 +240,18 @@ class FaultyBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
+
+    def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
+        return self._inner.replace(client_order_id, ticket)
+
+    def quote(self, account_id: str, symbol: str) -> Quote | None:
+        return self._inner.quote(account_id, symbol)
+
+    def positions(self, account_id: str) -> list[BrokerPosition] | None:
+        return self._inner.positions(account_id)
+
+    def account_state(self, account_id: str) -> AccountReading | None:
+        return self._inner.account_state(account_id)
 
 
 def paper_orders(db: Database) -> dict[str, PaperOrderRow]:

@@ -33,6 +33,7 @@ class Signal(Model):
     """Protective stop; its distance from ``entry`` defines the risk per lot."""
     take_profit: PositiveDecimal | None = None
     order_type: OrderType = OrderType.MARKET
+    """How the entries go: MARKET, or LIMIT at ``entry``. (STOP is for protective orders.)"""
     account_ids: list[Identifier] | None = Field(default=None, min_length=1)
     """Restrict the signal to these accounts; ``None`` means the whole book."""
     reroute_on_pause: bool = False
@@ -62,3 +63,10 @@ class Signal(Model):
         if side is Side.SELL and target >= entry:
             raise ValueError("take_profit must be below entry for a SELL")
         return target
+
+    @field_validator("order_type")
+    @classmethod
+    def _entry_type(cls, order_type: OrderType) -> OrderType:
+        if order_type is OrderType.STOP:
+            raise ValueError("an entry is a MARKET or LIMIT order (STOP is for protective orders)")
+        return order_type

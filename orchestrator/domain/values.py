@@ -52,6 +52,9 @@ class Side(StrEnum):
 class OrderType(StrEnum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"
+    STOP = "STOP"
+    """A protective stop: becomes a market order once the price trades through its stop price
+    (FIX OrdType 3 with StopPx). Never an entry."""
 
 
 class DenialReason(StrEnum):

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from activities import execution
-from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
+from orchestrator.adapters.brokers.base import (
+    AccountReading,
+    Broker,
+    BrokerOrder,
+    BrokerPosition,
+    OrderTicket,
+    Quote,
+)
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.temporal import connect
@@ -88,6 +95,18 @@ class TrappedBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
+
+    def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
+        return self._inner.replace(client_order_id, ticket)
+
+    def quote(self, account_id: str, symbol: str) -> Quote | None:
+        return self._inner.quote(account_id, symbol)
+
+    def positions(self, account_id: str) -> list[BrokerPosition] | None:
+        return self._inner.positions(account_id)
+
+    def account_state(self, account_id: str) -> AccountReading | None:
+        return self._inner.account_state(account_id)
 
 
 def install_database_traps(trap: Trap) -> None:

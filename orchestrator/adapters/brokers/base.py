@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from orchestrator.domain.errors import OrchestratorError
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.values import OrderType, Side
 
@@ -24,6 +25,8 @@ class OrderTicket:
     quantity: Decimal
     limit_price: Decimal | None
     reference_price: Decimal
+    stop_price: Decimal | None = None
+    """A STOP order's trigger price (FIX StopPx)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,42 @@ class BrokerOrder:
     quantity: Decimal
     executions: tuple[Execution, ...]
     reject_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The broker's current prices for one symbol."""
+
+    bid: Decimal
+    ask: Decimal
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPosition:
+    """A position as the broker reports it: net, per account and symbol."""
+
+    symbol: str
+    side: Side
+    quantity: Decimal
+    average_price: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountReading:
+    """An account's money as the broker reports it (or as derived from our fills and the
+    broker's prices, when it reports none)."""
+
+    balance: Decimal
+    equity: Decimal
+    free_margin: Decimal
+    reported: bool
+    """The broker said so (``False``: derived)."""
+    at: datetime
+
+
+class ReplaceNotSupported(OrchestratorError):
+    """The broker cannot cancel/replace an order: cancel it and submit a new one instead."""
 
 
 class Broker(Protocol):
@@ -69,4 +108,25 @@ class Broker(Protocol):
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         """Orders of the account that are not yet terminal."""
+        ...
+
+    def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
+        """Cancel/replace a working order (FIX OrderCancelReplaceRequest): the ticket's new
+        client order id, quantity and price take the old order's place at once, with no moment
+        where neither works. Returns the new order; a fill the old one got first stays on it.
+        Idempotent on the new id. :class:`ReplaceNotSupported` if the venue cannot."""
+        ...
+
+    def quote(self, account_id: str, symbol: str) -> Quote | None:
+        """The current bid and ask of ``symbol`` for the account; ``None`` when unknown."""
+        ...
+
+    def positions(self, account_id: str) -> list[BrokerPosition] | None:
+        """The account's open positions as the broker reports them; ``None`` when it does not
+        answer (a missing answer is not "flat")."""
+        ...
+
+    def account_state(self, account_id: str) -> AccountReading | None:
+        """The account's balance, equity and free margin as the broker reports them; ``None``
+        when it does not (the caller derives them)."""
         ...

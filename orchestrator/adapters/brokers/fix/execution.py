@@ -40,7 +40,14 @@ from datetime import UTC, datetime
 
 import quickfix as fix
 
-from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
+from orchestrator.adapters.brokers.base import (
+    AccountReading,
+    BrokerOrder,
+    BrokerPosition,
+    OrderTicket,
+    Quote,
+    ReplaceNotSupported,
+)
 from orchestrator.adapters.brokers.fix.config import FixSessionConfig
 from orchestrator.adapters.brokers.fix.parsing import (
     CL_ORD_ID,
@@ -265,6 +272,18 @@ class FixBroker:
             ]
 
     # -- sending -------------------------------------------------------------------------------
+
+    def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
+        raise ReplaceNotSupported(f"{type(self).__name__} cannot cancel/replace yet")
+
+    def quote(self, account_id: str, symbol: str) -> Quote | None:
+        return None
+
+    def positions(self, account_id: str) -> list[BrokerPosition] | None:
+        return None
+
+    def account_state(self, account_id: str) -> AccountReading | None:
+        return None
 
     def _require_logged_on(self) -> None:
         if not self._book.logged_on:

@@ -16,7 +16,15 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
+from orchestrator.adapters.brokers.base import (
+    AccountReading,
+    BrokerOrder,
+    BrokerPosition,
+    Execution,
+    OrderTicket,
+    Quote,
+    ReplaceNotSupported,
+)
 from orchestrator.adapters.brokers.paper.config import PaperBehaviour, PaperFill
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import (
@@ -124,6 +132,18 @@ class PaperBroker:
             ).all()
             views = [self._advance(session, row, now) for row in rows]
         return [v for v in views if v.status not in TERMINAL]
+
+    def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
+        raise ReplaceNotSupported(f"{type(self).__name__} cannot cancel/replace yet")
+
+    def quote(self, account_id: str, symbol: str) -> Quote | None:
+        return None
+
+    def positions(self, account_id: str) -> list[BrokerPosition] | None:
+        return None
+
+    def account_state(self, account_id: str) -> AccountReading | None:
+        return None
 
     def _advance(self, session: Session, row: PaperOrderRow, now: datetime) -> BrokerOrder:
         """Materialise every execution whose time has come."""
