@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator.domain.positions import RefusedStop
 from orchestrator.domain.settings import (
     Attempts,
     BatchSize,
@@ -101,6 +102,9 @@ class Settings(BaseSettings):
     completion_deadline_s: Seconds = 120
     reroute_fraction: RerouteFraction = Decimal("0.95")
     reroute_max_accounts: Attempts = 3
+    on_refused_stop: RefusedStop = RefusedStop.CLOSE
+    """A position whose stop the broker refuses (too close, an unsupported order type): closed
+    at market (``close``), or kept open and marked UNPROTECTED (``keep``)."""
     max_orders_in_flight: OrdersInFlight = 600
     """First orders one signal keeps working at once (its batches share it out); legs due past
     it wait their turn. Bounds the burst a broker sees and keeps the backlog in the workflow
@@ -271,6 +275,7 @@ class Settings(BaseSettings):
             reroute_fraction=self.reroute_fraction,
             reroute_max_accounts=self.reroute_max_accounts,
             max_orders_in_flight=self.max_orders_in_flight,
+            on_refused_stop=self.on_refused_stop,
             broker_task_queues=self.broker_task_queues,
         )
 

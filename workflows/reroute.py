@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         SnapshotRequest,
     )
     from orchestrator.domain.ids import client_order_id
+    from orchestrator.domain.positions import Contract
     from orchestrator.domain.report import (
         AccountReport,
         LegStatus,
@@ -172,6 +173,14 @@ class OrderRerouteWorkflow:
                 client_order_id=order_id,
                 size=decision.rationale,
                 rerouted_from=request.from_account,
+                contract=Contract(
+                    tick_size=spec.tick_size,
+                    tick_value=spec.tick_value,
+                    lot_step=spec.lot_step,
+                    min_lot=spec.min_lot,
+                ),
+                broker=account.broker,
+                broker_symbol=spec.symbol,
             )
             status = fill_status(quantity, line.filled)
             line = line.model_copy(update={"status": status})

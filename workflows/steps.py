@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.correlation import CorrelationResult
     from orchestrator.domain.orders import OrderOutcome, average_price
     from orchestrator.domain.planning.decisions import DelayRationale, SizeRationale
+    from orchestrator.domain.positions import Contract
     from orchestrator.domain.report import (
         AccountReport,
         CompletionResult,
@@ -252,6 +253,9 @@ def account_report(
     delay_ms: int | None = None,
     reroute: RerouteResult | None = None,
     rerouted_from: str | None = None,
+    contract: Contract | None = None,
+    broker: str | None = None,
+    broker_symbol: str | None = None,
 ) -> AccountReport:
     """One report line: fills of the first order and of its completion, volume-weighted."""
     fills: list[tuple[Decimal, Decimal]] = []
@@ -283,6 +287,9 @@ def account_report(
         completion=completion,
         reroute=reroute,
         rerouted_from=rerouted_from,
+        contract=contract,
+        broker=broker,
+        broker_symbol=broker_symbol,
     )
 
 

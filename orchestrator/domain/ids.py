@@ -54,3 +54,20 @@ def client_order_id(signal_id: str, account_id: str, business_sequence: int) -> 
     """``{signal_id}:{account_id}:{n}``: the same leg and sequence always give the same id, and it
     never holds a retry attempt, so a retried activity can only find the order it placed."""
     return f"{signal_id}:{account_id}:{business_sequence}"
+
+
+def protective_client_order_id(signal_id: str, account_id: str, code: str, generation: int) -> str:
+    """``{signal}:{account}:S{n}`` (a stop, ``code`` S) or ``…:T{n}`` (a take-profit): derived
+    from the position and the generation of its protection, never from a retry."""
+    return f"{signal_id}:{account_id}:{code}{generation}"
+
+
+def closing_client_order_id(signal_id: str, account_id: str, number: int) -> str:
+    """``{signal}:{account}:C{n}``: the position's n-th closing order."""
+    return f"{signal_id}:{account_id}:C{number}"
+
+
+def positions_workflow_id(owner_workflow_id: str) -> str:
+    """``signal-{id}/positions`` (or ``signal-{id}/batch-{n}/positions``): the keeper of the
+    positions the legs of ``owner_workflow_id`` opened."""
+    return f"{owner_workflow_id}{SEPARATOR}positions"

@@ -42,6 +42,15 @@ class CloseCause(StrEnum):
     """The broker reports it closed by an order we did not send."""
 
 
+class RefusedStop(StrEnum):
+    """What to do with a position whose stop the broker refuses."""
+
+    CLOSE = "close"
+    """Close it at market (the default): no position stands unprotected."""
+    KEEP = "keep"
+    """Keep it open, marked UNPROTECTED wherever it is shown."""
+
+
 class ProtectionKind(StrEnum):
     STOP = "STOP"
     TAKE_PROFIT = "TAKE_PROFIT"
@@ -124,6 +133,8 @@ class Position(Model):
     generation: int = 0
     """How many times its protective orders were (re)issued: part of their client order ids,
     so a resize is a new order id, and a retry finds the one it sent."""
+    closing_orders: int = 0
+    """Closing orders sent for it so far (part of their client order ids)."""
     note: str | None = None
     """Why it is UNPROTECTED, with the broker's text verbatim."""
 
@@ -157,3 +168,122 @@ def take_profit_is_through_the_market(
     """A take-profit already reached: a long's sells above the bid, a short's buys below the
     ask."""
     return target <= bid if side is Side.BUY else target >= ask
+
+
+# --------------------------------------------------------------------------------------------
+# What the keeper decides
+
+
+def opened(
+    signal_id: str,
+    side: Side,
+    stop: Decimal,
+    take_profit: Decimal | None,
+    *,
+    account_id: str,
+    broker: str,
+    broker_symbol: str,
+    contract: Contract,
+    entry_quantity: Decimal,
+    average_entry: Decimal,
+) -> Position:
+    """A position as its first entry fill opens it (not yet protected)."""
+    return Position(
+        signal_id=signal_id,
+        account_id=account_id,
+        broker=broker,
+        broker_symbol=broker_symbol,
+        side=side,
+        contract=contract,
+        entry_quantity=entry_quantity,
+        average_entry=average_entry,
+        open_quantity=entry_quantity,
+        stop=stop,
+        take_profit=take_profit,
+    )
+
+
+def grown(position: Position, entry_quantity: Decimal, average_entry: Decimal) -> Position:
+    """The position once its entries have filled ``entry_quantity`` in all (a completion, a
+    later fill): the added quantity opens too. A total it already has changes nothing."""
+    added = entry_quantity - position.entry_quantity
+    if added <= 0:
+        return position
+    return position.model_copy(
+        update={
+            "entry_quantity": entry_quantity,
+            "average_entry": average_entry,
+            "open_quantity": position.open_quantity + added,
+            "status": PositionStatus.OPEN
+            if position.status is PositionStatus.CLOSED
+            else position.status,
+        }
+    )
+
+
+def reduced(
+    position: Position,
+    *,
+    execution_id: str,
+    client_order_id: str,
+    quantity: Decimal,
+    price: Decimal,
+    cause: CloseCause,
+    at: datetime,
+) -> tuple[Position, ClosingFill | None]:
+    """The position after a fill of one of its protective or closing orders, and the closing
+    fill it books; a fill beyond the open quantity books only what was open (the broker closed
+    more than we hold: the account's reconciliation will see the rest)."""
+    closing = min(quantity, position.open_quantity)
+    if closing <= 0:
+        return position, None
+    pnl = realized_pnl(position.side, position.average_entry, price, closing, position.contract)
+    fill = ClosingFill(
+        execution_id=execution_id,
+        client_order_id=client_order_id,
+        quantity=closing,
+        price=price,
+        cause=cause,
+        pnl=pnl,
+        at=at,
+    )
+    left = position.open_quantity - closing
+    return (
+        position.model_copy(
+            update={
+                "open_quantity": left,
+                "realized_pnl": position.realized_pnl + pnl,
+                "closes": [*position.closes, fill],
+                "status": PositionStatus.CLOSED if left <= 0 else position.status,
+            }
+        ),
+        fill,
+    )
+
+
+def protection_settled(position: Position) -> bool:
+    """Whether its protective orders are what they must be: while open, a working stop for
+    exactly the open quantity at its stop price (unless it is UNPROTECTED) and likewise a
+    take-profit when it has one; once flat, nothing working."""
+    if position.open_quantity <= 0:
+        return not any(
+            o is not None and o.working for o in (position.stop_order, position.take_profit_order)
+        )
+    stop_ok = position.status is PositionStatus.UNPROTECTED or _covers(
+        position.stop_order, position.stop, position.open_quantity
+    )
+    target_ok = (
+        _covers(position.take_profit_order, position.take_profit, position.open_quantity)
+        if position.take_profit is not None
+        else position.take_profit_order is None or not position.take_profit_order.working
+    )
+    return stop_ok and target_ok
+
+
+def _covers(order: ProtectiveOrder | None, price: Decimal | None, quantity: Decimal) -> bool:
+    return (
+        order is not None
+        and order.working
+        and order.price == price
+        and order.quantity - order.filled == quantity
+    )

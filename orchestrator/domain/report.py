@@ -9,6 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from orchestrator.domain.planning.decisions import DelayRationale, SizeRationale
+from orchestrator.domain.positions import Contract, Position
 from orchestrator.domain.values import DenialReason, Identifier, Model, Side, SymbolName
 
 
@@ -124,6 +125,12 @@ class AccountReport(Model):
     """The reroute chain, when this account's order failed and was moved elsewhere."""
     rerouted_from: Identifier | None = None
     """On a reroute target's line: the account whose leg it took over."""
+    broker: Identifier | None = None
+    broker_symbol: SymbolName | None = None
+    contract: Contract | None = None
+    """The traded account's contract (what its position is valued with)."""
+    position: Position | None = None
+    """The position its fills opened, as it stood when the line was written."""
 
 
 class SignalStatus(StrEnum):

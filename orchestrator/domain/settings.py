@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from orchestrator.domain.limits import MAX_BATCH_LEGS
+from orchestrator.domain.positions import RefusedStop
 from orchestrator.domain.values import Fraction, Model
 
 # The bounds of every setting, written once: the payloads below and the environment's
@@ -85,6 +86,8 @@ class ExecutionSettings(Model):
     max_orders_in_flight: OrdersInFlight
     """First orders one signal keeps working at once; a large signal's batches each take an
     equal share. Legs due past it wait their turn, in the order they came due."""
+    on_refused_stop: RefusedStop
+    """A position whose stop the broker refuses is closed at market, or kept UNPROTECTED."""
     broker_task_queues: dict[str, str]
     """Broker name → task queue of the worker that holds that broker's session (a FIX session
     lives in one process). Order and cancel activities of its accounts go there; brokers not

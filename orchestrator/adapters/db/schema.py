@@ -177,7 +177,13 @@ class RiskReservationRow(Base):
 class OrderRow(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        UniqueConstraint("signal_id", "account_id", "business_sequence", name="uq_order_leg_seq"),
+        UniqueConstraint(
+            "signal_id",
+            "account_id",
+            "purpose",
+            "business_sequence",
+            name="uq_order_purpose_seq",
+        ),
     )
 
     client_order_id: Mapped[str] = mapped_column(String(160), primary_key=True)
@@ -190,6 +196,9 @@ class OrderRow(Base):
     order_type: Mapped[str] = mapped_column(String(8))
     quantity: Mapped[Decimal] = mapped_column(Money)
     limit_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    purpose: Mapped[str] = mapped_column(String(16), default="ENTRY", server_default="ENTRY")
+    """ENTRY (a leg's first order, a completion, a reroute's), STOP, TAKE_PROFIT or CLOSE."""
+    stop_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     status: Mapped[str] = mapped_column(String(20))
     filled_quantity: Mapped[Decimal] = mapped_column(Money)
     average_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
@@ -208,6 +217,51 @@ class FillRow(Base):
     )
     quantity: Mapped[Decimal] = mapped_column(Money)
     price: Mapped[Decimal] = mapped_column(Money)
+    filled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PositionRow(Base):
+    """One (signal, account)'s position, as its keeper last recorded it."""
+
+    __tablename__ = "positions"
+
+    signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("accounts.account_id"), primary_key=True
+    )
+    keeper_workflow_id: Mapped[str] = mapped_column(String(200))
+    """The one workflow that writes it (``signal-{id}/positions``)."""
+    broker: Mapped[str] = mapped_column(String(64))
+    broker_symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    entry_quantity: Mapped[Decimal] = mapped_column(Money)
+    average_entry: Mapped[Decimal] = mapped_column(Money)
+    open_quantity: Mapped[Decimal] = mapped_column(Money)
+    stop: Mapped[Decimal] = mapped_column(Money)
+    take_profit: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    realized_pnl: Mapped[Decimal] = mapped_column(Money)
+    stop_client_order_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    take_profit_client_order_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class PositionFillRow(Base):
+    """A fill that reduced a position, with its cause and realized P&L: booked once."""
+
+    __tablename__ = "position_fills"
+
+    execution_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    signal_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.account_id"))
+    client_order_id: Mapped[str] = mapped_column(String(160))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal] = mapped_column(Money)
+    cause: Mapped[str] = mapped_column(String(24))
+    pnl: Mapped[Decimal] = mapped_column(Money)
     filled_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

@@ -29,6 +29,15 @@ from orchestrator.domain.contracts.payloads import (
     SettleLegRequest,
     SnapshotRequest,
 )
+from orchestrator.domain.contracts.positions import (
+    CloseOutcome,
+    CloseRequest,
+    OrderNews,
+    PositionsRecord,
+    ProtectionOutcome,
+    ProtectionRequest,
+    WatchRequest,
+)
 from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
 from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.settings import ServiceSettings
@@ -94,6 +103,35 @@ class Control:
         raise _contract()
 
 
+class Positions:
+    """The protective and closing orders of a signal's positions, and the ledger's record of
+    them. Blocking calls (database and broker), on the worker's thread pool."""
+
+    @activity.defn
+    def protect(self, request: ProtectionRequest) -> list[ProtectionOutcome]:
+        """Make each position's stop and take-profit at the broker exactly what its target
+        says: placed, replaced (cancel/replace where the broker can) or cancelled."""
+        raise _contract()
+
+    @activity.defn
+    def check_orders(self, request: WatchRequest) -> list[OrderNews]:
+        """The protective orders that filled (more) or ended since the keeper last knew, with
+        every execution; booked in the ledger."""
+        raise _contract()
+
+    @activity.defn
+    def close_positions(self, request: CloseRequest) -> list[CloseOutcome]:
+        """Close positions (or part of them) at market and follow each order to its end."""
+        raise _contract()
+
+    @activity.defn
+    def record_positions(self, record: PositionsRecord) -> None:
+        """Write the positions as the keeper holds them, their closing fills, and what
+        closing did to each account (open positions, committed risk, margin, today's loss),
+        each closing fill once."""
+        raise _contract()
+
+
 class Archive:
     """Keeping closed signals' histories past the server's retention."""
 
@@ -103,7 +141,7 @@ class Archive:
         raise _contract()
 
 
-CONTRACTS: tuple[type, ...] = (Execution, Control, Archive)
+CONTRACTS: tuple[type, ...] = (Execution, Control, Positions, Archive)
 
 
 def activity_name(definition: Callable[..., Any]) -> str:

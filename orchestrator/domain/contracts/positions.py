@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import (
@@ -25,15 +24,6 @@ from orchestrator.domain.values import (
     Side,
     SymbolName,
 )
-
-
-class RefusedStop(StrEnum):
-    """What to do with a position whose stop the broker refuses."""
-
-    CLOSE = "close"
-    """Close it at market (the default): no position stands unprotected."""
-    KEEP = "keep"
-    """Keep it open, marked UNPROTECTED wherever it is shown."""
 
 
 class PositionFill(Model):
@@ -63,7 +53,6 @@ class PositionsInput(Model):
 
     signal: Signal
     execution: ExecutionSettings
-    on_refused_stop: RefusedStop
     positions: list[Position] = []
     entries_done: bool = False
     seen_executions: list[str] = []
@@ -99,6 +88,9 @@ class ProtectionTarget(Model):
     generation: int
     current_stop: ProtectiveOrder | None
     current_take_profit: ProtectiveOrder | None
+    skip_stop: bool = False
+    """The position is UNPROTECTED (its stop was refused, and the setting keeps it open): no
+    stop is placed again; its take-profit is kept right."""
 
 
 class ProtectionOutcome(Model):
@@ -107,9 +99,9 @@ class ProtectionOutcome(Model):
     take_profit: ProtectiveOrder | None
     stop_refused: str | None = None
     """The broker's text, verbatim, when it refused the stop."""
-    superseded: list[ProtectiveOrder] = []
-    """The orders replaced or cancelled, as the broker left them (a fill that came first
-    counts)."""
+    superseded: list[OrderNews] = []
+    """The orders replaced or cancelled, as the broker left them, with every execution (a fill
+    that came first counts)."""
 
 
 class ProtectionRequest(Model):
@@ -185,3 +177,6 @@ class PositionsRecord(Model):
 
     keeper_workflow_id: str
     positions: list[Position]
+
+
+ProtectionOutcome.model_rebuild()

@@ -65,6 +65,8 @@ class LegOrder(Model):
     delay_ms: int
     tick_size: PositiveDecimal
     """The contract's tick, to express slippage in ticks."""
+    tick_value: PositiveDecimal
+    """Account-currency value of one tick for one lot: to value the position it opens."""
     min_lot: PositiveDecimal
     lot_step: PositiveDecimal
     reroute_on_pause: bool = False

@@ -183,6 +183,7 @@ def plan_signal(
                 client_order_id=client_order_id(signal.signal_id, account.account_id, 1),
                 delay_ms=delays[account.account_id].delay_ms,
                 tick_size=spec.tick_size,
+                tick_value=spec.tick_value,
                 min_lot=spec.min_lot,
                 lot_step=spec.lot_step,
                 reroute_on_pause=account.reroute_on_pause,

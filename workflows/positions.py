@@ -1,0 +1,385 @@
+"""``PositionsWorkflow``: the one writer of the positions a signal's legs opened
+(``signal-{id}/positions``, or ``signal-{id}/batch-{n}/positions`` for a batch's legs).
+
+Started by the workflow that runs the legs at the first fill, with ``ABANDON``: it outlives the
+signal's execution for as long as any of its positions is open (weeks, through continue-as-new).
+Its loop, one step at a time, so each position has exactly one writer:
+
+    entry fills (signals from the legs) ─┐
+                                         ├─► positions in memory ─► protect: stop and
+    news of protective orders ───────────┘     take-profit for exactly the open quantity
+    (a check, on a durable timer)              (placed, replaced, cancelled) ─► record in the
+                                               ledger (positions, closing fills, account state)
+
+One-cancels-other is ours (FIX 4.2/4.4 have no contingency orders): when one side fills, fully
+or partly, the other is reduced to what is left open, or cancelled. A stop the broker refuses
+closes the position at market, or leaves it UNPROTECTED, as configured.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import timedelta
+from decimal import Decimal
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from orchestrator.domain import ids, positions
+    from orchestrator.domain.contracts.activities import Positions
+    from orchestrator.domain.contracts.positions import (
+        BrokerFill,
+        CloseOrder,
+        CloseOutcome,
+        CloseRequest,
+        EntriesDone,
+        OrderNews,
+        PositionFill,
+        PositionsInput,
+        PositionsRecord,
+        PositionsResult,
+        ProtectionOutcome,
+        ProtectionRequest,
+        ProtectionTarget,
+        WatchedOrder,
+        WatchRequest,
+    )
+    from orchestrator.domain.orders import OrderStatus
+    from orchestrator.domain.positions import (
+        CloseCause,
+        Position,
+        PositionStatus,
+        ProtectionKind,
+        RefusedStop,
+    )
+    from workflows.steps import DATABASE_RETRY, DATABASE_STEP, ORDER_RETRY
+
+CHECK_FIRST = timedelta(seconds=1)
+"""After a change, the protective orders are checked again this soon."""
+CHECK_MOST = timedelta(seconds=30)
+"""Between checks with nothing new, the wait doubles up to this."""
+BROKER_STEP = timedelta(minutes=2)
+"""start-to-close of one protect, check or close activity (retried after)."""
+HISTORY_BUDGET = 8_000
+"""Events after which the keeper continues as new (Temporal warns at 10,240)."""
+
+
+@workflow.defn
+class PositionsWorkflow:
+    """Keeps a signal's positions protected at the broker until each is closed."""
+
+    def __init__(self) -> None:
+        self._positions: dict[str, Position] = {}
+        self._fills: deque[PositionFill] = deque()
+        self._entries_done = False
+        self._seen: set[str] = set()
+
+    @workflow.signal
+    def position_filled(self, fill: PositionFill) -> None:
+        """A leg's entries filled (more of) a position."""
+        self._fills.append(fill)
+
+    @workflow.signal
+    def entries_done(self, done: EntriesDone) -> None:
+        """No more entry fills will come."""
+        self._entries_done = True
+
+    @workflow.query
+    def positions(self) -> list[Position]:
+        return list(self._positions.values())
+
+    @workflow.run
+    async def run(self, request: PositionsInput) -> PositionsResult:
+        self._request = request
+        self._positions = {p.account_id: p for p in request.positions}
+        self._entries_done = self._entries_done or request.entries_done
+        self._seen = set(request.seen_executions)
+        wait = CHECK_FIRST
+        while not self._finished():
+            changed = self._take_fills()
+            if not all(positions.protection_settled(p) for p in self._positions.values()):
+                await self._protect()
+                changed = True
+            if changed:
+                await self._record()
+                wait = CHECK_FIRST
+            if self._working_orders():
+                if await self._check():
+                    await self._record()
+                    wait = CHECK_FIRST
+                    continue
+                await workflow.wait_condition(lambda: bool(self._fills), timeout=wait)
+                wait = min(wait * 2, CHECK_MOST)
+            else:
+                await workflow.wait_condition(lambda: bool(self._fills) or self._finished())
+            if workflow.info().get_current_history_length() > HISTORY_BUDGET:
+                await self._continue_as_new()
+        await self._record()
+        return PositionsResult(
+            signal_id=request.signal.signal_id,
+            positions=list(self._positions.values()),
+            realized_pnl=sum((p.realized_pnl for p in self._positions.values()), Decimal(0)),
+        )
+
+    # ----------------------------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        return (
+            self._entries_done
+            and not self._fills
+            and all(
+                p.status is PositionStatus.CLOSED and positions.protection_settled(p)
+                for p in self._positions.values()
+            )
+        )
+
+    def _working_orders(self) -> list[WatchedOrder]:
+        watched = []
+        for position in self._positions.values():
+            for order in (position.stop_order, position.take_profit_order):
+                if order is not None and order.working:
+                    watched.append(
+                        WatchedOrder(
+                            signal_id=position.signal_id,
+                            account_id=position.account_id,
+                            broker=position.broker,
+                            client_order_id=order.client_order_id,
+                            kind=order.kind,
+                            filled=order.filled,
+                        )
+                    )
+        return watched
+
+    def _take_fills(self) -> bool:
+        """Apply the entry fills the legs sent: open or grow positions."""
+        signal = self._request.signal
+        changed = False
+        while self._fills:
+            fill = self._fills.popleft()
+            known = self._positions.get(fill.account_id)
+            if known is None:
+                position = positions.opened(
+                    signal.signal_id,
+                    signal.side,
+                    signal.stop,
+                    signal.take_profit,
+                    account_id=fill.account_id,
+                    broker=fill.broker,
+                    broker_symbol=fill.broker_symbol,
+                    contract=fill.contract,
+                    entry_quantity=fill.entry_quantity,
+                    average_entry=fill.average_entry,
+                )
+            else:
+                position = positions.grown(known, fill.entry_quantity, fill.average_entry)
+            if position != known:
+                self._positions[fill.account_id] = position
+                changed = True
+        return changed
+
+    async def _protect(self) -> None:
+        """One activity makes every unsettled position's protective orders right."""
+        targets = []
+        for position in self._positions.values():
+            if positions.protection_settled(position):
+                continue
+            generation = position.generation + 1
+            self._positions[position.account_id] = position.model_copy(
+                update={"generation": generation}
+            )
+            unprotected = position.status is PositionStatus.UNPROTECTED
+            targets.append(
+                ProtectionTarget(
+                    signal_id=position.signal_id,
+                    account_id=position.account_id,
+                    broker=position.broker,
+                    broker_symbol=position.broker_symbol,
+                    position_side=position.side,
+                    quantity=position.open_quantity,
+                    stop=position.stop,
+                    take_profit=position.take_profit,
+                    generation=generation,
+                    current_stop=position.stop_order,
+                    current_take_profit=position.take_profit_order,
+                    skip_stop=unprotected,
+                )
+            )
+        execution = self._request.execution
+        outcomes = await workflow.execute_activity_method(
+            Positions.protect,
+            ProtectionRequest(targets=targets, execution=execution),
+            start_to_close_timeout=BROKER_STEP,
+            retry_policy=ORDER_RETRY,
+            summary=f"protect {len(targets)} position(s)",
+        )
+        refused = []
+        for outcome in outcomes:
+            if self._apply_protection(outcome):
+                refused.append(outcome.account_id)
+        if refused and self._request.execution.on_refused_stop is RefusedStop.CLOSE:
+            await self._close(refused, CloseCause.STOP_REFUSED)
+
+    def _apply_protection(self, outcome: ProtectionOutcome) -> bool:
+        """Take the protect activity's word for a position's orders; whether its stop was
+        refused (and the position is not UNPROTECTED already)."""
+        for news in outcome.superseded:  # fills a replaced order got first still count
+            self._apply_news(news)
+        position = self._positions[outcome.account_id]
+        position = position.model_copy(
+            update={"stop_order": outcome.stop, "take_profit_order": outcome.take_profit}
+        )
+        refused = outcome.stop_refused is not None and position.open_quantity > 0
+        if refused and self._request.execution.on_refused_stop is RefusedStop.KEEP:
+            position = position.model_copy(
+                update={
+                    "status": PositionStatus.UNPROTECTED,
+                    "note": f"stop refused by the broker: {outcome.stop_refused}",
+                }
+            )
+        elif refused:
+            position = position.model_copy(
+                update={"note": f"stop refused by the broker: {outcome.stop_refused}"}
+            )
+        self._positions[position.account_id] = position
+        return refused and self._request.execution.on_refused_stop is RefusedStop.CLOSE
+
+    async def _check(self) -> bool:
+        """Ask the broker about every working protective order; apply what filled or ended."""
+        news = await workflow.execute_activity_method(
+            Positions.check_orders,
+            WatchRequest(orders=self._working_orders(), wait_s=0),
+            start_to_close_timeout=BROKER_STEP,
+            retry_policy=DATABASE_RETRY,
+            summary="check protective orders",
+        )
+        for item in news:
+            self._apply_news(item)
+        return bool(news)
+
+    def _apply_news(self, news: OrderNews) -> None:
+        position = self._positions[news.account_id]
+        position = self._apply_executions(
+            position, news.kind, news.client_order_id, news.executions
+        )
+        for field in ("stop_order", "take_profit_order"):
+            order = getattr(position, field)
+            if order is not None and order.client_order_id == news.client_order_id:
+                filled = sum((e.quantity for e in news.executions), Decimal(0))
+                position = position.model_copy(
+                    update={
+                        field: order.model_copy(
+                            update={
+                                "status": news.status,
+                                "filled": filled,
+                                "reject_text": news.reject_text,
+                            }
+                        )
+                    }
+                )
+        if news.kind is ProtectionKind.STOP and news.status is OrderStatus.REJECTED:
+            position = position.model_copy(
+                update={"note": f"stop refused by the broker: {news.reject_text}"}
+            )
+        self._positions[position.account_id] = position
+
+    def _apply_executions(
+        self,
+        position: Position,
+        kind: ProtectionKind,
+        client_order_id: str,
+        executions: list[BrokerFill],
+    ) -> Position:
+        cause = CloseCause.STOP_HIT if kind is ProtectionKind.STOP else CloseCause.TAKE_PROFIT_HIT
+        for execution in executions:
+            if execution.execution_id in self._seen:
+                continue
+            self._seen.add(execution.execution_id)
+            position, _ = positions.reduced(
+                position,
+                execution_id=execution.execution_id,
+                client_order_id=client_order_id,
+                quantity=execution.quantity,
+                price=execution.price,
+                cause=cause,
+                at=execution.at,
+            )
+        return position
+
+    async def _close(self, accounts: list[str], cause: CloseCause) -> None:
+        """Close these positions at market, whatever is open of each."""
+        orders = []
+        for account_id in accounts:
+            position = self._positions[account_id]
+            if position.open_quantity <= 0:
+                continue
+            number = position.closing_orders + 1
+            self._positions[account_id] = position.model_copy(update={"closing_orders": number})
+            orders.append(
+                CloseOrder(
+                    signal_id=position.signal_id,
+                    account_id=account_id,
+                    broker=position.broker,
+                    broker_symbol=position.broker_symbol,
+                    side=positions.closing_side(position.side),
+                    quantity=position.open_quantity,
+                    client_order_id=ids.closing_client_order_id(
+                        position.signal_id, account_id, number
+                    ),
+                    reference_price=position.stop,
+                    cause=cause,
+                )
+            )
+        if not orders:
+            return
+        outcomes = await workflow.execute_activity_method(
+            Positions.close_positions,
+            CloseRequest(orders=orders, execution=self._request.execution),
+            start_to_close_timeout=BROKER_STEP,
+            retry_policy=ORDER_RETRY,
+            summary=f"close {len(orders)} position(s) at market",
+        )
+        causes = {o.client_order_id: o.cause for o in orders}
+        for outcome in outcomes:
+            self._apply_close(outcome, causes[outcome.client_order_id])
+
+    def _apply_close(self, outcome: CloseOutcome, cause: CloseCause) -> None:
+        position = self._positions[outcome.account_id]
+        for execution in outcome.executions:
+            if execution.execution_id in self._seen:
+                continue
+            self._seen.add(execution.execution_id)
+            position, _ = positions.reduced(
+                position,
+                execution_id=execution.execution_id,
+                client_order_id=outcome.client_order_id,
+                quantity=execution.quantity,
+                price=execution.price,
+                cause=cause,
+                at=execution.at,
+            )
+        self._positions[position.account_id] = position
+
+    async def _record(self) -> None:
+        await workflow.execute_activity_method(
+            Positions.record_positions,
+            PositionsRecord(
+                keeper_workflow_id=workflow.info().workflow_id,
+                positions=list(self._positions.values()),
+            ),
+            start_to_close_timeout=DATABASE_STEP,
+            retry_policy=DATABASE_RETRY,
+            summary="record positions",
+        )
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._take_fills()
+        workflow.continue_as_new(
+            self._request.model_copy(
+                update={
+                    "positions": list(self._positions.values()),
+                    "entries_done": self._entries_done,
+                    "seen_executions": sorted(self._seen),
+                }
+            )
+        )
