@@ -17,7 +17,7 @@ from orchestrator.adapters.db.repository.tables import FILLS, ORDERS, on_postgre
 from orchestrator.adapters.db.schema import FillRow, OrderRow
 from orchestrator.domain.contracts.payloads import PlaceOrderRequest
 from orchestrator.domain.errors import InvalidOrderTransition
-from orchestrator.domain.orders import OrderOutcome, OrderStatus, advance
+from orchestrator.domain.orders import OrderOutcome, OrderStatus, advance, average_price
 
 _ORDER_EXISTS = select(ORDERS.c.client_order_id).where(
     ORDERS.c.client_order_id == bindparam("client_order_id")
@@ -199,9 +199,7 @@ def book_report(
             new_status,
             f"{status.value} with fills of {filled}, over the order's {order.quantity}",
         )
-    average_price = (
-        (sum((q * p for q, p in fills.values()), Decimal(0)) / filled) if filled > 0 else None
-    )
+    average = average_price(fills.values())
     kept_broker_id = broker_order_id or order.broker_order_id
     kept_reject_text = order.reject_text if reject_text is None else reject_text
     return Booked(
@@ -211,14 +209,14 @@ def book_report(
             status=new_status,
             quantity=order.quantity,
             filled_quantity=filled,
-            average_price=average_price,
+            average_price=average,
             reject_text=kept_reject_text,
         ),
         order_state={
             "key": client_order_id,
             "status": new_status,
             "filled_quantity": filled,
-            "average_price": average_price,
+            "average_price": average,
             "broker_order_id": kept_broker_id,
             "reject_text": kept_reject_text,
             "updated_at": now,
