@@ -28,6 +28,7 @@ from orchestrator.domain.contracts.payloads import (
     ReserveRiskRequest,
     ReserveRiskResult,
 )
+from orchestrator.domain.planning import AccountCapacity, capacity_denial
 from orchestrator.domain.values import DenialReason
 
 RESERVED = "RESERVED"
@@ -37,6 +38,7 @@ ALREADY_RESERVED = "already reserved"
 _LEG_READ = (
     select(
         ACCOUNTS.c.status,
+        ACCOUNTS.c.currency,
         ACCOUNTS.c.max_open_positions,
         ACCOUNTS.c.daily_loss_budget,
         ACCOUNTS.c.max_drawdown,
@@ -99,6 +101,10 @@ def reserve_risk(
 ) -> ReserveRiskResult:
     """Atomically re-check the account and the kill switch, then reserve the leg's risk.
 
+    The check is planning's own (:func:`~orchestrator.domain.planning.capacity_denial`), on the
+    locked row, with the leg's risk and margin: a leg planning would no longer allow is denied,
+    with planning's reason.
+
     Idempotent per (signal, account): a retry after a crash finds its own reservation and
     succeeds again without reserving twice. The account's state row is locked (``SELECT … FOR
     UPDATE`` on PostgreSQL; SQLite's write lock is taken by ``BEGIN IMMEDIATE``) and versioned,
@@ -125,32 +131,15 @@ def reserve_risk(
         return _already_reserved(existing.origin_account_id, request)
     if row.reservation_id is not None:
         return _already_reserved(row.origin_account_id, request)
-    if row.halted:
-        return _denied(DenialReason.HALTED, f"trading halted: {row.reason}")
-    if row.status == AccountStatus.PAUSED.value:
-        return _denied(DenialReason.PAUSED, "account was paused before its order was placed")
-    if row.status != AccountStatus.ACTIVE.value:
-        return _denied(DenialReason.ACCOUNT_DISABLED, f"account is {row.status}")
-    if row.open_positions >= row.max_open_positions:
-        return _denied(
-            DenialReason.MAX_POSITIONS,
-            f"{row.open_positions} open positions, limit {row.max_open_positions}",
-        )
-    remaining = row.daily_loss_budget - row.realized_loss_today - row.risk_committed_today
-    if request.risk_amount > remaining:
-        return _denied(
-            DenialReason.RISK_BUDGET_EXHAUSTED,
-            f"leg risks {request.risk_amount}, {max(remaining, Decimal(0))} left of today's budget",
-        )
-    if request.margin > row.free_margin:
-        return _denied(
-            DenialReason.INSUFFICIENT_MARGIN,
-            f"leg needs {request.margin} margin, {row.free_margin} free",
-        )
-    if row.peak_equity > 0 and (row.peak_equity - row.equity) / row.peak_equity >= (
-        row.max_drawdown
-    ):
-        return _denied(DenialReason.DRAWDOWN_LIMIT, "drawdown limit reached since planning")
+    denial = capacity_denial(
+        _capacity(request.account_id, row),
+        risk=request.risk_amount,
+        margin=request.margin,
+        halted=bool(row.halted),
+        halt_reason=row.reason,
+    )
+    if denial is not None:
+        return _denied(denial.reason, denial.detail)
 
     state = state_values(
         request.account_id,
@@ -185,6 +174,24 @@ def reserve_risk(
     if order is not None:
         connection.execute(INSERT_ORDER, order_values(order, now))
     return ReserveRiskResult(reserved=True)
+
+
+def _capacity(account_id: str, row: Any) -> AccountCapacity:
+    """The capacity the locked row of :data:`_LEG_READ` gives the account."""
+    return AccountCapacity(
+        account_id=account_id,
+        status=AccountStatus(row.status),
+        currency=row.currency,
+        max_open_positions=row.max_open_positions,
+        open_positions=row.open_positions,
+        daily_loss_budget=row.daily_loss_budget,
+        realized_loss_today=row.realized_loss_today,
+        risk_committed_today=row.risk_committed_today,
+        free_margin=row.free_margin,
+        peak_equity=row.peak_equity,
+        equity=row.equity,
+        max_drawdown=row.max_drawdown,
+    )
 
 
 def _denied(reason: DenialReason, detail: str) -> ReserveRiskResult:
