@@ -2,6 +2,8 @@
 the plan that joins them (see :mod:`.plan`). Its modules import nothing of ours but the domain."""
 
 from orchestrator.domain.planning.eligibility import (
+    AccountCapacity,
+    capacity_denial,
     check_eligibility,
     drawdown_of,
     remaining_budget,
@@ -29,8 +31,10 @@ from orchestrator.domain.planning.sizing import (
 __all__ = [
     "CARRIED_RISK",
     "RULES_VERSION",
+    "AccountCapacity",
     "RerouteSizing",
     "SizeDecision",
+    "capacity_denial",
     "check_eligibility",
     "commitment",
     "correlation_request",

@@ -30,7 +30,7 @@ from orchestrator.domain.planning.decisions import (
     PlannedLeg,
     SizeRationale,
 )
-from orchestrator.domain.planning.eligibility import check_eligibility
+from orchestrator.domain.planning.eligibility import check_eligibility, halted_denial
 from orchestrator.domain.planning.schedule import schedule_delays
 from orchestrator.domain.planning.sizing import commitment, draw_variance, size_order
 from orchestrator.domain.settings import PlanSettings
@@ -74,10 +74,7 @@ def plan_signal(
     accounts = sorted(snapshot.accounts, key=lambda a: a.account_id)
 
     if snapshot.halted:
-        denials = [
-            Denial(account_id=a.account_id, reason=DenialReason.HALTED, detail="trading halted")
-            for a in accounts
-        ]
+        denials = [halted_denial(a.account_id) for a in accounts]
         return Plan(
             signal_id=signal.signal_id,
             plan_version=settings.plan_version,

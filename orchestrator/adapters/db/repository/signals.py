@@ -1,0 +1,30 @@
+"""Signals as submitted: each id recorded once, ever."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator.adapters.db.schema import SignalRow
+from orchestrator.domain.errors import DuplicateSignal
+from orchestrator.domain.signal import Signal
+
+
+def record_signal(session: Session, signal: Signal, workflow_id: str, now: datetime) -> None:
+    """Insert the signal; :class:`DuplicateSignal` if its id was ever submitted before."""
+    session.add(
+        SignalRow(
+            signal_id=signal.signal_id,
+            symbol=signal.symbol,
+            side=signal.side.value,
+            payload=signal.model_dump(mode="json"),
+            workflow_id=workflow_id,
+            submitted_at=now,
+        )
+    )
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise DuplicateSignal(signal.signal_id) from exc
