@@ -23,9 +23,9 @@ from orchestrator.domain.contracts.payloads import ReserveRiskRequest, SnapshotR
 from orchestrator.domain.correlation import CorrelationResult
 from orchestrator.domain.planning import plan_signal
 from orchestrator.domain.planning.decisions import PlannedLeg
-from orchestrator.domain.settings import PlanSettings
 from orchestrator.domain.values import DenialReason
 from tests.support import account, book, load, signal
+from tests.unit.builders import plan_settings
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SIGNAL = signal("sig-1")
@@ -90,7 +90,7 @@ def planning_decision(db: Database) -> tuple[DenialReason | None, PlannedLeg | N
         SIGNAL,
         snapshot,
         CorrelationResult(threshold=Decimal("0.7"), accounts=[]),
-        PlanSettings(),
+        plan_settings(),
         NOW,
     )
     if plan.legs:
