@@ -25,6 +25,7 @@ from temporalio.worker import Worker
 from activities.archive import ArchiveActivities
 from activities.control import ControlActivities
 from activities.execution import ExecutionActivities
+from activities.positions import PositionActivities
 from orchestrator.adapters.brokers.base import Broker
 from orchestrator.adapters.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_config
 from orchestrator.adapters.brokers.paper import PaperBroker
@@ -114,6 +115,11 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=[
             *activities.all(),
+            *PositionActivities(
+                activities.db,
+                activities.broker,
+                poll_interval_s=settings.order_poll_interval_s,
+            ).all(),
             *ControlActivities(activities.db, client).all(),
             *ArchiveActivities(client, settings.archive_dir).all(),
         ],

@@ -65,6 +65,10 @@ class ExecutionActivities(Execution):
     def db(self) -> Database:
         return self._db
 
+    @property
+    def broker(self) -> Broker:
+        return self._broker
+
     @activity.defn
     def service_settings(self) -> ServiceSettings:
         """The settings this worker plans and executes signals with (its environment's)."""

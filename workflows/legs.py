@@ -230,6 +230,8 @@ class LegRunner:
             # way out (see place_order); its fills so far stay booked.
             stop = self._controls.stop_for(leg.account_id)
             reason = stop.reason if stop else "cancelled"
+            # What it filled before is a position: the keeper finds it in the ledger.
+            await self._keeper_handle()
             self._update(leg, LegStatus.CANCELLED, reason=reason)
             return [self._report(leg, LegStatus.CANCELLED, reason=reason)]
 

@@ -18,9 +18,12 @@ closes the position at market, or leaves it UNPROTECTED, as configured.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from temporalio import workflow
 
@@ -33,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         CloseOutcome,
         CloseRequest,
         EntriesDone,
+        EntryFillsRequest,
         OrderNews,
         PositionFill,
         PositionsInput,
@@ -60,8 +64,15 @@ CHECK_MOST = timedelta(seconds=30)
 """Between checks with nothing new, the wait doubles up to this."""
 BROKER_STEP = timedelta(minutes=2)
 """start-to-close of one protect, check or close activity (retried after)."""
+BROKER_HEARTBEAT = timedelta(seconds=60)
+"""A protect or close activity beats per position (or while it follows an order): one lost with
+its worker is retried after this long, not after ``BROKER_STEP``."""
 HISTORY_BUDGET = 8_000
 """Events after which the keeper continues as new (Temporal warns at 10,240)."""
+
+
+Routed = TypeVar("Routed", ProtectionTarget, WatchedOrder, CloseOrder)
+Result = TypeVar("Result")
 
 
 @workflow.defn
@@ -72,6 +83,7 @@ class PositionsWorkflow:
         self._positions: dict[str, Position] = {}
         self._fills: deque[PositionFill] = deque()
         self._entries_done = False
+        self._legs_done = False
         self._seen: set[str] = set()
 
     @workflow.signal
@@ -81,8 +93,8 @@ class PositionsWorkflow:
 
     @workflow.signal
     def entries_done(self, done: EntriesDone) -> None:
-        """No more entry fills will come."""
-        self._entries_done = True
+        """No more entry fills will come (the keeper checks the ledger's once more)."""
+        self._legs_done = True
 
     @workflow.query
     def positions(self) -> list[Position]:
@@ -92,10 +104,13 @@ class PositionsWorkflow:
     async def run(self, request: PositionsInput) -> PositionsResult:
         self._request = request
         self._positions = {p.account_id: p for p in request.positions}
-        self._entries_done = self._entries_done or request.entries_done
+        self._legs_done = self._legs_done or request.legs_done
+        self._entries_done = request.entries_done
         self._seen = set(request.seen_executions)
         wait = CHECK_FIRST
         while not self._finished():
+            if self._legs_done and not self._entries_done:
+                await self._entries_from_ledger()
             changed = self._take_fills()
             if not all(positions.protection_settled(p) for p in self._positions.values()):
                 await self._protect()
@@ -108,10 +123,10 @@ class PositionsWorkflow:
                     await self._record()
                     wait = CHECK_FIRST
                     continue
-                await workflow.wait_condition(lambda: bool(self._fills), timeout=wait)
+                await workflow.wait_condition(self._news, timeout=wait)
                 wait = min(wait * 2, CHECK_MOST)
             else:
-                await workflow.wait_condition(lambda: bool(self._fills) or self._finished())
+                await workflow.wait_condition(lambda: self._news() or self._finished())
             if workflow.info().get_current_history_length() > HISTORY_BUDGET:
                 await self._continue_as_new()
         await self._record()
@@ -122,6 +137,25 @@ class PositionsWorkflow:
         )
 
     # ----------------------------------------------------------------------------------------
+
+    def _news(self) -> bool:
+        return bool(self._fills) or (self._legs_done and not self._entries_done)
+
+    async def _entries_from_ledger(self) -> None:
+        """Once the legs are done: what the ledger says their entries filled, per account,
+        taken as the last word (a leg cancelled after a partial fill, a completion cut short:
+        no filled quantity is left without its position)."""
+        signal = self._request.signal
+        self._fills.extend(
+            await workflow.execute_activity_method(
+                Positions.entry_fills,
+                EntryFillsRequest(signal_id=signal.signal_id),
+                start_to_close_timeout=DATABASE_STEP,
+                retry_policy=DATABASE_RETRY,
+                summary="entry fills in the ledger",
+            )
+        )
+        self._entries_done = True
 
     def _finished(self) -> bool:
         return (
@@ -205,19 +239,23 @@ class PositionsWorkflow:
                 )
             )
         execution = self._request.execution
-        outcomes = await workflow.execute_activity_method(
-            Positions.protect,
-            ProtectionRequest(targets=targets, execution=execution),
-            start_to_close_timeout=BROKER_STEP,
-            retry_policy=ORDER_RETRY,
-            summary=f"protect {len(targets)} position(s)",
+        outcomes = await self._per_broker(
+            targets,
+            lambda group, queue: workflow.execute_activity_method(
+                Positions.protect,
+                ProtectionRequest(targets=group, execution=execution),
+                task_queue=queue,
+                start_to_close_timeout=BROKER_STEP,
+                heartbeat_timeout=BROKER_HEARTBEAT,
+                retry_policy=ORDER_RETRY,
+                summary=f"protect {len(group)} position(s)",
+            ),
         )
-        refused = []
-        for outcome in outcomes:
-            if self._apply_protection(outcome):
-                refused.append(outcome.account_id)
-        if refused and self._request.execution.on_refused_stop is RefusedStop.CLOSE:
+        refused = [o.account_id for o in outcomes if self._apply_protection(o)]
+        if refused:
             await self._close(refused, CloseCause.STOP_REFUSED)
+            for account_id in refused:
+                self._unprotected_if_open(account_id)
 
     def _apply_protection(self, outcome: ProtectionOutcome) -> bool:
         """Take the protect activity's word for a position's orders; whether its stop was
@@ -228,6 +266,13 @@ class PositionsWorkflow:
         position = position.model_copy(
             update={"stop_order": outcome.stop, "take_profit_order": outcome.take_profit}
         )
+        target = outcome.take_profit
+        if target is not None and target.status is OrderStatus.REJECTED:
+            text = target.reject_text or "rejected without a reason"
+            note = f"{position.note}; " if position.note else ""
+            position = position.model_copy(
+                update={"note": f"{note}take-profit refused by the broker: {text}"}
+            )
         refused = outcome.stop_refused is not None and position.open_quantity > 0
         if refused and self._request.execution.on_refused_stop is RefusedStop.KEEP:
             position = position.model_copy(
@@ -245,12 +290,16 @@ class PositionsWorkflow:
 
     async def _check(self) -> bool:
         """Ask the broker about every working protective order; apply what filled or ended."""
-        news = await workflow.execute_activity_method(
-            Positions.check_orders,
-            WatchRequest(orders=self._working_orders(), wait_s=0),
-            start_to_close_timeout=BROKER_STEP,
-            retry_policy=DATABASE_RETRY,
-            summary="check protective orders",
+        news = await self._per_broker(
+            self._working_orders(),
+            lambda group, queue: workflow.execute_activity_method(
+                Positions.check_orders,
+                WatchRequest(orders=group, wait_s=0),
+                task_queue=queue,
+                start_to_close_timeout=BROKER_STEP,
+                retry_policy=DATABASE_RETRY,
+                summary=f"check {len(group)} protective order(s)",
+            ),
         )
         for item in news:
             self._apply_news(item)
@@ -322,6 +371,7 @@ class PositionsWorkflow:
                     broker_symbol=position.broker_symbol,
                     side=positions.closing_side(position.side),
                     quantity=position.open_quantity,
+                    number=number,
                     client_order_id=ids.closing_client_order_id(
                         position.signal_id, account_id, number
                     ),
@@ -331,12 +381,18 @@ class PositionsWorkflow:
             )
         if not orders:
             return
-        outcomes = await workflow.execute_activity_method(
-            Positions.close_positions,
-            CloseRequest(orders=orders, execution=self._request.execution),
-            start_to_close_timeout=BROKER_STEP,
-            retry_policy=ORDER_RETRY,
-            summary=f"close {len(orders)} position(s) at market",
+        execution = self._request.execution
+        outcomes = await self._per_broker(
+            orders,
+            lambda group, queue: workflow.execute_activity_method(
+                Positions.close_positions,
+                CloseRequest(orders=group, execution=execution),
+                task_queue=queue,
+                start_to_close_timeout=BROKER_STEP,
+                heartbeat_timeout=BROKER_HEARTBEAT,
+                retry_policy=ORDER_RETRY,
+                summary=f"close {len(group)} position(s) at market",
+            ),
         )
         causes = {o.client_order_id: o.cause for o in orders}
         for outcome in outcomes:
@@ -344,6 +400,12 @@ class PositionsWorkflow:
 
     def _apply_close(self, outcome: CloseOutcome, cause: CloseCause) -> None:
         position = self._positions[outcome.account_id]
+        if outcome.status is OrderStatus.REJECTED:
+            text = outcome.reject_text or "rejected without a reason"
+            note = f"{position.note}; " if position.note else ""
+            position = position.model_copy(
+                update={"note": f"{note}the close at market was rejected: {text}"}
+            )
         for execution in outcome.executions:
             if execution.execution_id in self._seen:
                 continue
@@ -358,6 +420,32 @@ class PositionsWorkflow:
                 at=execution.at,
             )
         self._positions[position.account_id] = position
+
+    def _unprotected_if_open(self, account_id: str) -> None:
+        """A position whose stop was refused and that closing at market did not flatten
+        either stays open UNPROTECTED, with both reasons: it is never re-sent the same stop."""
+        position = self._positions[account_id]
+        if position.open_quantity <= 0 or position.status is PositionStatus.UNPROTECTED:
+            return
+        self._positions[account_id] = position.model_copy(
+            update={"status": PositionStatus.UNPROTECTED}
+        )
+
+    async def _per_broker(
+        self,
+        items: list[Routed],
+        call: Callable[[list[Routed], str | None], Awaitable[list[Result]]],
+    ) -> list[Result]:
+        """One activity per broker among ``items``, on the task queue of the worker that holds
+        that broker's session (run side by side), their results in the brokers' name order."""
+        groups: dict[str, list[Routed]] = {}
+        for item in items:
+            groups.setdefault(item.broker, []).append(item)
+        execution = self._request.execution
+        results = await asyncio.gather(
+            *(call(groups[b], execution.broker_queue(b)) for b in sorted(groups))
+        )
+        return [r for result in results for r in result]
 
     async def _record(self) -> None:
         await workflow.execute_activity_method(
@@ -378,6 +466,7 @@ class PositionsWorkflow:
             self._request.model_copy(
                 update={
                     "positions": list(self._positions.values()),
+                    "legs_done": self._legs_done,
                     "entries_done": self._entries_done,
                     "seen_executions": sorted(self._seen),
                 }

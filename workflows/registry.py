@@ -6,6 +6,7 @@ from __future__ import annotations
 from workflows.archive import ArchiveWorkflow
 from workflows.batch import LegBatchWorkflow
 from workflows.completion import PartialFillCompletionWorkflow
+from workflows.positions import PositionsWorkflow
 from workflows.reroute import OrderRerouteWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
@@ -14,6 +15,7 @@ WORKFLOWS: list[type] = [
     LegBatchWorkflow,
     PartialFillCompletionWorkflow,
     OrderRerouteWorkflow,
+    PositionsWorkflow,
     ArchiveWorkflow,
 ]
 """Workflows: deterministic orchestration only. No I/O, clock or randomness of their own."""

@@ -264,7 +264,8 @@ def reduced(
 def protection_settled(position: Position) -> bool:
     """Whether its protective orders are what they must be: while open, a working stop for
     exactly the open quantity at its stop price (unless it is UNPROTECTED) and likewise a
-    take-profit when it has one; once flat, nothing working."""
+    take-profit when it has one (unless the broker refused that price); once flat, nothing
+    working."""
     if position.open_quantity <= 0:
         return not any(
             o is not None and o.working for o in (position.stop_order, position.take_profit_order)
@@ -272,12 +273,20 @@ def protection_settled(position: Position) -> bool:
     stop_ok = position.status is PositionStatus.UNPROTECTED or _covers(
         position.stop_order, position.stop, position.open_quantity
     )
-    target_ok = (
-        _covers(position.take_profit_order, position.take_profit, position.open_quantity)
-        if position.take_profit is not None
-        else position.take_profit_order is None or not position.take_profit_order.working
-    )
+    target = position.take_profit_order
+    if position.take_profit is None:
+        target_ok = target is None or not target.working
+    else:
+        target_ok = _covers(target, position.take_profit, position.open_quantity) or (
+            _refused(target, position.take_profit)
+        )
     return stop_ok and target_ok
+
+
+def _refused(order: ProtectiveOrder | None, price: Decimal) -> bool:
+    """The broker refused a take-profit at this price: it is not sent again (the position keeps
+    its stop; a new take-profit price is a new order)."""
+    return order is not None and order.status is OrderStatus.REJECTED and order.price == price
 
 
 def _covers(order: ProtectiveOrder | None, price: Decimal | None, quantity: Decimal) -> bool:

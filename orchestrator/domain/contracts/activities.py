@@ -32,7 +32,9 @@ from orchestrator.domain.contracts.payloads import (
 from orchestrator.domain.contracts.positions import (
     CloseOutcome,
     CloseRequest,
+    EntryFillsRequest,
     OrderNews,
+    PositionFill,
     PositionsRecord,
     ProtectionOutcome,
     ProtectionRequest,
@@ -122,6 +124,12 @@ class Positions:
     @activity.defn
     def close_positions(self, request: CloseRequest) -> list[CloseOutcome]:
         """Close positions (or part of them) at market and follow each order to its end."""
+        raise _contract()
+
+    @activity.defn
+    def entry_fills(self, request: EntryFillsRequest) -> list[PositionFill]:
+        """What each account's entry orders in the signal filled, in all, as the ledger has
+        it (the keeper's check, once the legs are done, that no filled quantity was missed)."""
         raise _contract()
 
     @activity.defn

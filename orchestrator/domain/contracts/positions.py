@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field
 
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import (
@@ -54,7 +57,10 @@ class PositionsInput(Model):
     signal: Signal
     execution: ExecutionSettings
     positions: list[Position] = []
+    legs_done: bool = False
+    """The legs said they are done (the ledger's entry fills not yet read)."""
     entries_done: bool = False
+    """No more entry fills will come: the ledger's were read after the legs were done."""
     seen_executions: list[str] = []
     """Executions of protective and closing orders already applied: a report seen twice (a
     retried watch, a resent FIX report) changes nothing."""
@@ -153,6 +159,8 @@ class CloseOrder(Model):
     side: Side
     """The closing side (opposite the position's)."""
     quantity: PositiveDecimal
+    number: Annotated[int, Field(ge=1)]
+    """The position's n-th closing order (``{signal}:{account}:C{n}``)."""
     client_order_id: str
     reference_price: PositiveDecimal
     cause: CloseCause
@@ -169,6 +177,10 @@ class CloseOutcome(Model):
     status: OrderStatus
     executions: list[BrokerFill]
     reject_text: str | None = None
+
+
+class EntryFillsRequest(Model):
+    signal_id: Identifier
 
 
 class PositionsRecord(Model):

@@ -21,6 +21,12 @@ from .ledger import LedgerOrder as LedgerOrder
 from .ledger import apply_broker_report as apply_broker_report
 from .ledger import list_orders as list_orders
 from .ledger import record_order_intent as record_order_intent
+from .positions import EntryFills as EntryFills
+from .positions import PositionView as PositionView
+from .positions import entry_fills as entry_fills
+from .positions import list_positions as list_positions
+from .positions import record_position_order as record_position_order
+from .positions import record_positions as record_positions
 from .reservation import ALREADY_RESERVED as ALREADY_RESERVED
 from .reservation import RESERVED as RESERVED
 from .reservation import SETTLED as SETTLED
@@ -34,4 +40,6 @@ from .snapshot import load_snapshot as load_snapshot
 from .snapshot import planning_input_page as planning_input_page
 from .snapshot import planning_input_pages as planning_input_pages
 from .snapshot import store_planning_input as store_planning_input
+from .tables import CLOSE as CLOSE
+from .tables import ENTRY as ENTRY
 from .tables import HALT_ROW as HALT_ROW

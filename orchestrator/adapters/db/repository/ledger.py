@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.db.repository.tables import FILLS, ORDERS, on_postgres, prefixed
+from orchestrator.adapters.db.repository.tables import ENTRY, FILLS, ORDERS, on_postgres, prefixed
 from orchestrator.adapters.db.schema import FillRow, OrderRow
 from orchestrator.domain.contracts.payloads import PlaceOrderRequest
 from orchestrator.domain.errors import InvalidOrderTransition
@@ -93,6 +93,8 @@ def order_values(request: PlaceOrderRequest, now: datetime) -> dict[str, object]
         "order_type": request.order_type.value,
         "quantity": request.quantity,
         "limit_price": request.limit_price,
+        "purpose": ENTRY,
+        "stop_price": None,
         "status": OrderStatus.PENDING_SUBMIT.value,
         "filled_quantity": Decimal(0),
         "average_price": None,

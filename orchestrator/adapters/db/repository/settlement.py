@@ -25,6 +25,7 @@ from orchestrator.adapters.db.repository.reservation import (
     state_values,
 )
 from orchestrator.adapters.db.repository.tables import (
+    ENTRY,
     FILLS,
     ORDERS,
     RESERVATIONS,
@@ -55,7 +56,8 @@ _SETTLE_READ = (
         RESERVATIONS.join(STATE, STATE.c.account_id == RESERVATIONS.c.account_id).outerjoin(
             ORDERS.join(FILLS, FILLS.c.client_order_id == ORDERS.c.client_order_id),
             (ORDERS.c.signal_id == RESERVATIONS.c.signal_id)
-            & (ORDERS.c.account_id == RESERVATIONS.c.account_id),
+            & (ORDERS.c.account_id == RESERVATIONS.c.account_id)
+            & (ORDERS.c.purpose == ENTRY),
         )
     )
     .where(
@@ -94,6 +96,7 @@ _PG_BOOK_READ = (
         .where(
             _O2.c.signal_id == RESERVATIONS.c.signal_id,
             _O2.c.account_id == RESERVATIONS.c.account_id,
+            _O2.c.purpose == ENTRY,
             _O2.c.client_order_id != ORDERS.c.client_order_id,
         )
         .scalar_subquery()

@@ -1,0 +1,441 @@
+"""The position keeper's activities: protective orders placed, resized and cancelled at the
+broker, closing orders followed to their end, and the ledger's record of positions.
+
+Blocking (database and broker), on the worker's thread pool. Each is safe to retry, with the
+entries' ambiguity rule: every order has a client order id derived from its position and
+generation (never from an attempt), it is in the ledger before the broker sees it, and a retry
+asks the broker by that id before sending anything again.
+
+Neither the kill switch nor an account's pause holds these orders back: they only ever reduce
+a position, and a halt that kept a stop from the broker would leave the position's risk
+unbounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from orchestrator.adapters.brokers.base import (
+    Broker,
+    BrokerOrder,
+    OrderTicket,
+    ReplaceNotSupported,
+)
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.domain import ids, positions
+from orchestrator.domain.contracts.activities import Positions
+from orchestrator.domain.contracts.payloads import ErrorType
+from orchestrator.domain.contracts.positions import (
+    BrokerFill,
+    CloseOrder,
+    CloseOutcome,
+    CloseRequest,
+    EntryFillsRequest,
+    OrderNews,
+    PositionFill,
+    PositionsRecord,
+    ProtectionOutcome,
+    ProtectionRequest,
+    ProtectionTarget,
+    WatchedOrder,
+    WatchRequest,
+)
+from orchestrator.domain.errors import BrokerUnavailable
+from orchestrator.domain.orders import TERMINAL, OrderStatus
+from orchestrator.domain.positions import Contract, ProtectionKind, ProtectiveOrder
+from orchestrator.domain.values import OrderType
+
+NOT_AT_BROKER = "the broker does not know this order"
+"""Why an order the keeper believed working is taken as ended: the broker never had it."""
+
+
+class PositionActivities(Positions):
+    """The keeper's activities (see :class:`~orchestrator.domain.contracts.activities.Positions`)
+    on the ledger and a broker."""
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        *,
+        poll_interval_s: float = 0.2,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._db = db
+        self._broker = broker
+        self._poll_interval_s = poll_interval_s
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # ----------------------------------------------------------------------------------------
+    # Protection
+
+    @activity.defn
+    def protect(self, request: ProtectionRequest) -> list[ProtectionOutcome]:
+        """Each target's stop and take-profit made exactly what it says, one position after
+        the other (a heartbeat between)."""
+        outcomes = []
+        try:
+            for target in request.targets:
+                outcomes.append(self._protect(target))
+                activity.heartbeat(target.account_id)
+        except BrokerUnavailable as exc:
+            raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
+        return outcomes
+
+    def _protect(self, target: ProtectionTarget) -> ProtectionOutcome:
+        """First what the broker says of the position's current orders (a fill the keeper has
+        not seen yet reduces what is to be covered); then, per kind, the order kept when it is
+        already right, else replaced (cancel/replace where the broker can), or cancelled and
+        submitted anew under the target's generation; nothing once the position is flat."""
+        current = {
+            ProtectionKind.STOP: target.current_stop,
+            ProtectionKind.TAKE_PROFIT: target.current_take_profit,
+        }
+        news: list[OrderNews] = []
+        states: dict[ProtectionKind, BrokerOrder] = {}
+        unseen = Decimal(0)
+        for kind, order in current.items():
+            if order is None or not order.working:
+                continue
+            state = self._broker.status(order.client_order_id) or _gone(order)
+            self._book(state)
+            news.append(_news(target.account_id, kind, state))
+            unseen += max(Decimal(0), _filled(state) - order.filled)
+            states[kind] = state
+        quantity = max(Decimal(0), target.quantity - unseen)
+        wanted = {
+            ProtectionKind.STOP: None if target.skip_stop else target.stop,
+            ProtectionKind.TAKE_PROFIT: target.take_profit,
+        }
+        # Orders that must go and cannot be replaced are cancelled before anything new is
+        # sent, so a fill they get meanwhile shrinks what the new orders cover.
+        placed: dict[ProtectionKind, ProtectiveOrder | None] = {}
+        for kind, order in current.items():
+            working = states.get(kind)
+            if order is None or working is None or working.status in TERMINAL:
+                continue
+            price = wanted[kind] if quantity > 0 else None
+            if price is not None and order.price == price and _leaves(working) == quantity:
+                placed[kind] = _protective(kind, working, order.price)
+                continue
+            if price is not None:
+                ticket = self._ticket(target, kind, price, quantity)
+                replacement = self._replace(target, kind, working, ticket)
+                if replacement is not None:
+                    placed[kind] = _protective(kind, replacement, price)
+                    continue
+            cancelled = self._broker.cancel(working.client_order_id) or working
+            self._book(cancelled)
+            news.append(_news(target.account_id, kind, cancelled))
+            quantity = max(Decimal(0), quantity - (_filled(cancelled) - _filled(working)))
+        refused = None
+        for kind, price in wanted.items():
+            if kind in placed:
+                continue
+            if price is None or quantity <= 0:
+                placed[kind] = None
+                continue
+            order = self._submit(target, kind, price, quantity)
+            placed[kind] = order
+            if kind is ProtectionKind.STOP and order.status is OrderStatus.REJECTED:
+                refused = order.reject_text or "rejected without a reason"
+        return ProtectionOutcome(
+            account_id=target.account_id,
+            stop=placed.get(ProtectionKind.STOP),
+            take_profit=placed.get(ProtectionKind.TAKE_PROFIT),
+            stop_refused=refused,
+            superseded=news,
+        )
+
+    def _replace(
+        self,
+        target: ProtectionTarget,
+        kind: ProtectionKind,
+        working: BrokerOrder,
+        ticket: OrderTicket,
+    ) -> BrokerOrder | None:
+        """The working order cancel/replaced by ``ticket``; ``None`` when the broker cannot
+        (a venue without 35=G), and the caller cancels and submits anew."""
+        try:
+            state = self._existing(ticket)
+            if state is None:
+                self._record_intent(target, kind, ticket)
+                state = self._broker.replace(working.client_order_id, ticket)
+        except ReplaceNotSupported:
+            return None
+        self._book(state)
+        return state
+
+    def _submit(
+        self, target: ProtectionTarget, kind: ProtectionKind, price: Decimal, quantity: Decimal
+    ) -> ProtectiveOrder:
+        ticket = self._ticket(target, kind, price, quantity)
+        state = self._existing(ticket)
+        if state is None:
+            self._record_intent(target, kind, ticket)
+            state = self._broker.submit(ticket)
+        self._book(state)
+        return _protective(kind, state, price)
+
+    def _ticket(
+        self, target: ProtectionTarget, kind: ProtectionKind, price: Decimal, quantity: Decimal
+    ) -> OrderTicket:
+        stop = kind is ProtectionKind.STOP
+        return OrderTicket(
+            client_order_id=ids.protective_client_order_id(
+                target.signal_id, target.account_id, kind.code, target.generation
+            ),
+            account_id=target.account_id,
+            symbol=target.broker_symbol,
+            side=positions.closing_side(target.position_side),
+            order_type=OrderType.STOP if stop else OrderType.LIMIT,
+            quantity=quantity,
+            limit_price=None if stop else price,
+            reference_price=price,
+            stop_price=price if stop else None,
+        )
+
+    def _existing(self, ticket: OrderTicket) -> BrokerOrder | None:
+        """On a retry, the order the broker already has under the ticket's id."""
+        if activity.info().attempt <= 1:
+            return None
+        return self._broker.status(ticket.client_order_id)
+
+    def _record_intent(
+        self, target: ProtectionTarget, kind: ProtectionKind, ticket: OrderTicket
+    ) -> None:
+        with self._db.transaction() as session:
+            repository.record_position_order(
+                session,
+                client_order_id=ticket.client_order_id,
+                signal_id=target.signal_id,
+                account_id=target.account_id,
+                purpose=kind.value,
+                sequence=target.generation,
+                broker=target.broker,
+                broker_symbol=ticket.symbol,
+                side=ticket.side,
+                order_type=ticket.order_type,
+                quantity=ticket.quantity,
+                limit_price=ticket.limit_price,
+                stop_price=ticket.stop_price,
+                now=self._clock(),
+            )
+
+    # ----------------------------------------------------------------------------------------
+    # Watching
+
+    @activity.defn
+    def check_orders(self, request: WatchRequest) -> list[OrderNews]:
+        """Each watched order as the broker has it now; news for those that filled more than
+        the keeper knows, or ended. Every report is booked."""
+        news = []
+        try:
+            for watched in request.orders:
+                item = self._check(watched)
+                if item is not None:
+                    news.append(item)
+        except BrokerUnavailable as exc:
+            raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
+        return news
+
+    def _check(self, watched: WatchedOrder) -> OrderNews | None:
+        state = self._broker.status(watched.client_order_id)
+        if state is None:
+            state = BrokerOrder(
+                client_order_id=watched.client_order_id,
+                broker_order_id=None,
+                status=OrderStatus.CANCELLED,
+                quantity=Decimal(0),
+                executions=(),
+                reject_text=NOT_AT_BROKER,
+            )
+        self._book(state)
+        if state.status not in TERMINAL and _filled(state) <= watched.filled:
+            return None
+        return _news(watched.account_id, watched.kind, state)
+
+    # ----------------------------------------------------------------------------------------
+    # Closing
+
+    @activity.defn
+    def close_positions(self, request: CloseRequest) -> list[CloseOutcome]:
+        """Each closing order written ahead, sent (or found, on a retry) and followed until
+        it ends; the orders are sent together first, then followed."""
+        try:
+            states = [self._send_close(order) for order in request.orders]
+            outcomes = []
+            for order, sent in zip(request.orders, states, strict=True):
+                state = self._follow(sent)
+                outcomes.append(
+                    CloseOutcome(
+                        account_id=order.account_id,
+                        client_order_id=order.client_order_id,
+                        status=state.status,
+                        executions=_fills(state),
+                        reject_text=state.reject_text,
+                    )
+                )
+        except BrokerUnavailable as exc:
+            raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
+        return outcomes
+
+    def _send_close(self, order: CloseOrder) -> BrokerOrder:
+        ticket = OrderTicket(
+            client_order_id=order.client_order_id,
+            account_id=order.account_id,
+            symbol=order.broker_symbol,
+            side=order.side,
+            order_type=OrderType.MARKET,
+            quantity=order.quantity,
+            limit_price=None,
+            reference_price=order.reference_price,
+        )
+        state = self._existing(ticket)
+        if state is None:
+            with self._db.transaction() as session:
+                repository.record_position_order(
+                    session,
+                    client_order_id=ticket.client_order_id,
+                    signal_id=order.signal_id,
+                    account_id=order.account_id,
+                    purpose=repository.CLOSE,
+                    sequence=order.number,
+                    broker=order.broker,
+                    broker_symbol=order.broker_symbol,
+                    side=order.side,
+                    order_type=OrderType.MARKET,
+                    quantity=order.quantity,
+                    limit_price=None,
+                    stop_price=None,
+                    now=self._clock(),
+                )
+            state = self._broker.submit(ticket)
+        self._book(state)
+        return state
+
+    def _follow(self, state: BrokerOrder) -> BrokerOrder:
+        while state.status not in TERMINAL:
+            activity.heartbeat(state.client_order_id)
+            activity.wait_for_cancelled_sync(self._poll_interval_s)
+            current = self._broker.status(state.client_order_id)
+            if current is None:
+                raise BrokerUnavailable(
+                    f"broker lost track of {state.client_order_id}; will ask again"
+                )
+            state = current
+            self._book(state)
+        return state
+
+    # ----------------------------------------------------------------------------------------
+    # The ledger
+
+    @activity.defn
+    def entry_fills(self, request: EntryFillsRequest) -> list[PositionFill]:
+        with self._db.transaction() as session:
+            rows = repository.entry_fills(session, request.signal_id)
+        return [
+            PositionFill(
+                account_id=row.account_id,
+                broker=row.broker,
+                broker_symbol=row.broker_symbol,
+                contract=Contract(
+                    tick_size=row.tick_size,
+                    tick_value=row.tick_value,
+                    lot_step=row.lot_step,
+                    min_lot=row.min_lot,
+                ),
+                entry_quantity=row.quantity,
+                average_entry=row.average_price,
+                final=True,
+            )
+            for row in rows
+        ]
+
+    @activity.defn
+    def record_positions(self, record: PositionsRecord) -> None:
+        with self._db.transaction() as session:
+            repository.record_positions(
+                session, record.keeper_workflow_id, record.positions, self._clock()
+            )
+
+    def _book(self, state: BrokerOrder) -> None:
+        with self._db.transaction() as session:
+            repository.apply_broker_report(
+                session,
+                state.client_order_id,
+                status=state.status,
+                broker_order_id=state.broker_order_id,
+                executions=[
+                    (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
+                ],
+                reject_text=state.reject_text,
+                now=self._clock(),
+            )
+
+    def all(self) -> list[Callable[..., object]]:
+        return [
+            self.protect,
+            self.check_orders,
+            self.close_positions,
+            self.entry_fills,
+            self.record_positions,
+        ]
+
+
+def _filled(state: BrokerOrder) -> Decimal:
+    return sum((e.quantity for e in state.executions), Decimal(0))
+
+
+def _leaves(state: BrokerOrder) -> Decimal:
+    return state.quantity - _filled(state)
+
+
+def _fills(state: BrokerOrder) -> list[BrokerFill]:
+    return [
+        BrokerFill(
+            execution_id=e.execution_id, quantity=e.quantity, price=e.price, at=e.executed_at
+        )
+        for e in state.executions
+    ]
+
+
+def _news(account_id: str, kind: ProtectionKind, state: BrokerOrder) -> OrderNews:
+    return OrderNews(
+        account_id=account_id,
+        client_order_id=state.client_order_id,
+        kind=kind,
+        status=state.status,
+        executions=_fills(state),
+        reject_text=state.reject_text,
+    )
+
+
+def _protective(kind: ProtectionKind, state: BrokerOrder, price: Decimal) -> ProtectiveOrder:
+    return ProtectiveOrder(
+        kind=kind,
+        client_order_id=state.client_order_id,
+        price=price,
+        quantity=state.quantity,
+        status=state.status,
+        filled=_filled(state),
+        reject_text=state.reject_text,
+    )
+
+
+def _gone(order: ProtectiveOrder) -> BrokerOrder:
+    """An order the broker never had, taken as cancelled: nothing of it can fill."""
+    return BrokerOrder(
+        client_order_id=order.client_order_id,
+        broker_order_id=None,
+        status=OrderStatus.CANCELLED,
+        quantity=order.quantity,
+        executions=(),
+        reject_text=NOT_AT_BROKER,
+    )

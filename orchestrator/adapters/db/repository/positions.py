@@ -1,0 +1,312 @@
+"""Positions in the ledger: what each keeper recorded, their closing fills, and what closing does
+to an account (today's loss, its open positions, the risk and margin its leg committed).
+
+Written only by the position keeper's activities (one writer per position); each closing fill
+changes the account once, however often the keeper records the same position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.adapters.db.repository.tables import ENTRY
+from orchestrator.adapters.db.schema import (
+    AccountStateRow,
+    FillRow,
+    OrderRow,
+    PositionFillRow,
+    PositionRow,
+    RiskReservationRow,
+    SymbolSpecRow,
+)
+from orchestrator.domain.orders import OrderStatus, average_price
+from orchestrator.domain.positions import ClosingFill, Position, PositionStatus
+from orchestrator.domain.values import OrderType, Side
+
+
+def record_position_order(
+    session: Session,
+    *,
+    client_order_id: str,
+    signal_id: str,
+    account_id: str,
+    purpose: str,
+    sequence: int,
+    broker: str,
+    broker_symbol: str,
+    side: Side,
+    order_type: OrderType,
+    quantity: Decimal,
+    limit_price: Decimal | None,
+    stop_price: Decimal | None,
+    now: datetime,
+) -> None:
+    """Write-ahead for a protective or closing order: in the ledger before the broker is asked.
+    Idempotent."""
+    if session.get(OrderRow, client_order_id) is not None:
+        return
+    session.add(
+        OrderRow(
+            client_order_id=client_order_id,
+            signal_id=signal_id,
+            account_id=account_id,
+            business_sequence=sequence,
+            purpose=purpose,
+            broker=broker,
+            broker_symbol=broker_symbol,
+            side=side.value,
+            order_type=order_type.value,
+            quantity=quantity,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            status=OrderStatus.PENDING_SUBMIT.value,
+            filled_quantity=Decimal(0),
+            average_price=None,
+            broker_order_id=None,
+            reject_text=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+
+
+def record_positions(
+    session: Session, keeper_workflow_id: str, positions: list[Position], now: datetime
+) -> None:
+    """Bring the ledger to the keeper's positions: each position's row, each closing fill once,
+    and for each closing fill booked now, its effect on the account."""
+    for position in positions:
+        row = session.get(PositionRow, (position.signal_id, position.account_id))
+        was_closed = row is not None and row.status == PositionStatus.CLOSED.value
+        if row is None:
+            row = PositionRow(
+                signal_id=position.signal_id,
+                account_id=position.account_id,
+                opened_at=now,
+            )
+            session.add(row)
+        row.keeper_workflow_id = keeper_workflow_id
+        row.broker = position.broker
+        row.broker_symbol = position.broker_symbol
+        row.side = position.side.value
+        row.entry_quantity = position.entry_quantity
+        row.average_entry = position.average_entry
+        row.open_quantity = position.open_quantity
+        row.stop = position.stop
+        row.take_profit = position.take_profit
+        row.status = position.status.value
+        row.realized_pnl = position.realized_pnl
+        row.stop_client_order_id = (
+            position.stop_order.client_order_id if position.stop_order else None
+        )
+        row.take_profit_client_order_id = (
+            position.take_profit_order.client_order_id if position.take_profit_order else None
+        )
+        row.note = position.note
+        row.updated_at = now
+        closes_now = position.status is PositionStatus.CLOSED and not was_closed
+        if closes_now:
+            row.closed_at = now
+        booked = [fill for fill in position.closes if _book_fill(session, position, fill)]
+        if booked or closes_now:
+            _account_closes(session, position, booked, closes_now)
+    session.flush()
+
+
+def _book_fill(session: Session, position: Position, fill: ClosingFill) -> bool:
+    """Book one closing fill; whether it is new (a repeat books nothing)."""
+    if session.get(PositionFillRow, fill.execution_id) is not None:
+        return False
+    session.add(
+        PositionFillRow(
+            execution_id=fill.execution_id,
+            signal_id=position.signal_id,
+            account_id=position.account_id,
+            client_order_id=fill.client_order_id,
+            quantity=fill.quantity,
+            price=fill.price,
+            cause=fill.cause.value,
+            pnl=fill.pnl,
+            filled_at=fill.at,
+        )
+    )
+    return True
+
+
+def _account_closes(
+    session: Session, position: Position, fills: list[ClosingFill], closed: bool
+) -> None:
+    """What closing does to the account: a loss counts against today's budget at once, the
+    realized P&L moves balance and equity, the closed share of the leg's committed risk and
+    margin is given back, and a position closed whole frees its slot."""
+    state = session.get(AccountStateRow, position.account_id, with_for_update=True)
+    if state is None:
+        return
+    reservation = session.scalar(
+        select(RiskReservationRow).where(
+            RiskReservationRow.signal_id == position.signal_id,
+            RiskReservationRow.account_id == position.account_id,
+        )
+    )
+    for fill in fills:
+        state.realized_loss_today += max(Decimal(0), -fill.pnl)
+        state.balance += fill.pnl
+        state.equity += fill.pnl
+        state.peak_equity = max(state.peak_equity, state.equity)
+        if reservation is not None and reservation.quantity > 0:
+            share = fill.quantity / reservation.quantity
+            state.risk_committed_today = max(
+                Decimal(0), state.risk_committed_today - reservation.risk_amount * share
+            )
+            state.free_margin += reservation.margin * share
+    if closed:
+        state.open_positions = max(0, state.open_positions - 1)
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """A position as the ledger holds it, for the starter and reports."""
+
+    signal_id: str
+    account_id: str
+    broker: str
+    broker_symbol: str
+    side: str
+    entry_quantity: Decimal
+    average_entry: Decimal
+    open_quantity: Decimal
+    stop: Decimal
+    take_profit: Decimal | None
+    status: str
+    realized_pnl: Decimal
+    stop_client_order_id: str | None
+    take_profit_client_order_id: str | None
+    note: str | None
+    keeper_workflow_id: str
+    opened_at: datetime
+    closed_at: datetime | None
+    closes: list[PositionFillRow]
+
+
+def list_positions(
+    session: Session,
+    *,
+    signal_id: str | None = None,
+    account_id: str | None = None,
+    open_only: bool = False,
+    symbol: str | None = None,
+) -> list[PositionView]:
+    """Positions in (signal, account) order, each with its closing fills in time order."""
+    query = select(PositionRow).order_by(PositionRow.signal_id, PositionRow.account_id)
+    if signal_id is not None:
+        query = query.where(PositionRow.signal_id == signal_id)
+    if account_id is not None:
+        query = query.where(PositionRow.account_id == account_id)
+    if symbol is not None:
+        query = query.where(PositionRow.broker_symbol == symbol)
+    if open_only:
+        query = query.where(PositionRow.status != PositionStatus.CLOSED.value)
+    rows = list(session.scalars(query))
+    fills: dict[tuple[str, str], list[PositionFillRow]] = {}
+    if rows:
+        signals = {r.signal_id for r in rows}
+        for fill in session.scalars(
+            select(PositionFillRow)
+            .where(PositionFillRow.signal_id.in_(signals))
+            .order_by(PositionFillRow.filled_at, PositionFillRow.execution_id)
+        ):
+            fills.setdefault((fill.signal_id, fill.account_id), []).append(fill)
+    return [
+        PositionView(
+            signal_id=r.signal_id,
+            account_id=r.account_id,
+            broker=r.broker,
+            broker_symbol=r.broker_symbol,
+            side=r.side,
+            entry_quantity=r.entry_quantity,
+            average_entry=r.average_entry,
+            open_quantity=r.open_quantity,
+            stop=r.stop,
+            take_profit=r.take_profit,
+            status=r.status,
+            realized_pnl=r.realized_pnl,
+            stop_client_order_id=r.stop_client_order_id,
+            take_profit_client_order_id=r.take_profit_client_order_id,
+            note=r.note,
+            keeper_workflow_id=r.keeper_workflow_id,
+            opened_at=r.opened_at,
+            closed_at=r.closed_at,
+            closes=fills.get((r.signal_id, r.account_id), []),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class EntryFills:
+    """What one account's entry orders in a signal filled, in all, with its contract."""
+
+    account_id: str
+    broker: str
+    broker_symbol: str
+    quantity: Decimal
+    average_price: Decimal
+    tick_size: Decimal
+    tick_value: Decimal
+    lot_step: Decimal
+    min_lot: Decimal
+
+
+def entry_fills(session: Session, signal_id: str) -> list[EntryFills]:
+    """Per account, everything the signal's entry orders (first, completions, reroutes') filled
+    as the ledger has it, in account order: what positions the signal opened. Summed here, in
+    Decimal, on either database."""
+    rows = session.execute(
+        select(
+            OrderRow.account_id,
+            OrderRow.broker,
+            OrderRow.broker_symbol,
+            FillRow.quantity,
+            FillRow.price,
+            SymbolSpecRow,
+        )
+        .join(FillRow, FillRow.client_order_id == OrderRow.client_order_id)
+        .join(
+            SymbolSpecRow,
+            (SymbolSpecRow.broker == OrderRow.broker)
+            & (SymbolSpecRow.symbol == OrderRow.broker_symbol),
+        )
+        .where(OrderRow.signal_id == signal_id, OrderRow.purpose == ENTRY)
+        .order_by(OrderRow.account_id)
+    ).all()
+    fills: dict[str, list[tuple[Decimal, Decimal]]] = {}
+    first: dict[str, Any] = {}
+    for row in rows:
+        fills.setdefault(row.account_id, []).append((row.quantity, row.price))
+        first.setdefault(row.account_id, row)
+    result = []
+    for account_id, account_fills in fills.items():
+        row, spec = first[account_id], first[account_id].SymbolSpecRow
+        price = average_price(account_fills)
+        if price is None:
+            continue
+        result.append(
+            EntryFills(
+                account_id=account_id,
+                broker=row.broker,
+                broker_symbol=row.broker_symbol,
+                quantity=sum((q for q, _ in account_fills), Decimal(0)),
+                average_price=price,
+                tick_size=spec.tick_size,
+                tick_value=spec.tick_value,
+                lot_step=spec.lot_step,
+                min_lot=spec.min_lot,
+            )
+        )
+    return result
