@@ -25,6 +25,7 @@ from orchestrator.adapters.brokers.base import (
     BrokerOrder,
     OrderTicket,
     ReplaceNotSupported,
+    ReplaceRefused,
 )
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
@@ -52,6 +53,7 @@ from orchestrator.domain.positions import Contract, ProtectionKind, ProtectiveOr
 from orchestrator.domain.values import OrderType
 
 NOT_AT_BROKER = "the broker does not know this order"
+NOT_SENT = "not sent: the position it was to protect was closed first"
 """Why an order the keeper believed working is taken as ended: the broker never had it."""
 
 
@@ -124,22 +126,33 @@ class PositionActivities(Positions):
             if price is not None and order.price == price and _leaves(working) == quantity:
                 placed[kind] = _protective(kind, working, order.price)
                 continue
+            ended: BrokerOrder | None = None
             if price is not None:
                 ticket = self._ticket(target, kind, price, quantity)
-                replacement = self._replace(target, kind, working, ticket)
+                try:
+                    replacement = self._replace(target, kind, working, ticket)
+                except ReplaceRefused as error:  # it ended first: a new order follows
+                    replacement, ended = None, error.order or _gone(order)
                 if replacement is not None:
                     placed[kind] = _protective(kind, replacement, price)
+                    # Its fills up to the replace are news too (the next round resizes).
+                    old = self._broker.status(working.client_order_id)
+                    if old is not None:
+                        self._book(old)
+                        news.append(_news(target.account_id, kind, old))
                     continue
-            cancelled = self._broker.cancel(working.client_order_id) or working
-            self._book(cancelled)
-            news.append(_news(target.account_id, kind, cancelled))
-            quantity = max(Decimal(0), quantity - (_filled(cancelled) - _filled(working)))
+            if ended is None:
+                ended = self._broker.cancel(working.client_order_id) or working
+            self._book(ended)
+            news.append(_news(target.account_id, kind, ended))
+            quantity = max(Decimal(0), quantity - (_filled(ended) - _filled(working)))
         refused = None
         for kind, price in wanted.items():
             if kind in placed:
                 continue
             if price is None or quantity <= 0:
                 placed[kind] = None
+                self._never_sent(target, kind)
                 continue
             order = self._submit(target, kind, price, quantity)
             placed[kind] = order
@@ -182,6 +195,15 @@ class PositionActivities(Positions):
             state = self._broker.submit(ticket)
         self._book(state)
         return _protective(kind, state, price)
+
+    def _never_sent(self, target: ProtectionTarget, kind: ProtectionKind) -> None:
+        """An order of this generation written ahead for a replace the broker refused, and
+        not needed after all (its position went flat): ended in the ledger, never sent."""
+        client_order_id = ids.protective_client_order_id(
+            target.signal_id, target.account_id, kind.code, target.generation
+        )
+        with self._db.transaction() as session:
+            repository.end_unsent_order(session, client_order_id, NOT_SENT, self._clock())
 
     def _ticket(
         self, target: ProtectionTarget, kind: ProtectionKind, price: Decimal, quantity: Decimal

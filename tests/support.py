@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic.script import ScriptDirectory
 from google.protobuf.message import Message
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
@@ -31,10 +31,16 @@ from orchestrator.adapters.brokers.base import (
 from orchestrator.adapters.brokers.paper import PaperBehaviour
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import MIGRATIONS, Database
-from orchestrator.adapters.db.schema import OrderRow, PaperOrderRow, RiskReservationRow
+from orchestrator.adapters.db.schema import (
+    OrderRow,
+    PaperOrderRow,
+    PositionRow,
+    RiskReservationRow,
+)
 from orchestrator.config import Settings
 from orchestrator.domain.book import AccountLimits, Mandate, SymbolSpec
 from orchestrator.domain.errors import BrokerUnavailable
+from orchestrator.domain.orders import TERMINAL, OrderStatus
 from orchestrator.domain.signal import Signal
 from worker import build_activities, build_worker
 
@@ -131,18 +137,80 @@ def signal(signal_id: str, **overrides: Any) -> Signal:
     return Signal.model_validate(values)
 
 
+def is_entry(client_order_id: str) -> bool:
+    """An entry order's id ends in its business sequence (``{signal}:{account}:2``); a
+    protective or closing order's in a letter and a number (``…:S1``, ``…:C1``)."""
+    return client_order_id.rsplit(":", 1)[-1].isdigit()
+
+
 def broker_orders(db: Database) -> dict[str, int]:
-    """Orders the paper broker holds, per account."""
+    """Entry orders the paper broker holds, per account."""
+    counts: dict[str, int] = {}
+    for row in paper_orders(db).values():
+        counts[row.account_id] = counts.get(row.account_id, 0) + 1
+    return counts
+
+
+def ledger_orders(db: Database, *, purpose: str | None = repository.ENTRY) -> list[OrderRow]:
+    """The ledger's orders of one purpose (entries by default; ``None``: all)."""
+    query = select(OrderRow).order_by(OrderRow.client_order_id)
+    if purpose is not None:
+        query = query.where(OrderRow.purpose == purpose)
     with db.transaction() as session:
-        rows = session.execute(
-            select(PaperOrderRow.account_id, func.count()).group_by(PaperOrderRow.account_id)
+        return list(session.scalars(query))
+
+
+def protective_orders(db: Database, signal_id: str | None = None) -> list[OrderRow]:
+    """The ledger's stop and take-profit orders (of one signal), by client order id."""
+    query = (
+        select(OrderRow)
+        .where(OrderRow.purpose.in_(["STOP", "TAKE_PROFIT"]))
+        .order_by(OrderRow.client_order_id)
+    )
+    if signal_id is not None:
+        query = query.where(OrderRow.signal_id == signal_id)
+    with db.transaction() as session:
+        return list(session.scalars(query))
+
+
+def protection_violations(db: Database) -> list[str]:
+    """What breaks the protective orders' invariant, in the ledger and the paper broker's own
+    book: a protective order working on a flat position, or more protective quantity of one
+    kind working than the position's open quantity. Empty when it holds."""
+    working = {s.value for s in OrderStatus if s not in TERMINAL}
+    problems = []
+    with db.transaction() as session:
+        positions = list(session.scalars(select(PositionRow)))
+        orders = list(
+            session.scalars(select(OrderRow).where(OrderRow.purpose.in_(["STOP", "TAKE_PROFIT"])))
         )
-        return {account_id: count for account_id, count in rows.tuples()}
-
-
-def ledger_orders(db: Database) -> list[OrderRow]:
-    with db.transaction() as session:
-        return list(session.scalars(select(OrderRow).order_by(OrderRow.client_order_id)))
+        paper = {row.client_order_id: row for row in session.scalars(select(PaperOrderRow))}
+    for position in positions:
+        for purpose in ("STOP", "TAKE_PROFIT"):
+            mine = [
+                o
+                for o in orders
+                if (o.signal_id, o.account_id, o.purpose)
+                == (position.signal_id, position.account_id, purpose)
+            ]
+            ledger = sum(
+                (o.quantity - o.filled_quantity for o in mine if o.status in working), Decimal(0)
+            )
+            at_broker = sum(
+                (
+                    p.quantity - p.filled_quantity
+                    for o in mine
+                    if (p := paper.get(o.client_order_id)) is not None and p.status in working
+                ),
+                Decimal(0),
+            )
+            for where, quantity in (("ledger", ledger), ("broker", at_broker)):
+                if quantity > position.open_quantity:
+                    problems.append(
+                        f"{position.signal_id}/{position.account_id}: {quantity} {purpose} "
+                        f"working ({where}) on an open quantity of {position.open_quantity}"
+                    )
+    return problems
 
 
 def reservations(db: Database) -> list[RiskReservationRow]:
@@ -254,10 +322,14 @@ class FaultyBroker:
         return self._inner.account_state(account_id)
 
 
-def paper_orders(db: Database) -> dict[str, PaperOrderRow]:
-    """The paper broker's own book, by client order id."""
+def paper_orders(db: Database, *, entries_only: bool = True) -> dict[str, PaperOrderRow]:
+    """The paper broker's own book, by client order id (its entry orders, by default)."""
     with db.transaction() as session:
-        return {row.client_order_id: row for row in session.scalars(select(PaperOrderRow))}
+        return {
+            row.client_order_id: row
+            for row in session.scalars(select(PaperOrderRow))
+            if not entries_only or is_entry(row.client_order_id)
+        }
 
 
 @dataclass

@@ -15,19 +15,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain import ids, positions
+    from orchestrator.domain import ids
     from orchestrator.domain.contracts import summaries
     from orchestrator.domain.contracts.operators import PauseAccount, StopResult
     from orchestrator.domain.contracts.payloads import RerouteInput, ReserveRiskRequest
-    from orchestrator.domain.contracts.positions import (
-        EntriesDone,
-        PositionFill,
-        PositionsInput,
-        PositionsResult,
-    )
     from orchestrator.domain.orders import OrderOutcome
     from orchestrator.domain.planning.decisions import LegOrder, PlannedLeg
     from orchestrator.domain.positions import Contract
@@ -38,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.values import DenialReason
     from workflows.completion import complete_partial_fill
     from workflows.controls import Controls, Stop
-    from workflows.positions import PositionsWorkflow
+    from workflows.keeper import KeeperLink
     from workflows.reroute import OrderRerouteWorkflow
     from workflows.steps import (
         account_report,
@@ -162,9 +156,7 @@ class LegRunner:
         self._controls = controls
         self._tasks: dict[str, asyncio.Task[list[AccountReport]]] = {}
         self._slots: OrderSlots | None = None
-        self._keeper: ChildWorkflowHandle[PositionsWorkflow, PositionsResult] | None = None
-        self._keeper_lock = asyncio.Lock()
-        self._filled_accounts: set[str] = set()
+        self._keeper = KeeperLink(signal, execution)
         self.progress: dict[str, LegProgress] = {}
 
     async def run_all(self, legs: Sequence[LegOrder]) -> list[AccountReport]:
@@ -177,7 +169,7 @@ class LegRunner:
         for leg in legs:
             self._tasks[leg.account_id] = asyncio.create_task(self.run(leg))
         runs = await asyncio.gather(*self._tasks.values())
-        await self.entries_done()
+        await self._keeper.entries_done()
         return [line for lines in runs for line in lines]
 
     def note_pause_after_send(self, pause: PauseAccount) -> None:
@@ -231,7 +223,7 @@ class LegRunner:
             stop = self._controls.stop_for(leg.account_id)
             reason = stop.reason if stop else "cancelled"
             # What it filled before is a position: the keeper finds it in the ledger.
-            await self._keeper_handle()
+            await self._keeper.started()
             self._update(leg, LegStatus.CANCELLED, reason=reason)
             return [self._report(leg, LegStatus.CANCELLED, reason=reason)]
 
@@ -318,7 +310,7 @@ class LegRunner:
         completion = None
         if outcome.filled_quantity > 0 and outcome.average_price is not None:
             # A position from the first fill on: protected before any completion.
-            await self._opened(
+            await self._keeper.opened(
                 leg.account_id,
                 broker=leg.broker,
                 broker_symbol=leg.broker_symbol,
@@ -350,7 +342,7 @@ class LegRunner:
             )
         self._update(leg, status, reason=reason, filled=filled)
         line = self._report(leg, status, outcome=outcome, completion=completion, reason=reason)
-        return [await self._position_line(line)]
+        return [await self._keeper.position_line(line)]
 
     async def _take_slot(self, leg: LegOrder) -> Stop | None:
         """Hold one of the workflow's order slots, waiting for one if all are taken; or the
@@ -398,101 +390,8 @@ class LegRunner:
             )[:400],
         )
         self._update(leg, line.status, reason=f"{line.reason} → reroute {result.outcome}")
-        moved = [await self._position_line(target) for target in result.reports]
+        moved = [await self._keeper.position_line(target) for target in result.reports]
         return [line.model_copy(update={"reroute": result}), *moved]
-
-    # ----------------------------------------------------------------------------------------
-    # Positions: every filled quantity is a position, kept by the keeper
-
-    async def _position_line(self, line: AccountReport) -> AccountReport:
-        """The line with the position its fills opened (the keeper told of its final total)."""
-        if (
-            line.filled <= 0
-            or line.average_price is None
-            or line.contract is None
-            or line.broker is None
-            or line.broker_symbol is None
-        ):
-            return line
-        broker, broker_symbol = line.broker, line.broker_symbol
-        await self._opened(
-            line.account_id,
-            broker=broker,
-            broker_symbol=broker_symbol,
-            contract=line.contract,
-            filled=line.filled,
-            average=line.average_price,
-            final=True,
-        )
-        signal = self._signal
-        return line.model_copy(
-            update={
-                "position": positions.opened(
-                    signal.signal_id,
-                    signal.side,
-                    signal.stop,
-                    signal.take_profit,
-                    account_id=line.account_id,
-                    broker=broker,
-                    broker_symbol=broker_symbol,
-                    contract=line.contract,
-                    entry_quantity=line.filled,
-                    average_entry=line.average_price,
-                )
-            }
-        )
-
-    async def _opened(
-        self,
-        account_id: str,
-        *,
-        broker: str,
-        broker_symbol: str,
-        contract: Contract,
-        filled: Decimal,
-        average: Decimal,
-        final: bool = False,
-    ) -> None:
-        """Tell this workflow's position keeper (started at the first fill) what the account's
-        entries filled in all."""
-        keeper = await self._keeper_handle()
-        await keeper.signal(
-            PositionsWorkflow.position_filled,
-            PositionFill(
-                account_id=account_id,
-                broker=broker,
-                broker_symbol=broker_symbol,
-                contract=contract,
-                entry_quantity=filled,
-                average_entry=average,
-                final=final,
-            ),
-        )
-        self._filled_accounts.add(account_id)
-
-    async def _keeper_handle(self) -> ChildWorkflowHandle[PositionsWorkflow, PositionsResult]:
-        async with self._keeper_lock:
-            if self._keeper is None:
-                signal = self._signal
-                owner = workflow.info().workflow_id
-                self._keeper = await workflow.start_child_workflow(
-                    PositionsWorkflow.run,
-                    PositionsInput(signal=signal, execution=self._execution),
-                    id=ids.positions_workflow_id(owner),
-                    # It outlives the signal's execution: for as long as a position is open.
-                    parent_close_policy=ParentClosePolicy.ABANDON,
-                    search_attributes=child_search_attributes(signal),
-                    static_summary=f"positions of {owner}",
-                )
-            return self._keeper
-
-    async def entries_done(self) -> None:
-        """Tell the keeper, if the legs opened any position, that no more will open."""
-        if self._keeper is not None:
-            await self._keeper.signal(
-                PositionsWorkflow.entries_done,
-                EntriesDone(accounts=sorted(self._filled_accounts)),
-            )
 
     def _update(
         self,

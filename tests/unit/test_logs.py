@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from orchestrator.adapters.observability.logs import JsonFormatter, bound, ids_from_workflow_id
+from orchestrator.adapters.observability.logs import JsonFormatter, bound
 
 
 def record(message: str = "hello", **extra: object) -> logging.LogRecord:
@@ -27,19 +27,20 @@ def formatted(entry: logging.LogRecord) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("workflow_id", "ids"),
+    ("workflow_id", "signal_id"),
     [
-        ("signal-s-42", ("s-42", None)),
-        ("signal-s-42/alpha-01/completion", ("s-42", "alpha-01")),
-        ("signal-s-42/beta-07/reroute", ("s-42", "beta-07")),
-        ("signal-s-42/batch-2", ("s-42", None)),
-        ("something-else", (None, None)),
+        ("signal-s-42", "s-42"),
+        ("signal-s-42/leg-3/completion", "s-42"),
+        ("signal-s-42/batch-2/leg-7/reroute", "s-42"),
+        ("signal-s-42/positions", "s-42"),
+        ("something-else", None),
     ],
 )
-def test_ids_are_read_from_the_projects_workflow_ids(
-    workflow_id: str, ids: tuple[str | None, str | None]
+def test_the_signal_id_is_read_from_any_workflow_id_of_the_signal(
+    workflow_id: str, signal_id: str | None
 ) -> None:
-    assert ids_from_workflow_id(workflow_id) == ids
+    line = formatted(record(workflow_id=workflow_id))
+    assert (line["signal_id"], line["workflow_id"]) == (signal_id, workflow_id)
 
 
 def test_line_outside_any_context_has_the_id_keys_set_to_null() -> None:
@@ -50,15 +51,15 @@ def test_line_outside_any_context_has_the_id_keys_set_to_null() -> None:
     assert (line["signal_id"], line["account_id"], line["workflow_id"]) == (None, None, None)
 
 
-def test_workflow_logger_context_gives_workflow_signal_and_account() -> None:
-    details = {"workflow_id": "signal-s-1/acc-9/completion", "workflow_type": "X", "run_id": "r"}
+def test_workflow_logger_context_gives_workflow_and_signal() -> None:
+    details = {"workflow_id": "signal-s-1/leg-9/completion", "workflow_type": "X", "run_id": "r"}
 
     line = formatted(record(temporal_workflow=details))
 
     assert (line["signal_id"], line["account_id"], line["workflow_id"]) == (
         "s-1",
-        "acc-9",
-        "signal-s-1/acc-9/completion",
+        None,
+        "signal-s-1/leg-9/completion",
     )
     assert (line["workflow_type"], line["run_id"]) == ("X", "r")
 

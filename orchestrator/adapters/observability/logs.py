@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from temporalio import activity, workflow
 
+from orchestrator.domain.ids import signal_id_of
+
 ID_FIELDS = ("signal_id", "account_id", "workflow_id")
 
 _context: ContextVar[Mapping[str, str]] = ContextVar("teo_log_context", default={})  # noqa: B039
@@ -40,20 +42,6 @@ def bound(**fields: str | None) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
-
-
-def ids_from_workflow_id(workflow_id: str) -> tuple[str | None, str | None]:
-    """``(signal_id, account_id)`` encoded in a workflow id of this project.
-
-    ``signal-{id}`` → the signal; ``signal-{id}/{account}/completion`` and ``…/reroute`` → the
-    signal and the account; ``signal-{id}/batch-{n}`` → the signal only. Ids cannot contain
-    ``/``, so the split is unambiguous.
-    """
-    head, *rest = workflow_id.split("/")
-    if not head.startswith("signal-"):
-        return None, None
-    account = rest[0] if rest and not rest[0].startswith("batch-") else None
-    return head.removeprefix("signal-"), account
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,13 +66,15 @@ class JsonFormatter(logging.Formatter):
                     line[key] = temporal[key]
         elif activity.in_activity():
             ids["workflow_id"] = activity.info().workflow_id
-        if ids["workflow_id"]:
-            ids["signal_id"], ids["account_id"] = ids_from_workflow_id(ids["workflow_id"])
         ids.update(_context.get())
         for key in ID_FIELDS:
             explicit = getattr(record, key, None)
             if explicit:
                 ids[key] = str(explicit)
+        if ids["workflow_id"] and not ids["signal_id"]:
+            # Every workflow id of a signal starts with its own. A leg's account is bound by
+            # the activity that works for it: child ids name the leg, not the account.
+            ids["signal_id"] = signal_id_of(ids["workflow_id"])
         line.update(ids)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

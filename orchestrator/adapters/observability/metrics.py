@@ -48,6 +48,7 @@ from temporalio.worker import (
 
 from orchestrator.adapters.observability import logs
 from orchestrator.config import Settings
+from orchestrator.domain import ids
 from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.contracts.payloads import ErrorType, SignalWorkflowInput
 from orchestrator.domain.orders import TERMINAL, OrderOutcome, OrderStatus
@@ -227,11 +228,11 @@ class _ActivityObserver(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
         request = input.args[0] if input.args else None
-        signal_id, account_id = logs.ids_from_workflow_id(info.workflow_id or "")
         with logs.bound(
             workflow_id=info.workflow_id,
-            signal_id=getattr(request, "signal_id", None) or signal_id,
-            account_id=getattr(request, "account_id", None) or account_id,
+            signal_id=getattr(request, "signal_id", None)
+            or ids.signal_id_of(info.workflow_id or ""),
+            account_id=getattr(request, "account_id", None),
         ):
             is_order = info.activity_type == activity_name(Execution.place_and_follow_order)
             try:

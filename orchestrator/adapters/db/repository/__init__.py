@@ -23,6 +23,7 @@ from .ledger import list_orders as list_orders
 from .ledger import record_order_intent as record_order_intent
 from .positions import EntryFills as EntryFills
 from .positions import PositionView as PositionView
+from .positions import end_unsent_order as end_unsent_order
 from .positions import entry_fills as entry_fills
 from .positions import list_positions as list_positions
 from .positions import record_position_order as record_position_order

@@ -76,6 +76,15 @@ def record_position_order(
     session.flush()
 
 
+def end_unsent_order(session: Session, client_order_id: str, text: str, now: datetime) -> None:
+    """A protective order written ahead but never sent: cancelled in the ledger, with why."""
+    row = session.get(OrderRow, client_order_id)
+    if row is not None and row.status == OrderStatus.PENDING_SUBMIT.value:
+        row.status = OrderStatus.CANCELLED.value
+        row.reject_text = text
+        row.updated_at = now
+
+
 def record_positions(
     session: Session, keeper_workflow_id: str, positions: list[Position], now: datetime
 ) -> None:

@@ -1,0 +1,128 @@
+"""The link from a workflow that runs legs (a signal's, or a batch's) to the keeper of the
+positions they open: started at the first fill (or when a working leg is cancelled, as what it
+filled is a position too), told what each account's entries filled, and that the legs are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from temporalio import workflow
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from orchestrator.domain import ids, positions
+    from orchestrator.domain.contracts.positions import (
+        EntriesDone,
+        PositionFill,
+        PositionsInput,
+        PositionsResult,
+    )
+    from orchestrator.domain.positions import Contract
+    from orchestrator.domain.report import AccountReport
+    from orchestrator.domain.settings import ExecutionSettings
+    from orchestrator.domain.signal import Signal
+    from workflows.positions import PositionsWorkflow
+    from workflows.steps import child_search_attributes
+
+
+class KeeperLink:
+    """One per workflow running legs; its keeper's id is that workflow's, ``/positions``."""
+
+    def __init__(self, signal: Signal, execution: ExecutionSettings) -> None:
+        self._signal = signal
+        self._execution = execution
+        self._handle: ChildWorkflowHandle[PositionsWorkflow, PositionsResult] | None = None
+        self._lock = asyncio.Lock()
+        self._filled_accounts: set[str] = set()
+
+    async def position_line(self, line: AccountReport) -> AccountReport:
+        """The line with the position its fills opened (the keeper told of its final total)."""
+        if (
+            line.filled <= 0
+            or line.average_price is None
+            or line.contract is None
+            or line.broker is None
+            or line.broker_symbol is None
+        ):
+            return line
+        broker, broker_symbol = line.broker, line.broker_symbol
+        await self.opened(
+            line.account_id,
+            broker=broker,
+            broker_symbol=broker_symbol,
+            contract=line.contract,
+            filled=line.filled,
+            average=line.average_price,
+            final=True,
+        )
+        signal = self._signal
+        return line.model_copy(
+            update={
+                "position": positions.opened(
+                    signal.signal_id,
+                    signal.side,
+                    signal.stop,
+                    signal.take_profit,
+                    account_id=line.account_id,
+                    broker=broker,
+                    broker_symbol=broker_symbol,
+                    contract=line.contract,
+                    entry_quantity=line.filled,
+                    average_entry=line.average_price,
+                )
+            }
+        )
+
+    async def opened(
+        self,
+        account_id: str,
+        *,
+        broker: str,
+        broker_symbol: str,
+        contract: Contract,
+        filled: Decimal,
+        average: Decimal,
+        final: bool = False,
+    ) -> None:
+        """Tell this workflow's position keeper (started at the first fill) what the account's
+        entries filled in all."""
+        keeper = await self.started()
+        await keeper.signal(
+            PositionsWorkflow.position_filled,
+            PositionFill(
+                account_id=account_id,
+                broker=broker,
+                broker_symbol=broker_symbol,
+                contract=contract,
+                entry_quantity=filled,
+                average_entry=average,
+                final=final,
+            ),
+        )
+        self._filled_accounts.add(account_id)
+
+    async def started(self) -> ChildWorkflowHandle[PositionsWorkflow, PositionsResult]:
+        async with self._lock:
+            if self._handle is None:
+                signal = self._signal
+                owner = workflow.info().workflow_id
+                self._handle = await workflow.start_child_workflow(
+                    PositionsWorkflow.run,
+                    PositionsInput(signal=signal, execution=self._execution),
+                    id=ids.positions_workflow_id(owner),
+                    # It outlives the signal's execution: for as long as a position is open.
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    search_attributes=child_search_attributes(signal),
+                    static_summary=f"positions of {owner}",
+                )
+            return self._handle
+
+    async def entries_done(self) -> None:
+        """Tell the keeper, if the legs opened any position, that no more will open."""
+        if self._handle is not None:
+            await self._handle.signal(
+                PositionsWorkflow.entries_done,
+                EntriesDone(accounts=sorted(self._filled_accounts)),
+            )
