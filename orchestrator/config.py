@@ -1,7 +1,8 @@
 """All configuration, in one place: environment variables prefixed ``TEO_``, each with a default.
 
 The defaults are the embedded setup: a local Temporal dev server and a SQLite file. Production
-points the same code at a Temporal cluster and PostgreSQL by setting variables (see README).
+points the same code at a Temporal cluster and PostgreSQL by setting variables
+(docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ class Settings(BaseSettings):
     """Requests a source may send at once before the sustained rate applies."""
 
     fix_config: Path | None = None
-    """A FIX connection's configuration file (YAML or JSON, see README): the worker then trades
+    """A FIX connection's configuration file (YAML or JSON, docs/fix.md): the worker then trades
     through that FIX session instead of the paper broker, on the connection's task queue."""
     broker_task_queues: dict[str, str] = {}
     """JSON, broker name → task queue, e.g. ``{"ordermatch": "teo-fix-ordermatch"}``: order

@@ -11,7 +11,7 @@ Both become a :class:`~orchestrator.domain.signal.Signal` through
 same database row and ``REJECT_DUPLICATE`` workflow start in one transaction. A replayed request
 finds the signal id taken and answers 200 with the existing workflow (:mod:`.app`).
 
-Run it with ``python webhook.py`` (see README, "Webhook").
+Run it with ``python webhook.py`` (docs/webhook.md).
 """
 
 from orchestrator.interfaces.http.webhook.alerts import TradingViewAlert

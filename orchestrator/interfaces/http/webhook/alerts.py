@@ -22,7 +22,7 @@ _ALERT_FIELD_FOR = {"signal_id": "id", "symbol": "ticker", "side": "action", "en
 
 
 class TradingViewAlert(BaseModel):
-    """A TradingView alert message, filled by TradingView from the README's template.
+    """A TradingView alert message, filled by TradingView from the template in docs/webhook.md.
 
     TradingView sends the alert's text as the body and cannot add headers, so the shared
     secret travels in the body (``secret``). Prices are strings or numbers, parsed as exact
