@@ -1,5 +1,5 @@
-"""Command line for traders and operators: submit signals, dry-run plans, watch status, manage
-the account book, run the demo.
+"""Command line for traders and operators: submit signals, dry-run plans, watch status, see
+orders and positions, manage the account book, run the demo.
 
     python starter.py db upgrade        # the one way to migrate: first, and after every upgrade
     python starter.py submit demo/signal-eurusd.json --wait
@@ -14,6 +14,7 @@ the account book, run the demo.
     python starter.py cancel s-42 --reason "wrong symbol"
     python starter.py list [--running] [--symbol EURUSD]
     python starter.py orders [--signal s-42] [--account alpha-01] [--json]
+    python starter.py positions [--signal s-42] [--account alpha-01] [--open] [--json]
     python starter.py export s-42 [s-43 ...] -o audit/
     python starter.py replay audit/*.json
     python starter.py demo

@@ -1,5 +1,5 @@
 """Terminal rendering for the starter: plans, live progress, execution reports, and the tables
-of accounts, signals and orders (rich)."""
+of accounts, signals, orders and positions (rich)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
 if TYPE_CHECKING:
     from temporalio.client import WorkflowExecution
 
-    from orchestrator.adapters.db.repository import LedgerOrder
+    from orchestrator.adapters.db.repository import LedgerOrder, PositionView
     from orchestrator.adapters.db.schema import AccountRow, AccountStateRow
 
 STATUS_STYLE = {
@@ -210,8 +210,12 @@ def orders_table(orders: list[LedgerOrder], title: str = "") -> Table:
     for order in orders:
         style = ORDER_STATUS_STYLE.get(OrderStatus(order.status), "")
         asked = f"{order.side} {_plain(order.quantity)} {order.order_type}"
+        if order.purpose != "ENTRY":
+            asked = f"{order.purpose}: {asked}"
         if order.limit_price is not None:
             asked += f"\nlimit {_plain(order.limit_price)}"
+        if order.stop_price is not None:
+            asked += f"\nstop {_plain(order.stop_price)}"
         fills = len(order.fills)
         filled = _plain(order.filled)
         if fills:
@@ -285,3 +289,39 @@ def console() -> Console:
     """A console that stays readable when piped: wide lines instead of crushed columns."""
     probe = Console()
     return probe if probe.is_terminal else Console(width=140)
+
+
+POSITION_STATUS_STYLE = {"OPEN": "green", "UNPROTECTED": "bold red", "CLOSED": "dim"}
+
+
+def positions_table(positions: Sequence[PositionView], title: str = "") -> Table:
+    """The ledger's positions, one row each: which (signal, account, broker symbol), the side
+    and open of entry quantity at the average entry, the stop and take-profit with their
+    working orders, the status (UNPROTECTED in bold, with the broker's text) and the realized
+    P&L with each closing fill and its cause."""
+    table = Table(title=f"{len(positions)} position(s) {title}".rstrip(), show_lines=True)
+    table.add_column("signal, account\nbroker symbol", overflow="fold")
+    table.add_column("open / entry\n@ average", no_wrap=True)
+    table.add_column("stop\ntake-profit", overflow="fold")
+    table.add_column("status")
+    table.add_column("realized P&L\nclosing fills", overflow="fold")
+    for p in positions:
+        style = POSITION_STATUS_STYLE.get(p.status, "")
+        status = Text(p.status, style=style) + Text(f"\n{p.note}" if p.note else "")
+        closes = "\n".join(
+            f"{fill.cause} {_plain(fill.quantity)} @ {_plain(fill.price)} ({_fmt(fill.pnl)})"
+            for fill in p.closes
+        )
+        protection = f"{_plain(p.stop)} {p.stop_client_order_id or '(no order)'}"
+        if p.take_profit is not None:
+            target = p.take_profit_client_order_id or "(no order)"
+            protection += f"\n{_plain(p.take_profit)} {target}"
+        table.add_row(
+            Text(f"{p.signal_id}, {p.account_id}\n{p.broker} {p.broker_symbol}"),
+            f"{p.side} {_plain(p.open_quantity)} / {_plain(p.entry_quantity)}\n"
+            f"@ {_plain(p.average_entry)}",
+            Text(protection),
+            status,
+            Text(f"{_fmt(p.realized_pnl)}\n{closes}".rstrip()),
+        )
+    return table

@@ -19,7 +19,15 @@ from temporalio.service import RPCError
 
 from orchestrator.config import Settings, get_settings
 from orchestrator.domain.errors import OrchestratorError, ValidationFailed
-from orchestrator.interfaces.cli import accounts, controls, demo, history, signals, system
+from orchestrator.interfaces.cli import (
+    accounts,
+    controls,
+    demo,
+    history,
+    positions,
+    signals,
+    system,
+)
 from orchestrator.interfaces.process import BROKEN_PIPE
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -35,7 +43,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         prog="starter.py", description=description, formatter_class=argparse.RawTextHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (signals, accounts, controls, history, system, demo):
+    for module in (signals, positions, accounts, controls, history, system, demo):
         module.add_parser(commands)
     return parser
 

@@ -245,7 +245,10 @@ class LedgerOrder:
     signal_id: str
     account_id: str
     business_sequence: int
-    """1 for a leg's first order, 2 and up for the orders completing it."""
+    """1 for a leg's first order, 2 and up for the orders completing it; a protective order's
+    generation; a closing order's number."""
+    purpose: str
+    """ENTRY, STOP, TAKE_PROFIT or CLOSE."""
     broker: str
     symbol: str
     """As sent to the broker (after the account's symbol map)."""
@@ -253,6 +256,7 @@ class LedgerOrder:
     order_type: str
     quantity: Decimal
     limit_price: Decimal | None
+    stop_price: Decimal | None
     filled: Decimal
     average_price: Decimal | None
     status: str
@@ -295,12 +299,14 @@ def list_orders(
             signal_id=row.signal_id,
             account_id=row.account_id,
             business_sequence=row.business_sequence,
+            purpose=row.purpose,
             broker=row.broker,
             symbol=row.broker_symbol,
             side=row.side,
             order_type=row.order_type,
             quantity=row.quantity,
             limit_price=row.limit_price,
+            stop_price=row.stop_price,
             filled=row.filled_quantity,
             average_price=row.average_price,
             status=row.status,
