@@ -75,7 +75,8 @@ def child_executions(history: WorkflowHistory) -> list[tuple[str, str]]:
 async def fetch_with_children(
     client: Client, workflow_id: str, run_id: str | None = None
 ) -> list[WorkflowHistory]:
-    """The run's history, then its children's (and theirs: batch → completion), depth first.
+    """The run's history, then its children's (and theirs: batch → completion), depth first;
+    a run that continued as new is followed by its next runs (a position keeper's weeks).
 
     Children are found in the parent's own history (ChildWorkflowExecutionStarted events) and
     fetched by the exact run id recorded there.
@@ -89,16 +90,29 @@ async def fetch_with_children(
     histories = [history]
     for child_id, child_run in child_executions(history):
         histories += await fetch_with_children(client, child_id, child_run)
+    next_run = continued_as(history)
+    if next_run is not None:
+        histories += await fetch_with_children(client, workflow_id, next_run)
     return histories
+
+
+def continued_as(history: WorkflowHistory) -> str | None:
+    """The run id a run that continued as new continued as; ``None`` for any other."""
+    last = history.events[-1] if history.events else None
+    if last is None or last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+        return None
+    return last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
 
 
 # --------------------------------------------------------------------------------------------
 # Files and the manifest
 
 
-def file_name(workflow_id: str) -> str:
-    """``signal-s-42/alpha-01/completion`` → ``signal-s-42__alpha-01__completion.json``."""
-    return workflow_id.replace("/", "__") + ".json"
+def file_name(workflow_id: str, run: int = 1) -> str:
+    """``signal-s-42/leg-1/completion`` → ``signal-s-42__leg-1__completion.json``; the n-th
+    run of a workflow that continued as new, ``….run-{n}.json`` (the id is in the file)."""
+    stem = workflow_id.replace("/", "__")
+    return f"{stem}.json" if run == 1 else f"{stem}.run-{run}.json"
 
 
 def sha256_of(path: Path) -> str:
@@ -115,9 +129,9 @@ def workflow_type(history: WorkflowHistory) -> str:
     return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
 
 
-def write_history(history: WorkflowHistory, directory: Path) -> Path:
+def write_history(history: WorkflowHistory, directory: Path, run: int = 1) -> Path:
     """Write one history as ``temporal workflow show --output json`` does."""
-    path = directory / file_name(history.workflow_id)
+    path = directory / file_name(history.workflow_id, run)
     path.write_text(history.to_json() + "\n", encoding="utf-8")
     return path
 
@@ -173,21 +187,22 @@ async def export_signals(
     manifest. Returns what was written and the manifest's path."""
     directory.mkdir(parents=True, exist_ok=True)
     exported: list[Exported] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
+    runs: dict[str, int] = {}
     for workflow_id in workflow_ids:
         for history in await fetch_with_children(client, workflow_id):
-            if history.workflow_id in seen:
+            if (history.workflow_id, history.run_id) in seen:
                 continue
-            seen.add(history.workflow_id)
-            clash = next(
-                (e for e in exported if e.path.name == file_name(history.workflow_id)), None
-            )
+            seen.add((history.workflow_id, history.run_id))
+            run = runs[history.workflow_id] = runs.get(history.workflow_id, 0) + 1
+            name = file_name(history.workflow_id, run)
+            clash = next((e for e in exported if e.path.name == name), None)
             if clash is not None:  # '/' → '__' made two ids one name
                 raise OrchestratorError(
                     f"{history.workflow_id!r} and {clash.history.workflow_id!r} would both be "
                     f"written to {clash.path.name}: export them to different directories"
                 )
-            path = write_history(history, directory)
+            path = write_history(history, directory, run)
             exported.append(Exported(path=path, history=history, sha256=sha256_of(path)))
     manifest = write_manifest(
         directory, {e.path.name: manifest_entry(e.history, e.path) for e in exported}

@@ -20,9 +20,11 @@ from orchestrator.domain.report import SignalReport
 from orchestrator.services import history as histories
 from orchestrator.services.audit.describe import describe_plan
 from orchestrator.services.audit.document import Audit, ReplayCheck, UnreadableHistory
+from orchestrator.services.audit.positions import verify_positions
 from orchestrator.services.audit.reader import Reader
 from orchestrator.services.audit.verify import account_audits, verify_plan
 from workflows.batch import LegBatchWorkflow
+from workflows.positions import PositionsWorkflow
 from workflows.reroute import OrderRerouteWorkflow
 
 
@@ -72,6 +74,7 @@ async def audit_histories(
         r for r in reads if histories.workflow_type(r.history) == OrderRerouteWorkflow.__name__
     ]
     values, plan = verify_plan(root, batches, report, reroutes)
+    keepers = [r for r in reads if histories.workflow_type(r.history) == PositionsWorkflow.__name__]
     trail = [entry for read in reads for entry in read.trail]
     if plan is not None:
         trail += describe_plan(plan, root)
@@ -89,5 +92,6 @@ async def audit_histories(
         accounts=account_audits(report, reads) if report else [],
         report=report,
         trail=trail,
+        positions=verify_positions(keepers),
         plaintext=[p for read in reads for p in read.plaintext],
     )

@@ -28,12 +28,14 @@ from orchestrator.domain.contracts.payloads import (
     SettleLegRequest,
     SignalWorkflowInput,
 )
+from orchestrator.domain.contracts.positions import PositionsInput, PositionsResult
 from orchestrator.domain.correlation import CorrelationResult
 from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.planning.decisions import Plan
 from orchestrator.domain.report import CompletionResult, RerouteResult, SignalReport
 from orchestrator.domain.settings import PlanSettings, ServiceSettings
 from orchestrator.services.audit.document import Activity, Audit, Read, TrailEntry, ValueVerdict
+from orchestrator.services.audit.positions import describe_keeper_input, describe_keeper_result
 
 
 def describe_start(kind: str, value: Any, identity: str) -> str:
@@ -62,6 +64,8 @@ def describe_settings(settings: PlanSettings) -> str:
 
 
 def describe_child_input(value: Any) -> str:
+    if isinstance(value, PositionsInput):
+        return describe_keeper_input(value)
     if isinstance(value, LegBatchInput):
         return f"{len(value.legs)} legs ({', '.join(leg.account_id for leg in value.legs)})"
     if isinstance(value, CompletionInput):
@@ -76,6 +80,8 @@ def describe_child_input(value: Any) -> str:
 
 
 def describe_child_result(value: Any) -> str:
+    if isinstance(value, PositionsResult):
+        return describe_keeper_result(value)
     if isinstance(value, LegBatchResult):
         return f"{len(value.accounts)} report lines"
     if isinstance(value, CompletionResult):
@@ -320,6 +326,24 @@ def render(audit: Audit) -> list[str]:
             f"{a.filled_by_orders}"
             for a in disagree
         ]
+    if audit.positions is not None:
+        p = audit.positions
+        lines.append(
+            f"Positions: {len(p.positions)}; {p.compared} protective target(s) re-derived from "
+            f"the fills, {len(p.differences)} differ"
+        )
+        lines += [
+            f"  {d.account_id} {d.field} in {d.where}: recorded {d.recorded}, derived {d.derived}"
+            for d in p.differences
+        ]
+        for position in p.positions:
+            lines.append(
+                f"  {position.account_id:<16} {position.status:<11} open "
+                f"{position.open_quantity} of {position.entry_quantity}, realized "
+                f"{position.realized_pnl}" + (f"  ({position.note})" if position.note else "")
+            )
+            lines += [f"    {close}" for close in position.closes]
+            lines += [f"    PROBLEM: {problem}" for problem in position.problems]
     if audit.plaintext:
         lines.append(
             f"PLAINTEXT: {len(audit.plaintext)} payload(s) of this encrypted signal were sent "

@@ -13,6 +13,7 @@ from typing import Any
 from temporalio.client import WorkflowHistory
 
 from orchestrator.domain.errors import OrchestratorError
+from orchestrator.domain.positions import PositionStatus
 from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.domain.values import Model
 
@@ -102,6 +103,34 @@ class AccountAudit(Model):
         return self.filled == self.filled_by_orders
 
 
+class PositionAudit(Model):
+    """A position as its keeper last recorded it, with what breaks the protection rules."""
+
+    account_id: str
+    status: PositionStatus
+    entry_quantity: Decimal
+    open_quantity: Decimal
+    realized_pnl: Decimal
+    closes: list[str] = []
+    note: str | None = None
+    problems: list[str] = []
+    """A protective order working on a flat position, covering more than is open, or an open
+    position without a working stop that is not marked UNPROTECTED."""
+
+
+class PositionsCheck(Model):
+    """The keeper's protective quantities re-derived from the fills its history recorded."""
+
+    compared: int
+    """Protective targets compared."""
+    differences: list[Difference] = []
+    positions: list[PositionAudit] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and not any(p.problems for p in self.positions)
+
+
 class Audit(Model):
     signal_id: str
     workflow_id: str
@@ -113,6 +142,8 @@ class Audit(Model):
     """Empty while the signal runs: there is no report yet."""
     report: SignalReport | None
     trail: list[TrailEntry]
+    positions: PositionsCheck | None = None
+    """``None`` when the signal opened no position."""
     plaintext: list[str] = []
     """Payloads of an encrypted history sent without the codec (kept in clear by the server):
     a security finding, reported, not a failure of the audit."""
@@ -127,7 +158,12 @@ class Audit(Model):
 
     @property
     def ok(self) -> bool:
-        return self.replay_ok and self.values.verdict is not ValueVerdict.DRIFT and self.fills_agree
+        return (
+            self.replay_ok
+            and self.values.verdict is not ValueVerdict.DRIFT
+            and self.fills_agree
+            and (self.positions is None or self.positions.ok)
+        )
 
 
 @dataclass
@@ -153,5 +189,7 @@ class Read:
     rules_versions: list[int] = field(default_factory=list)
     planned_at: datetime | None = None
     trail: list[TrailEntry] = field(default_factory=list)
+    steps: list[tuple[str, Any]] = field(default_factory=list)
+    """A position keeper's steps in history order, for the positions' value check."""
     plaintext: list[str] = field(default_factory=list)
     """Payloads of an encrypted history that a client sent unencrypted (where they are)."""

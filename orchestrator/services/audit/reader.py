@@ -19,7 +19,7 @@ from orchestrator.adapters.codec import ENCODING
 from orchestrator.domain import planning
 from orchestrator.domain.book import BookSnapshot
 from orchestrator.domain.contracts import summaries
-from orchestrator.domain.contracts.activities import Control, Execution, activity_name
+from orchestrator.domain.contracts.activities import Control, Execution, Positions, activity_name
 from orchestrator.domain.contracts.operators import (
     ActionReceipt,
     ActionRecorded,
@@ -37,6 +37,19 @@ from orchestrator.domain.contracts.payloads import (
     SettleLegRequest,
     SignalWorkflowInput,
     SnapshotRequest,
+)
+from orchestrator.domain.contracts.positions import (
+    CloseOutcome,
+    CloseRequest,
+    EntryFillsRequest,
+    OrderNews,
+    PositionFill,
+    PositionsInput,
+    PositionsRecord,
+    PositionsResult,
+    ProtectionOutcome,
+    ProtectionRequest,
+    WatchRequest,
 )
 from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
 from orchestrator.domain.orders import OrderOutcome
@@ -57,8 +70,15 @@ from orchestrator.services.audit.describe import (
     describe_start,
 )
 from orchestrator.services.audit.document import Activity, Read, TrailEntry
+from orchestrator.services.audit.positions import (
+    KEEPER_SIGNALS,
+    describe_keeper_activity,
+    describe_keeper_signal,
+    keeper_step,
+)
 from workflows.batch import LegBatchWorkflow
 from workflows.completion import PartialFillCompletionWorkflow
+from workflows.positions import PositionsWorkflow
 from workflows.reroute import OrderRerouteWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
@@ -72,6 +92,11 @@ ACTIVITY_TYPES: dict[str, tuple[type[Any], Any]] = {
     activity_name(Control.record_operator_action): (ActionReceipt, ActionRecorded),
     activity_name(Control.apply_kill_switch): (KillSwitch, KillSwitchResult),
     activity_name(Control.cancellation_request): (str, CancellationRequest),
+    activity_name(Positions.protect): (ProtectionRequest, list[ProtectionOutcome]),
+    activity_name(Positions.check_orders): (WatchRequest, list[OrderNews]),
+    activity_name(Positions.close_positions): (CloseRequest, list[CloseOutcome]),
+    activity_name(Positions.entry_fills): (EntryFillsRequest, list[PositionFill]),
+    activity_name(Positions.record_positions): (PositionsRecord, type(None)),
 }
 """Activity name → (input type, result type): how to read the payloads a history holds."""
 
@@ -79,6 +104,7 @@ CHILD_TYPES: dict[str, tuple[type[Any], type[Any]]] = {
     LegBatchWorkflow.__name__: (LegBatchInput, LegBatchResult),
     PartialFillCompletionWorkflow.__name__: (CompletionInput, CompletionResult),
     OrderRerouteWorkflow.__name__: (RerouteInput, RerouteResult),
+    PositionsWorkflow.__name__: (PositionsInput, PositionsResult),
 }
 
 SIGNAL_WORKFLOW = SignalExecutionWorkflow.__name__
@@ -177,6 +203,9 @@ class Reader:
                 )
                 scheduled[event.event_id] = activity
                 read.activities.append(activity)
+                step = keeper_step(activity)
+                if step is not None:
+                    read.steps.append(step)
             elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 done = event.activity_task_completed_event_attributes
                 activity = scheduled[done.scheduled_event_id]
@@ -186,9 +215,13 @@ class Reader:
                 activity.completed = True
                 if activity.name == activity_name(Execution.compute_correlation):
                     correlated_at = event.event_id
-                entry = describe_activity(activity)
-                if entry is not None:
-                    note(event, *entry)
+                step = keeper_step(activity)
+                if step is not None:
+                    read.steps.append(step)
+                keeper_lines = describe_keeper_activity(activity)
+                entry = None if keeper_lines is not None else describe_activity(activity)
+                for line in keeper_lines or ([entry] if entry is not None else []):
+                    note(event, *line)
                 if (
                     isinstance(activity.result, BookSnapshot)
                     and activity.result.correlation is not None
@@ -269,6 +302,13 @@ class Reader:
             elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 signaled = event.workflow_execution_signaled_event_attributes
                 plaintext(signaled.input, f"signal {signaled.signal_name}", signaled.identity)
+                internal = KEEPER_SIGNALS.get(signaled.signal_name)
+                if internal is not None:  # from the legs, not an operator
+                    value = await self.decode(signaled.input, internal)
+                    if isinstance(value, PositionFill):
+                        read.steps.append(("fill", value))
+                    note(event, *describe_keeper_signal(signaled.signal_name, value))
+                    continue
                 request = await self.decode(signaled.input, dict[str, Any]) or {}
                 note(
                     event,
