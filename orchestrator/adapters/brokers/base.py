@@ -86,6 +86,26 @@ class ReplaceNotSupported(OrchestratorError):
     """The broker cannot cancel/replace an order: cancel it and submit a new one instead."""
 
 
+class ReplaceRejected(OrchestratorError):
+    """The broker refused this replace (FIX OrderCancelReject): the old order stands as it was,
+    or has ended meanwhile (filled, cancelled).
+
+    Attributes:
+        client_order_id: The order that was to be replaced.
+        text: The broker's words, verbatim (ours when the refusal is local: the order has
+            already ended, or the broker does not know it).
+        order: That order as now known (``None`` if the broker does not know it): its status
+            and fills say whether it still works.
+    """
+
+    def __init__(self, client_order_id: str, text: str, order: BrokerOrder | None) -> None:
+        self.client_order_id = client_order_id
+        self.text = text
+        self.order = order
+        state = f"; it is {order.status}" if order is not None else ""
+        super().__init__(f"replace of {client_order_id} refused: {text}{state}")
+
+
 class Broker(Protocol):
     """Blocking broker calls, used from activities running on a thread pool.
 
@@ -114,7 +134,8 @@ class Broker(Protocol):
         """Cancel/replace a working order (FIX OrderCancelReplaceRequest): the ticket's new
         client order id, quantity and price take the old order's place at once, with no moment
         where neither works. Returns the new order; a fill the old one got first stays on it.
-        Idempotent on the new id. :class:`ReplaceNotSupported` if the venue cannot."""
+        Idempotent on the new id. :class:`ReplaceNotSupported` if the venue cannot;
+        :class:`ReplaceRejected` if it refused this one (the old order stands, or has ended)."""
         ...
 
     def quote(self, account_id: str, symbol: str) -> Quote | None:
