@@ -13,6 +13,7 @@ unbounded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,7 +26,7 @@ from orchestrator.adapters.brokers.base import (
     BrokerOrder,
     OrderTicket,
     ReplaceNotSupported,
-    ReplaceRefused,
+    ReplaceRejected,
 )
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
@@ -123,18 +124,24 @@ class PositionActivities(Positions):
             if order is None or working is None or working.status in TERMINAL:
                 continue
             price = wanted[kind] if quantity > 0 else None
-            if price is not None and order.price == price and _leaves(working) == quantity:
-                placed[kind] = _protective(kind, working, order.price)
+            if (
+                price is not None
+                and order.price == price
+                and order.quantity - _filled(working) == quantity
+            ):
+                placed[kind] = _protective(kind, working, order.price, order.quantity)
                 continue
             ended: BrokerOrder | None = None
             if price is not None:
                 ticket = self._ticket(target, kind, price, quantity)
                 try:
                     replacement = self._replace(target, kind, working, ticket)
-                except ReplaceRefused as error:  # it ended first: a new order follows
+                except ReplaceRejected as error:  # a new order follows
                     replacement, ended = None, error.order or _gone(order)
+                    if ended.status not in TERMINAL:  # refused, yet it stands: cancel it
+                        ended = self._broker.cancel(working.client_order_id) or ended
                 if replacement is not None:
-                    placed[kind] = _protective(kind, replacement, price)
+                    placed[kind] = _protective(kind, replacement, price, quantity)
                     # Its fills up to the replace are news too (the next round resizes).
                     old = self._broker.status(working.client_order_id)
                     if old is not None:
@@ -179,7 +186,10 @@ class PositionActivities(Positions):
             state = self._existing(ticket)
             if state is None:
                 self._record_intent(target, kind, ticket)
-                state = self._broker.replace(working.client_order_id, ticket)
+                # OrderQty in FIX's meaning: the order's total, what the old one filled
+                # included; the new order works the ticket's quantity.
+                total = dataclasses.replace(ticket, quantity=ticket.quantity + _filled(working))
+                state = self._broker.replace(working.client_order_id, total)
         except ReplaceNotSupported:
             return None
         self._book(state)
@@ -415,10 +425,6 @@ def _filled(state: BrokerOrder) -> Decimal:
     return sum((e.quantity for e in state.executions), Decimal(0))
 
 
-def _leaves(state: BrokerOrder) -> Decimal:
-    return state.quantity - _filled(state)
-
-
 def _fills(state: BrokerOrder) -> list[BrokerFill]:
     return [
         BrokerFill(
@@ -439,12 +445,16 @@ def _news(account_id: str, kind: ProtectionKind, state: BrokerOrder) -> OrderNew
     )
 
 
-def _protective(kind: ProtectionKind, state: BrokerOrder, price: Decimal) -> ProtectiveOrder:
+def _protective(
+    kind: ProtectionKind, state: BrokerOrder, price: Decimal, quantity: Decimal | None = None
+) -> ProtectiveOrder:
+    """The order as the keeper holds it: ``quantity`` is what it was sent to work (a
+    replacement's OrderQty also counts what the order it replaced filled)."""
     return ProtectiveOrder(
         kind=kind,
         client_order_id=state.client_order_id,
         price=price,
-        quantity=state.quantity,
+        quantity=state.quantity if quantity is None else quantity,
         status=state.status,
         filled=_filled(state),
         reject_text=state.reject_text,

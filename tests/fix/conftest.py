@@ -56,6 +56,35 @@ def ticket(
     )
 
 
+def session_log(broker: FixBroker) -> str:
+    """QuickFIX's own log of the messages the adapter's session sent and received."""
+    assert broker.config.log_dir is not None
+    return "".join(p.read_text() for p in broker.config.log_dir.glob("*.messages.current.log"))
+
+
+def stop_ticket(
+    client_order_id: str,
+    side: Side = Side.SELL,
+    quantity: str = "0.50",
+    stop: str = "1.08200",
+    *,
+    symbol: str = "EURUSD",
+    account_id: str = "acct-1",
+) -> OrderTicket:
+    """A protective stop: becomes a market order once the price trades through ``stop``."""
+    return OrderTicket(
+        client_order_id=client_order_id,
+        account_id=account_id,
+        symbol=symbol,
+        side=side,
+        order_type=OrderType.STOP,
+        quantity=Decimal(quantity),
+        limit_price=None,
+        reference_price=Decimal(stop),
+        stop_price=Decimal(stop),
+    )
+
+
 def await_status(
     broker: FixBroker,
     client_order_id: str,

@@ -17,7 +17,8 @@ reachable only through 127.0.0.1 on the host. Root (or CAP_SYS_ADMIN) is needed 
 
 Commands on stdin, one per line: ``drop`` closes every relayed connection (a network cut; the
 peer lives on), ``kill`` stops the peer (SIGKILL) and drops connections, ``start`` starts it
-again, ``quit`` ends everything. End of stdin (the parent died) and the deadline end it too.
+again, ``say TEXT`` writes TEXT as a line to the peer's stdin (the suite's venue takes commands
+there), ``quit`` ends everything. End of stdin (the parent died) and the deadline end it too.
 The namespace disappears with this process and its peer.
 
     python -m tests.fix.netns_peer --peer-port 5001 --workdir DIR --deadline-s 600 \
@@ -74,6 +75,11 @@ class Peer:
                     return
             time.sleep(0.02)
         raise TimeoutError(f"peer did not listen on {self._port} within {timeout_s} s")
+
+    def say(self, text: str) -> None:
+        if self._process is not None and self._process.stdin is not None:
+            self._process.stdin.write(text.encode() + b"\n")
+            self._process.stdin.flush()
 
     def stop(self, *, kill: bool = False) -> None:
         process, self._process = self._process, None
@@ -189,6 +195,8 @@ def main() -> None:
                 relay.drop()
             elif command == "start":
                 peer.start()
+            elif command.startswith("say "):
+                peer.say(command.removeprefix("say "))
             print(f"OK {command}", flush=True)
     finally:
         relay.close()

@@ -9,11 +9,13 @@ Everything is bounded: the helper has a deadline, and it stops the peer (by PID)
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,10 +28,11 @@ from orchestrator.config import PROJECT_ROOT
 
 PEERS_DIR = Path(os.environ.get("TEO_FIX_PEERS_DIR", PROJECT_ROOT / ".tools" / "fix-peers"))
 PeerName = Literal["executor", "ordermatch"]
+BeginString = Literal["FIX.4.2", "FIX.4.4"]
 PEER_PORT = 5001
 """The peer's port inside its namespace: private to it, so every peer can use the same."""
 
-BEGIN_STRING: dict[PeerName, Literal["FIX.4.2", "FIX.4.4"]] = {
+BEGIN_STRING: dict[PeerName, BeginString] = {
     "executor": "FIX.4.4",
     "ordermatch": "FIX.4.2",
 }
@@ -57,8 +60,10 @@ def new_comp_id(prefix: str = "TEO") -> str:
     return f"{prefix}{os.getpid()}N{next(_ids)}"
 
 
-def acceptor_settings(name: PeerName, clients: list[str], store_dir: Path) -> str:
-    begin = BEGIN_STRING[name]
+def acceptor_settings(
+    name: PeerName, clients: list[str], store_dir: Path, begin: BeginString | None = None
+) -> str:
+    begin = begin or BEGIN_STRING[name]
     version = begin.replace("FIX.", "").replace(".", "")
     lines = [
         "[DEFAULT]",
@@ -88,6 +93,7 @@ class FixPeer:
     port: int
     """The relay's port on the host's 127.0.0.1."""
     workdir: Path
+    begin_string: BeginString
     _process: subprocess.Popen[str]
     _lines: queue.SimpleQueue[str]
 
@@ -96,7 +102,7 @@ class FixPeer:
             "name": self.name,
             "host": "127.0.0.1",
             "port": self.port,
-            "begin_string": BEGIN_STRING[self.name],
+            "begin_string": self.begin_string,
             "sender_comp_id": sender_comp_id,
             "target_comp_id": COMP_ID[self.name],
             "heartbeat_s": 30,
@@ -113,11 +119,32 @@ class FixPeer:
         return FixSessionConfig.model_validate(values)
 
     def command(self, command: Literal["drop", "kill", "start"], timeout_s: float = 15) -> None:
-        """Cut the connections, kill the peer, or start it again; wait until done."""
+        """Cut the connections, kill the peer, or start it again; wait until done. (Also
+        ``say TEXT``, through :meth:`tell`.)"""
+        self._command(command, timeout_s)
+
+    def _command(self, command: str, timeout_s: float) -> None:
         assert self._process.stdin is not None
         self._process.stdin.write(command + "\n")
         self._process.stdin.flush()
         self._expect(f"OK {command}", timeout_s)
+
+    def tell(self, line: str, timeout_s: float = 15) -> None:
+        """Give the suite's venue a command (``price EURUSD 1.08`` …, see ``tests.fix.venue``)
+        and wait until its journal says it was done."""
+        done = len(self.journal())
+        self._command("say " + line, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while ("control", line) not in [(j["type"], j["result"]) for j in self.journal()[done:]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the venue did not take {line!r} in {timeout_s} s")
+            time.sleep(0.02)
+
+    def journal(self) -> list[dict[str, str]]:
+        """What reached the suite's venue, one entry per message or command, in order."""
+        path = self.workdir / "journal.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line) for line in lines]
 
     def _expect(self, wanted: str, timeout_s: float) -> str:
         while True:
@@ -150,17 +177,20 @@ def running_peer(
     *,
     deadline_s: float = 300,
     venue_fill_delay_s: float = 0,
+    venue_begin_string: BeginString = "FIX.4.4",
 ) -> Iterator[FixPeer]:
     """Start the peer, with one session per client comp id, and stop it afterwards.
 
-    ``venue`` is the test suite's own acceptor (:mod:`tests.fix.venue`, FIX 4.4), for what
-    QuickFIX's examples cannot do: status requests, duplicate ClOrdIDs, a journal of what
-    arrived.
+    ``venue`` is the test suite's own acceptor (:mod:`tests.fix.venue`, FIX 4.4 unless
+    ``venue_begin_string`` says 4.2), for what QuickFIX's examples cannot do: status requests,
+    duplicate ClOrdIDs, stop orders and prices, cancel/replace, positions, collateral, mass
+    status, a journal of what arrived.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     kind: PeerName = "executor" if name == "venue" else name
+    begin = venue_begin_string if name == "venue" else BEGIN_STRING[kind]
     config = workdir / f"{name}.cfg"
-    settings = acceptor_settings(kind, clients, workdir / "peer-store")
+    settings = acceptor_settings(kind, clients, workdir / "peer-store", begin)
     config.write_text(settings, encoding="utf-8")
     if name == "venue":
         command = [sys.executable, "-m", "tests.fix.venue", str(config), str(workdir)]
@@ -197,7 +227,7 @@ def running_peer(
         lines.put("")
 
     threading.Thread(target=read, daemon=True).start()
-    peer = FixPeer(kind, 0, workdir, process, lines)
+    peer = FixPeer(kind, 0, workdir, begin, process, lines)
     try:
         peer.port = int(peer._expect("PORT ", 30).split()[1])
         peer._expect("READY", 30)

@@ -4,7 +4,6 @@ of every application message that reached the venue."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from orchestrator.adapters.brokers.fix import FixBroker, FixNotConnected, FixSes
 from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.values import Side
-from tests.fix.conftest import StartBroker, await_status, ticket
+from tests.fix.conftest import StartBroker, await_status, session_log, stop_ticket, ticket
 from tests.fix.peers import FixPeer, new_comp_id, running_peer
 
 pytestmark = pytest.mark.fix
@@ -22,18 +21,7 @@ pytestmark = pytest.mark.fix
 
 def journal(peer: FixPeer) -> list[tuple[str, str, str, str]]:
     """(MsgType, ClOrdID, PossDupFlag, what the venue did) per message that reached it."""
-    path = peer.workdir / "journal.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [
-        (j["type"], j["cl_ord_id"], j["poss_dup"], j["result"])
-        for j in (json.loads(line) for line in lines)
-    ]
-
-
-def sent_messages(broker: FixBroker) -> str:
-    """QuickFIX's own log of the messages the adapter's session sent and received."""
-    assert broker.config.log_dir is not None
-    return "".join(p.read_text() for p in broker.config.log_dir.glob("*.messages.current.log"))
+    return [(j["type"], j["cl_ord_id"], j["poss_dup"], j["result"]) for j in peer.journal()]
 
 
 def test_order_while_session_is_down_is_refused_and_never_reaches_the_venue(
@@ -80,13 +68,41 @@ def test_order_stored_while_disconnected_is_gap_filled_not_replayed_on_reconnect
         # stored order's sequence number has been resent or gap-filled.
         assert broker.status("gap-1") is None
         assert ("D", "gap-1") not in [(t, c) for t, c, _, _ in journal(peer)]
-        assert "\x0135=4\x01" in sent_messages(broker)  # SequenceReset …
-        assert "\x01123=Y\x01" in sent_messages(broker)  # … GapFillFlag=Y, in its place
+        assert "\x0135=4\x01" in session_log(broker)  # SequenceReset …
+        assert "\x01123=Y\x01" in session_log(broker)  # … GapFillFlag=Y, in its place
 
         broker.submit(ticket("gap-1"))  # the activity's retry
         await_status(broker, "gap-1", OrderStatus.FILLED)
         orders = [j for j in journal(peer) if j[0] == "D"]
         assert orders == [("D", "gap-1", "N", "accepted")]
+
+
+def test_replace_while_down_is_refused_and_one_stored_in_a_disconnect_is_gap_filled(
+    tmp_path: Path, start_broker: StartBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours = new_comp_id()
+    with running_peer("venue", tmp_path, [ours]) as peer:
+        broker = start_broker(peer.client_config(ours, status_requests=True, ack_timeout_s=1.0))
+        broker.submit(stop_ticket("rg-1", stop="1.08200"))
+        peer.command("kill")
+        assert broker.wait_logged_out(15)
+        with pytest.raises(FixNotConnected):
+            broker.replace("rg-1", stop_ticket("rg-2", stop="1.08300"))
+
+        # The race the guard cannot close (as for orders): QuickFIX stores the replace.
+        monkeypatch.setattr(broker, "is_logged_on", lambda: True)
+        monkeypatch.setattr(broker, "_require_logged_on", lambda: None)
+        with pytest.raises(BrokerUnavailable):
+            broker.replace("rg-1", stop_ticket("rg-2", stop="1.08300"))
+        monkeypatch.undo()
+
+        peer.command("start")
+        assert broker.wait_logged_on(15)
+        # Answered in sequence, after the stored replace's number was resent or gap-filled.
+        assert broker.status("rg-2") is None
+        assert [t for t, _, _, _ in journal(peer)] == ["D", "H"]  # no G ever arrived
+        assert "\x0135=4\x01" in session_log(broker)
+        assert "\x01123=Y\x01" in session_log(broker)
 
 
 def test_duplicate_client_order_id_is_looked_up_not_reported_rejected(

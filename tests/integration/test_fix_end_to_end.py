@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.brokers.base import OrderTicket
 from orchestrator.adapters.brokers.fix import FixBroker, OrderRef
-from orchestrator.adapters.brokers.fix.parsing import cancel_request
+from orchestrator.adapters.brokers.fix.messages import cancel_request
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow
 from orchestrator.config import PROJECT_ROOT, Settings

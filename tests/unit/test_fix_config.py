@@ -1,23 +1,35 @@
-"""The FIX adapter's pure parts: configuration, credentials, OrdStatus mapping, quantities."""
+"""The FIX adapter's pure parts: configuration, credentials, OrdStatus mapping, quantities,
+stop and replace messages as written, and positions and collateral as read."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import quickfix as fix
 from pydantic import ValidationError
 
+from orchestrator.adapters.brokers.base import OrderTicket
 from orchestrator.adapters.brokers.fix import (
     DICTIONARY_DIR,
     FixSessionConfig,
     OrderRef,
     load_fix_config,
 )
+from orchestrator.adapters.brokers.fix.book import Inquiry
+from orchestrator.adapters.brokers.fix.messages import new_order_single, replace_request
 from orchestrator.adapters.brokers.fix.parsing import OrderState, advance, plain, status_of
+from orchestrator.adapters.brokers.fix.reports import (
+    apply_collateral_report,
+    apply_position_report,
+    positions_of,
+)
 from orchestrator.domain.orders import OrderStatus
-from orchestrator.domain.values import Side
+from orchestrator.domain.values import OrderType, Side
 
 
 def config(tmp_path: Path, **overrides: object) -> FixSessionConfig:
@@ -126,3 +138,96 @@ def test_quantities_are_plain_decimals_without_exponent_or_trailing_zeros() -> N
     assert plain(Decimal("1E+2")) == "100"
     assert plain(Decimal("1.08500")) == "1.085"
     assert plain(Decimal("0.37") * Decimal(100000)) == "37000"
+
+
+def fields(message: fix.Message) -> dict[int, str]:
+    """Tag → value of a message's body (no header), as written on the wire."""
+    wire = message.toString().split("\x01")
+    pairs = [part.split("=", 1) for part in wire if "=" in part]
+    return {int(tag): value for tag, value in pairs if int(tag) not in {8, 9, 10, 35}}
+
+
+def test_stop_order_is_ord_type_3_with_stop_px_and_a_take_profit_a_plain_limit(
+    tmp_path: Path,
+) -> None:
+    cfg = config(tmp_path, units_per_lot=Decimal(100000))
+    stop = OrderTicket(
+        "s-1", "a-1", "EURUSD", Side.SELL, OrderType.STOP, Decimal("0.30"), None,
+        Decimal("1.082"), stop_price=Decimal("1.08200"),
+    )  # fmt: skip
+    written = fields(new_order_single(stop, cfg, datetime(2026, 1, 2, tzinfo=UTC)))
+    assert (written[40], written[99], written[38], written[54]) == ("3", "1.082", "30000", "2")
+    assert 44 not in written
+    take_profit = dataclasses.replace(
+        stop, order_type=OrderType.LIMIT, limit_price=Decimal("1.09"), stop_price=None
+    )
+    written = fields(new_order_single(take_profit, cfg, datetime(2026, 1, 2, tzinfo=UTC)))
+    assert (written[40], written[44]) == ("2", "1.09")
+    assert 99 not in written
+    with pytest.raises(ValueError, match="no stop price"):
+        new_order_single(dataclasses.replace(stop, stop_price=None), cfg, datetime.now(UTC))
+
+
+def test_replace_request_names_both_orders_and_refuses_a_change_of_side(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    old = OrderRef("s-1", "a-1", "EURUSD", Side.SELL, Decimal("0.50"))
+    new = OrderTicket(
+        "s-2", "a-1", "EURUSD", Side.SELL, OrderType.STOP, Decimal("0.40"), None,
+        Decimal("1.083"), stop_price=Decimal("1.0835"),
+    )  # fmt: skip
+    written = fields(replace_request(old, "V7", new, cfg, datetime.now(UTC)))
+    assert (written[41], written[11], written[37]) == ("s-1", "s-2", "V7")
+    assert (written[38], written[40], written[99]) == ("0.4", "3", "1.0835")
+    with pytest.raises(ValueError, match="cannot change"):
+        replace_request(old, None, dataclasses.replace(new, side=Side.BUY), cfg, datetime.now(UTC))
+    assert config(tmp_path).cancel_replace is True
+
+
+def position_report(*entries: tuple[str, str, str], result: str = "0") -> fix.Message:
+    message = fix.Message()
+    message.setField(55, "EURUSD")
+    message.setField(728, result)
+    message.setField(727, "1")
+    for pos_type, long_qty, short_qty in entries:
+        group = fix.Group(702, 703)
+        group.setField(703, pos_type)
+        group.setField(704, long_qty)
+        group.setField(705, short_qty)
+        message.addGroup(group)
+    return message
+
+
+def test_position_net_is_fin_when_reported_else_start_of_day_plus_todays_trades() -> None:
+    for entries, expected in [
+        ((("SOD", "100", "0"), ("TQ", "0", "30")), [(Side.BUY, Decimal("0.7"))]),
+        ((("SOD", "100", "0"), ("FIN", "0", "50")), [(Side.SELL, Decimal("0.5"))]),
+        ((("TQ", "40", "40"),), []),
+    ]:
+        inquiry = Inquiry("positions", "a-1")
+        apply_position_report(inquiry, position_report(*entries), Decimal(100))
+        assert inquiry.done and inquiry.failed is None
+        assert [(p.side, p.quantity) for p in positions_of(inquiry)] == expected
+    unreadable = Inquiry("positions", "a-1")
+    apply_position_report(unreadable, position_report(("IAS", "5", "0")), Decimal(100))
+    assert unreadable.failed is not None  # never guessed
+    refused = Inquiry("positions", "a-1")
+    apply_position_report(refused, position_report(result="4"), Decimal(100))
+    assert refused.failed is not None  # not supported: unknown, not flat
+
+
+def test_collateral_report_without_all_three_amounts_is_no_reading() -> None:
+    report = fix.Message()
+    for tag, value in ((901, "1000"), (900, "1010.5")):
+        report.setField(tag, value)
+    partial = Inquiry("collateral", "a-1")
+    apply_collateral_report(partial, report, lambda: datetime.now(UTC))
+    assert (partial.failed is not None, partial.reading) == (True, None)
+    report.setField(899, "-20")
+    whole = Inquiry("collateral", "a-1")
+    apply_collateral_report(whole, report, lambda: datetime.now(UTC))
+    assert whole.reading is not None
+    assert (whole.reading.balance, whole.reading.equity, whole.reading.free_margin) == (
+        Decimal(1000),
+        Decimal("1010.5"),
+        Decimal(-20),
+    )

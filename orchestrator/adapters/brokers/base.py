@@ -86,23 +86,24 @@ class ReplaceNotSupported(OrchestratorError):
     """The broker cannot cancel/replace an order: cancel it and submit a new one instead."""
 
 
-class ReplaceRefused(OrchestratorError):
-    """The broker refused a cancel/replace (FIX OrderCancelReject): nothing was replaced and no
-    order under the new client order id exists. Typically the old order is no longer working
-    (it filled first: its fills are on ``order``), or the broker never had it.
+class ReplaceRejected(OrchestratorError):
+    """The broker refused this replace (FIX OrderCancelReject): the old order stands as it was,
+    or has ended meanwhile (filled, cancelled).
 
     Attributes:
         client_order_id: The order that was to be replaced.
-        order: Its state as the broker knows it, every execution included; ``None`` when the
-            broker does not know it.
-        reason: Why, in the broker's words.
+        text: The broker's words, verbatim (ours when the refusal is local: the order has
+            already ended, or the broker does not know it).
+        order: That order as now known (``None`` if the broker does not know it): its status
+            and fills say whether it still works.
     """
 
-    def __init__(self, client_order_id: str, order: BrokerOrder | None, reason: str) -> None:
+    def __init__(self, client_order_id: str, text: str, order: BrokerOrder | None) -> None:
         self.client_order_id = client_order_id
+        self.text = text
         self.order = order
-        self.reason = reason
-        super().__init__(f"cannot replace order {client_order_id}: {reason}")
+        state = f"; it is {order.status}" if order is not None else ""
+        super().__init__(f"replace of {client_order_id} refused: {text}{state}")
 
 
 class Broker(Protocol):
@@ -133,9 +134,10 @@ class Broker(Protocol):
         """Cancel/replace a working order (FIX OrderCancelReplaceRequest): the ticket's new
         client order id, quantity and price take the old order's place at once, with no moment
         where neither works. Returns the new order; a fill the old one got first stays on it.
-        Idempotent on the new id. :class:`ReplaceRefused` when the old order is no longer
-        working (it filled or ended meanwhile: the error carries it, fills included) or is
-        unknown; :class:`ReplaceNotSupported` if the venue cannot."""
+        ``ticket.quantity`` is what the new order is to work (FIX adapters add what the old
+        order filled to OrderQty, which counts it). Idempotent on the new id.
+        :class:`ReplaceNotSupported` if the venue cannot; :class:`ReplaceRejected` if it
+        refused this one (the old order stands, or has ended)."""
         ...
 
     def quote(self, account_id: str, symbol: str) -> Quote | None:

@@ -3,24 +3,33 @@
 One :class:`FixBroker` owns one FIX session (one initiator) to one counterparty. QuickFIX does
 the session layer: logon, heartbeats, sequence numbers, resend and gap fill, persisted in a
 file store so a restarted worker continues the same sequence. The adapter does the application
-layer: NewOrderSingle (D), OrderCancelRequest (F), OrderStatusRequest (H) out; ExecutionReport
-(8), OrderCancelReject (9), session Reject (3) and BusinessMessageReject (j) in.
+layer: NewOrderSingle (D: market, limit, stop), OrderCancelRequest (F),
+OrderCancelReplaceRequest (G), OrderStatusRequest (H) and, over FIX 4.4, RequestForPositions
+(AN), CollateralInquiry (BB) and OrderMassStatusRequest (AF) out; ExecutionReport (8),
+OrderCancelReject (9), session Reject (3), BusinessMessageReject (j), RequestForPositionsAck
+(AO), PositionReport (AP), CollateralInquiryAck (BG) and CollateralReport (BA) in.
 
 - :mod:`.config`: a connection's configuration file and the QuickFIX settings it makes;
-- :mod:`.parsing`: FIX tags, the OrdStatus mapping, our orders written as FIX messages and
-  what the counterparty's messages do to them (no I/O);
-- :mod:`.execution`: :class:`FixBroker`, the order book its callers and QuickFIX's callbacks
-  share, and the safety rules of sending;
+- :mod:`.tags`: FIX tag numbers and values;
+- :mod:`.messages`: our commands and questions written as FIX messages (no I/O);
+- :mod:`.parsing`: the OrdStatus mapping and what the counterparty's messages do to our orders
+  (no I/O);
+- :mod:`.reports`: answers about an account (positions, collateral, mass status) read from the
+  counterparty's reports (no I/O);
+- :mod:`.book`: the state callers and QuickFIX's callbacks share, under one lock;
+- :mod:`.execution`: :class:`FixBroker` and the safety rules of sending;
+- :mod:`.callbacks`: what QuickFIX's callbacks do to the book;
 - :mod:`.session`: the QuickFIX initiator, one per session id for the process's life, and the
   callbacks it makes.
 """
 
+from orchestrator.adapters.brokers.fix.callbacks import OrderLookup
 from orchestrator.adapters.brokers.fix.config import (
     DICTIONARY_DIR,
     FixSessionConfig,
     load_fix_config,
 )
-from orchestrator.adapters.brokers.fix.execution import FixBroker, FixNotConnected, OrderLookup
+from orchestrator.adapters.brokers.fix.execution import FixBroker, FixNotConnected
 from orchestrator.adapters.brokers.fix.parsing import OrderRef
 from orchestrator.adapters.brokers.fix.session import FixSessionInUse
 

@@ -53,10 +53,16 @@ class FixSessionConfig(BaseModel):
     """OrderQty = lots × this (e.g. 100000 for FX in currency units, 100 for a peer that only
     takes whole numbers and 0.01-lot steps). Reports are divided back into lots."""
     ack_timeout_s: float = Field(default=5.0, gt=0)
-    """How long ``submit``, ``cancel`` and a status request wait for the counterparty's answer."""
+    """How long ``submit``, ``cancel``, ``replace``, a status request and a question about the
+    account (positions, collateral, mass status) wait for the counterparty's answer."""
     status_requests: bool = True
     """Whether the counterparty answers OrderStatusRequest. When it does not (QuickFIX's example
     programs), an order this process has not seen since it started is reported unknown."""
+    cancel_replace: bool = True
+    """Whether the counterparty takes OrderCancelReplaceRequest (35=G). When false, ``replace``
+    raises ``ReplaceNotSupported`` without sending anything, and the caller cancels and submits
+    anew. A counterparty that refuses G as an unsupported message type although this says true
+    gets the same answer, with a message naming this setting."""
     task_queue: str | None = None
     """Task queue of the worker that owns this session (session affinity); the accounts on this
     connection must have their activities routed there."""

@@ -1,11 +1,12 @@
-"""The FIX broker: orders over one session, in a book that QuickFIX's callbacks and callers share.
+"""The FIX broker: orders and questions over one session, in a book shared with its callbacks.
 
 Threading. QuickFIX calls the application (``fromApp``, ``toApp``, …) on its own thread while
 holding that session's mutex; our activities call :class:`FixBroker` from the worker's thread
 pool. What this relies on, and how it stays safe:
 
-- Every piece of order state lives in :class:`_Book`, guarded by one ``threading.Condition``.
-  Callbacks update it and ``notify_all``; callers wait on it with a deadline.
+- Every piece of order state lives in the :class:`~.book.Book`, guarded by one
+  ``threading.Condition``. Callbacks (:mod:`.callbacks`) update it and ``notify_all``; callers
+  wait on it with a deadline.
 - Nothing calls into QuickFIX while holding that lock, and callbacks never send. So the only
   lock order is "QuickFIX session mutex → our lock", and no cycle is possible.
 - ``quickfix-py`` releases the GIL inside its C++ calls (it links ``PyEval_SaveThread``) and
@@ -19,23 +20,25 @@ Safety rules (each has a test):
 - Never send while the session is down: QuickFIX's ``sendToTarget`` would accept the message,
   store it and deliver it after the next logon. :class:`FixNotConnected` (a retryable
   :class:`BrokerUnavailable`) is raised instead.
-- A NewOrderSingle that QuickFIX would *resend* (PossDupFlag=Y, answering the peer's resend
-  request) is dropped in ``toApp`` with ``DoNotSend``, so the peer gets a gap fill: an order the
-  peer never saw is forgotten here and placed again by the activity's retry, never replayed
-  late. Resent status requests are dropped the same way; a resent cancel is let through.
-- A reject for a duplicate ClOrdID (OrdRejReason 6) means "already there": the adapter asks for
-  that order's status instead of reporting a rejection.
+- A NewOrderSingle or OrderCancelReplaceRequest that QuickFIX would *resend* (PossDupFlag=Y,
+  answering the peer's resend request) is dropped in ``toApp`` with ``DoNotSend``, so the peer
+  gets a gap fill: an order the peer never saw is forgotten here and placed again by the
+  activity's retry, never replayed late. Resent status requests and questions about the account
+  are dropped the same way; a resent cancel is let through.
+- A reject for a duplicate ClOrdID (OrdRejReason 6, or CxlRejReason 6 for a replace) means
+  "already there": the adapter asks for that order's status instead of reporting a rejection.
 - After a restart, an order this process has not seen is looked up with an OrderStatusRequest
   by ClOrdID (side and symbol come from the order lookup, i.e. the ledger).
+- A question about the account (positions, collateral, mass status) that gets no complete
+  answer in time, or a refusal, is ``None``: unknown, never "flat" or "no orders".
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import quickfix as fix
@@ -47,77 +50,31 @@ from orchestrator.adapters.brokers.base import (
     OrderTicket,
     Quote,
     ReplaceNotSupported,
+    ReplaceRejected,
 )
+from orchestrator.adapters.brokers.fix.book import Book, Inquiry, InquiryKind, ReplaceAttempt
+from orchestrator.adapters.brokers.fix.callbacks import OrderLookup, SessionEvents
 from orchestrator.adapters.brokers.fix.config import FixSessionConfig
-from orchestrator.adapters.brokers.fix.parsing import (
-    CL_ORD_ID,
-    MSG_SEQ_NUM,
-    MSG_TYPE,
-    ORIG_CL_ORD_ID,
-    PASSWORD,
-    POSS_DUP,
-    TEST_REQ_ID,
-    TEXT,
-    USERNAME,
-    OrderRef,
-    OrderState,
-    apply_execution_report,
-    apply_rejection,
-    apply_status_refused,
+from orchestrator.adapters.brokers.fix.messages import (
     cancel_request,
-    field_of,
-    header_field,
+    collateral_inquiry,
+    mass_status_request,
     new_order_single,
-    probe_request,
-    read_rejection,
+    positions_request,
+    replace_request,
     status_request,
 )
+from orchestrator.adapters.brokers.fix.parsing import OrderRef, OrderState, advance, filled
+from orchestrator.adapters.brokers.fix.reports import positions_of
 from orchestrator.adapters.brokers.fix.session import start_initiator, stop_initiator
 from orchestrator.domain.errors import BrokerUnavailable
-from orchestrator.domain.orders import TERMINAL
+from orchestrator.domain.orders import TERMINAL, OrderStatus
 
 log = logging.getLogger(__name__)
 
 
 class FixNotConnected(BrokerUnavailable):
     """The FIX session is not logged on: nothing was sent. Retry later with the same id."""
-
-
-OrderLookup = Callable[[str], OrderRef | None]
-"""Finds an order we placed by its client order id (the worker reads the ledger)."""
-
-
-@dataclass(slots=True)
-class _Request:
-    """An outgoing message we may need to match a session or business reject to."""
-
-    msg_type: str
-    client_order_id: str
-    rejected: str | None = None
-
-
-class _Book:
-    """All order state, under one condition variable. Never held while calling QuickFIX."""
-
-    def __init__(self) -> None:
-        self.changed = threading.Condition()
-        self.orders: dict[str, OrderState] = {}
-        self.cancel_ids: dict[str, str] = {}
-        """Cancel request ClOrdID → the order's ClOrdID."""
-        self.by_seq: dict[int, _Request] = {}
-        """Our outgoing MsgSeqNum → what it asked, to place a Reject (3) or (j)."""
-        self.logged_on = False
-        """Logged on *and* synchronised: the TestRequest we sent after logon was answered, so
-        any resend or gap fill the logon triggered is behind us. Orders wait for this."""
-        self.session_up = False
-        """QuickFIX's own view: logged on, possibly still synchronising."""
-        self.logons = 0
-        self.probe: str | None = None
-        """TestReqID of the post-logon TestRequest still unanswered."""
-
-
-_MAX_TRACKED_SEQS = 100_000
-"""Outgoing sequence numbers remembered to place a late Reject; the oldest are forgotten."""
 
 
 class FixBroker:
@@ -137,7 +94,8 @@ class FixBroker:
         self.config = config
         self._lookup = order_lookup or (lambda _id: None)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._book = _Book()
+        self._book = Book()
+        self._events = SessionEvents(config, self._book, lookup=self._lookup, clock=self._clock)
         self._session_id: object | None = None
         self._initiator: object | None = None
         self._cancel_seq = 0
@@ -150,6 +108,7 @@ class FixBroker:
         cfg = self.config
         # Set before the initiator starts: the callbacks send on this session id.
         self._session_id = fix.SessionID(cfg.begin_string, cfg.sender_comp_id, cfg.target_comp_id)
+        self._events.session_id = self._session_id
         self._initiator = start_initiator(cfg, self)
 
     def stop(self) -> None:
@@ -271,19 +230,180 @@ class FixBroker:
                 if o.ref.account_id == account_id and o.status not in TERMINAL and not o.unknown
             ]
 
-    # -- sending -------------------------------------------------------------------------------
-
     def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
-        raise ReplaceNotSupported(f"{type(self).__name__} cannot cancel/replace yet")
+        """OrderCancelReplaceRequest (35=G): ``ticket`` (new ClOrdID, quantity, limit or stop
+        price) takes the place of the working order ``client_order_id``; waits for the answer.
+
+        ``ticket.quantity`` is FIX's OrderQty: the order's total, what the old order already
+        filled included (so a stop moved with its quantity unchanged keeps covering exactly the
+        open rest, whatever filled meanwhile). The returned new order carries only its own
+        fills; what the old one filled stays on it, and the old one ends CANCELLED (replaced).
+
+        Idempotent on the new id. Raises :class:`ReplaceNotSupported` when the connection is
+        configured without cancel/replace (nothing sent) or the counterparty refuses the message
+        type; :class:`ReplaceRejected` when it refuses this replace (OrderCancelReject, or a
+        reject of our message), with the old order as now known (it may have filled
+        meanwhile); :class:`FixNotConnected` when the session is down; and
+        :class:`BrokerUnavailable` when no answer came in time.
+        """
+        new_id = ticket.client_order_id
+        if not self.config.cancel_replace:
+            raise ReplaceNotSupported(
+                f"FIX connection {self.config.name} is configured without cancel/replace "
+                f"(cancel_replace: false): cancel {client_order_id} and submit anew"
+            )
+        with self._book.changed:
+            existing = self._book.orders.get(new_id)
+            if existing is not None and existing.answered and not existing.unknown:
+                return existing.view()
+        current = self.status(client_order_id)
+        if current is None:
+            raise ReplaceRejected(client_order_id, "the counterparty does not know it", None)
+        if current.status in TERMINAL:
+            raise ReplaceRejected(client_order_id, "the order has ended", current)
+        with self._book.changed:
+            self._require_logged_on()
+            old = self._book.orders[client_order_id]
+            message = replace_request(
+                old.ref, old.broker_order_id, ticket, self.config, self._clock()
+            )
+            booked, booked_price = filled(old)
+            ref = OrderRef(
+                new_id,
+                ticket.account_id,
+                ticket.symbol,
+                ticket.side,
+                ticket.quantity,
+                booked_quantity=booked,
+                booked_price=booked_price,
+            )
+            new = self._book.orders[new_id] = OrderState(ref)
+            attempt = self._book.replaces[new_id] = ReplaceAttempt(original=client_order_id)
+        try:
+            self._send(message)
+        except FixNotConnected:
+            self._forget_replacement(new_id, new, attempt)
+            raise
+        deadline = time.monotonic() + self.config.ack_timeout_s
+        with self._book.changed:
+            self._book.changed.wait_for(
+                lambda: attempt.outcome is not None or not self._book.logged_on,
+                max(0.0, deadline - time.monotonic()),
+            )
+            outcome, text = attempt.outcome, attempt.text
+            old_view, new_view = old.view(), new.view()
+        if outcome == "replaced":
+            return new_view
+        if outcome is None:
+            # Sent, unanswered: the replace may yet happen. A late answer still settles it (a
+            # resend of it is gap-filled instead: see to_app); a retry with the same new id
+            # returns the replacement once it is known.
+            raise BrokerUnavailable(
+                f"no answer to OrderCancelReplaceRequest {new_id} from {self.config.name} "
+                f"within {self.config.ack_timeout_s} s, or before the session dropped"
+            )
+        if outcome == "duplicate":
+            return self._replacement_exists(new, old)
+        self._forget_replacement(new_id, new, attempt)
+        if outcome == "not_delivered":
+            raise BrokerUnavailable(f"replace {new_id} was not delivered (gap-filled); send again")
+        if outcome == "unsupported":
+            raise ReplaceNotSupported(
+                f"FIX connection {self.config.name} refused OrderCancelReplaceRequest as an "
+                f"unsupported message ({text}): set cancel_replace: false for it; cancel "
+                f"{client_order_id} and submit anew"
+            )
+        raise ReplaceRejected(client_order_id, text or "refused without a reason", old_view)
+
+    def _replacement_exists(self, new: OrderState, old: OrderState) -> BrokerOrder:
+        """The counterparty already has the new ClOrdID (an earlier attempt got through)."""
+        found = self._request_status(new.ref) if self.config.status_requests else None
+        if found is None:
+            raise BrokerUnavailable(
+                f"replacement {new.ref.client_order_id} is a duplicate, yet its status is unknown"
+            )
+        with self._book.changed:
+            old.status = advance(old.status, OrderStatus.CANCELLED)
+        return found
+
+    def _forget_replacement(self, new_id: str, new: OrderState, attempt: ReplaceAttempt) -> None:
+        """The replacement was never made: nothing to follow under its id."""
+        with self._book.changed:
+            if self._book.orders.get(new_id) is new:
+                del self._book.orders[new_id]
+            if self._book.replaces.get(new_id) is attempt:
+                del self._book.replaces[new_id]
 
     def quote(self, account_id: str, symbol: str) -> Quote | None:
+        """``None``: the adapter does not subscribe to market data (FIX MarketDataRequest is
+        venue-specific, and QuickFIX's ``ordermatch`` parses it without answering)."""
         return None
+
+    # -- questions about the account (FIX 4.4) -------------------------------------------------
 
     def positions(self, account_id: str) -> list[BrokerPosition] | None:
-        return None
+        """The account's positions from RequestForPositions (AN) → PositionReports (AP). An
+        answer of "no positions" is ``[]``; no answer in time, a refusal (PosReqResult 4: not
+        supported) or FIX 4.2 (which has no AN) is ``None``. See :mod:`.reports`."""
+        inquiry = self._ask(
+            "positions",
+            account_id,
+            lambda rid: positions_request(rid, account_id, self.config, self._clock()),
+        )
+        return None if inquiry is None else positions_of(inquiry)
 
     def account_state(self, account_id: str) -> AccountReading | None:
-        return None
+        """Balance, equity and free margin from CollateralInquiry (BB) → CollateralReport (BA):
+        CashOutstanding, TotalNetValue and MarginExcess (see :mod:`.reports`). ``None`` when
+        the counterparty does not answer, refuses, or the session is FIX 4.2."""
+        inquiry = self._ask(
+            "collateral", account_id, lambda rid: collateral_inquiry(rid, account_id, self.config)
+        )
+        return None if inquiry is None else inquiry.reading
+
+    def open_orders_at_venue(self, account_id: str) -> list[BrokerOrder] | None:
+        """The account's working orders as the counterparty lists them, for reconciliation:
+        OrderMassStatusRequest (AF, all orders) → ExecutionReports with ExecType I. Includes
+        orders this process (and the ledger) never saw. ``None`` when the counterparty does not
+        answer in time, refuses, or the session is FIX 4.2 (which has no AF)."""
+        inquiry = self._ask(
+            "mass_status", account_id, lambda rid: mass_status_request(rid, account_id, self.config)
+        )
+        if inquiry is None:
+            return None
+        return [o for o in inquiry.orders.values() if o.status not in TERMINAL]
+
+    def _ask(
+        self, kind: InquiryKind, account_id: str, write: Callable[[str], fix.Message]
+    ) -> Inquiry | None:
+        """Send one question and wait (bounded) for its complete answer; ``None`` without one.
+        Raises :class:`FixNotConnected` when the session is down (nothing sent)."""
+        if self.config.begin_string != "FIX.4.4":
+            return None
+        request_id = f"teo-{kind.replace('_', '-')}-{uuid.uuid4().hex[:16]}"
+        with self._book.changed:
+            self._require_logged_on()
+            inquiry = self._book.inquiries[request_id] = Inquiry(kind, account_id)
+        try:
+            self._send(write(request_id))
+        except FixNotConnected:
+            with self._book.changed:
+                del self._book.inquiries[request_id]
+            raise
+        deadline = time.monotonic() + self.config.ack_timeout_s
+        with self._book.changed:
+            self._book.changed.wait_for(
+                lambda: inquiry.done or not self._book.logged_on,
+                max(0.0, deadline - time.monotonic()),
+            )
+            del self._book.inquiries[request_id]
+        if not inquiry.done or inquiry.failed:
+            why = inquiry.failed or f"no complete answer within {self.config.ack_timeout_s} s"
+            log.warning("FIX %s: %s of %s unknown: %s", self.config.name, kind, account_id, why)
+            return None
+        return inquiry
+
+    # -- sending -------------------------------------------------------------------------------
 
     def _require_logged_on(self) -> None:
         if not self._book.logged_on:
@@ -337,168 +457,22 @@ class FixBroker:
                 )
             return order
 
-    # -- callbacks (QuickFIX's thread, session mutex held) ---------------------------------------
+    # -- QuickFIX's callbacks (SessionHandler), handled by :mod:`.callbacks` ---------------------
 
     def on_logon(self) -> None:
-        # Not ready yet: a logon after a gap triggers a resend request, and an order sent
-        # before that exchange is over would be resent as a possible duplicate and dropped.
-        # The counterparty handles a TestRequest in sequence, after that exchange: its
-        # Heartbeat marks the session ready. Sent from a thread of its own (callbacks never
-        # send: see the module docstring).
-        with self._book.changed:
-            self._book.logons += 1
-            self._book.session_up = True
-            logon = self._book.logons
-        log.info("FIX %s logged on; synchronising", self.config.name)
-        threading.Thread(target=self._synchronise, args=(logon,), daemon=True).start()
-
-    def _synchronise(self, logon: int) -> None:
-        """Send TestRequests until one is answered, the session drops or logs on again. One
-        can go unanswered: a TestRequest sent while the peer waits for our resend is covered by
-        our gap fill (admin messages are never resent), so a later one is sent."""
-        for attempt in range(1, 1000):
-            probe = f"teo-ready-{logon}-{attempt}"
-            with self._book.changed:
-                book = self._book
-                if book.logons != logon or book.logged_on or not book.session_up:
-                    return
-                book.probe = probe
-            try:
-                fix.Session.sendToTarget(probe_request(probe, self.config), self._session_id)
-            except fix.SessionNotFound:
-                return
-            with self._book.changed:
-                self._book.changed.wait_for(
-                    lambda: (
-                        self._book.logged_on
-                        or not self._book.session_up
-                        or self._book.logons != logon
-                    ),
-                    min(self.config.ack_timeout_s, 1.0),
-                )
+        self._events.on_logon()
 
     def on_logout(self) -> None:
-        log.info("FIX %s logged out", self.config.name)
-        with self._book.changed:
-            self._book.logged_on = False
-            self._book.session_up = False
-            self._book.probe = None
-            self._book.changed.notify_all()
+        self._events.on_logout()
 
     def to_admin(self, message: fix.Message) -> None:
-        if header_field(message, MSG_TYPE) != "A":
-            return
-        if self.config.username:
-            message.setField(USERNAME, self.config.username)
-        password = self.config.password()
-        if password:
-            message.setField(PASSWORD, password)
-
-    def to_app(self, message: fix.Message) -> None:
-        """Record what each outgoing MsgSeqNum asked; drop resends of orders (gap fill)."""
-        msg_type = header_field(message, MSG_TYPE) or ""
-        cid = field_of(message, CL_ORD_ID) or ""
-        if header_field(message, POSS_DUP) == "Y" and msg_type in {"D", "H"}:
-            if msg_type == "D":
-                with self._book.changed:
-                    order = self._book.orders.get(cid)
-                    if order is not None and not order.answered:
-                        # The peer asked for it again, so it never got it: forget it, so
-                        # status() says unknown and the activity's retry places it afresh.
-                        order.unknown = True
-                        order.answered = True
-                        self._book.changed.notify_all()
-                log.warning("FIX %s: not resending order %s (gap fill)", self.config.name, cid)
-            raise fix.DoNotSend()
-        seq = header_field(message, MSG_SEQ_NUM)
-        if seq is not None:
-            target = cid
-            if msg_type == "F":
-                target = field_of(message, ORIG_CL_ORD_ID) or cid
-            with self._book.changed:
-                self._book.by_seq[int(seq)] = _Request(msg_type, target)
-                if len(self._book.by_seq) > _MAX_TRACKED_SEQS:
-                    del self._book.by_seq[next(iter(self._book.by_seq))]
+        self._events.to_admin(message)
 
     def from_admin(self, message: fix.Message) -> None:
-        msg_type = header_field(message, MSG_TYPE)
-        if msg_type == "3":
-            self._on_reject(message, session_level=True)
-        elif msg_type == "0" and field_of(message, TEST_REQ_ID) is not None:
-            with self._book.changed:
-                if field_of(message, TEST_REQ_ID) == self._book.probe:
-                    self._book.probe = None
-                    self._book.logged_on = True
-                    self._book.changed.notify_all()
-                    log.info("FIX %s ready", self.config.name)
+        self._events.from_admin(message)
+
+    def to_app(self, message: fix.Message) -> None:
+        self._events.to_app(message)
 
     def from_app(self, message: fix.Message) -> None:
-        msg_type = header_field(message, MSG_TYPE)
-        if msg_type == "8":
-            self._on_execution_report(message)
-        elif msg_type == "9":
-            self._on_cancel_reject(message)
-        elif msg_type == "j":
-            self._on_reject(message, session_level=False)
-
-    def _on_execution_report(self, message: fix.Message) -> None:
-        cid = field_of(message, CL_ORD_ID) or ""
-        with self._book.changed:
-            known = cid in self._book.orders or cid in self._book.cancel_ids
-        if not known:
-            # A report for an order this process has not seen: sent to the process before a
-            # restart (resent now, or arriving late). The ledger knows it. Looked up outside
-            # our lock; QuickFIX's session mutex is held, so this delays only this session.
-            ref = self._lookup(field_of(message, ORIG_CL_ORD_ID) or cid)
-            if ref is not None:
-                with self._book.changed:
-                    self._book.orders.setdefault(ref.client_order_id, OrderState(ref))
-        with self._book.changed:
-            original = self._book.cancel_ids.pop(cid, None)
-            if original is None and cid not in self._book.orders:
-                original = field_of(message, ORIG_CL_ORD_ID)
-            order = self._book.orders.get(original or cid)
-            if order is None:
-                log.warning("FIX %s: report for unknown order %s", self.config.name, cid)
-                return
-            apply_execution_report(
-                order, message, units_per_lot=self.config.units_per_lot, clock=self._clock
-            )
-            self._book.changed.notify_all()
-
-    def _on_cancel_reject(self, message: fix.Message) -> None:
-        cancel_id = field_of(message, CL_ORD_ID) or ""
-        with self._book.changed:
-            self._book.cancel_ids.pop(cancel_id, None)
-            self._book.changed.notify_all()
-        log.info(
-            "FIX %s: cancel %s refused: %s", self.config.name, cancel_id, field_of(message, TEXT)
-        )
-
-    def _on_reject(self, message: fix.Message, *, session_level: bool) -> None:
-        """A session Reject (3) or BusinessMessageReject (j) of one of our messages."""
-        rejection = read_rejection(message)
-        kind = "session reject" if session_level else "business reject"
-        with self._book.changed:
-            seq = rejection.ref_seq_num
-            request = self._book.by_seq.get(seq) if seq is not None else None
-            if request is None and not session_level:
-                ref_id = rejection.ref_id
-                order = self._book.orders.get(ref_id or "")
-                request = _Request("D", ref_id) if order is not None and ref_id else None
-            if request is None:
-                log.warning(
-                    "FIX %s: %s of an unknown message: %s", self.config.name, kind, rejection.text
-                )
-                return
-            order = self._book.orders.get(request.client_order_id)
-            if request.msg_type == "D" and order is not None:
-                apply_rejection(order, rejection.text)
-            elif request.msg_type == "H" and order is not None:
-                log.warning("FIX %s: status request refused: %s", self.config.name, rejection.text)
-                apply_status_refused(order)
-            else:
-                for cancel_id, target in list(self._book.cancel_ids.items()):
-                    if target == request.client_order_id:
-                        del self._book.cancel_ids[cancel_id]
-            self._book.changed.notify_all()
+        self._events.from_app(message)

@@ -1,8 +1,8 @@
-"""FIX messages to and from our orders: tags, OrdStatus, what a report does to one order.
+"""What the counterparty's messages do to our orders: OrdStatus, fills, rejects.
 
 Functions of QuickFIX messages and the orders they are about, with no I/O, no lock and no
-session: :mod:`.execution` sends what these write, finds the order a message is about, holds the
-book's lock while these update it, and wakes the callers waiting on it.
+session: :mod:`.callbacks` finds the order a message is about, holds the book's lock while these
+update it, and wakes the callers waiting on it. (:mod:`.messages` writes what we send.)
 
 Order states are read from OrdStatus (39), never from ExecType (150): FIX 4.2 reports fills with
 ExecType 1/2, FIX 4.4 with F.
@@ -18,25 +18,32 @@ from decimal import Decimal, InvalidOperation
 
 import quickfix as fix
 
-from orchestrator.adapters.brokers.base import BrokerOrder, Execution, OrderTicket
-from orchestrator.adapters.brokers.fix.config import FixSessionConfig
+from orchestrator.adapters.brokers.base import BrokerOrder, Execution
+from orchestrator.adapters.brokers.fix.tags import (
+    AVG_PX,
+    BUSINESS_REJECT_REASON,
+    BUSINESS_REJECT_REF_ID,
+    BUSINESS_REJECT_UNSUPPORTED_MESSAGE_TYPE,
+    CUM_QTY,
+    EXEC_ID,
+    EXEC_TRANS_TYPE,
+    EXEC_TYPE,
+    EXEC_TYPE_ORDER_STATUS,
+    LAST_PX,
+    LAST_QTY,
+    ORD_REJ_DUPLICATE_ORDER,
+    ORD_REJ_REASON,
+    ORD_REJ_UNKNOWN_ORDER,
+    ORD_STATUS,
+    ORDER_ID,
+    REF_SEQ_NUM,
+    TEXT,
+)
 from orchestrator.domain.errors import InvalidOrderTransition
 from orchestrator.domain.orders import OrderStatus, transition
-from orchestrator.domain.values import OrderType, Side
+from orchestrator.domain.values import Side
 
 log = logging.getLogger(__name__)
-
-# FIX tags used by the adapter.
-ACCOUNT, AVG_PX, CL_ORD_ID, CUM_QTY, EXEC_ID, EXEC_TRANS_TYPE = 1, 6, 11, 14, 17, 20
-HANDL_INST, LAST_PX, LAST_QTY, MSG_SEQ_NUM, MSG_TYPE, ORDER_ID = 21, 31, 32, 34, 35, 37
-ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, POSS_DUP, PRICE = 38, 39, 40, 41, 43, 44
-REF_SEQ_NUM, SIDE, SYMBOL, TEXT, TIME_IN_FORCE, TRANSACT_TIME = 45, 54, 55, 58, 59, 60
-ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY, BUSINESS_REJECT_REF_ID = 103, 150, 151, 379
-USERNAME, PASSWORD, TEST_REQ_ID = 553, 554, 112
-
-ORD_REJ_UNKNOWN_ORDER = "5"
-ORD_REJ_DUPLICATE_ORDER = "6"
-EXEC_TYPE_ORDER_STATUS = "I"
 
 ORD_STATUS_MAP: dict[str, OrderStatus] = {
     "0": OrderStatus.NEW,
@@ -52,14 +59,15 @@ ORD_STATUS_MAP: dict[str, OrderStatus] = {
     "C": OrderStatus.EXPIRED,
     "D": OrderStatus.NEW,  # accepted for bidding
 }
-"""FIX OrdStatus (39) to our lifecycle. 5 (replaced), B (calculated) and E (pending replace)
-are absent: this adapter never replaces orders, and for them the status is derived from the
+"""FIX OrdStatus (39) to our lifecycle. 5 (replaced, FIX 4.2's status of a replacement order),
+B (calculated) and E (pending replace) are absent: for them the status is derived from the
 cumulative quantity instead (see :func:`status_of`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class OrderRef:
-    """What an OrderStatusRequest or OrderCancelRequest needs besides the ClOrdID."""
+    """What an OrderStatusRequest, OrderCancelRequest or OrderCancelReplaceRequest needs besides
+    the ClOrdID."""
 
     client_order_id: str
     account_id: str
@@ -68,7 +76,9 @@ class OrderRef:
     quantity: Decimal
     """In lots."""
     booked_quantity: Decimal = Decimal(0)
-    """Lots already booked in our ledger (by an earlier process), at ``booked_price``."""
+    """Lots already booked in our ledger (by an earlier process), at ``booked_price``. For a
+    replacement order (cancel/replace), also what the orders it replaced filled: FIX's CumQty
+    counts the whole chain, and those fills stay booked on the orders that got them."""
     booked_price: Decimal | None = None
 
 
@@ -100,70 +110,6 @@ class OrderState:
         )
 
 
-# -- out: our commands as FIX messages -------------------------------------------------------------
-
-
-def new_order_single(ticket: OrderTicket, config: FixSessionConfig, now: datetime) -> fix.Message:
-    message = _message(config, "D")
-    message.setField(CL_ORD_ID, ticket.client_order_id)
-    message.setField(ACCOUNT, ticket.account_id)
-    message.setField(HANDL_INST, "1")
-    message.setField(SYMBOL, ticket.symbol)
-    message.setField(SIDE, _side(ticket.side))
-    message.setField(TRANSACT_TIME, utc_timestamp(now))
-    message.setField(ORDER_QTY, plain(ticket.quantity * config.units_per_lot))
-    if ticket.order_type is OrderType.LIMIT:
-        if ticket.limit_price is None:
-            raise ValueError(f"limit order {ticket.client_order_id} has no limit price")
-        message.setField(ORD_TYPE, "2")
-        message.setField(PRICE, plain(ticket.limit_price))
-    else:
-        message.setField(ORD_TYPE, "1")
-    message.setField(TIME_IN_FORCE, "0")
-    return message
-
-
-def cancel_request(
-    ref: OrderRef, cancel_id: str, config: FixSessionConfig, now: datetime
-) -> fix.Message:
-    message = _message(config, "F")
-    message.setField(ORIG_CL_ORD_ID, ref.client_order_id)
-    message.setField(CL_ORD_ID, cancel_id)
-    message.setField(ACCOUNT, ref.account_id)
-    message.setField(SYMBOL, ref.symbol)
-    message.setField(SIDE, _side(ref.side))
-    message.setField(TRANSACT_TIME, utc_timestamp(now))
-    message.setField(ORDER_QTY, plain(ref.quantity * config.units_per_lot))
-    return message
-
-
-def status_request(ref: OrderRef, config: FixSessionConfig) -> fix.Message:
-    message = _message(config, "H")
-    message.setField(CL_ORD_ID, ref.client_order_id)
-    message.setField(SYMBOL, ref.symbol)
-    message.setField(SIDE, _side(ref.side))
-    return message
-
-
-def probe_request(probe: str, config: FixSessionConfig) -> fix.Message:
-    """A TestRequest (1): the Heartbeat answering it carries ``probe`` back."""
-    message = _message(config, "1")
-    message.setField(TEST_REQ_ID, probe)
-    return message
-
-
-def _message(config: FixSessionConfig, msg_type: str) -> fix.Message:
-    message = fix.Message()
-    header = message.getHeader()
-    header.setField(fix.BeginString(config.begin_string))
-    header.setField(fix.MsgType(msg_type))
-    return message
-
-
-def _side(side: Side) -> str:
-    return "1" if side is Side.BUY else "2"
-
-
 # -- in: what the counterparty says about our orders -----------------------------------------------
 
 
@@ -176,14 +122,19 @@ class Rejection:
     ref_id: str | None
     """BusinessRejectRefID (379): the refused order's ClOrdID, when given."""
     text: str
+    unsupported: bool = False
+    """A BusinessMessageReject for an unsupported message type (BusinessRejectReason 3): the
+    counterparty does not take this kind of message at all."""
 
 
 def read_rejection(message: fix.Message) -> Rejection:
     seq = field_of(message, REF_SEQ_NUM)
+    reason = field_of(message, BUSINESS_REJECT_REASON)
     return Rejection(
         ref_seq_num=int(seq) if seq and seq.isdigit() else None,
         ref_id=field_of(message, BUSINESS_REJECT_REF_ID),
         text=field_of(message, TEXT) or "rejected without a reason",
+        unsupported=reason == BUSINESS_REJECT_UNSUPPORTED_MESSAGE_TYPE,
     )
 
 
@@ -234,6 +185,16 @@ def apply_status_refused(order: OrderState) -> None:
     """The counterparty cannot answer status requests: what we know of ``order`` stands."""
     order.answered = True
     order.unknown = not order.executions and order.broker_order_id is None
+
+
+def filled(order: OrderState) -> tuple[Decimal, Decimal | None]:
+    """Lots ``order`` has filled (booked before and seen since) and their average price."""
+    ref = order.ref
+    quantity = ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
+    value = ref.booked_quantity * (ref.booked_price or Decimal(0)) + sum(
+        (e.quantity * e.price for e in order.executions), Decimal(0)
+    )
+    return quantity, (value / quantity if quantity > 0 else None)
 
 
 def _execution_of(

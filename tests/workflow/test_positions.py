@@ -1,0 +1,342 @@
+"""Positions, one test per path, on the time-skipping server with the real activities, SQLite
+and the paper broker, whose market each test drives: the stop and take-profit placed for what
+filled, resized by a later fill, one-cancels-other when either fills (fully or partly), a
+refused stop, and a position a reroute opened. Every test ends with the protection invariant:
+no protective order working on a flat position, never more working than is open."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.adapters.book_file import AccountRecord
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountStateRow, OrderRow, PositionRow
+from orchestrator.config import Settings
+from orchestrator.domain import ids
+from orchestrator.domain.contracts.positions import PositionsResult
+from orchestrator.domain.positions import CloseCause, PositionStatus, RefusedStop
+from orchestrator.domain.report import AccountReport, LegStatus
+from orchestrator.services.submit import submit_signal
+from tests.support import (
+    account,
+    book,
+    load,
+    poll_until,
+    protection_violations,
+    protective_orders,
+    signal,
+)
+from workflows.positions import PositionsWorkflow
+
+SYMBOL = "EURUSD"
+ENTRY = Decimal("1.08500")
+STOP = Decimal("1.08200")
+TARGET = Decimal("1.09100")
+
+
+@pytest.fixture
+def settings(test_settings: Settings) -> Settings:
+    return test_settings.model_copy(
+        update={
+            "delay_min_s": Decimal(0),
+            "delay_max_s": Decimal(1),
+            "size_variance": Decimal(0),
+            "completion_deadline_s": 60,
+        }
+    )
+
+
+@pytest.fixture
+def paper(sqlite_db: Database) -> PaperBroker:
+    broker = PaperBroker(sqlite_db)
+    broker.market.set_quote(SYMBOL, ENTRY, ENTRY + Decimal("0.00002"))
+    return broker
+
+
+def keeper_of(client: Client, signal_id: str) -> WorkflowHandle[PositionsWorkflow, PositionsResult]:
+    return client.get_workflow_handle_for(
+        PositionsWorkflow.run, ids.positions_workflow_id(ids.signal_workflow_id(signal_id))
+    )
+
+
+def orders_by_id(db: Database, signal_id: str) -> dict[str, OrderRow]:
+    return {o.client_order_id: o for o in protective_orders(db, signal_id)}
+
+
+def working(db: Database, signal_id: str) -> dict[str, OrderRow]:
+    return {
+        cid: o
+        for cid, o in orders_by_id(db, signal_id).items()
+        if o.status in ("NEW", "PARTIALLY_FILLED")
+    }
+
+
+def state_of(db: Database, account_id: str) -> AccountStateRow:
+    with db.transaction() as session:
+        row = session.get(AccountStateRow, account_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def position_row(db: Database, signal_id: str, account_id: str) -> PositionRow | None:
+    with db.transaction() as session:
+        row = session.scalar(
+            select(PositionRow).where(
+                PositionRow.signal_id == signal_id, PositionRow.account_id == account_id
+            )
+        )
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def with_budget(record: AccountRecord, budget: Decimal) -> AccountRecord:
+    limits = record.limits.model_copy(update={"daily_loss_budget": budget})
+    return record.model_copy(update={"limits": limits})
+
+
+async def run_signal(
+    client: Client, db: Database, settings: Settings, signal_id: str, **overrides: object
+) -> dict[str, AccountReport]:
+    handle = await submit_signal(client, db, settings, signal(signal_id, **overrides))
+    report = await handle.result()
+    return {line.account_id: line for line in report.accounts}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+async def test_a_fill_gets_its_stop_and_take_profit_for_exactly_the_filled_quantity(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    load(sqlite_db, book(account("a")))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        lines = await run_signal(ts_client, sqlite_db, settings, "p-fill", take_profit=TARGET)
+        placed = await poll_until(lambda: len(working(sqlite_db, "p-fill")) == 2 or None)
+        held = await keeper_of(ts_client, "p-fill").query(PositionsWorkflow.positions)
+
+    line = lines["a"]
+    assert line.status is LegStatus.FILLED and line.position is not None
+    assert placed
+    orders = working(sqlite_db, "p-fill")
+    stop, target = orders["p-fill:a:S1"], orders["p-fill:a:T1"]
+    assert (stop.order_type, stop.side, stop.stop_price, stop.quantity) == (
+        "STOP",
+        "SELL",
+        STOP,
+        line.filled,
+    )
+    assert (target.order_type, target.side, target.limit_price, target.quantity) == (
+        "LIMIT",
+        "SELL",
+        TARGET,
+        line.filled,
+    )
+    [position] = held
+    assert (position.status, position.open_quantity) == (PositionStatus.OPEN, line.filled)
+    row = position_row(sqlite_db, "p-fill", "a")
+    assert row is not None and row.stop_client_order_id == "p-fill:a:S1"
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_partial_fill_is_protected_then_resized_when_its_completion_fills(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    # The completion's order takes a second to fill: the half is protected first.
+    half_then_slow = {
+        "fill": "partial",
+        "partial_ratio": "0.5",
+        "partial_orders": 1,
+        "latency_ms": 1000,
+    }
+    load(sqlite_db, book(account("thin", paper=half_then_slow)))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        lines = await run_signal(ts_client, sqlite_db, settings, "p-resize", take_profit=TARGET)
+        line = lines["thin"]
+        await poll_until(
+            lambda: {o.quantity for o in working(sqlite_db, "p-resize").values()} == {line.filled}
+        )
+
+    assert line.status is LegStatus.FILLED and line.completion is not None
+    orders = orders_by_id(sqlite_db, "p-resize")
+    first, resized = orders["p-resize:thin:S1"], orders["p-resize:thin:S2"]
+    assert first.quantity < line.filled and first.status == "CANCELLED"
+    assert (resized.quantity, resized.status) == (line.filled, "NEW")
+    assert orders["p-resize:thin:T1"].status == "CANCELLED"
+    assert orders["p-resize:thin:T2"].quantity == line.filled
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_stop_hit_closes_the_position_cancels_its_take_profit_and_shrinks_the_next_budget(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    load(sqlite_db, book(with_budget(account("a"), Decimal(800))))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        first = (await run_signal(ts_client, sqlite_db, settings, "p-stop", take_profit=TARGET))[
+            "a"
+        ]
+        await poll_until(lambda: len(working(sqlite_db, "p-stop")) == 2 or None)
+        # The market gaps through the stop: the stop fills at the first bid through it.
+        gap = STOP - Decimal("0.00050")
+        paper.market.set_quote(SYMBOL, gap, gap + Decimal("0.00002"))
+        result = await keeper_of(ts_client, "p-stop").result()
+        after_stop = state_of(sqlite_db, "a")
+        second = (await run_signal(ts_client, sqlite_db, settings, "p-next"))["a"]
+
+    [position] = result.positions
+    assert position.status is PositionStatus.CLOSED and position.open_quantity == 0
+    [close] = position.closes
+    assert (close.cause, close.quantity, close.price) == (CloseCause.STOP_HIT, first.filled, gap)
+    loss = (ENTRY - gap) / Decimal("0.00001") * first.filled  # EURUSD: 1 USD a tick a lot
+    assert close.pnl == -loss == result.realized_pnl
+    orders = orders_by_id(sqlite_db, "p-stop")
+    assert orders["p-stop:a:S1"].status == "FILLED"
+    assert orders["p-stop:a:T1"].status == "CANCELLED"
+    assert after_stop.realized_loss_today == loss
+    assert after_stop.risk_committed_today == 0
+    assert after_stop.open_positions == 0
+    # What was left of the day's budget after the loss bounds the next signal's leg.
+    assert second.position is not None
+    assert first.requested * (Decimal(800) - loss) / Decimal(500) >= second.requested
+    assert second.requested < first.requested
+    row = position_row(sqlite_db, "p-stop", "a")
+    assert row is not None and row.status == "CLOSED" and row.realized_pnl == -loss
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_take_profit_hit_closes_the_position_and_cancels_its_stop(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    load(sqlite_db, book(account("a")))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-tp", take_profit=TARGET))["a"]
+        await poll_until(lambda: len(working(sqlite_db, "p-tp")) == 2 or None)
+        paper.market.set_quote(SYMBOL, TARGET + Decimal("0.00010"), TARGET + Decimal("0.00012"))
+        result = await keeper_of(ts_client, "p-tp").result()
+
+    [position] = result.positions
+    [close] = position.closes
+    assert close.cause is CloseCause.TAKE_PROFIT_HIT
+    assert close.price >= TARGET and close.pnl > 0
+    orders = orders_by_id(sqlite_db, "p-tp")
+    assert orders["p-tp:a:T1"].status == "FILLED"
+    assert orders["p-tp:a:S1"].status == "CANCELLED"
+    state = state_of(sqlite_db, "a")
+    assert state.realized_loss_today == 0 and state.open_positions == 0
+    assert state.balance == Decimal(50000) + close.pnl
+    assert line.filled == close.quantity
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_stop_refused_by_the_broker_closes_the_position_at_market(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    refuses = {"stop_refusal": "Invalid stops (too close to market)"}
+    load(sqlite_db, book(account("a", paper=refuses)))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-refused"))["a"]
+        result = await keeper_of(ts_client, "p-refused").result()
+
+    [position] = result.positions
+    assert position.status is PositionStatus.CLOSED
+    [close] = position.closes
+    assert (close.cause, close.quantity) == (CloseCause.STOP_REFUSED, line.filled)
+    assert position.note is not None and "Invalid stops (too close to market)" in position.note
+    orders = orders_by_id(sqlite_db, "p-refused")
+    assert orders["p-refused:a:S1"].status == "REJECTED"
+    assert orders["p-refused:a:S1"].reject_text == "Invalid stops (too close to market)"
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_stop_refused_by_the_broker_can_be_kept_open_marked_unprotected(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    keep = settings.model_copy(update={"on_refused_stop": RefusedStop.KEEP})
+    load(sqlite_db, book(account("a", paper={"stop_refusal": "Stop orders not supported"})))
+    async with harness_factory(ts_client, sqlite_db, keep, paper).running():
+        await run_signal(ts_client, sqlite_db, keep, "p-keep", take_profit=TARGET)
+        row = await poll_until(
+            lambda: (r := position_row(sqlite_db, "p-keep", "a")) is not None
+            and r.status == "UNPROTECTED"
+            and r
+        )
+        [held] = await keeper_of(ts_client, "p-keep").query(PositionsWorkflow.positions)
+
+    assert held.status is PositionStatus.UNPROTECTED and held.open_quantity > 0
+    assert row.note is not None and "Stop orders not supported" in row.note
+    # Its take-profit still works, for exactly what is open.
+    [target] = working(sqlite_db, "p-keep").values()
+    assert (target.purpose, target.quantity) == ("TAKE_PROFIT", held.open_quantity)
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_position_a_reroute_opened_is_protected_the_same_way(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    load(
+        sqlite_db,
+        book(
+            account("rejects", paper={"fill": "reject", "reject_text": "Trade disabled"}),
+            account("spare", reserve_only=True),
+        ),
+    )
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        lines = await run_signal(ts_client, sqlite_db, settings, "p-reroute", take_profit=TARGET)
+        await poll_until(lambda: len(working(sqlite_db, "p-reroute")) == 2 or None)
+
+    spare = lines["spare"]
+    assert spare.filled > 0 and spare.position is not None
+    assert "rejects" not in {o.account_id for o in protective_orders(sqlite_db)}
+    orders = working(sqlite_db, "p-reroute")
+    assert {o.client_order_id: o.quantity for o in orders.values()} == {
+        "p-reroute:spare:S1": spare.filled,
+        "p-reroute:spare:T1": spare.filled,
+    }
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_stop_partly_filled_reduces_its_take_profit_to_what_is_left(
+    ts_client: Client,
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_db: Database,
+    settings: Settings,
+    paper: PaperBroker,
+    harness_factory,
+) -> None:
+    thin_market = {"resting_fill_ratio": "0.4"}
+    load(sqlite_db, book(account("a", paper=thin_market)))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-part", take_profit=TARGET))[
+            "a"
+        ]
+        await poll_until(lambda: len(working(sqlite_db, "p-part")) == 2 or None)
+        paper.market.set_quote(SYMBOL, STOP, STOP + Decimal("0.00002"))
+        await time_skipping_env.sleep(40)  # past the keeper's longest wait between checks
+        left = await poll_until(
+            lambda: (
+                (p := position_row(sqlite_db, "p-part", "a")) is not None
+                and 0 < p.open_quantity < line.filled
+                and p
+            )
+        )
+        await poll_until(
+            lambda: {
+                o.purpose: o.quantity - o.filled_quantity
+                for o in working(sqlite_db, "p-part").values()
+            }
+            == {"STOP": left.open_quantity, "TAKE_PROFIT": left.open_quantity}
+        )
+
+    assert left.open_quantity < line.filled
+    orders = orders_by_id(sqlite_db, "p-part")
+    assert orders["p-part:a:S1"].status == "PARTIALLY_FILLED"
+    assert orders["p-part:a:T1"].status == "CANCELLED"
+    assert orders["p-part:a:T2"].quantity == left.open_quantity
+    assert protection_violations(sqlite_db) == []
