@@ -86,6 +86,25 @@ class ReplaceNotSupported(OrchestratorError):
     """The broker cannot cancel/replace an order: cancel it and submit a new one instead."""
 
 
+class ReplaceRefused(OrchestratorError):
+    """The broker refused a cancel/replace (FIX OrderCancelReject): nothing was replaced and no
+    order under the new client order id exists. Typically the old order is no longer working
+    (it filled first: its fills are on ``order``), or the broker never had it.
+
+    Attributes:
+        client_order_id: The order that was to be replaced.
+        order: Its state as the broker knows it, every execution included; ``None`` when the
+            broker does not know it.
+        reason: Why, in the broker's words.
+    """
+
+    def __init__(self, client_order_id: str, order: BrokerOrder | None, reason: str) -> None:
+        self.client_order_id = client_order_id
+        self.order = order
+        self.reason = reason
+        super().__init__(f"cannot replace order {client_order_id}: {reason}")
+
+
 class Broker(Protocol):
     """Blocking broker calls, used from activities running on a thread pool.
 
@@ -114,7 +133,9 @@ class Broker(Protocol):
         """Cancel/replace a working order (FIX OrderCancelReplaceRequest): the ticket's new
         client order id, quantity and price take the old order's place at once, with no moment
         where neither works. Returns the new order; a fill the old one got first stays on it.
-        Idempotent on the new id. :class:`ReplaceNotSupported` if the venue cannot."""
+        Idempotent on the new id. :class:`ReplaceRefused` when the old order is no longer
+        working (it filled or ended meanwhile: the error carries it, fills included) or is
+        unknown; :class:`ReplaceNotSupported` if the venue cannot."""
         ...
 
     def quote(self, account_id: str, symbol: str) -> Quote | None:

@@ -36,4 +36,5 @@ class PaperBehaviour(Model):
     latency_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
     """Time from submission to the last execution."""
     slippage_ticks: Annotated[int, Field(ge=0, le=1000)] = 0
-    """Adverse ticks from the reference price on market orders."""
+    """Adverse ticks from the reference price on market orders that open or add to a position
+    (one that reduces it fills at the paper market's quote when the symbol has one)."""
