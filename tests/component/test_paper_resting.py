@@ -200,6 +200,24 @@ def test_a_stop_with_no_quote_works_until_it_is_cancelled(db: Database, clock: F
     assert broker.open_orders("acct") == []
 
 
+def test_cancel_of_a_stop_the_market_has_reached_finds_it_filled(
+    db: Database, clock: FakeClock
+) -> None:
+    broker = paper(db, clock)
+    at(broker, clock, 0, "1.08500")
+    broker.submit(stop("stop", "1.08200"))
+    at(broker, clock, 1, "1.08190")
+    clock.advance(ms=1_000)
+
+    cancelled = broker.cancel("stop")
+
+    assert cancelled is not None
+    assert (cancelled.status, fills(cancelled)) == (
+        OrderStatus.FILLED,
+        [(D("1.00"), D("1.08190"))],
+    )
+
+
 def test_a_stop_already_through_the_market_fills_at_once_at_the_quote(
     db: Database, clock: FakeClock
 ) -> None:
