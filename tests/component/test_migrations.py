@@ -1,18 +1,30 @@
-"""Schema upgrades on a database that already holds data, and the check that refuses a database
-whose schema is behind the code's, on SQLite and PostgreSQL."""
+"""Schema upgrades on a database that already holds data, the check that refuses a database
+whose schema is behind the code's, and the migrations matching the code's tables, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from orchestrator.adapters.db.engine import Database, SchemaNotCurrent
+from orchestrator.adapters.db.engine import MIGRATIONS, Database, SchemaNotCurrent
+from orchestrator.adapters.db.schema import (
+    Base,
+    PaperAccountRow,
+    PaperOrderRow,
+    PaperQuoteRow,
+)
 from tests.support import PLANTED_PG_PASSWORD, schema_revisions, schema_version, with_password
 
 HEAD, PREVIOUS = schema_revisions()
@@ -150,3 +162,63 @@ def test_a_revision_this_code_does_not_know_passes_as_a_newer_one_during_a_rollo
     bare_db.require_current()
 
     assert schema_version(bare_db) == ["0099"]
+
+
+def downgrade(db: Database, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_the_paper_market_upgrade_keeps_the_paper_book_and_goes_back_down(
+    bare_db: Database,
+) -> None:
+    """0007 adds the market's quotes, the paper accounts and the resting orders' columns: an
+    order already in the paper book reads as one that executes on arrival, as it did."""
+    bare_db.migrate("0006")
+    now = datetime.now(UTC)
+    with bare_db.transaction() as session:
+        session.execute(
+            text(
+                "INSERT INTO paper_orders (client_order_id, broker_order_id, account_id, symbol, "
+                "side, order_type, quantity, limit_price, reference_price, status, "
+                "filled_quantity, average_price, reject_text, schedule, final_status, "
+                "submitted_at) VALUES ('o-1', 'P1', 'acc-1', 'EURUSD', 'BUY', 'MARKET', '1', "
+                "NULL, '1.085', 'FILLED', '1', '1.085', NULL, '[]', 'FILLED', :now)"
+            ),
+            {"now": now},
+        )
+
+    bare_db.migrate("0007")
+
+    with bare_db.transaction() as session:
+        order = session.get(PaperOrderRow, "o-1")
+        assert order is not None
+        assert (order.resting, order.stop_price, order.evaluated_at) == (False, None, None)
+        session.add(PaperQuoteRow(symbol="EURUSD", at=now, bid=Decimal("1.1"), ask=Decimal("1.2")))
+        session.add(PaperAccountRow(account_id="acc-1", starting_balance=Decimal(5), opened_at=now))
+    with bare_db.transaction() as session:
+        assert session.get(PaperQuoteRow, ("EURUSD", now)) is not None
+
+    downgrade(bare_db, "0006")
+
+    assert schema_version(bare_db) == ["0006"]
+    with bare_db.engine.connect() as connection:
+        assert not bare_db.engine.dialect.has_table(connection, "paper_quotes")
+        assert not bare_db.engine.dialect.has_table(connection, "paper_accounts")
+        row = connection.execute(text("SELECT * FROM paper_orders")).mappings().one()
+    assert row["client_order_id"] == "o-1"
+    assert "resting" not in row
+    bare_db.migrate()
+    assert schema_version(bare_db) == [HEAD]
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(bare_db: Database) -> None:
+    bare_db.migrate()
+
+    with bare_db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
+    assert differences == []

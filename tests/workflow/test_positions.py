@@ -263,9 +263,11 @@ async def test_a_stop_refused_by_the_broker_can_be_kept_open_marked_unprotected(
     async with harness_factory(ts_client, sqlite_db, keep, paper).running():
         await run_signal(ts_client, sqlite_db, keep, "p-keep", take_profit=TARGET)
         row = await poll_until(
-            lambda: (r := position_row(sqlite_db, "p-keep", "a")) is not None
-            and r.status == "UNPROTECTED"
-            and r
+            lambda: (
+                (r := position_row(sqlite_db, "p-keep", "a")) is not None
+                and r.status == "UNPROTECTED"
+                and r
+            )
         )
         [held] = await keeper_of(ts_client, "p-keep").query(PositionsWorkflow.positions)
 
@@ -303,19 +305,17 @@ async def test_a_position_a_reroute_opened_is_protected_the_same_way(
 
 
 async def test_a_stop_partly_filled_reduces_its_take_profit_to_what_is_left(
-    ts_client: Client,
     time_skipping_env: WorkflowEnvironment,
     sqlite_db: Database,
     settings: Settings,
     paper: PaperBroker,
     harness_factory,
 ) -> None:
+    ts_client = time_skipping_env.client
     thin_market = {"resting_fill_ratio": "0.4"}
     load(sqlite_db, book(account("a", paper=thin_market)))
     async with harness_factory(ts_client, sqlite_db, settings, paper).running():
-        line = (await run_signal(ts_client, sqlite_db, settings, "p-part", take_profit=TARGET))[
-            "a"
-        ]
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-part", take_profit=TARGET))["a"]
         await poll_until(lambda: len(working(sqlite_db, "p-part")) == 2 or None)
         paper.market.set_quote(SYMBOL, STOP, STOP + Decimal("0.00002"))
         await time_skipping_env.sleep(40)  # past the keeper's longest wait between checks
@@ -327,11 +327,13 @@ async def test_a_stop_partly_filled_reduces_its_take_profit_to_what_is_left(
             )
         )
         await poll_until(
-            lambda: {
-                o.purpose: o.quantity - o.filled_quantity
-                for o in working(sqlite_db, "p-part").values()
-            }
-            == {"STOP": left.open_quantity, "TAKE_PROFIT": left.open_quantity}
+            lambda: (
+                {
+                    o.purpose: o.quantity - o.filled_quantity
+                    for o in working(sqlite_db, "p-part").values()
+                }
+                == {"STOP": left.open_quantity, "TAKE_PROFIT": left.open_quantity}
+            )
         )
 
     assert left.open_quantity < line.filled

@@ -344,6 +344,13 @@ class PaperOrderRow(Base):
     final_status: Mapped[str] = mapped_column(String(20))
     """Status the order takes once its schedule is exhausted."""
     submitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    """A STOP order's trigger price."""
+    resting: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Works until a quote of the market reaches its price (a STOP, or a LIMIT that was not
+    marketable when it arrived) instead of following the account's fill schedule."""
+    evaluated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    """A resting order: the market's quotes up to this time have been checked against it."""
 
 
 class PaperExecutionRow(Base):
@@ -356,3 +363,27 @@ class PaperExecutionRow(Base):
     quantity: Mapped[Decimal] = mapped_column(Money)
     price: Mapped[Decimal] = mapped_column(Money)
     executed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PaperQuoteRow(Base):
+    """The paper market's price path: one symbol's bid and ask from ``at`` until its next
+    quote. Shared by every paper account trading the symbol."""
+
+    __tablename__ = "paper_quotes"
+
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    bid: Mapped[Decimal] = mapped_column(Money)
+    ask: Mapped[Decimal] = mapped_column(Money)
+
+
+class PaperAccountRow(Base):
+    """A paper account as the paper broker opened it: the balance it started with, taken once
+    (from the account's state row) the first time the paper broker dealt with the account, so
+    that later readings of our own ledger never feed back into the broker's."""
+
+    __tablename__ = "paper_accounts"
+
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    starting_balance: Mapped[Decimal] = mapped_column(Money)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -35,5 +35,13 @@ class PaperBehaviour(Model):
     """With ``fill: reject``: the broker's rejection text, kept verbatim in reports."""
     latency_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
     """Time from submission to the last execution."""
+    stop_refusal: str | None = None
+    """With a text: every STOP order is refused with it, verbatim (a venue without stop orders,
+    or one whose minimum stop distance the stop is inside)."""
+    resting_fill_ratio: Fraction = Decimal(1)
+    """The share of a resting order (stop, take-profit) that fills when a quote reaches it
+    (floored to the lot step; at least one step): the rest keeps working and needs a later
+    quote through its price. Below 1: a thin market."""
     slippage_ticks: Annotated[int, Field(ge=0, le=1000)] = 0
-    """Adverse ticks from the reference price on market orders."""
+    """Adverse ticks from the reference price on market orders that open or add to a position
+    (one that reduces it fills at the paper market's quote when the symbol has one)."""
