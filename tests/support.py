@@ -266,13 +266,18 @@ class FaultyBroker:
         self._first: dict[str, BrokerOrder] = {}
         self._lock = threading.Lock()
         self.submit_calls = 0
+        """Submits of entry orders (protective and closing orders are counted apart)."""
+        self.other_submit_calls = 0
         self.status_calls = 0
         self.late_reports = 0
         self.stalls = 0
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
         with self._lock:
-            self.submit_calls += 1
+            if is_entry(ticket.client_order_id):
+                self.submit_calls += 1
+            else:
+                self.other_submit_calls += 1
             if self._busy > 0:
                 self._busy -= 1
                 raise BrokerUnavailable("broker busy, try again")

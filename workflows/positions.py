@@ -19,6 +19,7 @@ closes the position at market, or leaves it UNPROTECTED, as configured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -123,7 +124,10 @@ class PositionsWorkflow:
                     await self._record()
                     wait = CHECK_FIRST
                     continue
-                await workflow.wait_condition(self._news, timeout=wait)
+                with contextlib.suppress(TimeoutError):  # the builtin: nothing new came
+                    await workflow.wait_condition(
+                        self._news, timeout=wait, timeout_summary="next check"
+                    )
                 wait = min(wait * 2, CHECK_MOST)
             else:
                 await workflow.wait_condition(lambda: self._news() or self._finished())

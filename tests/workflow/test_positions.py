@@ -120,6 +120,7 @@ async def test_a_fill_gets_its_stop_and_take_profit_for_exactly_the_filled_quant
     async with harness_factory(ts_client, sqlite_db, settings, paper).running():
         lines = await run_signal(ts_client, sqlite_db, settings, "p-fill", take_profit=TARGET)
         placed = await poll_until(lambda: len(working(sqlite_db, "p-fill")) == 2 or None)
+        row = await poll_until(lambda: position_row(sqlite_db, "p-fill", "a"))
         held = await keeper_of(ts_client, "p-fill").query(PositionsWorkflow.positions)
 
     line = lines["a"]
@@ -141,8 +142,8 @@ async def test_a_fill_gets_its_stop_and_take_profit_for_exactly_the_filled_quant
     )
     [position] = held
     assert (position.status, position.open_quantity) == (PositionStatus.OPEN, line.filled)
-    row = position_row(sqlite_db, "p-fill", "a")
-    assert row is not None and row.stop_client_order_id == "p-fill:a:S1"
+    assert row.stop_client_order_id == "p-fill:a:S1"
+    assert (row.status, row.open_quantity) == ("OPEN", line.filled)
     assert protection_violations(sqlite_db) == []
 
 
@@ -162,6 +163,12 @@ async def test_a_partial_fill_is_protected_then_resized_when_its_completion_fill
         line = lines["thin"]
         await poll_until(
             lambda: {o.quantity for o in working(sqlite_db, "p-resize").values()} == {line.filled}
+        )
+        await poll_until(
+            lambda: (
+                (p := position_row(sqlite_db, "p-resize", "thin")) is not None
+                and p.open_quantity == line.filled
+            )
         )
 
     assert line.status is LegStatus.FILLED and line.completion is not None
@@ -204,7 +211,8 @@ async def test_a_stop_hit_closes_the_position_cancels_its_take_profit_and_shrink
     assert after_stop.open_positions == 0
     # What was left of the day's budget after the loss bounds the next signal's leg.
     assert second.position is not None
-    assert first.requested * (Decimal(800) - loss) / Decimal(500) >= second.requested
+    per_lot = (ENTRY - STOP) / Decimal("0.00001")  # risk of one lot at the stop
+    assert second.requested * per_lot <= Decimal(800) - loss < first.requested * per_lot
     assert second.requested < first.requested
     row = position_row(sqlite_db, "p-stop", "a")
     assert row is not None and row.status == "CLOSED" and row.realized_pnl == -loss

@@ -16,7 +16,7 @@ from orchestrator.adapters.book_file import DailyReturn
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountRow, SignalRow
 from orchestrator.config import Settings
-from orchestrator.domain import paging
+from orchestrator.domain import limits
 from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.errors import DuplicateSignal, ValidationFailed
 from orchestrator.domain.progress import SignalProgress
@@ -306,9 +306,9 @@ async def test_large_signal_pages_its_inputs_and_keeps_its_lines_in_batches(
     snapshot and correlation in pages, legs and denials in batch children, the signal's own
     result a summary. The plan made from the joined pages is the one the audit re-derives,
     correlated groups spanning pages included, and the joined report has every account."""
-    monkeypatch.setattr(paging, "PAGE_BYTES", 1500)
-    monkeypatch.setattr(paging, "BATCH_BYTES", 1400)
-    monkeypatch.setattr(paging, "REPORT_BYTES", 1000)
+    monkeypatch.setattr(limits, "PAGE_BYTES", 1500)
+    monkeypatch.setattr(limits, "BATCH_BYTES", 1400)
+    monkeypatch.setattr(limits, "REPORT_BYTES", 1000)
     clusters = [[f"acc-{i:02d}" for i in range(0, 5)], [f"acc-{i:02d}" for i in range(5, 9)]]
     ids = [a for c in clusters for a in c]
     load(
