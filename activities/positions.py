@@ -119,6 +119,7 @@ class PositionActivities(Positions):
         # Orders that must go and cannot be replaced are cancelled before anything new is
         # sent, so a fill they get meanwhile shrinks what the new orders cover.
         placed: dict[ProtectionKind, ProtectiveOrder | None] = {}
+        fresh: list[tuple[ProtectionKind, BrokerOrder]] = []
         for kind, order in current.items():
             working = states.get(kind)
             if order is None or working is None or working.status in TERMINAL:
@@ -142,6 +143,7 @@ class PositionActivities(Positions):
                         ended = self._broker.cancel(working.client_order_id) or ended
                 if replacement is not None:
                     placed[kind] = _protective(kind, replacement, price, quantity)
+                    fresh.append((kind, replacement))
                     # Its fills up to the replace are news too (the next round resizes).
                     old = self._broker.status(working.client_order_id)
                     if old is not None:
@@ -161,10 +163,16 @@ class PositionActivities(Positions):
                 placed[kind] = None
                 self._never_sent(target, kind)
                 continue
-            order = self._submit(target, kind, price, quantity)
-            placed[kind] = order
-            if kind is ProtectionKind.STOP and order.status is OrderStatus.REJECTED:
-                refused = order.reject_text or "rejected without a reason"
+            state = self._submit(target, kind, price, quantity)
+            placed[kind] = _protective(kind, state, price)
+            fresh.append((kind, state))
+            if kind is ProtectionKind.STOP and state.status is OrderStatus.REJECTED:
+                refused = state.reject_text or "rejected without a reason"
+        # A new order can fill as it is placed (the market gapped through its price while the
+        # position was being protected): its executions are news like any other.
+        news.extend(
+            _news(target.account_id, kind, state) for kind, state in fresh if state.executions
+        )
         return ProtectionOutcome(
             account_id=target.account_id,
             stop=placed.get(ProtectionKind.STOP),
@@ -197,14 +205,14 @@ class PositionActivities(Positions):
 
     def _submit(
         self, target: ProtectionTarget, kind: ProtectionKind, price: Decimal, quantity: Decimal
-    ) -> ProtectiveOrder:
+    ) -> BrokerOrder:
         ticket = self._ticket(target, kind, price, quantity)
         state = self._existing(ticket)
         if state is None:
             self._record_intent(target, kind, ticket)
             state = self._broker.submit(ticket)
         self._book(state)
-        return _protective(kind, state, price)
+        return state
 
     def _never_sent(self, target: ProtectionTarget, kind: ProtectionKind) -> None:
         """An order of this generation written ahead for a replace the broker refused, and

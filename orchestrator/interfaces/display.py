@@ -3,7 +3,7 @@ of accounts, signals, orders and positions (rich)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -15,6 +15,7 @@ from rich.text import Text
 from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning.decisions import Plan, SizeRationale
+from orchestrator.domain.positions import Position
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
 
@@ -102,7 +103,9 @@ def progress_line(progress: SignalProgress) -> str:
     )
 
 
-def report_table(report: SignalReport) -> Table:
+def report_table(report: SignalReport, live: Mapping[str, PositionView] | None = None) -> Table:
+    """One row per account: its leg, and its position — as the ledger holds it now when
+    ``live`` (by account) is given, else as it stood when the report was written."""
     table = Table(
         title=(
             f"Execution report {report.signal_id}: {report.side} {report.symbol} "
@@ -119,10 +122,14 @@ def report_table(report: SignalReport) -> Table:
         "slip ticks",
         "delay s",
         "latency s",
+        "position",
+        "stop / take-profit",
+        "realized P&L",
     ):
         table.add_column(column, no_wrap=True)
     for line in report.accounts:
         style = STATUS_STYLE.get(line.status, "")
+        position: Position | PositionView | None = (live or {}).get(line.account_id, line.position)
         table.add_row(
             line.account_id,
             f"[{style}]{line.status}[/]" if style else line.status,
@@ -132,8 +139,21 @@ def report_table(report: SignalReport) -> Table:
             _fmt(line.slippage_ticks, "0.1"),
             "" if line.delay_ms is None else f"{line.delay_ms / 1000:.1f}",
             "" if line.latency_ms is None else f"{line.latency_ms / 1000:.1f}",
+            *_position_cells(position),
         )
     return table
+
+
+def _position_cells(position: Position | PositionView | None) -> tuple[Text, str, str]:
+    if position is None:
+        return Text(""), "", ""
+    status = Text(position.status, style=POSITION_STATUS_STYLE.get(position.status, ""))
+    target = "" if position.take_profit is None else f" / {_plain(position.take_profit)}"
+    return (
+        status + Text(f" {_plain(position.open_quantity)}"),
+        f"{_plain(position.stop)}{target}",
+        _fmt(position.realized_pnl),
+    )
 
 
 def report_reasons(report: SignalReport) -> list[str]:

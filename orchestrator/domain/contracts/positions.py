@@ -106,8 +106,8 @@ class ProtectionOutcome(Model):
     stop_refused: str | None = None
     """The broker's text, verbatim, when it refused the stop."""
     superseded: list[OrderNews] = []
-    """The orders replaced or cancelled, as the broker left them, with every execution (a fill
-    that came first counts)."""
+    """The orders replaced or cancelled, as the broker left them, and the new ones that filled
+    as they were placed, each with every execution (a fill that came first counts)."""
 
 
 class ProtectionRequest(Model):

@@ -6,14 +6,18 @@ import asyncio
 from typing import Any
 
 from rich.live import Live
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import SchemaNotCurrent
+from orchestrator.config import Settings
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import SignalReport
 from orchestrator.domain.reports import full_report
 from orchestrator.interfaces import display
-from orchestrator.interfaces.cli.common import out
+from orchestrator.interfaces.cli.common import current_database, out
 from workflows.signal import SignalExecutionWorkflow
 
 
@@ -53,8 +57,20 @@ async def follow(
     return await full_report(client, await result)
 
 
-def print_report(report: SignalReport) -> None:
-    out.print(display.report_table(report))
+def print_report(report: SignalReport, settings: Settings | None = None) -> None:
+    """The report, each account's position as the ledger holds it now when ``settings`` name a
+    readable ledger (else as it stood when the report was written, and a line says so)."""
+    live = None
+    if settings is not None:
+        try:
+            with current_database(settings) as db, db.transaction() as session:
+                live = {
+                    p.account_id: p
+                    for p in repository.list_positions(session, signal_id=report.signal_id)
+                }
+        except (SQLAlchemyError, SchemaNotCurrent) as e:
+            out.print(f"positions as at the report: the ledger could not be read ({e})")
+    out.print(display.report_table(report, live))
     out.print("Why each account got what it got:")
     for line in display.report_reasons(report):
         out.print(line, highlight=False, soft_wrap=True)

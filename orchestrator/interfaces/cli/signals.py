@@ -92,7 +92,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
-        print_report(report)
+        print_report(report, settings)
     return 0
 
 
@@ -128,7 +128,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.COMPLETED:
         report = await handle.result()
-        print(report.model_dump_json(indent=2)) if args.json else print_report(report)
+        print(report.model_dump_json(indent=2)) if args.json else print_report(report, settings)
         return 0
     if description.status != WorkflowExecutionStatus.RUNNING:
         status_name = description.status.name if description.status else "UNKNOWN"
@@ -136,7 +136,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     if args.follow:
         report = await follow(client, handle, quiet=args.json)
-        print(report.model_dump_json(indent=2)) if args.json else print_report(report)
+        print(report.model_dump_json(indent=2)) if args.json else print_report(report, settings)
         return 0
     progress = await handle.query(SignalExecutionWorkflow.progress)
     print(progress.model_dump_json(indent=2)) if args.json else out.print(
