@@ -144,6 +144,7 @@ class PositionActivities(Positions):
                 if replacement is not None:
                     placed[kind] = _protective(kind, replacement, price, quantity)
                     fresh.append((kind, replacement))
+                    quantity = max(Decimal(0), quantity - _filled(replacement))
                     # Its fills up to the replace are news too (the next round resizes).
                     old = self._broker.status(working.client_order_id)
                     if old is not None:
@@ -166,6 +167,8 @@ class PositionActivities(Positions):
             state = self._submit(target, kind, price, quantity)
             placed[kind] = _protective(kind, state, price)
             fresh.append((kind, state))
+            # Filled as it was placed (the market through its price): the other covers less.
+            quantity = max(Decimal(0), quantity - _filled(state))
             if kind is ProtectionKind.STOP and state.status is OrderStatus.REJECTED:
                 refused = state.reject_text or "rejected without a reason"
         # A new order can fill as it is placed (the market gapped through its price while the

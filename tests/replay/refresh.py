@@ -36,11 +36,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.book_file import AccountRecord
+from orchestrator.adapters.brokers.paper import PaperMarket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import Settings
-from orchestrator.domain import search_attributes
+from orchestrator.domain import ids, search_attributes
 from orchestrator.domain.book import Mandate
 from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
 from orchestrator.domain.progress import SignalProgress
@@ -59,6 +60,7 @@ TEST_ONLY_KEYS = Path(__file__).resolve().parent / "test-only-codec.keys"
 Handle = WorkflowHandle[Any, SignalReport]
 Action = Callable[[Handle], Awaitable[None]]
 Check = Callable[[dict[str, Any]], None]
+After = Callable[[Client, Database, Handle], Awaitable[None]]
 
 SHORT = {"delay_min_s": Decimal("0.1"), "delay_max_s": Decimal("0.4")}
 """Short delays: every leg still has its durable timer in the history."""
@@ -79,6 +81,11 @@ class Scenario:
     """Further checks on the report lines, by account."""
     encrypted: bool = False
     """Run with the payload codec keyed by ``TEST_ONLY_KEYS``."""
+    signal: dict[str, Any] = field(default_factory=dict)
+    """The signal's fields beyond the default (a take-profit)."""
+    after: After | None = None
+    """What happens once the entries are done, before the histories are exported (the market
+    moves: the positions close)."""
     prepare: Callable[[Database], None] | None = None
     """What is done to the database after the signal is submitted, before it is planned."""
 
@@ -157,6 +164,17 @@ def halt_the_book(db: Database) -> None:
         )
 
 
+def market_moves_to(bid: str) -> After:
+    """The paper market's bid moves to ``bid``; the keeper is waited for until every position
+    it holds is closed."""
+
+    async def move(client: Client, db: Database, handle: Handle) -> None:
+        PaperMarket(db).set_quote("EURUSD", Decimal(bid), Decimal(bid) + Decimal("0.00002"))
+        await client.get_workflow_handle(ids.positions_workflow_id(handle.id)).result()
+
+    return move
+
+
 def with_state(record: AccountRecord, **changes: Any) -> AccountRecord:
     return record.model_copy(update={"state": record.state.model_copy(update=changes)})
 
@@ -166,6 +184,20 @@ SLOW_FILL = {"latency_ms": 600, "slices": 2}
 """Fills slow enough that legs due together overlap (SHORT's delays are at most 0.3 s apart)."""
 
 SCENARIOS = [
+    Scenario(
+        "stopped_out",  # the market gaps through the stop: every position closes, P&L booked
+        [account("one"), account("two")],
+        {"one": LegStatus.FILLED, "two": LegStatus.FILLED},
+        signal={"take_profit": Decimal("1.09100")},
+        after=market_moves_to("1.08150"),
+    ),
+    Scenario(
+        "take_profit_hit",  # the take-profit fills, its stop is cancelled
+        [account("one")],
+        {"one": LegStatus.FILLED},
+        signal={"take_profit": Decimal("1.09100")},
+        after=market_moves_to("1.09120"),
+    ),
     Scenario(
         "all_filled",
         [account("one"), account("two")],
@@ -296,8 +328,12 @@ async def run_scenario(
     )
     try:
         # Submitted before a worker polls its task queue, so `prepare` lands before planning.
+        PaperMarket(db).set_quote("EURUSD", Decimal("1.08500"), Decimal("1.08502"))
         handle = await submit_signal(
-            client, db, settings, signal(f"replay-{scenario.name.replace('_', '-')}")
+            client,
+            db,
+            settings,
+            signal(f"replay-{scenario.name.replace('_', '-')}", **scenario.signal),
         )
         if scenario.prepare is not None:
             scenario.prepare(db)
@@ -305,6 +341,8 @@ async def run_scenario(
             if scenario.action is not None:
                 await scenario.action(handle)
             report = await handle.result()
+            if scenario.after is not None:
+                await scenario.after(client, db, handle)
     finally:
         db.dispose()
     lines = {line.account_id: line for line in report.accounts}

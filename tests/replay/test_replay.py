@@ -50,6 +50,8 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "orders_in_flight",
         "orders_in_flight_batched",
         "cancelled_in_temporal",
+        "stopped_out",
+        "take_profit_hit",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {
@@ -128,7 +130,9 @@ def test_replay_command_verifies_the_manifest_and_reports_a_corrupted_file(
 
     assert starter_main(["replay", *map(str, files)]) == 0
     output = capsys.readouterr().out
-    assert output.count("OK ") == len(files) == 4
+    assert (
+        output.count("OK ") == len(files) == 6
+    )  # the signal, two batches, their keepers, a completion
     assert "FAILED" not in output
 
     corrupted = tmp_path / history.file_name("signal-replay-batched/batch-1")
@@ -140,7 +144,7 @@ def test_replay_command_verifies_the_manifest_and_reports_a_corrupted_file(
     [failed] = [line for line in output.splitlines() if line.startswith("FAILED")]
     assert str(corrupted) in failed
     assert "checksum mismatch" in failed
-    assert output.count("OK ") == 3
+    assert output.count("OK ") == 5
 
     stray = tmp_path / "signal-not-exported.json"
     shutil.copy(files[0], stray)
@@ -153,23 +157,26 @@ def test_replay_command_verifies_the_manifest_and_reports_a_corrupted_file(
 
 
 def readable_bytes(path: Path) -> bytes:
-    """Everything a reader of the file sees without a key: the text, and every payload's data
-    decoded from base64."""
-    blob = [path.read_bytes()]
+    """Everything a reader of the file sees without a key: every payload's data decoded from
+    base64, and the rest of the text (not the base64 itself, where four letters such as
+    ``full`` turn up by chance)."""
+    blob: list[bytes] = []
 
-    def walk(node: object) -> None:
+    def walk(node: object) -> object:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "data" and isinstance(value, str):
                     blob.append(base64.b64decode(value))
+                    node[key] = ""
                 else:
                     walk(value)
         elif isinstance(node, list):
             for item in node:
                 walk(item)
+        return node
 
-    walk(json.loads(path.read_text(encoding="utf-8")))
-    return b"\n".join(blob)
+    rest = walk(json.loads(path.read_text(encoding="utf-8")))
+    return b"\n".join([json.dumps(rest).encode(), *blob])
 
 
 PLAIN = (b"partial", b"full", b"1.08500")
@@ -185,13 +192,13 @@ def test_the_plain_text_check_finds_plain_text_in_an_unencrypted_history() -> No
 async def test_the_encrypted_history_holds_no_account_size_or_price_and_needs_its_key() -> None:
     directory = HISTORIES / "encrypted"
     files = history.history_files([directory])
-    assert len(files) == 2
+    assert len(files) == 3  # the signal, a completion, the positions' keeper
     for path in files:
         readable = readable_bytes(path)
         leaks = [plain for plain in PLAIN if plain in readable]
         assert not leaks, (path.name, leaks)
     without_key = await history.replay_files([directory])
-    assert [o.ok for o in without_key] == [False, False]
+    assert [o.ok for o in without_key] == [False, False, False]
     assert all("the history is encrypted" in (o.failure or "") for o in without_key)
     with_key = await history.replay_files([directory], converter=CONVERTER)
     assert all(o.ok for o in with_key), with_key

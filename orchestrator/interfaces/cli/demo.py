@@ -7,15 +7,29 @@ import argparse
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from decimal import Decimal
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.adapters.book_file import read_book
+from orchestrator.adapters.brokers.paper import PaperMarket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain import ids
+from orchestrator.interfaces import display
 from orchestrator.interfaces.cli.common import out
 from orchestrator.interfaces.cli.follow import follow, print_report
 from orchestrator.services.submit import parse_signal, submit_signal
+
+SPREAD = Decimal("0.00002")
+OPENING_QUOTES = {"EURUSD": Decimal("1.08500"), "GBPUSD": Decimal("1.27000")}
+"""The paper market's bids when the signals arrive (at their entries)."""
+LATER_QUOTES = {"EURUSD": Decimal("1.09120"), "GBPUSD": Decimal("1.27450")}
+"""Then: EURUSD above the long's take-profit (1.09100); GBPUSD's ask 5 pips through the short's
+stop (1.27400), so the stops fill with slippage."""
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,6 +85,10 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             }
         ),
     ]
+    market = PaperMarket(db)
+    for symbol, bid in OPENING_QUOTES.items():
+        for name in (symbol, f"{symbol}.pro"):  # broker beta's names for the same market
+            market.set_quote(name, bid, bid + SPREAD)
     client = await connect(settings)
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
         activities = build_activities(db, settings)
@@ -80,13 +98,34 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             for handle in handles:
                 out.print(f"  started {handle.id}  {settings.ui_link(handle.id)}")
             reports = await asyncio.gather(*(follow(client, h, quiet=False) for h in handles))
+            out.print(
+                "The entries are done; every position has its stop (and take-profit) at the "
+                "broker. The market moves: EURUSD rises through its take-profit, GBPUSD gaps "
+                "up through its stop. Waiting for the position keepers to close them..."
+            )
+            for symbol, bid in LATER_QUOTES.items():
+                for name in (symbol, f"{symbol}.pro"):
+                    market.set_quote(name, bid, bid + SPREAD)
+            await asyncio.gather(*(positions_closed(client, h.id) for h in handles))
     for handle, report in zip(handles, reports, strict=True):
-        print_report(report)
+        print_report(report, settings)
         out.print(f"  Temporal UI: {settings.ui_link(handle.id)}")
         out.print(
             "  Its decision trail, replayed and re-derived: "
             f".venv/bin/python starter.py audit {report.signal_id}\n"
         )
+    with db.transaction() as session:
+        closed = [
+            p
+            for report in reports
+            for p in repository.list_positions(session, signal_id=report.signal_id)
+        ]
+    out.print(display.positions_table(closed, "the demo opened, and closed"))
+    pnl = sum((p.realized_pnl for p in closed), Decimal(0))
+    out.print(
+        f"Realized P&L of the demo's positions: {pnl:.2f} USD (`starter.py positions` shows "
+        "them again; the audit tells each trade from entry to exit)."
+    )
     elapsed = (datetime.now(UTC) - started).total_seconds()
     out.print(
         f"demo finished in {elapsed:.1f} s. The dev server (and the local codec server, when "
@@ -94,6 +133,17 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
     db.dispose()
     return 0
+
+
+async def positions_closed(client: Client, signal_workflow_id: str) -> None:
+    """Until the keeper of the signal's positions ends (when every position is closed); at
+    once when the signal filled nothing (no keeper was started)."""
+    keeper = client.get_workflow_handle(ids.positions_workflow_id(signal_workflow_id))
+    try:
+        await keeper.result()
+    except RPCError as e:
+        if e.status is not RPCStatusCode.NOT_FOUND:
+            raise
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
