@@ -156,20 +156,6 @@ def closing_side(side: Side) -> Side:
     return Side.SELL if side is Side.BUY else Side.BUY
 
 
-def stop_is_through_the_market(side: Side, stop: Decimal, bid: Decimal, ask: Decimal) -> bool:
-    """A stop on the wrong side of the current price: it would trigger at once. A long's stop
-    sells at the bid, so it must be below it; a short's buys at the ask, so above it."""
-    return stop >= bid if side is Side.BUY else stop <= ask
-
-
-def take_profit_is_through_the_market(
-    side: Side, target: Decimal, bid: Decimal, ask: Decimal
-) -> bool:
-    """A take-profit already reached: a long's sells above the bid, a short's buys below the
-    ask."""
-    return target <= bid if side is Side.BUY else target >= ask
-
-
 # --------------------------------------------------------------------------------------------
 # What the keeper decides
 
