@@ -284,6 +284,7 @@ class PositionActivities(Positions):
                 item = self._check(watched)
                 if item is not None:
                     news.append(item)
+                activity.heartbeat(watched.client_order_id)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         return news

@@ -213,6 +213,33 @@ def protection_violations(db: Database) -> list[str]:
     return problems
 
 
+def protection_gaps(db: Database) -> list[str]:
+    """Open positions (not UNPROTECTED, not closed) without exactly one working stop at the
+    paper broker for their whole open quantity. Empty when every one has its stop."""
+    working = {s.value for s in OrderStatus if s not in TERMINAL}
+    gaps = []
+    with db.transaction() as session:
+        positions = list(session.scalars(select(PositionRow).where(PositionRow.status == "OPEN")))
+        stops = list(session.scalars(select(OrderRow).where(OrderRow.purpose == "STOP")))
+        paper = {row.client_order_id: row for row in session.scalars(select(PaperOrderRow))}
+    for position in positions:
+        at_broker = [
+            p
+            for o in stops
+            if (o.signal_id, o.account_id) == (position.signal_id, position.account_id)
+            and (p := paper.get(o.client_order_id)) is not None
+            and p.status in working
+        ]
+        if len(at_broker) != 1 or (
+            at_broker[0].quantity - at_broker[0].filled_quantity != position.open_quantity
+        ):
+            gaps.append(
+                f"{position.signal_id}/{position.account_id}: {len(at_broker)} working stop(s) "
+                f"for an open quantity of {position.open_quantity}"
+            )
+    return gaps
+
+
 def reservations(db: Database) -> list[RiskReservationRow]:
     with db.transaction() as session:
         return list(session.scalars(select(RiskReservationRow)))

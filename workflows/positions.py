@@ -65,9 +65,6 @@ CHECK_MOST = timedelta(seconds=30)
 """Between checks with nothing new, the wait doubles up to this."""
 BROKER_STEP = timedelta(minutes=2)
 """start-to-close of one protect, check or close activity (retried after)."""
-BROKER_HEARTBEAT = timedelta(seconds=60)
-"""A protect or close activity beats per position (or while it follows an order): one lost with
-its worker is retried after this long, not after ``BROKER_STEP``."""
 HISTORY_BUDGET = 8_000
 """Events after which the keeper continues as new (Temporal warns at 10,240)."""
 
@@ -141,6 +138,12 @@ class PositionsWorkflow:
         )
 
     # ----------------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> timedelta:
+        """A protect, check or close activity beats per position or order (and while it follows
+        a closing order), as an entry's does: one lost with its worker is retried after the
+        entries' heartbeat timeout, not after ``BROKER_STEP``."""
+        return timedelta(seconds=self._request.execution.order_heartbeat_s)
 
     def _news(self) -> bool:
         return bool(self._fills) or (self._legs_done and not self._entries_done)
@@ -250,7 +253,7 @@ class PositionsWorkflow:
                 ProtectionRequest(targets=group, execution=execution),
                 task_queue=queue,
                 start_to_close_timeout=BROKER_STEP,
-                heartbeat_timeout=BROKER_HEARTBEAT,
+                heartbeat_timeout=self._heartbeat(),
                 retry_policy=ORDER_RETRY,
                 summary=f"protect {len(group)} position(s)",
             ),
@@ -302,6 +305,7 @@ class PositionsWorkflow:
                 task_queue=queue,
                 start_to_close_timeout=BROKER_STEP,
                 retry_policy=DATABASE_RETRY,
+                heartbeat_timeout=self._heartbeat(),
                 summary=f"check {len(group)} protective order(s)",
             ),
         )
@@ -393,7 +397,7 @@ class PositionsWorkflow:
                 CloseRequest(orders=group, execution=execution),
                 task_queue=queue,
                 start_to_close_timeout=BROKER_STEP,
-                heartbeat_timeout=BROKER_HEARTBEAT,
+                heartbeat_timeout=self._heartbeat(),
                 retry_policy=ORDER_RETRY,
                 summary=f"close {len(group)} position(s) at market",
             ),

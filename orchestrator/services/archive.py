@@ -33,6 +33,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from orchestrator.domain import ids
 from orchestrator.domain.contracts.payloads import ArchivedSignal, ArchiveRequest, ArchiveResult
 from orchestrator.domain.errors import OrchestratorError
 from orchestrator.services import audit, history
@@ -130,7 +131,7 @@ async def archive_closed_signals(
     archive_dir.mkdir(parents=True, exist_ok=True)
     closed_before = datetime.now(UTC) - timedelta(seconds=request.closed_for_s)
     archived: list[ArchivedSignal] = []
-    skipped = 0
+    skipped = waiting = 0
     async for execution in client.list_workflows(
         signal_query(closed_before=closed_before), limit=request.max_signals
     ):
@@ -138,10 +139,30 @@ async def archive_closed_signals(
         if archived_run(directory, execution.id) == execution.run_id:
             skipped += 1
             continue
+        if await keepers_running(client, execution.id):
+            waiting += 1
+            continue
         archived.append(await archive_signal(client, archive_dir, execution.id))
         if progress is not None:
             progress(len(archived))
-    return ArchiveResult(directory=str(archive_dir), archived=archived, already_archived=skipped)
+    return ArchiveResult(
+        directory=str(archive_dir),
+        archived=archived,
+        already_archived=skipped,
+        positions_open=waiting,
+    )
+
+
+async def keepers_running(client: Client, workflow_id: str) -> bool:
+    """Whether a keeper of the signal's positions still runs: its story is not over."""
+    signal_id = ids.signal_id_of(workflow_id)
+    query = (
+        f"WorkflowType = 'PositionsWorkflow' AND SignalId = '{signal_id}' "
+        "AND ExecutionStatus = 'Running'"
+    )
+    async for _ in client.list_workflows(query, limit=1):
+        return True
+    return False
 
 
 async def ensure_schedule(

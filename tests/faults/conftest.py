@@ -46,6 +46,8 @@ class Row:
     breaches: int
     ledger_mismatches: int
     wrong_outcomes: int
+    protection: int = 0
+    """Protective orders working beyond a position's open quantity (or on a flat one)."""
 
 
 @dataclass
@@ -75,12 +77,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ("breaches", 8),
         ("ledger≠", 7),
         ("wrong", 5),
+        ("protect≠", 8),
     ]
     write = terminalreporter.write_line
     write("")
     write(
         "Fault suite: invariants after recovery "
-        "(doubled, lost, breaches, ledger≠, wrong outcome must be 0)"
+        "(doubled, lost, breaches, ledger≠, wrong outcome, protect≠ must be 0)"
     )
     write("  ".join(name.ljust(width) for name, width in columns))
     for r in RESULTS.rows:
@@ -95,6 +98,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             r.breaches,
             r.ledger_mismatches,
             r.wrong_outcomes,
+            r.protection,
         ]
         write("  ".join(str(v).ljust(w) for v, (_, w) in zip(values, columns, strict=True)))
     totals = [
@@ -109,6 +113,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "breaches",
             "ledger_mismatches",
             "wrong_outcomes",
+            "protection",
         )
     ]
     write("  ".join(str(v).ljust(w) for v, (_, w) in zip(["total", *totals], columns, strict=True)))

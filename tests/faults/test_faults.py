@@ -10,6 +10,7 @@ and started again), a private PostgreSQL cluster (restarted), the paper broker."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal as signals
 import subprocess
@@ -28,27 +29,48 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 
-from orchestrator.adapters.brokers.paper import PaperBroker
+from activities.positions import NOT_SENT
+from orchestrator.adapters.brokers.paper import PaperBroker, PaperMarket
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import (
     AccountStateRow,
     OrderRow,
     PaperOrderRow,
+    PositionFillRow,
     RiskReservationRow,
 )
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain import ids
+from orchestrator.domain.positions import CloseCause, PositionStatus
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.services.submit import submit_signal
 from tests.faults.conftest import DevServer, PrivatePostgres, Results, Row
 from tests.faults.worker_process import KILL_POINTS
-from tests.support import FaultyBroker, account, book, load, poll_until, signal
+from tests.support import (
+    FaultyBroker,
+    account,
+    book,
+    is_entry,
+    load,
+    poll_until,
+    protection_gaps,
+    protection_violations,
+    signal,
+)
+from workflows.positions import PositionsWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
 pytestmark = pytest.mark.faults
 
 SIGNALS = 3
+ENTRY = Decimal("1.08500")
+STOP = Decimal("1.08200")
+TARGET = Decimal("1.09100")
+GAP = Decimal("1.08150")
+"""A bid 5 pips through the stop: the stops fill there."""
+SPREAD = Decimal("0.00002")
 PARTIAL = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
 SLICES = {"slices": 3, "latency_ms": 1500}
 REJECT = {"fill": "reject", "reject_text": "Not enough money [10019]"}
@@ -183,11 +205,20 @@ async def fault_run(
         db.dispose()
 
 
-async def submit_all(run: Run, name: str) -> list[Handle]:
+async def submit_all(run: Run, name: str, **fields: Any) -> list[Handle]:
     return [
-        await submit_signal(run.client, run.db, run.settings, signal(f"f-{name}-{n}"))
+        await submit_signal(run.client, run.db, run.settings, signal(f"f-{name}-{n}", **fields))
         for n in range(SIGNALS)
     ]
+
+
+def working_stops(db: Database) -> list[OrderRow]:
+    with db.transaction() as session:
+        return list(
+            session.scalars(
+                select(OrderRow).where(OrderRow.purpose == "STOP", OrderRow.status == "NEW")
+            )
+        )
 
 
 async def all_done(handles: list[Handle], timeout_s: float = 240) -> list[SignalReport]:
@@ -211,7 +242,23 @@ async def legs_waiting(handles: list[Handle]) -> None:
 # The invariants
 
 
-def check(run: Run, scenario: str, faults: int, reports: list[SignalReport]) -> Row:
+async def settled_protection(db: Database, timeout_s: float = 90) -> list[str]:
+    """What is wrong with the positions' protective orders once the keepers have settled: a
+    protective order working beyond its position's open quantity or on a flat one, an open
+    position without exactly one working stop for all of it. A keeper needs a moment after a
+    fill to resize or cancel the other side (one-cancels-other is ours), so the check waits
+    for it, then reports what is still wrong."""
+
+    def problems() -> list[str]:
+        return protection_violations(db) + protection_gaps(db)
+
+    with contextlib.suppress(TimeoutError):
+        await poll_until(lambda: not problems() or None, timeout_s=timeout_s, interval_s=0.5)
+    return problems()
+
+
+async def check(run: Run, scenario: str, faults: int, reports: list[SignalReport]) -> Row:
+    protection = await settled_protection(run.db)
     with run.db.transaction() as session:
         broker = list(session.scalars(select(PaperOrderRow)))
         ledger = {o.client_order_id: o for o in session.scalars(select(OrderRow))}
@@ -227,11 +274,15 @@ def check(run: Run, scenario: str, faults: int, reports: list[SignalReport]) -> 
     for order in broker:
         signal_id = order.client_order_id.rsplit(":", 2)[0]
         key = (signal_id, order.account_id)
-        broker_fills[key] = broker_fills.get(key, Decimal(0)) + order.filled_quantity
+        if is_entry(order.client_order_id):  # what the report's lines say they filled
+            broker_fills[key] = broker_fills.get(key, Decimal(0)) + order.filled_quantity
         booked = ledger.get(order.client_order_id)
         if booked is None or booked.filled_quantity != order.filled_quantity:
             mismatches += 1  # the ledger lost or misbooked a broker order
-    mismatches += len(set(ledger) - {o.client_order_id for o in broker})
+    # A protective order written ahead for a replace the broker refused, and not needed after
+    # all, is ended in the ledger unsent: the only ledger order the broker may lack.
+    unsent = {cid for cid, o in ledger.items() if o.reject_text == NOT_SENT}
+    mismatches += len(set(ledger) - unsent - {o.client_order_id for o in broker})
     for report in reports:
         for line in report.accounts:
             if broker_fills.get((report.signal_id, line.account_id), Decimal(0)) != line.filled:
@@ -263,14 +314,22 @@ def check(run: Run, scenario: str, faults: int, reports: list[SignalReport]) -> 
         breaches=breaches,
         ledger_mismatches=mismatches,
         wrong_outcomes=wrong,
+        protection=len(protection),
     )
     return row
 
 
 def assert_clean(row: Row, results: Results) -> None:
     results.rows.append(row)
-    invariants = (row.doubled, row.lost, row.breaches, row.ledger_mismatches, row.wrong_outcomes)
-    assert invariants == (0, 0, 0, 0, 0), row
+    invariants = (
+        row.doubled,
+        row.lost,
+        row.breaches,
+        row.ledger_mismatches,
+        row.wrong_outcomes,
+        row.protection,
+    )
+    assert invariants == (0, 0, 0, 0, 0, 0), row
     assert row.signals == SIGNALS
 
 
@@ -294,7 +353,7 @@ async def test_worker_killed_at_a_step_then_restarted(
         assert run.marker.read_text() == point
         run.start_worker()
         reports = await all_done(handles)
-        assert_clean(check(run, f"worker SIGKILL: {point}", 1, reports), results)
+        assert_clean(await check(run, f"worker SIGKILL: {point}", 1, reports), results)
 
 
 async def test_worker_killed_while_legs_wait_on_timers(
@@ -309,9 +368,57 @@ async def test_worker_killed_while_legs_wait_on_timers(
         assert await run.worker_exit(timeout_s=30) == -signals.SIGKILL
         run.start_worker()
         reports = await all_done(handles)
-        assert_clean(check(run, "worker SIGKILL: legs on timers", 1, reports), results)
+        assert_clean(await check(run, "worker SIGKILL: legs on timers", 1, reports), results)
 
 
+async def test_worker_killed_while_a_stop_fills_then_restarted(
+    file_server: DevServer, private_pg: PrivatePostgres, tmp_path: Path, results: Results
+) -> None:
+    """Every position protected, the market gaps through the stops, and the worker dies the
+    moment the broker first reports a stop's fill, before the keeper booked it. Restarted, the
+    keepers find each fill, book it once, and cancel each take-profit."""
+    async with fault_run(file_server, private_pg, tmp_path, "stop") as run:
+        market = PaperMarket(run.db)
+        market.set_quote("EURUSD", ENTRY, ENTRY + SPREAD)
+        run.start_worker("stop_filled")
+        handles = await submit_all(run, "stop", take_profit=TARGET)
+        reports = await all_done(handles)
+        filled = {
+            (r.signal_id, line.account_id) for r in reports for line in r.accounts if line.filled
+        }
+        await poll_until(lambda: len(working_stops(run.db)) == len(filled) or None, timeout_s=90)
+        market.set_quote("EURUSD", GAP, GAP + SPREAD)
+        assert await run.worker_exit(timeout_s=120) == -signals.SIGKILL
+        assert run.marker.read_text() == "stop_filled"
+        run.start_worker()
+        keepers = [
+            run.client.get_workflow_handle_for(
+                PositionsWorkflow.run, ids.positions_workflow_id(handle.id)
+            )
+            for handle in handles
+        ]
+        ended = await asyncio.wait_for(asyncio.gather(*(k.result() for k in keepers)), 240)
+        row = await check(run, "worker SIGKILL: a stop filling", 1, reports)
+        held = {(p.signal_id, p.account_id): p for r in ended for p in r.positions}
+        assert set(held) == filled
+        with run.db.transaction() as session:
+            booked = list(session.scalars(select(PositionFillRow)))
+            orders = list(session.scalars(select(OrderRow).where(OrderRow.purpose != "ENTRY")))
+        for (signal_id, account_id), position in held.items():
+            assert position.status is PositionStatus.CLOSED, position
+            [close] = position.closes  # booked once
+            assert close.cause is CloseCause.STOP_HIT and close.price <= STOP
+            mine = [o for o in orders if (o.signal_id, o.account_id) == (signal_id, account_id)]
+            assert {o.purpose: o.status for o in mine if o.status != "CANCELLED"} == {
+                "STOP": "FILLED"
+            }, mine
+            assert any(o.purpose == "TAKE_PROFIT" and o.status == "CANCELLED" for o in mine)
+        assert len(booked) == len({b.execution_id for b in booked}) == len(filled)
+        assert_clean(row, results)
+
+
+# --------------------------------------------------------------------------------------------
+# Servers restarted
 # --------------------------------------------------------------------------------------------
 # Servers restarted
 
@@ -326,7 +433,7 @@ async def test_temporal_server_stopped_and_restarted_mid_signal(
         file_server.stop()
         file_server.start()  # same file, same port: the runs are still there
         reports = await all_done(handles)
-        assert_clean(check(run, "Temporal dev server restarted", 1, reports), results)
+        assert_clean(await check(run, "Temporal dev server restarted", 1, reports), results)
 
 
 async def test_postgres_restarted_mid_signal(
@@ -334,21 +441,40 @@ async def test_postgres_restarted_mid_signal(
 ) -> None:
     async with fault_run(file_server, private_pg, tmp_path, "postgres") as run:
         run.start_worker()
-        handles = await submit_all(run, "postgres")
+        handles = await submit_all(run, "postgres", take_profit=TARGET)
         restarts = 0
 
-        # Restart while orders are being placed and followed: every connection is dropped.
-        async def first_order() -> bool:
-            with run.db.transaction() as session:
-                return session.scalar(select(OrderRow.client_order_id).limit(1)) is not None
+        # Restarted while entry orders are placed and followed, then while the first
+        # protective orders are: every connection is dropped.
+        def first(purpose: str) -> Callable[[], bool]:
+            def probe() -> bool:
+                with run.db.transaction() as session:
+                    query = select(OrderRow.client_order_id).where(OrderRow.purpose == purpose)
+                    return session.scalar(query.limit(1)) is not None
 
-        await poll_until(first_order, timeout_s=60, interval_s=0.05)
-        for _ in range(2):
+            return probe
+
+        for purpose in ("ENTRY", "STOP"):
+            await poll_until(first(purpose), timeout_s=90, interval_s=0.05)
             await asyncio.to_thread(private_pg.restart)
             restarts += 1
-            await asyncio.sleep(1.5)
         reports = await all_done(handles)
-        assert_clean(check(run, "PostgreSQL restarted (twice)", restarts, reports), results)
+        # One stop (the check counts them) and one take-profit working per position.
+        row = await check(run, "PostgreSQL restarted (entries, protection)", restarts, reports)
+        with run.db.transaction() as session:
+            working = list(
+                session.scalars(
+                    select(OrderRow).where(
+                        OrderRow.purpose == "TAKE_PROFIT", OrderRow.status == "NEW"
+                    )
+                )
+            )
+        targets = [(o.signal_id, o.account_id) for o in working]
+        filled = [
+            (r.signal_id, line.account_id) for r in reports for line in r.accounts if line.filled
+        ]
+        assert sorted(targets) == sorted(filled)
+        assert_clean(row, results)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,9 +484,12 @@ async def test_postgres_restarted_mid_signal(
 async def run_with_broker(
     run: Run, name: str, broker: FaultyBroker, harness_factory: Callable[..., Any]
 ) -> list[SignalReport]:
-    """The signals, on an in-process worker whose broker client is ``broker``."""
+    """The signals, on an in-process worker whose broker client is ``broker``, kept running
+    until the positions' keepers have settled their protective orders."""
     async with harness_factory(run.client, run.db, run.settings, broker).running():
-        return await all_done(await submit_all(run, name))
+        reports = await all_done(await submit_all(run, name))
+        await settled_protection(run.db)
+        return reports
 
 
 async def test_broker_busy_ambiguous_and_slow(
@@ -373,7 +502,7 @@ async def test_broker_busy_ambiguous_and_slow(
     async with fault_run(file_server, private_pg, tmp_path, "broker") as run:
         broker = FaultyBroker(PaperBroker(run.db), busy=4, ambiguous=4)
         reports = await run_with_broker(run, "broker", broker, harness_factory)
-        row = check(run, "broker: 4 busy, 4 acks lost after sending", 8, reports)
+        row = await check(run, "broker: 4 busy, 4 acks lost after sending", 8, reports)
         assert_clean(row, results)
         assert broker.submit_calls >= row.orders + 4  # the busy ones never reached it
 
@@ -391,7 +520,7 @@ async def test_broker_reports_arriving_late_out_of_order_and_repeated(
         broker = FaultyBroker(PaperBroker(run.db), late_every=2)
         reports = await run_with_broker(run, "late", broker, harness_factory)
         assert broker.late_reports > 0
-        row = check(
+        row = await check(
             run, "broker: reports late, out of order, repeated", broker.late_reports, reports
         )
         assert_clean(row, results)
@@ -410,5 +539,5 @@ async def test_broker_stalls_longer_than_the_heartbeat_timeout(
         broker = FaultyBroker(PaperBroker(run.db), slow_first_status_s=7)
         reports = await run_with_broker(run, "slow", broker, harness_factory)
         assert broker.stalls > 0
-        row = check(run, "broker: status stalls 7 s (heartbeat 5 s)", broker.stalls, reports)
+        row = await check(run, "broker: status stalls 7 s (heartbeat 5 s)", broker.stalls, reports)
         assert_clean(row, results)

@@ -3,10 +3,11 @@ chosen step of a signal's execution. The fault suite starts it, lets it die, sta
 
     python -m tests.faults.worker_process POINT MARKER_FILE SEND_LOG
 
-POINT is one of ``KILL_POINTS`` or ``none``. The kill fires once: the first time the step is
-reached it creates MARKER_FILE (exclusively) and kills the process; later processes find the
-file and carry on. Every order submission the broker receives is appended to SEND_LOG with
-whether the broker already held that client order id (a re-send absorbed by it).
+POINT is one of ``KILL_POINTS``, ``KEEPER_KILL_POINTS`` or ``none``. The kill fires once: the
+first time the step is reached it creates MARKER_FILE (exclusively) and kills the process; later
+processes find the file and carry on. Every order submission the broker receives is appended
+to SEND_LOG with whether the broker already held that client order id (a re-send absorbed by
+it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ KILL_POINTS = {
     "following": "while following a working order's fills (second status poll)",
     "completion": "inside a completion child, right after its order was sent",
     "reroute": "inside a reroute child, before it reserves on the reserve account",
+}
+KEEPER_KILL_POINTS = {
+    "stop_filled": "the broker has just reported a stop's fill, before the keeper booked it",
 }
 
 
@@ -79,7 +83,8 @@ class TrappedBroker:
             log.write(f"{ticket.client_order_id} {'again' if held else 'new'}\n")
         order = self._inner.submit(ticket)
         self._trap.spring("sent")
-        if not ticket.client_order_id.endswith(":1"):
+        sequence = ticket.client_order_id.rsplit(":", 1)[-1]
+        if sequence.isdigit() and sequence != "1":  # an entry's next order (not a stop's S1)
             self._trap.spring("completion")
         return order
 
@@ -88,6 +93,8 @@ class TrappedBroker:
         polls = self._polls[client_order_id] = self._polls.get(client_order_id, 0) + 1
         if order is not None and polls >= 2 and order.executions:
             self._trap.spring("following")
+        if order is not None and order.executions and client_order_id.rsplit(":", 1)[-1][0] == "S":
+            self._trap.spring("stop_filled")
         return order
 
     def cancel(self, client_order_id: str) -> BrokerOrder | None:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.adapters.brokers.paper import PaperMarket
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import PROJECT_ROOT
+from orchestrator.domain import ids
 from orchestrator.domain.contracts.payloads import ArchiveRequest
 from orchestrator.domain.errors import OrchestratorError
 from orchestrator.domain.report import LegStatus
@@ -50,9 +53,19 @@ async def test_archive_schedule_archives_and_verifies_a_closed_signal_that_outli
         data_converter=data_converter(settings),
     )
     async with harness_factory(client, postgres_db, settings).running():
+        market = PaperMarket(postgres_db)
+        market.set_quote("EURUSD", Decimal("1.08500"), Decimal("1.08502"))
         handle = await submit_signal(client, postgres_db, settings, signal("it-archive"))
         report = await handle.result()
         assert {line.status for line in report.accounts} == {LegStatus.FILLED}
+        keeper = client.get_workflow_handle(ids.positions_workflow_id(handle.id))
+        # While its positions are open, the signal's story is not over: not archived yet.
+        waiting = await archive.archive_closed_signals(client, archive_dir, ArchiveRequest())
+        assert "signal-it-archive" not in {a.workflow_id for a in waiting.archived}
+        assert waiting.positions_open >= 1
+        # Stopped out: the keeper ends.
+        market.set_quote("EURUSD", Decimal("1.08150"), Decimal("1.08152"))
+        await keeper.result()
 
         # The schedule, created as the worker creates it; triggered now rather than waited for.
         done = await archive.ensure_schedule(
@@ -76,9 +89,10 @@ async def test_archive_schedule_archives_and_verifies_a_closed_signal_that_outli
             await schedule.delete()
 
     manifest = history.read_manifest(directory) or {}
-    root, child = sorted(manifest)
+    root, child, positions = sorted(manifest)
     assert root == "signal-it-archive.json"
     assert re.fullmatch(r"signal-it-archive__leg-\d__completion\.json", child), child
+    assert positions == "signal-it-archive__positions.json"
     assert all(entry["verified"] and entry["audit"] == "OK" for entry in manifest.values())
     recorded = audit.Audit.model_validate_json((directory / history.AUDIT_FILE).read_text())
     assert recorded.ok and recorded.report == report
@@ -101,7 +115,7 @@ async def test_archive_schedule_archives_and_verifies_a_closed_signal_that_outli
     finally:
         await fresh.shutdown()
     outcomes = await history.replay_files([directory], converter=data_converter(settings))
-    assert [o.ok for o in outcomes] == [True, True]
+    assert [o.ok for o in outcomes] == [True, True, True]
     command = [sys.executable, "starter.py", "audit", "it-archive", "--from", str(directory)]
     keyless = subprocess.run(
         command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False

@@ -18,9 +18,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from orchestrator.adapters.book_file import read_book
+from orchestrator.adapters.brokers.paper import PaperMarket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain import ids
+from orchestrator.domain.positions import CloseCause, PositionStatus
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus
 from orchestrator.domain.values import DenialReason
@@ -33,10 +36,13 @@ from tests.support import (
     ledger_orders,
     load,
     poll_until,
+    protection_gaps,
+    protection_violations,
     signal,
     uncorrelated_returns,
 )
 from worker import WORKFLOWS
+from workflows.positions import PositionsWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
 pytestmark = pytest.mark.integration
@@ -127,13 +133,14 @@ async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
     async def visible() -> bool:
         found.clear()
         found.update([w.id async for w in client.list_workflows("SignalId = 'it-demo'")])
-        return len(found) == 3
+        return len(found) == 4
 
     assert await poll_until(visible)
     expected = sorted(found)
     assert expected[0] == "signal-it-demo"
     assert re.fullmatch(r"signal-it-demo/leg-\d+/completion", expected[1]), expected
     assert re.fullmatch(r"signal-it-demo/leg-\d+/reroute", expected[2]), expected
+    assert expected[3] == "signal-it-demo/positions"  # its positions' keeper
     assert not any(account_id in wid for wid in expected for account_id in by_account)
 
     # Parent and children replay cleanly against the current code.
@@ -226,3 +233,98 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
     assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
     assert broker_orders(postgres_db) == dict.fromkeys(ids, 1)
     assert len(ledger_orders(postgres_db)) == 5
+
+
+async def test_the_demos_take_profit_and_stop_out_on_dev_server_and_postgres(
+    dev_server: WorkflowEnvironment, postgres_db: Database, harness_factory
+) -> None:
+    """The demo's trades to their exits: a EURUSD long closed at its take-profit and a GBPUSD
+    short stopped out through a gap, on every account the demo book fills; then every history
+    (signals, children, keepers) replayed and audited."""
+    with postgres_db.transaction() as session:
+        repository.save_book(
+            session, read_book(PROJECT_ROOT / "demo" / "book.yaml"), datetime.now(UTC)
+        )
+    settings = dev_settings(dev_server, postgres_db)
+    client = dev_server.client
+    market = PaperMarket(postgres_db)
+
+    def quote(symbol: str, bid: str) -> None:
+        for name in (symbol, f"{symbol}.pro"):  # broker beta's name for the same market
+            market.set_quote(name, Decimal(bid), Decimal(bid) + Decimal("0.00002"))
+
+    quote("EURUSD", "1.08500")
+    quote("GBPUSD", "1.27000")
+    long = signal("it-long", take_profit=Decimal("1.09100"))
+    short = signal(
+        "it-short", symbol="GBPUSD", side="SELL", entry=Decimal("1.27000"), stop=Decimal("1.27400")
+    )
+    async with harness_factory(client, postgres_db, settings).running():
+        handles = [await submit_signal(client, postgres_db, settings, s) for s in (long, short)]
+        reports = {r.signal_id: r for r in [await h.result() for h in handles]}
+        filled = {
+            (r.signal_id, line.account_id)
+            for r in reports.values()
+            for line in r.accounts
+            if line.filled
+        }
+        # Every position protected at the broker before the market moves.
+        await poll_until(
+            lambda: (
+                (
+                    len(repository_positions(postgres_db)) == len(filled)
+                    and not protection_gaps(postgres_db)
+                )
+                or None
+            ),
+            timeout_s=60,
+        )
+        quote("EURUSD", "1.09120")  # through the long's take-profit
+        quote("GBPUSD", "1.27450")  # the short's stop gapped: its ask is 1.27452
+        ended = [
+            await client.get_workflow_handle_for(
+                PositionsWorkflow.run, ids.positions_workflow_id(h.id)
+            ).result()
+            for h in handles
+        ]
+
+    assert protection_violations(postgres_db) == []
+    assert len(filled) > 6  # the demo book fills most of its accounts, on both brokers
+    for result in ended:
+        assert {(p.signal_id, p.account_id) for p in result.positions} == {
+            key for key in filled if key[0] == result.signal_id
+        }
+        for position in result.positions:
+            [close] = position.closes
+            assert position.status is PositionStatus.CLOSED
+            if result.signal_id == "it-long":
+                assert close.cause is CloseCause.TAKE_PROFIT_HIT
+                assert close.price >= Decimal("1.09100") and close.pnl > 0
+            else:
+                assert close.cause is CloseCause.STOP_HIT
+                assert close.price == Decimal("1.27452")  # slippage: 5.2 pips past the stop
+                assert close.pnl < 0
+        assert result.realized_pnl == sum(p.realized_pnl for p in result.positions)
+
+    # Every history replays; each signal's audit tells entry → protection → exit.
+    for signal_id in reports:
+        ids_found = [w.id async for w in client.list_workflows(f"SignalId = '{signal_id}'")]
+        assert ids.positions_workflow_id(f"signal-{signal_id}") in ids_found
+        histories = [await client.get_workflow_handle(w).fetch_history() for w in ids_found]
+        replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+        for history in histories:
+            replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+            assert replayed.replay_failure is None, (history.workflow_id, replayed.replay_failure)
+        trail = await audit.audit_histories(histories)
+        assert trail.ok, "\n".join(audit.render(trail))
+        assert trail.positions is not None and trail.positions.ok
+        assert trail.positions.compared >= len([k for k in filled if k[0] == signal_id])
+        assert {p.status for p in trail.positions.positions} == {"CLOSED"}
+        text = "\n".join(audit.render(trail))
+        cause = "TAKE_PROFIT_HIT" if signal_id == "it-long" else "STOP_HIT"
+        assert cause in text
+
+
+def repository_positions(db: Database) -> list[repository.PositionView]:
+    with db.transaction() as session:
+        return repository.list_positions(session)

@@ -29,10 +29,12 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.adapters.brokers.base import OrderTicket
 from orchestrator.adapters.brokers.fix import FixBroker, OrderRef
 from orchestrator.adapters.brokers.fix.messages import cancel_request
+from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain.book import SymbolSpec
+from orchestrator.domain.positions import RefusedStop
 from orchestrator.domain.report import LegStatus
 from orchestrator.domain.values import OrderType, Side
 from orchestrator.services.submit import submit_signal
@@ -41,9 +43,11 @@ from tests.support import (
     PLANTED_FIX_PASSWORD,
     account,
     book,
+    is_entry,
     ledger_orders,
     load,
     poll_until,
+    protective_orders,
     signal,
     uncorrelated_returns,
 )
@@ -175,6 +179,9 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
         ),
     )
     settings, fix_queue = fix_settings(dev_server, postgres_db, "om")
+    # ordermatch has no stop orders: each position's stop is refused, and the position kept
+    # open, UNPROTECTED (closing at market would need a bid the test's maker does not post).
+    settings = settings.model_copy(update={"on_refused_stop": RefusedStop.KEEP})
     ours, market = new_comp_id(), new_comp_id("MM")
     with running_peer("ordermatch", tmp_path / "peer", [ours, market]) as peer:
         session = FixBroker(
@@ -209,6 +216,16 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
                     report = await asyncio.wait_for(result, timeout=1)
                 finally:
                     making.cancel()
+
+                def unprotected() -> list[repository.PositionView]:
+                    with postgres_db.transaction() as session_:
+                        found = repository.list_positions(session_, signal_id="it-fix-om")
+                    return [p for p in found if p.status == "UNPROTECTED"]
+
+                # The refusal ends in the refused-stop rule, never a hang.
+                held = await poll_until(
+                    lambda: len(unprotected()) == 3 and unprotected(), timeout_s=60
+                )
         finally:
             maker_session.stop()
             session.stop()
@@ -231,6 +248,15 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
         **{a: ["FILLED"] for a in ids if a != partial_account},
         partial_account: ["CANCELLED", "FILLED"],
     }
+    # Each position's stop went to ordermatch once and was refused, its text kept verbatim.
+    stops = protective_orders(postgres_db, "it-fix-om")
+    assert sorted(o.account_id for o in stops) == ids
+    assert {o.status for o in stops} == {"REJECTED"}
+    for position in held:
+        assert position.open_quantity == by_account[position.account_id].filled
+        [stop] = [o for o in stops if o.account_id == position.account_id]
+        assert stop.reject_text
+        assert position.note == f"stop refused by the broker: {stop.reject_text}"
 
 
 async def test_signal_across_accounts_on_executor_fix44_fills_every_leg(
@@ -491,6 +517,11 @@ async def test_worker_holding_the_fix_session_killed_while_orders_work_recovers_
                 await asyncio.to_thread(first.wait, 10)
                 second = start_worker("fix-worker-2")
                 report = await asyncio.wait_for(handle.result(), timeout=120)
+                # The positions' stops, working at the venue.
+                await poll_until(
+                    lambda: [o.status for o in protective_orders(postgres_db)] == ["NEW", "NEW"],
+                    timeout_s=60,
+                )
         finally:
             for process in (first, second):
                 if process is not None and process.poll() is None:
@@ -502,8 +533,11 @@ async def test_worker_holding_the_fix_session_killed_while_orders_work_recovers_
     for line in report.accounts:
         assert line.filled == line.requested > 0
     assert [o.status for o in orders()] == ["FILLED", "FILLED"]
-    # Each order reached the venue once; the restarted worker never sent one again.
-    assert sorted(c for t, c, _, r in received if t == "D") == sorted(
+    # Each order reached the venue once; the restarted worker never sent one again. The
+    # positions' stops went out too, each once.
+    assert sorted(c for t, c, _, r in received if t == "D" and is_entry(c)) == sorted(
         o.client_order_id for o in orders()
     )
+    stops = sorted(c for t, c, _, r in received if t == "D" and not is_entry(c))
+    assert stops == sorted(o.client_order_id for o in protective_orders(postgres_db))
     assert all(r == "accepted" for t, _, _, r in received if t == "D")

@@ -202,3 +202,6 @@ class ArchiveResult(Model):
     directory: str
     archived: list[ArchivedSignal]
     already_archived: int
+    positions_open: int = 0
+    """Signals closed, not archived yet: a keeper of their positions still runs (the signal is
+    archived with its whole story once every position is closed)."""

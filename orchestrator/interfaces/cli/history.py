@@ -129,7 +129,7 @@ async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(
         f"{len(result.archived)} archived, {result.already_archived} already archived, "
-        f"in {result.directory}"
+        f"{result.positions_open} waiting for their positions to close, in {result.directory}"
     )
     return 0 if all(a.audit_ok for a in result.archived) else 1
 

@@ -35,7 +35,11 @@ from orchestrator.domain.planning.decisions import Plan
 from orchestrator.domain.report import CompletionResult, RerouteResult, SignalReport
 from orchestrator.domain.settings import PlanSettings, ServiceSettings
 from orchestrator.services.audit.document import Activity, Audit, Read, TrailEntry, ValueVerdict
-from orchestrator.services.audit.positions import describe_keeper_input, describe_keeper_result
+from orchestrator.services.audit.positions import (
+    describe_keeper_input,
+    describe_keeper_result,
+    plain,
+)
 
 
 def describe_start(kind: str, value: Any, identity: str) -> str:
@@ -339,8 +343,9 @@ def render(audit: Audit) -> list[str]:
         for position in p.positions:
             lines.append(
                 f"  {position.account_id:<16} {position.status:<11} open "
-                f"{position.open_quantity} of {position.entry_quantity}, realized "
-                f"{position.realized_pnl}" + (f"  ({position.note})" if position.note else "")
+                f"{plain(position.open_quantity)} of {plain(position.entry_quantity)}, realized "
+                f"{plain(position.realized_pnl)}"
+                + (f"  ({position.note})" if position.note else "")
             )
             lines += [f"    {close}" for close in position.closes]
             lines += [f"    PROBLEM: {problem}" for problem in position.problems]

@@ -278,6 +278,11 @@ def _protected(
             )
 
 
+def plain(value: Decimal) -> str:
+    """A decimal as a reader writes it: 1.36, not 1.3600000000; 0, not 0E-10."""
+    return format(value.normalize(), "f") if value else "0"
+
+
 def _position_audit(position: Position) -> PositionAudit:
     working = [
         o for o in (position.stop_order, position.take_profit_order) if o is not None and o.working
@@ -302,7 +307,10 @@ def _position_audit(position: Position) -> PositionAudit:
         entry_quantity=position.entry_quantity,
         open_quantity=position.open_quantity,
         realized_pnl=position.realized_pnl,
-        closes=[f"{c.cause} {c.quantity} @ {c.price} ({c.pnl})" for c in position.closes],
+        closes=[
+            f"{c.cause} {plain(c.quantity)} @ {plain(c.price)} ({plain(c.pnl)})"
+            for c in position.closes
+        ],
         note=position.note,
         problems=problems,
     )

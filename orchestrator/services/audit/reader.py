@@ -246,7 +246,9 @@ class Reader:
                 if event.user_metadata.HasField("summary"):
                     summary = await self.decode([event.user_metadata.summary], str) or ""
                 timers[timer.timer_id] = summary
-                ms = int(timer.start_to_fire_timeout.ToTimedelta() / timedelta(milliseconds=1))
+                # Rounded, not truncated: the SDK turns a timeout into a float of seconds, so
+                # a 1,037 ms delay can be stored as 1.036999999 s.
+                ms = round(timer.start_to_fire_timeout.ToTimedelta() / timedelta(milliseconds=1))
                 account = summaries.delay_timer_account(summary)
                 if account is not None:
                     read.delay_timers[account] = ms
