@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.actions import ActionActivities
 from activities.archive import ArchiveActivities
 from activities.control import ControlActivities
 from activities.execution import ExecutionActivities
@@ -121,6 +122,7 @@ def build_worker(
                 poll_interval_s=settings.order_poll_interval_s,
             ).all(),
             *ControlActivities(activities.db, client).all(),
+            *ActionActivities(activities.db, client).all(),
             *ArchiveActivities(client, settings.archive_dir).all(),
         ],
         activity_executor=executor,

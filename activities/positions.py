@@ -21,6 +21,7 @@ from decimal import Decimal
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import order_views as views
 from orchestrator.adapters.brokers.base import (
     Broker,
     BrokerOrder,
@@ -31,10 +32,10 @@ from orchestrator.adapters.brokers.base import (
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.domain import ids, positions
+from orchestrator.domain.contracts.actions import QuoteAnswer, QuoteRequest
 from orchestrator.domain.contracts.activities import Positions
 from orchestrator.domain.contracts.payloads import ErrorType
 from orchestrator.domain.contracts.positions import (
-    BrokerFill,
     CloseOrder,
     CloseOutcome,
     CloseRequest,
@@ -53,7 +54,6 @@ from orchestrator.domain.orders import TERMINAL, OrderStatus
 from orchestrator.domain.positions import Contract, ProtectionKind, ProtectiveOrder
 from orchestrator.domain.values import OrderType
 
-NOT_AT_BROKER = "the broker does not know this order"
 NOT_SENT = "not sent: the position it was to protect was closed first"
 """Why an order the keeper believed working is taken as ended: the broker never had it."""
 
@@ -106,10 +106,10 @@ class PositionActivities(Positions):
         for kind, order in current.items():
             if order is None or not order.working:
                 continue
-            state = self._broker.status(order.client_order_id) or _gone(order)
+            state = self._broker.status(order.client_order_id) or views.gone(order)
             self._book(state)
-            news.append(_news(target.account_id, kind, state))
-            unseen += max(Decimal(0), _filled(state) - order.filled)
+            news.append(views.news(target.account_id, kind, state))
+            unseen += max(Decimal(0), views.filled(state) - order.filled)
             states[kind] = state
         quantity = max(Decimal(0), target.quantity - unseen)
         wanted = {
@@ -128,9 +128,9 @@ class PositionActivities(Positions):
             if (
                 price is not None
                 and order.price == price
-                and order.quantity - _filled(working) == quantity
+                and order.quantity - views.filled(working) == quantity
             ):
-                placed[kind] = _protective(kind, working, order.price, order.quantity)
+                placed[kind] = views.protective(kind, working, order.price, order.quantity)
                 continue
             ended: BrokerOrder | None = None
             if price is not None:
@@ -138,24 +138,24 @@ class PositionActivities(Positions):
                 try:
                     replacement = self._replace(target, kind, working, ticket)
                 except ReplaceRejected as error:  # a new order follows
-                    replacement, ended = None, error.order or _gone(order)
+                    replacement, ended = None, error.order or views.gone(order)
                     if ended.status not in TERMINAL:  # refused, yet it stands: cancel it
                         ended = self._broker.cancel(working.client_order_id) or ended
                 if replacement is not None:
-                    placed[kind] = _protective(kind, replacement, price, quantity)
+                    placed[kind] = views.protective(kind, replacement, price, quantity)
                     fresh.append((kind, replacement))
-                    quantity = max(Decimal(0), quantity - _filled(replacement))
+                    quantity = max(Decimal(0), quantity - views.filled(replacement))
                     # Its fills up to the replace are news too (the next round resizes).
                     old = self._broker.status(working.client_order_id)
                     if old is not None:
                         self._book(old)
-                        news.append(_news(target.account_id, kind, old))
+                        news.append(views.news(target.account_id, kind, old))
                     continue
             if ended is None:
                 ended = self._broker.cancel(working.client_order_id) or working
             self._book(ended)
-            news.append(_news(target.account_id, kind, ended))
-            quantity = max(Decimal(0), quantity - (_filled(ended) - _filled(working)))
+            news.append(views.news(target.account_id, kind, ended))
+            quantity = max(Decimal(0), quantity - (views.filled(ended) - views.filled(working)))
         refused = None
         for kind, price in wanted.items():
             if kind in placed:
@@ -165,16 +165,16 @@ class PositionActivities(Positions):
                 self._never_sent(target, kind)
                 continue
             state = self._submit(target, kind, price, quantity)
-            placed[kind] = _protective(kind, state, price)
+            placed[kind] = views.protective(kind, state, price)
             fresh.append((kind, state))
             # Filled as it was placed (the market through its price): the other covers less.
-            quantity = max(Decimal(0), quantity - _filled(state))
+            quantity = max(Decimal(0), quantity - views.filled(state))
             if kind is ProtectionKind.STOP and state.status is OrderStatus.REJECTED:
                 refused = state.reject_text or "rejected without a reason"
         # A new order can fill as it is placed (the market gapped through its price while the
         # position was being protected): its executions are news like any other.
         news.extend(
-            _news(target.account_id, kind, state) for kind, state in fresh if state.executions
+            views.news(target.account_id, kind, state) for kind, state in fresh if state.executions
         )
         return ProtectionOutcome(
             account_id=target.account_id,
@@ -199,7 +199,9 @@ class PositionActivities(Positions):
                 self._record_intent(target, kind, ticket)
                 # OrderQty in FIX's meaning: the order's total, what the old one filled
                 # included; the new order works the ticket's quantity.
-                total = dataclasses.replace(ticket, quantity=ticket.quantity + _filled(working))
+                total = dataclasses.replace(
+                    ticket, quantity=ticket.quantity + views.filled(working)
+                )
                 state = self._broker.replace(working.client_order_id, total)
         except ReplaceNotSupported:
             return None
@@ -298,12 +300,12 @@ class PositionActivities(Positions):
                 status=OrderStatus.CANCELLED,
                 quantity=Decimal(0),
                 executions=(),
-                reject_text=NOT_AT_BROKER,
+                reject_text=views.NOT_AT_BROKER,
             )
         self._book(state)
-        if state.status not in TERMINAL and _filled(state) <= watched.filled:
+        if state.status not in TERMINAL and views.filled(state) <= watched.filled:
             return None
-        return _news(watched.account_id, watched.kind, state)
+        return views.news(watched.account_id, watched.kind, state)
 
     # ----------------------------------------------------------------------------------------
     # Closing
@@ -322,7 +324,7 @@ class PositionActivities(Positions):
                         account_id=order.account_id,
                         client_order_id=order.client_order_id,
                         status=state.status,
-                        executions=_fills(state),
+                        executions=views.fills(state),
                         reject_text=state.reject_text,
                     )
                 )
@@ -423,63 +425,33 @@ class PositionActivities(Positions):
                 now=self._clock(),
             )
 
+    @activity.defn
+    def quotes(self, request: QuoteRequest) -> list[QuoteAnswer]:
+        """The broker's bid and ask for each position's symbol, where it gives one (the paper
+        market does; FIX venues here do not)."""
+        answers = []
+        try:
+            for position in request.positions:
+                quote = self._broker.quote(position.account_id, position.broker_symbol)
+                if quote is not None:
+                    answers.append(
+                        QuoteAnswer(
+                            account_id=position.account_id,
+                            broker_symbol=position.broker_symbol,
+                            bid=quote.bid,
+                            ask=quote.ask,
+                        )
+                    )
+        except BrokerUnavailable as exc:
+            raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
+        return answers
+
     def all(self) -> list[Callable[..., object]]:
         return [
             self.protect,
             self.check_orders,
             self.close_positions,
             self.entry_fills,
+            self.quotes,
             self.record_positions,
         ]
-
-
-def _filled(state: BrokerOrder) -> Decimal:
-    return sum((e.quantity for e in state.executions), Decimal(0))
-
-
-def _fills(state: BrokerOrder) -> list[BrokerFill]:
-    return [
-        BrokerFill(
-            execution_id=e.execution_id, quantity=e.quantity, price=e.price, at=e.executed_at
-        )
-        for e in state.executions
-    ]
-
-
-def _news(account_id: str, kind: ProtectionKind, state: BrokerOrder) -> OrderNews:
-    return OrderNews(
-        account_id=account_id,
-        client_order_id=state.client_order_id,
-        kind=kind,
-        status=state.status,
-        executions=_fills(state),
-        reject_text=state.reject_text,
-    )
-
-
-def _protective(
-    kind: ProtectionKind, state: BrokerOrder, price: Decimal, quantity: Decimal | None = None
-) -> ProtectiveOrder:
-    """The order as the keeper holds it: ``quantity`` is what it was sent to work (a
-    replacement's OrderQty also counts what the order it replaced filled)."""
-    return ProtectiveOrder(
-        kind=kind,
-        client_order_id=state.client_order_id,
-        price=price,
-        quantity=state.quantity if quantity is None else quantity,
-        status=state.status,
-        filled=_filled(state),
-        reject_text=state.reject_text,
-    )
-
-
-def _gone(order: ProtectiveOrder) -> BrokerOrder:
-    """An order the broker never had, taken as cancelled: nothing of it can fill."""
-    return BrokerOrder(
-        client_order_id=order.client_order_id,
-        broker_order_id=None,
-        status=OrderStatus.CANCELLED,
-        quantity=order.quantity,
-        executions=(),
-        reject_text=NOT_AT_BROKER,
-    )

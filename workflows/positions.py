@@ -3,7 +3,8 @@
 
 Started by the workflow that runs the legs at the first fill, with ``ABANDON``: it outlives the
 signal's execution for as long as any of its positions is open (weeks, through continue-as-new).
-Its loop, one step at a time, so each position has exactly one writer:
+Its loop, one step at a time, so each position has exactly one writer (a long module: the
+loop and the steps it takes stay together; what an action does is in ``position_actions``):
 
     entry fills (signals from the legs) ─┐
                                          ├─► positions in memory ─► protect: stop and
@@ -30,6 +31,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from orchestrator.domain import ids, positions
+    from orchestrator.domain.actions import AccountOutcome, ActionKind
     from orchestrator.domain.contracts.activities import Positions
     from orchestrator.domain.contracts.positions import (
         BrokerFill,
@@ -38,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         CloseRequest,
         EntriesDone,
         EntryFillsRequest,
+        KeeperAction,
         OrderNews,
         PositionFill,
         PositionsInput,
@@ -57,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         ProtectionKind,
         RefusedStop,
     )
+    from workflows.position_actions import PositionActions
     from workflows.steps import DATABASE_RETRY, DATABASE_STEP, ORDER_RETRY
 
 CHECK_FIRST = timedelta(seconds=1)
@@ -74,7 +78,7 @@ Result = TypeVar("Result")
 
 
 @workflow.defn
-class PositionsWorkflow:
+class PositionsWorkflow(PositionActions):
     """Keeps a signal's positions protected at the broker until each is closed."""
 
     def __init__(self) -> None:
@@ -83,6 +87,8 @@ class PositionsWorkflow:
         self._entries_done = False
         self._legs_done = False
         self._seen: set[str] = set()
+        self._actions: deque[KeeperAction] = deque()
+        self._actions_done: dict[str, list[AccountOutcome]] = {}
 
     @workflow.signal
     def position_filled(self, fill: PositionFill) -> None:
@@ -98,6 +104,27 @@ class PositionsWorkflow:
     def positions(self) -> list[Position]:
         return list(self._positions.values())
 
+    @workflow.update
+    async def act(self, action: KeeperAction) -> list[AccountOutcome]:
+        """A MODIFY or CLOSE of these positions (all, or the accounts listed), carried out by
+        the keeper's own loop, one step at a time like everything else it does; answers what it
+        did to each account. An action it has carried out already is answered again, not
+        repeated. A CLOSE waits for the entries to be done (a close of a signal still executing
+        comes after its entries were stopped), so that what filled is closed too."""
+        if action.action_id not in self._actions_done and all(
+            queued.action_id != action.action_id for queued in self._actions
+        ):
+            self._actions.append(action)
+        await workflow.wait_condition(lambda: action.action_id in self._actions_done)
+        return self._actions_done[action.action_id]
+
+    @act.validator
+    def _act_is_one_it_can_do(self, action: KeeperAction) -> None:
+        if action.kind not in (ActionKind.MODIFY, ActionKind.CLOSE):
+            raise ValueError(f"a keeper modifies or closes positions, not {action.kind}")
+        if action.kind is ActionKind.MODIFY and action.stop is None and action.take_profit is None:
+            raise ValueError("MODIFY needs a new stop, a new take-profit, or both")
+
     @workflow.run
     async def run(self, request: PositionsInput) -> PositionsResult:
         self._request = request
@@ -105,11 +132,15 @@ class PositionsWorkflow:
         self._legs_done = self._legs_done or request.legs_done
         self._entries_done = request.entries_done
         self._seen = set(request.seen_executions)
+        self._actions_done = dict(request.actions_done)
         wait = CHECK_FIRST
         while not self._finished():
             if self._legs_done and not self._entries_done:
                 await self._entries_from_ledger()
             changed = self._take_fills()
+            if self._action_due():
+                await self._act(self._actions.popleft())
+                changed = True
             if not all(positions.protection_settled(p) for p in self._positions.values()):
                 await self._protect()
                 changed = True
@@ -128,9 +159,12 @@ class PositionsWorkflow:
                 wait = min(wait * 2, CHECK_MOST)
             else:
                 await workflow.wait_condition(lambda: self._news() or self._finished())
-            if workflow.info().get_current_history_length() > HISTORY_BUDGET:
+            if workflow.info().get_current_history_length() > HISTORY_BUDGET and not (
+                self._actions
+            ):
                 await self._continue_as_new()
         await self._record()
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return PositionsResult(
             signal_id=request.signal.signal_id,
             positions=list(self._positions.values()),
@@ -146,7 +180,16 @@ class PositionsWorkflow:
         return timedelta(seconds=self._request.execution.order_heartbeat_s)
 
     def _news(self) -> bool:
-        return bool(self._fills) or (self._legs_done and not self._entries_done)
+        return (
+            bool(self._fills) or (self._legs_done and not self._entries_done) or self._action_due()
+        )
+
+    def _action_due(self) -> bool:
+        """The next action can be carried out now: a MODIFY at once, a CLOSE once no more
+        entry fills will come."""
+        return bool(self._actions) and (
+            self._entries_done or self._actions[0].kind is ActionKind.MODIFY
+        )
 
     async def _entries_from_ledger(self) -> None:
         """Once the legs are done: what the ledger says their entries filled, per account,
@@ -168,6 +211,7 @@ class PositionsWorkflow:
         return (
             self._entries_done
             and not self._fills
+            and not self._actions
             and all(
                 p.status is PositionStatus.CLOSED and positions.protection_settled(p)
                 for p in self._positions.values()
@@ -199,11 +243,12 @@ class PositionsWorkflow:
             fill = self._fills.popleft()
             known = self._positions.get(fill.account_id)
             if known is None:
+                levels = self._levels_for(fill.account_id)
                 position = positions.opened(
                     signal.signal_id,
                     signal.side,
-                    signal.stop,
-                    signal.take_profit,
+                    levels.stop or signal.stop,
+                    levels.take_profit or signal.take_profit,
                     account_id=fill.account_id,
                     broker=fill.broker,
                     broker_symbol=fill.broker_symbol,
@@ -236,7 +281,8 @@ class PositionsWorkflow:
                     broker=position.broker,
                     broker_symbol=position.broker_symbol,
                     position_side=position.side,
-                    quantity=position.open_quantity,
+                    quantity=position.to_cover,
+                    closing=position.open_quantity - position.to_cover,
                     stop=position.stop,
                     take_profit=position.take_profit,
                     generation=generation,
@@ -362,12 +408,21 @@ class PositionsWorkflow:
             )
         return position
 
-    async def _close(self, accounts: list[str], cause: CloseCause) -> None:
-        """Close these positions at market, whatever is open of each."""
+    async def _close(
+        self,
+        accounts: list[str],
+        cause: CloseCause,
+        quantities: dict[str, Decimal] | None = None,
+    ) -> None:
+        """Close these positions at market: ``quantities`` of each, else whatever is open. The
+        orders go out in groups of at most the orders-in-flight limit, as entries do."""
         orders = []
         for account_id in accounts:
             position = self._positions[account_id]
-            if position.open_quantity <= 0:
+            quantity = min(
+                position.open_quantity, (quantities or {}).get(account_id, position.open_quantity)
+            )
+            if quantity <= 0:
                 continue
             number = position.closing_orders + 1
             self._positions[account_id] = position.model_copy(update={"closing_orders": number})
@@ -378,7 +433,7 @@ class PositionsWorkflow:
                     broker=position.broker,
                     broker_symbol=position.broker_symbol,
                     side=positions.closing_side(position.side),
-                    quantity=position.open_quantity,
+                    quantity=quantity,
                     number=number,
                     client_order_id=ids.closing_client_order_id(
                         position.signal_id, account_id, number
@@ -387,24 +442,24 @@ class PositionsWorkflow:
                     cause=cause,
                 )
             )
-        if not orders:
-            return
         execution = self._request.execution
-        outcomes = await self._per_broker(
-            orders,
-            lambda group, queue: workflow.execute_activity_method(
-                Positions.close_positions,
-                CloseRequest(orders=group, execution=execution),
-                task_queue=queue,
-                start_to_close_timeout=BROKER_STEP,
-                heartbeat_timeout=self._heartbeat(),
-                retry_policy=ORDER_RETRY,
-                summary=f"close {len(group)} position(s) at market",
-            ),
-        )
         causes = {o.client_order_id: o.cause for o in orders}
-        for outcome in outcomes:
-            self._apply_close(outcome, causes[outcome.client_order_id])
+        limit = execution.max_orders_in_flight or len(orders) or 1
+        for start in range(0, len(orders), limit):
+            outcomes = await self._per_broker(
+                orders[start : start + limit],
+                lambda group, queue: workflow.execute_activity_method(
+                    Positions.close_positions,
+                    CloseRequest(orders=group, execution=execution),
+                    task_queue=queue,
+                    start_to_close_timeout=BROKER_STEP,
+                    heartbeat_timeout=self._heartbeat(),
+                    retry_policy=ORDER_RETRY,
+                    summary=f"close {len(group)} position(s) at market",
+                ),
+            )
+            for outcome in outcomes:
+                self._apply_close(outcome, causes[outcome.client_order_id])
 
     def _apply_close(self, outcome: CloseOutcome, cause: CloseCause) -> None:
         position = self._positions[outcome.account_id]
@@ -477,6 +532,7 @@ class PositionsWorkflow:
                     "legs_done": self._legs_done,
                     "entries_done": self._entries_done,
                     "seen_executions": sorted(self._seen),
+                    "actions_done": self._actions_done,
                 }
             )
         )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from workflows.actions import TradeActionWorkflow
 from workflows.archive import ArchiveWorkflow
 from workflows.batch import LegBatchWorkflow
 from workflows.completion import PartialFillCompletionWorkflow
@@ -16,6 +17,7 @@ WORKFLOWS: list[type] = [
     PartialFillCompletionWorkflow,
     OrderRerouteWorkflow,
     PositionsWorkflow,
+    TradeActionWorkflow,
     ArchiveWorkflow,
 ]
 """Workflows: deterministic orchestration only. No I/O, clock or randomness of their own."""

@@ -135,8 +135,15 @@ class Position(Model):
     so a resize is a new order id, and a retry finds the one it sent."""
     closing_orders: int = 0
     """Closing orders sent for it so far (part of their client order ids)."""
+    closing: NonNegativeDecimal = Decimal(0)
+    """What a signal's close is taking off it right now: its protective orders cover the rest."""
     note: str | None = None
     """Why it is UNPROTECTED, with the broker's text verbatim."""
+
+    @property
+    def to_cover(self) -> Decimal:
+        """What its protective orders must cover: the open quantity, less what is closing."""
+        return max(Decimal(0), self.open_quantity - self.closing)
 
     @property
     def protected_quantity(self) -> Decimal:
@@ -252,18 +259,19 @@ def protection_settled(position: Position) -> bool:
     exactly the open quantity at its stop price (unless it is UNPROTECTED) and likewise a
     take-profit when it has one (unless the broker refused that price); once flat, nothing
     working."""
-    if position.open_quantity <= 0:
+    cover = position.to_cover
+    if cover <= 0:
         return not any(
             o is not None and o.working for o in (position.stop_order, position.take_profit_order)
         )
     stop_ok = position.status is PositionStatus.UNPROTECTED or _covers(
-        position.stop_order, position.stop, position.open_quantity
+        position.stop_order, position.stop, cover
     )
     target = position.take_profit_order
     if position.take_profit is None:
         target_ok = target is None or not target.working
     else:
-        target_ok = _covers(target, position.take_profit, position.open_quantity) or (
+        target_ok = _covers(target, position.take_profit, cover) or (
             _refused(target, position.take_profit)
         )
     return stop_ok and target_ok

@@ -13,7 +13,17 @@ from typing import Any
 
 from temporalio import activity
 
+from orchestrator.domain.actions import AccountOutcome
 from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.contracts.actions import (
+    ActionInput,
+    ActionTargets,
+    DeliverRequest,
+    QuoteAnswer,
+    QuoteRequest,
+    StopEntriesRequest,
+    StopEntriesResult,
+)
 from orchestrator.domain.contracts.operators import (
     ActionReceipt,
     ActionRecorded,
@@ -133,10 +143,37 @@ class Positions:
         raise _contract()
 
     @activity.defn
+    def quotes(self, request: QuoteRequest) -> list[QuoteAnswer]:
+        """The broker's current bid and ask for each position's symbol, where it gives one."""
+        raise _contract()
+
+    @activity.defn
     def record_positions(self, record: PositionsRecord) -> None:
         """Write the positions as the keeper holds them, their closing fills, and what
         closing did to each account (open positions, committed risk, margin, today's loss),
         each closing fill once."""
+        raise _contract()
+
+
+class Actions:
+    """An action's steps outside its workflow: the ledger's positions, and the signal and the
+    keepers it reaches through the Temporal client (async, on the worker's event loop)."""
+
+    @activity.defn
+    async def action_targets(self, request: ActionInput) -> ActionTargets:
+        """The keepers and open positions the action is for, whether its signal still
+        executes, or why it cannot be done."""
+        raise _contract()
+
+    @activity.defn
+    async def stop_entries(self, request: StopEntriesRequest) -> StopEntriesResult:
+        """Cancel a signal still executing and wait for its report: the keepers it started."""
+        raise _contract()
+
+    @activity.defn
+    async def deliver(self, request: DeliverRequest) -> list[AccountOutcome]:
+        """Hand the action to one keeper (its ``act`` update) and return what it did; nothing
+        when the keeper never started or has ended (no open position there)."""
         raise _contract()
 
 
@@ -149,7 +186,7 @@ class Archive:
         raise _contract()
 
 
-CONTRACTS: tuple[type, ...] = (Execution, Control, Positions, Archive)
+CONTRACTS: tuple[type, ...] = (Execution, Control, Positions, Actions, Archive)
 
 
 def activity_name(definition: Callable[..., Any]) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from orchestrator.domain.actions import AccountOutcome, ActionKind
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import (
     CloseCause,
@@ -20,6 +21,7 @@ from orchestrator.domain.positions import (
 from orchestrator.domain.settings import ExecutionSettings
 from orchestrator.domain.signal import Signal
 from orchestrator.domain.values import (
+    Fraction,
     Identifier,
     Model,
     NonNegativeDecimal,
@@ -51,6 +53,25 @@ class EntriesDone(Model):
     """Accounts that filled, every one of which the keeper has been told of."""
 
 
+class Levels(Model):
+    """A stop and take-profit that a MODIFY set: positions opened after it take them."""
+
+    stop: PositiveDecimal | None = None
+    take_profit: PositiveDecimal | None = None
+
+
+class KeeperAction(Model):
+    """A MODIFY or CLOSE, as the action's workflow hands it to a keeper (``act`` update)."""
+
+    action_id: Identifier
+    kind: ActionKind
+    accounts: list[Identifier] | None = None
+    """Only these accounts' positions (default: every position the keeper holds)."""
+    stop: PositiveDecimal | None = None
+    take_profit: PositiveDecimal | None = None
+    fraction: Fraction = Decimal(1)
+
+
 class PositionsInput(Model):
     """The keeper's input; carried whole across continue-as-new."""
 
@@ -64,6 +85,13 @@ class PositionsInput(Model):
     seen_executions: list[str] = []
     """Executions of protective and closing orders already applied: a report seen twice (a
     retried watch, a resent FIX report) changes nothing."""
+    levels: Levels = Levels()
+    """A MODIFY of every account: the levels positions opened later take."""
+    account_levels: dict[str, Levels] = {}
+    """A MODIFY of listed accounts: the levels their positions opened later take."""
+    actions_done: dict[str, list[AccountOutcome]] = {}
+    """Actions carried out, by id, with what each did: the same action again does nothing more
+    and answers the same."""
 
 
 class PositionsResult(Model):
@@ -97,6 +125,9 @@ class ProtectionTarget(Model):
     skip_stop: bool = False
     """The position is UNPROTECTED (its stop was refused, and the setting keeps it open): no
     stop is placed again; its take-profit is kept right."""
+    closing: NonNegativeDecimal = Decimal(0)
+    """Of the open quantity, what a signal's close is about to take off: not covered (the
+    protective orders are reduced first, so they never exceed what the close leaves)."""
 
 
 class ProtectionOutcome(Model):

@@ -35,6 +35,7 @@ from .reservation import reserve_risk as reserve_risk
 from .settlement import book_and_settle as book_and_settle
 from .settlement import settle_reservation as settle_reservation
 from .signals import record_signal as record_signal
+from .signals import signal_symbols as signal_symbols
 from .snapshot import PLANNING_INPUTS_KEPT as PLANNING_INPUTS_KEPT
 from .snapshot import load_returns as load_returns
 from .snapshot import load_snapshot as load_snapshot

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,3 +30,13 @@ def record_signal(session: Session, signal: Signal, workflow_id: str, now: datet
         session.flush()
     except IntegrityError as exc:
         raise DuplicateSignal(signal.signal_id) from exc
+
+
+def signal_symbols(session: Session, signal_ids: Collection[str]) -> dict[str, str]:
+    """Each known signal's symbol (as the signal names it), by signal id."""
+    if not signal_ids:
+        return {}
+    rows = session.execute(
+        select(SignalRow.signal_id, SignalRow.symbol).where(SignalRow.signal_id.in_(signal_ids))
+    )
+    return {signal_id: symbol for signal_id, symbol in rows}
