@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.domain import search_attributes as sa
+from orchestrator.domain.actions import ActionReport
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning.decisions import Plan, SizeRationale
 from orchestrator.domain.positions import Position
@@ -343,5 +344,24 @@ def positions_table(positions: Sequence[PositionView], title: str = "") -> Table
             Text(protection),
             status,
             Text(f"{_fmt(p.realized_pnl)}\n{closes}".rstrip()),
+        )
+    return table
+
+
+def action_table(report: ActionReport) -> Table:
+    """An action's result: per position what it did, what is left open and what it realized."""
+    target = f" of {report.signal_id}" if report.signal_id else ""
+    title = f"{report.action} {report.action_id}{target}: {report.status} — {report.message}"
+    table = Table(title=title)
+    for column in ("signal", "account", "done", "closed", "left open", "realized P&L"):
+        table.add_column(column, overflow="fold")
+    for line in report.accounts:
+        table.add_row(
+            line.signal_id,
+            line.account_id,
+            Text(line.done, style="red" if line.refused else ""),
+            _plain(line.closed),
+            _plain(line.open_quantity),
+            _fmt(line.realized_pnl),
         )
     return table

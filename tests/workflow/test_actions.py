@@ -27,6 +27,7 @@ from orchestrator.domain.errors import DuplicateSignal
 from orchestrator.domain.positions import CloseCause
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus
+from orchestrator.services import audit, history
 from orchestrator.services.actions import submit_action
 from orchestrator.services.submit import submit_signal
 from tests.support import (
@@ -195,6 +196,12 @@ async def test_close_of_half_rounds_down_per_lot_step_and_never_leaves_a_stub_be
         )
         left = {p.account_id: p for p in open_positions(sqlite_db, "c-x")}
         orders = working(sqlite_db, "c-x")
+        trade = await audit.audit_histories(
+            await history.fetch_with_children(ts_client, "signal-c-x")
+        )
+        own = await audit.audit_histories(
+            await history.fetch_with_children(ts_client, "signal-c-1")
+        )
 
     fine, coarse_held = held["fine"].open_quantity, held["coarse"].open_quantity
     assert coarse_held < 2 * Decimal("0.5")  # so half of it leaves a stub below 0.5
@@ -210,6 +217,14 @@ async def test_close_of_half_rounds_down_per_lot_step_and_never_leaves_a_stub_be
     assert sorted(o.purpose for o in mine) == ["STOP", "TAKE_PROFIT"]
     assert all(o.quantity - o.filled_quantity == fine - half for o in mine)
     assert not any(o.account_id == "coarse" for o in orders.values())
+    # The trade's audit tells the action, and re-derives the reduced protective orders.
+    assert trade.ok, audit.render(trade)
+    text = "\n".join(audit.render(trade))
+    assert "action c-1: CLOSE 50% (every account)" in text
+    assert f"action c-1 done: coarse closed {coarse_held.normalize()} of" in text
+    # And the action's own audit, under its own id.
+    assert own.ok and own.signal_id == "c-1"
+    assert "CLOSE 50% of c-x (every account)" in "\n".join(audit.render(own))
     assert protection_violations(sqlite_db) == []
 
 

@@ -21,6 +21,7 @@ from orchestrator.config import Settings, get_settings
 from orchestrator.domain.errors import OrchestratorError, ValidationFailed
 from orchestrator.interfaces.cli import (
     accounts,
+    actions,
     controls,
     demo,
     history,
@@ -43,7 +44,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         prog="starter.py", description=description, formatter_class=argparse.RawTextHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (signals, positions, accounts, controls, history, system, demo):
+    for module in (signals, actions, positions, accounts, controls, history, system, demo):
         module.add_parser(commands)
     return parser
 

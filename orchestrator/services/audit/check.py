@@ -12,6 +12,7 @@ from temporalio.converter import DataConverter
 
 from orchestrator.adapters.codec import CodecError
 from orchestrator.domain import reports
+from orchestrator.domain.contracts.actions import ActionInput
 from orchestrator.domain.contracts.payloads import (
     LegBatchResult,
     SignalWorkflowInput,
@@ -81,7 +82,11 @@ async def audit_histories(
     # In time order; at one instant, the signal's own entries first, then its children's.
     order = {r.history.workflow_id: n for n, r in enumerate(reads)}
     trail.sort(key=lambda e: (e.at, order[e.workflow_id]))
-    signal = root.input.signal.signal_id if isinstance(root.input, SignalWorkflowInput) else ""
+    signal = ""
+    if isinstance(root.input, SignalWorkflowInput):
+        signal = root.input.signal.signal_id
+    elif isinstance(root.input, ActionInput):  # an action is a signal of its own
+        signal = root.input.action.action_id
     return Audit(
         signal_id=signal,
         workflow_id=root.history.workflow_id,

@@ -11,7 +11,9 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 
+from orchestrator.domain.actions import ActionReport
 from orchestrator.domain.book import BookSnapshot
+from orchestrator.domain.contracts.actions import ActionInput
 from orchestrator.domain.contracts.operators import (
     ActionReceipt,
     ActionRecorded,
@@ -36,6 +38,7 @@ from orchestrator.domain.report import CompletionResult, RerouteResult, SignalRe
 from orchestrator.domain.settings import PlanSettings, ServiceSettings
 from orchestrator.services.audit.document import Activity, Audit, Read, TrailEntry, ValueVerdict
 from orchestrator.services.audit.positions import (
+    describe_action,
     describe_keeper_input,
     describe_keeper_result,
     plain,
@@ -70,6 +73,8 @@ def describe_settings(settings: PlanSettings) -> str:
 def describe_child_input(value: Any) -> str:
     if isinstance(value, PositionsInput):
         return describe_keeper_input(value)
+    if isinstance(value, ActionInput):
+        return describe_action(value.action)
     if isinstance(value, LegBatchInput):
         return f"{len(value.legs)} legs ({', '.join(leg.account_id for leg in value.legs)})"
     if isinstance(value, CompletionInput):
@@ -86,6 +91,10 @@ def describe_child_input(value: Any) -> str:
 def describe_child_result(value: Any) -> str:
     if isinstance(value, PositionsResult):
         return describe_keeper_result(value)
+    if isinstance(value, ActionReport):
+        return f"{value.status}: {value.message}" + "".join(
+            f"; {a.signal_id}/{a.account_id} {a.done}" for a in value.accounts
+        )
     if isinstance(value, LegBatchResult):
         return f"{len(value.accounts)} report lines"
     if isinstance(value, CompletionResult):

@@ -17,8 +17,10 @@ from temporalio.converter import DataConverter
 
 from orchestrator.adapters.codec import ENCODING
 from orchestrator.domain import planning
+from orchestrator.domain.actions import AccountOutcome, ActionReport
 from orchestrator.domain.book import BookSnapshot
 from orchestrator.domain.contracts import summaries
+from orchestrator.domain.contracts.actions import ActionInput
 from orchestrator.domain.contracts.activities import Control, Execution, Positions, activity_name
 from orchestrator.domain.contracts.operators import (
     ActionReceipt,
@@ -42,6 +44,7 @@ from orchestrator.domain.contracts.positions import (
     CloseOutcome,
     CloseRequest,
     EntryFillsRequest,
+    KeeperAction,
     OrderNews,
     PositionFill,
     PositionsInput,
@@ -71,11 +74,15 @@ from orchestrator.services.audit.describe import (
 )
 from orchestrator.services.audit.document import Activity, Read, TrailEntry
 from orchestrator.services.audit.positions import (
+    KEEPER_ACTION,
     KEEPER_SIGNALS,
+    describe_action,
+    describe_action_outcome,
     describe_keeper_activity,
     describe_keeper_signal,
     keeper_step,
 )
+from workflows.actions import TradeActionWorkflow
 from workflows.batch import LegBatchWorkflow
 from workflows.completion import PartialFillCompletionWorkflow
 from workflows.positions import PositionsWorkflow
@@ -105,6 +112,7 @@ CHILD_TYPES: dict[str, tuple[type[Any], type[Any]]] = {
     PartialFillCompletionWorkflow.__name__: (CompletionInput, CompletionResult),
     OrderRerouteWorkflow.__name__: (RerouteInput, RerouteResult),
     PositionsWorkflow.__name__: (PositionsInput, PositionsResult),
+    TradeActionWorkflow.__name__: (ActionInput, ActionReport),
 }
 
 SIGNAL_WORKFLOW = SignalExecutionWorkflow.__name__
@@ -148,6 +156,7 @@ class Reader:
         wid = history.workflow_id
         kind = histories.workflow_type(history)
         scheduled: dict[int, Activity] = {}
+        updates: dict[str, str] = {}
         timers: dict[str, str] = {}
         children: dict[int, tuple[str, str]] = {}
         correlated_at: int | None = None
@@ -326,8 +335,19 @@ class Reader:
                     f"update {request_input.name}",
                     accepted.accepted_request.meta.identity,
                 )
+                if request_input.name == KEEPER_ACTION:
+                    action = await self.decode(request_input.args, KeeperAction)
+                    updates[accepted.accepted_request.meta.update_id] = action.action_id
+                    note(event, "action", f"action {describe_action(action)}")
+                    continue
                 request = await self.decode(request_input.args, dict[str, Any]) or {}
                 note(event, "operator", describe_operator(request_input.name, request, "update"))
+            elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+                answered = event.workflow_execution_update_completed_event_attributes
+                action_id = updates.get(answered.meta.update_id)
+                if action_id is not None and answered.outcome.HasField("success"):
+                    outcome = await self.decode(answered.outcome.success, list[AccountOutcome])
+                    note(event, "action", describe_action_outcome(action_id, outcome or []))
             elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
                 asked = event.workflow_execution_cancel_requested_event_attributes
                 note(
