@@ -56,23 +56,24 @@ class TradeAction(Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        """Each refusal names its field first (``field: why``): the caller reports it there."""
         if self.action is ActionKind.FLATTEN:
             if self.signal_id is not None:
-                raise ValueError("FLATTEN acts on positions of any signal: no signal_id")
+                raise ValueError("signal_id: FLATTEN acts on positions of any signal: no signal_id")
         elif self.signal_id is None:
-            raise ValueError(f"{self.action} needs the signal_id of the trade it acts on")
+            raise ValueError(f"signal_id: {self.action} needs the id of the signal it acts on")
         if self.action is ActionKind.MODIFY and self.stop is None and self.take_profit is None:
-            raise ValueError("MODIFY needs a new stop, a new take_profit, or both")
+            raise ValueError("stop: MODIFY needs a new stop, a new take_profit, or both")
         if self.action is not ActionKind.MODIFY and (
             self.stop is not None or self.take_profit is not None
         ):
-            raise ValueError(f"{self.action} takes no stop or take_profit (that is MODIFY)")
+            raise ValueError(f"stop: {self.action} takes no stop or take_profit (that is MODIFY)")
         if self.action is not ActionKind.CLOSE and self.fraction != 1:
-            raise ValueError("only CLOSE takes a fraction")
+            raise ValueError("fraction: only CLOSE takes a fraction")
         if self.action is not ActionKind.FLATTEN and self.symbol is not None:
-            raise ValueError("only FLATTEN takes a symbol (a signal has its own)")
+            raise ValueError("symbol: only FLATTEN takes a symbol (a signal has its own)")
         if self.signal_id is not None and self.signal_id == self.action_id:
-            raise ValueError("an action needs an id of its own, not its signal's")
+            raise ValueError("action_id: an action needs an id of its own, not its signal's")
         return self
 
     @property

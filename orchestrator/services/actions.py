@@ -50,10 +50,13 @@ def parse_action(raw: str | bytes | dict[str, Any], source: str = "action") -> T
                 raise ValidationFailed(source, [("", "expected a JSON object")])
         return TradeAction.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            (".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, "))
-            for e in exc.errors()
-        ]
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if not field and ": " in message:  # the whole action's rule names its field
+                field, message = message.split(": ", 1)
+            problems.append((field, message))
         raise ValidationFailed(source, problems) from exc
     except json.JSONDecodeError as exc:
         raise ValidationFailed(source, [("", f"malformed JSON: {exc}")]) from exc

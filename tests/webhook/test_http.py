@@ -17,6 +17,7 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import SignalRow
 from orchestrator.config import Settings
+from orchestrator.domain.contracts.actions import ActionInput
 from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import (
     SHARED_SECRET,
@@ -367,3 +368,63 @@ async def test_temporal_unreachable_then_503_and_nothing_stored(
     assert response.status_code == 503
     assert response.json()["error"] == "temporal_unavailable"
     assert signals_stored(webhook_db) == 0
+
+
+async def test_tradingview_strategy_exit_alert_then_202_a_close_of_its_target_and_resent_200(
+    webhook: RunningWebhook, webhook_temporal: WorkflowEnvironment
+) -> None:
+    entry = post(webhook, body_of(tradingview_alert(id="tv-entry-1")), {})
+    assert entry.status_code == 202, entry.text
+    # A strategy's exit: {{strategy.order.action}} is sell, {{strategy.market_position}} flat.
+    # The template's prices come along and are ignored by a close.
+    exit_alert = tradingview_alert(
+        action="sell", market_position="flat", target="tv-entry-1", time="2026-11-24T07:00:00Z"
+    )
+    first = post(webhook, body_of(exit_alert), {})
+    again = post(webhook, body_of(exit_alert), {})
+
+    assert first.status_code == 202, first.text
+    accepted = first.json()
+    assert accepted["signal_id"].startswith("tv-") and accepted["signal_id"] != "tv-entry-1"
+    assert (again.status_code, again.json()["workflow_id"]) == (200, accepted["workflow_id"])
+    assert again.json()["duplicate"] is True
+    handle = webhook_temporal.client.get_workflow_handle(accepted["workflow_id"])
+    description = await handle.describe()
+    assert description.workflow_type == "TradeActionWorkflow"
+    [started] = [
+        e
+        async for e in handle.fetch_history_events()
+        if e.HasField("workflow_execution_started_event_attributes")
+    ]
+    payload = started.workflow_execution_started_event_attributes.input.payloads[0].data
+    sent = pydantic_data_converter.payload_converter.from_payloads(
+        started.workflow_execution_started_event_attributes.input.payloads, [ActionInput]
+    )[0]
+    assert payload
+    assert (sent.action.action, sent.action.signal_id, sent.action.fraction) == (
+        "CLOSE",
+        "tv-entry-1",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("alert", "field"),
+    [
+        ({"action": "close"}, "target"),
+        ({"action": "close", "target": "never-submitted"}, "target"),
+        ({"action": "modify", "target": "tv-entry-2"}, "stop"),
+        ({"action": "close", "target": "tv-entry-2", "fraction": "1.5"}, "fraction"),
+        ({"action": "reverse"}, "action"),
+    ],
+    ids=["no-target", "unknown-target", "modify-without-levels", "fraction-above-1", "unknown"],
+)
+def test_invalid_exit_alert_then_422_naming_the_alert_field(
+    webhook: RunningWebhook, alert: dict[str, Any], field: str
+) -> None:
+    entry = post(webhook, body_of(tradingview_alert(id="tv-entry-2")), {})
+    assert entry.status_code in (200, 202)  # one webhook for every case: the first starts it
+    response = post(webhook, body_of(tradingview_alert(time="2026-11-24T08:00:00Z", **alert)), {})
+
+    assert response.status_code == 422, response.text
+    assert any(name.startswith(field) for name in problems(response)), response.json()

@@ -9,8 +9,6 @@ metrics.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -28,23 +26,27 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr
 from pydantic.json_schema import models_json_schema
-from sqlalchemy import select
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from orchestrator.adapters.db.engine import Database
-from orchestrator.adapters.db.schema import SignalRow
 from orchestrator.adapters.observability import logs
 from orchestrator.adapters.observability.metrics import WEBHOOK_REQUESTS
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
 from orchestrator.domain import ids
-from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
+from orchestrator.domain.actions import TradeAction
 from orchestrator.domain.signal import Signal
-from orchestrator.interfaces.http.webhook.alerts import TradingViewAlert, signal_of_alert
-from orchestrator.services.submit import parse_signal, submit_signal
+from orchestrator.interfaces.http.webhook.alerts import TradingViewAlert
+from orchestrator.interfaces.http.webhook.answers import (
+    ErrorBody,
+    SignalAccepted,
+    WebhookError,
+    own_id,
+    submit,
+    to_signal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,52 +58,6 @@ TOKEN_HEADER = "X-TEO-Token"
 
 # --------------------------------------------------------------------------------------------
 # Answers
-
-
-class SignalAccepted(BaseModel):
-    signal_id: str
-    workflow_id: str
-    run_id: str | None = None
-    """The run: started now (202), or the existing one (200; ``null`` once Temporal's retention
-    has dropped it)."""
-    ui_url: str
-    """The run in the Temporal Web UI."""
-    duplicate: bool
-    """True when this signal id was already submitted: nothing new was started."""
-
-
-class Problem(BaseModel):
-    field: str
-    """Dotted path of the offending field (``stop``, ``account_ids.0``); empty for the body."""
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: str
-    """Machine-readable code: unauthorized, body_too_large, rate_limited, malformed_json,
-    invalid_signal, signal_id_conflict, halted, temporal_unavailable."""
-    detail: str
-    problems: list[Problem] = []
-
-
-class WebhookError(Exception):
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        detail: str,
-        problems: list[Problem] | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body = ErrorBody(error=error, detail=detail, problems=problems or [])
-        self.headers = headers or {}
-
-
-# --------------------------------------------------------------------------------------------
-# Rate limit
 
 
 class TokenBucket:
@@ -230,7 +186,7 @@ def create_app(
     )
     async def post_signal(request: Request) -> JSONResponse:
         source = request.client.host if request.client else "unknown"
-        signal: Signal | None = None
+        signal: Signal | TradeAction | None = None
         try:
             wait = limiter.take(source)
             if wait:
@@ -249,16 +205,16 @@ def create_app(
                 secret = payload.get("secret") if is_alert else None
                 if not (isinstance(secret, str) and _same(secret, settings.webhook_shared_secret)):
                     raise WebhookError(401, "unauthorized", _missing_credentials())
-            signal = _to_signal(payload, is_alert=is_alert)
+            signal = to_signal(payload, is_alert=is_alert)
             assert backends.client is not None and backends.db is not None
             with logs.bound(
-                signal_id=signal.signal_id, workflow_id=ids.signal_workflow_id(signal.signal_id)
+                signal_id=own_id(signal), workflow_id=ids.signal_workflow_id(own_id(signal))
             ):
-                return await _submit(settings, backends.client, backends.db, signal)
+                return await submit(settings, backends.client, backends.db, signal, alert=is_alert)
         except WebhookError as exc:
             # One line per refusal, with the signal's ids once it is known. (uvicorn's access
             # log is off: it would add a line per request without them.)
-            signal_id = signal.signal_id if signal is not None else None
+            signal_id = own_id(signal) if signal is not None else None
             with logs.bound(
                 signal_id=signal_id,
                 workflow_id=ids.signal_workflow_id(signal_id) if signal_id else None,
@@ -384,103 +340,6 @@ def _parse_json(body: bytes, *, authenticated: bool) -> Any:
             raise WebhookError(401, "unauthorized", _missing_credentials())
         raise WebhookError(400, "malformed_json", "expected a JSON object")
     return payload
-
-
-def _to_signal(payload: dict[str, Any], *, is_alert: bool) -> Signal:
-    try:
-        if not is_alert:
-            return parse_signal(payload, source="signal")
-        return signal_of_alert(payload)
-    except ValidationError as exc:
-        raise _invalid(
-            [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-        ) from exc
-    except ValidationFailed as exc:
-        raise _invalid(exc.problems) from exc
-
-
-def _invalid(problems: list[tuple[str, str]]) -> WebhookError:
-    fields = ", ".join(field or "body" for field, _ in problems)
-    return WebhookError(
-        422,
-        "invalid_signal",
-        f"invalid signal: {fields}",
-        [Problem(field=field, message=message) for field, message in problems],
-    )
-
-
-async def _submit(settings: Settings, client: Client, db: Database, signal: Signal) -> JSONResponse:
-    try:
-        # Concurrent submissions are fine: submit_signal keeps its blocking database steps off
-        # the event loop.
-        handle = await submit_signal(client, db, settings, signal)
-    except DuplicateSignal:
-        return await _duplicate(settings, client, db, signal)
-    except SystemHalted as exc:
-        raise WebhookError(409, "halted", str(exc)) from exc
-    except ValidationFailed as exc:
-        raise _invalid(exc.problems) from exc
-    except RPCError as exc:
-        log.warning("Temporal refused or unreachable: %s", exc)
-        raise WebhookError(
-            503, "temporal_unavailable", f"Temporal unavailable, nothing started: {exc}"
-        ) from exc
-    except RuntimeError as exc:
-        # A client that never reached the server (lazy connect) raises this, not an RPCError.
-        if not str(exc).startswith("Failed client connect"):
-            raise
-        log.warning("Temporal unreachable: %s", exc)
-        raise WebhookError(
-            503, "temporal_unavailable", f"Temporal unreachable, nothing started: {exc}"
-        ) from exc
-    log.info("signal %s accepted: 202, workflow %s started", signal.signal_id, handle.id)
-    WEBHOOK_REQUESTS.labels("accepted").inc()
-    accepted = SignalAccepted(
-        signal_id=signal.signal_id,
-        workflow_id=handle.id,
-        run_id=handle.result_run_id,
-        ui_url=settings.ui_link(handle.id),
-        duplicate=False,
-    )
-    return JSONResponse(accepted.model_dump(), status_code=202)
-
-
-def _signal_row(db: Database, signal_id: str) -> SignalRow | None:
-    with db.transaction() as session:
-        row: SignalRow | None = session.scalar(
-            select(SignalRow).where(SignalRow.signal_id == signal_id)
-        )
-        return row
-
-
-async def _duplicate(
-    settings: Settings, client: Client, db: Database, signal: Signal
-) -> JSONResponse:
-    """200 with the workflow this signal id already started, or 409 if the id was used for a
-    different signal. Prices compare as numbers: ``1.085`` and ``1.08500`` are the same."""
-    row = await asyncio.to_thread(_signal_row, db, signal.signal_id)
-    if row is not None and Signal.model_validate(row.payload) != signal:
-        raise WebhookError(
-            409,
-            "signal_id_conflict",
-            f"signal id {signal.signal_id!r} was already used for a different signal",
-            [Problem(field="signal_id", message="already used for a different signal")],
-        )
-    workflow_id = row.workflow_id if row is not None else ids.signal_workflow_id(signal.signal_id)
-    run_id: str | None = None
-    # Fails once the run closed longer ago than the namespace's retention: the row remains.
-    with contextlib.suppress(RPCError):
-        run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
-    log.info("duplicate signal %s: 200, nothing started", signal.signal_id)
-    WEBHOOK_REQUESTS.labels("duplicate").inc()
-    accepted = SignalAccepted(
-        signal_id=signal.signal_id,
-        workflow_id=workflow_id,
-        run_id=run_id,
-        ui_url=settings.ui_link(workflow_id),
-        duplicate=True,
-    )
-    return JSONResponse(accepted.model_dump(), status_code=200)
 
 
 def serve(settings: Settings, app: FastAPI | None = None) -> None:
