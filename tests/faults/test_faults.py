@@ -42,6 +42,7 @@ from orchestrator.adapters.db.schema import (
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain import ids
+from orchestrator.domain.contracts.positions import PositionsResult
 from orchestrator.domain.positions import CloseCause, PositionStatus
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus, SignalReport
@@ -59,7 +60,6 @@ from tests.support import (
     protection_violations,
     signal,
 )
-from workflows.positions import PositionsWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
 pytestmark = pytest.mark.faults
@@ -392,8 +392,8 @@ async def test_worker_killed_while_a_stop_fills_then_restarted(
         assert run.marker.read_text() == "stop_filled"
         run.start_worker()
         keepers = [
-            run.client.get_workflow_handle_for(
-                PositionsWorkflow.run, ids.positions_workflow_id(handle.id)
+            run.client.get_workflow_handle(
+                ids.positions_workflow_id(handle.id), result_type=PositionsResult
             )
             for handle in handles
         ]

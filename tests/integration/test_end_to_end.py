@@ -23,6 +23,7 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain import ids
+from orchestrator.domain.contracts.positions import PositionsResult
 from orchestrator.domain.positions import CloseCause, PositionStatus
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus
@@ -42,7 +43,6 @@ from tests.support import (
     uncorrelated_returns,
 )
 from worker import WORKFLOWS
-from workflows.positions import PositionsWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
 pytestmark = pytest.mark.integration
@@ -282,8 +282,8 @@ async def test_the_demos_take_profit_and_stop_out_on_dev_server_and_postgres(
         quote("EURUSD", "1.09120")  # through the long's take-profit
         quote("GBPUSD", "1.27450")  # the short's stop gapped: its ask is 1.27452
         ended = [
-            await client.get_workflow_handle_for(
-                PositionsWorkflow.run, ids.positions_workflow_id(h.id)
+            await client.get_workflow_handle(
+                ids.positions_workflow_id(h.id), result_type=PositionsResult
             ).result()
             for h in handles
         ]
