@@ -42,12 +42,14 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import Settings
 from orchestrator.domain import ids, search_attributes
+from orchestrator.domain.actions import ActionKind, TradeAction
 from orchestrator.domain.book import Mandate
 from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.domain.values import DenialReason
 from orchestrator.services import history
+from orchestrator.services.actions import submit_action
 from orchestrator.services.submit import submit_signal
 from tests.support import account, book, load, poll_until, signal
 from worker import build_activities, build_worker
@@ -60,7 +62,7 @@ TEST_ONLY_KEYS = Path(__file__).resolve().parent / "test-only-codec.keys"
 Handle = WorkflowHandle[Any, SignalReport]
 Action = Callable[[Handle], Awaitable[None]]
 Check = Callable[[dict[str, Any]], None]
-After = Callable[[Client, Database, Handle], Awaitable[None]]
+After = Callable[[Client, Database, Settings, Handle], Awaitable[None]]
 
 SHORT = {"delay_min_s": Decimal("0.1"), "delay_max_s": Decimal("0.4")}
 """Short delays: every leg still has its durable timer in the history."""
@@ -168,11 +170,28 @@ def market_moves_to(bid: str) -> After:
     """The paper market's bid moves to ``bid``; the keeper is waited for until every position
     it holds is closed."""
 
-    async def move(client: Client, db: Database, handle: Handle) -> None:
+    async def move(client: Client, db: Database, _: Settings, handle: Handle) -> None:
         PaperMarket(db).set_quote("EURUSD", Decimal(bid), Decimal(bid) + Decimal("0.00002"))
         await client.get_workflow_handle(ids.positions_workflow_id(handle.id)).result()
 
     return move
+
+
+async def closed_by_signal(
+    client: Client, db: Database, settings: Settings, handle: Handle
+) -> None:
+    """Half of each position closed by a CLOSE signal, then the rest by another; the keeper
+    ends with the second."""
+    signal_id = handle.id.removeprefix("signal-")
+    for number, fraction in ((1, Decimal("0.5")), (2, Decimal(1))):
+        action = TradeAction(
+            action_id=f"{signal_id}-close-{number}",
+            action=ActionKind.CLOSE,
+            signal_id=signal_id,
+            fraction=fraction,
+        )
+        await (await submit_action(client, db, settings, action)).result()
+    await client.get_workflow_handle(ids.positions_workflow_id(handle.id)).result()
 
 
 def with_state(record: AccountRecord, **changes: Any) -> AccountRecord:
@@ -197,6 +216,12 @@ SCENARIOS = [
         {"one": LegStatus.FILLED},
         signal={"take_profit": Decimal("1.09100")},
         after=market_moves_to("1.09120"),
+    ),
+    Scenario(
+        "closed_by_signal",  # CLOSE 50 %, then CLOSE the rest: the keeper's act update twice
+        [account("one"), account("two")],
+        {"one": LegStatus.FILLED, "two": LegStatus.FILLED},
+        after=closed_by_signal,
     ),
     Scenario(
         "all_filled",
@@ -342,7 +367,7 @@ async def run_scenario(
                 await scenario.action(handle)
             report = await handle.result()
             if scenario.after is not None:
-                await scenario.after(client, db, handle)
+                await scenario.after(client, db, settings, handle)
     finally:
         db.dispose()
     lines = {line.account_id: line for line in report.accounts}

@@ -52,6 +52,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "cancelled_in_temporal",
         "stopped_out",
         "take_profit_hit",
+        "closed_by_signal",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {
