@@ -19,9 +19,11 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain import ids
+from orchestrator.domain.actions import ActionKind, TradeAction
 from orchestrator.interfaces import display
 from orchestrator.interfaces.cli.common import out
 from orchestrator.interfaces.cli.follow import follow, print_report
+from orchestrator.services.actions import submit_action
 from orchestrator.services.submit import parse_signal, submit_signal
 
 SPREAD = Decimal("0.00002")
@@ -100,8 +102,30 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             reports = await asyncio.gather(*(follow(client, h, quiet=False) for h in handles))
             out.print(
                 "The entries are done; every position has its stop (and take-profit) at the "
-                "broker. The market moves: EURUSD rises through its take-profit, GBPUSD gaps "
-                "up through its stop. Waiting for the position keepers to close them..."
+                "broker. Two more signals act on them: a MODIFY moves the EURUSD longs' stop up "
+                "to 1.08350, a CLOSE takes half of each GBPUSD short off (rounded down to each "
+                "account's lot step)."
+            )
+            long_id, short_id = (r.signal_id for r in reports)
+            for action in (
+                TradeAction(
+                    action_id=f"{long_id}-stop-up",
+                    action=ActionKind.MODIFY,
+                    signal_id=long_id,
+                    stop=Decimal("1.08350"),
+                ),
+                TradeAction(
+                    action_id=f"{short_id}-half",
+                    action=ActionKind.CLOSE,
+                    signal_id=short_id,
+                    fraction=Decimal("0.5"),
+                ),
+            ):
+                done = await (await submit_action(client, db, settings, action)).result()
+                out.print(display.action_table(done))
+            out.print(
+                "The market moves: EURUSD rises through its take-profit, GBPUSD gaps up "
+                "through its stop. Waiting for the position keepers to close what is left..."
             )
             for symbol, bid in LATER_QUOTES.items():
                 for name in (symbol, f"{symbol}.pro"):
