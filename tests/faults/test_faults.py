@@ -31,6 +31,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.positions import NOT_SENT
 from orchestrator.adapters.brokers.paper import PaperBroker, PaperMarket
+from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import (
     AccountStateRow,
@@ -42,10 +43,12 @@ from orchestrator.adapters.db.schema import (
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain import ids
+from orchestrator.domain.actions import ActionKind, ActionStatus, TradeAction
 from orchestrator.domain.contracts.positions import PositionsResult
 from orchestrator.domain.positions import CloseCause, PositionStatus
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus, SignalReport
+from orchestrator.services.actions import submit_action
 from orchestrator.services.submit import submit_signal
 from tests.faults.conftest import DevServer, PrivatePostgres, Results, Row
 from tests.faults.worker_process import KILL_POINTS
@@ -171,14 +174,20 @@ class Run:
 
 @asynccontextmanager
 async def fault_run(
-    server: DevServer, cluster: PrivatePostgres, tmp_path: Path, name: str
+    server: DevServer,
+    cluster: PrivatePostgres,
+    tmp_path: Path,
+    name: str,
+    accounts: Any = None,
 ) -> AsyncIterator[Run]:
+    """A database of its own on the cluster, loaded with ``accounts`` (default: the fault
+    book), and the settings a worker process runs with."""
     database = f"faults_{name.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(cluster.admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/{database}")
     db.migrate()
-    load(db, fault_book())
+    load(db, accounts if accounts is not None else fault_book())
     settings = Settings(
         temporal_address=server.address,
         task_queue=f"faults-{name}-{datetime.now(UTC):%H%M%S%f}",
@@ -415,6 +424,65 @@ async def test_worker_killed_while_a_stop_fills_then_restarted(
             assert any(o.purpose == "TAKE_PROFIT" and o.status == "CANCELLED" for o in mine)
         assert len(booked) == len({b.execution_id for b in booked}) == len(filled)
         assert_clean(row, results)
+
+
+async def test_worker_killed_during_a_twenty_account_close_then_restarted(
+    file_server: DevServer, private_pg: PrivatePostgres, tmp_path: Path, results: Results
+) -> None:
+    """A signal's positions on 20 accounts, each with its stop; a CLOSE of the signal; the
+    worker dies right after the broker accepted the first closing order. Restarted, every
+    position is closed exactly once and no protective order is left working."""
+    names = [f"c{n:02d}" for n in range(20)]
+    async with fault_run(
+        file_server, private_pg, tmp_path, "close", book(*(account(a) for a in names))
+    ) as run:
+        PaperMarket(run.db).set_quote("EURUSD", ENTRY, ENTRY + SPREAD)
+        run.start_worker("closing")
+        handle = await submit_signal(run.client, run.db, run.settings, signal("f-close-x"))
+        report = await asyncio.wait_for(handle.result(), 240)
+        await poll_until(lambda: len(working_stops(run.db)) == len(names) or None, timeout_s=120)
+        close = TradeAction(action_id="f-close-1", action=ActionKind.CLOSE, signal_id="f-close-x")
+        done = await submit_action(run.client, run.db, run.settings, close)
+        assert await run.worker_exit(timeout_s=120) == -signals.SIGKILL
+        assert run.marker.read_text() == "closing"
+        run.start_worker()
+        outcome = await asyncio.wait_for(done.result(), 240)
+        protection = await settled_protection(run.db)
+        with run.db.transaction() as session:
+            broker = list(session.scalars(select(PaperOrderRow)))
+            booked = list(session.scalars(select(PositionFillRow)))
+            held = repository.list_positions(session, signal_id="f-close-x")
+
+    assert {line.status for line in report.accounts} == {LegStatus.FILLED}
+    closing = [o for o in broker if o.client_order_id.rsplit(":", 1)[-1].startswith("C")]
+    per_account = sorted(o.account_id for o in closing)
+    assert per_account == names  # one closing order per position: none sent twice
+    assert all(o.status == "FILLED" for o in closing)
+    assert {p.status for p in held} == {"CLOSED"} and len(held) == len(names)
+    assert sorted(b.account_id for b in booked) == names  # each closing fill booked once
+    assert sorted(a.account_id for a in outcome.accounts if a.open_quantity == 0) == names
+    working = [
+        o
+        for o in broker
+        if not is_entry(o.client_order_id) and o.status in ("NEW", "PARTIALLY_FILLED")
+    ]
+    assert working == [] and protection == []
+    sends = run.send_log.read_text().splitlines()
+    results.rows.append(
+        Row(
+            scenario="worker SIGKILL: a 20-account close",
+            faults=1,
+            signals=2,
+            orders=len(broker),
+            resends_absorbed=sum(1 for line in sends if line.endswith(" again")),
+            doubled=len(per_account) - len(set(per_account)),
+            lost=0 if outcome.status is ActionStatus.COMPLETED else 1,
+            breaches=0,
+            ledger_mismatches=len(booked) - len(names),
+            wrong_outcomes=sum(1 for p in held if p.status != "CLOSED"),
+            protection=len(protection) + len(working),
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ KILL_POINTS = {
 }
 KEEPER_KILL_POINTS = {
     "stop_filled": "the broker has just reported a stop's fill, before the keeper booked it",
+    "closing": "right after the broker accepted a position's closing order",
 }
 
 
@@ -86,6 +87,8 @@ class TrappedBroker:
         sequence = ticket.client_order_id.rsplit(":", 1)[-1]
         if sequence.isdigit() and sequence != "1":  # an entry's next order (not a stop's S1)
             self._trap.spring("completion")
+        if sequence.startswith("C"):
+            self._trap.spring("closing")
         return order
 
     def status(self, client_order_id: str) -> BrokerOrder | None:

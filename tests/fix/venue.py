@@ -7,7 +7,8 @@ for when orders fill). Over FIX:
 
 - NewOrderSingle (D): a ClOrdID seen before is rejected as a duplicate (OrdRejReason 6), as real
   venues do; otherwise acknowledged (NEW), then filled as the book says: a limit order at once
-  in two halves (or rests, see the book), a stop order once the price trades through it.
+  in two halves (or rests, see the book), a stop order once the price trades through it, a
+  market order at once at the last price (rejected, "No market price", before one is set).
 - OrderCancelRequest (F): cancelled (ExecType 4, ClOrdID = the cancel's); an unknown or ended
   order gets an OrderCancelReject (9).
 - OrderCancelReplaceRequest (G): replaced (ExecType 5, ClOrdID = the new one, OrigClOrdID = the
@@ -49,7 +50,7 @@ from pathlib import Path
 
 import quickfix as fix
 
-from tests.fix.venue_book import LIMIT, STOP, WORKING, Fill, VenueBook, VenueOrder
+from tests.fix.venue_book import LIMIT, MARKET, STOP, WORKING, Fill, VenueBook, VenueOrder
 
 Out = list[tuple[fix.Message, fix.SessionID]]
 """Messages to send once the book's lock is released, each with its session."""
@@ -159,6 +160,10 @@ class Venue(fix.Application):  # type: ignore[misc]
         if order.ord_type == STOP and order.stop_px is None:
             order.status = "8"
             self._report(order, out, ord_status="8", exec_type="8", text="StopPx missing")
+            return "rejected"
+        if order.ord_type == MARKET and order.symbol not in self._book.prices:
+            order.status = "8"
+            self._report(order, out, ord_status="8", exec_type="8", text="No market price")
             return "rejected"
         delayed = self._fill_delay_s > 0 and order.ord_type == LIMIT and order.symbol != "REST"
         self._report(order, out, ord_status="0", exec_type="0")

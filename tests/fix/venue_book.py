@@ -86,6 +86,8 @@ class VenueBook:
             return self._fill_in_halves(order)
         if order.ord_type == STOP:
             return self._trigger(order)
+        if order.ord_type == MARKET and order.symbol in self.prices:
+            return [self._fill(order, order.leaves, self.prices[order.symbol])]
         return []
 
     def set_price(self, symbol: str, price: Decimal) -> list[Fill]:

@@ -33,10 +33,12 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import OrderRow
 from orchestrator.config import PROJECT_ROOT, Settings
+from orchestrator.domain.actions import ActionKind, TradeAction
 from orchestrator.domain.book import SymbolSpec
 from orchestrator.domain.positions import RefusedStop
 from orchestrator.domain.report import LegStatus
 from orchestrator.domain.values import OrderType, Side
+from orchestrator.services.actions import submit_action
 from orchestrator.services.submit import submit_signal
 from tests.fix.peers import new_comp_id, running_peer
 from tests.support import (
@@ -47,6 +49,7 @@ from tests.support import (
     ledger_orders,
     load,
     poll_until,
+    protection_violations,
     protective_orders,
     signal,
     uncorrelated_returns,
@@ -541,3 +544,111 @@ async def test_worker_holding_the_fix_session_killed_while_orders_work_recovers_
     stops = sorted(c for t, c, _, r in received if t == "D" and not is_entry(c))
     assert stops == sorted(o.client_order_id for o in protective_orders(postgres_db))
     assert all(r == "accepted" for t, _, _, r in received if t == "D")
+
+
+async def test_modify_and_half_close_through_the_keepers_at_the_suites_venue(
+    dev_server: WorkflowEnvironment,
+    postgres_db: Database,
+    tmp_path: Path,
+    harness_factory,
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Against the suite's venue (FIX 4.4, cancel/replace): a MODIFY moves every account's stop
+    with one OrderCancelReplaceRequest each; a CLOSE of half replaces the stop and take-profit
+    down to what it leaves, then sends one market order per account, filled at the venue."""
+    ids = ["vn-1", "vn-2"]
+    spec = EURUSD_OM.model_copy(update={"broker": "vn"})
+    load(
+        postgres_db,
+        book(
+            *(account(i, broker="vn") for i in ids),
+            returns=uncorrelated_returns(ids),
+            symbols=[spec],
+        ),
+    )
+    settings, fix_queue = fix_settings(dev_server, postgres_db, "vn")
+    ours = new_comp_id()
+    with running_peer("venue", tmp_path / "peer", [ours]) as peer:
+        peer.tell("price EURUSD 1.08500")
+        session = FixBroker(
+            peer.client_config(ours, task_queue=fix_queue),
+            order_lookup=ledger_order_lookup(postgres_db),
+        )
+        session.start()
+        try:
+            assert session.wait_logged_on(15)
+            client = dev_server.client
+            fix_worker = build_worker(
+                client,
+                settings,
+                build_activities(postgres_db, settings, session),
+                executor,
+                task_queue=fix_queue,
+            )
+            async with fix_worker, harness_factory(client, postgres_db, settings).running():
+                handle = await submit_signal(
+                    client,
+                    postgres_db,
+                    settings,
+                    signal("it-fix-vn", order_type="LIMIT", take_profit=Decimal("1.09100")),
+                )
+                report = await asyncio.wait_for(handle.result(), timeout=120)
+
+                def working() -> list[OrderRow]:
+                    live = ("NEW", "PARTIALLY_FILLED")
+                    return [o for o in protective_orders(postgres_db) if o.status in live]
+
+                await poll_until(lambda: len(working()) == 4 or None, timeout_s=60)
+                modified = await (
+                    await submit_action(
+                        client,
+                        postgres_db,
+                        settings,
+                        TradeAction(
+                            action_id="it-fix-vn-up",
+                            action=ActionKind.MODIFY,
+                            signal_id="it-fix-vn",
+                            stop=Decimal("1.08350"),
+                        ),
+                    )
+                ).result()
+                after_modify = working()
+                closed = await (
+                    await submit_action(
+                        client,
+                        postgres_db,
+                        settings,
+                        TradeAction(
+                            action_id="it-fix-vn-half",
+                            action=ActionKind.CLOSE,
+                            signal_id="it-fix-vn",
+                            fraction=Decimal("0.5"),
+                        ),
+                    )
+                ).result()
+                after_close = working()
+        finally:
+            session.stop()
+        received = journal_of(peer.workdir)
+
+    filled = {line.account_id: line.filled for line in report.accounts}
+    assert all(q > 0 for q in filled.values())
+    assert [a.refused for a in modified.accounts] == [None, None]
+    stops = [o for o in after_modify if o.purpose == "STOP"]
+    assert len(stops) == 2 and {o.stop_price for o in stops} == {Decimal("1.08350")}
+    # Each stop moved by cancel/replace (35=G), not cancelled and sent anew.
+    replaces = [c for t, c, _, r in received if t == "G"]
+    assert {c.rsplit(":", 1)[-1] for c in replaces[:2]} == {"S2"}
+    assert not any(t == "D" and c.endswith(":S2") for t, c, _, _ in received)
+    # The half close: one market order per account at the venue, filled; what is left keeps
+    # a stop and a take-profit for exactly what is left.
+    lines = {a.account_id: a for a in closed.accounts}
+    closing = [c for t, c, _, r in received if t == "D" and c.rsplit(":", 1)[-1].startswith("C")]
+    assert sorted(closing) == sorted(f"it-fix-vn:{a}:C1" for a in ids)
+    for account_id in ids:
+        left = filled[account_id] - lines[account_id].closed
+        assert lines[account_id].closed > 0 and lines[account_id].open_quantity == left
+        mine = [o for o in after_close if o.account_id == account_id]
+        assert sorted(o.purpose for o in mine) == ["STOP", "TAKE_PROFIT"]
+        assert all(o.quantity - o.filled_quantity == left for o in mine)
+    assert protection_violations(postgres_db) == []
