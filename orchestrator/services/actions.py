@@ -169,13 +169,19 @@ async def hand_to_keeper(
 ) -> list[AccountOutcome]:
     """The keeper's answer to the action (its ``act`` update, whose id is the action's, so a
     retry finds the same update); nothing when the keeper never started (nothing filled there)
-    or has ended (every position it held is closed)."""
-    if not await is_running(client, keeper_workflow_id):
-        return []
+    or has ended without it (every position it held closed before)."""
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(keeper_workflow_id)
+    if await is_running(client, keeper_workflow_id):
+        with contextlib.suppress(RPCError):  # it ended meanwhile: asked below
+            return await handle.execute_update(PositionsWorkflow.act, action, id=action.action_id)
+    # Never started, or ended: an earlier try may have handed it over already (a worker lost
+    # while the keeper carried it out, which then closed its last position): its answer.
     try:
-        return await handle.execute_update(PositionsWorkflow.act, action, id=action.action_id)
+        outcome: list[AccountOutcome] = await handle.get_update_handle(
+            action.action_id, result_type=list[AccountOutcome]
+        ).result()
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return []  # it ended meanwhile
-        raise
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return []  # never handed over: nothing of it there
+    return outcome
