@@ -23,6 +23,7 @@ from orchestrator.domain.settings import (
     CorrelationThreshold,
     DataAgeSeconds,
     DelaySeconds,
+    EntryTtlSeconds,
     ExecutionSettings,
     LegCap,
     LookbackDays,
@@ -110,6 +111,10 @@ class Settings(BaseSettings):
     """First orders one signal keeps working at once (its batches share it out); legs due past
     it wait their turn. Bounds the burst a broker sees and keeps the backlog in the workflow
     rather than in Temporal's task queue (docs/performance.md)."""
+    entry_ttl_s: EntryTtlSeconds = 120
+    """An entry order not sent within this many seconds of its signal's start is denied
+    EXPIRED (the market has moved on); 0: entries never expire. A signal's ``valid_until``
+    overrides it."""
     max_concurrent_activities: int = Field(default=64, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=4, ge=2)
     """Workflow tasks a worker runs at once. They hold the GIL: more at once only stretches
@@ -278,6 +283,7 @@ class Settings(BaseSettings):
             max_orders_in_flight=self.max_orders_in_flight,
             on_refused_stop=self.on_refused_stop,
             broker_task_queues=self.broker_task_queues,
+            entry_ttl_s=self.entry_ttl_s,
         )
 
     def service_settings(self) -> ServiceSettings:

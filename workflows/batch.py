@@ -38,6 +38,7 @@ class LegBatchWorkflow(OperatorControlled):
             started_at=request.started_at,
             reserve=request.reserve,
             controls=self._controls,
+            entry_deadline=request.entry_deadline,
         )
         lines = await self._runner.run_all(request.legs)
         return LegBatchResult(accounts=lines + [reports.denial_line(d) for d in request.denials])

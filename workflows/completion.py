@@ -6,14 +6,14 @@ encrypted; the child's summary names it."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain import ids
+    from orchestrator.domain import expiry, ids
     from orchestrator.domain.contracts.payloads import CompletionInput
     from orchestrator.domain.ids import client_order_id
     from orchestrator.domain.orders import OrderOutcome, average_price
@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.report import CompletionResult, CompletionStop
     from orchestrator.domain.settings import ExecutionSettings
     from orchestrator.domain.signal import Signal
+    from orchestrator.domain.values import DenialReason
     from workflows.steps import (
         cancel_order,
         child_search_attributes,
@@ -58,6 +59,10 @@ class PartialFillCompletionWorkflow:
                     detail = f"{len(ids)} attempts made, {remaining} lots unfilled"
                 elif left <= timedelta(0):
                     stopped, detail = CompletionStop.DEADLINE, "deadline passed"
+                elif (
+                    expired := expiry.expired_detail(request.entry_deadline, workflow.now())
+                ) is not None:
+                    stopped, detail = CompletionStop.EXPIRED, f"{DenialReason.EXPIRED}: {expired}"
                 else:
                     sequence = request.first_sequence + len(ids)
                     order_id = client_order_id(signal.signal_id, request.account_id, sequence)
@@ -132,6 +137,7 @@ async def complete_partial_fill(
     lot_step: Decimal,
     execution: ExecutionSettings,
     ref: str,
+    entry_deadline: datetime | None = None,
 ) -> CompletionResult:
     """Run the completion child for what the first order left unfilled; ``ref`` names the leg
     in the child's workflow id."""
@@ -148,6 +154,7 @@ async def complete_partial_fill(
             lot_step=lot_step,
             first_sequence=2,
             execution=execution,
+            entry_deadline=entry_deadline,
         ),
         id=ids.child_workflow_id(signal.signal_id, ref, "completion"),
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain import ids
+    from orchestrator.domain import expiry, ids
     from orchestrator.domain.contracts import summaries
     from orchestrator.domain.contracts.operators import PauseAccount, StopResult
     from orchestrator.domain.contracts.payloads import RerouteInput, ReserveRiskRequest
@@ -147,6 +147,7 @@ class LegRunner:
         started_at: datetime,
         reserve: list[str],
         controls: Controls,
+        entry_deadline: datetime | None = None,
     ):
         self._signal = signal
         self._settings = settings
@@ -154,6 +155,7 @@ class LegRunner:
         self._started_at = started_at
         self._reserve = reserve
         self._controls = controls
+        self._entry_deadline = entry_deadline
         self._tasks: dict[str, asyncio.Task[list[AccountReport]]] = {}
         self._slots: OrderSlots | None = None
         self._keeper = KeeperLink(signal, execution)
@@ -249,6 +251,16 @@ class LegRunner:
             ):
                 return await self._reroute(leg, line, stop.reason)
             return [line]
+        expired = expiry.expired_detail(self._entry_deadline, workflow.now())
+        if expired is not None:
+            # Decided here, after the timer and any wait for a slot: the order never leaves,
+            # and nothing is rerouted (a reroute's order would be as late).
+            if self._slots is not None:
+                self._slots.release()
+            self._update(leg, LegStatus.DENIED, reason=expired)
+            return [
+                self._report(leg, LegStatus.DENIED, reason=expired, denial=DenialReason.EXPIRED)
+            ]
 
         reservation = ReserveRiskRequest(
             signal_id=signal.signal_id,
@@ -330,6 +342,7 @@ class LegRunner:
                 lot_step=leg.lot_step,
                 execution=self._execution,
                 ref=ids.leg_ref(leg.sequence),
+                entry_deadline=self._entry_deadline,
             )
         filled = outcome.filled_quantity + (completion.filled if completion else Decimal(0))
         status = fill_status(leg.quantity, filled)
@@ -380,6 +393,7 @@ class LegRunner:
                 execution=self._execution,
                 started_at=self._started_at,
                 leg_ref=ref,
+                entry_deadline=self._entry_deadline,
             ),
             id=ids.child_workflow_id(signal.signal_id, ref, "reroute"),
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,

@@ -9,7 +9,7 @@ from decimal import Decimal
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain import planning
+    from orchestrator.domain import expiry, planning
     from orchestrator.domain.book import BookSnapshot, spec_key
     from orchestrator.domain.contracts.activities import Execution
     from orchestrator.domain.contracts.payloads import (
@@ -99,6 +99,11 @@ class OrderRerouteWorkflow:
                 hop(candidate, LegStatus.DENIED, f"{decision.denial}: {decision.detail}")
                 continue
             quantity = decision.lots
+            expired = expiry.expired_detail(request.entry_deadline, workflow.now())
+            if expired is not None:
+                # Every later target would be later still.
+                hop(candidate, LegStatus.DENIED, f"{DenialReason.EXPIRED}: {expired}", quantity)
+                break
             risk, margin = planning.commitment(signal, spec, quantity)
             order_id = client_order_id(signal.signal_id, candidate, 1)
             order = order_request(
@@ -159,6 +164,7 @@ class OrderRerouteWorkflow:
                     lot_step=spec.lot_step,
                     execution=execution,
                     ref=f"{request.leg_ref or request.from_account}/reroute-{len(hops) + 1}",
+                    entry_deadline=request.entry_deadline,
                 )
             line = account_report(
                 signal,

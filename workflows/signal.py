@@ -13,7 +13,7 @@ from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from orchestrator.domain import ids, paging, planning, reports
+    from orchestrator.domain import expiry, ids, paging, planning, reports
     from orchestrator.domain import search_attributes as sa
     from orchestrator.domain.book import BookSnapshot
     from orchestrator.domain.contracts.activities import Execution
@@ -61,6 +61,11 @@ class SignalExecutionWorkflow(OperatorControlled):
         started_at = workflow.now()
         service = await self._service_settings(request)
         signal, settings = request.signal, service.plan
+        # Decided once, from the workflow's start: every entry of this signal, in this
+        # workflow or its children, leaves by then or not at all.
+        entry_deadline = expiry.entry_deadline(
+            signal, service.execution.entry_ttl_s, workflow.info().start_time
+        )
 
         snapshot = await self._load_snapshot(signal, settings)
         correlation = (
@@ -80,7 +85,9 @@ class SignalExecutionWorkflow(OperatorControlled):
 
         batch_ids: list[str] = []
         if paging.needs_batches(plan.legs, plan.denials, settings.batch_size):
-            batch_ids, lines = await self._run_batches(signal, service, plan, started_at)
+            batch_ids, lines = await self._run_batches(
+                signal, service, plan, started_at, entry_deadline
+            )
         else:
             self._runner = LegRunner(
                 signal,
@@ -89,6 +96,7 @@ class SignalExecutionWorkflow(OperatorControlled):
                 started_at=started_at,
                 reserve=plan.reserve,
                 controls=self._controls,
+                entry_deadline=entry_deadline,
             )
             lines = await self._runner.run_all(plan.legs)
             lines += [reports.denial_line(d) for d in plan.denials]
@@ -175,6 +183,7 @@ class SignalExecutionWorkflow(OperatorControlled):
         service: ServiceSettings,
         plan: Plan,
         started_at: datetime,
+        entry_deadline: datetime | None,
     ) -> tuple[list[str], list[AccountReport]]:
         """Fan legs (and denials) out to batch children so no single history or payload nears
         Temporal's limits; their ids and every line they report."""
@@ -209,6 +218,7 @@ class SignalExecutionWorkflow(OperatorControlled):
                     reserve=plan.reserve,
                     started_at=started_at,
                     denials=part.denials,
+                    entry_deadline=entry_deadline,
                 ),
                 id=child_id,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,

@@ -127,6 +127,8 @@ class AccountSnapshot(Model):
     """Takes part only as a reroute target, never as a first choice."""
     reroute_on_pause: bool = False
     """If paused while a leg of it waits, reroute the leg instead of skipping it."""
+    reduce_only: bool = False
+    """In reduce-only: no new risk (entries denied); exits and protective orders still go."""
 
 
 class BookSnapshot(Model):

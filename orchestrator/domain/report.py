@@ -35,8 +35,10 @@ class CompletionStop(StrEnum):
     DEADLINE = "DEADLINE"
     REJECTED = "REJECTED"
     STOPPED_BY_OPERATOR = "STOPPED_BY_OPERATOR"
-    """Halted, or the account paused: no further completion order was sent."""
+    """Halted, or the account paused or reduce-only: no further completion order was sent."""
     FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    """The signal's entry deadline passed: no further completion order was sent."""
 
 
 class CompletionResult(Model):

@@ -39,6 +39,8 @@ PollMs = Annotated[int, Field(ge=1)]
 Attempts = Annotated[int, Field(ge=1, le=20)]
 RerouteFraction = Annotated[Decimal, Field(gt=0, le=1)]
 OrdersInFlight = Annotated[int, Field(ge=1)]
+EntryTtlSeconds = Annotated[int, Field(ge=0)]
+"""0: entries never expire."""
 
 
 class PlanSettings(Model):
@@ -92,6 +94,12 @@ class ExecutionSettings(Model):
     """Broker name → task queue of the worker that holds that broker's session (a FIX session
     lives in one process). Order and cancel activities of its accounts go there; brokers not
     listed use the workflow's own task queue."""
+
+    entry_ttl_s: EntryTtlSeconds = 0
+    """An entry order (a leg's first, a completion's, a reroute target's) not sent within this
+    many seconds of the signal workflow's start is denied EXPIRED; 0: never. A signal's own
+    ``valid_until`` overrides it. The default here (0) is what a run recorded before the
+    setting existed decides with; the worker's comes from ``TEO_ENTRY_TTL_S``."""
 
     def broker_queue(self, broker: str) -> str | None:
         return self.broker_task_queues.get(broker)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pydantic import (
+    AwareDatetime,
     Field,
     ValidationInfo,
     field_validator,
@@ -39,6 +40,10 @@ class Signal(Model):
     reroute_on_pause: bool = False
     """A leg whose account is paused while it waits is rerouted instead of skipped."""
     note: str | None = Field(default=None, max_length=500)
+    valid_until: AwareDatetime | None = None
+    """Entries not sent by then are denied EXPIRED; overrides the service's entry TTL
+    (``TEO_ENTRY_TTL_S``). With a timezone (``2026-03-02T14:05:00Z``); a time already past is
+    refused when the signal is submitted."""
 
     @field_validator("stop")
     @classmethod

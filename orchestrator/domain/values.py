@@ -61,6 +61,9 @@ class DenialReason(StrEnum):
     """Our own pre-trade refusals. Never used for a broker's rejection."""
 
     PAUSED = "PAUSED"
+    REDUCE_ONLY = "REDUCE_ONLY"
+    """The account is in reduce-only: it takes no new risk; exits and protective orders still
+    go out."""
     ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
     HALTED = "HALTED"
     STALE_ACCOUNT_DATA = "STALE_ACCOUNT_DATA"
@@ -76,3 +79,6 @@ class DenialReason(StrEnum):
     """A reroute target already took part in this signal."""
     LEG_CLOSED = "LEG_CLOSED"
     """The leg was settled or cancelled before this order could leave: it never will."""
+    EXPIRED = "EXPIRED"
+    """The entry could not leave before its deadline (the signal's start plus the entry TTL,
+    or its ``valid_until``): the market has moved on."""

@@ -261,9 +261,11 @@ def _plain(value: Decimal) -> str:
 
 
 def accounts_table(rows: Sequence[tuple[AccountRow, AccountStateRow]]) -> Table:
-    """The book's accounts and their live state, one row each: positions as open/maximum."""
+    """The book's accounts and their live state, one row each: positions as open/maximum;
+    reduce-only with who set it and why."""
     table = Table(title=f"{len(rows)} accounts")
-    for column in ("account", "broker", "status", "equity", "peak", "free margin", "positions"):
+    columns = ("account", "broker", "status", "equity", "peak", "free margin", "positions")
+    for column in (*columns, "reduce-only"):
         table.add_column(column)
     for a, s in rows:
         table.add_row(
@@ -274,8 +276,17 @@ def accounts_table(rows: Sequence[tuple[AccountRow, AccountStateRow]]) -> Table:
             str(s.peak_equity),
             str(s.free_margin),
             f"{s.open_positions}/{a.max_open_positions}",
+            reduce_only_text(a),
         )
     return table
+
+
+def reduce_only_text(account: AccountRow) -> str:
+    """``by …: reason (since …)`` for an account in reduce-only; empty otherwise."""
+    if not account.reduce_only:
+        return ""
+    since = f" (since {account.reduce_only_at:%Y-%m-%d %H:%M:%S})" if account.reduce_only_at else ""
+    return f"by {account.reduce_only_by or 'unknown'}: {account.reduce_only_reason or ''}{since}"
 
 
 def signals_table(rows: Sequence[WorkflowExecution], query: str) -> Table:

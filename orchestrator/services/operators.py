@@ -1,4 +1,5 @@
-"""Operator controls: pause/resume an account, halt/unhalt everything, cancel a signal.
+"""Operator controls: pause/resume an account, reduce-only (and back) for accounts or the book,
+halt/unhalt everything, cancel a signal.
 
 Each action is persisted first (so every later signal and every reservation sees it — the
 database is what closes the race with a leg between its timer and its order), then sent to
@@ -145,6 +146,70 @@ async def resume_account(
     out = Outcome(reached=reached)
     _record(db, "resume", target=account_id, who=operator, why=reason, out=out)
     return out
+
+
+def reduce_only(
+    db: Database,
+    account_ids: list[str] | None,
+    *,
+    operator: str,
+    reason: str,
+) -> list[str]:
+    """Put accounts (``None``: every account in the book) in reduce-only: no new risk. The
+    accounts it reached, each recorded in operator actions.
+
+    Persisted, not broadcast: a running signal's legs meet it at their order's gate (the
+    reservation, or the gate of a completion), which denies REDUCE_ONLY; exits and protective
+    orders never pass that gate. All or nothing: an unknown account changes nothing."""
+    return _set_reduce_only(db, account_ids, True, operator=operator, reason=reason)
+
+
+def allow_entries(
+    db: Database,
+    account_ids: list[str] | None,
+    *,
+    operator: str,
+    reason: str,
+) -> list[str]:
+    """Take accounts (``None``: every account) out of reduce-only: entries may go again."""
+    return _set_reduce_only(db, account_ids, False, operator=operator, reason=reason)
+
+
+def _set_reduce_only(
+    db: Database, account_ids: list[str] | None, on: bool, *, operator: str, reason: str
+) -> list[str]:
+    _require(operator, reason)
+    if account_ids is not None and not account_ids:
+        raise ValidationFailed("operator action", [("account", "name accounts, or --all")])
+    now = datetime.now(UTC)
+    action = REDUCE_ONLY if on else ALLOW_ENTRIES
+    try:
+        with db.transaction() as session:
+            changed = repository.set_reduce_only(
+                session, account_ids, reduce_only=on, by=operator, reason=reason, now=now
+            )
+            for account_id in changed:
+                repository.record_operator_action(
+                    session,
+                    action=action,
+                    target=account_id,
+                    operator=operator,
+                    reason=reason,
+                    reached=[],
+                    outcome={"all": account_ids is None},
+                    now=now,
+                )
+    except LookupError as exc:
+        raise ValidationFailed(
+            "operator action",
+            [("account", f"unknown account {account_id!r}") for account_id in exc.args],
+        ) from exc
+    return changed
+
+
+REDUCE_ONLY = "reduce_only"
+ALLOW_ENTRIES = "allow_entries"
+"""The operator actions' names for reduce-only and its reverse."""
 
 
 async def halt(

@@ -82,7 +82,18 @@ def _record(session: Session, signal: Signal, workflow_id: str) -> None:
         raise ValidationFailed(
             "signal", [("symbol", f"unknown symbol {signal.symbol!r}: no account can trade it")]
         )
-    repository.record_signal(session, signal, workflow_id, datetime.now(UTC))
+    now = datetime.now(UTC)
+    if signal.valid_until is not None and signal.valid_until <= now:
+        raise ValidationFailed(
+            "signal",
+            [
+                (
+                    "valid_until",
+                    f"{signal.valid_until.isoformat()} has already passed: no entry could leave",
+                )
+            ],
+        )
+    repository.record_signal(session, signal, workflow_id, now)
 
 
 async def _start(

@@ -41,6 +41,7 @@ class Case:
     """Columns of the account's state row."""
     status: AccountStatus | None = None
     halted: bool = False
+    reduce_only: bool = False
     leg_margin: Decimal | None = None
     """The leg's margin, when its contract's is not the planned one's (``0``: none needed)."""
 
@@ -52,6 +53,13 @@ CASES = {
     "paused": Case(DenialReason.PAUSED, status=AccountStatus.PAUSED),
     "disabled": Case(DenialReason.ACCOUNT_DISABLED, status=AccountStatus.DISABLED),
     "halted-and-paused": Case(DenialReason.HALTED, status=AccountStatus.PAUSED, halted=True),
+    "reduce-only": Case(DenialReason.REDUCE_ONLY, reduce_only=True),
+    "paused-and-reduce-only": Case(
+        DenialReason.PAUSED, status=AccountStatus.PAUSED, reduce_only=True
+    ),
+    "reduce-only-and-positions-full": Case(
+        DenialReason.REDUCE_ONLY, {"open_positions": 10}, reduce_only=True
+    ),
     "positions-full": Case(DenialReason.MAX_POSITIONS, {"open_positions": 10}),
     "paused-and-positions-full": Case(
         DenialReason.PAUSED, {"open_positions": 10}, status=AccountStatus.PAUSED
@@ -123,6 +131,10 @@ def move_to(db: Database, case: Case) -> None:
             setattr(state, column, value)
         if case.status is not None:
             repository.set_account_status(session, "acct", case.status, "by the test", NOW)
+        if case.reduce_only:
+            repository.set_reduce_only(
+                session, ["acct"], reduce_only=True, by="test", reason="by the test", now=NOW
+            )
         if case.halted:
             repository.set_halt(
                 session, halted=True, operator="test", reason="fat finger on desk 3", now=NOW

@@ -1,4 +1,5 @@
-"""The last gate before a new order leaves: open reservation, kill switch, account pause; and
+"""The last gate before a new order leaves: open reservation, kill switch, account pause,
+reduce-only; and
 the race it closes (an order activity that reaches the broker after its leg was cancelled)."""
 
 from __future__ import annotations
@@ -71,6 +72,62 @@ def test_gate_refuses_when_halted_or_the_account_is_paused(db: Database) -> None
         repository.set_account_status(session, "acc", AccountStatus.ACTIVE, None, NOW)
         repository.set_halt(session, halted=True, operator="risk", reason="outage", now=NOW)
     assert gate(db) is DenialReason.HALTED
+
+
+def test_gate_refuses_an_account_in_reduce_only_naming_who_and_why_until_entries_are_allowed(
+    db: Database,
+) -> None:
+    load(db, book(account("acc")))
+    reserve(db)
+    with db.transaction() as session:
+        repository.set_reduce_only(
+            session, ["acc"], reduce_only=True, by="jane", reason="margin call", now=NOW
+        )
+        refusal = repository.order_gate(session, "s1", "acc")
+    assert refusal == (
+        DenialReason.REDUCE_ONLY,
+        "account is reduce-only: no new risk (jane: margin call)",
+    )
+    with db.transaction() as session:
+        repository.set_reduce_only(
+            session, ["acc"], reduce_only=False, by="jane", reason="margin back", now=NOW
+        )
+    assert gate(db) is None
+
+
+def test_a_reduce_only_refusal_at_send_time_sends_nothing_and_gives_the_risk_back(
+    db: Database,
+) -> None:
+    """A leg reserved before the account went reduce-only (a retried order activity): the
+    gate refuses it, the order never reaches the broker, and the leg's reservation is settled."""
+    load(db, book(account("acc")))
+    reserve(db)
+    with db.transaction() as session:
+        repository.set_reduce_only(
+            session, ["acc"], reduce_only=True, by="jane", reason="margin call", now=NOW
+        )
+    activities = ExecutionActivities(
+        db, PaperBroker(db), service=Settings().service_settings(), poll_interval_s=0.01
+    )
+    request = PlaceOrderRequest(
+        signal_id="s1",
+        account_id="acc",
+        client_order_id="s1:acc:1",
+        business_sequence=1,
+        broker="alpha",
+        broker_symbol="EURUSD",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        quantity=Decimal(1),
+        limit_price=None,
+        reference_price=Decimal("1.085"),
+    )
+    with pytest.raises(ApplicationError) as refused:
+        ActivityEnvironment().run(activities.place_and_follow_order, request)
+    assert refused.value.type == ErrorType.ORDER_REFUSED
+    assert refused.value.details[0] == DenialReason.REDUCE_ONLY.value
+    assert broker_orders(db) == {}
+    assert gate(db) is DenialReason.LEG_CLOSED
 
 
 def test_order_reaching_the_broker_after_its_leg_was_cancelled_is_never_sent(

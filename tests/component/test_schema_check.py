@@ -35,6 +35,8 @@ DATABASE_COMMANDS = [
     ["orders", "--json"],
     ["pause", "alpha-01", "--reason", "test"],
     ["resume", "alpha-01"],
+    ["reduce-only", "alpha-01", "--reason", "test"],
+    ["allow-entries", "--all", "--reason", "test"],
     ["halt", "--reason", "test"],
     ["unhalt", "--reason", "test"],
     ["cancel", "s-1", "--reason", "test"],

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from sqlalchemy import func, select
+from temporalio.client import Client
 
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import SignalRow
+from orchestrator.config import Settings
 from orchestrator.domain.errors import ValidationFailed
 from orchestrator.domain.values import OrderType, Side
-from orchestrator.services.submit import parse_signal
+from orchestrator.services.submit import parse_signal, submit_signal
 from tests.component.conftest import CliRunner
+from tests.support import account, book, load
 
 
 def signal_data(**overrides: Any) -> dict[str, Any]:
@@ -226,3 +233,37 @@ def test_cli_submit_of_a_missing_file_exits_2(tmp_path: Path, cli: CliRunner) ->
     path = tmp_path / "absent.json"
 
     assert cli(f"sqlite:///{tmp_path / 'orchestrator.db'}", "submit", str(path)) == 2
+
+
+def test_valid_until_without_a_timezone_is_refused_naming_it() -> None:
+    error = refused(signal_data(valid_until="2026-03-02T14:05:00"))
+    assert named(error, "valid_until")
+    assert any("timezone" in message for _, message in error.problems)
+
+
+def test_valid_until_with_a_timezone_is_accepted() -> None:
+    signal = parse_signal(signal_data(valid_until="2026-03-02T15:05:00+01:00"))
+    assert signal.valid_until == datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
+
+
+class NoTemporal:
+    """A client the submission must never reach: the signal is refused first."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"Temporal reached ({name}) for a refused signal")
+
+
+async def test_a_signal_whose_valid_until_has_passed_is_refused_and_nothing_is_recorded(
+    sqlite_db: Database,
+) -> None:
+    load(sqlite_db, book(account("acc")))
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    signal = parse_signal(signal_data(valid_until=past.isoformat()))
+
+    with pytest.raises(ValidationFailed) as caught:
+        await submit_signal(cast(Client, NoTemporal()), sqlite_db, Settings(), signal)
+
+    assert named(caught.value, "valid_until")
+    assert "has already passed" in str(caught.value)
+    with sqlite_db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(SignalRow)) == 0

@@ -90,3 +90,16 @@ def test_the_free_margin_before_a_size_is_known_and_for_a_leg() -> None:
         DenialReason.INSUFFICIENT_MARGIN,
         "leg needs 1085.01 margin, 1085 free",
     )
+
+
+def test_reduce_only_is_denied_after_the_kill_switch_and_the_status_before_the_limits() -> None:
+    full = capacity(reduce_only=True, open_positions=5)
+
+    assert denied(full, halted=True) == (DenialReason.HALTED, "trading halted")
+    assert denied(capacity(reduce_only=True, status=AccountStatus.DISABLED)) == (
+        DenialReason.ACCOUNT_DISABLED,
+        "account is disabled",
+    )
+    assert denied(full) == (DenialReason.REDUCE_ONLY, "account is reduce-only: no new risk")
+    assert denied(full, risk=Decimal(1), margin=Decimal(1)) == denied(full)
+    assert denied(capacity(reduce_only=False)) is None

@@ -73,7 +73,32 @@ def test_the_accounts_table_shows_each_accounts_state_and_its_positions_of_the_m
         "101000",
         "95000",
         "3/10",
+        "",
     ]
+
+
+def test_the_accounts_table_shows_who_put_an_account_in_reduce_only_why_and_since_when() -> None:
+    account = AccountRow(
+        account_id="alpha-01",
+        broker="alpha",
+        status="ACTIVE",
+        max_open_positions=10,
+        reduce_only=True,
+        reduce_only_reason="margin call",
+        reduce_only_by="jane",
+        reduce_only_at=datetime(2026, 11, 24, 7, 30, 5, tzinfo=UTC),
+    )
+    state = AccountStateRow(
+        account_id="alpha-01",
+        equity=Decimal("100000"),
+        peak_equity=Decimal("101000"),
+        free_margin=Decimal("95000"),
+        open_positions=3,
+    )
+
+    text = rendered(accounts_table([(account, state)]))
+
+    assert cells(text, "alpha-01")[-1] == "by jane: margin call (since 2026-11-24 07:30:05)"
 
 
 def test_the_signals_table_names_its_query_and_shows_one_state_per_signal() -> None:

@@ -92,6 +92,19 @@ def test_disabled_account_is_denied_account_disabled():
     assert denial.reason is DenialReason.ACCOUNT_DISABLED
 
 
+def test_reduce_only_account_is_denied_reduce_only_while_the_others_get_legs():
+    plan = plan_for([make_account("acc-1", reduce_only=True), make_account("acc-2")])
+    assert [leg.account_id for leg in plan.legs] == ["acc-2"]
+    denial = denial_of(plan, "acc-1")
+    assert denial.reason is DenialReason.REDUCE_ONLY
+    assert denial.detail == "account is reduce-only: no new risk"
+
+
+def test_paused_account_in_reduce_only_is_denied_paused_first():
+    account = make_account("acc-1", status=AccountStatus.PAUSED, reduce_only=True)
+    assert only_denial(plan_for([account])).reason is DenialReason.PAUSED
+
+
 def test_halted_snapshot_denies_every_account_halted_and_plans_no_leg():
     accounts = [make_account("acc-1"), make_account("acc-2"), make_account("acc-3")]
     plan = plan_for(accounts, halted=True)

@@ -95,6 +95,12 @@ class AccountRow(Base):
     reroute_on_pause: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     """Why the account has its status (an operator's pause reason)."""
+    reduce_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """No new risk: entries are denied REDUCE_ONLY; exits and protective orders still go."""
+    reduce_only_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reduce_only_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """Who put the account in reduce-only: an operator, or ``system`` (reconciliation)."""
+    reduce_only_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     paper: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Paper broker behaviour for this account (fill / partial / reject, latency, slippage)."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -87,6 +87,9 @@ class CompletionInput(Model):
     first_sequence: Annotated[int, Field(ge=2)]
     """Business sequence of the first completion order (the leg's own order was 1)."""
     execution: ExecutionSettings
+    entry_deadline: datetime | None = None
+    """When the signal's entries stop leaving (``orchestrator.domain.expiry``); ``None``:
+    never (and what a run recorded before entries expired decides with)."""
 
 
 class RerouteInput(Model):
@@ -106,6 +109,9 @@ class RerouteInput(Model):
     """Start of the signal's workflow: latencies are measured from it."""
     leg_ref: str | None = None
     """The leg this reroute is for (``leg-3``), for its children's ids."""
+    entry_deadline: datetime | None = None
+    """When the signal's entries stop leaving (``orchestrator.domain.expiry``); ``None``:
+    never (and what a run recorded before entries expired decides with)."""
 
 
 class SnapshotRequest(Model):
@@ -174,6 +180,9 @@ class LegBatchInput(Model):
     denials: list[Denial] = []
     """Accounts of this slice the plan denied: the batch reports them, so a large signal's
     whole report lives in its batches (the signal's own result is then a summary)."""
+    entry_deadline: datetime | None = None
+    """When the signal's entries stop leaving (``orchestrator.domain.expiry``); ``None``:
+    never (and what a run recorded before entries expired decides with)."""
 
 
 class LegBatchResult(Model):

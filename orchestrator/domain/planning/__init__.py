@@ -6,6 +6,7 @@ from orchestrator.domain.planning.eligibility import (
     capacity_denial,
     check_eligibility,
     drawdown_of,
+    reduce_only_denial,
     remaining_budget,
 )
 from orchestrator.domain.planning.plan import (
@@ -46,6 +47,7 @@ __all__ = [
     "plan_seed",
     "plan_signal",
     "quantize",
+    "reduce_only_denial",
     "remaining_budget",
     "rules_marker",
     "rules_version_of",

@@ -46,6 +46,8 @@ class AccountCapacity:
     equity: Decimal
     max_drawdown: Decimal
     """The largest tolerated fall from peak equity, as a fraction (0.10 = 10 %)."""
+    reduce_only: bool = False
+    """The account takes no new risk (an operator's, or later the system's, reduce-only)."""
 
     @classmethod
     def of(cls, account: AccountSnapshot) -> AccountCapacity:
@@ -63,6 +65,7 @@ class AccountCapacity:
             peak_equity=account.peak_equity,
             equity=account.equity,
             max_drawdown=limits.max_drawdown,
+            reduce_only=account.reduce_only,
         )
 
 
@@ -170,9 +173,9 @@ def capacity_denial(
 def standing_denial(
     state: AccountCapacity, *, halted: bool = False, halt_reason: str | None = None
 ) -> Denial | None:
-    """The kill switch and the account's status: trading halted, the account paused or not
-    active. The first checks of :func:`capacity_denial`, which planning makes before all
-    others."""
+    """The kill switch and the account's standing: trading halted, the account paused or not
+    active, the account in reduce-only (every leg is new risk: an entry). The first checks of
+    :func:`capacity_denial`, which planning makes before all others."""
     if halted:
         return halted_denial(state.account_id, halt_reason)
     if state.status is AccountStatus.PAUSED:
@@ -187,7 +190,19 @@ def standing_denial(
             reason=DenialReason.ACCOUNT_DISABLED,
             detail=f"account is {state.status.value.lower()}",
         )
+    if state.reduce_only:
+        return reduce_only_denial(state.account_id)
     return None
+
+
+def reduce_only_denial(account_id: str, reason: str | None = None) -> Denial:
+    """An entry denied because its account is in reduce-only (``reason``: why, when known)."""
+    detail = "account is reduce-only: no new risk"
+    return Denial(
+        account_id=account_id,
+        reason=DenialReason.REDUCE_ONLY,
+        detail=detail if reason is None else f"{detail} ({reason})",
+    )
 
 
 def halted_denial(account_id: str, reason: str | None = None) -> Denial:

@@ -38,6 +38,12 @@ async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
                         "equity": str(s.equity),
                         "free_margin": str(s.free_margin),
                         "open_positions": s.open_positions,
+                        "reduce_only": a.reduce_only,
+                        "reduce_only_reason": a.reduce_only_reason,
+                        "reduce_only_by": a.reduce_only_by,
+                        "reduce_only_at": (
+                            a.reduce_only_at.isoformat() if a.reduce_only_at else None
+                        ),
                     }
                     for a, s in rows
                 ],

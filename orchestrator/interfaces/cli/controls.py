@@ -1,4 +1,5 @@
-"""Operator controls: pause and resume an account, halt and unhalt trading, cancel a signal."""
+"""Operator controls: pause and resume an account, reduce-only and allow entries again, halt and
+unhalt trading, cancel a signal."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
 from orchestrator.domain import ids
+from orchestrator.domain.errors import ValidationFailed
 from orchestrator.interfaces.cli.common import current_database, default_operator, out
 from orchestrator.services import operators
 
@@ -55,6 +57,39 @@ async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
             reason=args.reason,
         )
     return print_outcome(f"resumed {args.account}", outcome)
+
+
+def _accounts_or_all(args: argparse.Namespace) -> list[str] | None:
+    if args.all and args.accounts:
+        raise ValidationFailed("flags", [("account", "name accounts or give --all, not both")])
+    if not args.all and not args.accounts:
+        raise ValidationFailed("flags", [("account", "name at least one account, or --all")])
+    return None if args.all else list(dict.fromkeys(args.accounts))
+
+
+def _print_accounts(what: str, accounts: list[str]) -> int:
+    out.print(f"{what}: {len(accounts)} account(s)", highlight=False)
+    for account_id in accounts:
+        out.print(f"  {account_id}", highlight=False)
+    return 0
+
+
+async def cmd_reduce_only(args: argparse.Namespace, settings: Settings) -> int:
+    accounts = _accounts_or_all(args)
+    with current_database(settings) as db:
+        changed = operators.reduce_only(
+            db, accounts, operator=args.operator or default_operator(), reason=args.reason
+        )
+    return _print_accounts("reduce-only (no new risk; exits still go out)", changed)
+
+
+async def cmd_allow_entries(args: argparse.Namespace, settings: Settings) -> int:
+    accounts = _accounts_or_all(args)
+    with current_database(settings) as db:
+        changed = operators.allow_entries(
+            db, accounts, operator=args.operator or default_operator(), reason=args.reason
+        )
+    return _print_accounts("entries allowed again", changed)
 
 
 async def cmd_halt(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,6 +149,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     resume.add_argument("--reason", default="resumed")
     resume.add_argument("--operator")
     resume.set_defaults(run=cmd_resume)
+
+    for name, run, summary in (
+        (
+            "reduce-only",
+            cmd_reduce_only,
+            "no new risk for accounts: entries denied REDUCE_ONLY, exits and stops still go",
+        ),
+        ("allow-entries", cmd_allow_entries, "take accounts out of reduce-only"),
+    ):
+        command = commands.add_parser(name, help=summary)
+        command.add_argument("accounts", nargs="*", metavar="ACCOUNT")
+        command.add_argument("--all", action="store_true", help="every account in the book")
+        command.add_argument("--reason", required=True)
+        command.add_argument("--operator", help="who acts (default: $TEO_OPERATOR or your login)")
+        command.set_defaults(run=run)
 
     halt = commands.add_parser("halt", help="kill switch: no new order leaves the system")
     halt.add_argument("--reason", required=True)

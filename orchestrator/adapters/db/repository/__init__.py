@@ -16,6 +16,7 @@ from .controls import record_action_receipt as record_action_receipt
 from .controls import record_operator_action as record_operator_action
 from .controls import set_account_status as set_account_status
 from .controls import set_halt as set_halt
+from .controls import set_reduce_only as set_reduce_only
 from .ledger import LedgerFill as LedgerFill
 from .ledger import LedgerOrder as LedgerOrder
 from .ledger import apply_broker_report as apply_broker_report

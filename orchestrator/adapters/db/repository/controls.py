@@ -19,6 +19,7 @@ from orchestrator.adapters.db.schema import (
 )
 from orchestrator.domain.book import AccountStatus
 from orchestrator.domain.contracts.operators import ActionReceipt
+from orchestrator.domain.planning import reduce_only_denial
 from orchestrator.domain.values import DenialReason
 
 
@@ -54,6 +55,37 @@ def set_account_status(
     row.status = status.value
     row.status_reason = reason
     row.updated_at = now
+
+
+def set_reduce_only(
+    session: Session,
+    account_ids: list[str] | None,
+    *,
+    reduce_only: bool,
+    by: str,
+    reason: str,
+    now: datetime,
+) -> list[str]:
+    """Put accounts in reduce-only (or take them out), recording why, who (an operator, or
+    ``system``) and when; ``None``: every account in the book. The accounts it changed or
+    confirmed, in order. All or nothing: :class:`LookupError` names the ids not in the book,
+    and nothing is written."""
+    query = select(AccountRow).order_by(AccountRow.account_id).with_for_update()
+    if account_ids is not None:
+        query = query.where(AccountRow.account_id.in_(account_ids))
+    rows = list(session.scalars(query))
+    if account_ids is not None:
+        missing = sorted(set(account_ids) - {row.account_id for row in rows})
+        if missing:
+            raise LookupError(*missing)
+    for row in rows:
+        row.reduce_only = reduce_only
+        row.reduce_only_reason = reason if reduce_only else None
+        row.reduce_only_by = by if reduce_only else None
+        row.reduce_only_at = now if reduce_only else None
+        row.updated_at = now
+    session.flush()
+    return [row.account_id for row in rows]
 
 
 def record_operator_action(
@@ -111,8 +143,9 @@ def record_action_receipt(
 def order_gate(
     session: Session, signal_id: str, account_id: str
 ) -> tuple[DenialReason, str] | None:
-    """The last check before a new order leaves for the broker: the leg's reservation is
-    still open, the kill switch is off, the account is not paused. ``None`` means it may go.
+    """The last check before a new entry order leaves for the broker: the leg's reservation is
+    still open, the kill switch is off, the account is not paused and not in reduce-only.
+    ``None`` means it may go. (Protective and closing orders do not pass it.)
 
     The open reservation closes a race: once ``cancel_order`` has settled a leg, an order
     activity whose thread had not yet reached the broker can no longer send anything."""
@@ -135,4 +168,11 @@ def order_gate(
         return DenialReason.PAUSED, f"account paused: {account.status_reason or 'no reason'}"
     if account.status != AccountStatus.ACTIVE.value:
         return DenialReason.ACCOUNT_DISABLED, f"account is {account.status}"
+    if account.reduce_only:
+        denial = reduce_only_denial(account_id, _reduce_only_why(account))
+        return denial.reason, denial.detail
     return None
+
+
+def _reduce_only_why(account: AccountRow) -> str:
+    return f"{account.reduce_only_by or 'unknown'}: {account.reduce_only_reason or 'no reason'}"

@@ -42,6 +42,7 @@ _LEG_READ = (
         ACCOUNTS.c.max_open_positions,
         ACCOUNTS.c.daily_loss_budget,
         ACCOUNTS.c.max_drawdown,
+        ACCOUNTS.c.reduce_only,
         STATE.c.open_positions,
         STATE.c.realized_loss_today,
         STATE.c.risk_committed_today,
@@ -191,6 +192,7 @@ def _capacity(account_id: str, row: Any) -> AccountCapacity:
         peak_equity=row.peak_equity,
         equity=row.equity,
         max_drawdown=row.max_drawdown,
+        reduce_only=bool(row.reduce_only),
     )
 
 

@@ -62,6 +62,7 @@ def load_snapshot(session: Session, request: SnapshotRequest, now: datetime) -> 
                 as_of=state.as_of,
                 reserve_only=account.reserve_only,
                 reroute_on_pause=account.reroute_on_pause,
+                reduce_only=account.reduce_only,
             )
         )
     specs: dict[str, SymbolSpec] = {}
