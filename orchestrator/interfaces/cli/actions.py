@@ -17,6 +17,7 @@ from orchestrator.domain.actions import ActionKind, ActionReport, ActionStatus, 
 from orchestrator.domain.errors import ValidationFailed
 from orchestrator.interfaces import display
 from orchestrator.interfaces.cli.common import current_database, default_operator, out
+from orchestrator.services import operators
 from orchestrator.services.actions import parse_action, submit_action
 
 
@@ -75,12 +76,20 @@ async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_flatten(args: argparse.Namespace, settings: Settings) -> int:
+    """Reduce-only first (the accounts named, or every account; not for a flatten of one
+    symbol), so nothing new opens behind the close; then every open position closed."""
     args.wait = True
     args.accounts = ",".join(args.account) if args.account else None
     action = read_action(args, ActionKind.FLATTEN)
     operator = args.operator or default_operator()
-    note = f"flatten by {operator}: {args.reason}"
-    action = action.model_copy(update={"note": note})
+    action = action.model_copy(update={"note": f"flatten by {operator}: {args.reason}"})
+    if action.symbol is None:
+        with current_database(settings) as db:
+            reached = operators.reduce_only(
+                db, action.accounts, operator=operator, reason=f"flatten: {args.reason}"
+            )
+        if not args.json:
+            out.print(f"reduce-only: {len(reached)} account(s)")
     return await run_action(args, settings, action)
 
 
