@@ -27,7 +27,7 @@ from orchestrator.domain.errors import DuplicateSignal
 from orchestrator.domain.positions import CloseCause
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus
-from orchestrator.services import audit, history
+from orchestrator.services import audit, history, operators
 from orchestrator.services.actions import submit_action
 from orchestrator.services.submit import submit_signal
 from tests.support import (
@@ -343,3 +343,25 @@ async def test_the_same_action_twice_acts_once(
     assert len(closing) == 1
     assert position.open_quantity == first.accounts[0].open_quantity > 0
     assert protection_violations(sqlite_db) == []
+
+
+async def test_reduce_only_denies_entries_and_lets_exits_through(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    load(sqlite_db, book(account("a"), account("b")))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        await opened(ts_client, sqlite_db, settings, "ro-x", 2)
+        operators.reduce_only(sqlite_db, ["a"], operator="jane", reason="drawdown review")
+        entry = await (
+            await submit_signal(ts_client, sqlite_db, settings, signal("ro-next"))
+        ).result()
+        exit_ = await run_action(
+            ts_client, sqlite_db, settings, action("ro-close", ActionKind.CLOSE, signal_id="ro-x")
+        )
+
+    lines = {line.account_id: line for line in entry.accounts}
+    assert lines["a"].status is LegStatus.DENIED and lines["a"].denial == "REDUCE_ONLY"
+    assert lines["b"].status is LegStatus.FILLED
+    assert {a.account_id: a.open_quantity for a in exit_.accounts} == {"a": 0, "b": 0}
+    assert all(a.closed > 0 for a in exit_.accounts)
+    assert open_positions(sqlite_db, "ro-x") == []
