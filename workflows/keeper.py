@@ -33,8 +33,8 @@ class KeeperLink:
     def __init__(self, signal: Signal, execution: ExecutionSettings) -> None:
         self._signal = signal
         self._execution = execution
-        self._handle: ChildWorkflowHandle[PositionsWorkflow, PositionsResult] | None = None
-        self._lock = asyncio.Lock()
+        self._starting: asyncio.Task[ChildWorkflowHandle[PositionsWorkflow, PositionsResult]] | None
+        self._starting = None
         self._filled_accounts: set[str] = set()
 
     async def position_line(self, line: AccountReport) -> AccountReport:
@@ -89,40 +89,47 @@ class KeeperLink:
         """Tell this workflow's position keeper (started at the first fill) what the account's
         entries filled in all."""
         keeper = await self.started()
-        await keeper.signal(
-            PositionsWorkflow.position_filled,
-            PositionFill(
-                account_id=account_id,
-                broker=broker,
-                broker_symbol=broker_symbol,
-                contract=contract,
-                entry_quantity=filled,
-                average_entry=average,
-                final=final,
-            ),
-        )
         self._filled_accounts.add(account_id)
+        fill = PositionFill(
+            account_id=account_id,
+            broker=broker,
+            broker_symbol=broker_symbol,
+            contract=contract,
+            entry_quantity=filled,
+            average_entry=average,
+            final=final,
+        )
+        # Shielded: a leg cancelled while it tells the keeper must not cancel the telling.
+        await asyncio.shield(
+            asyncio.ensure_future(keeper.signal(PositionsWorkflow.position_filled, fill))
+        )
 
     async def started(self) -> ChildWorkflowHandle[PositionsWorkflow, PositionsResult]:
-        async with self._lock:
-            if self._handle is None:
-                signal = self._signal
-                owner = workflow.info().workflow_id
-                self._handle = await workflow.start_child_workflow(
-                    PositionsWorkflow.run,
-                    PositionsInput(signal=signal, execution=self._execution),
-                    id=ids.positions_workflow_id(owner),
-                    # It outlives the signal's execution: for as long as a position is open.
-                    parent_close_policy=ParentClosePolicy.ABANDON,
-                    search_attributes=child_search_attributes(signal),
-                    static_summary=f"positions of {owner}",
-                )
-            return self._handle
+        """The keeper, started once, in a task of its own: a leg cancelled while it waits for
+        the start (an operator's cancel of a working leg) must not cancel the keeper with it,
+        as cancelling the task that awaits a child's start would."""
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start())
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> ChildWorkflowHandle[PositionsWorkflow, PositionsResult]:
+        signal = self._signal
+        owner = workflow.info().workflow_id
+        return await workflow.start_child_workflow(
+            PositionsWorkflow.run,
+            PositionsInput(signal=signal, execution=self._execution),
+            id=ids.positions_workflow_id(owner),
+            # It outlives the signal's execution: for as long as a position is open.
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            search_attributes=child_search_attributes(signal),
+            static_summary=f"positions of {owner}",
+        )
 
     async def entries_done(self) -> None:
         """Tell the keeper, if the legs opened any position, that no more will open."""
-        if self._handle is not None:
-            await self._handle.signal(
+        if self._starting is not None:
+            keeper = await self._starting
+            await keeper.signal(
                 PositionsWorkflow.entries_done,
                 EntriesDone(accounts=sorted(self._filled_accounts)),
             )

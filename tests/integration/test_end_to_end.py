@@ -268,15 +268,21 @@ async def test_the_demos_take_profit_and_stop_out_on_dev_server_and_postgres(
             for line in r.accounts
             if line.filled
         }
-        # Every position protected at the broker before the market moves.
+        # Every position whole (a completion's fill included) and protected at the broker
+        # before the market moves.
+        entered = {
+            (r.signal_id, a.account_id): a.filled for r in reports.values() for a in r.accounts
+        }
+
+        def protected() -> bool:
+            held = repository_positions(postgres_db)
+            whole = {(p.signal_id, p.account_id): p.entry_quantity for p in held}
+            return whole == {k: q for k, q in entered.items() if q} and not protection_gaps(
+                postgres_db
+            )
+
         await poll_until(
-            lambda: (
-                (
-                    len(repository_positions(postgres_db)) == len(filled)
-                    and not protection_gaps(postgres_db)
-                )
-                or None
-            ),
+            lambda: protected() or None,
             timeout_s=60,
         )
         quote("EURUSD", "1.09120")  # through the long's take-profit
@@ -295,8 +301,9 @@ async def test_the_demos_take_profit_and_stop_out_on_dev_server_and_postgres(
             key for key in filled if key[0] == result.signal_id
         }
         for position in result.positions:
-            [close] = position.closes
             assert position.status is PositionStatus.CLOSED
+            assert len(position.closes) == 1, position.closes
+            [close] = position.closes
             if result.signal_id == "it-long":
                 assert close.cause is CloseCause.TAKE_PROFIT_HIT
                 assert close.price >= Decimal("1.09100") and close.pnl > 0
