@@ -64,11 +64,16 @@ class Mismatch(Model):
         return self.kind is not MismatchKind.UNKNOWN
 
     def describe(self) -> str:
-        broker = "no answer" if self.broker_quantity is None else f"{self.broker_quantity}"
+        broker = "no answer" if self.broker_quantity is None else plain(self.broker_quantity)
         return (
             f"{self.broker_symbol} {self.kind.value}: broker {broker}, "
-            f"ledger {self.ledger_quantity} lots (signed, + long)"
+            f"ledger {plain(self.ledger_quantity)} lots (signed, + long)"
         )
+
+
+def plain(value: Decimal) -> str:
+    """A decimal as a person writes it: no exponent, no trailing zeros (``2``, ``0.5``)."""
+    return format(value.normalize(), "f")
 
 
 def trading_day_start(now: datetime, boundary: time, zone: str) -> datetime:
@@ -169,9 +174,9 @@ def breaches(
             Breach(
                 cause=ReduceOnlyCause.DAILY_LOSS,
                 reason=(
-                    f"today's loss {loss} {currency} (realized {realized_loss_today}, "
-                    f"unrealized {unrealized_loss}) reached the daily budget "
-                    f"{daily_loss_budget} {currency}"
+                    f"today's loss {plain(loss)} {currency} (realized "
+                    f"{plain(realized_loss_today)}, unrealized {plain(unrealized_loss)}) reached "
+                    f"the daily budget {plain(daily_loss_budget)} {currency}"
                 ),
             )
         )
@@ -182,8 +187,8 @@ def breaches(
                 Breach(
                     cause=ReduceOnlyCause.DRAWDOWN,
                     reason=(
-                        f"drawdown {_pct(drawdown)} (equity {equity}, peak {peak_equity} "
-                        f"{currency}) reached the limit {_pct(max_drawdown)}"
+                        f"drawdown {_pct(drawdown)} (equity {plain(equity)}, peak "
+                        f"{plain(peak_equity)} {currency}) reached the limit {_pct(max_drawdown)}"
                     ),
                 )
             )

@@ -12,6 +12,7 @@ from orchestrator.adapters.db.schema import MismatchRow
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ValidationFailed
+from orchestrator.domain.sync import plain
 from orchestrator.interfaces.cli.common import current_database, default_operator, out
 from orchestrator.services import sync
 
@@ -22,11 +23,11 @@ def _json(row: MismatchRow) -> dict[str, object]:
         "broker": row.broker,
         "broker_symbol": row.broker_symbol,
         "kind": row.kind,
-        "broker_quantity": None if row.broker_quantity is None else str(row.broker_quantity),
+        "broker_quantity": None if row.broker_quantity is None else plain(row.broker_quantity),
         "broker_average_price": (
-            None if row.broker_average_price is None else str(row.broker_average_price)
+            None if row.broker_average_price is None else plain(row.broker_average_price)
         ),
-        "ledger_quantity": str(row.ledger_quantity),
+        "ledger_quantity": plain(row.ledger_quantity),
         "detected_at": row.detected_at.isoformat(),
         "seen_at": row.seen_at.isoformat(),
     }
@@ -43,8 +44,8 @@ def mismatch_table(rows: list[MismatchRow]) -> Table:
             r.broker,
             r.broker_symbol,
             r.kind,
-            "no answer" if r.broker_quantity is None else str(r.broker_quantity),
-            str(r.ledger_quantity),
+            "no answer" if r.broker_quantity is None else plain(r.broker_quantity),
+            plain(r.ledger_quantity),
             f"{r.detected_at:%Y-%m-%d %H:%M:%S}",
         )
     return table
@@ -91,8 +92,8 @@ def _accept(args: argparse.Namespace, settings: Settings) -> int:
                         {
                             "broker_symbol": a.broker_symbol,
                             "kind": a.kind,
-                            "broker_quantity": str(a.broker_quantity),
-                            "ledger_quantity": str(a.ledger_quantity),
+                            "broker_quantity": plain(a.broker_quantity),
+                            "ledger_quantity": plain(a.ledger_quantity),
                             "opened": a.opened,
                             "closed": a.closed,
                             "resized": a.resized,
@@ -112,7 +113,8 @@ def _accept(args: argparse.Namespace, settings: Settings) -> int:
         what += [f"closed {', '.join(a.closed)}"] if a.closed else []
         what += [f"resized {', '.join(a.resized)}"] if a.resized else []
         out.print(
-            f"  {a.broker_symbol} {a.kind}: ledger {a.ledger_quantity} -> {a.broker_quantity} "
+            f"  {a.broker_symbol} {a.kind}: ledger {plain(a.ledger_quantity)} -> "
+            f"{plain(a.broker_quantity)} "
             f"({'; '.join(what) or 'nothing to change'})",
             highlight=False,
         )

@@ -23,7 +23,7 @@ from orchestrator.adapters.db.schema import (
 )
 from orchestrator.domain import ids
 from orchestrator.domain.positions import PositionStatus
-from orchestrator.domain.sync import SYSTEM, ReduceOnlyCause
+from orchestrator.domain.sync import SYSTEM, ReduceOnlyCause, plain
 from orchestrator.domain.values import Side
 
 
@@ -87,8 +87,8 @@ def accept_broker_view(
                     {
                         "symbol": a.broker_symbol,
                         "kind": a.kind,
-                        "broker": str(a.broker_quantity),
-                        "ledger": str(a.ledger_quantity),
+                        "broker": plain(a.broker_quantity),
+                        "ledger": plain(a.ledger_quantity),
                         "opened": a.opened,
                         "closed": a.closed,
                         "resized": a.resized,

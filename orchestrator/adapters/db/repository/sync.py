@@ -38,6 +38,7 @@ from orchestrator.domain.sync import (
     StateSource,
     breaches,
     net_by_symbol,
+    plain,
     reconcile,
 )
 from orchestrator.domain.values import Side
@@ -336,7 +337,8 @@ def _hold(
         holds.setdefault(current, row.reduce_only_reason or "daily loss budget")
     if acting:
         holds[ReduceOnlyCause.RECONCILIATION] = "positions differ from the broker's: " + "; ".join(
-            f"{m.broker_symbol} {m.kind}: broker {m.broker_quantity}, ledger {m.ledger_quantity}"
+            f"{m.broker_symbol} {m.kind}: broker {_q(m.broker_quantity)}, "
+            f"ledger {plain(m.ledger_quantity)}"
             for m in acting
         )
     desired = max(holds, key=PRECEDENCE.__getitem__) if holds else None
@@ -410,3 +412,7 @@ def _acknowledged(session: Session, account_id: str) -> datetime | None:
     if last is None or last.action != ALLOW_ENTRIES or last.operator == SYSTEM:
         return None
     return last.at
+
+
+def _q(value: Decimal | None) -> str:
+    return "no answer" if value is None else plain(value)
