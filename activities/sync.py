@@ -23,6 +23,7 @@ from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.observability import metrics
 from orchestrator.config import Settings
+from orchestrator.domain import ids
 from orchestrator.domain.actions import ActionKind, TradeAction
 from orchestrator.domain.contracts.activities import AccountSync
 from orchestrator.domain.contracts.sync import (
@@ -149,11 +150,10 @@ class AccountSyncActivities(AccountSync):
         )
         try:
             handle = await actions.submit_action(self._client, self._db, self._settings, action)
-        except DuplicateSignal:
+        except DuplicateSignal:  # a retry: the first attempt started it
             return FlattenResult(
                 action_id=request.action_id,
-                workflow_id=None,
-                refused="already submitted (a retry)",
+                workflow_id=ids.signal_workflow_id(request.action_id),
             )
         except SystemHalted as exc:
             return FlattenResult(action_id=request.action_id, workflow_id=None, refused=str(exc))

@@ -37,7 +37,7 @@ class AccountSyncWorkflow:
         for breach in result.breaches:
             if not breach.flatten:
                 continue
-            await workflow.execute_activity_method(
+            flattened = await workflow.execute_activity_method(
                 AccountSync.flatten_account,
                 FlattenRequest(
                     action_id=f"breach-{breach.account_id}-{stamp}"[:64],
@@ -48,4 +48,10 @@ class AccountSyncWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=5),
                 summary=f"flatten {breach.account_id}",
             )
+            if flattened.refused is not None:
+                workflow.logger.warning(
+                    "FLATTEN of %s after its breach not submitted: %s",
+                    breach.account_id,
+                    flattened.refused,
+                )
         return result
