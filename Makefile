@@ -69,8 +69,9 @@ stop:  ## stop the dev server (and the local codec server) started by the demo o
 clean: stop
 	rm -rf .run .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-bench: install  ## per-leg overhead of the signal workflow vs a bare Temporal floor
+bench: install  ## per-leg overhead of the signal workflow vs a bare Temporal floor; account sync time
 	$(RUN) -m bench.overhead
+	$(RUN) -m bench.account_sync --accounts 5000
 
 bench-fix: install fix-peers  ## order -> ack -> fill round trip: adapter vs raw QuickFIX on executor
 	$(RUN) -m bench.fix_roundtrip

@@ -15,6 +15,8 @@ orders and positions, manage the account book, run the demo.
     python starter.py list [--running] [--symbol EURUSD]
     python starter.py orders [--signal s-42] [--account alpha-01] [--json]
     python starter.py positions [--signal s-42] [--account alpha-01] [--open] [--json]
+    python starter.py reconcile [--account alpha-01] [--sync] [--json]
+    python starter.py reconcile --account alpha-01 --accept --reason "opened by hand"
     python starter.py export s-42 [s-43 ...] -o audit/
     python starter.py replay audit/*.json
     python starter.py demo

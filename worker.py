@@ -27,6 +27,7 @@ from activities.archive import ArchiveActivities
 from activities.control import ControlActivities
 from activities.execution import ExecutionActivities
 from activities.positions import PositionActivities
+from activities.sync import AccountSyncActivities
 from orchestrator.adapters.brokers.base import Broker
 from orchestrator.adapters.brokers.fix import FixBroker, OrderLookup, OrderRef, load_fix_config
 from orchestrator.adapters.brokers.paper import PaperBroker
@@ -40,6 +41,7 @@ from orchestrator.domain.values import Side
 from orchestrator.interfaces.http import codec_server
 from orchestrator.interfaces.process import run_and_exit
 from orchestrator.services import archive
+from orchestrator.services import sync as account_sync
 from workflows.controls import OPERATOR_ACTIONS
 from workflows.registry import WORKFLOWS
 
@@ -124,6 +126,7 @@ def build_worker(
             *ControlActivities(activities.db, client).all(),
             *ActionActivities(activities.db, client).all(),
             *ArchiveActivities(client, settings.archive_dir).all(),
+            *AccountSyncActivities(activities.db, activities.broker, client, settings).all(),
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -169,6 +172,13 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
                 closed_for=timedelta(seconds=settings.archive_closed_for_s),
             )
             logging.info("archive schedule %s: every %s s", done, settings.archive_every_s)
+        for broker, done in (await account_sync.ensure_schedules(client, db, settings)).items():
+            logging.info(
+                "account sync schedule of %s %s: every %s s",
+                broker,
+                done,
+                settings.account_sync_every_s,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

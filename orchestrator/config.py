@@ -7,11 +7,13 @@ points the same code at a Temporal cluster and PostgreSQL by setting variables
 
 from __future__ import annotations
 
+from datetime import time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -183,6 +185,15 @@ class Settings(BaseSettings):
     archive_closed_for_s: int = Field(default=0, ge=0)
     """Archive a signal once it has been closed this long."""
 
+    account_sync_every_s: int = Field(default=15, ge=0)
+    """How often each broker's account sync runs (a Temporal Schedule per broker, created at
+    worker start); 0: the worker creates none."""
+    account_day_boundary: time = time(17, 0)
+    """When an account's trading day starts, on the clock of ``TEO_ACCOUNT_DAY_TIMEZONE``:
+    the sync resets today's realized loss there (17:00 New York: the FX day)."""
+    account_day_timezone: str = "America/New_York"
+    """The IANA time zone of ``TEO_ACCOUNT_DAY_BOUNDARY``."""
+
     log_format: Literal["json", "text"] = "json"
     """Worker and webhook logs: one JSON object per line, or plain text for a terminal."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -211,6 +222,15 @@ class Settings(BaseSettings):
     broker_task_queues: dict[str, str] = {}
     """JSON, broker name → task queue, e.g. ``{"ordermatch": "teo-fix-ordermatch"}``: order
     activities of accounts at that broker run on the worker that holds its FIX session."""
+
+    @field_validator("account_day_timezone")
+    @classmethod
+    def _known_timezone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {zone!r} (an IANA name)") from exc
+        return zone
 
     @model_validator(mode="after")
     def _delay_bounds_ordered(self) -> Settings:

@@ -10,6 +10,7 @@ from workflows.completion import PartialFillCompletionWorkflow
 from workflows.positions import PositionsWorkflow
 from workflows.reroute import OrderRerouteWorkflow
 from workflows.signal import SignalExecutionWorkflow
+from workflows.sync import AccountSyncWorkflow
 
 WORKFLOWS: list[type] = [
     SignalExecutionWorkflow,
@@ -19,5 +20,6 @@ WORKFLOWS: list[type] = [
     PositionsWorkflow,
     TradeActionWorkflow,
     ArchiveWorkflow,
+    AccountSyncWorkflow,
 ]
 """Workflows: deterministic orchestration only. No I/O, clock or randomness of their own."""

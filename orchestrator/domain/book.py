@@ -91,6 +91,11 @@ class Mandate(Model):
     """The account must not take part in a signal executed on more than one account."""
 
 
+class OnBreach(StrEnum):
+    REDUCE_ONLY = "reduce_only"
+    FLATTEN = "flatten"
+
+
 class AccountLimits(Model):
     risk_per_trade: Fraction
     """Fraction of equity risked by one signal (0.01 = 1 %)."""
@@ -101,6 +106,9 @@ class AccountLimits(Model):
     max_open_positions: Annotated[int, Field(ge=0)]
     max_lots: PositiveDecimal
     """Largest order this account may send, in lots."""
+    on_breach: OnBreach = OnBreach.REDUCE_ONLY
+    """What the account sync does when today's loss reaches the daily budget or the drawdown
+    reaches its maximum: reduce-only always; ``flatten`` closes its positions too."""
 
 
 class AccountSnapshot(Model):

@@ -260,18 +260,23 @@ def _plain(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def accounts_table(rows: Sequence[tuple[AccountRow, AccountStateRow]]) -> Table:
-    """The book's accounts and their live state, one row each: positions as open/maximum;
-    reduce-only with who set it and why."""
+def accounts_table(
+    rows: Sequence[tuple[AccountRow, AccountStateRow]], now: datetime | None = None
+) -> Table:
+    """The book's accounts and their live state, one row each: the state's source (book,
+    reported, derived) and age; positions as open/maximum; reduce-only with who set it and
+    why."""
+    now = now or datetime.now(UTC)
     table = Table(title=f"{len(rows)} accounts")
-    columns = ("account", "broker", "status", "equity", "peak", "free margin", "positions")
-    for column in (*columns, "reduce-only"):
+    columns = ("account", "broker", "status", "state", "equity", "peak", "free margin")
+    for column in (*columns, "positions", "reduce-only"):
         table.add_column(column)
     for a, s in rows:
         table.add_row(
             a.account_id,
             a.broker,
             a.status,
+            f"{s.source}, {state_age(now, s.as_of)} old",
             str(s.equity),
             str(s.peak_equity),
             str(s.free_margin),
@@ -279,6 +284,18 @@ def accounts_table(rows: Sequence[tuple[AccountRow, AccountStateRow]]) -> Table:
             reduce_only_text(a),
         )
     return table
+
+
+def state_age(now: datetime, as_of: datetime) -> str:
+    """How old a state is, to the second: ``42s``, ``3m05s``, ``2h10m``, ``4d3h``."""
+    seconds = max(0, int((now - as_of).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
 
 
 def reduce_only_text(account: AccountRow) -> str:

@@ -194,6 +194,8 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
         "TEO_TASK_QUEUE": settings.task_queue,
         "TEO_DATABASE_URL": settings.database_url,
         "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+        # No account sync schedule (tested on its own): its runs would act on this test's book.
+        "TEO_ACCOUNT_SYNC_EVERY_S": "0",
     }
 
     def start_worker(name: str) -> subprocess.Popen[bytes]:

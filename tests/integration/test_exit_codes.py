@@ -122,6 +122,7 @@ async def test_the_worker_and_the_webhook_stopped_by_a_signal_exit_0_every_time(
         "TEO_METRICS_PORT": "0",
         "TEO_TEMPORAL_METRICS_PORT": "0",
         "TEO_ARCHIVE_EVERY_S": "0",
+        "TEO_ACCOUNT_SYNC_EVERY_S": "0",
         "TEO_WEBHOOK_SHARED_SECRET": "exit-codes",
     }
     gate = asyncio.Semaphore(PARALLEL)

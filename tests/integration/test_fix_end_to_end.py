@@ -425,6 +425,8 @@ async def test_worker_process_from_fix_config_serves_the_brokers_queue_and_stops
             "TEO_TASK_QUEUE": settings.task_queue,
             "TEO_DATABASE_URL": settings.database_url,
             "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+            # No account sync schedule (tested on its own): its runs would act on this test's book.
+            "TEO_ACCOUNT_SYNC_EVERY_S": "0",
             "TEO_FIX_CONFIG": str(config_file),
             "TEO_TEST_FIX_PASSWORD": PLANTED_FIX_PASSWORD,
         }
@@ -492,6 +494,8 @@ async def test_worker_holding_the_fix_session_killed_while_orders_work_recovers_
             "TEO_TASK_QUEUE": settings.task_queue,
             "TEO_DATABASE_URL": settings.database_url,
             "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+            # No account sync schedule (tested on its own): its runs would act on this test's book.
+            "TEO_ACCOUNT_SYNC_EVERY_S": "0",
             "TEO_FIX_CONFIG": str(config_file),
         }
 

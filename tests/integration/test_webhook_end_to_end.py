@@ -73,6 +73,8 @@ async def test_tradingview_alert_through_webhook_fills_on_worker_and_resend_plac
         "TEO_TASK_QUEUE": settings.task_queue,
         "TEO_DATABASE_URL": settings.database_url,
         "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+        # No account sync schedule (tested on its own): its runs would act on this test's book.
+        "TEO_ACCOUNT_SYNC_EVERY_S": "0",
         "TEO_METRICS_PORT": str(settings.metrics_port),
         "TEO_TEMPORAL_METRICS_PORT": str(settings.temporal_metrics_port),
         "TEO_LOG_FORMAT": "json",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -50,7 +50,10 @@ def cells(text: str, key: str) -> list[str]:
     return [cell.strip() for cell in row.split("│")[1:-1]]
 
 
-def test_the_accounts_table_shows_each_accounts_state_and_its_positions_of_the_maximum() -> None:
+NOW = datetime(2026, 11, 24, 8, 0, 0, tzinfo=UTC)
+
+
+def test_the_accounts_table_shows_each_accounts_state_its_source_and_age_and_positions() -> None:
     account = AccountRow(
         account_id="alpha-01", broker="alpha", status="ACTIVE", max_open_positions=10
     )
@@ -60,15 +63,18 @@ def test_the_accounts_table_shows_each_accounts_state_and_its_positions_of_the_m
         peak_equity=Decimal("101000"),
         free_margin=Decimal("95000"),
         open_positions=3,
+        source="reported",
+        as_of=NOW - timedelta(seconds=42),
     )
 
-    text = rendered(accounts_table([(account, state)]))
+    text = rendered(accounts_table([(account, state)], NOW))
 
     assert "1 accounts" in text
     assert cells(text, "alpha-01") == [
         "alpha-01",
         "alpha",
         "ACTIVE",
+        "reported, 42s old",
         "100000",
         "101000",
         "95000",
@@ -94,9 +100,11 @@ def test_the_accounts_table_shows_who_put_an_account_in_reduce_only_why_and_sinc
         peak_equity=Decimal("101000"),
         free_margin=Decimal("95000"),
         open_positions=3,
+        source="reported",
+        as_of=NOW - timedelta(seconds=42),
     )
 
-    text = rendered(accounts_table([(account, state)]))
+    text = rendered(accounts_table([(account, state)], NOW))
 
     assert cells(text, "alpha-01")[-1] == "by jane: margin call (since 2026-11-24 07:30:05)"
 

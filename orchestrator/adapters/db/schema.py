@@ -86,6 +86,10 @@ class AccountRow(Base):
     max_drawdown: Mapped[Decimal] = mapped_column(Money)
     max_open_positions: Mapped[int] = mapped_column(Integer)
     max_lots: Mapped[Decimal] = mapped_column(Money)
+    on_breach: Mapped[str] = mapped_column(
+        String(16), default="reduce_only", server_default="reduce_only"
+    )
+    """What a breached daily loss budget or drawdown limit does (``OnBreach``)."""
     allowed_symbols: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     trading_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     exclude_from_multi_account: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -101,6 +105,9 @@ class AccountRow(Base):
     reduce_only_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     """Who put the account in reduce-only: an operator, or ``system`` (reconciliation)."""
     reduce_only_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    reduce_only_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """What holds a system reduce-only (``ReduceOnlyCause``): a reconciliation mismatch, the
+    daily loss budget or the drawdown limit; ``None`` for an operator's."""
     paper: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Paper broker behaviour for this account (fill / partial / reject, latency, slippage)."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -120,9 +127,37 @@ class AccountStateRow(Base):
     realized_loss_today: Mapped[Decimal] = mapped_column(Money)
     risk_committed_today: Mapped[Decimal] = mapped_column(Money)
     as_of: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(String(16), default="book", server_default="book")
+    """Where the state comes from: ``book`` (the book file), ``reported`` (the broker said so)
+    or ``derived`` (last known balance and our positions marked at the broker's prices)."""
+    trading_day_start: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    """The trading-day boundary today's realized loss counts from, as the last sync decided it."""
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class MismatchRow(Base):
+    """One difference reconciliation found between the broker's positions and the ledger's,
+    for one account and broker symbol; open until an operator resolves it (``reconcile
+    --accept``) or a later sync finds the two agree again."""
+
+    __tablename__ = "reconciliation_mismatches"
+    __table_args__ = (UniqueConstraint("account_id", "broker_symbol", name="uq_mismatch_symbol"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.account_id"))
+    broker: Mapped[str] = mapped_column(String(64))
+    broker_symbol: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(24))
+    """``MismatchKind``: UNKNOWN_TO_LEDGER, MISSING_AT_BROKER, QUANTITY_DIFFERS, UNKNOWN."""
+    broker_quantity: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    """Signed net lots at the broker (positive long); ``None``: the broker did not answer."""
+    broker_average_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    ledger_quantity: Mapped[Decimal] = mapped_column(Money)
+    """Signed net lots of the ledger's open positions."""
+    detected_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class SymbolSpecRow(Base):

@@ -89,6 +89,21 @@ OPERATOR_ACTIONS = Counter(
     ["action"],
 )
 ORDERS = Counter("teo_orders", "Broker orders that reached a terminal state, by status", ["status"])
+ACCOUNT_SYNC = Counter(
+    "teo_account_sync_accounts",
+    "Accounts synced from their broker, by broker and source (reported, derived, unread)",
+    ["broker", "source"],
+)
+ACCOUNT_SYNC_UNREAD = Counter(
+    "teo_account_sync_unread",
+    "Accounts a broker gave nothing for (no reading, no price to derive one): their state ages",
+    ["broker"],
+)
+RECONCILIATION_MISMATCHES = Counter(
+    "teo_reconciliation_mismatches",
+    "Mismatches found between a broker's positions and the ledger's, by broker and kind",
+    ["broker", "kind"],
+)
 WEBHOOK_REQUESTS = Counter(
     "teo_webhook_requests", "Webhook requests to POST /signals, by outcome", ["outcome"]
 )

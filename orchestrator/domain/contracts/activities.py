@@ -50,6 +50,12 @@ from orchestrator.domain.contracts.positions import (
     ProtectionRequest,
     WatchRequest,
 )
+from orchestrator.domain.contracts.sync import (
+    FlattenRequest,
+    FlattenResult,
+    SyncRequest,
+    SyncResult,
+)
 from orchestrator.domain.correlation import CorrelationRequest, CorrelationResult
 from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.settings import ServiceSettings
@@ -186,7 +192,26 @@ class Archive:
         raise _contract()
 
 
-CONTRACTS: tuple[type, ...] = (Execution, Control, Positions, Actions, Archive)
+class AccountSync:
+    """Account state from the broker: read, reconciled with the ledger, checked against the
+    account's limits."""
+
+    @activity.defn
+    def sync_accounts(self, request: SyncRequest) -> SyncResult:
+        """Read each account of the broker (money and positions), write its state with its
+        time and source, reset today's realized loss at the trading-day boundary, reconcile
+        its positions with the ledger and act on mismatches and breached limits (reduce-only).
+        Blocking, on the thread pool of the worker holding the broker's session."""
+        raise _contract()
+
+    @activity.defn
+    async def flatten_account(self, request: FlattenRequest) -> FlattenResult:
+        """Submit a FLATTEN of the account (its limits say ``on_breach: flatten``); once,
+        whatever the retries (the action's id)."""
+        raise _contract()
+
+
+CONTRACTS: tuple[type, ...] = (Execution, Control, Positions, Actions, Archive, AccountSync)
 
 
 def activity_name(definition: Callable[..., Any]) -> str:

@@ -26,6 +26,7 @@ from orchestrator.interfaces.cli import (
     demo,
     history,
     positions,
+    reconcile,
     signals,
     system,
 )
@@ -44,7 +45,17 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         prog="starter.py", description=description, formatter_class=argparse.RawTextHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (signals, actions, positions, accounts, controls, history, system, demo):
+    for module in (
+        signals,
+        actions,
+        positions,
+        accounts,
+        reconcile,
+        controls,
+        history,
+        system,
+        demo,
+    ):
         module.add_parser(commands)
     return parser
 

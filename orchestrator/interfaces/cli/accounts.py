@@ -27,6 +27,7 @@ async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     with current_database(settings) as db, db.transaction() as session:
         rows = repository.account_rows(session)
+    now = datetime.now(UTC)
     if args.json:
         print(
             json.dumps(
@@ -38,6 +39,9 @@ async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
                         "equity": str(s.equity),
                         "free_margin": str(s.free_margin),
                         "open_positions": s.open_positions,
+                        "state_source": s.source,
+                        "state_as_of": s.as_of.isoformat(),
+                        "state_age_s": int((now - s.as_of).total_seconds()),
                         "reduce_only": a.reduce_only,
                         "reduce_only_reason": a.reduce_only_reason,
                         "reduce_only_by": a.reduce_only_by,
@@ -51,7 +55,7 @@ async def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0
-    out.print(display.accounts_table(rows))
+    out.print(display.accounts_table(rows, now))
     return 0
 
 

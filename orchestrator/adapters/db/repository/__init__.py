@@ -29,6 +29,9 @@ from .positions import entry_fills as entry_fills
 from .positions import list_positions as list_positions
 from .positions import record_position_order as record_position_order
 from .positions import record_positions as record_positions
+from .reconcile import Adopted as Adopted
+from .reconcile import accept_broker_view as accept_broker_view
+from .reconcile import list_mismatches as list_mismatches
 from .reservation import ALREADY_RESERVED as ALREADY_RESERVED
 from .reservation import RESERVED as RESERVED
 from .reservation import SETTLED as SETTLED
@@ -43,6 +46,11 @@ from .snapshot import load_snapshot as load_snapshot
 from .snapshot import planning_input_page as planning_input_page
 from .snapshot import planning_input_pages as planning_input_pages
 from .snapshot import store_planning_input as store_planning_input
+from .sync import Reading as Reading
+from .sync import SyncAccount as SyncAccount
+from .sync import SyncOutcome as SyncOutcome
+from .sync import sync_accounts as sync_accounts
+from .sync import write_sync as write_sync
 from .tables import CLOSE as CLOSE
 from .tables import ENTRY as ENTRY
 from .tables import HALT_ROW as HALT_ROW

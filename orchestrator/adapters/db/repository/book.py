@@ -185,6 +185,7 @@ def _write_account(row: AccountRow, record: AccountRecord, now: datetime) -> Non
     row.max_drawdown = limits.max_drawdown
     row.max_open_positions = limits.max_open_positions
     row.max_lots = limits.max_lots
+    row.on_breach = limits.on_breach.value
     row.allowed_symbols = mandate.allowed_symbols
     row.trading_hours = (
         mandate.trading_hours.model_dump(mode="json") if mandate.trading_hours else None
@@ -209,6 +210,7 @@ def _file_state(record: AccountRecord, now: datetime) -> dict[str, Any]:
         "realized_loss_today": state.realized_loss_today,
         "risk_committed_today": Decimal(0),
         "as_of": state.as_of or now,
+        "source": "book",
     }
 
 

@@ -65,9 +65,11 @@ def set_reduce_only(
     by: str,
     reason: str,
     now: datetime,
+    cause: str | None = None,
 ) -> list[str]:
     """Put accounts in reduce-only (or take them out), recording why, who (an operator, or
-    ``system``) and when; ``None``: every account in the book. The accounts it changed or
+    ``system``), when, and for the system what holds it (``cause``, a ``ReduceOnlyCause``);
+    ``None``: every account in the book. The accounts it changed or
     confirmed, in order. All or nothing: :class:`LookupError` names the ids not in the book,
     and nothing is written."""
     query = select(AccountRow).order_by(AccountRow.account_id).with_for_update()
@@ -83,6 +85,7 @@ def set_reduce_only(
         row.reduce_only_reason = reason if reduce_only else None
         row.reduce_only_by = by if reduce_only else None
         row.reduce_only_at = now if reduce_only else None
+        row.reduce_only_cause = cause if reduce_only else None
         row.updated_at = now
     session.flush()
     return [row.account_id for row in rows]

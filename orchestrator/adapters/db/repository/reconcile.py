@@ -1,0 +1,216 @@
+"""Reconciliation in the ledger: the mismatches the account sync stored, as the starter shows
+them, and an operator's adoption of the broker's view (``reconcile --accept``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.adapters.db.repository.controls import (
+    record_operator_action,
+    set_reduce_only,
+)
+from orchestrator.adapters.db.repository.sync import ALLOW_ENTRIES, RECONCILE_ACCEPT
+from orchestrator.adapters.db.schema import (
+    AccountRow,
+    AccountStateRow,
+    MismatchRow,
+    PositionRow,
+)
+from orchestrator.domain import ids
+from orchestrator.domain.positions import PositionStatus
+from orchestrator.domain.sync import SYSTEM, ReduceOnlyCause, plain
+from orchestrator.domain.values import Side
+
+
+def list_mismatches(session: Session, account_id: str | None = None) -> list[MismatchRow]:
+    query = select(MismatchRow).order_by(MismatchRow.account_id, MismatchRow.broker_symbol)
+    if account_id is not None:
+        query = query.where(MismatchRow.account_id == account_id)
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class Adopted:
+    broker_symbol: str
+    kind: str
+    broker_quantity: Decimal
+    ledger_quantity: Decimal
+    opened: str | None
+    """The position opened to hold what the ledger lacked (its signal id)."""
+    closed: list[str]
+    resized: list[str]
+
+
+def accept_broker_view(
+    session: Session, account_id: str, *, operator: str, reason: str, now: datetime
+) -> tuple[list[Adopted], list[MismatchRow], bool]:
+    """Adopt the broker's positions, as the stored mismatches show them, into the ledger: the
+    account's open positions in each symbol are closed or resized and a position is opened for
+    what the ledger lacked, so that its net is the broker's. Recorded as an operator action;
+    the account's reduce-only is lifted when reconciliation is what held it. Mismatches whose
+    broker view is unknown (no answer) cannot be adopted: returned, left standing. Returns what
+    was adopted, what was left, and whether the reduce-only was lifted.
+    :class:`LookupError` for an account not in the book."""
+    account = session.get(AccountRow, account_id, with_for_update=True)
+    if account is None:
+        raise LookupError(account_id)
+    state = session.get(AccountStateRow, account_id, with_for_update=True)
+    adopted: list[Adopted] = []
+    left: list[MismatchRow] = []
+    for mismatch in list_mismatches(session, account_id):
+        if mismatch.broker_quantity is None:
+            left.append(mismatch)
+            continue
+        result = _adopt(session, account, mismatch, operator=operator, reason=reason, now=now)
+        if state is not None:
+            state.open_positions = max(
+                0, state.open_positions + (1 if result.opened else 0) - len(result.closed)
+            )
+        adopted.append(result)
+        session.delete(mismatch)
+    released = False
+    if adopted:
+        record_operator_action(
+            session,
+            action=RECONCILE_ACCEPT,
+            target=account_id,
+            operator=operator,
+            reason=reason,
+            reached=[],
+            outcome={
+                "adopted": [
+                    {
+                        "symbol": a.broker_symbol,
+                        "kind": a.kind,
+                        "broker": plain(a.broker_quantity),
+                        "ledger": plain(a.ledger_quantity),
+                        "opened": a.opened,
+                        "closed": a.closed,
+                        "resized": a.resized,
+                    }
+                    for a in adopted
+                ]
+            },
+            now=now,
+        )
+        if (
+            account.reduce_only
+            and account.reduce_only_by == SYSTEM
+            and account.reduce_only_cause == ReduceOnlyCause.RECONCILIATION.value
+        ):
+            set_reduce_only(
+                session, [account_id], reduce_only=False, by=operator, reason=reason, now=now
+            )
+            record_operator_action(
+                session,
+                action=ALLOW_ENTRIES,
+                target=account_id,
+                operator=operator,
+                reason=f"reconciled: {reason}",
+                reached=[],
+                outcome={"released": ReduceOnlyCause.RECONCILIATION.value},
+                now=now,
+            )
+            released = True
+    session.flush()
+    return adopted, left, released
+
+
+def _adopt(
+    session: Session,
+    account: AccountRow,
+    mismatch: MismatchRow,
+    *,
+    operator: str,
+    reason: str,
+    now: datetime,
+) -> Adopted:
+    target = mismatch.broker_quantity or Decimal(0)
+    rows = list(
+        session.scalars(
+            select(PositionRow)
+            .where(
+                PositionRow.account_id == account.account_id,
+                PositionRow.broker_symbol == mismatch.broker_symbol,
+                PositionRow.status != PositionStatus.CLOSED.value,
+            )
+            .order_by(PositionRow.opened_at.desc(), PositionRow.signal_id)
+            .with_for_update()
+        )
+    )
+    ours = sum(
+        (r.open_quantity if r.side == Side.BUY.value else -r.open_quantity for r in rows),
+        Decimal(0),
+    )
+    note = f"reconciled by {operator}: {reason}"
+    closed: list[str] = []
+    resized: list[str] = []
+    remaining = target
+    if target == 0 or ours == 0 or (target > 0) != (ours > 0):
+        for r in rows:
+            _close(r, note, now)
+            closed.append(r.signal_id)
+    elif abs(target) < abs(ours):
+        excess = abs(ours) - abs(target)
+        for r in rows:  # the newest first
+            if excess <= 0:
+                break
+            take = min(excess, r.open_quantity)
+            excess -= take
+            if take == r.open_quantity:
+                _close(r, note, now)
+                closed.append(r.signal_id)
+            else:
+                r.open_quantity -= take
+                r.note = note
+                r.updated_at = now
+                resized.append(r.signal_id)
+        remaining = Decimal(0)
+    else:
+        remaining = target - ours
+    opened = None
+    if remaining != 0:
+        opened = f"reconcile-{mismatch.id}"
+        session.add(
+            PositionRow(
+                signal_id=opened,
+                account_id=account.account_id,
+                # No keeper runs it (none ever will): the id is what its keeper's would be.
+                keeper_workflow_id=ids.positions_workflow_id(ids.signal_workflow_id(opened)),
+                broker=account.broker,
+                broker_symbol=mismatch.broker_symbol,
+                side=(Side.BUY if remaining > 0 else Side.SELL).value,
+                entry_quantity=abs(remaining),
+                average_entry=mismatch.broker_average_price or Decimal(0),
+                open_quantity=abs(remaining),
+                stop=Decimal(0),
+                take_profit=None,
+                status=PositionStatus.UNPROTECTED.value,
+                realized_pnl=Decimal(0),
+                note=f"adopted from the broker; {note}",
+                opened_at=now,
+                updated_at=now,
+            )
+        )
+    return Adopted(
+        broker_symbol=mismatch.broker_symbol,
+        kind=mismatch.kind,
+        broker_quantity=target,
+        ledger_quantity=mismatch.ledger_quantity,
+        opened=opened,
+        closed=closed,
+        resized=resized,
+    )
+
+
+def _close(row: PositionRow, note: str, now: datetime) -> None:
+    row.open_quantity = Decimal(0)
+    row.status = PositionStatus.CLOSED.value
+    row.note = note
+    row.closed_at = now
+    row.updated_at = now

@@ -1,0 +1,199 @@
+"""Account sync: the trading day, reconciliation of the broker's positions with the ledger's, and
+the limits a synced state is checked against. Pure rules; the activity (``activities/sync.py``)
+reads the broker and writes the state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from orchestrator.domain.values import Model, Side
+
+SYSTEM = "system"
+"""Who the sync's reduce-only and operator-action records name."""
+
+
+class StateSource(StrEnum):
+    BOOK = "book"
+    """From the book file (``accounts load``), not yet synced."""
+    REPORTED = "reported"
+    """The broker reported balance, equity and free margin."""
+    DERIVED = "derived"
+    """Last known balance plus our open positions marked at the broker's prices."""
+
+
+class ReduceOnlyCause(StrEnum):
+    """What holds a system reduce-only; each is lifted its own way."""
+
+    RECONCILIATION = "reconciliation"
+    """A mismatch: lifted when the operator accepts the broker's view (``reconcile --accept``)
+    or the two agree again, and nothing else holds it."""
+    DAILY_LOSS = "daily_loss"
+    """Today's loss reached the budget: lifted by the sync at the next trading day."""
+    DRAWDOWN = "drawdown"
+    """The drawdown reached its maximum: lifted only by an operator (``allow-entries``)."""
+
+
+class MismatchKind(StrEnum):
+    UNKNOWN_TO_LEDGER = "UNKNOWN_TO_LEDGER"
+    """The broker holds a position the ledger does not (opened outside the system)."""
+    MISSING_AT_BROKER = "MISSING_AT_BROKER"
+    """The ledger holds a position the broker reports no longer."""
+    QUANTITY_DIFFERS = "QUANTITY_DIFFERS"
+    UNKNOWN = "UNKNOWN"
+    """The ledger holds a position and the broker did not answer: unknown, never flat."""
+
+
+class Mismatch(Model):
+    """One broker symbol of one account where the broker's net and the ledger's differ.
+    Quantities are signed lots (positive long)."""
+
+    account_id: str
+    broker_symbol: str
+    kind: MismatchKind
+    broker_quantity: Decimal | None
+    broker_average_price: Decimal | None = None
+    ledger_quantity: Decimal
+
+    @property
+    def acts(self) -> bool:
+        """A real difference (the account goes reduce-only); an unknown is only flagged."""
+        return self.kind is not MismatchKind.UNKNOWN
+
+    def describe(self) -> str:
+        broker = "no answer" if self.broker_quantity is None else plain(self.broker_quantity)
+        return (
+            f"{self.broker_symbol} {self.kind.value}: broker {broker}, "
+            f"ledger {plain(self.ledger_quantity)} lots (signed, + long)"
+        )
+
+
+def plain(value: Decimal) -> str:
+    """A decimal as a person writes it: no exponent, no trailing zeros (``2``, ``0.5``)."""
+    return format(value.normalize(), "f")
+
+
+def trading_day_start(now: datetime, boundary: time, zone: str) -> datetime:
+    """The latest trading-day boundary at or before ``now``: ``boundary`` on the wall clock of
+    ``zone`` (17:00 America/New_York: the FX day, which follows New York's daylight saving)."""
+    tz = ZoneInfo(zone)
+    local = now.astimezone(tz)
+    start = datetime.combine(local.date(), boundary, tzinfo=tz)
+    if start > local:
+        start = datetime.combine(local.date() - timedelta(days=1), boundary, tzinfo=tz)
+    return start
+
+
+def signed(side: Side | str, quantity: Decimal) -> Decimal:
+    return quantity if Side(side) is Side.BUY else -quantity
+
+
+def net_by_symbol(positions: Iterable[tuple[str, Side | str, Decimal]]) -> dict[str, Decimal]:
+    """Signed net lots per symbol of ``(symbol, side, quantity)``; flat symbols left out."""
+    net: dict[str, Decimal] = {}
+    for symbol, side, quantity in positions:
+        net[symbol] = net.get(symbol, Decimal(0)) + signed(side, quantity)
+    return {symbol: q for symbol, q in net.items() if q != 0}
+
+
+def reconcile(
+    account_id: str,
+    broker: Mapping[str, Decimal] | None,
+    ledger: Mapping[str, Decimal],
+    *,
+    broker_prices: Mapping[str, Decimal | None] | None = None,
+) -> list[Mismatch]:
+    """The differences between the broker's net positions (``None``: it did not answer) and
+    the ledger's, per symbol, in symbol order."""
+    if broker is None:
+        return [
+            Mismatch(
+                account_id=account_id,
+                broker_symbol=symbol,
+                kind=MismatchKind.UNKNOWN,
+                broker_quantity=None,
+                ledger_quantity=quantity,
+            )
+            for symbol, quantity in sorted(ledger.items())
+        ]
+    prices = broker_prices or {}
+    found = []
+    for symbol in sorted(set(broker) | set(ledger)):
+        theirs = broker.get(symbol, Decimal(0))
+        ours = ledger.get(symbol, Decimal(0))
+        if theirs == ours:
+            continue
+        kind = (
+            MismatchKind.UNKNOWN_TO_LEDGER
+            if ours == 0
+            else MismatchKind.MISSING_AT_BROKER
+            if theirs == 0
+            else MismatchKind.QUANTITY_DIFFERS
+        )
+        found.append(
+            Mismatch(
+                account_id=account_id,
+                broker_symbol=symbol,
+                kind=kind,
+                broker_quantity=theirs,
+                broker_average_price=prices.get(symbol),
+                ledger_quantity=ours,
+            )
+        )
+    return found
+
+
+class Breach(Model):
+    """A limit the synced state reached."""
+
+    cause: ReduceOnlyCause
+    reason: str
+    """The figures that triggered it."""
+
+
+def breaches(
+    *,
+    currency: str,
+    balance: Decimal,
+    equity: Decimal,
+    peak_equity: Decimal,
+    realized_loss_today: Decimal,
+    daily_loss_budget: Decimal,
+    max_drawdown: Decimal,
+) -> list[Breach]:
+    """The limits the state reaches: today's loss (realized today plus the unrealized loss at
+    ``equity``) at the daily budget, the fall from ``peak_equity`` at the maximum drawdown."""
+    found = []
+    unrealized_loss = max(Decimal(0), balance - equity)
+    loss = realized_loss_today + unrealized_loss
+    if daily_loss_budget >= 0 and loss >= daily_loss_budget and loss > 0:
+        found.append(
+            Breach(
+                cause=ReduceOnlyCause.DAILY_LOSS,
+                reason=(
+                    f"today's loss {plain(loss)} {currency} (realized "
+                    f"{plain(realized_loss_today)}, unrealized {plain(unrealized_loss)}) reached "
+                    f"the daily budget {plain(daily_loss_budget)} {currency}"
+                ),
+            )
+        )
+    if peak_equity > 0:
+        drawdown = max(Decimal(0), (peak_equity - equity) / peak_equity)
+        if drawdown >= max_drawdown:
+            found.append(
+                Breach(
+                    cause=ReduceOnlyCause.DRAWDOWN,
+                    reason=(
+                        f"drawdown {_pct(drawdown)} (equity {plain(equity)}, peak "
+                        f"{plain(peak_equity)} {currency}) reached the limit {_pct(max_drawdown)}"
+                    ),
+                )
+            )
+    return found
+
+
+def _pct(value: Decimal) -> str:
+    return f"{(value * 100).quantize(Decimal('0.01'))} %"

@@ -1,0 +1,146 @@
+"""The account sync's schedules, one per broker, and the sync on demand.
+
+Each broker with accounts in the book gets a Temporal Schedule, ``account-sync-{broker}``,
+that starts ``AccountSyncWorkflow`` every ``TEO_ACCOUNT_SYNC_EVERY_S`` (a run still going when
+the next is due makes it skip: overlap SKIP). The workflow runs on the worker's task queue; its
+reading activity on the broker's (``TEO_BROKER_TASK_QUEUES``), where the broker's session is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountRow, MismatchRow
+from orchestrator.config import Settings
+from orchestrator.domain.contracts.sync import AccountSyncInput, SyncResult
+from orchestrator.domain.errors import ValidationFailed
+from workflows.sync import AccountSyncWorkflow
+
+
+def schedule_id(broker: str) -> str:
+    return f"account-sync-{broker}"
+
+
+def brokers(db: Database) -> list[str]:
+    """The brokers of the book's accounts."""
+    with db.transaction() as session:
+        return sorted(set(session.scalars(select(AccountRow.broker).distinct())))
+
+
+def sync_input(settings: Settings, broker: str) -> AccountSyncInput:
+    return AccountSyncInput(
+        broker=broker, activity_task_queue=settings.execution_settings().broker_queue(broker)
+    )
+
+
+async def ensure_schedule(
+    client: Client, settings: Settings, broker: str, *, every: timedelta
+) -> str:
+    """Create the broker's sync schedule, or update it to these settings. What was done."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            AccountSyncWorkflow.run,
+            sync_input(settings, broker),
+            id=schedule_id(broker),
+            task_queue=settings.task_queue,
+            execution_timeout=timedelta(minutes=15),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id(broker), schedule)
+        return "created"
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(schedule_id(broker)).update(replace)
+        return "updated"
+
+
+async def ensure_schedules(client: Client, db: Database, settings: Settings) -> dict[str, str]:
+    """Every broker's sync schedule (none when ``TEO_ACCOUNT_SYNC_EVERY_S`` is 0): broker →
+    what was done."""
+    if settings.account_sync_every_s <= 0:
+        return {}
+    every = timedelta(seconds=settings.account_sync_every_s)
+    return {
+        broker: await ensure_schedule(client, settings, broker, every=every)
+        for broker in brokers(db)
+    }
+
+
+async def sync_now(client: Client, settings: Settings, broker: str) -> SyncResult:
+    """Run one sync of the broker's accounts now and wait for it (``reconcile --sync``)."""
+    return await client.execute_workflow(
+        AccountSyncWorkflow.run,
+        sync_input(settings, broker),
+        id=f"{schedule_id(broker)}-now",
+        task_queue=settings.task_queue,
+        execution_timeout=timedelta(minutes=15),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reconcile
+
+
+def mismatches(db: Database, account_id: str | None = None) -> list[MismatchRow]:
+    """The mismatches the last syncs found and nobody resolved yet, by account and symbol."""
+    with db.transaction() as session:
+        rows = repository.list_mismatches(session, account_id)
+        session.expunge_all()
+        return rows
+
+
+@dataclass(frozen=True)
+class Accepted:
+    adopted: list[repository.Adopted]
+    left: list[MismatchRow]
+    """Mismatches that could not be adopted (the broker did not answer: unknown)."""
+    released: bool
+    """The account's reduce-only was lifted (reconciliation was what held it)."""
+
+
+def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Accepted:
+    """Adopt the broker's view of the account's positions into the ledger (recorded as the
+    operator's action); :class:`ValidationFailed` without an operator, a reason or a known
+    account."""
+    problems = []
+    if not operator.strip():
+        problems.append(("operator", "say who you are"))
+    if not reason.strip():
+        problems.append(("reason", "give a reason"))
+    if problems:
+        raise ValidationFailed("reconcile", problems)
+    try:
+        with db.transaction() as session:
+            adopted, left, released = repository.accept_broker_view(
+                session, account_id, operator=operator, reason=reason, now=datetime.now(UTC)
+            )
+            session.flush()
+            session.expunge_all()
+    except LookupError as exc:
+        raise ValidationFailed(
+            "reconcile", [("account", f"unknown account {account_id!r}")]
+        ) from exc
+    return Accepted(adopted=adopted, left=left, released=released)

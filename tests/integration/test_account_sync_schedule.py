@@ -1,0 +1,52 @@
+"""The account sync's schedules on the real dev server: one per broker with accounts in the
+book, created as the worker creates them at start (updated when they exist), each starting
+``AccountSyncWorkflow`` for its broker, whose run writes the accounts' state from the broker."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.client import ScheduleActionStartWorkflow
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountStateRow
+from orchestrator.services import sync
+from tests.integration.test_end_to_end import dev_settings
+from tests.support import account, book, load, poll_until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_schedule_per_broker_is_created_at_start_and_its_run_syncs_the_accounts(
+    dev_server: WorkflowEnvironment, postgres_db: Database, harness_factory
+) -> None:
+    # Broker names of this test alone: the dev server is shared by the session.
+    first, second = (f"it-sync-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    load(postgres_db, book(account("s-1", broker=first), account("s-2", broker=second)))
+    settings = dev_settings(dev_server, postgres_db, account_sync_every_s=3600)
+    client = dev_server.client
+    try:
+        created = await sync.ensure_schedules(client, postgres_db, settings)
+        again = await sync.ensure_schedules(client, postgres_db, settings)
+        described = await client.get_schedule_handle(sync.schedule_id(first)).describe()
+        async with harness_factory(client, postgres_db, settings).running():
+            await client.get_schedule_handle(sync.schedule_id(first)).trigger()
+
+            def synced() -> bool:
+                with postgres_db.transaction() as session:
+                    state = session.get(AccountStateRow, "s-1")
+                    return state is not None and state.source == "reported"
+
+            assert await poll_until(synced, timeout_s=60)
+    finally:
+        for broker in (first, second):
+            await client.get_schedule_handle(sync.schedule_id(broker)).delete()
+
+    assert created == {first: "created", second: "created"}
+    assert again == {first: "updated", second: "updated"}
+    action = described.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    assert action.workflow == "AccountSyncWorkflow"
+    assert action.task_queue == settings.task_queue
