@@ -82,6 +82,8 @@ class Settings(BaseSettings):
 
     delay_min_s: DelaySeconds = Decimal(1)
     delay_max_s: DelaySeconds = Decimal(30)
+    exit_delay_min_s: DelaySeconds = Decimal(0)
+    exit_delay_max_s: DelaySeconds = Decimal(0)
     size_variance: SizeVariance = Decimal("0.10")
     correlation_threshold: CorrelationThreshold = Decimal("0.7")
     correlated_min_gap_s: DelaySeconds = Decimal(5)
@@ -236,6 +238,8 @@ class Settings(BaseSettings):
     def _delay_bounds_ordered(self) -> Settings:
         if self.delay_min_s > self.delay_max_s:
             raise ValueError("TEO_DELAY_MIN_S must not exceed TEO_DELAY_MAX_S")
+        if self.exit_delay_min_s > self.exit_delay_max_s:
+            raise ValueError("TEO_EXIT_DELAY_MIN_S must not exceed TEO_EXIT_DELAY_MAX_S")
         return self
 
     @field_validator("codec_cors_origin")
@@ -304,6 +308,8 @@ class Settings(BaseSettings):
             on_refused_stop=self.on_refused_stop,
             broker_task_queues=self.broker_task_queues,
             entry_ttl_s=self.entry_ttl_s,
+            exit_delay_min_ms=int(self.exit_delay_min_s * 1000),
+            exit_delay_max_ms=int(self.exit_delay_max_s * 1000),
         )
 
     def service_settings(self) -> ServiceSettings:

@@ -5,6 +5,7 @@ keeps exactly one writer."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from temporalio import workflow
@@ -130,6 +131,24 @@ class PositionActions:
             )
         return outcomes
 
+    def _exit_waves(self, accounts: list[str]) -> list[tuple[list[str], timedelta]]:
+        """The accounts' closes in the order they go, each group with the wait before it: all
+        at once by default; with exit delay bounds, each account's delay drawn from the
+        workflow's seeded random (the same on replay), grouped by delay."""
+        execution = self._request.execution
+        low, high = execution.exit_delay_min_ms, execution.exit_delay_max_ms
+        if high <= 0:
+            return [(accounts, timedelta(0))]
+        rng = workflow.random()
+        delays = {a: low + int(rng.random() * (high - low)) for a in accounts}
+        waves: list[tuple[list[str], timedelta]] = []
+        elapsed = 0
+        for delay in sorted(set(delays.values())):
+            group = [a for a in accounts if delays[a] == delay]
+            waves.append((group, timedelta(milliseconds=delay - elapsed)))
+            elapsed = delay
+        return waves
+
     async def _close_by_action(
         self, action: KeeperAction, chosen: list[Position]
     ) -> list[AccountOutcome]:
@@ -146,7 +165,10 @@ class PositionActions:
         if not all(positions.protection_settled(p) for p in self._positions.values()):
             await self._protect()  # a fill found on the way shrinks what is closed below
         closing = {a: min(q, self._positions[a].open_quantity) for a, q in quantities.items()}
-        await self._close(sorted(closing), CloseCause.CLOSED_BY_SIGNAL, closing)
+        for accounts, wait in self._exit_waves(sorted(closing)):
+            if wait > timedelta(0):
+                await workflow.sleep(wait, summary=f"exit delay of {len(accounts)} close(s)")
+            await self._close(accounts, CloseCause.CLOSED_BY_SIGNAL, closing)
         for account_id in quantities:
             position = self._positions[account_id]
             self._positions[account_id] = position.model_copy(update={"closing": Decimal(0)})

@@ -101,6 +101,11 @@ class ExecutionSettings(Model):
     ``valid_until`` overrides it. The default here (0) is what a run recorded before the
     setting existed decides with; the worker's comes from ``TEO_ENTRY_TTL_S``."""
 
+    exit_delay_min_ms: DelayMs = 0
+    exit_delay_max_ms: DelayMs = 0
+    """A CLOSE's (or FLATTEN's) closing orders wait a delay drawn in these bounds, per account
+    (the workflow's seeded random: the same on replay); 0 and 0: no staggering, all at once."""
+
     def broker_queue(self, broker: str) -> str | None:
         return self.broker_task_queues.get(broker)
 

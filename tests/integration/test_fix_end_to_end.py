@@ -229,6 +229,43 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
                 held = await poll_until(
                     lambda: len(unprotected()) == 3 and unprotected(), timeout_s=60
                 )
+                # What ordermatch can serve of the actions: a MODIFY that gives the positions a
+                # take-profit (a limit order, resting in its book) ...
+                modified = await (
+                    await submit_action(
+                        client,
+                        postgres_db,
+                        settings,
+                        TradeAction(
+                            action_id="it-fix-om-tp",
+                            action=ActionKind.MODIFY,
+                            signal_id="it-fix-om",
+                            take_profit=Decimal("1.09500"),
+                        ),
+                    )
+                ).result()
+                targets = [
+                    o
+                    for o in protective_orders(postgres_db, "it-fix-om")
+                    if o.purpose == "TAKE_PROFIT"
+                ]
+                # ... and a CLOSE: the take-profits are cancelled at ordermatch first; the
+                # market order that would close is refused by it ("use limit"), verbatim.
+                closed = await (
+                    await submit_action(
+                        client,
+                        postgres_db,
+                        settings,
+                        TradeAction(
+                            action_id="it-fix-om-close",
+                            action=ActionKind.CLOSE,
+                            signal_id="it-fix-om",
+                        ),
+                    )
+                ).result()
+                after_close = {
+                    o.client_order_id: o.status for o in protective_orders(postgres_db, "it-fix-om")
+                }
         finally:
             maker_session.stop()
             session.stop()
@@ -252,7 +289,7 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
         partial_account: ["CANCELLED", "FILLED"],
     }
     # Each position's stop went to ordermatch once and was refused, its text kept verbatim.
-    stops = protective_orders(postgres_db, "it-fix-om")
+    stops = [o for o in protective_orders(postgres_db, "it-fix-om") if o.purpose == "STOP"]
     assert sorted(o.account_id for o in stops) == ids
     assert {o.status for o in stops} == {"REJECTED"}
     for position in held:
@@ -260,6 +297,19 @@ async def test_signal_across_accounts_on_ordermatch_partial_fill_completed_by_ch
         [stop] = [o for o in stops if o.account_id == position.account_id]
         assert stop.reject_text
         assert position.note == f"stop refused by the broker: {stop.reject_text}"
+    # The MODIFY: one resting take-profit per position at ordermatch, for its open quantity.
+    assert [a.refused for a in modified.accounts] == [None] * 3
+    assert sorted(o.account_id for o in targets) == ids, [
+        (o.client_order_id, o.status, o.reject_text) for o in targets
+    ]
+    assert all(o.status == "NEW" and o.limit_price == Decimal("1.09500") for o in targets)
+    # The CLOSE: each take-profit cancelled at ordermatch; each market close refused, the
+    # position left open with the venue's words, nothing silently dropped.
+    assert all(after_close[o.client_order_id] == "CANCELLED" for o in targets)
+    for outcome in closed.accounts:
+        assert outcome.closed == 0 and outcome.open_quantity > 0
+        assert outcome.refused is not None
+        assert "the close at market was rejected" in outcome.refused
 
 
 async def test_signal_across_accounts_on_executor_fix44_fills_every_leg(

@@ -19,9 +19,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import port_open
 from orchestrator.config import PROJECT_ROOT
+from orchestrator.domain.actions import ActionReport, ActionStatus
 from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.interfaces.http.webhook import create_app
 from tests.http_support import body_of, serve_in_thread, tradingview_alert
@@ -38,6 +40,11 @@ from tests.support import (
 from tests.unit.test_monitoring_config import SDK_METRICS
 
 pytestmark = pytest.mark.integration
+
+
+def open_positions(db: Database) -> list[repository.PositionView]:
+    with db.transaction() as session:
+        return repository.list_positions(session, open_only=True)
 
 
 def free_port() -> int:
@@ -100,6 +107,26 @@ async def test_tradingview_alert_through_webhook_fills_on_worker_and_resend_plac
 
             again = httpx.post(f"{url}/signals", content=alert, timeout=30)
 
+            # The strategy's exit: a close alert naming the entry's signal closes what it
+            # opened, on the worker, through the keeper.
+            await poll_until(
+                lambda: len(open_positions(postgres_db)) == len(ids) or None, timeout_s=60
+            )
+            exit_alert = body_of(
+                tradingview_alert(
+                    secret="tv-secret",
+                    time="2026-11-24T08:00:00Z",
+                    action="sell",
+                    market_position="flat",
+                    target=first.json()["signal_id"],
+                )
+            )
+            closing = httpx.post(f"{url}/signals", content=exit_alert, timeout=30)
+            assert closing.status_code == 202, closing.text
+            closed = await dev_server.client.get_workflow_handle(
+                closing.json()["workflow_id"], result_type=ActionReport
+            ).result()
+
         business = scrape(settings.metrics_port)
         runtime_metrics = httpx.get(
             f"http://127.0.0.1:{settings.temporal_metrics_port}/metrics", timeout=10
@@ -117,7 +144,12 @@ async def test_tradingview_alert_through_webhook_fills_on_worker_and_resend_plac
     assert (again.json()["workflow_id"], again.json()["duplicate"]) == (workflow_id, True)
     assert (await handle.describe()).run_id == first.json()["run_id"]
     assert broker_orders(postgres_db) == orders_after_first
-    assert len(ledger_orders(postgres_db)) == 3
+    assert len(ledger_orders(postgres_db)) == 3  # entries (and then the exit's closes)
+
+    # The exit alert closed every position the entry opened, one closing order each.
+    assert closed.status is ActionStatus.COMPLETED
+    assert sorted(a.account_id for a in closed.accounts if a.open_quantity == 0) == ids
+    assert open_positions(postgres_db) == []
 
     # The worker's business metrics moved (a fresh process: the values are this run's).
     assert business[("teo_signals_total", frozenset({("outcome", "COMPLETED")}))] == 1

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db import repository
@@ -42,6 +44,7 @@ from tests.support import (
     signal,
 )
 from workflows.positions import PositionsWorkflow
+from workflows.registry import WORKFLOWS
 from workflows.signal import SignalExecutionWorkflow
 
 SYMBOL = "EURUSD"
@@ -365,3 +368,36 @@ async def test_reduce_only_denies_entries_and_lets_exits_through(
     assert {a.account_id: a.open_quantity for a in exit_.accounts} == {"a": 0, "b": 0}
     assert all(a.closed > 0 for a in exit_.accounts)
     assert open_positions(sqlite_db, "ro-x") == []
+
+
+async def test_exit_delay_bounds_stagger_a_close_per_account_the_same_on_replay(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    staggered = settings.model_copy(
+        update={"exit_delay_min_s": Decimal(5), "exit_delay_max_s": Decimal(20)}
+    )
+    load(sqlite_db, book(account("a"), account("b"), account("c")))
+    async with harness_factory(ts_client, sqlite_db, staggered, paper).running():
+        await opened(ts_client, sqlite_db, staggered, "s-x", 3)
+        report = await run_action(
+            ts_client, sqlite_db, staggered, action("s-close", ActionKind.CLOSE, signal_id="s-x")
+        )
+        keeper = ts_client.get_workflow_handle(
+            ids.positions_workflow_id(ids.signal_workflow_id("s-x"))
+        )
+        recorded = await keeper.fetch_history()
+
+    assert all(a.closed > 0 and a.open_quantity == 0 for a in report.accounts)
+    waits = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in recorded.events
+        if e.HasField("timer_started_event_attributes")
+        and b"exit delay" in e.user_metadata.summary.data
+    ]
+    # The first wave waits at least the minimum; together the waves stay within the maximum.
+    assert waits and waits[0].total_seconds() >= 5
+    assert sum(w.total_seconds() for w in waits) <= 20
+    replayed = await Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter
+    ).replay_workflow(recorded, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None
