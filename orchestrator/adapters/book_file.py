@@ -24,7 +24,13 @@ from orchestrator.adapters.brokers.paper.config import PaperBehaviour
 from orchestrator.adapters.files import read_text
 from orchestrator.domain.book import AccountLimits, AccountStatus, Mandate, SymbolSpec
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.values import Identifier, Model, NonNegativeDecimal, SymbolName
+from orchestrator.domain.values import (
+    Identifier,
+    Model,
+    NonNegativeDecimal,
+    PositionCount,
+    SymbolName,
+)
 
 __all__ = [
     "AccountRecord",
@@ -44,7 +50,7 @@ class AccountState(Model):
     equity: NonNegativeDecimal
     peak_equity: NonNegativeDecimal
     free_margin: NonNegativeDecimal
-    open_positions: Annotated[int, Field(ge=0)] = 0
+    open_positions: PositionCount = 0
     realized_loss_today: NonNegativeDecimal = Decimal(0)
     as_of: datetime | None = None
     """When the figures were true; defaults to the load time."""

@@ -20,6 +20,7 @@ from orchestrator.domain.values import (
     Identifier,
     Model,
     NonNegativeDecimal,
+    PositionCount,
     PositiveDecimal,
     SymbolName,
 )
@@ -103,7 +104,7 @@ class AccountLimits(Model):
     """Account-currency loss the account may risk in one day, realized plus committed."""
     max_drawdown: Fraction
     """Largest tolerated fall from peak equity, as a fraction (0.10 = 10 %)."""
-    max_open_positions: Annotated[int, Field(ge=0)]
+    max_open_positions: PositionCount
     max_lots: PositiveDecimal
     """Largest order this account may send, in lots."""
     on_breach: OnBreach = OnBreach.REDUCE_ONLY
@@ -126,7 +127,7 @@ class AccountSnapshot(Model):
     equity: Decimal
     peak_equity: Decimal
     free_margin: Decimal
-    open_positions: Annotated[int, Field(ge=0)]
+    open_positions: PositionCount
     realized_loss_today: NonNegativeDecimal
     risk_committed_today: NonNegativeDecimal
     """Risk already reserved today by other signals' orders."""

@@ -82,3 +82,7 @@ class DenialReason(StrEnum):
     EXPIRED = "EXPIRED"
     """The entry could not leave before its deadline (the signal's start plus the entry TTL,
     or its ``valid_until``): the market has moved on."""
+
+
+PositionCount = Annotated[int, Field(ge=0, le=1_000_000)]
+"""A count of positions: bounded so that any database stores it (a 64-bit integer)."""

@@ -36,6 +36,7 @@ from orchestrator.domain.contracts.operators import CancelSignalRequest
 from orchestrator.domain.contracts.positions import KeeperAction
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
 from orchestrator.domain.report import SignalReport
+from orchestrator.services.submit import validation_problems
 from workflows.actions import TradeActionWorkflow
 from workflows.positions import PositionsWorkflow
 from workflows.signal import SignalExecutionWorkflow
@@ -50,14 +51,7 @@ def parse_action(raw: str | bytes | dict[str, Any], source: str = "action") -> T
                 raise ValidationFailed(source, [("", "expected a JSON object")])
         return TradeAction.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            if not field and ": " in message:  # the whole action's rule names its field
-                field, message = message.split(": ", 1)
-            problems.append((field, message))
-        raise ValidationFailed(source, problems) from exc
+        raise ValidationFailed(source, validation_problems(exc)) from exc
     except json.JSONDecodeError as exc:
         raise ValidationFailed(source, [("", f"malformed JSON: {exc}")]) from exc
     except UnicodeDecodeError as exc:

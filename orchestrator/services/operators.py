@@ -50,14 +50,16 @@ class Outcome:
     """Workflows that refused an update, with the reason they gave."""
 
 
-def _require(operator: str, reason: str) -> None:
+def require_operator_and_reason(operator: str, reason: str, what: str = "operator action") -> None:
+    """:class:`ValidationFailed` unless both say something: every operator's act names who and
+    why."""
     problems = []
     if not operator.strip():
         problems.append(("operator", "say who you are"))
     if not reason.strip():
         problems.append(("reason", "give a reason"))
     if problems:
-        raise ValidationFailed("operator action", problems)
+        raise ValidationFailed(what, problems)
 
 
 async def running_executions(client: Client) -> list[str]:
@@ -123,7 +125,7 @@ async def pause_account(
     reason: str,
     reroute: bool = False,
 ) -> Outcome:
-    _require(operator, reason)
+    require_operator_and_reason(operator, reason)
     _set_status(db, account_id, AccountStatus.PAUSED, f"{operator}: {reason}")
     request = PauseAccount(account_id=account_id, operator=operator, reason=reason, reroute=reroute)
     reached, _ = await _broadcast(
@@ -137,7 +139,7 @@ async def pause_account(
 async def resume_account(
     client: Client, db: Database, account_id: str, *, operator: str, reason: str
 ) -> Outcome:
-    _require(operator, reason)
+    require_operator_and_reason(operator, reason)
     _set_status(db, account_id, AccountStatus.ACTIVE, None)
     request = ResumeAccount(account_id=account_id, operator=operator, reason=reason)
     reached, _ = await _broadcast(
@@ -178,7 +180,7 @@ def allow_entries(
 def _set_reduce_only(
     db: Database, account_ids: list[str] | None, on: bool, *, operator: str, reason: str
 ) -> list[str]:
-    _require(operator, reason)
+    require_operator_and_reason(operator, reason)
     if account_ids is not None and not account_ids:
         raise ValidationFailed("operator action", [("account", "name accounts, or --all")])
     now = datetime.now(UTC)
@@ -217,7 +219,7 @@ async def halt(
 ) -> Outcome:
     """The kill switch. Persisted first: from this commit on, no reservation succeeds, no new
     order passes the order activity's gate, and no new signal starts."""
-    _require(operator, reason)
+    require_operator_and_reason(operator, reason)
     with db.transaction() as session:
         repository.set_halt(
             session, halted=True, operator=operator, reason=reason, now=datetime.now(UTC)
@@ -236,7 +238,7 @@ async def halt(
 
 
 async def unhalt(client: Client, db: Database, *, operator: str, reason: str) -> Outcome:
-    _require(operator, reason)
+    require_operator_and_reason(operator, reason)
     with db.transaction() as session:
         repository.set_halt(
             session, halted=False, operator=operator, reason=reason, now=datetime.now(UTC)
@@ -289,7 +291,7 @@ async def cancel_signal(
     client: Client, db: Database, signal_id: str, *, operator: str, reason: str
 ) -> Outcome:
     """Cancel one signal. Its workflow cancels its batch children, if it has any."""
-    _require(operator, reason)
+    require_operator_and_reason(operator, reason)
     request = CancelSignalRequest(operator=operator, reason=reason)
     workflow_id = ids.signal_workflow_id(signal_id)
     # An untyped handle: the update is the operator mixin's, shared with the batch workflow.

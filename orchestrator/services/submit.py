@@ -35,17 +35,26 @@ def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> S
                 raise ValidationFailed(source, [("", "expected a JSON object")])
         return Signal.model_validate(raw)
     except ValidationError as exc:
-        problems: list[tuple[str, str]] = []
-        for error in exc.errors():
-            location = ".".join(str(part) for part in error["loc"])
-            if error["type"] == "json_invalid":
-                location = ""
-            problems.append((location, error["msg"].removeprefix("Value error, ")))
-        raise ValidationFailed(source, problems) from exc
+        raise ValidationFailed(source, validation_problems(exc)) from exc
     except json.JSONDecodeError as exc:
         raise ValidationFailed(source, [("", f"malformed JSON: {exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise ValidationFailed(source, [("", f"not UTF-8 text: {exc.reason}")]) from exc
+
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """pydantic's errors as (field, message): a rule of the whole model that names its field
+    first (``field: why``) is reported at that field."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "json_invalid":
+            location = ""
+        elif not location and ": " in message:
+            location, message = message.split(": ", 1)
+        problems.append((location, message))
+    return problems
 
 
 async def submit_signal(

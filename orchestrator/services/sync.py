@@ -31,6 +31,7 @@ from orchestrator.adapters.db.schema import AccountRow, MismatchRow
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.sync import AccountSyncInput, SyncResult
 from orchestrator.domain.errors import ValidationFailed
+from orchestrator.services.operators import require_operator_and_reason
 from workflows.sync import AccountSyncWorkflow
 
 
@@ -125,13 +126,7 @@ def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Acce
     """Adopt the broker's view of the account's positions into the ledger (recorded as the
     operator's action); :class:`ValidationFailed` without an operator, a reason or a known
     account."""
-    problems = []
-    if not operator.strip():
-        problems.append(("operator", "say who you are"))
-    if not reason.strip():
-        problems.append(("reason", "give a reason"))
-    if problems:
-        raise ValidationFailed("reconcile", problems)
+    require_operator_and_reason(operator, reason, "reconcile")
     try:
         with db.transaction() as session:
             adopted, left, released = repository.accept_broker_view(

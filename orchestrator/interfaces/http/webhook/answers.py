@@ -160,19 +160,7 @@ async def _duplicate_action(
 ) -> JSONResponse:
     """200 with the workflow this action id already started: the same action twice acts once."""
     workflow_id = ids.signal_workflow_id(action.action_id)
-    run_id: str | None = None
-    with contextlib.suppress(RPCError):
-        run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
-    log.info("duplicate action %s: 200, nothing started", action.action_id)
-    WEBHOOK_REQUESTS.labels("duplicate").inc()
-    accepted = SignalAccepted(
-        signal_id=action.action_id,
-        workflow_id=workflow_id,
-        run_id=run_id,
-        ui_url=settings.ui_link(workflow_id),
-        duplicate=True,
-    )
-    return JSONResponse(accepted.model_dump(), status_code=200)
+    return await _already_started(settings, client, action.action_id, workflow_id, "action")
 
 
 def own_id(signal: Signal | TradeAction) -> str:
@@ -202,14 +190,21 @@ async def _duplicate(
             [Problem(field="signal_id", message="already used for a different signal")],
         )
     workflow_id = row.workflow_id if row is not None else ids.signal_workflow_id(signal.signal_id)
+    return await _already_started(settings, client, signal.signal_id, workflow_id, "signal")
+
+
+async def _already_started(
+    settings: Settings, client: Client, own: str, workflow_id: str, kind: str
+) -> JSONResponse:
+    """200 naming the workflow that id started, and its run while the server still has it."""
     run_id: str | None = None
     # Fails once the run closed longer ago than the namespace's retention: the row remains.
     with contextlib.suppress(RPCError):
         run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
-    log.info("duplicate signal %s: 200, nothing started", signal.signal_id)
+    log.info("duplicate %s %s: 200, nothing started", kind, own)
     WEBHOOK_REQUESTS.labels("duplicate").inc()
     accepted = SignalAccepted(
-        signal_id=signal.signal_id,
+        signal_id=own,
         workflow_id=workflow_id,
         run_id=run_id,
         ui_url=settings.ui_link(workflow_id),
