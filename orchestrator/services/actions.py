@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -36,7 +33,7 @@ from orchestrator.domain.contracts.operators import CancelSignalRequest
 from orchestrator.domain.contracts.positions import KeeperAction
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
 from orchestrator.domain.report import SignalReport
-from orchestrator.services.submit import validation_problems
+from orchestrator.services.submit import parse_model
 from workflows.actions import TradeActionWorkflow
 from workflows.positions import PositionsWorkflow
 from workflows.signal import SignalExecutionWorkflow
@@ -44,18 +41,7 @@ from workflows.signal import SignalExecutionWorkflow
 
 def parse_action(raw: str | bytes | dict[str, Any], source: str = "action") -> TradeAction:
     """Validate an action from JSON text or a mapping; :class:`ValidationFailed` names fields."""
-    try:
-        if not isinstance(raw, dict):
-            raw = json.loads(raw, parse_float=Decimal)
-            if not isinstance(raw, dict):
-                raise ValidationFailed(source, [("", "expected a JSON object")])
-        return TradeAction.model_validate(raw)
-    except ValidationError as exc:
-        raise ValidationFailed(source, validation_problems(exc)) from exc
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed(source, [("", f"malformed JSON: {exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ValidationFailed(source, [("", f"not UTF-8 text: {exc.reason}")]) from exc
+    return parse_model(raw, TradeAction, source)
 
 
 async def submit_action(

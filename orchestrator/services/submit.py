@@ -6,9 +6,9 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -24,16 +24,24 @@ from orchestrator.domain.report import SignalReport
 from orchestrator.domain.signal import Signal
 from workflows.signal import SignalExecutionWorkflow
 
+M = TypeVar("M", bound=BaseModel)
+
 
 def parse_signal(raw: str | bytes | dict[str, Any], source: str = "signal") -> Signal:
     """Validate a signal from JSON text or a mapping; :class:`ValidationFailed` names fields."""
+    return parse_model(raw, Signal, source)
+
+
+def parse_model(raw: str | bytes | dict[str, Any], model: type[M], source: str) -> M:
+    """Validate ``model`` (a signal, an action) from JSON text or a mapping; numbers become
+    Decimal straight from their digits, never through a float. :class:`ValidationFailed` names
+    the fields, or the file's bytes that are not JSON or not UTF-8."""
     try:
         if not isinstance(raw, dict):
-            # Numbers become Decimal straight from their digits, never through a float.
             raw = json.loads(raw, parse_float=Decimal)
             if not isinstance(raw, dict):
                 raise ValidationFailed(source, [("", "expected a JSON object")])
-        return Signal.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ValidationFailed(source, validation_problems(exc)) from exc
     except json.JSONDecodeError as exc:

@@ -6,26 +6,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-from decimal import Decimal
 from typing import Any
 
 from orchestrator.adapters.db import repository
 from orchestrator.config import Settings
-from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.values import ID_PATTERN
 from orchestrator.interfaces import display
-from orchestrator.interfaces.cli.common import current_database, out
+from orchestrator.interfaces.cli.common import current_database, decimal_text, ledger_filters, out
 
 
 async def cmd_positions(args: argparse.Namespace, settings: Settings) -> int:
-    problems = [
-        (name, f"not an id: {value!r}")
-        for name, value in (("signal", args.signal), ("account", args.account))
-        if value is not None and not re.fullmatch(ID_PATTERN, value)
-    ]
-    if problems:
-        raise ValidationFailed("flags", problems)
+    scope = ledger_filters(args)
     with current_database(settings) as db, db.transaction() as session:
         positions = repository.list_positions(
             session, signal_id=args.signal, account_id=args.account, open_only=args.open
@@ -33,21 +23,13 @@ async def cmd_positions(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([position_document(p) for p in positions], indent=2))
         return 0
-    scope = " ".join(
-        f"of {name} {value}"
-        for name, value in (("signal", args.signal), ("account", args.account))
-        if value is not None
-    )
     out.print(display.positions_table(positions, f"{'open ' if args.open else ''}{scope}"))
     return 0
 
 
 def position_document(position: repository.PositionView) -> dict[str, Any]:
     """A position and its closing fills as JSON: decimals as strings, times in ISO 8601."""
-
-    def text(value: Decimal | None) -> str | None:
-        return None if value is None else format(value.normalize(), "f")
-
+    text = decimal_text
     return {
         "signal_id": position.signal_id,
         "account_id": position.account_id,

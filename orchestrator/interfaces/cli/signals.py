@@ -7,7 +7,6 @@ import argparse
 import json
 import re
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from orchestrator.domain.contracts.payloads import SnapshotRequest
 from orchestrator.domain.errors import ValidationFailed
 from orchestrator.domain.report import SignalReport
 from orchestrator.domain.signal import Signal
-from orchestrator.domain.values import ID_PATTERN, SYMBOL_PATTERN
+from orchestrator.domain.values import SYMBOL_PATTERN
 from orchestrator.interfaces import display
-from orchestrator.interfaces.cli.common import current_database, out
+from orchestrator.interfaces.cli.common import current_database, decimal_text, ledger_filters, out
 from orchestrator.interfaces.cli.follow import follow, print_report
 from orchestrator.services.submit import parse_signal, submit_signal
 from workflows.signal import SignalExecutionWorkflow
@@ -182,33 +181,19 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_orders(args: argparse.Namespace, settings: Settings) -> int:
     """The ledger's orders and their fills, of one signal, one account or all; read only."""
-    problems = [
-        (name, f"not an id: {value!r}")
-        for name, value in (("signal", args.signal), ("account", args.account))
-        if value is not None and not re.fullmatch(ID_PATTERN, value)
-    ]
-    if problems:
-        raise ValidationFailed("flags", problems)
+    scope = ledger_filters(args)
     with current_database(settings) as db, db.transaction() as session:
         orders = repository.list_orders(session, signal_id=args.signal, account_id=args.account)
     if args.json:
         print(json.dumps([order_document(order) for order in orders], indent=2))
         return 0
-    scope = " ".join(
-        f"of {name} {value}"
-        for name, value in (("signal", args.signal), ("account", args.account))
-        if value is not None
-    )
     out.print(display.orders_table(orders, scope))
     return 0
 
 
 def order_document(order: repository.LedgerOrder) -> dict[str, Any]:
     """An order and its fills as JSON: decimals as strings, times in ISO 8601 (UTC)."""
-
-    def text(value: Decimal | None) -> str | None:
-        return None if value is None else format(value.normalize(), "f")
-
+    text = decimal_text
     return {
         "client_order_id": order.client_order_id,
         "signal_id": order.signal_id,
