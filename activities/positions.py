@@ -146,10 +146,12 @@ class PositionActivities(Positions):
                     fresh.append((kind, replacement))
                     quantity = max(Decimal(0), quantity - views.filled(replacement))
                     # Its fills up to the replace are news too (the next round resizes).
-                    old = self._broker.status(working.client_order_id)
-                    if old is not None:
-                        self._book(old)
-                        news.append(views.news(target.account_id, kind, old))
+                    old = self._broker.status(working.client_order_id) or working
+                    if old.status not in TERMINAL:
+                        # Replaced: it works no more, whatever a late report still says.
+                        old = dataclasses.replace(old, status=OrderStatus.CANCELLED)
+                    self._book(old)
+                    news.append(views.news(target.account_id, kind, old))
                     continue
             if ended is None:
                 ended = self._broker.cancel(working.client_order_id) or working

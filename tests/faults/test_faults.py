@@ -268,6 +268,8 @@ async def settled_protection(db: Database, timeout_s: float = 90) -> list[str]:
 
 async def check(run: Run, scenario: str, faults: int, reports: list[SignalReport]) -> Row:
     protection = await settled_protection(run.db)
+    if protection:
+        print(f"{scenario}: protection problems: {protection}")
     with run.db.transaction() as session:
         broker = list(session.scalars(select(PaperOrderRow)))
         ledger = {o.client_order_id: o for o in session.scalars(select(OrderRow))}
