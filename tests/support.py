@@ -213,6 +213,51 @@ def protection_violations(db: Database) -> list[str]:
     return problems
 
 
+def protection_beyond_fills(db: Database) -> list[str]:
+    """The protective-order invariant stated against the fills themselves, which every order
+    activity books before any keeper hears of them: per (signal, account), the open quantity
+    is what the entries filled less what protective and closing orders filled; no protective
+    order of a kind works beyond it (in the ledger, and at the paper broker), none on a flat
+    position. Holds at any moment a keeper is not in the middle of one-cancels-other (a stop
+    that filled, its take-profit not cancelled yet), so a test checks it where nothing moved
+    the market, or once the keepers are done."""
+    working = {s.value for s in OrderStatus if s not in TERMINAL}
+    with db.transaction() as session:
+        orders = list(session.scalars(select(OrderRow)))
+        paper = {row.client_order_id: row for row in session.scalars(select(PaperOrderRow))}
+    open_: dict[tuple[str, str], Decimal] = {}
+    for order in orders:
+        key = (order.signal_id, order.account_id)
+        sign = 1 if order.purpose == repository.ENTRY else -1
+        open_[key] = open_.get(key, Decimal(0)) + sign * order.filled_quantity
+    problems = []
+    for (signal_id, account_id), quantity in sorted(open_.items()):
+        for purpose in ("STOP", "TAKE_PROFIT"):
+            mine = [
+                o
+                for o in orders
+                if (o.signal_id, o.account_id, o.purpose) == (signal_id, account_id, purpose)
+            ]
+            ledger = sum(
+                (o.quantity - o.filled_quantity for o in mine if o.status in working), Decimal(0)
+            )
+            at_broker = sum(
+                (
+                    p.quantity - p.filled_quantity
+                    for o in mine
+                    if (p := paper.get(o.client_order_id)) is not None and p.status in working
+                ),
+                Decimal(0),
+            )
+            for where, cover in (("ledger", ledger), ("broker", at_broker)):
+                if cover > max(quantity, Decimal(0)):
+                    problems.append(
+                        f"{signal_id}/{account_id}: {cover} {purpose} working ({where}) on "
+                        f"{quantity} open by the fills"
+                    )
+    return problems
+
+
 def protection_gaps(db: Database) -> list[str]:
     """Open positions (not UNPROTECTED, not closed) without exactly one working stop at the
     paper broker for their whole open quantity. Empty when every one has its stop."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.codec import load_codec
+from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import Settings
 from orchestrator.domain import search_attributes
@@ -16,9 +17,22 @@ from tests.support import (
     PLANTED_PG_PASSWORD,
     TEST_CODEC_KEYS,
     credential_leaks,
+    protection_beyond_fills,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def protection_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
+    """At the end of every integration scenario on PostgreSQL: no protective order working
+    beyond what the fills left open, none on a flat position (``protection_beyond_fills``)."""
+    db: Database | None = None
+    if "postgres_db" in request.fixturenames:
+        db = request.getfixturevalue("postgres_db")  # set up first, so torn down after this
+    yield
+    if db is not None:
+        assert protection_beyond_fills(db) == []
 
 
 @pytest.fixture(scope="session")
