@@ -213,14 +213,15 @@ def protection_violations(db: Database) -> list[str]:
     return problems
 
 
-def protection_beyond_fills(db: Database) -> list[str]:
+def protection_beyond_fills(db: Database, *, ledger: bool = True) -> list[str]:
     """The protective-order invariant stated against the fills themselves, which every order
     activity books before any keeper hears of them: per (signal, account), the open quantity
     is what the entries filled less what protective and closing orders filled; no protective
     order of a kind works beyond it (in the ledger, and at the paper broker), none on a flat
-    position. Holds at any moment a keeper is not in the middle of one-cancels-other (a stop
-    that filled, its take-profit not cancelled yet), so a test checks it where nothing moved
-    the market, or once the keepers are done."""
+    position. At the broker it holds at any moment a keeper is not in the middle of
+    one-cancels-other (a stop that filled, its take-profit not cancelled yet); in the ledger it
+    also waits for a resize the keeper is writing (the new order is written ahead, the old one
+    booked as replaced just after), so ``ledger=False`` checks the broker's book alone."""
     working = {s.value for s in OrderStatus if s not in TERMINAL}
     with db.transaction() as session:
         orders = list(session.scalars(select(OrderRow)))
@@ -238,7 +239,7 @@ def protection_beyond_fills(db: Database) -> list[str]:
                 for o in orders
                 if (o.signal_id, o.account_id, o.purpose) == (signal_id, account_id, purpose)
             ]
-            ledger = sum(
+            in_ledger = sum(
                 (o.quantity - o.filled_quantity for o in mine if o.status in working), Decimal(0)
             )
             at_broker = sum(
@@ -249,7 +250,8 @@ def protection_beyond_fills(db: Database) -> list[str]:
                 ),
                 Decimal(0),
             )
-            for where, cover in (("ledger", ledger), ("broker", at_broker)):
+            checked = [("ledger", in_ledger)] if ledger else []
+            for where, cover in [*checked, ("broker", at_broker)]:
                 if cover > max(quantity, Decimal(0)):
                     problems.append(
                         f"{signal_id}/{account_id}: {cover} {purpose} working ({where}) on "
