@@ -90,9 +90,14 @@ async def test_twenty_signals_over_ten_accounts_never_exceed_any_limit(
                 filled[line.account_id] += 1
             elif line.denial is not None:
                 denials[line.denial] = denials.get(line.denial, 0) + 1
-    # Every account used exactly its capacity: two legs each, no more, and no fewer.
-    assert filled == dict.fromkeys(LIMITS, 2)
-    assert broker_orders(postgres_db) == dict.fromkeys(LIMITS, 2)
+    # Every account used its capacity: two positions where positions bind; where the budget or
+    # margin binds, at least the two full legs, and a signal planned after they were reserved
+    # may size a smaller third leg into what was left (never past it: the breaches above).
+    assert {a: n for a, n in filled.items() if a.startswith("pos-")} == {
+        a: 2 for a in LIMITS if a.startswith("pos-")
+    }
+    assert all(n >= 2 for n in filled.values()), filled
+    assert broker_orders(postgres_db) == filled
     for reason in (
         DenialReason.MAX_POSITIONS,
         DenialReason.RISK_BUDGET_EXHAUSTED,
@@ -105,6 +110,6 @@ async def test_twenty_signals_over_ten_accounts_never_exceed_any_limit(
         states = {s.account_id: s for s in session.scalars(select(AccountStateRow))}
     for account_id in LIMITS:
         mine = [r for r in held if r.account_id == account_id]
-        assert len(mine) == 2
-        assert states[account_id].open_positions == 2
+        assert len(mine) == filled[account_id]
+        assert states[account_id].open_positions == filled[account_id]
         assert states[account_id].risk_committed_today == sum(r.risk_amount for r in mine)
