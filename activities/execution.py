@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
-from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
+from activities.order_slice import OrderSlice
+from activities.order_steps import Pace, Pulse, admit, apply, book, send
+from orchestrator.adapters.brokers.base import Broker, BrokerOrder
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.domain import limits, paging
@@ -27,7 +28,9 @@ from orchestrator.domain.contracts.payloads import (
     CancelOrderRequest,
     ErrorType,
     PlaceOrderRequest,
+    PlaceSliceRequest,
     SettleLegRequest,
+    SliceOutcome,
     SnapshotRequest,
 )
 from orchestrator.domain.correlate import correlate
@@ -35,7 +38,6 @@ from orchestrator.domain.correlation import CorrelationRequest, CorrelationResul
 from orchestrator.domain.errors import BrokerUnavailable, InvalidOrderTransition
 from orchestrator.domain.orders import TERMINAL, OrderOutcome, OrderStatus
 from orchestrator.domain.settings import ServiceSettings
-from orchestrator.domain.values import DenialReason
 
 SNAPSHOT = "snapshot"
 CORRELATION = "correlation"
@@ -60,6 +62,7 @@ class ExecutionActivities(Execution):
         self._service = service
         self._poll_interval_s = poll_interval_s
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._pace = Pace(service.execution.broker_orders_per_s)
 
     @property
     def db(self) -> Database:
@@ -150,18 +153,19 @@ class ExecutionActivities(Execution):
         Raises a non-retryable ``BrokerRejected`` error carrying the broker's text verbatim
         when the broker refuses the order.
         """
-        pulse = _Pulse()
+        pulse = Pulse()
         try:
-            # On a retry, ask first: after a timeout or a crash the order may already be at
-            # the broker, and must be followed, not abandoned. (Submitting is idempotent on
-            # the client order id too; asking first also covers weaker brokers.)
+            # On a retry (or a slice's order it could not finish), ask first: after a timeout
+            # or a crash the order may already be at the broker, and must be followed, not
+            # abandoned. (Submitting is idempotent on the client order id too; asking first
+            # also covers weaker brokers.)
             state = None
-            if activity.info().attempt > 1:
+            if activity.info().attempt > 1 or request.resume:
                 state = self._broker.status(request.client_order_id)
             if state is None:
                 self._pass_gate_and_record_intent(request)
                 pulse.beat()
-                state = self._broker.submit(_ticket(request))
+                state = send(self._broker, self._pace, request)
             outcome = self._book(request, state)
             while state.status not in TERMINAL:
                 activity.heartbeat(str(outcome.filled_quantity))
@@ -196,46 +200,26 @@ class ExecutionActivities(Execution):
             )
         return outcome
 
+    @activity.defn
+    def place_and_follow_slice(self, request: PlaceSliceRequest) -> SliceOutcome:
+        """The first orders of legs due together (see :mod:`activities.order_slice`)."""
+        return OrderSlice(
+            self._db, self._broker, self._pace, self._clock, self._poll_interval_s
+        ).run(request)
+
     def _pass_gate_and_record_intent(self, request: PlaceOrderRequest) -> None:
-        """In one transaction: reserve the leg's risk when the request says so, re-check the
-        kill switch and the account's pause, then write the order to the ledger before the
-        broker sees it. A refusal writes no order and gives the leg's reserved risk back (a
-        completion settles its leg itself); a denied reservation reserves nothing."""
-        now = self._clock()
+        """:func:`~activities.order_steps.admit` in a transaction of its own; a denied
+        reservation or a refusal raises its non-retryable error."""
         with self._db.transaction() as session:
-            fresh = False
-            if request.reservation is not None:
-                reserved = repository.reserve_risk(session, request.reservation, now, order=request)
-                if not reserved.reserved:
-                    denial = reserved.denial or DenialReason.LEG_CLOSED
-                    raise ApplicationError(
-                        f"{denial}: {reserved.detail}",
-                        denial.value,
-                        reserved.detail,
-                        type=ErrorType.RESERVATION_DENIED,
-                        non_retryable=True,
-                        category=ApplicationErrorCategory.BENIGN,
-                    )
-                # Reserved just now, in this transaction, after the same checks as the gate's,
-                # and the order written with it.
-                fresh = reserved.detail != repository.ALREADY_RESERVED
-            refusal = (
-                None
-                if fresh
-                else repository.order_gate(session, request.signal_id, request.account_id)
-            )
-            if refusal is None:
-                if not fresh:
-                    repository.record_order_intent(session, request, now)
-                return
-            if request.settles_leg:
-                repository.settle_reservation(session, request.signal_id, request.account_id, now)
-        reason, detail = refusal
+            barred = admit(session, request, self._clock())
+        if barred is None:
+            return
+        reason, detail = barred.reason, barred.detail
         raise ApplicationError(
             f"{reason}: {detail}",
             reason.value,
             detail,
-            type=ErrorType.ORDER_REFUSED,
+            type=ErrorType.RESERVATION_DENIED if barred.denied else ErrorType.ORDER_REFUSED,
             non_retryable=True,
             category=ApplicationErrorCategory.BENIGN,
         )
@@ -251,7 +235,7 @@ class ExecutionActivities(Execution):
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         now = self._clock()
         with self._db.transaction() as session:
-            outcome = None if state is None else self._apply(session, state, now)
+            outcome = None if state is None else apply(session, state, now)
             repository.settle_reservation(session, request.signal_id, request.account_id, now)
         return outcome
 
@@ -264,27 +248,9 @@ class ExecutionActivities(Execution):
             )
 
     def _book(self, request: PlaceOrderRequest, state: BrokerOrder) -> OrderOutcome:
-        """Bring the ledger to the broker's state in one unit of work. When the order ends,
-        the leg's reservation is settled in the same transaction — unless the order filled
-        only partly: a completion follows and settles the leg itself."""
-        now = self._clock()
+        """:func:`~activities.order_steps.book` in one unit of work."""
         with self._db.transaction() as session:
-            if state.status in TERMINAL and request.settles_leg:
-                return repository.book_and_settle(
-                    session,
-                    state.client_order_id,
-                    signal_id=request.signal_id,
-                    account_id=request.account_id,
-                    **_report(state),
-                    now=now,
-                )
-            return self._apply(session, state, now)
-
-    @staticmethod
-    def _apply(session: Session, state: BrokerOrder, now: datetime) -> OrderOutcome:
-        return repository.apply_broker_report(
-            session, state.client_order_id, **_report(state), now=now
-        )
+            return book(session, request, state, self._clock())
 
     def all(self) -> list[Callable[..., object]]:
         return [
@@ -292,29 +258,10 @@ class ExecutionActivities(Execution):
             self.load_snapshot,
             self.compute_correlation,
             self.place_and_follow_order,
+            self.place_and_follow_slice,
             self.cancel_order,
             self.settle_leg,
         ]
-
-
-class _Pulse:
-    """Heartbeats an order activity needs before it starts following the order: one only once
-    a third of the heartbeat timeout has passed since the attempt started. An order filled at
-    once sends none (each costs a round trip through the event loop and a server write); a
-    slow ledger or broker still beats well before the timeout would fail the attempt."""
-
-    def __init__(self) -> None:
-        info = activity.info()
-        self._started = info.started_time
-        timeout = info.heartbeat_timeout
-        self._due_after = None if timeout is None else timeout / 3
-
-    def beat(self) -> None:
-        if self._due_after is None:
-            return
-        if datetime.now(UTC) - self._started >= self._due_after:
-            activity.heartbeat()
-            self._started = datetime.now(UTC)
 
 
 def _with_correlation(
@@ -354,28 +301,3 @@ def _page(pages: list[P], page: int) -> P:
     if not 0 <= page < len(pages):
         raise ApplicationError(f"page {page} of {len(pages)} asked for", non_retryable=True)
     return pages[page]
-
-
-def _report(state: BrokerOrder) -> dict[str, Any]:
-    """A broker's report of an order, as the ledger's booking functions take it."""
-    return {
-        "status": state.status,
-        "broker_order_id": state.broker_order_id,
-        "executions": [
-            (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
-        ],
-        "reject_text": state.reject_text,
-    }
-
-
-def _ticket(request: PlaceOrderRequest) -> OrderTicket:
-    return OrderTicket(
-        client_order_id=request.client_order_id,
-        account_id=request.account_id,
-        symbol=request.broker_symbol,
-        side=request.side,
-        order_type=request.order_type,
-        quantity=request.quantity,
-        limit_price=request.limit_price,
-        reference_price=request.reference_price,
-    )

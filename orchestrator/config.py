@@ -24,6 +24,7 @@ from orchestrator.domain.settings import (
     BatchSize,
     CorrelationThreshold,
     DataAgeSeconds,
+    DelayMs,
     DelaySeconds,
     EntryTtlSeconds,
     ExecutionSettings,
@@ -31,6 +32,7 @@ from orchestrator.domain.settings import (
     LookbackDays,
     MinObservations,
     OrdersInFlight,
+    OrdersPerSecond,
     PlanSettings,
     PlanVersion,
     RerouteFraction,
@@ -115,6 +117,13 @@ class Settings(BaseSettings):
     """First orders one signal keeps working at once (its batches share it out); legs due past
     it wait their turn. Bounds the burst a broker sees and keeps the backlog in the workflow
     rather than in Temporal's task queue (docs/performance.md)."""
+    slice_window_ms: DelayMs = 0
+    """Legs due within this many milliseconds of each other go to the broker together, in one
+    slice (one activity, one ledger transaction); 0: those due in the same workflow task
+    (every zero-delay leg of a signal)."""
+    broker_orders_per_s: OrdersPerSecond = 0
+    """New orders per second each worker sends one broker (slices and single orders alike);
+    0: unpaced."""
     entry_ttl_s: EntryTtlSeconds = 120
     """An entry order not sent within this many seconds of its signal's start is denied
     EXPIRED (the market has moved on); 0: entries never expire. A signal's ``valid_until``
@@ -308,6 +317,8 @@ class Settings(BaseSettings):
             on_refused_stop=self.on_refused_stop,
             broker_task_queues=self.broker_task_queues,
             entry_ttl_s=self.entry_ttl_s,
+            slice_window_ms=self.slice_window_ms,
+            broker_orders_per_s=self.broker_orders_per_s,
             exit_delay_min_ms=int(self.exit_delay_min_s * 1000),
             exit_delay_max_ms=int(self.exit_delay_max_s * 1000),
         )

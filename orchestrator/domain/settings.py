@@ -41,6 +41,8 @@ RerouteFraction = Annotated[Decimal, Field(gt=0, le=1)]
 OrdersInFlight = Annotated[int, Field(ge=1)]
 EntryTtlSeconds = Annotated[int, Field(ge=0)]
 """0: entries never expire."""
+OrdersPerSecond = Annotated[float, Field(ge=0)]
+"""0: no pacing."""
 
 
 class PlanSettings(Model):
@@ -105,6 +107,16 @@ class ExecutionSettings(Model):
     exit_delay_max_ms: DelayMs = 0
     """A CLOSE's (or FLATTEN's) closing orders wait a delay drawn in these bounds, per account
     (the workflow's seeded random: the same on replay); 0 and 0: no staggering, all at once."""
+
+    slice_window_ms: DelayMs = 0
+    """Legs due within this many milliseconds of the first due leg go to the broker together,
+    in one slice (one activity): 0 gathers the legs due in the same workflow task (every
+    zero-delay leg); more also wakes legs whose timers would fire within the window. The
+    default (0) is also what a run recorded before slices existed decides with."""
+
+    broker_orders_per_s: OrdersPerSecond = 0
+    """The pace each worker sends a broker's new orders at (0: as fast as they come); the
+    workflow sizes a slice's timeout by it."""
 
     def broker_queue(self, broker: str) -> str | None:
         return self.broker_task_queues.get(broker)

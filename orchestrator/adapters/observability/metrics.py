@@ -50,7 +50,7 @@ from orchestrator.adapters.observability import logs
 from orchestrator.config import Settings
 from orchestrator.domain import ids
 from orchestrator.domain.contracts.activities import Execution, activity_name
-from orchestrator.domain.contracts.payloads import ErrorType, SignalWorkflowInput
+from orchestrator.domain.contracts.payloads import ErrorType, SignalWorkflowInput, SliceOutcome
 from orchestrator.domain.orders import TERMINAL, OrderOutcome, OrderStatus
 from orchestrator.domain.report import LegStatus, RerouteOutcome, SignalReport
 from orchestrator.domain.values import DenialReason
@@ -259,15 +259,20 @@ class _ActivityObserver(ActivityInboundInterceptor):
                 elif is_order and err.type == ErrorType.ORDER_REFUSED:
                     log.info("order refused at the last gate: %s", err.message)
                 raise
-            if isinstance(result, OrderOutcome):
-                ORDERS.labels(result.status).inc()
+            outcomes = [result] if isinstance(result, OrderOutcome) else []
+            if isinstance(result, SliceOutcome):
+                # Each order of a slice once it ends; one still working is counted when its
+                # leg's own activity ends it.
+                outcomes = [r.outcome for r in result.results if r.outcome and not r.working]
+            for outcome in outcomes:
+                ORDERS.labels(outcome.status).inc()
                 log.info(
                     "order %s %s: filled %s of %s at %s",
-                    result.client_order_id,
-                    result.status,
-                    _plain(result.filled_quantity),
-                    _plain(result.quantity),
-                    _plain(result.average_price),
+                    outcome.client_order_id,
+                    outcome.status,
+                    _plain(outcome.filled_quantity),
+                    _plain(outcome.quantity),
+                    _plain(outcome.average_price),
                 )
             return result
 

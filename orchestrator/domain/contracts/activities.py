@@ -36,7 +36,9 @@ from orchestrator.domain.contracts.payloads import (
     ArchiveResult,
     CancelOrderRequest,
     PlaceOrderRequest,
+    PlaceSliceRequest,
     SettleLegRequest,
+    SliceOutcome,
     SnapshotRequest,
 )
 from orchestrator.domain.contracts.positions import (
@@ -89,6 +91,13 @@ class Execution:
     def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
         """Reserve (when asked), pass the last gate, write the order, send it once whatever the
         retries, and follow it to a terminal state."""
+        raise _contract()
+
+    @activity.defn
+    def place_and_follow_slice(self, request: PlaceSliceRequest) -> SliceOutcome:
+        """The first orders of legs due together: reserve and write them all ahead in one
+        transaction, send each once whatever the retries (paced per broker), follow them for a
+        while; one result per leg."""
         raise _contract()
 
     @activity.defn

@@ -14,6 +14,8 @@ from pydantic import (
 )
 
 from orchestrator.domain.correlation import CorrelationRequest
+from orchestrator.domain.limits import MAX_BATCH_LEGS
+from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.planning.decisions import Denial, LegOrder
 from orchestrator.domain.report import AccountReport
 from orchestrator.domain.settings import ExecutionSettings, PlanSettings
@@ -67,6 +69,10 @@ class PlaceOrderRequest(Model):
     reservation: ReserveRiskRequest | None = None
     """Reserve the leg's risk first, in the transaction that writes the order to the ledger:
     one activity per leg instead of two. ``None``: reserved beforehand (or a completion)."""
+    resume: bool = False
+    """The order may already be at the broker (its slice wrote it ahead and sent it, or could
+    not tell whether the broker got it): ask the broker first, as a retry does, and follow
+    what it holds; send only if it holds nothing."""
 
     @field_validator("client_order_id")
     @classmethod
@@ -74,6 +80,45 @@ class PlaceOrderRequest(Model):
         if not 1 <= len(value) <= 160:
             raise ValueError("client_order_id must be 1–160 characters")
         return value
+
+
+class PlaceSliceRequest(Model):
+    """The first orders of the legs that came due together, for one broker: reserved and
+    written ahead in one transaction, sent one by one (each with its own client order id),
+    followed for at most ``follow_ms``."""
+
+    orders: Annotated[list[PlaceOrderRequest], Field(min_length=1, max_length=MAX_BATCH_LEGS)]
+    """Each a leg's first order, with its reservation; in the order the legs came due."""
+    follow_ms: Annotated[int, Field(ge=0)]
+    """Follow the orders at most this long; one still working then is returned working, and
+    its leg follows it on its own (so a slow order holds up no other leg)."""
+
+
+class SliceLegResult(Model):
+    """How one order of a slice ended, or that it is still the leg's to follow: what the
+    per-order activity's result or error would have said, per leg."""
+
+    client_order_id: str
+    outcome: OrderOutcome | None = None
+    """The ledger's last state of the order (terminal unless ``working``)."""
+    rejected: str | None = None
+    """The broker's rejection text, verbatim."""
+    refused: DenialReason | None = None
+    """Our own last gate refused to send it (halted, paused): never sent."""
+    denied: DenialReason | None = None
+    """Its reservation was denied (limits reached since planning): never sent."""
+    detail: str = ""
+    """Why it was refused or denied."""
+    failure: str | None = None
+    """The ledger could not book the broker's report of it (a bug to investigate)."""
+    working: bool = False
+    """Still working at the broker, or sent without an answer (the broker may hold it): the
+    leg follows it with ``place_and_follow_order`` (``resume``), which asks first."""
+
+
+class SliceOutcome(Model):
+    results: list[SliceLegResult]
+    """One per order of the request, in its order."""
 
 
 class CompletionInput(Model):
