@@ -1,7 +1,8 @@
 """One account's leg, run as a coroutine inside a signal (or batch) workflow.
 
 durable timer → one activity that reserves the leg's risk, passes the last gate, writes the
-order and sends it, then follows it; a partial fill goes to ``PartialFillCompletionWorkflow``,
+order and sends it, then follows it (for legs due together, one activity for all of their
+orders: ``workflows/slices.py``); a partial fill goes to ``PartialFillCompletionWorkflow``,
 a broker rejection or capacity lost since planning to ``OrderRerouteWorkflow``.
 """
 
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.controls import Controls, Stop
     from workflows.keeper import KeeperLink
     from workflows.reroute import OrderRerouteWorkflow
+    from workflows.slices import SLICE_PATCH, Slicer
     from workflows.steps import (
         account_report,
         cancel_order,
@@ -158,6 +160,7 @@ class LegRunner:
         self._entry_deadline = entry_deadline
         self._tasks: dict[str, asyncio.Task[list[AccountReport]]] = {}
         self._slots: OrderSlots | None = None
+        self._slicer: Slicer | None = None
         self._keeper = KeeperLink(signal, execution)
         self.progress: dict[str, LegProgress] = {}
 
@@ -165,6 +168,9 @@ class LegRunner:
         """Run every leg as its own task (so operators can stop working ones), with at most
         ``max_orders_in_flight`` of their orders working at once."""
         self.register(legs, workflow.now())
+        if workflow.patched(SLICE_PATCH):
+            # Legs due together place their first orders together (workflows/slices.py).
+            self._slicer = Slicer(self._execution)
         limit = self._execution.max_orders_in_flight
         if len(legs) > limit:
             self._slots = OrderSlots(limit)
@@ -231,14 +237,26 @@ class LegRunner:
 
     async def _run(self, leg: LegOrder) -> list[AccountReport]:
         signal = self._signal
+        slicer = self._slicer
         if leg.delay_ms > 0:
-            # One durable timer, woken early when an operator stops this leg.
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._controls.stop_for(leg.account_id) is not None,
-                    timeout=timedelta(milliseconds=leg.delay_ms),
-                    timeout_summary=summaries.delay_timer(leg.account_id),
-                )
+            # One durable timer, woken early when an operator stops this leg (or a slice
+            # forming takes it: it was due within the slice's window anyway).
+            due_at = self.progress[leg.account_id].due_at
+            if slicer is not None:
+                slicer.timer_started(leg.account_id, due_at)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: (
+                            self._controls.stop_for(leg.account_id) is not None
+                            or (slicer is not None and slicer.pulled(due_at))
+                        ),
+                        timeout=timedelta(milliseconds=leg.delay_ms),
+                        timeout_summary=summaries.delay_timer(leg.account_id),
+                    )
+            finally:
+                if slicer is not None:
+                    slicer.woke(leg.account_id)
         stop = self._controls.stop_for(leg.account_id)
         if stop is None and self._slots is not None:
             stop = await self._take_slot(leg)
@@ -282,8 +300,9 @@ class LegRunner:
         try:
             # Reserve, pass the gate, write the order and send it: one activity.
             self._update(leg, LegStatus.WORKING)
-            attempt = await place_order(
-                request.model_copy(update={"reservation": reservation}), self._execution
+            first = request.model_copy(update={"reservation": reservation})
+            attempt = await (
+                slicer.place(first) if slicer is not None else place_order(first, self._execution)
             )
             denied = attempt.denied
         finally:

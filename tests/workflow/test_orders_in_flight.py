@@ -4,7 +4,9 @@ leg still trades, and operators reach the legs waiting for a slot."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +20,12 @@ from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.operators import HaltRequest, PauseAccount
-from orchestrator.domain.contracts.payloads import LegBatchInput, PlaceOrderRequest
+from orchestrator.domain.contracts.payloads import (
+    LegBatchInput,
+    PlaceOrderRequest,
+    PlaceSliceRequest,
+    SliceOutcome,
+)
 from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus, SignalReport
@@ -34,7 +41,8 @@ SLOW = {"latency_ms": 400, "slices": 2}
 
 
 class CountingActivities(ExecutionActivities):
-    """The real activities, counting how many order activities run at once."""
+    """The real activities, counting how many orders their activities work at once (a slice
+    works all of its orders)."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(
@@ -46,14 +54,24 @@ class CountingActivities(ExecutionActivities):
 
     @activity.defn
     def place_and_follow_order(self, request: PlaceOrderRequest) -> OrderOutcome:
+        with self._counted(1):
+            return super().place_and_follow_order(request)
+
+    @activity.defn
+    def place_and_follow_slice(self, request: PlaceSliceRequest) -> SliceOutcome:
+        with self._counted(len(request.orders)):
+            return super().place_and_follow_slice(request)
+
+    @contextlib.contextmanager
+    def _counted(self, orders: int) -> Iterator[None]:
         with self._lock:
-            self._running += 1
+            self._running += orders
             self.most = max(self.most, self._running)
         try:
-            return super().place_and_follow_order(request)
+            yield
         finally:
             with self._lock:
-                self._running -= 1
+                self._running -= orders
 
 
 @pytest.fixture

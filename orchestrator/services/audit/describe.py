@@ -29,6 +29,7 @@ from orchestrator.domain.contracts.payloads import (
     RerouteInput,
     SettleLegRequest,
     SignalWorkflowInput,
+    SliceOutcome,
 )
 from orchestrator.domain.contracts.positions import PositionsInput, PositionsResult
 from orchestrator.domain.correlation import CorrelationResult
@@ -378,4 +379,34 @@ def render(audit: Audit) -> list[str]:
                 f"  {a.account_id:<16} {a.status:<15} requested {a.requested} filled {a.filled}"
                 + (f"  ({detail})" if detail else "")
             )
+    return lines
+
+
+def slice_lines(orders: list[Activity], outcome: Any) -> list[tuple[str, str, str | None]]:
+    """A completed slice, leg by leg: each order's result set on its own activity (as a
+    per-order activity's would be), and its line of the trail."""
+    results = (
+        {r.client_order_id: r for r in outcome.results} if isinstance(outcome, SliceOutcome) else {}
+    )
+    lines: list[tuple[str, str, str | None]] = []
+    for activity in orders:
+        request = activity.input
+        result = results.get(request.client_order_id)
+        if result is None:
+            continue
+        activity.result = result.outcome
+        activity.completed = result.outcome is not None
+        coid, where = request.client_order_id, f"(in a slice of {len(orders)})"
+        if result.denied is not None:
+            text = f"order {coid} {where}: not sent, reservation denied: {result.denied}: "
+            text += result.detail
+        elif result.refused is not None:
+            text = f"order {coid} {where}: not sent, refused: {result.refused}: {result.detail}"
+        elif result.failure is not None:
+            text = f"order {coid} {where}: could not be booked: {result.failure}"
+        elif result.working or result.outcome is None:
+            text = f"order {coid} {where}: sent, still working: its leg follows it"
+        else:
+            text = f"{describe_order(request, result.outcome)} {where}"
+        lines.append(("order", text, request.account_id))
     return lines

@@ -35,9 +35,11 @@ from orchestrator.domain.contracts.payloads import (
     LegBatchInput,
     LegBatchResult,
     PlaceOrderRequest,
+    PlaceSliceRequest,
     RerouteInput,
     SettleLegRequest,
     SignalWorkflowInput,
+    SliceOutcome,
     SnapshotRequest,
 )
 from orchestrator.domain.contracts.positions import (
@@ -71,6 +73,7 @@ from orchestrator.services.audit.describe import (
     describe_finish,
     describe_operator,
     describe_start,
+    slice_lines,
 )
 from orchestrator.services.audit.document import Activity, Read, TrailEntry
 from orchestrator.services.audit.positions import (
@@ -93,6 +96,7 @@ ACTIVITY_TYPES: dict[str, tuple[type[Any], Any]] = {
     activity_name(Execution.load_snapshot): (SnapshotRequest, BookSnapshot),
     activity_name(Execution.compute_correlation): (CorrelationRequest, CorrelationResult),
     activity_name(Execution.place_and_follow_order): (PlaceOrderRequest, OrderOutcome),
+    activity_name(Execution.place_and_follow_slice): (PlaceSliceRequest, SliceOutcome),
     activity_name(Execution.cancel_order): (CancelOrderRequest, OrderOutcome | None),
     activity_name(Execution.settle_leg): (SettleLegRequest, type(None)),
     activity_name(Execution.service_settings): (type(None), ServiceSettings),
@@ -156,6 +160,7 @@ class Reader:
         wid = history.workflow_id
         kind = histories.workflow_type(history)
         scheduled: dict[int, Activity] = {}
+        slices: dict[int, list[Activity]] = {}  # a slice's scheduled event → its legs' orders
         updates: dict[str, str] = {}
         timers: dict[str, str] = {}
         children: dict[int, tuple[str, str]] = {}
@@ -211,6 +216,14 @@ class Reader:
                     scheduled_at=event_time(event),
                 )
                 scheduled[event.event_id] = activity
+                if isinstance(activity.input, PlaceSliceRequest):
+                    # Each leg's order of a slice reads as a per-order activity of its own.
+                    slices[event.event_id] = [
+                        Activity(name=name, input=order, scheduled_at=activity.scheduled_at)
+                        for order in activity.input.orders
+                    ]
+                    read.activities.extend(slices[event.event_id])
+                    continue
                 read.activities.append(activity)
                 step = keeper_step(activity)
                 if step is not None:
@@ -222,6 +235,10 @@ class Reader:
                     done.result, ACTIVITY_TYPES.get(activity.name, (Any, Any))[1]
                 )
                 activity.completed = True
+                if done.scheduled_event_id in slices:
+                    for line in slice_lines(slices[done.scheduled_event_id], activity.result):
+                        note(event, *line)
+                    continue
                 if activity.name == activity_name(Execution.compute_correlation):
                     correlated_at = event.event_id
                 step = keeper_step(activity)

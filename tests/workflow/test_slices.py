@@ -1,0 +1,196 @@
+"""Legs due together go out together: one slice activity for the zero-delay legs of a signal,
+and each leg on its own path afterwards. On the time-skipping server with the real activities,
+SQLite and the paper broker (behind a faulty front where a leg needs a broker fault)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import update
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from activities.execution import ExecutionActivities
+from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
+from orchestrator.adapters.brokers.paper import PaperBroker
+from orchestrator.adapters.db import repository
+from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.db.schema import AccountStateRow
+from orchestrator.config import Settings
+from orchestrator.domain.book import AccountStatus
+from orchestrator.domain.contracts.activities import Execution, activity_name
+from orchestrator.domain.contracts.payloads import PlaceSliceRequest, SliceOutcome
+from orchestrator.domain.errors import BrokerUnavailable
+from orchestrator.domain.report import LegStatus, RerouteOutcome
+from orchestrator.domain.values import DenialReason
+from orchestrator.services import audit
+from orchestrator.services.audit import ValueVerdict
+from orchestrator.services.history import fetch_with_children
+from orchestrator.services.submit import submit_signal
+from tests.support import (
+    FaultyBroker,
+    account,
+    book,
+    broker_orders,
+    load,
+    reservations,
+    signal,
+)
+from worker import build_worker
+
+SLICE = activity_name(Execution.place_and_follow_slice)
+ORDER = activity_name(Execution.place_and_follow_order)
+
+
+class LosesAnswerFor(FaultyBroker):
+    """Sends ``account_id``'s first order, then loses the broker's answer: the send timed out,
+    and nobody can tell whether the broker holds it."""
+
+    def __init__(self, inner: PaperBroker, account_id: str) -> None:
+        super().__init__(inner)
+        self._account_id = account_id
+        self.lost: list[str] = []
+
+    def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        order = super().submit(ticket)
+        if ticket.account_id == self._account_id and not self.lost:
+            self.lost.append(ticket.client_order_id)
+            raise BrokerUnavailable("timed out waiting for the acknowledgement")
+        return order
+
+
+@pytest.fixture
+def settings(test_settings: Settings) -> Settings:
+    return test_settings.model_copy(
+        update={
+            "delay_min_s": Decimal(0),
+            "delay_max_s": Decimal(0),
+            "size_variance": Decimal(0),
+        }
+    )
+
+
+def scheduled(history) -> Counter[str]:
+    return Counter(
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    )
+
+
+async def test_a_slice_ends_each_leg_on_its_own_path(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    """Three legs due at once go out in one slice: one rejected (rerouted to the reserve), one
+    whose send timed out (its leg follows it on its own: filled, sent once), one filled."""
+    load(
+        sqlite_db,
+        book(
+            account("fills"),
+            account("rejects", paper={"fill": "reject", "reject_text": "Market closed"}),
+            account("unanswered"),
+            account("spare", reserve_only=True),
+        ),
+    )
+    broker = LosesAnswerFor(PaperBroker(sqlite_db), "unanswered")
+    async with harness_factory(ts_client, sqlite_db, settings, broker).running():
+        handle = await submit_signal(ts_client, sqlite_db, settings, signal("s-paths"))
+        report = await handle.result()
+        histories = await fetch_with_children(ts_client, handle.id)
+    lines = {line.account_id: line for line in report.accounts}
+
+    # One slice carried the three legs' first orders; only the unanswered one was followed
+    # by its own leg afterwards.
+    activities = scheduled(histories[0])
+    assert activities[SLICE] == 1
+    assert activities[ORDER] == 1
+    assert broker.lost == ["s-paths:unanswered:1"]
+
+    assert lines["fills"].status is LegStatus.FILLED
+    assert lines["fills"].filled == lines["fills"].requested
+    assert lines["fills"].position is not None  # the keeper holds its position
+
+    rejected = lines["rejects"]
+    assert (rejected.status, rejected.reason) == (LegStatus.REJECTED, "Market closed")
+    assert rejected.reroute is not None and rejected.reroute.outcome is RerouteOutcome.PLACED
+    assert lines["spare"].rerouted_from == "rejects"
+    assert lines["spare"].status is LegStatus.FILLED
+
+    unanswered = lines["unanswered"]
+    assert unanswered.status is LegStatus.FILLED
+    assert unanswered.filled == unanswered.requested
+    assert unanswered.client_order_id == "s-paths:unanswered:1"
+
+    # Every account its own order, once; every reservation settled.
+    assert broker_orders(sqlite_db) == {"fills": 1, "rejects": 1, "unanswered": 1, "spare": 1}
+    assert {r.status for r in reservations(sqlite_db)} == {"SETTLED"}
+
+    # The audit reads each leg's order from the slice: values as planned, fills as booked.
+    result = await audit.audit_histories(histories)
+    assert result.replay_ok
+    assert result.values.verdict is ValueVerdict.MATCH, result.values.differences
+    by_account = {a.account_id: a for a in result.accounts}
+    assert all(a.filled == a.filled_by_orders for a in result.accounts)
+    assert [o.client_order_id for o in by_account["fills"].orders] == ["s-paths:fills:1"]
+    assert any("(in a slice of 3)" in e.text and e.account_id == "rejects" for e in result.trail), [
+        e.text for e in result.trail
+    ]
+
+
+class ClosingInOnTheSlice(ExecutionActivities):
+    """Between planning and the slice's transaction: "full" reaches its open-positions cap and
+    "paused" is paused by an operator."""
+
+    @activity.defn
+    def place_and_follow_slice(self, request: PlaceSliceRequest) -> SliceOutcome:
+        with self._db.transaction() as session:
+            session.execute(
+                update(AccountStateRow)
+                .where(AccountStateRow.account_id == "full")
+                .values(open_positions=10)
+            )
+            repository.set_account_status(
+                session, "paused", AccountStatus.PAUSED, "desk", datetime.now(UTC)
+            )
+        return super().place_and_follow_slice(request)
+
+
+async def test_a_denial_or_refusal_in_a_slice_affects_only_its_own_leg(
+    ts_client: Client, sqlite_db: Database, settings: Settings, executor
+) -> None:
+    """In the slice's one transaction, one leg's reservation is denied for capacity gone since
+    planning (it is rerouted) and another's for a pause (it stops there); the third leg of the
+    slice is placed and filled."""
+    load(
+        sqlite_db,
+        book(
+            account("fills"),
+            account("full"),
+            account("paused"),
+            account("spare", reserve_only=True),
+        ),
+    )
+    activities = ClosingInOnTheSlice(
+        sqlite_db, PaperBroker(sqlite_db), service=settings.service_settings(), poll_interval_s=0.05
+    )
+    async with build_worker(ts_client, settings, activities, executor):
+        handle = await submit_signal(ts_client, sqlite_db, settings, signal("s-denied"))
+        report = await handle.result()
+        history = await handle.fetch_history()
+    lines = {line.account_id: line for line in report.accounts}
+
+    assert scheduled(history)[SLICE] == 1
+    assert lines["fills"].status is LegStatus.FILLED
+    full = lines["full"]
+    assert (full.status, full.denial) == (LegStatus.DENIED, DenialReason.MAX_POSITIONS)
+    assert full.reroute is not None and lines["spare"].rerouted_from == "full"
+    paused = lines["paused"]
+    assert (paused.status, paused.denial) == (LegStatus.DENIED, DenialReason.PAUSED)
+    assert paused.reroute is None
+    # Neither of the two left for the broker; nothing stays reserved.
+    assert broker_orders(sqlite_db) == {"fills": 1, "spare": 1}
+    assert {r.status for r in reservations(sqlite_db)} == {"SETTLED"}
