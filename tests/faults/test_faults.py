@@ -18,7 +18,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -120,6 +120,8 @@ class Run:
     marker: Path
     send_log: Path
     worker: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """More of the worker's environment (a scenario's own settings)."""
 
     def env(self) -> dict[str, str]:
         s = self.settings
@@ -135,6 +137,7 @@ class Run:
             "TEO_METRICS_PORT": "0",
             "TEO_TEMPORAL_METRICS_PORT": "0",
             "TEO_ARCHIVE_EVERY_S": "0",
+            **self.extra_env,
         }
 
     def start_worker(self, point: str = "none") -> None:
@@ -179,6 +182,8 @@ async def fault_run(
     tmp_path: Path,
     name: str,
     accounts: Any = None,
+    *,
+    worker_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Run]:
     """A database of its own on the cluster, loaded with ``accounts`` (default: the fault
     book), and the settings a worker process runs with."""
@@ -206,6 +211,7 @@ async def fault_run(
         workdir=tmp_path,
         marker=tmp_path / "fired",
         send_log=tmp_path / "sends.log",
+        extra_env=worker_env or {},
     )
     try:
         yield run
@@ -365,6 +371,29 @@ async def test_worker_killed_at_a_step_then_restarted(
         run.start_worker()
         reports = await all_done(handles)
         assert_clean(await check(run, f"worker SIGKILL: {point}", 1, reports), results)
+
+
+async def test_worker_killed_mid_slice_then_restarted(
+    file_server: DevServer, private_pg: PrivatePostgres, tmp_path: Path, results: Results
+) -> None:
+    """Zero delays: each signal's legs go out in one slice. The worker dies inside the slice's
+    send loop, right after the broker accepted an order; the slice's retry asks the broker about
+    every client order id and sends only what it does not hold."""
+    zero_delay = {"TEO_DELAY_MIN_S": "0", "TEO_DELAY_MAX_S": "0"}
+    async with fault_run(
+        file_server, private_pg, tmp_path, "mid-slice", worker_env=zero_delay
+    ) as run:
+        run.start_worker("mid_slice")
+        handles = await submit_all(run, "mid-slice")
+        code = await run.worker_exit(timeout_s=120)
+        assert code == -signals.SIGKILL, f"the worker was to die mid-slice, exited {code}"
+        assert run.marker.read_text() == "mid_slice"
+        run.start_worker()
+        reports = await all_done(handles)
+        row = await check(run, "worker SIGKILL: mid-slice", 1, reports)
+        assert_clean(row, results)
+        # The retry asked the broker first: nothing the broker held was sent to it again.
+        assert row.resends_absorbed == 0, row
 
 
 async def test_worker_killed_while_legs_wait_on_timers(

@@ -3,11 +3,11 @@ chosen step of a signal's execution. The fault suite starts it, lets it die, sta
 
     python -m tests.faults.worker_process POINT MARKER_FILE SEND_LOG
 
-POINT is one of ``KILL_POINTS``, ``KEEPER_KILL_POINTS`` or ``none``. The kill fires once: the
-first time the step is reached it creates MARKER_FILE (exclusively) and kills the process; later
-processes find the file and carry on. Every order submission the broker receives is appended
-to SEND_LOG with whether the broker already held that client order id (a re-send absorbed by
-it).
+POINT is one of ``KILL_POINTS``, ``SLICE_KILL_POINTS``, ``KEEPER_KILL_POINTS`` or ``none``.
+The kill fires once: the first time the step is reached it creates MARKER_FILE (exclusively)
+and kills the process; later processes find the file and carry on. Every order submission the
+broker receives is appended to SEND_LOG with whether the broker already held that client order
+id (a re-send absorbed by it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from activities import execution
+from activities import execution, order_slice
 from orchestrator.adapters.brokers.base import (
     AccountReading,
     Broker,
@@ -43,6 +43,9 @@ KILL_POINTS = {
     "following": "while following a working order's fills (second status poll)",
     "completion": "inside a completion child, right after its order was sent",
     "reroute": "inside a reroute child, before it reserves on the reserve account",
+}
+SLICE_KILL_POINTS = {
+    "mid_slice": "inside a slice's send loop, right after the broker accepted its third order",
 }
 KEEPER_KILL_POINTS = {
     "stop_filled": "the broker has just reported a stop's fill, before the keeper booked it",
@@ -138,6 +141,18 @@ def install_database_traps(trap: Trap) -> None:
             trap.spring("reroute")
 
     wrap(repository, "reserve_risk", before_reserve)
+
+    send = getattr(order_slice, "send")  # noqa: B009 (imported there from order_steps)
+    sent = [0]
+
+    def send_in_slice(*args: Any, **kwargs: Any) -> Any:
+        order = send(*args, **kwargs)
+        sent[0] += 1
+        if sent[0] == 3:
+            trap.spring("mid_slice")
+        return order
+
+    setattr(order_slice, "send", send_in_slice)  # noqa: B010
 
 
 async def main(point: str, marker: Path, send_log: Path) -> None:
