@@ -64,8 +64,7 @@ class OrderSlice:
         pulse = Pulse()
         if activity.info().attempt > 1:
             self._ask_first(orders.values())
-        self._admit([o for cid, o in orders.items() if cid not in self._states])
-        pulse.beat("admitted")
+        self._admit([o for cid, o in orders.items() if cid not in self._states], pulse)
         sent = 0
         for cid, order in orders.items():
             if cid in self._results or cid in self._states:
@@ -79,7 +78,7 @@ class OrderSlice:
                 self._results[cid] = SliceLegResult(client_order_id=cid, working=True)
             sent += 1
             pulse.beat(f"sent {sent}")
-        self._book(orders, self._states)
+        self._book(orders, self._states, pulse)
         if activity.is_cancelled():
             self._cancel(orders)
         self._follow(orders, request.follow_ms / 1000)
@@ -95,7 +94,7 @@ class OrderSlice:
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
 
-    def _admit(self, orders: list[PlaceOrderRequest]) -> None:
+    def _admit(self, orders: list[PlaceOrderRequest], pulse: Pulse) -> None:
         """Reserve, gate and write ahead every order in one transaction, the account state
         rows locked in account order."""
         if not orders:
@@ -104,6 +103,7 @@ class OrderSlice:
         with self._db.transaction() as session:
             for order in sorted(orders, key=lambda o: (o.account_id, o.client_order_id)):
                 barred = admit(session, order, now)
+                pulse.beat("admitting")
                 if barred is None:
                     continue
                 cid = order.client_order_id
@@ -114,17 +114,24 @@ class OrderSlice:
                     detail=barred.detail,
                 )
 
-    def _book(self, orders: dict[str, PlaceOrderRequest], states: dict[str, BrokerOrder]) -> None:
+    def _book(
+        self,
+        orders: dict[str, PlaceOrderRequest],
+        states: dict[str, BrokerOrder],
+        pulse: Pulse | None = None,
+    ) -> None:
         """Book the broker's reports in one transaction; should one not fit the order's
         lifecycle, each is booked on its own and only that order fails."""
         if not states:
             return
         now = self._clock()
         try:
+            booked: dict[str, OrderOutcome] = {}
             with self._db.transaction() as session:
-                booked = {
-                    cid: book(session, orders[cid], state, now) for cid, state in states.items()
-                }
+                for cid, state in states.items():
+                    booked[cid] = book(session, orders[cid], state, now)
+                    if pulse is not None:
+                        pulse.beat("booking")
             self._outcomes.update(booked)
             return
         except InvalidOrderTransition:

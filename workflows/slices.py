@@ -29,13 +29,18 @@ with workflow.unsafe.imports_passed_through():
         PlaceSliceRequest,
         SliceLegResult,
     )
-    from orchestrator.domain.limits import MAX_BATCH_LEGS
     from orchestrator.domain.settings import ExecutionSettings
     from workflows.steps import ORDER_RETRY, OrderAttempt, cancel_order, place_order
 
 SLICE_PATCH = "leg-slices"
 """The patch that turns slices on: a run that recorded it places its legs' first orders in
 slices; one that did not (recorded before slices) replays one activity per leg."""
+
+SLICE_MAX_ORDERS = 100
+"""Orders of one slice at most (never more than a batch's legs, nor than the workflow's order
+slots: each leg holds one). Bounds the payload (about 1 KB an order) and how many legs one
+workflow task takes up at once when the slice returns; larger groups go out as several slices,
+in parallel."""
 
 SLICE_FOLLOW_MS = 2000
 """A slice follows its orders this long at most; one still working then is followed by its own
@@ -114,7 +119,7 @@ class Slicer:
 
     def _join(self, request: PlaceOrderRequest) -> tuple[_Slice, asyncio.Future[Placed]]:
         part = self._forming.get(request.broker)
-        if part is not None and len(part.requests) >= MAX_BATCH_LEGS:
+        if part is not None and len(part.requests) >= SLICE_MAX_ORDERS:
             self._launch(self._forming.pop(request.broker))
             part = None
         if part is None:
