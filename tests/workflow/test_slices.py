@@ -39,6 +39,7 @@ from tests.support import (
     load,
     reservations,
     signal,
+    uncorrelated_returns,
 )
 from worker import build_worker
 
@@ -194,3 +195,32 @@ async def test_a_denial_or_refusal_in_a_slice_affects_only_its_own_leg(
     # Neither of the two left for the broker; nothing stays reserved.
     assert broker_orders(sqlite_db) == {"fills": 1, "spare": 1}
     assert {r.status for r in reservations(sqlite_db)} == {"SETTLED"}
+
+
+async def test_the_slice_window_gathers_legs_due_close_together(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    """Legs on timers 0.1–0.4 s apart: with a 1 s window the first leg due wakes the others
+    (they were due within it) and all go out in one slice; with none, each goes out alone."""
+    ids = ["one", "two", "three", "four"]
+    load(sqlite_db, book(*(account(i) for i in ids), returns=uncorrelated_returns(ids)))
+    staggered = {"delay_min_s": Decimal("0.1"), "delay_max_s": Decimal("0.4")}
+    windowed = settings.model_copy(update={**staggered, "slice_window_ms": 1000})
+    apart = settings.model_copy(update=staggered)
+    async with harness_factory(ts_client, sqlite_db, windowed).running():
+        together = await submit_signal(ts_client, sqlite_db, windowed, signal("s-window"))
+        gathered = await together.result()
+        gathered_history = await together.fetch_history()
+    async with harness_factory(ts_client, sqlite_db, apart).running():
+        alone = await submit_signal(ts_client, sqlite_db, apart, signal("s-apart"))
+        separate = await alone.result()
+        separate_history = await alone.fetch_history()
+
+    assert {line.status for line in gathered.accounts} == {LegStatus.FILLED}
+    assert {line.status for line in separate.accounts} == {LegStatus.FILLED}
+    # Every leg kept its own planned delay and its own timer.
+    assert len({line.delay_ms for line in gathered.accounts}) == len(ids)
+    activities = scheduled(gathered_history)
+    assert (activities[SLICE], activities[ORDER]) == (1, 0)
+    activities = scheduled(separate_history)
+    assert activities[SLICE] + activities[ORDER] > 1
