@@ -151,6 +151,13 @@ PLANNING_DENIALS = {
 scenario: a halt denies every account)."""
 
 
+def sliced(lines: dict[str, Any]) -> None:
+    """Every leg took its own path after the slice: a completion, a reroute, a fill followed
+    by its leg after the slice (``slow``: still working when the slice returned)."""
+    completed_partial(lines)
+    rerouted(lines)
+
+
 def denied_for_each_reason(lines: dict[str, Any]) -> None:
     assert {a: line.denial for a, line in lines.items() if a != "trades"} == PLANNING_DENIALS
 
@@ -318,6 +325,25 @@ SCENARIOS = [
         [account(name, paper=SLOW_FILL) for name in ("one", "two", "three")],
         dict.fromkeys(["one", "two", "three"], LegStatus.FILLED),
         settings={**SHORT, "max_orders_in_flight": 1},
+    ),
+    Scenario(
+        "sliced",  # zero delays: the legs' first orders in one slice, then each on its own path
+        [
+            account("fills"),
+            account("partial", paper=PARTIAL),
+            account("rejects", paper={"fill": "reject", "reject_text": "Not enough money [10019]"}),
+            account("slow", paper={"latency_ms": 3000, "slices": 2}),
+            account("spare", reserve_only=True),
+        ],
+        {
+            "fills": LegStatus.FILLED,
+            "partial": LegStatus.FILLED,
+            "rejects": LegStatus.REJECTED,
+            "slow": LegStatus.FILLED,
+            "spare": LegStatus.FILLED,
+        },
+        settings={"delay_min_s": Decimal(0), "delay_max_s": Decimal(0)},
+        check=sliced,
     ),
     Scenario(
         "orders_in_flight_batched",  # the signal's two slots shared out: one per batch

@@ -18,6 +18,7 @@ from temporalio import workflow
 
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
+from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.contracts.payloads import SignalWorkflowInput
 from orchestrator.domain.report import SignalReport
 from orchestrator.services import history
@@ -27,6 +28,7 @@ from workflows.batch import LegBatchWorkflow
 from workflows.completion import PartialFillCompletionWorkflow
 from workflows.reroute import OrderRerouteWorkflow
 from workflows.signal import SignalExecutionWorkflow
+from workflows.slices import SLICE_PATCH
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 CONVERTER = data_converter(Settings(codec_key_file=TEST_ONLY_KEYS))
@@ -53,6 +55,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "stopped_out",
         "take_profit_hit",
         "closed_by_signal",
+        "sliced",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {
@@ -83,6 +86,24 @@ def test_each_export_holds_the_signal_and_all_its_children(scenario: Path) -> No
         reachable.add(workflow_id)
         todo += [child for child, _ in history.child_executions(loaded[workflow_id])]
     assert reachable == set(loaded)
+
+
+def test_the_checked_in_histories_hold_both_order_paths() -> None:
+    """The histories recorded before slices (one order activity per leg, no patch marker) and
+    one recorded with them (its legs' first orders in a slice, the patch marked) both replay
+    above: the patch keeps running signals of either kind going."""
+    for name, slice_path in (("all_filled", False), ("sliced", True)):
+        workflow_id = f"signal-replay-{name.replace('_', '-')}"
+        recorded = history.load_history(HISTORIES / name / history.file_name(workflow_id))
+        kinds = {
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in recorded.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        }
+        markers = [e for e in recorded.events if e.HasField("marker_recorded_event_attributes")]
+        marked = any(SLICE_PATCH.encode() in e.SerializeToString() for e in markers)
+        assert (activity_name(Execution.place_and_follow_slice) in kinds) is slice_path, name
+        assert marked is slice_path, name
 
 
 # --------------------------------------------------------------------------------------------
