@@ -387,7 +387,7 @@ class PositionActivities(Positions):
     @activity.defn
     def entry_fills(self, request: EntryFillsRequest) -> list[PositionFill]:
         with self._db.transaction() as session:
-            rows = repository.entry_fills(session, request.signal_id)
+            rows = repository.entry_fills(session, request.signal_id, request.account_ids)
         return [
             PositionFill(
                 account_id=row.account_id,

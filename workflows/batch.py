@@ -39,6 +39,7 @@ class LegBatchWorkflow(OperatorControlled):
             reserve=request.reserve,
             controls=self._controls,
             entry_deadline=request.entry_deadline,
+            batch=True,
         )
         lines = await self._runner.run_all(request.legs)
         return LegBatchResult(accounts=lines + [reports.denial_line(d) for d in request.denials])

@@ -6,6 +6,7 @@ filled is a position too), told what each account's entries filled, and that the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
 
 from temporalio import workflow
@@ -125,11 +126,14 @@ class KeeperLink:
             static_summary=f"positions of {owner}",
         )
 
-    async def entries_done(self) -> None:
-        """Tell the keeper, if the legs opened any position, that no more will open."""
+    async def entries_done(self, legs: Sequence[str] | None = None) -> None:
+        """Tell the keeper, if the legs opened any position, that no more will open; with
+        ``legs`` (a batch's), that its positions are those accounts' and the reroute targets
+        they filled, not the whole signal's (another batch's keeper holds those)."""
         if self._starting is not None:
             keeper = await self._starting
+            filled = sorted(self._filled_accounts)
+            scope = None if legs is None else sorted(set(legs) | self._filled_accounts)
             await keeper.signal(
-                PositionsWorkflow.entries_done,
-                EntriesDone(accounts=sorted(self._filled_accounts)),
+                PositionsWorkflow.entries_done, EntriesDone(accounts=filled, scope=scope)
             )

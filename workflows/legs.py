@@ -150,6 +150,7 @@ class LegRunner:
         reserve: list[str],
         controls: Controls,
         entry_deadline: datetime | None = None,
+        batch: bool = False,
     ):
         self._signal = signal
         self._settings = settings
@@ -158,6 +159,7 @@ class LegRunner:
         self._reserve = reserve
         self._controls = controls
         self._entry_deadline = entry_deadline
+        self._batch = batch
         self._tasks: dict[str, asyncio.Task[list[AccountReport]]] = {}
         self._slots: OrderSlots | None = None
         self._slicer: Slicer | None = None
@@ -177,7 +179,8 @@ class LegRunner:
         for leg in legs:
             self._tasks[leg.account_id] = asyncio.create_task(self.run(leg))
         runs = await asyncio.gather(*self._tasks.values())
-        await self._keeper.entries_done()
+        # A batch's keeper holds its own legs' positions only (and their reroutes').
+        await self._keeper.entries_done([leg.account_id for leg in legs] if self._batch else None)
         return [line for lines in runs for line in lines]
 
     def note_pause_after_send(self, pause: PauseAccount) -> None:

@@ -86,6 +86,7 @@ class PositionsWorkflow(PositionActions):
         self._fills: deque[PositionFill] = deque()
         self._entries_done = False
         self._legs_done = False
+        self._scope: list[str] | None = None
         self._seen: set[str] = set()
         self._actions: deque[KeeperAction] = deque()
         self._actions_done: dict[str, list[AccountOutcome]] = {}
@@ -99,6 +100,7 @@ class PositionsWorkflow(PositionActions):
     def entries_done(self, done: EntriesDone) -> None:
         """No more entry fills will come (the keeper checks the ledger's once more)."""
         self._legs_done = True
+        self._scope = done.scope
 
     @workflow.query
     def positions(self) -> list[Position]:
@@ -130,6 +132,8 @@ class PositionsWorkflow(PositionActions):
         self._request = request
         self._positions = {p.account_id: p for p in request.positions}
         self._legs_done = self._legs_done or request.legs_done
+        if request.scope is not None:
+            self._scope = request.scope
         self._entries_done = request.entries_done
         self._seen = set(request.seen_executions)
         self._actions_done = dict(request.actions_done)
@@ -199,7 +203,7 @@ class PositionsWorkflow(PositionActions):
         self._fills.extend(
             await workflow.execute_activity_method(
                 Positions.entry_fills,
-                EntryFillsRequest(signal_id=signal.signal_id),
+                EntryFillsRequest(signal_id=signal.signal_id, account_ids=self._scope),
                 start_to_close_timeout=DATABASE_STEP,
                 retry_policy=DATABASE_RETRY,
                 summary="entry fills in the ledger",
@@ -531,6 +535,7 @@ class PositionsWorkflow(PositionActions):
                     "positions": list(self._positions.values()),
                     "legs_done": self._legs_done,
                     "entries_done": self._entries_done,
+                    "scope": self._scope,
                     "seen_executions": sorted(self._seen),
                     "actions_done": self._actions_done,
                 }

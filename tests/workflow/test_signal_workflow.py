@@ -3,21 +3,23 @@ SQLite database and the paper broker."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.book_file import DailyReturn
 from orchestrator.adapters.db.engine import Database
-from orchestrator.adapters.db.schema import AccountRow, SignalRow
+from orchestrator.adapters.db.schema import AccountRow, PositionRow, SignalRow
 from orchestrator.config import Settings
 from orchestrator.domain import limits
-from orchestrator.domain.contracts.activities import Execution, activity_name
+from orchestrator.domain.contracts.activities import Execution, Positions, activity_name
 from orchestrator.domain.errors import DuplicateSignal, ValidationFailed
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus
@@ -37,6 +39,7 @@ from tests.support import (
     signal,
     uncorrelated_returns,
 )
+from workflows.positions import PositionsWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
 
@@ -228,6 +231,57 @@ async def test_signal_larger_than_batch_size_runs_legs_in_batch_children(
     ]
     assert started == [f"signal-ts-batches/batch-{n}" for n in (1, 2, 3)]
     assert broker_orders(sqlite_db) == dict.fromkeys(ids, 1)
+
+
+async def test_each_batch_keeper_holds_its_own_batch_positions_only(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    """A position has one writer: a batch's keeper sweeps the ledger for its own legs' entry
+    fills once they are done, not for the whole signal's (every keeper held every position,
+    and their records deadlocked one another on PostgreSQL)."""
+    ids = [f"acc-{i:02d}" for i in range(7)]
+    load(sqlite_db, book(*(account(i) for i in ids)))
+    small_batches = settings.model_copy(update={"batch_size": 3})
+    keepers = [f"signal-ts-kept/batch-{n}/positions" for n in (1, 2, 3)]
+    sweep = activity_name(Positions.entry_fills)
+
+    async def swept(keeper: str) -> bool:
+        history = await ts_client.get_workflow_handle(keeper).fetch_history()
+        scheduled = {
+            e.event_id
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+            and e.activity_task_scheduled_event_attributes.activity_type.name == sweep
+        }
+        return any(
+            e.activity_task_completed_event_attributes.scheduled_event_id in scheduled
+            for e in history.events
+            if e.HasField("activity_task_completed_event_attributes")
+        )
+
+    async with harness_factory(ts_client, sqlite_db, small_batches).running():
+        handle = await submit_signal(ts_client, sqlite_db, small_batches, signal("ts-kept"))
+        report = await handle.result()
+        for keeper in keepers:
+            await poll_until(functools.partial(swept, keeper))
+        held = {
+            keeper: sorted(
+                p.account_id
+                for p in await ts_client.get_workflow_handle(keeper).query(
+                    PositionsWorkflow.positions
+                )
+            )
+            for keeper in keepers
+        }
+
+    assert {line.status for line in report.accounts} == {LegStatus.FILLED}
+    assert sorted(a for accounts in held.values() for a in accounts) == ids, held
+    assert all(len(accounts) == 3 for accounts in list(held.values())[:2]), held
+    with sqlite_db.transaction() as session:
+        owners = {
+            row.account_id: row.keeper_workflow_id for row in session.scalars(select(PositionRow))
+        }
+    assert owners == {a: keeper for keeper, accounts in held.items() for a in accounts}
 
 
 async def test_workflow_failure_surfaces_as_failure_not_hang(

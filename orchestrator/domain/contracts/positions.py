@@ -51,6 +51,10 @@ class EntriesDone(Model):
 
     accounts: list[Identifier]
     """Accounts that filled, every one of which the keeper has been told of."""
+    scope: list[Identifier] | None = None
+    """The accounts whose entries are this keeper's: a batch's legs' accounts and the reroute
+    targets they filled (each batch has its own keeper, and a position exactly one writer);
+    ``None``: every account of the signal (a signal run without batches)."""
 
 
 class Levels(Model):
@@ -82,6 +86,8 @@ class PositionsInput(Model):
     """The legs said they are done (the ledger's entry fills not yet read)."""
     entries_done: bool = False
     """No more entry fills will come: the ledger's were read after the legs were done."""
+    scope: list[Identifier] | None = None
+    """Whose entry fills the ledger's sweep reads (``EntriesDone.scope``)."""
     seen_executions: list[str] = []
     """Executions of protective and closing orders already applied: a report seen twice (a
     retried watch, a resent FIX report) changes nothing."""
@@ -212,6 +218,8 @@ class CloseOutcome(Model):
 
 class EntryFillsRequest(Model):
     signal_id: Identifier
+    account_ids: list[Identifier] | None = None
+    """Only these accounts' entry fills (a batch keeper's scope); ``None``: all of them."""
 
 
 class PositionsRecord(Model):

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
 from orchestrator.adapters.db.repository.tables import ENTRY
@@ -272,7 +272,9 @@ class EntryFills:
     min_lot: Decimal
 
 
-def entry_fills(session: Session, signal_id: str) -> list[EntryFills]:
+def entry_fills(
+    session: Session, signal_id: str, account_ids: list[str] | None = None
+) -> list[EntryFills]:
     """Per account, everything the signal's entry orders (first, completions, reroutes') filled
     as the ledger has it, in account order: what positions the signal opened. Summed here, in
     Decimal, on either database."""
@@ -291,7 +293,11 @@ def entry_fills(session: Session, signal_id: str) -> list[EntryFills]:
             (SymbolSpecRow.broker == OrderRow.broker)
             & (SymbolSpecRow.symbol == OrderRow.broker_symbol),
         )
-        .where(OrderRow.signal_id == signal_id, OrderRow.purpose == ENTRY)
+        .where(
+            OrderRow.signal_id == signal_id,
+            OrderRow.purpose == ENTRY,
+            true() if account_ids is None else OrderRow.account_id.in_(account_ids),
+        )
         .order_by(OrderRow.account_id)
     ).all()
     fills: dict[str, list[tuple[Decimal, Decimal]]] = {}
