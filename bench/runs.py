@@ -350,7 +350,9 @@ async def run_close(
     wall = time.perf_counter() - started
     after = CpuSample.now(ctx.server_pids)
     histories = await fetch_with_children(ctx.client, handle.id)
-    closed = report.positions_closed
+    # Accounts, not outcomes: a signal run in batches reports each account once per keeper
+    # that answered (seen: two outcomes per account at N = 500).
+    closed = len({a.account_id for a in report.accounts if a.closed > 0 and a.open_quantity == 0})
     if closed != legs:
         logging.warning(
             "%s: %d of %d positions closed (%s)", action_id, closed, legs, report.status
