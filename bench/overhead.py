@@ -295,7 +295,8 @@ async def entry_and_exit(
         f"N={legs} r{repeat} entry: floor {floor.ms_per_leg:.2f}, ours "
         f"{entry.run.ms_per_leg:.2f} ms/leg (×{entry.run.ms_per_leg / floor.ms_per_leg:.2f}), "
         f"{entry.run.filled_orders}/{legs} FILLED; exit: floor {exit_floor.ms_per_leg:.2f}, "
-        f"ours {close.ms_per_leg:.2f} ms/leg, {close.filled_orders}/{legs} closed",
+        f"ours {close.ms_per_leg:.2f} ms/leg, {close.filled_orders}/{legs} closed, "
+        f"{close.keepers_terminated} of {len(entry.keepers)} keepers terminated",
         flush=True,
     )
 

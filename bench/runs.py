@@ -133,6 +133,8 @@ class Run:
     ledger: dict[str, int] | None = None
     """Ours: the signal's orders in the database by status."""
     filled_orders: int | None = None
+    keepers_terminated: int = 0
+    """Exit: keepers still open after their CLOSE, terminated by the bench."""
     note: str = ""
 
 
@@ -370,13 +372,23 @@ async def run_close(
         **history_figures(histories, legs),
         **cpu_figures(before, after, legs),
     )
-    run.note = await keepers_ended(ctx.client, entry.keepers, timeout_s)
+    run.keepers_terminated, run.note = await keepers_ended(
+        ctx.client, entry.keepers, KEEPER_WAIT_S + KEEPER_WAIT_PER_LEG_S * legs
+    )
     return run
 
 
-async def keepers_ended(client: Client, keepers: list[str], timeout_s: float) -> str:
-    """Wait for each keeper to end (one never started is fine); what did not, in words."""
+KEEPER_WAIT_S = 30.0
+KEEPER_WAIT_PER_LEG_S = 0.02
+"""How long the keepers of a closed signal get to end before the bench terminates them (not
+timed; seen: batch keepers retrying ``record_positions`` after PostgreSQL deadlocks)."""
+
+
+async def keepers_ended(client: Client, keepers: list[str], timeout_s: float) -> tuple[int, str]:
+    """Wait for each keeper to end (one never started is fine); terminate those still open at
+    the deadline, so none runs into the next repeat. How many were terminated, and why."""
     left: list[str] = []
+    terminated = 0
     deadline = time.monotonic() + timeout_s
     for keeper in keepers:
         handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(keeper)
@@ -387,10 +399,11 @@ async def keepers_ended(client: Client, keepers: list[str], timeout_s: float) ->
                 left.append(f"{keeper}: {err}")
         except TimeoutError:
             await handle.terminate(reason="benchmark: keeper still open after its CLOSE")
-            left.append(f"{keeper}: still open, terminated")
+            terminated += 1
+            left.append(f"{keeper}: still open after {timeout_s:.0f} s, terminated")
     if left:
         logging.warning("keepers: %s", "; ".join(left))
-    return "; ".join(left)
+    return terminated, "; ".join(left)
 
 
 # --------------------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class Row:
     """Median over the repeats of ours ÷ floor of the same repeat."""
     filled_min: int | None = None
     """The fewest FILLED orders (closed positions, for exits) over the repeats."""
+    keepers_terminated: int = 0
+    """Exits: keepers the bench terminated, still open after their CLOSE, over the repeats."""
 
 
 def summarize(runs: Sequence[RunLike]) -> list[Row]:
@@ -111,6 +113,7 @@ def summarize(runs: Sequence[RunLike]) -> list[Row]:
             }
         filled = [r.filled_orders for r in ours if r.filled_orders is not None]
         row.filled_min = min(filled) if filled else None
+        row.keepers_terminated = sum(getattr(r, "keepers_terminated", 0) for r in ours)
         rows.append(row)
     return rows
 
@@ -160,10 +163,18 @@ def table(rows: Sequence[Row]) -> str:
             pair(row, "server_cpu_ms_per_leg", ".2f"),
             pair(row, "database_cpu_ms_per_leg", ".2f"),
             pair(row, "total_cpu_ms_per_leg", ".2f"),
-            "-" if row.filled_min is None else f"{row.filled_min:,}/{row.legs:,}",
+            done(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def done(row: Row) -> str:
+    """The fewest done over the repeats / N, and the keepers terminated, if any."""
+    cell = "-" if row.filled_min is None else f"{row.filled_min:,}/{row.legs:,}"
+    if row.keepers_terminated:
+        cell += f", {row.keepers_terminated} keepers terminated"
+    return cell
 
 
 def table_notes() -> str:
@@ -177,8 +188,8 @@ def table_notes() -> str:
         "floor (wall: the first sync; CPU includes writing its book). first/last order: from "
         "submission to the first and the last order at the broker (floor: its no-op "
         "activities). Worker: this process (both workers, the bench); dev server and PostgreSQL: "
-        "their processes. done: the fewest FILLED entries (exit: positions closed) over the "
-        "repeats / N."
+        "their processes. done: the fewest FILLED entries (exit: accounts closed) over the "
+        "repeats / N; keepers terminated: still open after their CLOSE (see the log)."
     )
 
 
