@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.table import Row, median, pair, ratio, summarize, table, total_cpu
+from bench.table import Row, done, median, pair, ratio, summarize, table, total_cpu
 
 
 @dataclass
@@ -23,6 +23,7 @@ class FakeRun:
     first_order_s: float | None = 0.1
     last_order_s: float | None = 1.0
     filled_orders: int | None = None
+    keepers_terminated: int = 0
 
 
 def test_ratio_is_ours_over_floor_and_missing_when_it_cannot_be() -> None:
@@ -114,3 +115,16 @@ def test_the_table_shows_ours_slash_floor_and_the_ratio() -> None:
     assert "6.50 / 4.00 (×1.60)" in lines[2]
     assert lines[2].endswith("| 1,000/1,000 |")
     assert lines[3].startswith("| sync | 10 | 1 |")
+
+
+def test_the_done_cell_counts_the_fewest_done_and_the_keepers_terminated() -> None:
+    exit_runs = [
+        FakeRun("exit", "ours", 500, 1, 3.0, filled_orders=500),
+        FakeRun("exit", "ours", 500, 2, 3.0, filled_orders=498),
+    ]
+    exit_runs[1].keepers_terminated = 2
+
+    (row,) = summarize(exit_runs)
+
+    assert done(row) == "498/500, 2 keepers terminated"
+    assert done(Row("sync", 10, 1, {}, {})) == "-"
