@@ -44,19 +44,19 @@ def median(values: Iterable[float | None]) -> float | None:
 
 
 def ratio(ours: float | None, floor: float | None) -> float | None:
-    """ours ÷ floor; ``None`` when either is missing or the floor is zero."""
-    if ours is None or floor is None or floor == 0:
+    """ours ÷ floor; ``None`` when either is missing, the floor is zero or below, or ours is
+    below zero (a PostgreSQL backend that exits between two samples takes its CPU with it, so
+    a delta can come out negative: no ratio of that)."""
+    if ours is None or floor is None or floor <= 0 or ours < 0:
         return None
     return ours / floor
 
 
 def total_cpu(run: RunLike) -> float:
-    """CPU ms per leg of the three: this process (the workers), the dev server, PostgreSQL."""
-    return (
-        run.process_cpu_ms_per_leg
-        + (run.server_cpu_ms_per_leg or 0.0)
-        + (run.database_cpu_ms_per_leg or 0.0)
-    )
+    """CPU ms per leg of the three: this process (the workers), the dev server, PostgreSQL;
+    a part that came out below zero (see ``ratio``) counts as zero."""
+    parts = (run.process_cpu_ms_per_leg, run.server_cpu_ms_per_leg, run.database_cpu_ms_per_leg)
+    return sum(max(0.0, part or 0.0) for part in parts)
 
 
 METRICS: dict[str, Callable[[RunLike], float | None]] = {
@@ -347,3 +347,15 @@ def extras(result: dict[str, Any], in_flight: int, window_s: float) -> str:
     elif correlation:
         lines.append(f"correlation: {correlation.get('missing') or correlation.get('error')}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # python -m bench.table bench-results/overhead-<tag>.json: the table again, from the runs.
+    import json
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    document = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    saved = [SimpleNamespace(**run) for run in document["runs"]]
+    print(table(summarize(saved)))

@@ -31,6 +31,9 @@ def test_ratio_is_ours_over_floor_and_missing_when_it_cannot_be() -> None:
     assert ratio(None, 3.0) is None
     assert ratio(6.0, None) is None
     assert ratio(6.0, 0.0) is None
+    # A CPU delta below zero (a PostgreSQL backend gone between samples) gives no ratio.
+    assert ratio(6.0, -1.0) is None
+    assert ratio(-1.0, 3.0) is None
 
 
 def test_median_skips_missing_values() -> None:
@@ -42,6 +45,7 @@ def test_total_cpu_adds_the_worker_the_dev_server_and_postgresql() -> None:
     run = FakeRun("entry", "ours", 10, 1, 5.0, 1.5, 2.0, 0.25)
     assert total_cpu(run) == pytest.approx(3.75)
     assert total_cpu(FakeRun("sync", "ours", 10, 1, 5.0, 1.5, None, None)) == pytest.approx(1.5)
+    assert total_cpu(FakeRun("sync", "ours", 10, 1, 5.0, 1.5, None, -1.0)) == pytest.approx(1.5)
 
 
 def test_the_ratio_is_the_median_of_per_repeat_ratios_not_the_ratio_of_medians() -> None:
