@@ -227,20 +227,21 @@ async def per_n(
     """Warm up, then for each N (ascending, so the book only grows) the repeats of entry and
     exit, staggered and sync; each pair of floor and ours one after the other."""
     legs_list: list[int] = args.legs
-    first = legs_list[0]
-    print(f"warm-up (floor {WARMUP_LEGS} legs, ours {first} legs, entry and close) …", flush=True)
+    warm = min(legs_list[0], WARMUP_LEGS)
+    print(f"warm-up (floor {WARMUP_LEGS} legs, ours {warm} legs, entry and close) …", flush=True)
     await run_floor(ctx, WARMUP_LEGS, scenario="warmup", repeat=0, timeout_s=120)
-    warm = await run_entry(
+    warm_timeout_s = args.run_timeout or 120 + 0.5 * warm
+    entry = await run_entry(
         ctx,
-        bench_book(ids[:first]),
-        None if fresh else ids[:first],
+        bench_book(ids[:warm]),
+        None if fresh else ids[:warm],
         scenario=ENTRY,
         repeat=0,
-        timeout_s=args.run_timeout or 120 + 0.5 * first,
+        timeout_s=warm_timeout_s,
         prefix="warmup-",
     )
-    await protected(ctx, first, 60)
-    await run_close(ctx, warm, repeat=0, timeout_s=120)
+    await protected(ctx, warm, 60)
+    await run_close(ctx, entry, repeat=0, timeout_s=warm_timeout_s)
     sizes = sorted({*legs_list, *args.stagger_legs, *args.sync_legs})
     for legs in sizes:
         book = bench_book(ids[:legs])
