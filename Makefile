@@ -9,7 +9,7 @@ RUN := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck check worker webhook stop clean bench faults fix-peers bench-fix browser
+.PHONY: install demo test lint typecheck check worker webhook stop clean bench bench-quick faults fix-peers bench-fix browser
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -69,9 +69,11 @@ stop:  ## stop the dev server (and the local codec server) started by the demo o
 clean: stop
 	rm -rf .run .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-bench: install  ## per-leg overhead of the signal workflow vs a bare Temporal floor; account sync time
+bench: install  ## ours vs a Temporal floor of the same shape: entry, staggered, exit, account sync
 	$(RUN) -m bench.overhead
-	$(RUN) -m bench.account_sync --accounts 5000
+
+bench-quick: install  ## the bench's smoke check: N = 10 and 100, one repeat (about a minute)
+	$(RUN) -m bench.overhead --quick
 
 bench-fix: install fix-peers  ## order -> ack -> fill round trip: adapter vs raw QuickFIX on executor
 	$(RUN) -m bench.fix_roundtrip

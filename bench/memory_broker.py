@@ -10,12 +10,16 @@ database-backed one.
 It has no market: protective orders rest as they do on the paper broker without quotes (a STOP,
 and a LIMIT that reduces the position) and never trigger; they work until cancelled or replaced.
 It reports no quote, positions or account state (``None``: the caller derives them).
+
+It notes when each new order arrived (``arrivals_since``): the bench's time to the first and
+the last order of a signal or a close.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from dataclasses import replace as changed
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +37,14 @@ from orchestrator.domain.orders import TERMINAL, OrderStatus
 from orchestrator.domain.values import OrderType
 
 
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    at: float
+    """``time.time()`` when the order arrived."""
+    client_order_id: str
+    order_type: OrderType
+
+
 class MemoryBroker:
     """Fills each order that does not rest whole at its reference price the moment it arrives;
     idempotent on the client order id."""
@@ -42,7 +54,23 @@ class MemoryBroker:
         self._tickets: dict[str, OrderTicket] = {}
         self._net: dict[tuple[str, str], Decimal] = {}
         """Signed filled lots per (account, symbol)."""
+        self._arrivals: list[Arrival] = []
+        """Every new order (not a repeat of a known client order id), in arrival order."""
         self._lock = threading.Lock()
+
+    def mark(self) -> int:
+        """A point in the arrivals, for ``arrivals_since``."""
+        with self._lock:
+            return len(self._arrivals)
+
+    def arrivals_since(self, mark: int) -> list[Arrival]:
+        with self._lock:
+            return self._arrivals[mark:]
+
+    def resting(self) -> int:
+        """Orders working (not filled, cancelled or otherwise ended): the protective ones."""
+        with self._lock:
+            return sum(1 for order in self._orders.values() if order.status not in TERMINAL)
 
     def submit(self, ticket: OrderTicket) -> BrokerOrder:
         with self._lock:
@@ -96,6 +124,7 @@ class MemoryBroker:
         if known is not None:
             return known
         self._tickets[ticket.client_order_id] = ticket
+        self._arrivals.append(Arrival(time.time(), ticket.client_order_id, ticket.order_type))
         broker_order_id = f"M-{len(self._orders) + 1}"
         if self._rests(ticket):
             order = BrokerOrder(
