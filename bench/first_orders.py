@@ -30,8 +30,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from bench.book import bench_book
+from bench.harness import bench_database
 from bench.memory_broker import MemoryBroker
-from bench.overhead import bench_database, bench_signal, load
+from bench.runs import bench_signal, load
 from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import Settings
