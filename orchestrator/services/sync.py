@@ -8,7 +8,7 @@ reading activity on the broker's (``TEO_BROKER_TASK_QUEUES``), where the broker'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -27,7 +27,7 @@ from temporalio.client import (
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.adapters.db.schema import AccountRow, MismatchRow
+from orchestrator.adapters.db.schema import AccountRow, MismatchRow, OrderMismatchRow
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.sync import AccountSyncInput, SyncResult
 from orchestrator.domain.errors import ValidationFailed
@@ -113,6 +113,15 @@ def mismatches(db: Database, account_id: str | None = None) -> list[MismatchRow]
         return rows
 
 
+def order_mismatches(db: Database, account_id: str | None = None) -> list[OrderMismatchRow]:
+    """The order mismatches the last syncs found and nobody resolved yet, by account and
+    client order id."""
+    with db.transaction() as session:
+        rows = repository.list_order_mismatches(session, account_id)
+        session.expunge_all()
+        return rows
+
+
 @dataclass(frozen=True)
 class Accepted:
     adopted: list[repository.Adopted]
@@ -120,16 +129,19 @@ class Accepted:
     """Mismatches that could not be adopted (the broker did not answer: unknown)."""
     released: bool
     """The account's reduce-only was lifted (reconciliation was what held it)."""
+    adopted_orders: list[repository.AdoptedOrder] = field(default_factory=list)
+    left_orders: list[OrderMismatchRow] = field(default_factory=list)
+    """Order mismatches left standing (``repository.left_because`` says why)."""
 
 
 def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Accepted:
-    """Adopt the broker's view of the account's positions into the ledger (recorded as the
-    operator's action); :class:`ValidationFailed` without an operator, a reason or a known
-    account."""
+    """Adopt the broker's view of the account's positions and working orders into the ledger
+    (recorded as the operator's action); :class:`ValidationFailed` without an operator, a
+    reason or a known account."""
     require_operator_and_reason(operator, reason, "reconcile")
     try:
         with db.transaction() as session:
-            adopted, left, released = repository.accept_broker_view(
+            done = repository.accept_account(
                 session, account_id, operator=operator, reason=reason, now=datetime.now(UTC)
             )
             session.flush()
@@ -138,4 +150,10 @@ def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Acce
         raise ValidationFailed(
             "reconcile", [("account", f"unknown account {account_id!r}")]
         ) from exc
-    return Accepted(adopted=adopted, left=left, released=released)
+    return Accepted(
+        adopted=done.adopted,
+        left=done.left,
+        released=done.released,
+        adopted_orders=done.adopted_orders,
+        left_orders=done.left_orders,
+    )
