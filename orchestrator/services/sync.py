@@ -2,8 +2,9 @@
 
 Each broker with accounts in the book gets a Temporal Schedule, ``account-sync-{broker}``,
 that starts ``AccountSyncWorkflow`` every ``TEO_ACCOUNT_SYNC_EVERY_S`` (a run still going when
-the next is due makes it skip: overlap SKIP). The workflow runs on the worker's task queue; its
-reading activity on the broker's (``TEO_BROKER_TASK_QUEUES``), where the broker's session is.
+the next is due makes it skip: overlap SKIP), and once more when a worker starts. The workflow
+runs on the worker's task queue; its reading activity on the broker's
+(``TEO_BROKER_TASK_QUEUES``), where the broker's session is.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from orchestrator.domain.contracts.sync import AccountSyncInput, SyncResult
 from orchestrator.domain.errors import ValidationFailed
 from orchestrator.services.operators import require_operator_and_reason
 from workflows.sync import AccountSyncWorkflow
+
+CATCHUP_WINDOW = timedelta(minutes=1)
+"""How far back a schedule catches up runs it missed while the server was down."""
 
 
 def schedule_id(broker: str) -> str:
@@ -64,7 +68,10 @@ async def ensure_schedule(
             execution_timeout=timedelta(minutes=15),
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        # A sync slower than the interval never piles up: a run due while one still runs is
+        # skipped (SKIP), and after downtime (worker, server) at most what a minute missed is
+        # caught up, under the same rule: one run, not a burst.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
     )
     try:
         await client.create_schedule(schedule_id(broker), schedule)
@@ -88,6 +95,17 @@ async def ensure_schedules(client: Client, db: Database, settings: Settings) -> 
         broker: await ensure_schedule(client, settings, broker, every=every)
         for broker in brokers(db)
     }
+
+
+async def start_account_sync(client: Client, db: Database, settings: Settings) -> dict[str, str]:
+    """At worker start: every broker's schedule created or updated, and triggered once, so that
+    reconciliation runs now rather than an interval later. A trigger obeys the schedule's
+    overlap policy: a sync still running (started by another worker) is not doubled. Broker →
+    what was done ("created, synced" …); nothing when ``TEO_ACCOUNT_SYNC_EVERY_S`` is 0."""
+    done = await ensure_schedules(client, db, settings)
+    for broker in done:
+        await client.get_schedule_handle(schedule_id(broker)).trigger()
+    return {broker: f"{what}, sync triggered" for broker, what in done.items()}
 
 
 async def sync_now(client: Client, settings: Settings, broker: str) -> SyncResult:
