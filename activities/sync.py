@@ -60,7 +60,7 @@ def working_of(order: BrokerOrder) -> BrokerWorking:
         client_order_id=order.client_order_id,
         broker_symbol=order.symbol,
         side=order.side,
-        quantity=order.quantity,
+        quantity=order.working_quantity,
         filled=order.filled_quantity,
         broker_order_id=order.broker_order_id,
         order_type=order.order_type.value if order.order_type else None,

@@ -83,12 +83,13 @@ class OrderMismatch(Model):
     broker_symbol: str | None
     side: Side | None
     broker_quantity: Decimal | None
-    """The order's quantity at the broker (lots; ``None``: it does not report the order)."""
+    """What the order still works at the broker (lots; ``None``: it does not report it)."""
     broker_filled: Decimal | None = None
     broker_order_id: str | None = None
     order_type: str | None = None
     ledger_quantity: Decimal | None
-    """The ledger's quantity of it (``None``: the ledger has no working order of that id)."""
+    """What the ledger has it still work (its quantity less its fills; ``None``: the ledger
+    has no working order of that id)."""
     ledger_status: str | None = None
     """What the ledger says of an order the broker works and the ledger does not (``None``:
     the ledger never had it; else the state it ended in)."""
@@ -120,8 +121,13 @@ class LedgerOrder(Model):
     broker_symbol: str
     side: Side
     quantity: Decimal
+    filled: Decimal = Decimal(0)
     status: str
     purpose: str
+
+    @property
+    def working(self) -> Decimal:
+        return max(Decimal(0), self.quantity - self.filled)
 
 
 class BrokerWorking(Model):
@@ -131,6 +137,7 @@ class BrokerWorking(Model):
     broker_symbol: str | None = None
     side: Side | None = None
     quantity: Decimal
+    """What it still works (lots)."""
     filled: Decimal = Decimal(0)
     broker_order_id: str | None = None
     order_type: str | None = None
@@ -147,7 +154,9 @@ def reconcile_orders(
     ended: Mapping[str, str],
 ) -> list[OrderMismatch]:
     """The differences between the broker's working orders (``None``: it did not answer) and
-    the ledger's ``working`` ones (entries and protective orders, by client order id); an
+    the ledger's ``working`` ones (entries and protective orders, by client order id), in what
+    each still works (quantity less fills: a replaced order's total counts fills that stay on
+    the order it replaced, and a fill not yet recorded shows once, in flight); an
     order the broker works that the ledger has ended is named with its ``ended`` status. An
     order written ahead of its submission (PENDING_SUBMIT) is not expected at the broker yet.
     In client order id order."""
@@ -160,7 +169,7 @@ def reconcile_orders(
                 broker_symbol=order.broker_symbol,
                 side=order.side,
                 broker_quantity=None,
-                ledger_quantity=order.quantity,
+                ledger_quantity=order.working,
             )
             for cid, order in sorted(working.items())
             if order.status != SENT_UNCONFIRMED
@@ -180,12 +189,12 @@ def reconcile_orders(
                     broker_symbol=ours.broker_symbol,
                     side=ours.side,
                     broker_quantity=None,
-                    ledger_quantity=ours.quantity,
+                    ledger_quantity=ours.working,
                 )
             )
             continue
         assert at_broker is not None
-        if ours is not None and ours.quantity == at_broker.quantity:
+        if ours is not None and ours.working == at_broker.quantity:
             continue
         found.append(
             OrderMismatch(
@@ -200,7 +209,7 @@ def reconcile_orders(
                 broker_filled=at_broker.filled,
                 broker_order_id=at_broker.broker_order_id,
                 order_type=at_broker.order_type,
-                ledger_quantity=ours.quantity if ours is not None else None,
+                ledger_quantity=ours.working if ours is not None else None,
                 ledger_status=ended.get(cid) if ours is None else None,
             )
         )

@@ -37,6 +37,7 @@ def add_order(
     status: str = "NEW",
     purpose: str = "STOP",
     sequence: int = 1,
+    filled: str = "0",
 ) -> None:
     with db.transaction() as session:
         session.add(
@@ -54,7 +55,7 @@ def add_order(
                 stop_price=Decimal("1.08200"),
                 purpose=purpose,
                 status=status,
-                filled_quantity=Decimal(0),
+                filled_quantity=Decimal(filled),
                 created_at=NOW - timedelta(hours=1),
                 updated_at=NOW - timedelta(hours=1),
             )
@@ -62,11 +63,12 @@ def add_order(
 
 
 def working(cid: str, quantity: str = "1", filled: str = "0") -> BrokerWorking:
+    """An order the broker works: ``quantity`` in all, ``filled`` of it filled."""
     return BrokerWorking(
         client_order_id=cid,
         broker_symbol="EURUSD",
         side=Side.SELL,
-        quantity=Decimal(quantity),
+        quantity=Decimal(quantity) - Decimal(filled),
         filled=Decimal(filled),
         order_type="LIMIT",
     )
@@ -117,7 +119,7 @@ def test_an_order_opened_outside_the_system_acts_from_its_second_sighting_and_is
     [mismatch] = first.order_mismatches
     assert (mismatch.kind, mismatch.broker_quantity, mismatch.ledger_quantity) == (
         MismatchKind.UNKNOWN_TO_LEDGER,
-        Decimal(2),
+        Decimal("1.5"),  # what it still works
         None,
     )
     assert after_first.reduce_only is False
@@ -126,7 +128,7 @@ def test_an_order_opened_outside_the_system_acts_from_its_second_sighting_and_is
         "system",
         ReduceOnlyCause.RECONCILIATION.value,
     )
-    assert "by-hand-1 UNKNOWN_TO_LEDGER: broker 2, ledger no answer" in (
+    assert "by-hand-1 UNKNOWN_TO_LEDGER: broker 1.5, ledger no answer" in (
         held.reduce_only_reason or ""
     )
     assert [o.client_order_id for o in accepted.adopted_orders] == ["by-hand-1"]
@@ -200,6 +202,20 @@ def test_a_quantity_that_differs_acts_and_accept_takes_the_brokers(db: Database)
     assert held.reduce_only
     assert ledger_order(db, "tp-1").quantity == Decimal("0.6")
     assert stored(db) == []
+
+
+def test_what_each_order_still_works_is_compared_not_its_total(db: Database) -> None:
+    # Partly filled and recorded: both work 0.6. (A FIX replacement's OrderQty is its whole
+    # chain's total; the adapter reports what it still works: compared the same way.)
+    load(db, book(account("a")))
+    add_order(
+        db, "tp-2", quantity="1", purpose="TAKE_PROFIT", status="PARTIALLY_FILLED", filled="0.4"
+    )
+
+    sync_once(db, seen([working("tp-2", "1", filled="0.4")]))
+    second = sync_once(db, seen([working("tp-2", "1", filled="0.4")]), now=LATER)
+
+    assert second.order_mismatches == [] and rows(db)[0].reduce_only is False
 
 
 def test_an_order_in_flight_that_agrees_by_the_next_sync_never_acts(db: Database) -> None:

@@ -497,12 +497,13 @@ async def test_protective_orders_agree_with_the_broker_and_an_order_placed_by_ha
                 signal("ord-1", take_profit=Decimal("1.09100")),
             )
             # The position's keeper has its stop and take-profit working at the broker, and
-            # the ledger says so.
+            # the ledger says so (and has the position).
             await poll_until(
                 lambda: (
                     sorted(working_ledger_orders(sqlite_db, "a").values())
                     == ["STOP", "TAKE_PROFIT"]
                     and len(paper.open_orders("a")) == 2
+                    and any(p.open_quantity > 0 for p in positions_of(sqlite_db, "a"))
                 ),
                 timeout_s=60,
             )

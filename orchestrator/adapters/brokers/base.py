@@ -54,10 +54,20 @@ class BrokerOrder:
     opened outside the system with it)."""
     side: Side | None = None
     order_type: OrderType | None = None
+    open_quantity: Decimal | None = None
+    """What it still works, where the adapter counts it otherwise than ``quantity`` less its
+    executions (FIX: a replacement's OrderQty includes what the orders it replaced filled)."""
 
     @property
     def filled_quantity(self) -> Decimal:
         return sum((e.quantity for e in self.executions), Decimal(0))
+
+    @property
+    def working_quantity(self) -> Decimal:
+        """What is left of it at the broker."""
+        if self.open_quantity is not None:
+            return self.open_quantity
+        return max(Decimal(0), self.quantity - self.filled_quantity)
 
 
 @dataclass(frozen=True, slots=True)

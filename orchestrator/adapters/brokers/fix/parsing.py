@@ -111,6 +111,7 @@ class OrderState:
             reject_text=self.reject_text,
             symbol=self.ref.symbol,
             side=self.ref.side,
+            open_quantity=max(Decimal(0), self.ref.quantity - filled(self)[0]),
         )
 
 

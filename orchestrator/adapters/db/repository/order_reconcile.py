@@ -15,7 +15,8 @@ What ``--accept`` does with each kind (docs/operating.md says the same):
 - MISSING_AT_BROKER, an order the ledger has working and the broker does not report: ended in
   the ledger as CANCELLED, its reject text saying the broker did not report it and who
   accepted that (if it had filled, the positions' reconciliation shows the difference).
-- QUANTITY_DIFFERS: the ledger's quantity becomes the broker's.
+- QUANTITY_DIFFERS (what each says the order still works): the ledger's quantity becomes its
+  fills plus what the broker says is left.
 - UNKNOWN (the broker did not answer): nothing to adopt; left standing.
 """
 
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.adapters.db.schema import AccountRow, OrderMismatchRow, OrderRow
 from orchestrator.domain.orders import TERMINAL, OrderStatus
-from orchestrator.domain.sync import LedgerOrder, MismatchKind, OrderMismatch
+from orchestrator.domain.sync import LedgerOrder, MismatchKind, OrderMismatch, plain
 from orchestrator.domain.values import Side
 
 ADOPTED = "ADOPTED"
@@ -54,16 +55,18 @@ def ledger_orders(
             OrderRow.broker_symbol,
             OrderRow.side,
             OrderRow.quantity,
+            OrderRow.filled_quantity,
             OrderRow.status,
             OrderRow.purpose,
         ).where(OrderRow.account_id.in_(account_ids), OrderRow.status.in_(WORKING))
     ).tuples():
-        account_id, cid, symbol, side, quantity, status, purpose = row
+        account_id, cid, symbol, side, quantity, filled, status, purpose = row
         found.setdefault(account_id, {})[cid] = LedgerOrder(
             client_order_id=cid,
             broker_symbol=symbol,
             side=Side(side),
             quantity=quantity,
+            filled=filled,
             status=status,
             purpose=purpose,
         )
@@ -227,7 +230,7 @@ def _adopt(
                 broker_symbol=mismatch.broker_symbol,
                 side=mismatch.side,
                 order_type=mismatch.order_type or "UNKNOWN",
-                quantity=mismatch.broker_quantity,
+                quantity=filled + mismatch.broker_quantity,
                 limit_price=None,
                 purpose=ADOPTED,
                 status=(OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.NEW).value,
@@ -238,7 +241,7 @@ def _adopt(
                 updated_at=now,
             )
         )
-        return f"recorded as working, {mismatch.broker_quantity} lots"
+        return f"recorded as working, {plain(mismatch.broker_quantity)} lots left"
     order = session.get(OrderRow, mismatch.client_order_id, with_for_update=True)
     if kind == MismatchKind.MISSING_AT_BROKER and order is not None:
         if OrderStatus(order.status) not in TERMINAL:
@@ -249,7 +252,8 @@ def _adopt(
     if kind == MismatchKind.QUANTITY_DIFFERS and order is not None:
         if mismatch.broker_quantity is None:
             return None
-        order.quantity = mismatch.broker_quantity
+        order.quantity = order.filled_quantity + mismatch.broker_quantity
         order.updated_at = now
-        return f"quantity set to the broker's {mismatch.broker_quantity} lots"
+        left = plain(mismatch.broker_quantity)
+        return f"works the broker's {left} lots (quantity {plain(order.quantity)})"
     return None
