@@ -188,7 +188,12 @@ class AccountSyncActivities(AccountSync):
         if not (
             isinstance(self._broker, AccountViews) and hasattr(type(self._broker), "account_views")
         ):
-            return list(pool.map(self._read, accounts))
+            readings = []
+            for account, reading in zip(accounts, pool.map(self._read, accounts), strict=True):
+                readings.append(reading)
+                if activity.in_activity():  # a slow broker must not outlast the heartbeat
+                    activity.heartbeat(account.account_id)
+            return readings
         try:
             views = self._broker.account_views([a.account_id for a in accounts])
         except BrokerUnavailable as exc:
