@@ -119,6 +119,34 @@ def open_account(session: Session, account_id: str, now: datetime) -> Decimal | 
     return opened.starting_balance if opened is not None else state.balance
 
 
+def open_accounts(session: Session, account_ids: Sequence[str], now: datetime) -> None:
+    """:func:`open_account` for many accounts, in three statements: those not opened yet are
+    opened with their state's balance now."""
+    opened = set(
+        session.scalars(
+            select(PaperAccountRow.account_id).where(PaperAccountRow.account_id.in_(account_ids))
+        )
+    )
+    new = [
+        {"account_id": account_id, "starting_balance": balance, "opened_at": now}
+        for account_id, balance in session.execute(
+            select(AccountStateRow.account_id, AccountStateRow.balance).where(
+                AccountStateRow.account_id.in_(account_ids)
+            )
+        ).tuples()
+        if account_id not in opened
+    ]
+    if new:
+        insert_for = (
+            postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        )
+        session.execute(
+            insert_for(PaperAccountRow)
+            .values(new)
+            .on_conflict_do_nothing(index_elements=["account_id"])
+        )
+
+
 def fills_of(session: Session, account_id: str, symbol: str | None = None) -> dict[str, list[Fill]]:
     """The account's executions per symbol, in the order they happened."""
     query = (

@@ -36,6 +36,7 @@ from orchestrator.adapters.brokers.paper.account import (
     books_of,
     net_quantity,
     open_account,
+    open_accounts,
     positions_of,
     reading_of,
 )
@@ -112,8 +113,7 @@ class PaperBroker:
         few statements (the account sync asks a page of accounts at once)."""
         now = self._clock()
         with self._db.transaction() as session:
-            for account_id in account_ids:  # opened before any order is locked
-                open_account(session, account_id, now)
+            open_accounts(session, account_ids, now)  # before any order is locked
             orders: dict[str, list[BrokerOrder]] = {}
             for row in session.scalars(
                 select(PaperOrderRow)
