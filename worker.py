@@ -172,7 +172,8 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
                 closed_for=timedelta(seconds=settings.archive_closed_for_s),
             )
             logging.info("archive schedule %s: every %s s", done, settings.archive_every_s)
-        for broker, done in (await account_sync.ensure_schedules(client, db, settings)).items():
+        # Reconciliation runs at worker start too: each schedule is triggered once.
+        for broker, done in (await account_sync.start_account_sync(client, db, settings)).items():
             logging.info(
                 "account sync schedule of %s %s: every %s s",
                 broker,

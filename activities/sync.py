@@ -1,7 +1,9 @@
 """The account sync's activities: each account of a broker read through the broker interface
-(money and positions), its state written with its time and source, reconciled with the ledger,
-and checked against its limits; and the FLATTEN a breached limit starts when the account's
-limits say so.
+(money, positions and working orders), its state written with its time and source, reconciled
+with the ledger, and checked against its limits; and the FLATTEN a breached limit starts when
+the account's limits say so. Accounts go in pages of ``SYNC_PAGE``: the ledger is read for the
+page at once, the broker asked for ``SYNC_CONCURRENCY`` accounts at a time, and the page's
+outcomes written in one transaction.
 
 ``sync_accounts`` is blocking (database and broker), on the thread pool of the worker that
 holds the broker's session; ``flatten_account`` is ``async`` (the Temporal client). Both are
@@ -13,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, time
 
 from temporalio import activity
 from temporalio.client import Client
 
-from orchestrator.adapters.brokers.base import Broker
+from orchestrator.adapters.brokers.base import AccountView, AccountViews, Broker, BrokerOrder
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.observability import metrics
@@ -34,10 +37,34 @@ from orchestrator.domain.contracts.sync import (
     SyncResult,
 )
 from orchestrator.domain.errors import BrokerUnavailable, DuplicateSignal, SystemHalted
-from orchestrator.domain.sync import StateSource, net_by_symbol, trading_day_start
+from orchestrator.domain.sync import (
+    BrokerWorking,
+    StateSource,
+    net_by_symbol,
+    trading_day_start,
+)
 from orchestrator.services import actions
 
 log = logging.getLogger(__name__)
+
+SYNC_PAGE = 250
+"""Accounts read from the ledger, and written back, per transaction."""
+SYNC_CONCURRENCY = 8
+"""Accounts asked of the broker at once (each call blocks on the broker: a FIX round trip, a
+paper broker's transaction), unless the broker says otherwise (``concurrent_reads``: the paper
+broker on SQLite asks one at a time)."""
+
+
+def working_of(order: BrokerOrder) -> BrokerWorking:
+    return BrokerWorking(
+        client_order_id=order.client_order_id,
+        broker_symbol=order.symbol,
+        side=order.side,
+        quantity=order.working_quantity,
+        filled=order.filled_quantity,
+        broker_order_id=order.broker_order_id,
+        order_type=order.order_type.value if order.order_type else None,
+    )
 
 
 class AccountSyncActivities(AccountSync):
@@ -66,41 +93,26 @@ class AccountSyncActivities(AccountSync):
         boundary: time = self._settings.account_day_boundary
         day_start = trading_day_start(now, boundary, self._settings.account_day_timezone)
         with self._db.transaction() as session:
-            accounts = repository.sync_accounts(session, request.broker, request.accounts)
+            ids = repository.sync_account_ids(session, request.broker, request.accounts)
         result = SyncResult(
-            broker=request.broker, at=now, trading_day_start=day_start if accounts else None
+            broker=request.broker, at=now, trading_day_start=day_start if ids else None
         )
-        for account in accounts:
-            reading = self._read(account)
-            with self._db.transaction() as session:
-                outcome = repository.write_sync(
-                    session, account, reading, now=now, day_start=day_start
-                )
-            source = outcome.source.value if outcome.source is not None else "unread"
-            metrics.ACCOUNT_SYNC.labels(request.broker, source).inc()
-            if outcome.source is StateSource.REPORTED:
-                result.reported.append(account.account_id)
-            elif outcome.source is StateSource.DERIVED:
-                result.derived.append(account.account_id)
-            else:
-                result.unread.append(account.account_id)
-            if outcome.day_reset:
-                result.day_reset.append(account.account_id)
-            if outcome.released:
-                result.released.append(account.account_id)
-            for mismatch in outcome.mismatches:
-                metrics.RECONCILIATION_MISMATCHES.labels(request.broker, mismatch.kind).inc()
-            result.mismatches.extend(outcome.mismatches)
-            if outcome.new_breach is not None:
-                result.breaches.append(
-                    BreachAction(
-                        account_id=account.account_id,
-                        breach=outcome.new_breach,
-                        flatten=outcome.flatten,
-                    )
-                )
-            if activity.in_activity():  # the benchmark runs the body on its own
-                activity.heartbeat(account.account_id)
+        counts = [0, 0]
+        concurrency = getattr(self._broker, "concurrent_reads", SYNC_CONCURRENCY)
+        workers = max(1, min(concurrency, len(ids)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="account-sync") as pool:
+            for start in range(0, len(ids), SYNC_PAGE):
+                page_ids = ids[start : start + SYNC_PAGE]
+                for outcome in self._sync_page(
+                    request.broker, page_ids, pool, (now, day_start), result
+                ):
+                    counts[0] += len(outcome.mismatches)
+                    counts[1] += len(outcome.order_mismatches)
+                if activity.in_activity():  # the benchmark runs the body on its own
+                    activity.heartbeat(page_ids[-1])
+        result = result.model_copy(
+            update={"mismatch_count": counts[0], "order_mismatch_count": counts[1]}
+        )
         if result.unread:
             metrics.ACCOUNT_SYNC_UNREAD.labels(request.broker).inc(len(result.unread))
             log.warning(
@@ -112,23 +124,113 @@ class AccountSyncActivities(AccountSync):
             )
         return result
 
+    def _sync_page(
+        self,
+        broker: str,
+        ids: list[str],
+        pool: ThreadPoolExecutor,
+        when: tuple[datetime, datetime],
+        result: SyncResult,
+    ) -> list[repository.SyncOutcome]:
+        """One page of accounts: the ledger read at once, the broker asked per account
+        concurrently, and every account's outcome written in one transaction. ``when``: the
+        sync's time and the trading-day start it uses."""
+        now, day_start = when
+        with self._db.transaction() as session:
+            accounts = repository.sync_accounts(session, broker, ids)
+        readings = self._read_page(accounts, pool)
+        with self._db.transaction() as session:
+            page = repository.load_page(session, accounts, readings)
+            outcomes = [
+                repository.write_sync(
+                    session, account, reading, now=now, day_start=day_start, page=page
+                )
+                for account, reading in zip(accounts, readings, strict=True)
+            ]
+        for account, outcome in zip(accounts, outcomes, strict=True):
+            self._count(broker, account.account_id, outcome, result)
+        return outcomes
+
+    @staticmethod
+    def _count(
+        broker: str, account_id: str, outcome: repository.SyncOutcome, result: SyncResult
+    ) -> None:
+        source = outcome.source.value if outcome.source is not None else "unread"
+        metrics.ACCOUNT_SYNC.labels(broker, source).inc()
+        if outcome.source is StateSource.REPORTED:
+            result.reported.append(account_id)
+        elif outcome.source is StateSource.DERIVED:
+            result.derived.append(account_id)
+        else:
+            result.unread.append(account_id)
+        if outcome.day_reset:
+            result.day_reset.append(account_id)
+        if outcome.released:
+            result.released.append(account_id)
+        for mismatch in outcome.mismatches:
+            metrics.RECONCILIATION_MISMATCHES.labels(broker, mismatch.kind).inc()
+        for order in outcome.order_mismatches:
+            metrics.RECONCILIATION_MISMATCHES.labels(broker, f"ORDER_{order.kind}").inc()
+        result.add_mismatches(outcome.mismatches, outcome.order_mismatches)
+        if outcome.new_breach is not None:
+            result.breaches.append(
+                BreachAction(
+                    account_id=account_id, breach=outcome.new_breach, flatten=outcome.flatten
+                )
+            )
+
+    def _read_page(
+        self, accounts: list[repository.SyncAccount], pool: ThreadPoolExecutor
+    ) -> list[repository.Reading]:
+        """The broker's answers for a page of accounts: at once where the broker can answer
+        for many (:class:`AccountViews`: its class's own method, so that a wrapper delegating
+        other calls is asked call by call), else per account, several at a time."""
+        if not (
+            isinstance(self._broker, AccountViews) and hasattr(type(self._broker), "account_views")
+        ):
+            readings = []
+            for account, reading in zip(accounts, pool.map(self._read, accounts), strict=True):
+                readings.append(reading)
+                if activity.in_activity():  # a slow broker must not outlast the heartbeat
+                    activity.heartbeat(account.account_id)
+            return readings
+        try:
+            views = self._broker.account_views([a.account_id for a in accounts])
+        except BrokerUnavailable as exc:
+            log.warning("broker unavailable reading %d accounts: %s", len(accounts), exc)
+            views = {}
+        nothing = AccountView(reading=None, positions=None, orders=None)
+        return [self._reading(a, views.get(a.account_id, nothing)) for a in accounts]
+
     def _read(self, account: repository.SyncAccount) -> repository.Reading:
-        """What the broker gives for the account: its money, its positions, and (only when it
-        gives no money) its quotes of the ledger's symbols. A broker that cannot be reached
-        gives nothing for this account; the others are still read."""
+        """What the broker gives for one account: its money, its positions, its working
+        orders. A broker that cannot be reached gives nothing for this account; the others
+        are still read."""
         account_id = account.account_id
         try:
-            money = self._broker.account_state(account_id)
-            held = self._broker.positions(account_id)
-            quotes = {}
-            if money is None:
-                for symbol in sorted({h.broker_symbol for h in account.holdings}):
-                    quote = self._broker.quote(account_id, symbol)
-                    if quote is not None:
-                        quotes[symbol] = (quote.bid, quote.ask)
+            view = AccountView(
+                reading=self._broker.account_state(account_id),
+                positions=self._broker.positions(account_id),
+                orders=self._working_orders(account),
+            )
         except BrokerUnavailable as exc:
             log.warning("broker unavailable reading account %s: %s", account_id, exc)
             return repository.Reading(None, None, None, None, None)
+        return self._reading(account, view)
+
+    def _reading(self, account: repository.SyncAccount, view: AccountView) -> repository.Reading:
+        """The reading of the broker's view, with (only when it gives no money) its quotes of
+        the ledger's symbols to derive the money from."""
+        money, held, working = view.reading, view.positions, view.orders
+        quotes = {}
+        if money is None:
+            try:
+                for symbol in sorted({h.broker_symbol for h in account.holdings}):
+                    quote = self._broker.quote(account.account_id, symbol)
+                    if quote is not None:
+                        quotes[symbol] = (quote.bid, quote.ask)
+            except BrokerUnavailable as exc:
+                log.warning("no quotes for account %s: %s", account.account_id, exc)
         return repository.Reading(
             balance=money.balance if money else None,
             equity=money.equity if money else None,
@@ -139,7 +241,17 @@ class AccountSyncActivities(AccountSync):
             else net_by_symbol((p.symbol, p.side, p.quantity) for p in held),
             average_prices={} if held is None else {p.symbol: p.average_price for p in held},
             quotes=quotes,
+            orders=None if working is None else [working_of(o) for o in working],
         )
+
+    def _working_orders(self, account: repository.SyncAccount) -> list[BrokerOrder] | None:
+        """The broker's working orders of the account; a broker that cannot be reached for
+        them leaves them unknown (its money and positions still count)."""
+        try:
+            return self._broker.working_orders(account.account_id, account.known_orders())
+        except BrokerUnavailable as exc:
+            log.warning("orders of %s unknown: %s", account.account_id, exc)
+            return None
 
     @activity.defn
     async def flatten_account(self, request: FlattenRequest) -> FlattenResult:

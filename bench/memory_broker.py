@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace as changed
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +30,7 @@ from orchestrator.adapters.brokers.base import (
     BrokerOrder,
     BrokerPosition,
     Execution,
+    KnownOrder,
     OrderTicket,
     Quote,
     ReplaceRejected,
@@ -95,6 +97,12 @@ class MemoryBroker:
                 for cid, order in self._orders.items()
                 if order.status not in TERMINAL and self._tickets[cid].account_id == account_id
             ]
+
+    def working_orders(
+        self, account_id: str, known: Sequence[KnownOrder] = ()
+    ) -> list[BrokerOrder] | None:
+        """Its book lists every order of the account."""
+        return self.open_orders(account_id)
 
     def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
         with self._lock:

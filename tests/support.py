@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from orchestrator.adapters.brokers.base import (
     Broker,
     BrokerOrder,
     BrokerPosition,
+    KnownOrder,
     OrderTicket,
     Quote,
 )
@@ -387,6 +388,11 @@ class FaultyBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
+
+    def working_orders(
+        self, account_id: str, known: Sequence[KnownOrder]
+    ) -> list[BrokerOrder] | None:
+        return self._inner.working_orders(account_id, known)
 
     def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
         return self._inner.replace(client_order_id, ticket)

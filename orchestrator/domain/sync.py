@@ -1,10 +1,10 @@
-"""Account sync: the trading day, reconciliation of the broker's positions with the ledger's, and
-the limits a synced state is checked against. Pure rules; the activity (``activities/sync.py``)
-reads the broker and writes the state."""
+"""Account sync: the trading day, reconciliation of the broker's positions and working orders
+with the ledger's, and the limits a synced state is checked against. Pure rules; the activity
+(``activities/sync.py``) reads the broker and writes the state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -69,6 +69,151 @@ class Mismatch(Model):
             f"{self.broker_symbol} {self.kind.value}: broker {broker}, "
             f"ledger {plain(self.ledger_quantity)} lots (signed, + long)"
         )
+
+
+class OrderMismatch(Model):
+    """One order where the broker's working orders and the ledger's differ (kinds as for
+    positions: UNKNOWN_TO_LEDGER, the broker works an order the ledger does not; MISSING_AT_BROKER,
+    the ledger has an order working that the broker does not report, whose fate is unknown,
+    never taken for cancelled; QUANTITY_DIFFERS; UNKNOWN, the broker did not answer)."""
+
+    account_id: str
+    client_order_id: str
+    kind: MismatchKind
+    broker_symbol: str | None
+    side: Side | None
+    broker_quantity: Decimal | None
+    """What the order still works at the broker (lots; ``None``: it does not report it)."""
+    broker_filled: Decimal | None = None
+    broker_order_id: str | None = None
+    order_type: str | None = None
+    ledger_quantity: Decimal | None
+    """What the ledger has it still work (its quantity less its fills; ``None``: the ledger
+    has no working order of that id)."""
+    ledger_status: str | None = None
+    """What the ledger says of an order the broker works and the ledger does not (``None``:
+    the ledger never had it; else the state it ended in)."""
+
+    @property
+    def acts(self) -> bool:
+        return self.kind is not MismatchKind.UNKNOWN
+
+    def describe(self) -> str:
+        broker = "not reported" if self.broker_quantity is None else plain(self.broker_quantity)
+        if self.kind is MismatchKind.UNKNOWN:
+            broker = "no answer"
+        ledger = (
+            plain(self.ledger_quantity)
+            if self.ledger_quantity is not None
+            else (f"ended {self.ledger_status}" if self.ledger_status else "none")
+        )
+        return (
+            f"order {self.client_order_id} ({self.broker_symbol or '?'} "
+            f"{self.side.value if self.side else '?'}) {self.kind.value}: broker {broker}, "
+            f"ledger {ledger} lots"
+        )
+
+
+class LedgerOrder(Model):
+    """An order of the ledger as order reconciliation compares it."""
+
+    client_order_id: str
+    broker_symbol: str
+    side: Side
+    quantity: Decimal
+    filled: Decimal = Decimal(0)
+    status: str
+    purpose: str
+
+    @property
+    def working(self) -> Decimal:
+        return max(Decimal(0), self.quantity - self.filled)
+
+
+class BrokerWorking(Model):
+    """An order the broker reports as working."""
+
+    client_order_id: str
+    broker_symbol: str | None = None
+    side: Side | None = None
+    quantity: Decimal
+    """What it still works (lots)."""
+    filled: Decimal = Decimal(0)
+    broker_order_id: str | None = None
+    order_type: str | None = None
+
+
+SENT_UNCONFIRMED = "PENDING_SUBMIT"
+"""A ledger order written ahead of its submission: the broker may or may not have it yet."""
+
+
+def reconcile_orders(
+    account_id: str,
+    broker: Sequence[BrokerWorking] | None,
+    working: Mapping[str, LedgerOrder],
+    ended: Mapping[str, str],
+) -> list[OrderMismatch]:
+    """The differences between the broker's working orders (``None``: it did not answer) and
+    the ledger's ``working`` ones (entries and protective orders, by client order id), in what
+    each still works (quantity less fills: a replaced order's total counts fills that stay on
+    the order it replaced, and a fill not yet recorded shows once, in flight); an
+    order the broker works that the ledger has ended is named with its ``ended`` status. An
+    order written ahead of its submission (PENDING_SUBMIT) is not expected at the broker yet.
+    In client order id order."""
+    if broker is None:
+        return [
+            OrderMismatch(
+                account_id=account_id,
+                client_order_id=cid,
+                kind=MismatchKind.UNKNOWN,
+                broker_symbol=order.broker_symbol,
+                side=order.side,
+                broker_quantity=None,
+                ledger_quantity=order.working,
+            )
+            for cid, order in sorted(working.items())
+            if order.status != SENT_UNCONFIRMED
+        ]
+    theirs = {o.client_order_id: o for o in broker}
+    found = []
+    for cid in sorted(set(theirs) | set(working)):
+        at_broker, ours = theirs.get(cid), working.get(cid)
+        if at_broker is None and ours is not None:
+            if ours.status == SENT_UNCONFIRMED:
+                continue
+            found.append(
+                OrderMismatch(
+                    account_id=account_id,
+                    client_order_id=cid,
+                    kind=MismatchKind.MISSING_AT_BROKER,
+                    broker_symbol=ours.broker_symbol,
+                    side=ours.side,
+                    broker_quantity=None,
+                    ledger_quantity=ours.working,
+                )
+            )
+            continue
+        assert at_broker is not None
+        if ours is not None and ours.working == at_broker.quantity:
+            continue
+        found.append(
+            OrderMismatch(
+                account_id=account_id,
+                client_order_id=cid,
+                kind=MismatchKind.UNKNOWN_TO_LEDGER
+                if ours is None
+                else MismatchKind.QUANTITY_DIFFERS,
+                broker_symbol=at_broker.broker_symbol or (ours.broker_symbol if ours else None),
+                side=at_broker.side or (ours.side if ours else None),
+                broker_quantity=at_broker.quantity,
+                broker_filled=at_broker.filled,
+                broker_order_id=at_broker.broker_order_id,
+                order_type=at_broker.order_type,
+                ledger_quantity=ours.working if ours is not None else None,
+                ledger_status=ended.get(cid) if ours is None else None,
+            )
+        )
+    return found
 
 
 def plain(value: Decimal) -> str:

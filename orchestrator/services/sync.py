@@ -2,13 +2,14 @@
 
 Each broker with accounts in the book gets a Temporal Schedule, ``account-sync-{broker}``,
 that starts ``AccountSyncWorkflow`` every ``TEO_ACCOUNT_SYNC_EVERY_S`` (a run still going when
-the next is due makes it skip: overlap SKIP). The workflow runs on the worker's task queue; its
-reading activity on the broker's (``TEO_BROKER_TASK_QUEUES``), where the broker's session is.
+the next is due makes it skip: overlap SKIP), and once more when a worker starts. The workflow
+runs on the worker's task queue; its reading activity on the broker's
+(``TEO_BROKER_TASK_QUEUES``), where the broker's session is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -27,12 +28,15 @@ from temporalio.client import (
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.adapters.db.schema import AccountRow, MismatchRow
+from orchestrator.adapters.db.schema import AccountRow, MismatchRow, OrderMismatchRow
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.sync import AccountSyncInput, SyncResult
 from orchestrator.domain.errors import ValidationFailed
 from orchestrator.services.operators import require_operator_and_reason
 from workflows.sync import AccountSyncWorkflow
+
+CATCHUP_WINDOW = timedelta(minutes=1)
+"""How far back a schedule catches up runs it missed while the server was down."""
 
 
 def schedule_id(broker: str) -> str:
@@ -64,7 +68,10 @@ async def ensure_schedule(
             execution_timeout=timedelta(minutes=15),
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        # A sync slower than the interval never piles up: a run due while one still runs is
+        # skipped (SKIP), and after downtime (worker, server) at most what a minute missed is
+        # caught up, under the same rule: one run, not a burst.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
     )
     try:
         await client.create_schedule(schedule_id(broker), schedule)
@@ -90,6 +97,17 @@ async def ensure_schedules(client: Client, db: Database, settings: Settings) -> 
     }
 
 
+async def start_account_sync(client: Client, db: Database, settings: Settings) -> dict[str, str]:
+    """At worker start: every broker's schedule created or updated, and triggered once, so that
+    reconciliation runs now rather than an interval later. A trigger obeys the schedule's
+    overlap policy: a sync still running (started by another worker) is not doubled. Broker →
+    what was done ("created, synced" …); nothing when ``TEO_ACCOUNT_SYNC_EVERY_S`` is 0."""
+    done = await ensure_schedules(client, db, settings)
+    for broker in done:
+        await client.get_schedule_handle(schedule_id(broker)).trigger()
+    return {broker: f"{what}, sync triggered" for broker, what in done.items()}
+
+
 async def sync_now(client: Client, settings: Settings, broker: str) -> SyncResult:
     """Run one sync of the broker's accounts now and wait for it (``reconcile --sync``)."""
     return await client.execute_workflow(
@@ -113,6 +131,15 @@ def mismatches(db: Database, account_id: str | None = None) -> list[MismatchRow]
         return rows
 
 
+def order_mismatches(db: Database, account_id: str | None = None) -> list[OrderMismatchRow]:
+    """The order mismatches the last syncs found and nobody resolved yet, by account and
+    client order id."""
+    with db.transaction() as session:
+        rows = repository.list_order_mismatches(session, account_id)
+        session.expunge_all()
+        return rows
+
+
 @dataclass(frozen=True)
 class Accepted:
     adopted: list[repository.Adopted]
@@ -120,16 +147,19 @@ class Accepted:
     """Mismatches that could not be adopted (the broker did not answer: unknown)."""
     released: bool
     """The account's reduce-only was lifted (reconciliation was what held it)."""
+    adopted_orders: list[repository.AdoptedOrder] = field(default_factory=list)
+    left_orders: list[OrderMismatchRow] = field(default_factory=list)
+    """Order mismatches left standing (``repository.left_because`` says why)."""
 
 
 def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Accepted:
-    """Adopt the broker's view of the account's positions into the ledger (recorded as the
-    operator's action); :class:`ValidationFailed` without an operator, a reason or a known
-    account."""
+    """Adopt the broker's view of the account's positions and working orders into the ledger
+    (recorded as the operator's action); :class:`ValidationFailed` without an operator, a
+    reason or a known account."""
     require_operator_and_reason(operator, reason, "reconcile")
     try:
         with db.transaction() as session:
-            adopted, left, released = repository.accept_broker_view(
+            done = repository.accept_account(
                 session, account_id, operator=operator, reason=reason, now=datetime.now(UTC)
             )
             session.flush()
@@ -138,4 +168,10 @@ def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Acce
         raise ValidationFailed(
             "reconcile", [("account", f"unknown account {account_id!r}")]
         ) from exc
-    return Accepted(adopted=adopted, left=left, released=released)
+    return Accepted(
+        adopted=done.adopted,
+        left=done.left,
+        released=done.released,
+        adopted_orders=done.adopted_orders,
+        left_orders=done.left_orders,
+    )

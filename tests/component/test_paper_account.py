@@ -170,3 +170,29 @@ def test_an_account_the_book_does_not_hold_gets_no_answer(db: Database, clock: F
 
     assert broker.positions("nobody") is None
     assert broker.account_state("nobody") is None
+
+
+def test_many_accounts_read_at_once_answer_as_each_read_alone(
+    db: Database, clock: FakeClock
+) -> None:
+    # The account sync reads a page of accounts at once: the same money, positions and
+    # working orders as the calls for one account, and nothing for an account not in the book.
+    load(db, book(account("acct", equity="50000"), account("other", equity="20000")))
+    broker = PaperBroker(db, clock=clock)
+    quote_now(broker, "1.08500", "1.08502")
+    broker.submit(order("entry-1", "1.00", Side.BUY, reference="1.08500"))
+    broker.submit(order("stop-1", "1.00", Side.SELL, order_type=OrderType.STOP, stop="1.08200"))
+    clock.advance(ms=1_000)
+    quote_now(broker, "1.08650", "1.08652")
+
+    views = broker.account_views(["acct", "other", "nobody"])
+
+    assert sorted(views) == ["acct", "other"]
+    for account_id in ("acct", "other"):
+        view = views[account_id]
+        assert view.reading == broker.account_state(account_id)
+        assert view.positions == broker.positions(account_id)
+        assert view.orders == broker.open_orders(account_id)
+    assert [o.client_order_id for o in views["acct"].orders or []] == ["stop-1"]
+    assert views["acct"].positions == [BrokerPosition("EURUSD", Side.BUY, D("1.00"), D("1.08500"))]
+    assert views["other"].positions == [] and views["other"].orders == []

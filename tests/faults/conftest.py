@@ -5,8 +5,6 @@ At the end of the session it prints the table the fault suite is judged by."""
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -17,21 +15,14 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from orchestrator.adapters.temporal import connect, ensure_search_attributes, temporal_binary
+from orchestrator.adapters.temporal import connect, ensure_search_attributes
 from orchestrator.config import Settings
-from orchestrator.domain import search_attributes
+from tests.dev_server import DevServer, free_port
 from tests.support import poll_until
 
 pytestmark = pytest.mark.faults
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/nonexistent"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -121,45 +112,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Servers
-
-
-class DevServer:
-    """``temporal server start-dev`` persisting to a file, stoppable and restartable."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.db_file = directory / "temporal.db"
-        self.log = directory / "temporal.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            temporal_binary(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--headless",
-            "--db-filename",
-            str(self.db_file),
-            "--log-level",
-            "warn",
-        ]
-        for key in search_attributes.ALL:
-            command += ["--search-attribute", f"{key.name}=Keyword"]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-        self.process = None
 
 
 class PrivatePostgres:

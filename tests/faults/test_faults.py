@@ -50,7 +50,8 @@ from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus, SignalReport
 from orchestrator.services.actions import submit_action
 from orchestrator.services.submit import submit_signal
-from tests.faults.conftest import DevServer, PrivatePostgres, Results, Row
+from tests.dev_server import DevServer
+from tests.faults.conftest import PrivatePostgres, Results, Row
 from tests.faults.worker_process import KILL_POINTS
 from tests.support import (
     FaultyBroker,

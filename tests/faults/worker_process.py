@@ -16,7 +16,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from orchestrator.adapters.brokers.base import (
     Broker,
     BrokerOrder,
     BrokerPosition,
+    KnownOrder,
     OrderTicket,
     Quote,
 )
@@ -108,6 +109,11 @@ class TrappedBroker:
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
         return self._inner.open_orders(account_id)
+
+    def working_orders(
+        self, account_id: str, known: Sequence[KnownOrder]
+    ) -> list[BrokerOrder] | None:
+        return self._inner.working_orders(account_id, known)
 
     def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
         return self._inner.replace(client_order_id, ticket)

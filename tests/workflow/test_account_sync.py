@@ -29,6 +29,7 @@ from orchestrator.adapters.db.schema import (
     AccountRow,
     AccountStateRow,
     OperatorActionRow,
+    OrderRow,
     PositionRow,
     RiskReservationRow,
 )
@@ -457,3 +458,86 @@ async def test_a_daily_loss_breach_flattens_the_account_when_its_limits_say_so(
     assert breach.flatten and breach.breach.cause is ReduceOnlyCause.DAILY_LOSS
     assert account_of(sqlite_db, "a").reduce_only
     assert paper.positions("a") == []
+
+
+def working_ledger_orders(db: Database, account_id: str) -> dict[str, str]:
+    with db.transaction() as session:
+        return {
+            row.client_order_id: row.purpose
+            for row in session.scalars(
+                select(OrderRow).where(
+                    OrderRow.account_id == account_id,
+                    OrderRow.status.in_(["NEW", "PARTIALLY_FILLED"]),
+                )
+            )
+        }
+
+
+async def test_protective_orders_agree_with_the_broker_and_an_order_placed_by_hand_is_caught(
+    time_skipping_env: WorkflowEnvironment,
+    *,
+    sqlite_db: Database,
+    settings: Settings,
+    paper: PaperBroker,
+    harness_factory,
+    executor,
+) -> None:
+    load(sqlite_db, book(account("a")))
+    async with (
+        harness_factory(time_skipping_env.client, sqlite_db, settings, paper).running(),
+        sync_worker(
+            time_skipping_env, db=sqlite_db, settings=settings, broker=paper, executor=executor
+        ) as run_sync,
+    ):
+        with time_skipping_env.auto_time_skipping_disabled():
+            await submit_signal(
+                time_skipping_env.client,
+                sqlite_db,
+                settings,
+                signal("ord-1", take_profit=Decimal("1.09100")),
+            )
+            # The position's keeper has its stop and take-profit working at the broker, and
+            # the ledger says so (and has the position).
+            await poll_until(
+                lambda: (
+                    sorted(working_ledger_orders(sqlite_db, "a").values())
+                    == ["STOP", "TAKE_PROFIT"]
+                    and len(paper.open_orders("a")) == 2
+                    and any(p.open_quantity > 0 for p in positions_of(sqlite_db, "a"))
+                ),
+                timeout_s=60,
+            )
+        await poll_until(lambda: entries_settled(sqlite_db), timeout_s=60)
+        agreed = [await run_sync(), await run_sync()]
+        # Someone places a take-profit of their own at the broker, by hand.
+        paper.submit(
+            OrderTicket(
+                client_order_id="by-hand-tp",
+                account_id="a",
+                symbol=SYMBOL,
+                side=Side.SELL,
+                order_type=OrderType.LIMIT,
+                quantity=Decimal("0.10"),
+                limit_price=Decimal("1.09500"),
+                reference_price=ENTRY,
+            )
+        )
+        first = await run_sync()
+        after_first = account_of(sqlite_db, "a")
+        await run_sync()
+        held = account_of(sqlite_db, "a")
+        accepted = sync.accept(sqlite_db, "a", operator="jane", reason="my own take-profit")
+        again = await run_sync()
+
+    assert [r.order_mismatches for r in agreed] == [[], []]
+    assert [r.mismatches for r in agreed] == [[], []]
+    assert [(m.client_order_id, m.kind) for m in first.order_mismatches] == [
+        ("by-hand-tp", MismatchKind.UNKNOWN_TO_LEDGER)
+    ]
+    assert after_first.reduce_only is False
+    assert held.reduce_only and held.reduce_only_cause == ReduceOnlyCause.RECONCILIATION.value
+    assert "by-hand-tp UNKNOWN_TO_LEDGER" in (held.reduce_only_reason or "")
+    assert [o.client_order_id for o in accepted.adopted_orders] == ["by-hand-tp"]
+    assert accepted.released
+    assert again.order_mismatches == [] and account_of(sqlite_db, "a").reduce_only is False
+    assert working_ledger_orders(sqlite_db, "a")["by-hand-tp"] == "ADOPTED"

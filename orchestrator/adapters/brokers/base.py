@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from orchestrator.domain.errors import OrchestratorError
 from orchestrator.domain.orders import OrderStatus
@@ -48,6 +49,48 @@ class BrokerOrder:
     quantity: Decimal
     executions: tuple[Execution, ...]
     reject_text: str | None = None
+    symbol: str | None = None
+    """The broker's symbol, where the adapter knows it (reconciliation records an order
+    opened outside the system with it)."""
+    side: Side | None = None
+    order_type: OrderType | None = None
+    open_quantity: Decimal | None = None
+    """What it still works, where the adapter counts it otherwise than ``quantity`` less its
+    executions (FIX: a replacement's OrderQty includes what the orders it replaced filled)."""
+
+    @property
+    def filled_quantity(self) -> Decimal:
+        return sum((e.quantity for e in self.executions), Decimal(0))
+
+    @property
+    def working_quantity(self) -> Decimal:
+        """What is left of it at the broker."""
+        if self.open_quantity is not None:
+            return self.open_quantity
+        return max(Decimal(0), self.quantity - self.filled_quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownOrder:
+    """An order the ledger has as working, as reconciliation asks a broker about it when the
+    broker cannot list an account's orders (FIX 4.2: one OrderStatusRequest per order)."""
+
+    client_order_id: str
+    account_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """Everything the account sync asks a broker about one account; ``None`` parts: no
+    answer (unknown, never "flat" or "no orders")."""
+
+    reading: AccountReading | None
+    positions: list[BrokerPosition] | None
+    orders: list[BrokerOrder] | None
+    """The account's working orders at the broker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +173,15 @@ class Broker(Protocol):
         """Orders of the account that are not yet terminal."""
         ...
 
+    def working_orders(
+        self, account_id: str, known: Sequence[KnownOrder]
+    ) -> list[BrokerOrder] | None:
+        """The account's working orders as the broker itself reports them, for reconciliation
+        (including orders placed outside the system, where the broker can list them; a broker
+        that can only be asked per order is asked about each of ``known``). ``None`` when it
+        does not answer: unknown, never "no orders"."""
+        ...
+
     def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
         """Cancel/replace a working order (FIX OrderCancelReplaceRequest): the ticket's new
         client order id, quantity and price take the old order's place at once, with no moment
@@ -153,3 +205,13 @@ class Broker(Protocol):
         """The account's balance, equity and free margin as the broker reports them; ``None``
         when it does not (the caller derives them)."""
         ...
+
+
+@runtime_checkable
+class AccountViews(Protocol):
+    """A broker that answers everything the account sync asks about many accounts at once (the
+    paper broker, whose book is our database: one transaction and a few statements for a page
+    of accounts, instead of three transactions per account). An account it does not hold is
+    left out of the answer."""
+
+    def account_views(self, account_ids: Sequence[str]) -> dict[str, AccountView]: ...

@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
@@ -160,6 +161,36 @@ class MismatchRow(Base):
     seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class OrderMismatchRow(Base):
+    """One order where reconciliation found the broker's working orders and the ledger's differ
+    (``MismatchKind``), open until the two agree again or an operator accepts the broker's view
+    (``reconcile --accept``)."""
+
+    __tablename__ = "reconciliation_order_mismatches"
+    __table_args__ = (
+        UniqueConstraint("account_id", "client_order_id", name="uq_order_mismatch_order"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.account_id"))
+    broker: Mapped[str] = mapped_column(String(64))
+    client_order_id: Mapped[str] = mapped_column(String(160))
+    broker_symbol: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    side: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    broker_quantity: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    """The order's quantity at the broker (lots); ``None``: not reported, or no answer."""
+    broker_filled: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    broker_order_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    order_type: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    ledger_quantity: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    """The ledger's working quantity; ``None``: the ledger has no working order of that id."""
+    ledger_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    """For an order the ledger does not have working: the state it ended in, if it had it."""
+    detected_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class SymbolSpecRow(Base):
     __tablename__ = "symbol_specs"
 
@@ -225,6 +256,8 @@ class OrderRow(Base):
             "business_sequence",
             name="uq_order_purpose_seq",
         ),
+        # Reconciliation reads the working orders of a page of accounts at once.
+        Index("ix_orders_account_status", "account_id", "status"),
     )
 
     client_order_id: Mapped[str] = mapped_column(String(160), primary_key=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from orchestrator.domain.sync import Breach, Mismatch
+from orchestrator.domain.sync import Breach, Mismatch, OrderMismatch
 from orchestrator.domain.values import Identifier, Model
 
 
@@ -47,10 +47,27 @@ class SyncResult(Model):
     day_reset: list[str] = []
     """Accounts whose realized loss was reset for a new trading day."""
     mismatches: list[Mismatch] = []
+    """The differences of positions found (at most ``MAX_DETAILS``: ``mismatch_count`` says
+    how many there were; the ledger keeps them all, ``reconcile`` shows them)."""
+    order_mismatches: list[OrderMismatch] = []
+    """The differences of working orders found (at most ``MAX_DETAILS`` as well)."""
+    mismatch_count: int = 0
+    order_mismatch_count: int = 0
     breaches: list[BreachAction] = []
     released: list[str] = []
     """Accounts whose system reduce-only the sync lifted (a new trading day, a reconciled
     account)."""
+
+    def add_mismatches(self, found: list[Mismatch], orders: list[OrderMismatch]) -> None:
+        """Keep the first ``MAX_DETAILS`` of each (the counts are set once the sync is done):
+        the result stays small whatever the number of accounts (Temporal refuses payloads
+        over 2 MB)."""
+        self.mismatches.extend(found[: max(0, MAX_DETAILS - len(self.mismatches))])
+        self.order_mismatches.extend(orders[: max(0, MAX_DETAILS - len(self.order_mismatches))])
+
+
+MAX_DETAILS = 200
+"""Mismatches of each kind a sync's result carries in full."""
 
 
 class FlattenRequest(Model):

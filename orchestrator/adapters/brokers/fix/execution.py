@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import quickfix as fix
@@ -47,6 +47,7 @@ from orchestrator.adapters.brokers.base import (
     AccountReading,
     BrokerOrder,
     BrokerPosition,
+    KnownOrder,
     OrderTicket,
     Quote,
     ReplaceNotSupported,
@@ -220,9 +221,8 @@ class FixBroker:
             return order.view()
 
     def open_orders(self, account_id: str) -> list[BrokerOrder]:
-        """Orders of the account seen by this process that are not terminal. (FIX has no
-        portable "list my orders" request; a restarted process learns of older orders through
-        :meth:`status`.)"""
+        """Orders of the account seen by this process that are not terminal (what the venue
+        holds: :meth:`working_orders`)."""
         with self._book.changed:
             return [
                 o.view()
@@ -373,6 +373,27 @@ class FixBroker:
             return None
         return [o for o in inquiry.orders.values() if o.status not in TERMINAL]
 
+    def working_orders(
+        self, account_id: str, known: Sequence[KnownOrder]
+    ) -> list[BrokerOrder] | None:
+        """Mass status (AF); without its answer (FIX 4.2, refused) one OrderStatusRequest (H)
+        per order of ``known`` (blind to orders placed outside the system); ``None`` when a
+        status request is refused or none may be sent (``status_requests: false``)."""
+        listed = self.open_orders_at_venue(account_id)
+        if listed is not None or not self.config.status_requests:
+            return listed
+        working = []
+        for order in known:
+            ref = OrderRef(
+                order.client_order_id, account_id, order.symbol, order.side, order.quantity
+            )
+            found = self._request_status(ref)  # unanswered: BrokerUnavailable
+            if self._book.orders[ref.client_order_id].status_refused:  # set before answered
+                return None
+            if found is not None and found.status not in TERMINAL:
+                working.append(found)
+        return working
+
     def _ask(
         self, kind: InquiryKind, account_id: str, write: Callable[[str], fix.Message]
     ) -> Inquiry | None:
@@ -430,7 +451,7 @@ class FixBroker:
         with self._book.changed:
             self._require_logged_on()
             order = self._book.orders.setdefault(cid, OrderState(ref))
-            order.answered = order.unknown = order.duplicate = False
+            order.answered = order.unknown = order.duplicate = order.status_refused = False
         self._send(status_request(ref, self.config))
         order = self._await_answer(cid, "OrderStatusRequest")
         return None if order.unknown else order.view()

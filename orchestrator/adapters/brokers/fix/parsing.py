@@ -98,6 +98,8 @@ class OrderState:
     """The counterparty refused it as a duplicate ClOrdID: it already has one."""
     unknown: bool = False
     """The counterparty said it does not know this ClOrdID."""
+    status_refused: bool = False
+    """The counterparty refused our last OrderStatusRequest about it (it answers none)."""
 
     def view(self) -> BrokerOrder:
         return BrokerOrder(
@@ -107,6 +109,9 @@ class OrderState:
             quantity=self.ref.quantity,
             executions=tuple(self.executions),
             reject_text=self.reject_text,
+            symbol=self.ref.symbol,
+            side=self.ref.side,
+            open_quantity=max(Decimal(0), self.ref.quantity - filled(self)[0]),
         )
 
 
@@ -184,6 +189,7 @@ def apply_rejection(order: OrderState, text: str) -> None:
 def apply_status_refused(order: OrderState) -> None:
     """The counterparty cannot answer status requests: what we know of ``order`` stands."""
     order.answered = True
+    order.status_refused = True
     order.unknown = not order.executions and order.broker_order_id is None
 
 

@@ -16,7 +16,7 @@ of :func:`orchestrator.domain.positions.realized_pnl`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.brokers.base import AccountReading, BrokerPosition
+from orchestrator.adapters.brokers.base import AccountReading, BrokerPosition, Quote
 from orchestrator.adapters.brokers.paper.market import latest_quote
 from orchestrator.adapters.db.schema import (
     AccountRow,
@@ -119,6 +119,34 @@ def open_account(session: Session, account_id: str, now: datetime) -> Decimal | 
     return opened.starting_balance if opened is not None else state.balance
 
 
+def open_accounts(session: Session, account_ids: Sequence[str], now: datetime) -> None:
+    """:func:`open_account` for many accounts, in three statements: those not opened yet are
+    opened with their state's balance now."""
+    opened = set(
+        session.scalars(
+            select(PaperAccountRow.account_id).where(PaperAccountRow.account_id.in_(account_ids))
+        )
+    )
+    new = [
+        {"account_id": account_id, "starting_balance": balance, "opened_at": now}
+        for account_id, balance in session.execute(
+            select(AccountStateRow.account_id, AccountStateRow.balance).where(
+                AccountStateRow.account_id.in_(account_ids)
+            )
+        ).tuples()
+        if account_id not in opened
+    ]
+    if new:
+        insert_for = (
+            postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        )
+        session.execute(
+            insert_for(PaperAccountRow)
+            .values(new)
+            .on_conflict_do_nothing(index_elements=["account_id"])
+        )
+
+
 def fills_of(session: Session, account_id: str, symbol: str | None = None) -> dict[str, list[Fill]]:
     """The account's executions per symbol, in the order they happened."""
     query = (
@@ -147,9 +175,96 @@ def net_quantity(session: Session, account_id: str, symbol: str) -> Decimal:
 
 def positions_of(session: Session, account_id: str) -> list[BrokerPosition]:
     """The account's open positions, by symbol."""
+    return _positions(fills_of(session, account_id))
+
+
+def reading_of(session: Session, account_id: str, now: datetime) -> AccountReading | None:
+    """The account's balance, equity and free margin now; ``None`` for an account the book
+    does not hold."""
+    account = session.get(AccountRow, account_id)
+    starting = open_account(session, account_id, now)
+    if account is None or starting is None:
+        return None
+    return _money(account, starting, fills_of(session, account_id), _Market(session, now), now)
+
+
+def books_of(
+    session: Session, account_ids: Sequence[str], now: datetime
+) -> dict[str, tuple[AccountReading, list[BrokerPosition]]]:
+    """:func:`reading_of` and :func:`positions_of` of many accounts, in a few statements (the
+    account sync reads a page of accounts at once); accounts the book does not hold are left
+    out."""
+    accounts = {
+        r.account_id: r
+        for r in session.scalars(select(AccountRow).where(AccountRow.account_id.in_(account_ids)))
+    }
+    starting = {
+        r.account_id: r.starting_balance
+        for r in session.scalars(
+            select(PaperAccountRow).where(PaperAccountRow.account_id.in_(account_ids))
+        )
+    }
+    fills: dict[str, dict[str, list[Fill]]] = {}
+    for account_id, name, side, quantity, price in session.execute(
+        select(
+            PaperOrderRow.account_id,
+            PaperOrderRow.symbol,
+            PaperOrderRow.side,
+            PaperExecutionRow.quantity,
+            PaperExecutionRow.price,
+        )
+        .join(PaperOrderRow, PaperOrderRow.client_order_id == PaperExecutionRow.client_order_id)
+        .where(PaperOrderRow.account_id.in_(account_ids))
+        .order_by(PaperExecutionRow.executed_at, PaperExecutionRow.execution_id)
+    ).tuples():
+        fills.setdefault(account_id, {}).setdefault(name, []).append(
+            Fill(Side(side), quantity, price)
+        )
+    market = _Market(session, now)
+    books = {}
+    for account_id in sorted(accounts):
+        balance = starting.get(account_id)
+        if balance is None:
+            balance = open_account(session, account_id, now)
+        if balance is None:
+            continue
+        held = fills.get(account_id, {})
+        books[account_id] = (
+            _money(accounts[account_id], balance, held, market, now),
+            _positions(held),
+        )
+    return books
+
+
+class _Market:
+    """Symbol specs and quotes as one reading of many accounts needs them, each read once."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self._session = session
+        self._now = now
+        self._specs: dict[tuple[str, str], SymbolSpecRow | None] = {}
+        self._quotes: dict[str, Quote | None] = {}
+
+    def spec(self, broker: str, symbol: str) -> SymbolSpecRow | None:
+        key = (broker, symbol)
+        if key not in self._specs:
+            self._specs[key] = self._session.scalar(
+                select(SymbolSpecRow).where(
+                    SymbolSpecRow.broker == broker, SymbolSpecRow.symbol == symbol
+                )
+            )
+        return self._specs[key]
+
+    def quote(self, symbol: str) -> Quote | None:
+        if symbol not in self._quotes:
+            self._quotes[symbol] = latest_quote(self._session, symbol, self._now)
+        return self._quotes[symbol]
+
+
+def _positions(fills: dict[str, list[Fill]]) -> list[BrokerPosition]:
     positions = []
-    for symbol, fills in sorted(fills_of(session, account_id).items()):
-        held = replay(fills)
+    for symbol, of_symbol in sorted(fills.items()):
+        held = replay(of_symbol)
         if held.quantity != 0:
             positions.append(
                 BrokerPosition(
@@ -162,24 +277,20 @@ def positions_of(session: Session, account_id: str) -> list[BrokerPosition]:
     return positions
 
 
-def reading_of(session: Session, account_id: str, now: datetime) -> AccountReading | None:
-    """The account's balance, equity and free margin now; ``None`` for an account the book
-    does not hold."""
-    account = session.get(AccountRow, account_id)
-    starting = open_account(session, account_id, now)
-    if account is None or starting is None:
-        return None
+def _money(
+    account: AccountRow,
+    starting: Decimal,
+    fills: dict[str, list[Fill]],
+    market: _Market,
+    now: datetime,
+) -> AccountReading:
     balance = starting
     unrealized = margin = Decimal(0)
-    for symbol, fills in sorted(fills_of(session, account_id).items()):
-        spec = session.scalar(
-            select(SymbolSpecRow).where(
-                SymbolSpecRow.broker == account.broker, SymbolSpecRow.symbol == symbol
-            )
-        )
+    for symbol, of_symbol in sorted(fills.items()):
+        spec = market.spec(account.broker, symbol)
         if spec is None:
             raise OrchestratorError(
-                f"paper account {account_id} has fills in {symbol}, for which broker "
+                f"paper account {account.account_id} has fills in {symbol}, for which broker "
                 f"{account.broker} has no symbol spec: P&L cannot be valued"
             )
         contract = Contract(
@@ -188,11 +299,11 @@ def reading_of(session: Session, account_id: str, now: datetime) -> AccountReadi
             lot_step=spec.lot_step,
             min_lot=spec.min_lot,
         )
-        held = replay(fills, contract)
+        held = replay(of_symbol, contract)
         balance += held.realized
         if held.quantity == 0 or held.average_price is None:
             continue
-        quote = latest_quote(session, symbol, now)
+        quote = market.quote(symbol)
         mark = held.average_price
         if quote is not None:
             mark = quote.bid if held.side is Side.BUY else quote.ask

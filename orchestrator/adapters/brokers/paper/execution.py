@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,16 +23,20 @@ from sqlalchemy.orm import Session
 
 from orchestrator.adapters.brokers.base import (
     AccountReading,
+    AccountView,
     BrokerOrder,
     BrokerPosition,
     Execution,
+    KnownOrder,
     OrderTicket,
     Quote,
     ReplaceRejected,
 )
 from orchestrator.adapters.brokers.paper.account import (
+    books_of,
     net_quantity,
     open_account,
+    open_accounts,
     positions_of,
     reading_of,
 )
@@ -91,6 +95,43 @@ class PaperBroker:
         with self._db.transaction() as session:
             views = self._catch_up(session, account_id, now)
         return [v for v in views if v.status not in TERMINAL]
+
+    @property
+    def concurrent_reads(self) -> int:
+        """How many accounts the sync should ask at once: one on SQLite, whose single writer
+        makes concurrent transactions wait on each other (its busy handler sleeps)."""
+        return 1 if self._db.engine.dialect.name == "sqlite" else 8
+
+    def working_orders(
+        self, account_id: str, known: Sequence[KnownOrder] = ()
+    ) -> list[BrokerOrder] | None:
+        """Its book lists every order of the account: ``known`` is not needed."""
+        return self.open_orders(account_id)
+
+    def account_views(self, account_ids: Sequence[str]) -> dict[str, AccountView]:
+        """Money, positions and working orders of many accounts, read in one transaction and a
+        few statements (the account sync asks a page of accounts at once)."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            open_accounts(session, account_ids, now)  # before any order is locked
+            orders: dict[str, list[BrokerOrder]] = {}
+            for row in session.scalars(
+                select(PaperOrderRow)
+                .where(
+                    PaperOrderRow.account_id.in_(account_ids),
+                    PaperOrderRow.status.not_in([s.value for s in TERMINAL]),
+                )
+                .order_by(PaperOrderRow.client_order_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).all():
+                view = self._advance(session, row, now)
+                if view.status not in TERMINAL:
+                    orders.setdefault(row.account_id, []).append(view)
+            return {
+                account_id: AccountView(reading, positions, orders.get(account_id, []))
+                for account_id, (reading, positions) in books_of(session, account_ids, now).items()
+            }
 
     def replace(self, client_order_id: str, ticket: OrderTicket) -> BrokerOrder:
         """Cancel the working order ``client_order_id`` and open the ticket's in its place, in
@@ -288,6 +329,9 @@ class PaperBroker:
             quantity=row.quantity,
             executions=executions,
             reject_text=row.reject_text,
+            symbol=row.symbol,
+            side=Side(row.side),
+            order_type=OrderType(row.order_type),
         )
 
 

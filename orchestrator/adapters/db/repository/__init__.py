@@ -22,6 +22,10 @@ from .ledger import LedgerOrder as LedgerOrder
 from .ledger import apply_broker_report as apply_broker_report
 from .ledger import list_orders as list_orders
 from .ledger import record_order_intent as record_order_intent
+from .order_reconcile import ADOPTED as ADOPTED
+from .order_reconcile import AdoptedOrder as AdoptedOrder
+from .order_reconcile import left_because as left_because
+from .order_reconcile import list_order_mismatches as list_order_mismatches
 from .positions import EntryFills as EntryFills
 from .positions import PositionView as PositionView
 from .positions import end_unsent_order as end_unsent_order
@@ -29,7 +33,9 @@ from .positions import entry_fills as entry_fills
 from .positions import list_positions as list_positions
 from .positions import record_position_order as record_position_order
 from .positions import record_positions as record_positions
+from .reconcile import Acceptance as Acceptance
 from .reconcile import Adopted as Adopted
+from .reconcile import accept_account as accept_account
 from .reconcile import accept_broker_view as accept_broker_view
 from .reconcile import list_mismatches as list_mismatches
 from .reservation import ALREADY_RESERVED as ALREADY_RESERVED
@@ -46,9 +52,12 @@ from .snapshot import load_snapshot as load_snapshot
 from .snapshot import planning_input_page as planning_input_page
 from .snapshot import planning_input_pages as planning_input_pages
 from .snapshot import store_planning_input as store_planning_input
+from .sync import Page as Page
 from .sync import Reading as Reading
 from .sync import SyncAccount as SyncAccount
 from .sync import SyncOutcome as SyncOutcome
+from .sync import load_page as load_page
+from .sync import sync_account_ids as sync_account_ids
 from .sync import sync_accounts as sync_accounts
 from .sync import write_sync as write_sync
 from .tables import CLOSE as CLOSE

@@ -1,5 +1,6 @@
 """Reconciliation in the ledger: the mismatches the account sync stored, as the starter shows
-them, and an operator's adoption of the broker's view (``reconcile --accept``)."""
+them, and an operator's adoption of the broker's view of positions and orders (``reconcile
+--accept``)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,22 @@ from orchestrator.adapters.db.repository.controls import (
     record_operator_action,
     set_reduce_only,
 )
+from orchestrator.adapters.db.repository.order_reconcile import (
+    AdoptedOrder,
+    accept_orders,
+    left_because,
+)
 from orchestrator.adapters.db.repository.sync import ALLOW_ENTRIES, RECONCILE_ACCEPT
 from orchestrator.adapters.db.schema import (
     AccountRow,
     AccountStateRow,
     MismatchRow,
+    OrderMismatchRow,
     PositionRow,
 )
 from orchestrator.domain import ids
 from orchestrator.domain.positions import PositionStatus
-from orchestrator.domain.sync import SYSTEM, ReduceOnlyCause, plain
+from orchestrator.domain.sync import SYSTEM, MismatchKind, ReduceOnlyCause, plain
 from orchestrator.domain.values import Side
 
 
@@ -46,16 +53,37 @@ class Adopted:
     resized: list[str]
 
 
+@dataclass(frozen=True)
+class Acceptance:
+    adopted: list[Adopted]
+    left: list[MismatchRow]
+    """Position mismatches that could not be adopted (the broker did not answer: unknown)."""
+    adopted_orders: list[AdoptedOrder]
+    left_orders: list[OrderMismatchRow]
+    """Order mismatches left standing (:func:`left_because` says why)."""
+    released: bool
+
+
 def accept_broker_view(
     session: Session, account_id: str, *, operator: str, reason: str, now: datetime
 ) -> tuple[list[Adopted], list[MismatchRow], bool]:
+    """:func:`accept_account`, its positions' part: what was adopted, what was left, and
+    whether the reduce-only was lifted."""
+    done = accept_account(session, account_id, operator=operator, reason=reason, now=now)
+    return done.adopted, done.left, done.released
+
+
+def accept_account(
+    session: Session, account_id: str, *, operator: str, reason: str, now: datetime
+) -> Acceptance:
     """Adopt the broker's positions, as the stored mismatches show them, into the ledger: the
     account's open positions in each symbol are closed or resized and a position is opened for
-    what the ledger lacked, so that its net is the broker's. Recorded as an operator action;
-    the account's reduce-only is lifted when reconciliation is what held it. Mismatches whose
-    broker view is unknown (no answer) cannot be adopted: returned, left standing. Returns what
-    was adopted, what was left, and whether the reduce-only was lifted.
-    :class:`LookupError` for an account not in the book."""
+    what the ledger lacked, so that its net is the broker's; and the broker's view of its
+    working orders (:mod:`.order_reconcile` says what that does per kind). Recorded as an
+    operator action; the account's reduce-only is lifted when reconciliation is what held it
+    and no difference that acts is left. Mismatches whose broker view is unknown (no answer)
+    cannot be adopted: returned, left standing. :class:`LookupError` for an account not in
+    the book."""
     account = session.get(AccountRow, account_id, with_for_update=True)
     if account is None:
         raise LookupError(account_id)
@@ -73,8 +101,11 @@ def accept_broker_view(
             )
         adopted.append(result)
         session.delete(mismatch)
+    adopted_orders, left_orders = accept_orders(
+        session, account, operator=operator, reason=reason, now=now
+    )
     released = False
-    if adopted:
+    if adopted or adopted_orders:
         record_operator_action(
             session,
             action=RECONCILE_ACCEPT,
@@ -94,12 +125,22 @@ def accept_broker_view(
                         "resized": a.resized,
                     }
                     for a in adopted
-                ]
+                ],
+                "orders": [
+                    {"client_order_id": o.client_order_id, "kind": o.kind, "done": o.done}
+                    for o in adopted_orders
+                ],
+                "orders_left": [
+                    {"client_order_id": o.client_order_id, "kind": o.kind, "why": left_because(o)}
+                    for o in left_orders
+                ],
             },
             now=now,
         )
+        still_acting = any(o.kind != MismatchKind.UNKNOWN for o in left_orders)
         if (
             account.reduce_only
+            and not still_acting
             and account.reduce_only_by == SYSTEM
             and account.reduce_only_cause == ReduceOnlyCause.RECONCILIATION.value
         ):
@@ -118,7 +159,7 @@ def accept_broker_view(
             )
             released = True
     session.flush()
-    return adopted, left, released
+    return Acceptance(adopted, left, adopted_orders, left_orders, released)
 
 
 def _adopt(

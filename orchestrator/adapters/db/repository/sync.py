@@ -1,4 +1,5 @@
-"""Account sync in the ledger: the state a broker reading (or its derivation) writes, today's
+"""Account sync in the ledger (long: the page of accounts read at once, then each account's
+state): the state a broker reading (or its derivation) writes, today's
 realized loss reset at the trading-day boundary, the mismatches reconciliation stores, the
 system reduce-only they and breached limits hold, and an operator's adoption of the broker's
 view (``reconcile --accept``)."""
@@ -13,9 +14,16 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from orchestrator.adapters.brokers.base import KnownOrder
 from orchestrator.adapters.db.repository.controls import (
     record_operator_action,
     set_reduce_only,
+)
+from orchestrator.adapters.db.repository.order_reconcile import (
+    ended_statuses,
+    ledger_orders,
+    store_order_mismatches,
+    stored_order_mismatches,
 )
 from orchestrator.adapters.db.repository.reservation import RESERVED
 from orchestrator.adapters.db.schema import (
@@ -23,6 +31,7 @@ from orchestrator.adapters.db.schema import (
     AccountStateRow,
     MismatchRow,
     OperatorActionRow,
+    OrderMismatchRow,
     PositionRow,
     RiskReservationRow,
     SymbolSpecRow,
@@ -30,16 +39,21 @@ from orchestrator.adapters.db.schema import (
 from orchestrator.domain.book import OnBreach
 from orchestrator.domain.positions import Contract, PositionStatus, realized_pnl
 from orchestrator.domain.sync import (
+    SENT_UNCONFIRMED,
     SYSTEM,
     Breach,
+    BrokerWorking,
+    LedgerOrder,
     Mismatch,
     MismatchKind,
+    OrderMismatch,
     ReduceOnlyCause,
     StateSource,
     breaches,
     net_by_symbol,
     plain,
     reconcile,
+    reconcile_orders,
 )
 from orchestrator.domain.values import Side
 
@@ -76,6 +90,16 @@ class SyncAccount:
     entries_in_flight: bool
     """A leg of the account holds an open risk reservation: its entry fills may be at the
     broker and not yet in the ledger, so its positions are not compared this time."""
+    orders: dict[str, LedgerOrder] = field(default_factory=dict)
+    """The ledger's working orders of the account (entries and protective), by client id."""
+
+    def known_orders(self) -> list[KnownOrder]:
+        """What a broker that can only be asked per order is asked about (sent ones)."""
+        return [
+            KnownOrder(o.client_order_id, self.account_id, o.broker_symbol, o.side, o.quantity)
+            for _, o in sorted(self.orders.items())
+            if o.status != SENT_UNCONFIRMED
+        ]
 
 
 @dataclass(frozen=True)
@@ -91,6 +115,64 @@ class Reading:
     average_prices: dict[str, Decimal | None] = field(default_factory=dict)
     quotes: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
     """Bid and ask per broker symbol of the ledger's holdings, where the broker gave one."""
+    orders: list[BrokerWorking] | None = None
+    """The account's working orders at the broker (``None``: no answer)."""
+
+
+@dataclass
+class Page:
+    """What the sync of a page of accounts reads from the ledger before writing, at once."""
+
+    rows: dict[str, AccountRow]
+    states: dict[str, AccountStateRow]
+    mismatches: dict[str, list[MismatchRow]]
+    order_mismatches: dict[str, list[OrderMismatchRow]]
+    acknowledged: dict[str, datetime]
+    ended: dict[str, str]
+    """The ledger's status of orders the broker works that are not among its working ones."""
+
+
+def load_page(
+    session: Session, accounts: Sequence[SyncAccount], readings: Sequence[Reading]
+) -> Page:
+    """Lock the accounts and their states (in id order, as every writer does) and read what
+    their sync compares with: a few statements for the whole page."""
+    ids = sorted(a.account_id for a in accounts)
+    rows = {
+        r.account_id: r
+        for r in session.scalars(
+            select(AccountRow)
+            .where(AccountRow.account_id.in_(ids))
+            .order_by(AccountRow.account_id)
+            .with_for_update()
+        )
+    }
+    states = {
+        r.account_id: r
+        for r in session.scalars(
+            select(AccountStateRow)
+            .where(AccountStateRow.account_id.in_(ids))
+            .order_by(AccountStateRow.account_id)
+            .with_for_update()
+        )
+    }
+    mismatches: dict[str, list[MismatchRow]] = {}
+    for m in session.scalars(select(MismatchRow).where(MismatchRow.account_id.in_(ids))):
+        mismatches.setdefault(m.account_id, []).append(m)
+    foreign = [
+        o.client_order_id
+        for account, reading in zip(accounts, readings, strict=True)
+        for o in reading.orders or []
+        if o.client_order_id not in account.orders
+    ]
+    return Page(
+        rows=rows,
+        states=states,
+        mismatches=mismatches,
+        order_mismatches=stored_order_mismatches(session, ids),
+        acknowledged=_acknowledged_all(session, ids),
+        ended=ended_statuses(session, foreign),
+    )
 
 
 @dataclass
@@ -102,14 +184,20 @@ class SyncOutcome:
     new_breach: Breach | None = None
     flatten: bool = False
     released: bool = False
+    order_mismatches: list[OrderMismatch] = field(default_factory=list)
+
+
+def sync_account_ids(session: Session, broker: str, accounts: list[str] | None) -> list[str]:
+    """The broker's accounts (or the listed ones of it), by id."""
+    query = select(AccountRow.account_id).where(AccountRow.broker == broker)
+    if accounts is not None:
+        query = query.where(AccountRow.account_id.in_(accounts))
+    return list(session.scalars(query.order_by(AccountRow.account_id)))
 
 
 def sync_accounts(session: Session, broker: str, accounts: list[str] | None) -> list[SyncAccount]:
     """The broker's accounts (or the listed ones of it) with their open ledger positions."""
-    query = select(AccountRow.account_id).where(AccountRow.broker == broker)
-    if accounts is not None:
-        query = query.where(AccountRow.account_id.in_(accounts))
-    ids = list(session.scalars(query.order_by(AccountRow.account_id)))
+    ids = sync_account_ids(session, broker, accounts)
     specs = {
         row.symbol: row
         for row in session.scalars(select(SymbolSpecRow).where(SymbolSpecRow.broker == broker))
@@ -145,11 +233,13 @@ def sync_accounts(session: Session, broker: str, accounts: list[str] | None) -> 
             )
         )
     )
+    orders = ledger_orders(session, ids)
     return [
         SyncAccount(
             account_id=account_id,
             holdings=holdings.get(account_id, []),
             entries_in_flight=account_id in in_flight,
+            orders=orders.get(account_id, {}),
         )
         for account_id in ids
     ]
@@ -186,11 +276,15 @@ def write_sync(
     *,
     now: datetime,
     day_start: datetime,
+    page: Page | None = None,
 ) -> SyncOutcome:
-    """One account's sync, in one unit of work: its state, its day, its mismatches, and the
-    system reduce-only they and its limits hold."""
-    row = session.get(AccountRow, account.account_id, with_for_update=True)
-    state = session.get(AccountStateRow, account.account_id, with_for_update=True)
+    """One account's sync: its state, its day, its mismatches of positions and orders, and the
+    system reduce-only they and its limits hold. ``page``: what :func:`load_page` read for the
+    page of accounts this one is in (without: read for it alone)."""
+    if page is None:
+        page = load_page(session, [account], [reading])
+    row = page.rows.get(account.account_id)
+    state = page.states.get(account.account_id)
     if row is None or state is None:
         return SyncOutcome(source=None)
     outcome = SyncOutcome(source=None)
@@ -221,15 +315,24 @@ def write_sync(
         state.realized_loss_today = Decimal(0)
     state.trading_day_start = day_start
 
+    stored = page.mismatches.get(account.account_id, [])
     if not account.entries_in_flight:
-        outcome.mismatches = _store_mismatches(session, row.broker, account, reading, now)
-    acting = session.scalars(
-        select(MismatchRow).where(
-            MismatchRow.account_id == account.account_id,
-            MismatchRow.kind != MismatchKind.UNKNOWN.value,
-            MismatchRow.detected_at < now,
+        outcome.mismatches, stored = _store_mismatches(
+            session, row.broker, account, reading, now, stored_rows=stored
         )
-    ).all()
+    found_orders = reconcile_orders(account.account_id, reading.orders, account.orders, page.ended)
+    outcome.order_mismatches = found_orders
+    standing = store_order_mismatches(
+        session,
+        row.broker,
+        account.account_id,
+        found_orders,
+        answered=reading.orders is not None,
+        stored=page.order_mismatches.get(account.account_id, []),
+        now=now,
+    )
+    acting = [m for m in stored if m.kind != MismatchKind.UNKNOWN and m.detected_at < now]
+    acting_orders = [m for m in standing if m.kind != MismatchKind.UNKNOWN and m.detected_at < now]
     found = breaches(
         currency=row.currency,
         balance=state.balance,
@@ -239,14 +342,29 @@ def write_sync(
         daily_loss_budget=row.daily_loss_budget,
         max_drawdown=row.max_drawdown,
     )
-    _hold(session, row, found, acting, outcome=outcome, now=now, day_start=day_start)
-    session.flush()
+    _hold(
+        session,
+        row,
+        found,
+        acting,
+        acting_orders,
+        acknowledged=page.acknowledged.get(account.account_id),
+        outcome=outcome,
+        now=now,
+        day_start=day_start,
+    )
     return outcome
 
 
 def _store_mismatches(
-    session: Session, broker: str, account: SyncAccount, reading: Reading, now: datetime
-) -> list[Mismatch]:
+    session: Session,
+    broker: str,
+    account: SyncAccount,
+    reading: Reading,
+    now: datetime,
+    *,
+    stored_rows: list[MismatchRow],
+) -> tuple[list[Mismatch], list[MismatchRow]]:
     """Replace the account's stored mismatches with what this sync found. A mismatch seen
     before keeps when it was first detected (it acts from its second sighting on, so a fill
     the keeper has not recorded yet is not taken for one). When the broker did not answer,
@@ -257,12 +375,8 @@ def _store_mismatches(
         ledger_net(account.holdings),
         broker_prices=reading.average_prices,
     )
-    stored = {
-        m.broker_symbol: m
-        for m in session.scalars(
-            select(MismatchRow).where(MismatchRow.account_id == account.account_id)
-        )
-    }
+    stored = {m.broker_symbol: m for m in stored_rows}
+    standing: dict[str, MismatchRow] = {}
     seen: set[str] = set()
     for mismatch in found:
         existing = stored.get(mismatch.broker_symbol)
@@ -272,37 +386,40 @@ def _store_mismatches(
             and existing.kind != MismatchKind.UNKNOWN.value
         ):
             seen.add(mismatch.broker_symbol)
+            standing[mismatch.broker_symbol] = existing
             continue
         if existing is None or existing.kind != mismatch.kind.value:
             if existing is not None:
                 session.delete(existing)
                 session.flush()
-            session.add(
-                MismatchRow(
-                    account_id=account.account_id,
-                    broker=broker,
-                    broker_symbol=mismatch.broker_symbol,
-                    kind=mismatch.kind.value,
-                    broker_quantity=mismatch.broker_quantity,
-                    broker_average_price=mismatch.broker_average_price,
-                    ledger_quantity=mismatch.ledger_quantity,
-                    detected_at=now,
-                    seen_at=now,
-                )
+            row = MismatchRow(
+                account_id=account.account_id,
+                broker=broker,
+                broker_symbol=mismatch.broker_symbol,
+                kind=mismatch.kind.value,
+                broker_quantity=mismatch.broker_quantity,
+                broker_average_price=mismatch.broker_average_price,
+                ledger_quantity=mismatch.ledger_quantity,
+                detected_at=now,
+                seen_at=now,
             )
+            session.add(row)
+            standing[mismatch.broker_symbol] = row
         else:
             existing.broker_quantity = mismatch.broker_quantity
             existing.broker_average_price = mismatch.broker_average_price
             existing.ledger_quantity = mismatch.ledger_quantity
             existing.seen_at = now
+            standing[mismatch.broker_symbol] = existing
         seen.add(mismatch.broker_symbol)
     for symbol, existing in stored.items():
-        if symbol not in seen and (
-            reading.positions is not None or existing.kind == MismatchKind.UNKNOWN.value
-        ):
+        if symbol in seen:
+            continue
+        if reading.positions is not None or existing.kind == MismatchKind.UNKNOWN.value:
             session.delete(existing)
-    session.flush()
-    return found
+        else:
+            standing[symbol] = existing
+    return found, list(standing.values())
 
 
 def _hold(
@@ -310,7 +427,9 @@ def _hold(
     row: AccountRow,
     found: list[Breach],
     acting: Sequence[MismatchRow],
+    acting_orders: Sequence[OrderMismatchRow],
     *,
+    acknowledged: datetime | None,
     outcome: SyncOutcome,
     now: datetime,
     day_start: datetime,
@@ -324,7 +443,6 @@ def _hold(
     if row.reduce_only and (row.reduce_only_by != SYSTEM or row.reduce_only_cause is None):
         return
     current = ReduceOnlyCause(row.reduce_only_cause) if row.reduce_only_cause else None
-    acknowledged = _acknowledged(session, row.account_id)
     holds: dict[ReduceOnlyCause, str] = {
         b.cause: b.reason
         for b in found
@@ -335,12 +453,27 @@ def _hold(
         holds.setdefault(current, row.reduce_only_reason or "drawdown limit")
     if current is ReduceOnlyCause.DAILY_LOSS and not outcome.day_reset:
         holds.setdefault(current, row.reduce_only_reason or "daily loss budget")
+    differences = []
     if acting:
-        holds[ReduceOnlyCause.RECONCILIATION] = "positions differ from the broker's: " + "; ".join(
-            f"{m.broker_symbol} {m.kind}: broker {_q(m.broker_quantity)}, "
-            f"ledger {plain(m.ledger_quantity)}"
-            for m in acting
+        differences.append(
+            "positions differ from the broker's: "
+            + "; ".join(
+                f"{m.broker_symbol} {m.kind}: broker {_q(m.broker_quantity)}, "
+                f"ledger {plain(m.ledger_quantity)}"
+                for m in acting
+            )
         )
+    if acting_orders:
+        differences.append(
+            "orders differ from the broker's: "
+            + "; ".join(
+                f"{m.client_order_id} {m.kind}: broker {_q(m.broker_quantity)}, "
+                f"ledger {_q(m.ledger_quantity) if m.ledger_status is None else m.ledger_status}"
+                for m in acting_orders
+            )
+        )
+    if differences:
+        holds[ReduceOnlyCause.RECONCILIATION] = " / ".join(differences)
     desired = max(holds, key=PRECEDENCE.__getitem__) if holds else None
     if desired is current:
         return
@@ -356,7 +489,7 @@ def _hold(
         why = (
             "a new trading day"
             if current is ReduceOnlyCause.DAILY_LOSS
-            else "positions agree with the broker's"
+            else "positions and orders agree with the broker's"
         )
         record_operator_action(
             session,
@@ -396,22 +529,31 @@ def _hold(
         outcome.flatten = row.on_breach == OnBreach.FLATTEN.value
 
 
-def _acknowledged(session: Session, account_id: str) -> datetime | None:
-    """When an operator last let the account trade again, if that is the last word on its
-    reduce-only (no reduce-only since)."""
-    last = session.scalar(
-        select(OperatorActionRow)
+def _acknowledged_all(session: Session, account_ids: Sequence[str]) -> dict[str, datetime]:
+    """Per account, when an operator last let it trade again, if that is the last word on its
+    reduce-only (no reduce-only since): one query for the page."""
+    last: dict[str, tuple[str, str, datetime]] = {}
+    for target, action, operator, at in session.execute(
+        select(
+            OperatorActionRow.target,
+            OperatorActionRow.action,
+            OperatorActionRow.operator,
+            OperatorActionRow.at,
+        )
         .where(
-            OperatorActionRow.target == account_id,
+            OperatorActionRow.target.in_(account_ids),
             OperatorActionRow.action.in_((REDUCE_ONLY, ALLOW_ENTRIES)),
             OperatorActionRow.workflow_id.is_(None),
         )
-        .order_by(OperatorActionRow.at.desc(), OperatorActionRow.id.desc())
-        .limit(1)
-    )
-    if last is None or last.action != ALLOW_ENTRIES or last.operator == SYSTEM:
-        return None
-    return last.at
+        .order_by(OperatorActionRow.at, OperatorActionRow.id)
+    ).tuples():
+        if target is not None:
+            last[target] = (action, operator, at)
+    return {
+        target: at
+        for target, (action, operator, at) in last.items()
+        if action == ALLOW_ENTRIES and operator != SYSTEM
+    }
 
 
 def _q(value: Decimal | None) -> str:
