@@ -40,6 +40,18 @@ class Row:
     protection: int = 0
     """Protective orders working beyond a position's open quantity (or on a flat one)."""
 
+    @property
+    def clean(self) -> bool:
+        """Every invariant holds."""
+        return not (
+            self.doubled
+            or self.lost
+            or self.breaches
+            or self.ledger_mismatches
+            or self.wrong_outcomes
+            or self.protection
+        )
+
 
 @dataclass
 class Results:
