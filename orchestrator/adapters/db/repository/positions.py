@@ -89,9 +89,32 @@ def record_positions(
     session: Session, keeper_workflow_id: str, positions: list[Position], now: datetime
 ) -> None:
     """Bring the ledger to the keeper's positions: each position's row, each closing fill once,
-    and for each closing fill booked now, its effect on the account."""
+    and for each closing fill booked now, its effect on the account. The rows and the fills
+    already booked are read in one statement each (a batch keeper records hundreds at once)."""
+    signal_ids = {p.signal_id for p in positions}
+    account_ids = {p.account_id for p in positions}
+    rows = {
+        (row.signal_id, row.account_id): row
+        for row in session.scalars(
+            select(PositionRow).where(
+                PositionRow.signal_id.in_(signal_ids), PositionRow.account_id.in_(account_ids)
+            )
+        )
+    }
+    executions = [fill.execution_id for p in positions for fill in p.closes]
+    booked_before = (
+        set(
+            session.scalars(
+                select(PositionFillRow.execution_id).where(
+                    PositionFillRow.execution_id.in_(executions)
+                )
+            )
+        )
+        if executions
+        else set()
+    )
     for position in positions:
-        row = session.get(PositionRow, (position.signal_id, position.account_id))
+        row = rows.get((position.signal_id, position.account_id))
         was_closed = row is not None and row.status == PositionStatus.CLOSED.value
         if row is None:
             row = PositionRow(
@@ -122,7 +145,12 @@ def record_positions(
         closes_now = position.status is PositionStatus.CLOSED and not was_closed
         if closes_now:
             row.closed_at = now
-        booked = [fill for fill in position.closes if _book_fill(session, position, fill)]
+        booked = [
+            fill
+            for fill in position.closes
+            if fill.execution_id not in booked_before and _book_fill(session, position, fill)
+        ]
+        booked_before.update(fill.execution_id for fill in booked)
         if booked or closes_now:
             _account_closes(session, position, booked, closes_now)
     session.flush()
