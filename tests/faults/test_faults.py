@@ -277,19 +277,22 @@ def written_ahead_only(db: Database) -> list[str]:
         return [f"{cid}: written ahead, not at the broker" for cid in ahead if cid not in sent]
 
 
+def protection_problems(db: Database) -> list[str]:
+    """What is wrong with the positions' protective orders now: a protective order working
+    beyond its position's open quantity or on a flat one, an open position without exactly
+    one working stop for all of it, an order written ahead that the broker lacks."""
+    return protection_violations(db) + protection_gaps(db) + written_ahead_only(db)
+
+
 async def settled_protection(db: Database, timeout_s: float = 90) -> list[str]:
-    """What is wrong with the positions' protective orders once the keepers have settled: a
-    protective order working beyond its position's open quantity or on a flat one, an open
-    position without exactly one working stop for all of it. A keeper needs a moment after a
-    fill to resize or cancel the other side (one-cancels-other is ours), so the check waits
-    for it, then reports what is still wrong."""
-
-    def problems() -> list[str]:
-        return protection_violations(db) + protection_gaps(db) + written_ahead_only(db)
-
+    """:func:`protection_problems` once the keepers have settled: a keeper needs a moment
+    after a fill to resize or cancel the other side (one-cancels-other is ours), so the check
+    waits for it, then reports what is still wrong."""
     with contextlib.suppress(TimeoutError):
-        await poll_until(lambda: not problems() or None, timeout_s=timeout_s, interval_s=0.5)
-    return problems()
+        await poll_until(
+            lambda: not protection_problems(db) or None, timeout_s=timeout_s, interval_s=0.5
+        )
+    return protection_problems(db)
 
 
 async def check(
@@ -312,7 +315,7 @@ async def check(
 async def _check_once(
     run: Run, scenario: str, faults: int, reports: list[SignalReport], *, say: bool = False
 ) -> Row:
-    protection = await settled_protection(run.db, timeout_s=0)
+    protection = protection_problems(run.db)  # check() is the one that waits
     if protection and say:
         print(f"{scenario}: protection problems: {protection}")
     with run.db.transaction() as session:
