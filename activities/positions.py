@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import order_views as views
+from activities.order_steps import Pulse
 from orchestrator.adapters.brokers.base import (
     Broker,
     BrokerOrder,
@@ -83,15 +84,16 @@ class PositionActivities(Positions):
         """Each target's stop and take-profit made exactly what it says, one position after
         the other (a heartbeat between)."""
         outcomes = []
+        pulse = Pulse()
         try:
             for target in request.targets:
-                outcomes.append(self._protect(target))
-                activity.heartbeat(target.account_id)
+                outcomes.append(self._protect(target, pulse))
+                pulse.beat(target.account_id)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         return outcomes
 
-    def _protect(self, target: ProtectionTarget) -> ProtectionOutcome:
+    def _protect(self, target: ProtectionTarget, pulse: Pulse) -> ProtectionOutcome:
         """First what the broker says of the position's current orders (a fill the keeper has
         not seen yet reduces what is to be covered); then, per kind, the order kept when it is
         already right, else replaced (cancel/replace where the broker can), or cancelled and
@@ -107,7 +109,7 @@ class PositionActivities(Positions):
             if order is None or not order.working:
                 continue
             state = self._broker.status(order.client_order_id) or views.gone(order)
-            self._book(state)
+            self._book(state, pulse)
             news.append(views.news(target.account_id, kind, state))
             unseen += max(Decimal(0), views.filled(state) - order.filled)
             states[kind] = state
@@ -136,7 +138,7 @@ class PositionActivities(Positions):
             if price is not None:
                 ticket = self._ticket(target, kind, price, quantity)
                 try:
-                    replacement = self._replace(target, kind, working, ticket)
+                    replacement = self._replace(target, kind, working, ticket, pulse)
                 except ReplaceRejected as error:  # a new order follows
                     replacement, ended = None, error.order or views.gone(order)
                     if ended.status not in TERMINAL:  # refused, yet it stands: cancel it
@@ -150,12 +152,12 @@ class PositionActivities(Positions):
                     if old.status not in TERMINAL:
                         # Replaced: it works no more, whatever a late report still says.
                         old = dataclasses.replace(old, status=OrderStatus.CANCELLED)
-                    self._book(old)
+                    self._book(old, pulse)
                     news.append(views.news(target.account_id, kind, old))
                     continue
             if ended is None:
                 ended = self._broker.cancel(working.client_order_id) or working
-            self._book(ended)
+            self._book(ended, pulse)
             news.append(views.news(target.account_id, kind, ended))
             quantity = max(Decimal(0), quantity - (views.filled(ended) - views.filled(working)))
         refused = None
@@ -166,7 +168,7 @@ class PositionActivities(Positions):
                 placed[kind] = None
                 self._never_sent(target, kind)
                 continue
-            state = self._submit(target, kind, price, quantity)
+            state = self._submit(target, kind, price, quantity, pulse)
             placed[kind] = views.protective(kind, state, price)
             fresh.append((kind, state))
             # Filled as it was placed (the market through its price): the other covers less.
@@ -192,6 +194,7 @@ class PositionActivities(Positions):
         kind: ProtectionKind,
         working: BrokerOrder,
         ticket: OrderTicket,
+        pulse: Pulse,
     ) -> BrokerOrder | None:
         """The working order cancel/replaced by ``ticket``; ``None`` when the broker cannot
         (a venue without 35=G), and the caller cancels and submits anew."""
@@ -207,18 +210,23 @@ class PositionActivities(Positions):
                 state = self._broker.replace(working.client_order_id, total)
         except ReplaceNotSupported:
             return None
-        self._book(state)
+        self._book(state, pulse)
         return state
 
     def _submit(
-        self, target: ProtectionTarget, kind: ProtectionKind, price: Decimal, quantity: Decimal
+        self,
+        target: ProtectionTarget,
+        kind: ProtectionKind,
+        price: Decimal,
+        quantity: Decimal,
+        pulse: Pulse,
     ) -> BrokerOrder:
         ticket = self._ticket(target, kind, price, quantity)
         state = self._existing(ticket)
         if state is None:
             self._record_intent(target, kind, ticket)
             state = self._broker.submit(ticket)
-        self._book(state)
+        self._book(state, pulse)
         return state
 
     def _never_sent(self, target: ProtectionTarget, kind: ProtectionKind) -> None:
@@ -283,17 +291,18 @@ class PositionActivities(Positions):
         """Each watched order as the broker has it now; news for those that filled more than
         the keeper knows, or ended. Every report is booked."""
         news = []
+        pulse = Pulse()
         try:
             for watched in request.orders:
-                item = self._check(watched)
+                item = self._check(watched, pulse)
                 if item is not None:
                     news.append(item)
-                activity.heartbeat(watched.client_order_id)
+                pulse.beat(watched.client_order_id)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         return news
 
-    def _check(self, watched: WatchedOrder) -> OrderNews | None:
+    def _check(self, watched: WatchedOrder, pulse: Pulse) -> OrderNews | None:
         state = self._broker.status(watched.client_order_id)
         if state is None:
             state = BrokerOrder(
@@ -304,7 +313,7 @@ class PositionActivities(Positions):
                 executions=(),
                 reject_text=views.NOT_AT_BROKER,
             )
-        self._book(state)
+        self._book(state, pulse)
         if state.status not in TERMINAL and views.filled(state) <= watched.filled:
             return None
         return views.news(watched.account_id, watched.kind, state)
@@ -317,7 +326,8 @@ class PositionActivities(Positions):
         """Each closing order written ahead, sent (or found, on a retry) and followed until
         it ends; the orders are sent together first, then followed."""
         try:
-            states = [self._send_close(order) for order in request.orders]
+            pulse = Pulse()
+            states = [self._send_close(order, pulse) for order in request.orders]
             outcomes = []
             for order, sent in zip(request.orders, states, strict=True):
                 state = self._follow(sent)
@@ -334,7 +344,7 @@ class PositionActivities(Positions):
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         return outcomes
 
-    def _send_close(self, order: CloseOrder) -> BrokerOrder:
+    def _send_close(self, order: CloseOrder, pulse: Pulse) -> BrokerOrder:
         ticket = OrderTicket(
             client_order_id=order.client_order_id,
             account_id=order.account_id,
@@ -365,7 +375,7 @@ class PositionActivities(Positions):
                     now=self._clock(),
                 )
             state = self._broker.submit(ticket)
-        self._book(state)
+        self._book(state, pulse)
         return state
 
     def _follow(self, state: BrokerOrder) -> BrokerOrder:
@@ -413,7 +423,9 @@ class PositionActivities(Positions):
                 session, record.keeper_workflow_id, record.positions, self._clock()
             )
 
-    def _book(self, state: BrokerOrder) -> None:
+    def _book(self, state: BrokerOrder, pulse: Pulse | None = None) -> None:
+        """The broker's word on an order, in the ledger; then a heartbeat, if one is due (an
+        attempt that makes progress, however slowly under load, is not timed out as lost)."""
         with self._db.transaction() as session:
             repository.apply_broker_report(
                 session,
@@ -426,6 +438,8 @@ class PositionActivities(Positions):
                 reject_text=state.reject_text,
                 now=self._clock(),
             )
+        if pulse is not None:
+            pulse.beat(state.client_order_id)
 
     @activity.defn
     def quotes(self, request: QuoteRequest) -> list[QuoteAnswer]:
