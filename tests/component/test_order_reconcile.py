@@ -38,7 +38,9 @@ def add_order(
     purpose: str = "STOP",
     sequence: int = 1,
     filled: str = "0",
+    written: timedelta = timedelta(hours=1),
 ) -> None:
+    """A ledger order written ``written`` before the first sync."""
     with db.transaction() as session:
         session.add(
             OrderRow(
@@ -56,8 +58,8 @@ def add_order(
                 purpose=purpose,
                 status=status,
                 filled_quantity=Decimal(filled),
-                created_at=NOW - timedelta(hours=1),
-                updated_at=NOW - timedelta(hours=1),
+                created_at=NOW - written,
+                updated_at=NOW - written,
             )
         )
 
@@ -238,7 +240,7 @@ def test_an_order_written_ahead_of_its_submission_is_not_expected_at_the_broker(
     db: Database,
 ) -> None:
     load(db, book(account("a")))
-    add_order(db, "entry-2", status="PENDING_SUBMIT", purpose="ENTRY")
+    add_order(db, "entry-2", status="PENDING_SUBMIT", purpose="ENTRY", written=timedelta(0))
 
     sync_once(db, seen([]))
     second = sync_once(db, seen([]), now=LATER)
@@ -246,6 +248,25 @@ def test_an_order_written_ahead_of_its_submission_is_not_expected_at_the_broker(
 
     assert second.order_mismatches == [] and known.order_mismatches == []
     assert rows(db)[0].reduce_only is False
+
+
+def test_a_stop_written_ahead_long_ago_and_not_at_the_broker_is_missing_there(
+    db: Database,
+) -> None:
+    # Its activity never sent it (or gave up): the position has no stop at the broker.
+    load(db, book(account("a")))
+    add_order(db, "stop-3", status="PENDING_SUBMIT", written=timedelta(minutes=4, seconds=50))
+
+    young = sync_once(db, seen([]))  # written 4 min 50 s ago: may still be on its way
+    sync_once(db, seen([]), now=LATER)  # 5 min 5 s: the broker should have it
+    second = sync_once(db, seen([]), now=LATER + timedelta(seconds=15))
+    held, _ = rows(db)
+
+    assert young.order_mismatches == []
+    assert [(m.client_order_id, m.kind) for m in second.order_mismatches] == [
+        ("stop-3", MismatchKind.MISSING_AT_BROKER)
+    ]
+    assert held.reduce_only and "stop-3 MISSING_AT_BROKER" in (held.reduce_only_reason or "")
 
 
 def test_no_answer_about_orders_is_only_flagged_and_an_earlier_difference_stands(

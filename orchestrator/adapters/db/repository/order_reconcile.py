@@ -58,9 +58,10 @@ def ledger_orders(
             OrderRow.filled_quantity,
             OrderRow.status,
             OrderRow.purpose,
+            OrderRow.created_at,
         ).where(OrderRow.account_id.in_(account_ids), OrderRow.status.in_(WORKING))
     ).tuples():
-        account_id, cid, symbol, side, quantity, filled, status, purpose = row
+        account_id, cid, symbol, side, quantity, filled, status, purpose, written_at = row
         found.setdefault(account_id, {})[cid] = LedgerOrder(
             client_order_id=cid,
             broker_symbol=symbol,
@@ -69,6 +70,7 @@ def ledger_orders(
             filled=filled,
             status=status,
             purpose=purpose,
+            written_at=written_at,
         )
     return found
 

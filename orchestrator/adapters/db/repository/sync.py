@@ -320,7 +320,9 @@ def write_sync(
         outcome.mismatches, stored = _store_mismatches(
             session, row.broker, account, reading, now, stored_rows=stored
         )
-    found_orders = reconcile_orders(account.account_id, reading.orders, account.orders, page.ended)
+    found_orders = reconcile_orders(
+        account.account_id, reading.orders, account.orders, page.ended, now
+    )
     outcome.order_mismatches = found_orders
     standing = store_order_mismatches(
         session,
