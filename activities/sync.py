@@ -13,6 +13,7 @@ the workflow's, so it starts once.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from orchestrator.domain.sync import (
     StateSource,
     net_by_symbol,
     trading_day_start,
+    written_ahead_grace,
 )
 from orchestrator.services import actions
 
@@ -138,12 +140,19 @@ class AccountSyncActivities(AccountSync):
         now, day_start = when
         with self._db.transaction() as session:
             accounts = repository.sync_accounts(session, broker, ids)
-        readings = self._read_page(accounts, pool)
+        grace = written_ahead_grace(self._settings.order_schedule_to_close_s)
+        readings = self._read_page(accounts, pool, now - grace)
         with self._db.transaction() as session:
             page = repository.load_page(session, accounts, readings)
             outcomes = [
                 repository.write_sync(
-                    session, account, reading, now=now, day_start=day_start, page=page
+                    session,
+                    account,
+                    reading,
+                    now=now,
+                    day_start=day_start,
+                    page=page,
+                    written_ahead_grace=grace,
                 )
                 for account, reading in zip(accounts, readings, strict=True)
             ]
@@ -180,7 +189,10 @@ class AccountSyncActivities(AccountSync):
             )
 
     def _read_page(
-        self, accounts: list[repository.SyncAccount], pool: ThreadPoolExecutor
+        self,
+        accounts: list[repository.SyncAccount],
+        pool: ThreadPoolExecutor,
+        written_before: datetime,
     ) -> list[repository.Reading]:
         """The broker's answers for a page of accounts: at once where the broker can answer
         for many (:class:`AccountViews`: its class's own method, so that a wrapper delegating
@@ -189,7 +201,8 @@ class AccountSyncActivities(AccountSync):
             isinstance(self._broker, AccountViews) and hasattr(type(self._broker), "account_views")
         ):
             readings = []
-            for account, reading in zip(accounts, pool.map(self._read, accounts), strict=True):
+            read = functools.partial(self._read, written_before=written_before)
+            for account, reading in zip(accounts, pool.map(read, accounts), strict=True):
                 readings.append(reading)
                 if activity.in_activity():  # a slow broker must not outlast the heartbeat
                     activity.heartbeat(account.account_id)
@@ -202,7 +215,9 @@ class AccountSyncActivities(AccountSync):
         nothing = AccountView(reading=None, positions=None, orders=None)
         return [self._reading(a, views.get(a.account_id, nothing)) for a in accounts]
 
-    def _read(self, account: repository.SyncAccount) -> repository.Reading:
+    def _read(
+        self, account: repository.SyncAccount, *, written_before: datetime
+    ) -> repository.Reading:
         """What the broker gives for one account: its money, its positions, its working
         orders. A broker that cannot be reached gives nothing for this account; the others
         are still read."""
@@ -211,7 +226,7 @@ class AccountSyncActivities(AccountSync):
             view = AccountView(
                 reading=self._broker.account_state(account_id),
                 positions=self._broker.positions(account_id),
-                orders=self._working_orders(account),
+                orders=self._working_orders(account, written_before),
             )
         except BrokerUnavailable as exc:
             log.warning("broker unavailable reading account %s: %s", account_id, exc)
@@ -244,11 +259,15 @@ class AccountSyncActivities(AccountSync):
             orders=None if working is None else [working_of(o) for o in working],
         )
 
-    def _working_orders(self, account: repository.SyncAccount) -> list[BrokerOrder] | None:
+    def _working_orders(
+        self, account: repository.SyncAccount, written_before: datetime
+    ) -> list[BrokerOrder] | None:
         """The broker's working orders of the account; a broker that cannot be reached for
         them leaves them unknown (its money and positions still count)."""
         try:
-            return self._broker.working_orders(account.account_id, account.known_orders())
+            return self._broker.working_orders(
+                account.account_id, account.known_orders(written_before)
+            )
         except BrokerUnavailable as exc:
             log.warning("orders of %s unknown: %s", account.account_id, exc)
             return None

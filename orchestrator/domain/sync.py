@@ -148,22 +148,29 @@ class BrokerWorking(Model):
 SENT_UNCONFIRMED = "PENDING_SUBMIT"
 """A ledger order written ahead of its submission: the broker may or may not have it yet."""
 
-WRITTEN_AHEAD_GRACE = timedelta(minutes=5)
-"""How long an order may stay written ahead (``PENDING_SUBMIT``) before the broker is expected
-to have it: longer than any order activity's attempt and its retries take to send or give up
-(an entry's schedule-to-close, a keeper's two-minute step). One still unconfirmed after this,
-and not at the broker, is ``MISSING_AT_BROKER``: a stop stuck there would leave its position
-without protection unseen."""
+WRITTEN_AHEAD_MARGIN = timedelta(minutes=5)
+"""How much longer than an entry order's whole schedule-to-close an order may stay written ahead
+(``PENDING_SUBMIT``) before the broker is expected to have it (see
+:func:`written_ahead_grace`)."""
 
 
-def _expected(order: LedgerOrder, now: datetime | None) -> bool:
+def written_ahead_grace(order_schedule_to_close_s: float) -> timedelta:
+    """How long an order may stay written ahead before the broker is expected to have it:
+    longer than an order activity's attempts take to send it or give up (an entry's
+    schedule-to-close, a keeper's two-minute step), by ``WRITTEN_AHEAD_MARGIN``. One still
+    unconfirmed after this, and not at the broker, is ``MISSING_AT_BROKER``: a stop stuck there
+    would leave its position without protection, unseen."""
+    return timedelta(seconds=order_schedule_to_close_s) + WRITTEN_AHEAD_MARGIN
+
+
+def _expected(order: LedgerOrder, written_before: datetime | None) -> bool:
     """The broker should have this order by now (it is not a write-ahead still in flight)."""
     if order.status != SENT_UNCONFIRMED:
         return True
     return (
-        now is not None
+        written_before is not None
         and order.written_at is not None
-        and order.written_at <= now - WRITTEN_AHEAD_GRACE
+        and order.written_at <= written_before
     )
 
 
@@ -172,15 +179,16 @@ def reconcile_orders(
     broker: Sequence[BrokerWorking] | None,
     working: Mapping[str, LedgerOrder],
     ended: Mapping[str, str],
-    now: datetime | None = None,
+    written_before: datetime | None = None,
 ) -> list[OrderMismatch]:
     """The differences between the broker's working orders (``None``: it did not answer) and
     the ledger's ``working`` ones (entries and protective orders, by client order id), in what
     each still works (quantity less fills: a replaced order's total counts fills that stay on
     the order it replaced, and a fill not yet recorded shows once, in flight); an
     order the broker works that the ledger has ended is named with its ``ended`` status. An
-    order written ahead of its submission (PENDING_SUBMIT) is not expected at the broker until
-    ``WRITTEN_AHEAD_GRACE`` after it was written (before ``now``). In client order id order."""
+    order written ahead of its submission (PENDING_SUBMIT) is expected at the broker only if it
+    was written at or before ``written_before`` (see :func:`written_ahead_grace`). In client
+    order id order."""
     if broker is None:
         return [
             OrderMismatch(
@@ -193,14 +201,14 @@ def reconcile_orders(
                 ledger_quantity=order.working,
             )
             for cid, order in sorted(working.items())
-            if _expected(order, now)
+            if _expected(order, written_before)
         ]
     theirs = {o.client_order_id: o for o in broker}
     found = []
     for cid in sorted(set(theirs) | set(working)):
         at_broker, ours = theirs.get(cid), working.get(cid)
         if at_broker is None and ours is not None:
-            if not _expected(ours, now):
+            if not _expected(ours, written_before):
                 continue
             found.append(
                 OrderMismatch(

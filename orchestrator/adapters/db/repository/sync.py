@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -41,6 +41,7 @@ from orchestrator.domain.positions import Contract, PositionStatus, realized_pnl
 from orchestrator.domain.sync import (
     SENT_UNCONFIRMED,
     SYSTEM,
+    WRITTEN_AHEAD_MARGIN,
     Breach,
     BrokerWorking,
     LedgerOrder,
@@ -93,12 +94,19 @@ class SyncAccount:
     orders: dict[str, LedgerOrder] = field(default_factory=dict)
     """The ledger's working orders of the account (entries and protective), by client id."""
 
-    def known_orders(self) -> list[KnownOrder]:
-        """What a broker that can only be asked per order is asked about (sent ones)."""
+    def known_orders(self, written_before: datetime | None = None) -> list[KnownOrder]:
+        """What a broker that can only be asked per order is asked about: the orders sent,
+        and those written ahead at or before ``written_before`` (the broker should have them
+        by now: see :func:`~orchestrator.domain.sync.written_ahead_grace`)."""
         return [
             KnownOrder(o.client_order_id, self.account_id, o.broker_symbol, o.side, o.quantity)
             for _, o in sorted(self.orders.items())
             if o.status != SENT_UNCONFIRMED
+            or (
+                written_before is not None
+                and o.written_at is not None
+                and o.written_at <= written_before
+            )
         ]
 
 
@@ -277,10 +285,12 @@ def write_sync(
     now: datetime,
     day_start: datetime,
     page: Page | None = None,
+    written_ahead_grace: timedelta = WRITTEN_AHEAD_MARGIN,
 ) -> SyncOutcome:
     """One account's sync: its state, its day, its mismatches of positions and orders, and the
     system reduce-only they and its limits hold. ``page``: what :func:`load_page` read for the
-    page of accounts this one is in (without: read for it alone)."""
+    page of accounts this one is in (without: read for it alone). An order written ahead is
+    expected at the broker ``written_ahead_grace`` after it was written."""
     if page is None:
         page = load_page(session, [account], [reading])
     row = page.rows.get(account.account_id)
@@ -321,7 +331,11 @@ def write_sync(
             session, row.broker, account, reading, now, stored_rows=stored
         )
     found_orders = reconcile_orders(
-        account.account_id, reading.orders, account.orders, page.ended, now
+        account.account_id,
+        reading.orders,
+        account.orders,
+        page.ended,
+        written_before=now - written_ahead_grace,
     )
     outcome.order_mismatches = found_orders
     standing = store_order_mismatches(
