@@ -166,7 +166,8 @@ class PositionActivities(Positions):
                 continue
             if price is None or quantity <= 0:
                 placed[kind] = None
-                self._never_sent(target, kind)
+                if price is not None:  # else never written ahead, in any attempt
+                    self._never_sent(target, kind)
                 continue
             state = self._submit(target, kind, price, quantity, pulse)
             placed[kind] = views.protective(kind, state, price)
