@@ -13,6 +13,7 @@ from sqlalchemy import update
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
 from activities.execution import ExecutionActivities
 from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
@@ -23,6 +24,7 @@ from orchestrator.adapters.db.schema import AccountStateRow
 from orchestrator.config import Settings
 from orchestrator.domain.book import AccountStatus
 from orchestrator.domain.contracts.activities import Execution, activity_name
+from orchestrator.domain.contracts.operators import CancelSignalRequest
 from orchestrator.domain.contracts.payloads import PlaceSliceRequest, SliceOutcome
 from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.report import LegStatus, RerouteOutcome
@@ -37,11 +39,14 @@ from tests.support import (
     book,
     broker_orders,
     load,
+    paper_orders,
+    poll_until,
     reservations,
     signal,
     uncorrelated_returns,
 )
 from worker import build_worker
+from workflows.signal import SignalExecutionWorkflow
 
 SLICE = activity_name(Execution.place_and_follow_slice)
 ORDER = activity_name(Execution.place_and_follow_order)
@@ -224,3 +229,52 @@ async def test_the_slice_window_gathers_legs_due_close_together(
     assert (activities[SLICE], activities[ORDER]) == (1, 0)
     activities = scheduled(separate_history)
     assert activities[SLICE] + activities[ORDER] > 1
+
+
+class FollowsLong(ExecutionActivities):
+    """A slice that follows its orders for a minute rather than 2 s (unless cancelled), so an
+    operator's cancel is sure to find it in flight."""
+
+    @activity.defn
+    def place_and_follow_slice(self, request: PlaceSliceRequest) -> SliceOutcome:
+        return super().place_and_follow_slice(request.model_copy(update={"follow_ms": 60_000}))
+
+
+async def test_an_operator_cancel_reaches_a_slice_in_flight(
+    time_skipping_env: WorkflowEnvironment,
+    ts_client: Client,
+    sqlite_db: Database,
+    settings: Settings,
+    executor,
+) -> None:
+    """Three legs' orders rest at the broker while their slice follows them: a cancel from the
+    desk cancels the slice's activity, which cancels every order it placed; each leg ends
+    CANCELLED with its reservation given back, and nothing stays working at the broker."""
+    stalls = {"stall_after": 0}
+    load(sqlite_db, book(*(account(a, paper=stalls) for a in ("a1", "a2", "a3"))))
+    activities = FollowsLong(
+        sqlite_db, PaperBroker(sqlite_db), service=settings.service_settings(), poll_interval_s=0.05
+    )
+    async with build_worker(ts_client, settings, activities, executor):
+        handle = await submit_signal(ts_client, sqlite_db, settings, signal("s-cancel-slice"))
+        with time_skipping_env.auto_time_skipping_disabled():
+            await poll_until(lambda: len(paper_orders(sqlite_db)) == 3, timeout_s=30)
+            answer = await handle.execute_update(
+                SignalExecutionWorkflow.cancel_signal,
+                CancelSignalRequest(operator="desk", reason="wrong symbol"),
+            )
+            report = await handle.result()
+        history = await handle.fetch_history()
+
+    events = Counter(e.event_type for e in history.events)
+    assert scheduled(history)[SLICE] == 1
+    assert events[EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED] == 1
+    assert events[EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED] == 1  # the slice, in flight
+
+    assert report.status == "CANCELLED"
+    assert {line.status for line in report.accounts} == {LegStatus.CANCELLED}
+    assert answer.orders_cancelled == 3
+    assert {cid: o.status for cid, o in paper_orders(sqlite_db).items()} == {
+        f"s-cancel-slice:{a}:1": "CANCELLED" for a in ("a1", "a2", "a3")
+    }
+    assert {r.status for r in reservations(sqlite_db)} == {"SETTLED"}
