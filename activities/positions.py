@@ -82,7 +82,7 @@ class PositionActivities(Positions):
     @activity.defn
     def protect(self, request: ProtectionRequest) -> list[ProtectionOutcome]:
         """Each target's stop and take-profit made exactly what it says, one position after
-        the other (a heartbeat between)."""
+        the other (heartbeats between broker steps, whenever one is due)."""
         outcomes = []
         pulse = Pulse()
         try:
