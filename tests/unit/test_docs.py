@@ -1,5 +1,5 @@
 """The docs stay true: links resolve, the configuration table matches the settings, the README is
-a front page."""
+a front page, the fault table lists every scenario of the fault suite."""
 
 from __future__ import annotations
 
