@@ -52,6 +52,13 @@ class ActionActivities(Actions):
     def _targets(self, request: ActionInput, running: bool) -> ActionTargets:
         action = request.action
         with self._db.transaction() as session:
+            # Checked here too, not only at submission: an action started from Temporal itself
+            # (the CLI, the Web UI) never passed submit_action. A halt means nothing leaves.
+            if repository.is_halted(session):
+                why = repository.halt_reason(session) or "no reason recorded"
+                return ActionTargets(
+                    refusal=f"trading is halted ({why}): nothing leaves until unhalt"
+                )
             if action.signal_id is not None and not repository.signal_symbols(
                 session, [action.signal_id]
             ):

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.domain import search_attributes as sa
-from orchestrator.domain.actions import ActionReport
+from orchestrator.domain.actions import ActionKind, ActionReport, ActionStatus
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning.decisions import Plan, SizeRationale
 from orchestrator.domain.positions import Position
@@ -380,6 +380,8 @@ def action_table(report: ActionReport) -> Table:
     """An action's result: per position what it did, what is left open and what it realized."""
     target = f" of {report.signal_id}" if report.signal_id else ""
     title = f"{report.action} {report.action_id}{target}: {report.status} — {report.message}"
+    if report.action is not ActionKind.MODIFY and report.status is ActionStatus.COMPLETED:
+        title += f"; {report.positions_closed} closed"
     table = Table(title=title)
     for column in ("signal", "account", "done", "closed", "left open", "realized P&L"):
         table.add_column(column, overflow="fold")

@@ -146,3 +146,25 @@ def test_the_commands_refuse_bad_input_with_exit_2_and_change_nothing(
         assert actions(db) == []
     finally:
         db.dispose()
+
+
+def test_a_flatten_without_a_reason_is_refused_with_exit_2_and_starts_nothing(
+    tmp_path: Path, cli: CliRunner, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flatten of one symbol sets no reduce-only, whose check would otherwise refuse it: the
+    # command checks who and why itself, before it reaches Temporal (nothing listens here).
+    monkeypatch.setenv("TEO_TEMPORAL_ADDRESS", "127.0.0.1:9")
+    url = migrated_sqlite(tmp_path / "orchestrator.db")
+    db = Database(url)
+    try:
+        load(db, book(account("alpha-01")))
+        for extra in (["--symbol", "EURUSD"], []):
+            argv = ["flatten", "--reason", " ", "--operator", "jane", *extra]
+            assert cli(url, *argv) == 2
+            captured = capsys.readouterr()
+            assert "give a reason" in captured.err
+            assert "Traceback" not in captured.err
+        assert flags(db) == {"alpha-01": CLEAR}
+        assert actions(db) == []
+    finally:
+        db.dispose()

@@ -16,7 +16,13 @@ from temporalio.converter import DataConverter
 
 from orchestrator.adapters.db.schema import AccountRow, AccountStateRow
 from orchestrator.domain import search_attributes as sa
-from orchestrator.interfaces.display import accounts_table, signal_state, signals_table
+from orchestrator.domain.actions import AccountOutcome, ActionKind, ActionReport, ActionStatus
+from orchestrator.interfaces.display import (
+    accounts_table,
+    action_table,
+    signal_state,
+    signals_table,
+)
 
 
 @pytest.mark.parametrize(
@@ -148,3 +154,33 @@ def test_the_signals_table_names_its_query_and_shows_one_state_per_signal() -> N
         "TERMINATED (Temporal)",
         "2026-11-24 07:30:05",
     ]
+
+
+def test_a_flatten_or_close_says_how_many_positions_it_closed_a_modify_does_not() -> None:
+    lines = [
+        AccountOutcome(
+            signal_id="s-1", account_id="a", done="closed 1 of 1 @ 1.085", closed=Decimal(1)
+        ),
+        AccountOutcome(
+            signal_id="s-1",
+            account_id="b",
+            done="not closed: rejected",
+            open_quantity=Decimal(1),
+            refused="not closed: rejected",
+        ),
+    ]
+    flatten = ActionReport(
+        action_id="f-1",
+        action=ActionKind.FLATTEN,
+        signal_id=None,
+        status=ActionStatus.COMPLETED,
+        message="2 position(s)",
+        accounts=lines,
+    )
+    # One of the two positions it acted on closed (the other's close was refused).
+    assert "FLATTEN f-1: COMPLETED — 2 position(s); 1 closed" in rendered(action_table(flatten))
+    modify = flatten.model_copy(
+        update={"action": ActionKind.MODIFY, "action_id": "m-1", "signal_id": "s-1"}
+    )
+    [title] = [line for line in rendered(action_table(modify)).splitlines() if "MODIFY" in line]
+    assert title.strip() == "MODIFY m-1 of s-1: COMPLETED — 2 position(s)"

@@ -1,5 +1,5 @@
 """The docs stay true: links resolve, the configuration table matches the settings, the README is
-a front page."""
+a front page, the fault table lists every scenario of the fault suite."""
 
 from __future__ import annotations
 
@@ -273,3 +273,39 @@ def test_the_readme_keeps_the_two_command_quick_start() -> None:
     text = README.read_text(encoding="utf-8")
     assert "\nmake demo " in text
     assert "\nmake test " in text
+
+
+FAULT_SUITE = PROJECT_ROOT / "tests" / "faults" / "test_faults.py"
+TESTING = DOCS / "testing.md"
+
+
+def fault_scenarios() -> set[str]:
+    """Every scenario name the fault suite prints in its table, the step of each kill point
+    spelled out (read from the sources: importing them starts nothing, but loads the worker)."""
+    steps = (FAULT_SUITE.parent / "worker_process.py").read_text(encoding="utf-8")
+    block = steps.split("\nKILL_POINTS = {", 1)[1].split("\n}", 1)[0]
+    kill_points = re.findall(r'^    "(\w+)":', block, re.MULTILINE)
+    source = FAULT_SUITE.read_text(encoding="utf-8")
+    names = set(re.findall(r'check\(\s*run,\s*f?"([^"]+)"', source))
+    names |= set(re.findall(r'scenario="([^"]+)"', source))
+    return {
+        expanded
+        for name in names
+        for expanded in (
+            [name.replace("{point}", point) for point in kill_points]
+            if "{point}" in name
+            else [name]
+        )
+    }
+
+
+def test_the_fault_table_in_testing_md_lists_every_scenario_the_suite_runs() -> None:
+    table = TESTING.read_text(encoding="utf-8").split("## Fault suite", 1)[1]
+    documented = {
+        line.split("|")[1].strip().replace("`", "")
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| scenario")
+    }
+    scenarios = fault_scenarios()
+    assert len(scenarios) >= 15  # the parse found them (a rename would empty it)
+    assert sorted(scenarios - documented) == []

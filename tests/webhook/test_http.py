@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -428,3 +429,91 @@ def test_invalid_exit_alert_then_422_naming_the_alert_field(
 
     assert response.status_code == 422, response.text
     assert any(name.startswith(field) for name in problems(response)), response.json()
+
+
+async def started_action(
+    webhook_temporal: WorkflowEnvironment, response: httpx.Response
+) -> ActionInput:
+    """The action the accepted request started, as its workflow's history holds it."""
+    handle = webhook_temporal.client.get_workflow_handle(response.json()["workflow_id"])
+    assert (await handle.describe()).workflow_type == "TradeActionWorkflow"
+    [started] = [
+        e
+        async for e in handle.fetch_history_events()
+        if e.HasField("workflow_execution_started_event_attributes")
+    ]
+    payloads = started.workflow_execution_started_event_attributes.input.payloads
+    sent: ActionInput = pydantic_data_converter.payload_converter.from_payloads(
+        payloads, [ActionInput]
+    )[0]
+    return sent
+
+
+async def test_tradingview_modify_and_flatten_alerts_then_202_each_its_action(
+    webhook: RunningWebhook, webhook_temporal: WorkflowEnvironment
+) -> None:
+    entry = post(webhook, body_of(tradingview_alert(id="tv-entry-3")), {})
+    assert entry.status_code == 202, entry.text
+    modify = post(
+        webhook,
+        body_of(
+            tradingview_alert(
+                action="modify",
+                target="tv-entry-3",
+                stop="1.08350",
+                take_profit="1.09300",
+                time="2026-11-24T09:00:00Z",
+            )
+        ),
+        {},
+    )
+    flatten = post(
+        webhook,
+        body_of(
+            tradingview_alert(
+                action="FLATTEN", ticker="FX:EURUSD", account_ids=["a"], time="2026-11-24T09:01:00Z"
+            )
+        ),
+        {},
+    )
+
+    assert (modify.status_code, flatten.status_code) == (202, 202), (modify.text, flatten.text)
+    moved = (await started_action(webhook_temporal, modify)).action
+    assert (moved.action, moved.signal_id, moved.stop, moved.take_profit) == (
+        "MODIFY",
+        "tv-entry-3",
+        Decimal("1.08350"),
+        Decimal("1.09300"),
+    )
+    assert moved.fraction == 1
+    flat = (await started_action(webhook_temporal, flatten)).action
+    assert (flat.action, flat.signal_id, flat.symbol, flat.accounts) == (
+        "FLATTEN",
+        None,
+        "EURUSD",
+        ["a"],
+    )
+
+
+async def test_project_json_close_then_202_and_an_unknown_action_422_naming_action(
+    webhook: RunningWebhook, webhook_temporal: WorkflowEnvironment
+) -> None:
+    entry_body = body_of({**SIGNAL, "signal_id": "wh-close-x"})
+    assert post(webhook, entry_body, signed(entry_body)).status_code == 202
+    close = {"action_id": "wh-close-1", "action": "CLOSE", "signal_id": "wh-close-x"}
+    body = body_of({**close, "fraction": "0.5", "accounts": ["a"]})
+    accepted = post(webhook, body, signed(body))
+    unknown_body = body_of({**close, "action_id": "wh-close-2", "action": "REVERSE"})
+    unknown = post(webhook, unknown_body, signed(unknown_body))
+
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["workflow_id"] == "signal-wh-close-1"
+    sent = (await started_action(webhook_temporal, accepted)).action
+    assert (sent.action, sent.signal_id, sent.fraction, sent.accounts) == (
+        "CLOSE",
+        "wh-close-x",
+        Decimal("0.5"),
+        ["a"],
+    )
+    assert unknown.status_code == 422, unknown.text
+    assert "action" in problems(unknown)

@@ -8,6 +8,7 @@ once. Each ends with the protection invariant."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ from orchestrator.config import Settings
 from orchestrator.domain import ids
 from orchestrator.domain.actions import ActionKind, ActionReport, ActionStatus, TradeAction
 from orchestrator.domain.book import SymbolSpec
+from orchestrator.domain.contracts.actions import ActionInput
 from orchestrator.domain.contracts.positions import KeeperAction
 from orchestrator.domain.errors import DuplicateSignal
 from orchestrator.domain.positions import CloseCause
@@ -43,6 +45,7 @@ from tests.support import (
     protective_orders,
     signal,
 )
+from workflows.actions import TradeActionWorkflow
 from workflows.positions import PositionsWorkflow
 from workflows.registry import WORKFLOWS
 from workflows.signal import SignalExecutionWorkflow
@@ -368,6 +371,50 @@ async def test_reduce_only_denies_entries_and_lets_exits_through(
     assert {a.account_id: a.open_quantity for a in exit_.accounts} == {"a": 0, "b": 0}
     assert all(a.closed > 0 for a in exit_.accounts)
     assert open_positions(sqlite_db, "ro-x") == []
+
+
+async def test_an_action_started_from_temporal_itself_while_halted_is_refused_and_sends_nothing(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    # The docs' `temporal workflow start --type TradeActionWorkflow ...` (or the Web UI's Start
+    # Workflow) never passes submit_action's halt check: the workflow must refuse it itself.
+    load(sqlite_db, book(account("a")))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        await opened(ts_client, sqlite_db, settings, "h-x", 1)
+        with (
+            sqlite_db.transaction() as session
+        ):  # the kill switch, as `starter.py halt` persists it
+            repository.set_halt(
+                session,
+                halted=True,
+                operator="risk",
+                reason="exchange outage",
+                now=datetime.now(UTC),
+            )
+            before = repository.list_orders(session, signal_id="h-x")
+        for act in (
+            action("h-close", ActionKind.CLOSE, signal_id="h-x"),
+            action("h-modify", ActionKind.MODIFY, signal_id="h-x", stop=Decimal("1.08300")),
+            action("h-flatten", ActionKind.FLATTEN),
+        ):
+            refused = await ts_client.execute_workflow(
+                TradeActionWorkflow.run,
+                ActionInput(action=act),
+                id=ids.signal_workflow_id(act.action_id),
+                task_queue=settings.task_queue,
+            )
+            assert refused.status is ActionStatus.REFUSED, refused
+            assert "trading is halted (exchange outage)" in refused.message
+            assert refused.accounts == []
+        [position] = open_positions(sqlite_db, "h-x")
+        with sqlite_db.transaction() as session:
+            after = repository.list_orders(session, signal_id="h-x")
+
+    assert [(o.client_order_id, o.status) for o in after] == [
+        (o.client_order_id, o.status) for o in before
+    ]
+    assert position.stop == STOP and position.open_quantity > 0
+    assert protection_violations(sqlite_db) == []
 
 
 async def test_exit_delay_bounds_stagger_a_close_per_account_the_same_on_replay(

@@ -80,8 +80,11 @@ async def cmd_flatten(args: argparse.Namespace, settings: Settings) -> int:
     symbol), so nothing new opens behind the close; then every open position closed."""
     args.wait = True
     args.accounts = ",".join(args.account) if args.account else None
-    action = read_action(args, ActionKind.FLATTEN)
     operator = args.operator or default_operator()
+    # Who and why, as every operator action: also for a flatten of one symbol, which sets no
+    # reduce-only (whose own check would refuse a blank reason).
+    operators.require_operator_and_reason(operator, args.reason, "flatten")
+    action = read_action(args, ActionKind.FLATTEN)
     action = action.model_copy(update={"note": f"flatten by {operator}: {args.reason}"})
     if action.symbol is None:
         with current_database(settings) as db:
