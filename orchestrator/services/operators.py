@@ -213,6 +213,40 @@ REDUCE_ONLY = "reduce_only"
 ALLOW_ENTRIES = "allow_entries"
 """The operator actions' names for reduce-only and its reverse."""
 
+FLATTEN = "flatten"
+"""The operator action's name for a flatten (its reduce-only, if any, is recorded apart)."""
+
+
+def record_flatten(
+    db: Database,
+    *,
+    symbol: str | None,
+    accounts: list[str] | None,
+    operator: str,
+    reason: str,
+    workflow_id: str,
+) -> None:
+    """A flatten started, with who and why and the action's workflow: a flatten of one symbol
+    sets no reduce-only, so this is its only record outside Temporal."""
+    require_operator_and_reason(operator, reason, FLATTEN)
+    if symbol is not None:
+        target = f"symbol {symbol}"
+    elif accounts:
+        target = "accounts " + ",".join(accounts)
+    else:
+        target = "book"
+    with db.transaction() as session:
+        repository.record_operator_action(
+            session,
+            action=FLATTEN,
+            target=target,
+            operator=operator,
+            reason=reason,
+            reached=[workflow_id],
+            outcome={"workflow_id": workflow_id},
+            now=datetime.now(UTC),
+        )
+
 
 async def halt(
     client: Client, db: Database, *, operator: str, reason: str, cancel_working: bool = False

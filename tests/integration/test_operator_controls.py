@@ -4,6 +4,7 @@ raw ``temporal workflow signal`` command."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.adapters.db.schema import OperatorActionRow
+from orchestrator.adapters.db.schema import OperatorActionRow, PositionRow
 from orchestrator.adapters.temporal import temporal_binary
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain.contracts.operators import HaltRequest
@@ -261,3 +262,43 @@ async def test_starter_pause_command_stops_a_waiting_leg(
     assert (line.account_id, line.status) == ("paused", LegStatus.SKIPPED_PAUSED)
     assert line.reason == "account paused by sam: desk says so"
     assert broker_orders(postgres_db) == {}
+
+
+async def test_starter_flatten_of_a_symbol_closes_its_positions_and_is_recorded(
+    dev_server: WorkflowEnvironment, postgres_db: Database, settings: Settings, harness_factory
+) -> None:
+    # A flatten of one symbol sets no reduce-only: the operator-actions table is its record.
+    client = dev_server.client
+    load(postgres_db, book(account("f1"), account("f2")))
+    env = {
+        **os.environ,
+        "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEO_DATABASE_URL": settings.database_url,
+        "TEO_TASK_QUEUE": settings.task_queue,
+    }
+    now = settings.model_copy(update={"delay_min_s": Decimal(0), "delay_max_s": Decimal(0)})
+    async with harness_factory(client, postgres_db, now).running():
+        handle = await submit_signal(client, postgres_db, now, signal("ops-flatten"))
+        await handle.result()
+        flatten = ["flatten", "--symbol", "EURUSD", "--reason", "news at 2", "--operator", "sam"]
+        # Not subprocess.run: the worker runs on this event loop, and the flatten waits on it.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "starter.py",
+            *flatten,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
+
+    assert proc.returncode == 0, stderr.decode()
+    assert "2 position(s); 2 closed" in stdout.decode(), stdout.decode()
+    with postgres_db.transaction() as session:
+        statuses = {p.account_id: p.status for p in session.scalars(select(PositionRow))}
+    assert statuses == {"f1": "CLOSED", "f2": "CLOSED"}
+    [row] = [a for a in actions(postgres_db) if a.action == "flatten"]
+    assert (row.target, row.operator, row.reason) == ("symbol EURUSD", "sam", "news at 2")
+    [workflow_id] = row.reached
+    assert workflow_id.startswith("signal-flatten-")

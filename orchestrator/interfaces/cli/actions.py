@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator.adapters import files
+from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
 from orchestrator.domain.actions import ActionKind, ActionReport, ActionStatus, TradeAction
@@ -46,10 +48,19 @@ def read_action(args: argparse.Namespace, kind: ActionKind) -> TradeAction:
     return parse_action({k: v for k, v in fields.items() if v is not None}, source="flags")
 
 
-async def run_action(args: argparse.Namespace, settings: Settings, action: TradeAction) -> int:
+async def run_action(
+    args: argparse.Namespace,
+    settings: Settings,
+    action: TradeAction,
+    started: Callable[[Database, str], None] | None = None,
+) -> int:
+    """Start the action (``started``: told its workflow id once it runs), then, with
+    ``--wait``, show what it did."""
     with current_database(settings) as db:
         client = await connect(settings)
         handle = await submit_action(client, db, settings, action)
+        if started is not None:
+            started(db, handle.id)
     link = settings.ui_link(handle.id)
     if not args.wait:
         if args.json:
@@ -93,7 +104,18 @@ async def cmd_flatten(args: argparse.Namespace, settings: Settings) -> int:
             )
         if not args.json:
             out.print(f"reduce-only: {len(reached)} account(s)")
-    return await run_action(args, settings, action)
+
+    def record(db: Database, workflow_id: str) -> None:
+        operators.record_flatten(
+            db,
+            symbol=action.symbol,
+            accounts=action.accounts,
+            operator=operator,
+            reason=args.reason,
+            workflow_id=workflow_id,
+        )
+
+    return await run_action(args, settings, action, record)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
