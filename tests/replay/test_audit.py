@@ -139,6 +139,69 @@ async def test_an_edited_order_quantity_is_caught_as_drift(tmp_path: Path) -> No
     assert not result.ok
 
 
+def edit_payloads(path: Path, edit: Any) -> None:
+    """Apply ``edit(event_type, key, value)`` to every JSON payload of a history file (its
+    return replaces the value) and re-sign the manifest."""
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    for event in document["events"]:
+        for name, attributes in event.items():
+            if not name.endswith("Attributes") or not isinstance(attributes, dict):
+                continue
+            for key in ("input", "result"):
+                payloads = (attributes.get(key) or {}).get("payloads") or []
+                for payload in payloads:
+                    value = json.loads(base64.b64decode(payload["data"]))
+                    edited = edit(event["eventType"], key, value)
+                    payload["data"] = base64.b64encode(json.dumps(edited).encode()).decode()
+    path.write_text(json.dumps(document), encoding="utf-8")
+    entries = history.read_manifest(path.parent) or {}
+    entries[path.name] = history.manifest_entry(history.load_history(path), path)
+    history.write_manifest(path.parent, entries)
+
+
+async def test_a_reroute_that_starts_from_another_risk_than_the_plans_is_caught_as_drift(
+    tmp_path: Path,
+) -> None:
+    """The reroute's recorded input says the failed order risked 498.5 (the plan's leg: 1.66
+    lots, 498), and its own figures agree with that input (the same 1.57 lots placed, 95 % of
+    498.5 carried), as a bug in what the leg hands its reroute would record them: the audit
+    compares the reroute's starting point with the re-derived plan, not only with itself."""
+    shutil.copytree(HISTORIES / "reroute", tmp_path, dirs_exist_ok=True)
+
+    def edit(event_type: str, key: str, value: Any) -> Any:
+        if event_type == "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED" and key == "input":
+            assert value["original_risk"] == "498.000000"
+            value["original_risk"] = "498.500000"
+        elif event_type == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" and key == "result":
+            assert (value["risk_original"], value["risk_carried"]) == ("498.000000", "473.100000")
+            value["risk_original"], value["risk_carried"] = "498.500000", "473.575000"
+        return value
+
+    edit_payloads(tmp_path / history.file_name("signal-replay-reroute/leg-1/reroute"), edit)
+    result = await audit_of(tmp_path)
+
+    assert result.values.verdict is audit.ValueVerdict.DRIFT
+    [difference] = result.values.differences
+    assert (difference.account_id, difference.field) == ("rejects", "original_risk")
+    assert (difference.recorded, difference.derived) == ("498.500000", "498.000000")
+    assert "signal-replay-reroute/leg-1/reroute input" in difference.where
+
+
+async def test_an_edited_reroute_order_quantity_is_caught_as_drift(tmp_path: Path) -> None:
+    """The reroute's target order is re-derived by the one sizing rule from its history."""
+    shutil.copytree(HISTORIES / "reroute", tmp_path, dirs_exist_ok=True)
+    edit_order_quantity(
+        tmp_path / history.file_name("signal-replay-reroute/leg-1/reroute"), "spare", "1.58"
+    )
+    result = await audit_of(tmp_path)
+
+    assert result.values.verdict is audit.ValueVerdict.DRIFT
+    [difference] = result.values.differences
+    assert (difference.account_id, difference.field) == ("spare", "quantity")
+    assert (difference.recorded, difference.derived) == ("1.58", "1.57")
+    assert "signal-replay-reroute/leg-1/reroute place_and_follow_order input" in difference.where
+
+
 def test_the_audit_command_fails_on_drift_and_names_the_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

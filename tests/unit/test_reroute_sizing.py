@@ -6,7 +6,7 @@ take goes on to the next."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,12 +92,63 @@ def reroutes(draw: st.DrawFn) -> tuple[Signal, Decimal, list[tuple[AccountSnapsh
     return signal, original_risk, targets
 
 
+@st.composite
+def reroutes_with_room(
+    draw: st.DrawFn,
+) -> tuple[Signal, Decimal, list[tuple[AccountSnapshot, SymbolSpec]]]:
+    """As :func:`reroutes`, but each contract's value per lot is drawn against its account's
+    risk per trade (from a fraction of one lot step to thousands of them), so most targets can
+    take something and the rest moving on is exercised, not only denials: with contracts drawn
+    independently of the accounts (:func:`reroutes`), about three cases in four place nothing.
+    """
+    signal = draw(signals())
+    ticks = draw(st.sampled_from([Decimal("0.00001"), Decimal("0.01"), Decimal(1)]))
+
+    def valued(broker: str, lot_risk: Decimal) -> SymbolSpec:
+        spec = draw(contracts(broker))
+        # tick value so that one lot risks about ``lot_risk`` at the stop, to 8 significant
+        # digits as a broker states it (so risks add up exactly, as they do in the product).
+        tick_value = EIGHT_DIGITS.create_decimal(lot_risk * ticks / (signal.entry - signal.stop))
+        return spec.model_copy(update={"tick_size": ticks, "tick_value": tick_value})
+
+    origin = valued("origin", draw(cents(100, 1_000_000)))
+    lots = origin.lot_step * draw(st.integers(1, 2_000))
+    original_risk, _ = commitment(signal, origin, lots)
+    targets = []
+    for n in range(draw(st.integers(1, 4))):
+        account = draw(accounts(f"t{n}", f"b{n}"))
+        step = draw(LOT_STEP)
+        own = account.equity * account.limits.risk_per_trade
+        steps = Decimal(draw(st.integers(1, 20_000))) / 10  # 0.1 to 2,000 lot steps
+        spec = valued(f"b{n}", own / (step * steps)).model_copy(
+            update={"lot_step": step, "min_lot": step, "max_lot": step * 100_000}
+        )
+        targets.append((account, spec))
+    return signal, original_risk, targets
+
+
+EIGHT_DIGITS = Context(prec=8)
+
 FRACTION = st.sampled_from([Decimal("0.95"), Decimal("0.5"), Decimal(1)])
 
 
 @settings(max_examples=400, deadline=None)
 @given(case=reroutes(), fraction=FRACTION)
 def test_a_reroute_moves_risk_within_every_limit_of_every_target(
+    case: tuple[Signal, Decimal, list[tuple[AccountSnapshot, SymbolSpec]]], fraction: Decimal
+) -> None:
+    check_reroute(case, fraction)
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=reroutes_with_room(), fraction=FRACTION)
+def test_a_reroute_to_targets_with_room_moves_risk_within_every_limit_of_every_target(
+    case: tuple[Signal, Decimal, list[tuple[AccountSnapshot, SymbolSpec]]], fraction: Decimal
+) -> None:
+    check_reroute(case, fraction)
+
+
+def check_reroute(
     case: tuple[Signal, Decimal, list[tuple[AccountSnapshot, SymbolSpec]]], fraction: Decimal
 ) -> None:
     signal, original_risk, targets = case

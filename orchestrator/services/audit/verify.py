@@ -78,15 +78,28 @@ class Comparison:
                 )
 
 
-def verify_reroutes(reroutes: Sequence[Read], compare: Comparison) -> None:
+def verify_reroutes(reroutes: Sequence[Read], compare: Comparison, reserve: list[str]) -> None:
     """Re-derive each reroute's sizes with the one sizing rule, from what its history recorded:
-    the failed order's risk, each target's snapshot and what each target filled; compare the
-    orders and reservations it sent, and the risk it reports placed."""
+    the failed order's risk (itself compared with the re-derived plan's leg: what the reroute
+    starts from is the plan's, not only what its input says), each target's snapshot and what
+    each target filled; compare the orders and reservations it sent, and the risk it reports
+    placed."""
     for read in reroutes:
         request, result = read.input, read.result
         if not isinstance(request, RerouteInput):
             continue
         wid = read.history.workflow_id
+        leg = compare.leg(request.from_account, f"{wid} input", request.original_quantity)
+        if leg is not None:
+            compare.values(
+                leg.account_id,
+                f"{wid} input",
+                (
+                    ("original_quantity", request.original_quantity, leg.quantity),
+                    ("original_risk", request.original_risk, leg.risk_amount),
+                    ("candidates", request.candidates, reserve),
+                ),
+            )
         sizing = planning.RerouteSizing(
             original_risk=request.original_risk, fraction=request.execution.reroute_fraction
         )
@@ -257,7 +270,7 @@ def verify_plan(
                         ("delay_ms", line.delay_ms, leg.delay_ms),
                     ),
                 )
-    verify_reroutes(reroutes, compare)
+    verify_reroutes(reroutes, compare, plan.reserve)
     differences = compare.differences
     return (
         check.model_copy(
