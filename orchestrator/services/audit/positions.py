@@ -41,13 +41,14 @@ from orchestrator.services.audit.document import (
     PositionsCheck,
     Read,
 )
+from workflows.positions import PositionsWorkflow
 
 KEEPER_SIGNALS: dict[str, type[Any]] = {
-    "position_filled": PositionFill,
-    "entries_done": EntriesDone,
+    PositionsWorkflow.position_filled.__name__: PositionFill,
+    PositionsWorkflow.entries_done.__name__: EntriesDone,
 }
 """The keeper's own signals (sent by the legs, not by operators), by name."""
-KEEPER_ACTION = "act"
+KEEPER_ACTION = PositionsWorkflow.act.__name__
 """The keeper's update through which an action (MODIFY, CLOSE) reaches it."""
 
 
