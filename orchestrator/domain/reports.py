@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from orchestrator.domain import limits, paging
 from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
-from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
+from orchestrator.domain.report import AccountReport, LegStatus, SignalReport, SignalStatus
 from orchestrator.domain.signal import Signal
 
 
@@ -65,7 +65,7 @@ def build(
     signal: Signal,
     *,
     plan_version: int,
-    status: str,
+    status: SignalStatus,
     started_at: datetime,
     finished_at: datetime,
     lines: Sequence[AccountReport],

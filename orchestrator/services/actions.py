@@ -32,7 +32,7 @@ from orchestrator.domain.contracts.actions import ActionInput, StopEntriesResult
 from orchestrator.domain.contracts.operators import CancelSignalRequest
 from orchestrator.domain.contracts.positions import KeeperAction, PositionsResult
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
-from orchestrator.domain.report import SignalReport
+from orchestrator.domain.report import SignalReport, SignalStatus
 from orchestrator.services.submit import parse_model
 from workflows.actions import TradeActionWorkflow
 from workflows.positions import PositionsWorkflow
@@ -62,7 +62,7 @@ async def submit_action(
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(sa.SIGNAL_ID, action.action_id),
-                    SearchAttributePair(sa.SIGNAL_STATUS, "SUBMITTED"),
+                    SearchAttributePair(sa.SIGNAL_STATUS, SignalStatus.SUBMITTED.value),
                     *([SearchAttributePair(sa.SYMBOL, symbol)] if symbol else []),
                 ]
             ),
