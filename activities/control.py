@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
+from orchestrator.domain import ids
 from orchestrator.domain.contracts.activities import Control
 from orchestrator.domain.contracts.operators import (
     ActionReceipt,
@@ -116,7 +117,7 @@ class ControlActivities(Control):
 def _matcher(receipt: ActionReceipt) -> Callable[[HistoryEvent], str | None]:
     """Picks the event of a receipt out of the history: its identity, or ``None``."""
     if receipt.via is ActionVia.UPDATE:
-        update_id = receipt.key.removeprefix("update:")
+        update_id = ids.update_id_of(receipt.key)
 
         def update(event: HistoryEvent) -> str | None:
             if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
@@ -133,7 +134,7 @@ def _matcher(receipt: ActionReceipt) -> Callable[[HistoryEvent], str | None]:
             return event.workflow_execution_cancel_requested_event_attributes.identity
 
         return cancellation
-    _, name, count = receipt.key.split(":", 2)
+    name, count = ids.signal_of(receipt.key)
     seen = [0]
 
     def signal(event: HistoryEvent) -> str | None:
@@ -143,6 +144,6 @@ def _matcher(receipt: ActionReceipt) -> Callable[[HistoryEvent], str | None]:
         if attrs.signal_name != name:
             return None
         seen[0] += 1
-        return attrs.identity if seen[0] == int(count) else None
+        return attrs.identity if seen[0] == count else None
 
     return signal

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from orchestrator.domain.contracts.activities import Actions, Execution, Positions
     from orchestrator.domain.contracts.positions import KeeperAction
+    from orchestrator.domain.report import SignalStatus
     from orchestrator.domain.settings import ServiceSettings
     from workflows.steps import DATABASE_RETRY, DATABASE_STEP, ORDER_RETRY
 
@@ -58,7 +59,9 @@ class TradeActionWorkflow:
     @workflow.run
     async def run(self, request: ActionInput) -> ActionReport:
         action = request.action
-        workflow.upsert_search_attributes([sa.SIGNAL_STATUS.value_set("EXECUTING")])
+        workflow.upsert_search_attributes(
+            [sa.SIGNAL_STATUS.value_set(SignalStatus.EXECUTING.value)]
+        )
         settings = await workflow.execute_activity_method(
             Execution.service_settings,
             start_to_close_timeout=DATABASE_STEP,

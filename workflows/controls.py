@@ -14,6 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from orchestrator.domain import ids
     from orchestrator.domain.contracts.activities import Control
     from orchestrator.domain.contracts.operators import (
         ActionReceipt,
@@ -65,6 +66,14 @@ def _by(what: str, action: PauseAccount | HaltRequest | CancelSignalRequest) -> 
     return f"{what} by {action.operator or 'unknown'}: {action.reason or 'no reason given'}"
 
 
+def _update_key() -> str:
+    """The receipt key of the update being handled (called in an update handler only)."""
+    info = workflow.current_update_info()
+    if info is None:
+        raise RuntimeError("not in an update handler")
+    return ids.update_receipt_key(info.id)
+
+
 class LegsInFlight(Protocol):
     """What operator controls need of a workflow's running legs (``workflows.legs.LegRunner``)."""
 
@@ -109,7 +118,7 @@ class OperatorControlled:
     async def pause_account(self, request: PauseAccount) -> None:
         """Legs of this account that have not sent their order stop now (SKIPPED_PAUSED, or
         rerouted). A leg whose order is already at the broker is not touched."""
-        key = self._signal_key("pause_account")
+        key = self._signal_key(OperatorControlled.pause_account)
         self._controls.paused[request.account_id] = request
         if self._runner is not None:
             self._runner.note_pause_after_send(request)
@@ -118,7 +127,7 @@ class OperatorControlled:
     @workflow.signal
     async def resume_account(self, request: ResumeAccount) -> None:
         """Legs of this account not yet decided go ahead again."""
-        key = self._signal_key("resume_account")
+        key = self._signal_key(OperatorControlled.resume_account)
         self._controls.paused.pop(request.account_id, None)
         await self._record("resume_account", ActionVia.SIGNAL, key, request, request.account_id)
 
@@ -126,7 +135,7 @@ class OperatorControlled:
     async def halt(self, request: HaltRequest) -> StopResult:
         """Kill switch: no leg of this workflow sends an order after this; sent here by hand,
         it is thrown for every signal too (persisted and broadcast)."""
-        key = f"update:{workflow.current_update_info().id}"  # type: ignore[union-attr]
+        key = _update_key()
         self._controls.halt = request
         result = self._stop(cancel_working=request.cancel_working)
         outcome: dict[str, int | str | bool] = {
@@ -145,7 +154,7 @@ class OperatorControlled:
     @workflow.signal
     async def unhalt(self, request: UnhaltRequest) -> None:
         """Legs not yet decided go ahead again; sent here by hand, it lifts the kill switch."""
-        key = self._signal_key("unhalt")
+        key = self._signal_key(OperatorControlled.unhalt)
         self._controls.halt = None
         outcome: dict[str, int | str | bool] = {}
         if not request.from_kill_switch:
@@ -156,7 +165,7 @@ class OperatorControlled:
     async def cancel_signal(self, request: CancelSignalRequest) -> StopResult:
         """Cancel this signal: waiting legs end CANCELLED, working orders are cancelled at the
         broker, children are cancelled; the workflow then completes with its report."""
-        key = f"update:{workflow.current_update_info().id}"  # type: ignore[union-attr]
+        key = _update_key()
         result = await self._cancel(request)
         await self._record(
             "cancel_signal",
@@ -196,7 +205,7 @@ class OperatorControlled:
         await self._record(
             "cancel_signal",
             ActionVia.CANCELLATION,
-            "cancellation",
+            ids.CANCELLATION_KEY,
             request,
             outcome={
                 "legs_stopped": result.legs_stopped,
@@ -236,11 +245,13 @@ class OperatorControlled:
         )
         return len(result.reached)
 
-    def _signal_key(self, name: str) -> str:
-        """This run's n-th receipt of signal ``name``: deterministic, and how the recording
-        activity finds the signal's event (and sender) in the history."""
+    def _signal_key(self, handler: Callable[..., object]) -> str:
+        """This run's n-th receipt of the signal ``handler`` handles (named by its definition):
+        deterministic, and how the recording activity finds the signal's event (and sender) in
+        the history."""
+        name = handler.__name__
         self._signals_received[name] += 1
-        return f"signal:{name}:{self._signals_received[name]}"
+        return ids.signal_receipt_key(name, self._signals_received[name])
 
     async def _record(
         self,

@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain import positions
     from orchestrator.domain.actions import AccountOutcome, ActionKind, close_quantity
     from orchestrator.domain.contracts.positions import KeeperAction, Levels, PositionsInput
+    from orchestrator.domain.orders import average_price
     from orchestrator.domain.positions import CloseCause, Position, PositionStatus
 
 
@@ -185,7 +186,7 @@ class PositionActions:
                     f"the minimum lot {_plain(old.contract.min_lot)}"
                 )
             elif closed > 0:
-                price = sum((c.price * c.quantity for c in mine), Decimal(0)) / closed
+                price = average_price((c.quantity, c.price) for c in mine) or Decimal(0)
                 pnl = sum((c.pnl for c in mine), Decimal(0))
                 done = (
                     f"closed {_plain(closed)} of {_plain(old.open_quantity)} "

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
         ReserveRiskRequest,
         SnapshotRequest,
     )
-    from orchestrator.domain.ids import client_order_id
+    from orchestrator.domain.ids import client_order_id, reroute_ref
     from orchestrator.domain.positions import Contract
     from orchestrator.domain.report import (
         AccountReport,
@@ -163,7 +163,7 @@ class OrderRerouteWorkflow:
                     min_lot=spec.min_lot,
                     lot_step=spec.lot_step,
                     execution=execution,
-                    ref=f"{request.leg_ref or request.from_account}/reroute-{len(hops) + 1}",
+                    ref=reroute_ref(request.leg_ref or request.from_account, len(hops) + 1),
                     entry_deadline=request.entry_deadline,
                 )
             line = account_report(

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from temporalio import workflow
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.operatorservice.v1 import (
@@ -144,6 +145,21 @@ async def connect(
         tls=tls_config(settings),
         runtime=runtime,
     )
+
+
+def workflow_type(definition: type) -> str:
+    """The workflow type a ``@workflow.defn`` class registers under, for the ``WorkflowType``
+    of visibility queries: read from its definition, never written as a string."""
+    name = workflow._Definition.must_from_class(definition).name
+    if name is None:
+        raise TypeError(f"{definition.__name__} is a dynamic workflow: it has no one type")
+    return name
+
+
+def is_workflow_type(*definitions: type) -> str:
+    """The visibility clause matching runs of any of these workflow classes."""
+    clauses = [f"WorkflowType = '{workflow_type(d)}'" for d in definitions]
+    return clauses[0] if len(clauses) == 1 else f"({' OR '.join(clauses)})"
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:

@@ -44,6 +44,12 @@ def leg_ref(sequence: int) -> str:
     return f"leg-{sequence}"
 
 
+def reroute_ref(leg: str, hop: int) -> str:
+    """``{leg}/reroute-{k}``: a reroute's k-th target (k from 1) under the leg it reroutes, as
+    its completion child's id names it."""
+    return f"{leg}{SEPARATOR}reroute-{hop}"
+
+
 def child_workflow_id(signal_id: str, ref: str, kind: str) -> str:
     """``signal-{id}/{ref}/{kind}``: a leg's completion or reroute child (``ref`` names the leg,
     ``leg-3``, or a reroute's target under it, ``leg-3/reroute-1``)."""
@@ -71,3 +77,34 @@ def positions_workflow_id(owner_workflow_id: str) -> str:
     """``signal-{id}/positions`` (or ``signal-{id}/batch-{n}/positions``): the keeper of the
     positions the legs of ``owner_workflow_id`` opened."""
     return f"{owner_workflow_id}{SEPARATOR}positions"
+
+
+# Receipt keys: how a workflow names an operator action it records (deterministic, so a replay
+# or retry records it once), and how the recording activity finds that action's event in the
+# history again.
+
+UPDATE_KEY = "update:"
+SIGNAL_KEY = "signal:"
+CANCELLATION_KEY = "cancellation"
+"""Temporal's own cancellation request: one per run."""
+
+
+def update_receipt_key(update_id: str) -> str:
+    """``update:{update id}``: the update's own id."""
+    return f"{UPDATE_KEY}{update_id}"
+
+
+def update_id_of(key: str) -> str:
+    """The update id an :func:`update_receipt_key` names."""
+    return key.removeprefix(UPDATE_KEY)
+
+
+def signal_receipt_key(name: str, count: int) -> str:
+    """``signal:{name}:{n}``: the run's n-th receipt of signal ``name``."""
+    return f"{SIGNAL_KEY}{name}:{count}"
+
+
+def signal_of(key: str) -> tuple[str, int]:
+    """The signal name and count a :func:`signal_receipt_key` names."""
+    name, count = key.removeprefix(SIGNAL_KEY).split(":", 1)
+    return name, int(count)

@@ -163,7 +163,7 @@ class SignalReport(Model):
     """Workflow ids of the batch children, for a signal run in batches."""
     accounts_in_batches: bool = False
     """The per-account lines were too many for one payload: ``accounts`` is empty and the lines
-    are the batch children's results (``orchestrator.domain.reports.full_report`` joins them)."""
+    are the batch children's results (``orchestrator.services.reports.full_report`` joins them)."""
 
 
 RerouteResult.model_rebuild()

@@ -1,7 +1,8 @@
 """A signal's execution report: its per-account lines, joined and summed.
 
-Workflow code builds the report here (pure, deterministic); clients call :func:`full_report` to
-get every line of a large signal, whose lines stay in its batch children's results.
+Workflow code builds the report here (pure, deterministic); clients call
+:func:`orchestrator.services.reports.full_report` to get every line of a large signal, whose lines
+stay in its batch children's results.
 """
 
 from __future__ import annotations
@@ -10,16 +11,11 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from orchestrator.domain import limits, paging
-from orchestrator.domain.contracts.payloads import LegBatchResult
 from orchestrator.domain.planning.decisions import Denial, LegOrder, PlannedLeg
-from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
+from orchestrator.domain.report import AccountReport, LegStatus, SignalReport, SignalStatus
 from orchestrator.domain.signal import Signal
-
-if TYPE_CHECKING:
-    from temporalio.client import Client
 
 
 def denial_line(denial: Denial) -> AccountReport:
@@ -69,7 +65,7 @@ def build(
     signal: Signal,
     *,
     plan_version: int,
-    status: str,
+    status: SignalStatus,
     started_at: datetime,
     finished_at: datetime,
     lines: Sequence[AccountReport],
@@ -95,15 +91,3 @@ def build(
         batches=list(batches),
         accounts_in_batches=in_batches,
     )
-
-
-async def full_report(client: Client, report: SignalReport) -> SignalReport:
-    """``report`` with every per-account line, fetched from its batch children when the signal's
-    own result holds only the summary."""
-    if not report.accounts_in_batches:
-        return report
-    lines: list[AccountReport] = []
-    for workflow_id in report.batches:
-        result = await client.get_workflow_handle(workflow_id, result_type=LegBatchResult).result()
-        lines.extend(result.accounts)
-    return report.model_copy(update={"accounts": merge_lines(lines), "accounts_in_batches": False})

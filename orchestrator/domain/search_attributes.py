@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
+from orchestrator.domain.report import SignalStatus
 from orchestrator.domain.signal import Signal
 
 SIGNAL_ID = SearchAttributeKey.for_keyword("SignalId")
@@ -16,12 +17,12 @@ PLANNING_RULES = SearchAttributeKey.for_keyword("PlanningRules")
 ALL = (SIGNAL_ID, SYMBOL, SIDE, SIGNAL_STATUS, PLANNING_RULES)
 
 
-def for_signal(signal: Signal, status: str) -> TypedSearchAttributes:
+def for_signal(signal: Signal, status: SignalStatus) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(SIGNAL_ID, signal.signal_id),
             SearchAttributePair(SYMBOL, signal.symbol),
             SearchAttributePair(SIDE, signal.side.value),
-            SearchAttributePair(SIGNAL_STATUS, status),
+            SearchAttributePair(SIGNAL_STATUS, status.value),
         ]
     )

@@ -10,6 +10,8 @@ from decimal import Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.planning.eligibility import fall_from_peak, percent
 from orchestrator.domain.values import Model, Side
 
 SYSTEM = "system"
@@ -145,7 +147,7 @@ class BrokerWorking(Model):
     order_type: str | None = None
 
 
-SENT_UNCONFIRMED = "PENDING_SUBMIT"
+SENT_UNCONFIRMED = OrderStatus.PENDING_SUBMIT
 """A ledger order written ahead of its submission: the broker may or may not have it yet."""
 
 WRITTEN_AHEAD_MARGIN = timedelta(minutes=5)
@@ -354,20 +356,17 @@ def breaches(
                 ),
             )
         )
-    if peak_equity > 0:
-        drawdown = max(Decimal(0), (peak_equity - equity) / peak_equity)
+    if peak_equity > 0:  # without a peak no fall is measured here (planning denies the account)
+        drawdown = fall_from_peak(peak_equity, equity)
         if drawdown >= max_drawdown:
             found.append(
                 Breach(
                     cause=ReduceOnlyCause.DRAWDOWN,
                     reason=(
-                        f"drawdown {_pct(drawdown)} (equity {plain(equity)}, peak "
-                        f"{plain(peak_equity)} {currency}) reached the limit {_pct(max_drawdown)}"
+                        f"drawdown {percent(drawdown)} (equity {plain(equity)}, peak "
+                        f"{plain(peak_equity)} {currency}) reached the limit "
+                        f"{percent(max_drawdown)}"
                     ),
                 )
             )
     return found
-
-
-def _pct(value: Decimal) -> str:
-    return f"{(value * 100).quantize(Decimal('0.01'))} %"

@@ -30,9 +30,9 @@ from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.actions import AccountOutcome, ActionReport, TradeAction
 from orchestrator.domain.contracts.actions import ActionInput, StopEntriesResult
 from orchestrator.domain.contracts.operators import CancelSignalRequest
-from orchestrator.domain.contracts.positions import KeeperAction
+from orchestrator.domain.contracts.positions import KeeperAction, PositionsResult
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
-from orchestrator.domain.report import SignalReport
+from orchestrator.domain.report import SignalReport, SignalStatus
 from orchestrator.services.submit import parse_model
 from workflows.actions import TradeActionWorkflow
 from workflows.positions import PositionsWorkflow
@@ -62,7 +62,7 @@ async def submit_action(
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(sa.SIGNAL_ID, action.action_id),
-                    SearchAttributePair(sa.SIGNAL_STATUS, "SUBMITTED"),
+                    SearchAttributePair(sa.SIGNAL_STATUS, SignalStatus.SUBMITTED.value),
                     *([SearchAttributePair(sa.SYMBOL, symbol)] if symbol else []),
                 ]
             ),
@@ -123,8 +123,8 @@ async def stop_entries(client: Client, signal_id: str, action_id: str) -> StopEn
     end CANCELLED, its working entries are cancelled), then wait for its report: the keepers
     its legs and its batches' legs started."""
     workflow_id = ids.signal_workflow_id(signal_id)
-    handle: WorkflowHandle[Any, SignalReport] = client.get_workflow_handle(
-        workflow_id, result_type=SignalReport
+    handle: WorkflowHandle[SignalExecutionWorkflow, SignalReport] = client.get_workflow_handle_for(
+        SignalExecutionWorkflow.run, workflow_id
     )
     stopped = cancelled = 0
     with contextlib.suppress(WorkflowUpdateFailedError, RPCError):  # it ended first
@@ -150,15 +150,17 @@ async def hand_to_keeper(
     """The keeper's answer to the action (its ``act`` update, whose id is the action's, so a
     retry finds the same update); nothing when the keeper never started (nothing filled there)
     or has ended without it (every position it held closed before)."""
-    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(keeper_workflow_id)
+    handle: WorkflowHandle[PositionsWorkflow, PositionsResult] = client.get_workflow_handle_for(
+        PositionsWorkflow.run, keeper_workflow_id
+    )
     if await is_running(client, keeper_workflow_id):
         with contextlib.suppress(RPCError):  # it ended meanwhile: asked below
             return await handle.execute_update(PositionsWorkflow.act, action, id=action.action_id)
     # Never started, or ended: an earlier try may have handed it over already (a worker lost
     # while the keeper carried it out, which then closed its last position): its answer.
     try:
-        outcome: list[AccountOutcome] = await handle.get_update_handle(
-            action.action_id, result_type=list[AccountOutcome]
+        outcome = await handle.get_update_handle_for(
+            PositionsWorkflow.act, action.action_id
         ).result()
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:

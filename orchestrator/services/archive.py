@@ -33,10 +33,14 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from orchestrator.adapters.temporal import is_workflow_type
 from orchestrator.domain import ids
 from orchestrator.domain.contracts.payloads import ArchivedSignal, ArchiveRequest, ArchiveResult
 from orchestrator.domain.errors import OrchestratorError
 from orchestrator.services import audit, history
+from workflows.archive import ArchiveWorkflow
+from workflows.positions import PositionsWorkflow
+from workflows.signal import SignalExecutionWorkflow
 
 SCHEDULE_ID = "archive-signal-histories"
 ARCHIVE_WORKFLOW_ID = "archive-signal-histories"
@@ -44,7 +48,7 @@ ARCHIVE_WORKFLOW_ID = "archive-signal-histories"
 
 def signal_query(*, since: datetime | None = None, closed_before: datetime | None = None) -> str:
     """Visibility query for signal workflows (not their children)."""
-    clauses = ["WorkflowType = 'SignalExecutionWorkflow'"]
+    clauses = [is_workflow_type(SignalExecutionWorkflow)]
     if since is not None:
         clauses.append(f"StartTime >= '{since.astimezone(UTC).isoformat()}'")
     if closed_before is not None:
@@ -157,7 +161,7 @@ async def keepers_running(client: Client, workflow_id: str) -> bool:
     """Whether a keeper of the signal's positions still runs: its story is not over."""
     signal_id = ids.signal_id_of(workflow_id)
     query = (
-        f"WorkflowType = 'PositionsWorkflow' AND SignalId = '{signal_id}' "
+        f"{is_workflow_type(PositionsWorkflow)} AND SignalId = '{signal_id}' "
         "AND ExecutionStatus = 'Running'"
     )
     async for _ in client.list_workflows(query, limit=1):
@@ -182,7 +186,7 @@ async def ensure_schedule(
         )
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            "ArchiveWorkflow",
+            ArchiveWorkflow.run,
             ArchiveRequest(closed_for_s=int(closed_for.total_seconds())),
             id=ARCHIVE_WORKFLOW_ID,
             task_queue=task_queue,

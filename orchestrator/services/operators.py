@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
+from orchestrator.adapters.temporal import is_workflow_type
 from orchestrator.domain import ids
 from orchestrator.domain.book import AccountStatus
 from orchestrator.domain.contracts.operators import (
@@ -31,11 +32,11 @@ from orchestrator.domain.contracts.operators import (
     UnhaltRequest,
 )
 from orchestrator.domain.errors import ValidationFailed
+from workflows.batch import LegBatchWorkflow
 from workflows.signal import SignalExecutionWorkflow
 
 RUNNING_EXECUTIONS = (
-    "ExecutionStatus = 'Running' AND "
-    "(WorkflowType = 'SignalExecutionWorkflow' OR WorkflowType = 'LegBatchWorkflow')"
+    f"ExecutionStatus = 'Running' AND {is_workflow_type(SignalExecutionWorkflow, LegBatchWorkflow)}"
 )
 
 

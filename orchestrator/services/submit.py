@@ -20,7 +20,7 @@ from orchestrator.config import Settings
 from orchestrator.domain import ids, search_attributes
 from orchestrator.domain.contracts.payloads import SignalWorkflowInput
 from orchestrator.domain.errors import DuplicateSignal, SystemHalted, ValidationFailed
-from orchestrator.domain.report import SignalReport
+from orchestrator.domain.report import SignalReport, SignalStatus
 from orchestrator.domain.signal import Signal
 from workflows.signal import SignalExecutionWorkflow
 
@@ -125,7 +125,7 @@ async def _start(
             task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=search_attributes.for_signal(signal, "SUBMITTED"),
+            search_attributes=search_attributes.for_signal(signal, SignalStatus.SUBMITTED),
         )
     except WorkflowAlreadyStartedError as exc:
         raise DuplicateSignal(signal.signal_id) from exc

@@ -25,7 +25,7 @@ from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain import reports
 from orchestrator.domain.planning import plan_signal
-from orchestrator.domain.report import LegStatus
+from orchestrator.domain.report import LegStatus, SignalStatus
 from tests.unit.builders import (
     NOW,
     make_account,
@@ -161,7 +161,7 @@ async def test_what_people_read_stays_plain_json_and_machine_pages_are_compresse
     report = reports.build(
         make_signal(),
         plan_version=1,
-        status="COMPLETED",
+        status=SignalStatus.COMPLETED,
         started_at=NOW,
         finished_at=NOW,
         lines=[reports.stopped_line(leg, LegStatus.CANCELLED, "test") for leg in plan.legs],

@@ -33,7 +33,7 @@ from orchestrator.domain.contracts.payloads import (
 )
 from orchestrator.domain.correlation import AccountCorrelation, CorrelationResult
 from orchestrator.domain.planning.decisions import Denial
-from orchestrator.domain.report import AccountReport, LegStatus
+from orchestrator.domain.report import AccountReport, LegStatus, SignalStatus
 from orchestrator.domain.values import DenialReason
 from tests.support import EURUSD_ALPHA, signal
 from tests.unit.builders import execution_settings, plan_settings
@@ -192,7 +192,7 @@ def test_a_5000_account_signal_stays_within_temporals_limits(width: int) -> None
     summary = reports.build(
         sig,
         plan_version=plan.plan_version,
-        status="COMPLETED",
+        status=SignalStatus.COMPLETED,
         started_at=NOW,
         finished_at=NOW,
         lines=lines,

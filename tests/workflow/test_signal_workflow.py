@@ -23,10 +23,10 @@ from orchestrator.domain.contracts.activities import Execution, Positions, activ
 from orchestrator.domain.errors import DuplicateSignal, ValidationFailed
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import LegStatus
-from orchestrator.domain.reports import full_report
 from orchestrator.domain.values import DenialReason
 from orchestrator.services import audit
 from orchestrator.services.history import fetch_with_children
+from orchestrator.services.reports import full_report
 from orchestrator.services.submit import submit_signal
 from tests.support import (
     account,

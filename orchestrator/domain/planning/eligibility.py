@@ -144,11 +144,11 @@ def capacity_denial(
             DenialReason.MAX_POSITIONS,
             f"{state.open_positions} open positions, limit {state.max_open_positions}",
         )
-    drawdown = _drawdown(state.peak_equity, state.equity)
+    drawdown = fall_from_peak(state.peak_equity, state.equity)
     if drawdown >= state.max_drawdown:
         return deny(
             DenialReason.DRAWDOWN_LIMIT,
-            f"drawdown {_pct(drawdown)} reached the limit {_pct(state.max_drawdown)}",
+            f"drawdown {percent(drawdown)} reached the limit {percent(state.max_drawdown)}",
         )
     remaining = _remaining(
         state.daily_loss_budget, state.realized_loss_today, state.risk_committed_today
@@ -212,8 +212,8 @@ def halted_denial(account_id: str, reason: str | None = None) -> Denial:
 
 
 def drawdown_of(account: AccountSnapshot) -> Decimal:
-    """The account's fall from its peak equity, a fraction of it (see :func:`_drawdown`)."""
-    return _drawdown(account.peak_equity, account.equity)
+    """The account's fall from its peak equity, a fraction of it (see :func:`fall_from_peak`)."""
+    return fall_from_peak(account.peak_equity, account.equity)
 
 
 def remaining_budget(account: AccountSnapshot) -> Decimal:
@@ -223,7 +223,7 @@ def remaining_budget(account: AccountSnapshot) -> Decimal:
     )
 
 
-def _drawdown(peak_equity: Decimal, equity: Decimal) -> Decimal:
+def fall_from_peak(peak_equity: Decimal, equity: Decimal) -> Decimal:
     """The fall from the peak as a fraction of it, 0 above it; 1 (the whole of it, past any
     limit) when the peak is 0 or below and no drawdown can be measured."""
     if peak_equity <= 0:
@@ -235,5 +235,5 @@ def _remaining(budget: Decimal, realized_loss: Decimal, committed: Decimal) -> D
     return budget - realized_loss - committed
 
 
-def _pct(value: Decimal) -> str:
+def percent(value: Decimal) -> str:
     return f"{(value * 100).quantize(Decimal('0.01'))} %"

@@ -15,9 +15,9 @@ from orchestrator.adapters.db.engine import SchemaNotCurrent
 from orchestrator.config import Settings
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import SignalReport
-from orchestrator.domain.reports import full_report
 from orchestrator.interfaces import display
 from orchestrator.interfaces.cli.common import current_database, out
+from orchestrator.services.reports import full_report
 from workflows.signal import SignalExecutionWorkflow
 
 
@@ -39,9 +39,11 @@ async def follow(
             live.start()
         while not result.done():
             try:
-                progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+                progress: SignalProgress | None = await handle.query(
+                    SignalExecutionWorkflow.progress
+                )
             except RPCError:
-                progress = None  # type: ignore[assignment]
+                progress = None
             if progress is not None and not quiet:
                 if live is not None:
                     live.update(display.progress_table(progress))

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from orchestrator.adapters import files
 from orchestrator.adapters.db import repository
-from orchestrator.adapters.temporal import connect
+from orchestrator.adapters.temporal import connect, is_workflow_type
 from orchestrator.config import Settings
 from orchestrator.domain import ids, planning
 from orchestrator.domain import search_attributes as sa
@@ -121,8 +121,8 @@ async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings)
-    handle: WorkflowHandle[Any, SignalReport] = client.get_workflow_handle(
-        ids.signal_workflow_id(args.signal_id), result_type=SignalReport
+    handle: WorkflowHandle[SignalExecutionWorkflow, SignalReport] = client.get_workflow_handle_for(
+        SignalExecutionWorkflow.run, ids.signal_workflow_id(args.signal_id)
     )
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.COMPLETED:
@@ -146,7 +146,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings)
-    clauses = ["WorkflowType = 'SignalExecutionWorkflow'"]
+    clauses = [is_workflow_type(SignalExecutionWorkflow)]
     if args.running:
         clauses.append("ExecutionStatus = 'Running'")
     if args.symbol:

@@ -12,7 +12,7 @@ entries' total less what closed, and no order it placed may cover more.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -41,13 +41,21 @@ from orchestrator.services.audit.document import (
     PositionsCheck,
     Read,
 )
+from workflows.positions import PositionsWorkflow
+
+
+def handler_name(handler: Callable[..., object]) -> str:
+    """The name a workflow's signal or update handler is sent by: its method's (no handler of
+    ours overrides it), as its history records it."""
+    return handler.__name__
+
 
 KEEPER_SIGNALS: dict[str, type[Any]] = {
-    "position_filled": PositionFill,
-    "entries_done": EntriesDone,
+    handler_name(PositionsWorkflow.position_filled): PositionFill,
+    handler_name(PositionsWorkflow.entries_done): EntriesDone,
 }
 """The keeper's own signals (sent by the legs, not by operators), by name."""
-KEEPER_ACTION = "act"
+KEEPER_ACTION = handler_name(PositionsWorkflow.act)
 """The keeper's update through which an action (MODIFY, CLOSE) reaches it."""
 
 

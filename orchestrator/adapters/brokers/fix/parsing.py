@@ -40,7 +40,7 @@ from orchestrator.adapters.brokers.fix.tags import (
     TEXT,
 )
 from orchestrator.domain.errors import InvalidOrderTransition
-from orchestrator.domain.orders import OrderStatus, transition
+from orchestrator.domain.orders import OrderStatus, average_price, transition
 from orchestrator.domain.values import Side
 
 log = logging.getLogger(__name__)
@@ -197,10 +197,8 @@ def filled(order: OrderState) -> tuple[Decimal, Decimal | None]:
     """Lots ``order`` has filled (booked before and seen since) and their average price."""
     ref = order.ref
     quantity = ref.booked_quantity + sum((e.quantity for e in order.executions), Decimal(0))
-    value = ref.booked_quantity * (ref.booked_price or Decimal(0)) + sum(
-        (e.quantity * e.price for e in order.executions), Decimal(0)
-    )
-    return quantity, (value / quantity if quantity > 0 else None)
+    booked = (ref.booked_quantity, ref.booked_price or Decimal(0))
+    return quantity, average_price([booked, *((e.quantity, e.price) for e in order.executions)])
 
 
 def _execution_of(

@@ -1,7 +1,7 @@
 """The QuickFIX engine for the process's life: one initiator per session id, and its callbacks.
 
 Lifetime. A stopped initiator that is garbage-collected after another one with the same session
-id was created crashed the process (FIELD-NOTES). So an initiator is created once per session id
+id was created crashed the process (docs/fix.md). So an initiator is created once per session id
 per process and never released (:data:`_INITIATORS` keeps every one alive): stopping it leaves it
 referenced, starting a second one on the same session id in the same process is refused
 (:class:`FixSessionInUse`), and every one still running is stopped at exit.
