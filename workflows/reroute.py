@@ -39,6 +39,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
+REROUTE_LEFTOVER = "reroute-leftover"
+"""The patch after which what a target's lot step left over moves on to the next target."""
+
+
 @workflow.defn
 class OrderRerouteWorkflow:
     """Move a failed leg's risk to the plan's reserve accounts: for each, a fresh eligibility
@@ -68,12 +72,15 @@ class OrderRerouteWorkflow:
             )
 
         for candidate in request.candidates:
-            if len(hops) >= execution.reroute_max_accounts or sizing.done:
+            if len(hops) >= execution.reroute_max_accounts or self._placed_all(sizing):
                 break
             snapshot: BookSnapshot = await workflow.execute_activity_method(
                 Execution.load_snapshot,
                 SnapshotRequest(
-                    signal_id=signal.signal_id, symbol=signal.symbol, account_ids=[candidate]
+                    signal_id=signal.signal_id,
+                    symbol=signal.symbol,
+                    # The failed leg's account too: its currency is the carried risk's.
+                    account_ids=[candidate, request.from_account],
                 ),
                 start_to_close_timeout=BOOK_READ,
                 schedule_to_close_timeout=timedelta(minutes=5),
@@ -83,10 +90,21 @@ class OrderRerouteWorkflow:
             if snapshot.halted:
                 hop(candidate, LegStatus.DENIED, "HALTED: trading halted")
                 break
-            if not snapshot.accounts:
+            accounts = {a.account_id: a for a in snapshot.accounts}
+            account = accounts.get(candidate)
+            if account is None:
                 hop(candidate, LegStatus.DENIED, "account no longer in the book")
                 continue
-            account = snapshot.accounts[0]
+            origin = accounts.get(request.from_account)
+            if origin is not None and origin.currency != account.currency:
+                # No exchange rate here: risk in one currency cannot cap risk in another.
+                hop(
+                    candidate,
+                    LegStatus.DENIED,
+                    f"{DenialReason.CURRENCY_DIFFERS}: the risk to carry is in {origin.currency}, "
+                    f"this account trades in {account.currency}",
+                )
+                continue
             denial = planning.check_eligibility(
                 signal, account, snapshot.specs, request.settings, workflow.now()
             )
@@ -211,6 +229,15 @@ class OrderRerouteWorkflow:
         else:
             outcome_kind = RerouteOutcome.PARTLY_PLACED
         return self._result(request, sizing, hops, lines, outcome_kind)
+
+    @staticmethod
+    def _placed_all(sizing: planning.RerouteSizing) -> bool:
+        """Nothing is left to move on. Runs recorded before ``REROUTE_LEFTOVER`` stopped once a
+        target the carried risk sized had filled, though less than one of its lot steps (and
+        up to a whole lot's risk at a coarse step) was left for the next."""
+        if workflow.patched(REROUTE_LEFTOVER):
+            return sizing.placed_all
+        return sizing.done
 
     @staticmethod
     def _result(

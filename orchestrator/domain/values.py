@@ -77,6 +77,9 @@ class DenialReason(StrEnum):
     NOT_SELECTED = "NOT_SELECTED"
     ACCOUNT_ALREADY_USED = "ACCOUNT_ALREADY_USED"
     """A reroute target already took part in this signal."""
+    CURRENCY_DIFFERS = "CURRENCY_DIFFERS"
+    """A reroute target whose account currency is not the failed leg's: the risk it would
+    carry is an amount in another currency, and there is no exchange rate to convert it."""
     LEG_CLOSED = "LEG_CLOSED"
     """The leg was settled or cancelled before this order could leave: it never will."""
     EXPIRED = "EXPIRED"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.brokers.paper import PaperBroker
@@ -370,6 +370,91 @@ async def test_reroute_to_a_tenfold_contract_carries_95_percent_of_the_risk_not_
         "reroute" in entry.workflow_id and "risk 284.000000 of 300" in entry.text
         for entry in result.trail
     ), [e.text for e in result.trail]
+
+
+US500_COARSE = US500_TEN.model_copy(
+    update={"broker": "gamma", "lot_step": Decimal(1), "min_lot": Decimal(1)}
+)
+"""The index at broker gamma: beta's contract, in whole lots only."""
+
+
+async def reroute_of(
+    client: Client, db: Database, settings: Settings, harness_factory, signal_id: str
+) -> tuple[dict[str, AccountReport], list[WorkflowHistory]]:
+    async with harness_factory(client, db, settings).running():
+        handle = await submit_signal(client, db, settings, index_signal(signal_id))
+        report = await handle.result()
+        loaded = await fetch_with_children(client, handle.id)
+    return {line.account_id: line for line in report.accounts}, loaded
+
+
+async def test_what_a_coarse_lot_step_leaves_over_moves_on_to_the_next_reserve_account(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    load(
+        sqlite_db,
+        book(
+            account("rejects", equity="30000", paper={"fill": "reject", "reject_text": "Closed"}),
+            account("spare-1", equity="30000", broker="gamma", reserve_only=True),
+            account("spare-2", equity="30000", broker="beta", reserve_only=True),
+            symbols=[US500_ONE, US500_TEN, US500_COARSE],
+        ),
+    )
+    lines, loaded = await reroute_of(ts_client, sqlite_db, settings, harness_factory, "r-coarse")
+
+    reroute = lines["rejects"].reroute
+    assert reroute is not None
+    # 95 % of 300 USD is 285 to carry; at gamma a whole lot risks 200 USD (20 points at 10 USD
+    # a point), so spare-1 takes 1 lot and 85 USD is left over: it moves on to beta, where
+    # 0.01-lot steps take 0.42 lots (84 USD).
+    assert [h.to_account for h in reroute.hops] == ["spare-1", "spare-2"]
+    assert lines["spare-1"].requested == Decimal(1)
+    assert lines["spare-2"].requested == Decimal("0.42")
+    assert reroute.risk_carried == Decimal(285)
+    assert reroute.risk_placed == Decimal(284)
+    assert reroute.outcome is RerouteOutcome.PLACED
+    result = await audit.audit_histories(loaded)
+    assert result.values.verdict is ValueVerdict.MATCH, result.values.differences
+
+
+async def test_a_reroute_skips_a_reserve_account_in_another_currency(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    # Risk carried in USD cannot cap risk in JPY without an exchange rate: the JPY account is
+    # passed over, saying why, and the next one in USD takes it.
+    in_yen = account("spare-1", equity="4500000", broker="gamma", reserve_only=True)
+    load(
+        sqlite_db,
+        book(
+            account("rejects", equity="30000", paper={"fill": "reject", "reject_text": "Closed"}),
+            in_yen.model_copy(
+                update={
+                    "currency": "JPY",
+                    "limits": in_yen.limits.model_copy(
+                        update={"daily_loss_budget": Decimal(750_000)}
+                    ),
+                }
+            ),
+            account("spare-2", equity="30000", broker="beta", reserve_only=True),
+            symbols=[
+                US500_ONE,
+                US500_TEN,
+                US500_COARSE.model_copy(update={"tick_value": Decimal(150)}),  # JPY a tick
+            ],
+        ),
+    )
+    lines, loaded = await reroute_of(ts_client, sqlite_db, settings, harness_factory, "r-yen")
+
+    reroute = lines["rejects"].reroute
+    assert reroute is not None
+    skipped, placed = reroute.hops
+    assert (skipped.to_account, skipped.outcome) == ("spare-1", LegStatus.DENIED)
+    assert skipped.reason.startswith("CURRENCY_DIFFERS: the risk to carry is in USD"), skipped
+    assert "spare-1" not in lines or lines["spare-1"].filled == 0
+    assert (placed.to_account, placed.outcome) == ("spare-2", LegStatus.FILLED)
+    assert lines["spare-2"].requested == Decimal("1.42")
+    result = await audit.audit_histories(loaded)
+    assert result.values.verdict is ValueVerdict.MATCH, result.values.differences
 
 
 async def test_what_a_target_cannot_take_moves_on_to_the_next_reserve_account(

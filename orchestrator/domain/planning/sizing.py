@@ -188,6 +188,10 @@ def commitment(signal: Signal, spec: SymbolSpec, quantity: Decimal) -> tuple[Dec
     return _q(quantity * per_lot_risk(signal, spec)), _q(quantity * spec.margin_per_lot)
 
 
+NEGLIGIBLE_RISK = Decimal("0.01")
+"""Risk left over that a reroute does not move on (a hundredth of the account currency)."""
+
+
 @dataclass
 class RerouteSizing:
     """What is left of a failed order's risk at the stop, moving on from target to target.
@@ -202,7 +206,8 @@ class RerouteSizing:
     placed: Decimal = _ZERO
     """Risk at the stop that filled at earlier targets, each in its own account's currency."""
     done: bool = False
-    """The last target took the rest (less than one of its lot steps is left)."""
+    """The last target took the rest but for less than one of its lot steps (how runs recorded
+    before the leftover moved on decided to stop: see ``workflows/reroute.py``)."""
 
     @property
     def carried(self) -> Decimal:
@@ -211,6 +216,11 @@ class RerouteSizing:
     @property
     def remaining(self) -> Decimal:
         return max(self.carried - self.placed, _ZERO)
+
+    @property
+    def placed_all(self) -> bool:
+        """Less than a hundredth of the currency is left to move on to the next target."""
+        return self.remaining < NEGLIGIBLE_RISK
 
     def size(self, signal: Signal, account: AccountSnapshot, spec: SymbolSpec) -> SizeDecision:
         """The next target's size: its own limits and factors, at most the remaining risk."""

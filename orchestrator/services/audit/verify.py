@@ -108,8 +108,13 @@ def verify_reroutes(reroutes: Sequence[Read], compare: Comparison, reserve: list
         pending: tuple[Any, Any, planning.SizeDecision] | None = None
         for activity in read.activities:
             value = activity.result
-            if isinstance(value, BookSnapshot) and len(value.accounts) == 1:
-                account = value.accounts[0]
+            if isinstance(value, BookSnapshot):
+                # The target's snapshot; since targets are checked for the failed leg's
+                # currency, the failed leg's account comes with it.
+                targets = [a for a in value.accounts if a.account_id != request.from_account]
+                if len(targets) != 1:
+                    continue
+                account = targets[0]
                 spec = value.specs.get(spec_key(account.broker, account.broker_symbol or ""))
                 if spec is not None:
                     pending = (account, spec, sizing.size(request.signal, account, spec))
