@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -75,6 +76,12 @@ def contract_of(leg: LegOrder) -> Contract:
 def orders_per_batch(execution: ExecutionSettings, batches: int) -> int:
     """Each batch's share of the signal's ``max_orders_in_flight`` (at least one)."""
     return max(1, execution.max_orders_in_flight // batches)
+
+
+CHILD_CANCELLED_PATCH = "leg-child-cancelled"
+"""A leg cancelled (``cancel_signal``, Temporal's cancellation request, a halt that cancels
+working orders) while its completion or reroute child worked ends CANCELLED in the report; a
+run recorded before this patch failed (or ended CANCELED with no report) there instead."""
 
 
 class OrderSlots:
@@ -231,12 +238,26 @@ class LegRunner:
         except asyncio.CancelledError:
             # Cancelled while its order worked: the order was cancelled at the broker on the
             # way out (see place_order); its fills so far stay booked.
-            stop = self._controls.stop_for(leg.account_id)
-            reason = stop.reason if stop else "cancelled"
-            # What it filled before is a position: the keeper finds it in the ledger.
-            await self._keeper.started()
-            self._update(leg, LegStatus.CANCELLED, reason=reason)
-            return [self._report(leg, LegStatus.CANCELLED, reason=reason)]
+            return await self._cancelled(leg)
+        except ChildWorkflowError as err:
+            # Cancelled while a child worked for it (a completion, a reroute): the child
+            # cancelled its order at the broker and ended cancelled. The leg ends cancelled,
+            # not the whole signal (runs recorded before the patch failed here).
+            if not (
+                is_cancelled_exception(err)
+                and self._controls.stop_for(leg.account_id) is not None
+                and workflow.patched(CHILD_CANCELLED_PATCH)
+            ):
+                raise
+            return await self._cancelled(leg)
+
+    async def _cancelled(self, leg: LegOrder) -> list[AccountReport]:
+        stop = self._controls.stop_for(leg.account_id)
+        reason = stop.reason if stop else "cancelled"
+        # What it filled before is a position: the keeper finds it in the ledger.
+        await self._keeper.started()
+        self._update(leg, LegStatus.CANCELLED, reason=reason)
+        return [self._report(leg, LegStatus.CANCELLED, reason=reason)]
 
     async def _run(self, leg: LegOrder) -> list[AccountReport]:
         signal = self._signal

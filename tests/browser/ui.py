@@ -16,8 +16,9 @@ exploring the real UI (see docs/web-ui.md):
   ``update-name``); the Data editor (a text box named "Data", reformatted on blur); Submit
   (``confirm-modal-button``). An error leaves the dialog open with an alert: "Data encoding
   failed" (the codec server refused /encode), "An unknown error occurred." (it could not be
-  reached, e.g. CORS), "Encoded failure" (an update's validator refused: with encryption on,
-  the failure's message travels encrypted and the dialog does not decode it).
+  reached, e.g. CORS), or an update validator's refusal as its one sentence (``halt refused:
+  give a reason.``: refusals are sent unencrypted, so the dialog shows them even with
+  encryption on; an encrypted failure message would show as "Encoded failure").
 """
 
 from __future__ import annotations

@@ -18,11 +18,13 @@ from orchestrator.adapters.db.schema import (
     AccountStateRow,
     DailyReturnRow,
     FillRow,
+    OperatorActionRow,
     OrderRow,
     RiskReservationRow,
     SignalRow,
     SystemControlRow,
 )
+from orchestrator.domain.contracts.operators import ActionReceipt, ActionVia
 from orchestrator.domain.contracts.payloads import (
     PlaceOrderRequest,
     ReserveRiskRequest,
@@ -796,3 +798,31 @@ def test_two_concurrent_reservations_for_the_last_position_slot_only_one_wins(
     assert denied.denial is DenialReason.MAX_POSITIONS
     assert state_of(postgres_db)["open_positions"] == 10
     assert len(reservation_rows(postgres_db)) == 1
+
+
+def test_an_operator_action_receipt_recorded_again_is_written_once(db: Database) -> None:
+    """A workflow's receipt of an operator action (from the starter, the CLI or the Web UI):
+    the recording activity retried writes nothing more; another receipt of the same run is a
+    row of its own."""
+    receipt = ActionReceipt(
+        workflow_id="signal-s-42",
+        run_id="run-1",
+        action="pause_account",
+        via=ActionVia.SIGNAL,
+        key="signal:pause_account:1",
+        target="alpha-01",
+        operator="jane",
+        reason="client asked",
+    )
+    second = receipt.model_copy(update={"key": "signal:pause_account:2"})
+    with db.transaction() as session:
+        assert repository.record_action_receipt(session, receipt, None, NOW)
+    with db.transaction() as session:
+        assert not repository.record_action_receipt(session, receipt, "ui", NOW)
+        assert repository.record_action_receipt(session, second, None, NOW)
+    with db.transaction() as session:
+        rows = session.scalars(select(OperatorActionRow).order_by(OperatorActionRow.id)).all()
+        assert [(r.receipt, r.identity) for r in rows] == [
+            ("signal-s-42/run-1/signal:pause_account:1", None),
+            ("signal-s-42/run-1/signal:pause_account:2", None),
+        ]

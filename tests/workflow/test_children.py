@@ -4,6 +4,7 @@ broker faults)."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -14,7 +15,14 @@ from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain.book import SymbolSpec
-from orchestrator.domain.report import AccountReport, CompletionStop, LegStatus, RerouteOutcome
+from orchestrator.domain.contracts.operators import CancelSignalRequest
+from orchestrator.domain.report import (
+    AccountReport,
+    CompletionStop,
+    LegStatus,
+    RerouteOutcome,
+    SignalReport,
+)
 from orchestrator.domain.signal import Signal
 from orchestrator.services import audit
 from orchestrator.services.audit import ValueVerdict
@@ -31,6 +39,7 @@ from tests.support import (
     reservations,
     signal,
 )
+from workflows.signal import SignalExecutionWorkflow
 
 HALF_ONCE = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
 
@@ -271,26 +280,48 @@ async def test_ambiguous_timeout_is_resolved_by_lookup_with_exactly_one_order(
     assert broker_orders(sqlite_db) == {"acc": 1}
 
 
+@pytest.mark.parametrize("how", ["cancel_signal", "temporal_cancellation"])
 async def test_parent_cancelled_while_completion_works_cancels_the_order_at_the_broker(
     time_skipping_env: WorkflowEnvironment,
     ts_client: Client,
     sqlite_db: Database,
     settings: Settings,
     harness_factory,
+    *,
+    how: str,
 ) -> None:
+    """The signal cancelled (``cancel_signal``, or the Web UI's Request Cancellation) while a
+    completion child works: the child cancels its order at the broker and ends cancelled; the
+    signal completes with its report, status CANCELLED (it used to fail, or end CANCELED with
+    no report)."""
     load(sqlite_db, book(account("dry", paper={**HALF_ONCE, "stall_after": 1})))
     long = settings.model_copy(update={"completion_deadline_s": 3600})
     async with harness_factory(ts_client, sqlite_db, long).running():
         handle = await submit_signal(ts_client, sqlite_db, long, signal("x-cancel"))
         with time_skipping_env.auto_time_skipping_disabled():
             await poll_until(lambda: "x-cancel:dry:2" in paper_orders(sqlite_db), timeout_s=60)
-            await handle.cancel()
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+            if how == "cancel_signal":
+                await handle.execute_update(
+                    SignalExecutionWorkflow.cancel_signal,
+                    CancelSignalRequest(operator="jane", reason="client asked"),
+                )
+            else:
+                await handle.cancel()
+        report: SignalReport = await handle.result()
+        description = await handle.describe()
         completion = ts_client.get_workflow_handle("signal-x-cancel/leg-1/completion")
         with pytest.raises(WorkflowFailureError):
             await completion.result()
+        # Its id names the leg only; its summary (what the Web UI shows) names the account.
+        summary = await (await completion.describe()).static_summary()
 
+    assert summary is not None
+    assert re.fullmatch(r"completion of dry's [0-9.]+ lots \(signal x-cancel\)", summary), summary
+    assert report.status == "CANCELLED"
+    [line] = report.accounts
+    assert (line.account_id, line.status) == ("dry", LegStatus.CANCELLED)
+    attributes = description.typed_search_attributes
+    assert [v for k, v in attributes if k.name == "SignalStatus"] == ["CANCELLED"]
     assert paper_orders(sqlite_db)["x-cancel:dry:2"].status == "CANCELLED"
     assert [r.status for r in reservations(sqlite_db)] == ["SETTLED"]
 

@@ -135,12 +135,15 @@ def record_action_receipt(
     }
     dialect = session.get_bind().dialect.name
     insert_for = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    # RETURNING, not rowcount: an ORM-enabled INSERT ... ON CONFLICT DO NOTHING reports a
+    # rowcount of 1 on PostgreSQL even when the conflict wrote nothing.
     written = session.execute(
         insert_for(OperatorActionRow)
         .values(values)
         .on_conflict_do_nothing(index_elements=["receipt"])
+        .returning(OperatorActionRow.id)
     )
-    return bool(getattr(written, "rowcount", 0))
+    return written.scalar_one_or_none() is not None
 
 
 def order_gate(
