@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.controls import Controls, Stop
     from workflows.keeper import KeeperLink
     from workflows.reroute import OrderRerouteWorkflow
-    from workflows.slices import SLICE_PATCH, Slicer
+    from workflows.slices import Slicer
     from workflows.steps import (
         account_report,
         cancel_order,
@@ -76,12 +76,6 @@ def contract_of(leg: LegOrder) -> Contract:
 def orders_per_batch(execution: ExecutionSettings, batches: int) -> int:
     """Each batch's share of the signal's ``max_orders_in_flight`` (at least one)."""
     return max(1, execution.max_orders_in_flight // batches)
-
-
-CHILD_CANCELLED_PATCH = "leg-child-cancelled"
-"""A leg cancelled (``cancel_signal``, Temporal's cancellation request, a halt that cancels
-working orders) while its completion or reroute child worked ends CANCELLED in the report; a
-run recorded before this patch failed (or ended CANCELED with no report) there instead."""
 
 
 class OrderSlots:
@@ -177,9 +171,8 @@ class LegRunner:
         """Run every leg as its own task (so operators can stop working ones), with at most
         ``max_orders_in_flight`` of their orders working at once."""
         self.register(legs, workflow.now())
-        if workflow.patched(SLICE_PATCH):
-            # Legs due together place their first orders together (workflows/slices.py).
-            self._slicer = Slicer(self._execution)
+        # Legs due together place their first orders together (workflows/slices.py).
+        self._slicer = Slicer(self._execution)
         limit = self._execution.max_orders_in_flight
         if len(legs) > limit:
             self._slots = OrderSlots(limit)
@@ -242,11 +235,9 @@ class LegRunner:
         except ChildWorkflowError as err:
             # Cancelled while a child worked for it (a completion, a reroute): the child
             # cancelled its order at the broker and ended cancelled. The leg ends cancelled,
-            # not the whole signal (runs recorded before the patch failed here).
+            # not the whole signal.
             if not (
-                is_cancelled_exception(err)
-                and self._controls.stop_for(leg.account_id) is not None
-                and workflow.patched(CHILD_CANCELLED_PATCH)
+                is_cancelled_exception(err) and self._controls.stop_for(leg.account_id) is not None
             ):
                 raise
             return await self._cancelled(leg)

@@ -39,10 +39,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-REROUTE_LEFTOVER = "reroute-leftover"
-"""The patch after which what a target's lot step left over moves on to the next target."""
-
-
 @workflow.defn
 class OrderRerouteWorkflow:
     """Move a failed leg's risk to the plan's reserve accounts: for each, a fresh eligibility
@@ -72,7 +68,7 @@ class OrderRerouteWorkflow:
             )
 
         for candidate in request.candidates:
-            if len(hops) >= execution.reroute_max_accounts or self._placed_all(sizing):
+            if len(hops) >= execution.reroute_max_accounts or sizing.placed_all:
                 break
             snapshot: BookSnapshot = await workflow.execute_activity_method(
                 Execution.load_snapshot,
@@ -229,15 +225,6 @@ class OrderRerouteWorkflow:
         else:
             outcome_kind = RerouteOutcome.PARTLY_PLACED
         return self._result(request, sizing, hops, lines, outcome_kind)
-
-    @staticmethod
-    def _placed_all(sizing: planning.RerouteSizing) -> bool:
-        """Nothing is left to move on. Runs recorded before ``REROUTE_LEFTOVER`` stopped once a
-        target the carried risk sized had filled, though less than one of its lot steps (and
-        up to a whole lot's risk at a coarse step) was left for the next."""
-        if workflow.patched(REROUTE_LEFTOVER):
-            return sizing.placed_all
-        return sizing.done
 
     @staticmethod
     def _result(

@@ -6,8 +6,7 @@ result for its own order on its own path, as after ``place_and_follow_order``.
 
 Deterministic: a slice is formed from the legs that joined before the workflow task's coroutines
 ran out of work (``workflow.wait_condition`` resolves only then), in the order they came due,
-so a replay forms the same slices. Runs recorded before slices existed replay the per-leg path
-(``SLICE_PATCH``).
+so a replay forms the same slices.
 """
 
 from __future__ import annotations
@@ -31,10 +30,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from orchestrator.domain.settings import ExecutionSettings
     from workflows.steps import ORDER_RETRY, OrderAttempt, cancel_order, place_order
-
-SLICE_PATCH = "leg-slices"
-"""The patch that turns slices on: a run that recorded it places its legs' first orders in
-slices; one that did not (recorded before slices) replays one activity per leg."""
 
 SLICE_MAX_ORDERS = 100
 """Orders of one slice at most (never more than a batch's legs, nor than the workflow's order

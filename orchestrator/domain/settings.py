@@ -97,24 +97,22 @@ class ExecutionSettings(Model):
     lives in one process). Order and cancel activities of its accounts go there; brokers not
     listed use the workflow's own task queue."""
 
-    entry_ttl_s: EntryTtlSeconds = 0
+    entry_ttl_s: EntryTtlSeconds
     """An entry order (a leg's first, a completion's, a reroute target's) not sent within this
     many seconds of the signal workflow's start is denied EXPIRED; 0: never. A signal's own
-    ``valid_until`` overrides it. The default here (0) is what a run recorded before the
-    setting existed decides with; the worker's comes from ``TEO_ENTRY_TTL_S``."""
+    ``valid_until`` overrides it. The worker's comes from ``TEO_ENTRY_TTL_S``."""
 
-    exit_delay_min_ms: DelayMs = 0
-    exit_delay_max_ms: DelayMs = 0
+    exit_delay_min_ms: DelayMs
+    exit_delay_max_ms: DelayMs
     """A CLOSE's (or FLATTEN's) closing orders wait a delay drawn in these bounds, per account
     (the workflow's seeded random: the same on replay); 0 and 0: no staggering, all at once."""
 
-    slice_window_ms: DelayMs = 0
+    slice_window_ms: DelayMs
     """Legs due within this many milliseconds of the first due leg go to the broker together,
     in one slice (one activity): 0 gathers the legs due in the same workflow task (every
-    zero-delay leg); more also wakes legs whose timers would fire within the window. The
-    default (0) is also what a run recorded before slices existed decides with."""
+    zero-delay leg); more also wakes legs whose timers would fire within the window."""
 
-    broker_orders_per_s: OrdersPerSecond = 0
+    broker_orders_per_s: OrdersPerSecond
     """The pace each worker sends a broker's new orders at (0: as fast as they come); the
     workflow sizes a slice's timeout by it."""
 

@@ -14,7 +14,9 @@ not a history), then exports the signal's workflow and all its children with
 When to run it: after a deliberate, *compatible* change whose new histories should be covered
 too, or when a scenario is added. Never to make a failing replay pass: a replay failure means
 the current code would break the runs that are in flight when it is deployed. Such a change
-needs ``workflow.patched`` (or a new workflow type) instead, and the old histories stay.
+needs ``workflow.patched`` (or a new workflow type) instead, and the old histories stay. (The
+histories checked in are the 1.0.0 baseline, recorded again when the pre-1.0 patches were
+retired: see the CHANGELOG.)
 """
 
 from __future__ import annotations

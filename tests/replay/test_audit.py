@@ -106,14 +106,17 @@ def edit_order_quantity(path: Path, account_id: str, quantity: str) -> None:
     edited = 0
     for event in document["events"]:
         attributes = event.get("activityTaskScheduledEventAttributes")
-        if not attributes or attributes["activityType"]["name"] != "place_and_follow_order":
+        name = attributes["activityType"]["name"] if attributes else None
+        if name not in ("place_and_follow_order", "place_and_follow_slice"):
             continue
         payload = attributes["input"]["payloads"][0]
         request = json.loads(base64.b64decode(payload["data"]))
-        if request["account_id"] == account_id and request["business_sequence"] == 1:
-            request["quantity"] = quantity
-            payload["data"] = base64.b64encode(json.dumps(request).encode()).decode()
-            edited += 1
+        # A slice carries its legs' orders, each read by the audit as an order of its own.
+        for order in request["orders"] if name == "place_and_follow_slice" else [request]:
+            if order["account_id"] == account_id and order["business_sequence"] == 1:
+                order["quantity"] = quantity
+                edited += 1
+        payload["data"] = base64.b64encode(json.dumps(request).encode()).decode()
     assert edited == 1
     path.write_text(json.dumps(document), encoding="utf-8")
     entries = history.read_manifest(path.parent) or {}

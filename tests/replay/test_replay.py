@@ -28,7 +28,6 @@ from workflows.batch import LegBatchWorkflow
 from workflows.completion import PartialFillCompletionWorkflow
 from workflows.reroute import OrderRerouteWorkflow
 from workflows.signal import SignalExecutionWorkflow
-from workflows.slices import SLICE_PATCH
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 CONVERTER = data_converter(Settings(codec_key_file=TEST_ONLY_KEYS))
@@ -89,10 +88,10 @@ def test_each_export_holds_the_signal_and_all_its_children(scenario: Path) -> No
 
 
 def test_the_checked_in_histories_hold_both_order_paths() -> None:
-    """The histories recorded before slices (one order activity per leg, no patch marker) and
-    one recorded with them (its legs' first orders in a slice, the patch marked) both replay
-    above: the patch keeps running signals of either kind going."""
-    for name, slice_path in (("all_filled", False), ("sliced", True)):
+    """Legs due together place their first orders in one slice ("sliced": zero delays; a leg
+    whose order still works after it follows the order itself); a leg alone on its timer
+    places its own ("paused_during_delay"). Both replay above."""
+    for name, slice_path in (("paused_during_delay", False), ("sliced", True)):
         workflow_id = f"signal-replay-{name.replace('_', '-')}"
         recorded = history.load_history(HISTORIES / name / history.file_name(workflow_id))
         kinds = {
@@ -100,10 +99,8 @@ def test_the_checked_in_histories_hold_both_order_paths() -> None:
             for e in recorded.events
             if e.HasField("activity_task_scheduled_event_attributes")
         }
-        markers = [e for e in recorded.events if e.HasField("marker_recorded_event_attributes")]
-        marked = any(SLICE_PATCH.encode() in e.SerializeToString() for e in markers)
         assert (activity_name(Execution.place_and_follow_slice) in kinds) is slice_path, name
-        assert marked is slice_path, name
+        assert activity_name(Execution.place_and_follow_order) in kinds, name
 
 
 # --------------------------------------------------------------------------------------------

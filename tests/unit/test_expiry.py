@@ -64,9 +64,11 @@ def test_valid_until_needs_a_timezone() -> None:
     )
 
 
-def test_the_ttl_defaults_to_120_s_for_the_service_and_to_never_for_a_recorded_run() -> None:
+def test_the_ttl_defaults_to_120_s_and_every_run_carries_its_own() -> None:
     assert Settings().execution_settings().entry_ttl_s == 120
-    recorded = Settings().execution_settings().model_dump(exclude={"entry_ttl_s"})
-    assert ExecutionSettings.model_validate(recorded).entry_ttl_s == 0
+    # The workflow's settings carry the TTL the worker had: none is assumed for a run.
+    without = Settings().execution_settings().model_dump(exclude={"entry_ttl_s"})
+    with pytest.raises(ValidationError, match="entry_ttl_s"):
+        ExecutionSettings.model_validate(without)
     with pytest.raises(ValidationError):
         Settings(entry_ttl_s=-1)

@@ -134,7 +134,7 @@ class CompletionInput(Model):
     execution: ExecutionSettings
     entry_deadline: datetime | None = None
     """When the signal's entries stop leaving (``orchestrator.domain.expiry``); ``None``:
-    never (and what a run recorded before entries expired decides with)."""
+    never (an entry TTL of 0 and no ``valid_until``)."""
 
 
 class RerouteInput(Model):
@@ -156,7 +156,7 @@ class RerouteInput(Model):
     """The leg this reroute is for (``leg-3``), for its children's ids."""
     entry_deadline: datetime | None = None
     """When the signal's entries stop leaving (``orchestrator.domain.expiry``); ``None``:
-    never (and what a run recorded before entries expired decides with)."""
+    never (an entry TTL of 0 and no ``valid_until``)."""
 
 
 class SnapshotRequest(Model):
@@ -227,7 +227,7 @@ class LegBatchInput(Model):
     whole report lives in its batches (the signal's own result is then a summary)."""
     entry_deadline: datetime | None = None
     """When the signal's entries stop leaving (``orchestrator.domain.expiry``); ``None``:
-    never (and what a run recorded before entries expired decides with)."""
+    never (an entry TTL of 0 and no ``valid_until``)."""
 
 
 class LegBatchResult(Model):

@@ -206,8 +206,8 @@ class RerouteSizing:
     placed: Decimal = _ZERO
     """Risk at the stop that filled at earlier targets, each in its own account's currency."""
     done: bool = False
-    """The last target took the rest but for less than one of its lot steps (how runs recorded
-    before the leftover moved on decided to stop: see ``workflows/reroute.py``)."""
+    """A target the carried risk sized filled all of it: the rest, if any, is less than one of
+    that target's lot steps (the reroute is ``PLACED``; the rest still moves on)."""
 
     @property
     def carried(self) -> Decimal:
