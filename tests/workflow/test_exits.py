@@ -306,32 +306,30 @@ async def test_the_starters_modify_and_close_from_a_json_file(
             ),
         ]
         refused = capsys.readouterr().err
-        unstarted = [await never_started(ts_client, i) for i in ("j-c", "j-m")]
+        assert wrong == [2, 2]
+        assert f"{close}: invalid input\n  action: is CLOSE, this command is MODIFY" in refused
+        assert f"{modify}: invalid input\n  action: is MODIFY, this command is CLOSE" in refused
+        assert [await never_started(ts_client, i) for i in ("j-c", "j-m")] == [True, True]
         untouched = {p.account_id: (p.stop, p.open_quantity) for p in open_positions(sqlite_db)}
+        assert untouched == {a: (Decimal("1.08200"), q) for a, q in held.items()}
 
         modified = await starter_with_file(
             monkeypatch, ts_client, settings, "modify", "--file", str(modify), "--wait", "--json"
         )
+        assert modified == 0
         modify_report = ActionReport.model_validate_json(capsys.readouterr().out)
         stops = {p.account_id: p.stop for p in open_positions(sqlite_db, "j-x")}
         closed = await starter_with_file(
             monkeypatch, ts_client, settings, "close", "--file", str(close), "--wait", "--json"
         )
+        assert closed == 0
         close_report = ActionReport.model_validate_json(capsys.readouterr().out)
         left = {p.account_id: p for p in open_positions(sqlite_db, "j-x")}
         orders = working(sqlite_db, "j-x")
 
-    assert wrong == [2, 2]
-    assert f"{close}: invalid input\n  action: is CLOSE, this command is MODIFY" in refused
-    assert f"{modify}: invalid input\n  action: is MODIFY, this command is CLOSE" in refused
-    assert unstarted == [True, True]
-    assert untouched == {a: (Decimal("1.08200"), q) for a, q in held.items()}
-
-    assert modified == 0
     assert (modify_report.action_id, modify_report.status) == ("j-m", ActionStatus.COMPLETED)
     assert stops == {"a": Decimal("1.08350"), "b": Decimal("1.08350")}
 
-    assert closed == 0
     assert (close_report.action_id, close_report.status) == ("j-c", ActionStatus.COMPLETED)
     for account_id, quantity in held.items():
         half = (quantity / 2).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
