@@ -119,8 +119,8 @@ async def test_an_exit_closes_every_position_of_accounts_with_no_capacity_left(
     }
     assert report.status is ActionStatus.COMPLETED
     assert [(a.account_id, a.refused, a.open_quantity) for a in report.accounts] == [
-        ("a", None, 0),
-        ("b", None, 0),
+        ("a", None, Decimal(0)),
+        ("b", None, Decimal(0)),
     ]
     assert all(a.closed > 0 for a in report.accounts)
     assert report.positions_closed == 2
@@ -188,7 +188,9 @@ async def test_a_close_keeps_at_most_the_orders_in_flight_limit_of_closing_order
             ts_client, sqlite_db, capped, action("q-close", ActionKind.CLOSE, signal_id="q-x")
         )
 
-    assert [(a.account_id, a.open_quantity) for a in report.accounts] == [(a, 0) for a in accounts]
+    assert [(a.account_id, a.open_quantity) for a in report.accounts] == [
+        (a, Decimal(0)) for a in accounts
+    ]
     assert all(a.closed > 0 for a in report.accounts)
     assert broker.closing_orders == 5
     # Two at once, never more: the bound is used, and held (five sent together would be five).
