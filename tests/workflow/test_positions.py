@@ -25,6 +25,7 @@ from orchestrator.adapters.db.schema import AccountStateRow, OrderRow, PositionR
 from orchestrator.config import Settings
 from orchestrator.domain import ids
 from orchestrator.domain.contracts.positions import PositionsResult
+from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import CloseCause, PositionStatus, RefusedStop
 from orchestrator.domain.report import AccountReport, LegStatus
 from orchestrator.services.submit import submit_signal
@@ -342,6 +343,68 @@ async def test_a_stop_refused_by_the_broker_closes_the_position_at_market(
     orders = orders_by_id(sqlite_db, "p-refused")
     assert orders["p-refused:a:S1"].status == "REJECTED"
     assert orders["p-refused:a:S1"].reject_text == "Invalid stops (too close to market)"
+    assert protection_violations(sqlite_db) == []
+
+
+class RefusesMarketCloses(PaperBroker):
+    """The paper broker, except that it refuses every closing order at market, as QuickFIX's
+    ``ordermatch`` refuses any market order."""
+
+    TEXT = "Unsupported order type: use limit"
+
+    def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        if ticket.client_order_id.rsplit(":", 1)[-1].startswith("C"):
+            return BrokerOrder(
+                client_order_id=ticket.client_order_id,
+                broker_order_id=None,
+                status=OrderStatus.REJECTED,
+                quantity=ticket.quantity,
+                executions=(),
+                reject_text=self.TEXT,
+            )
+        return super().submit(ticket)
+
+
+async def test_a_refused_stop_whose_close_at_market_is_refused_too_stays_open_unprotected(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    # A venue with neither stop nor market orders (ordermatch): the default rule closes at
+    # market, the close is refused too, and the position stays open, UNPROTECTED, with both
+    # texts, its take-profit still working; the keeper neither hangs nor sends the stop again.
+    broker = RefusesMarketCloses(sqlite_db)
+    broker.market.set_quote(SYMBOL, ENTRY, ENTRY + Decimal("0.00002"))
+    load(sqlite_db, book(account("a", paper={"stop_refusal": "Stop orders not supported"})))
+    async with harness_factory(ts_client, sqlite_db, settings, broker).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-noclose", take_profit=TARGET))[
+            "a"
+        ]
+        row = await poll_until(
+            lambda: (
+                (r := position_row(sqlite_db, "p-noclose", "a")) is not None
+                and r.status == "UNPROTECTED"
+                and working(sqlite_db, "p-noclose")
+                and r
+            )
+        )
+        [held] = await keeper_of(ts_client, "p-noclose").query(PositionsWorkflow.positions)
+
+    assert (held.status, held.open_quantity, held.closes) == (
+        PositionStatus.UNPROTECTED,
+        line.filled,
+        [],
+    )
+    assert row.note is not None
+    assert "stop refused by the broker: Stop orders not supported" in row.note
+    assert f"the close at market was rejected: {RefusesMarketCloses.TEXT}" in row.note
+    orders = orders_by_id(sqlite_db, "p-noclose")
+    with sqlite_db.transaction() as session:
+        closing = session.get(OrderRow, "p-noclose:a:C1")
+        assert closing is not None and closing.purpose == "CLOSE"
+        assert (closing.status, closing.reject_text) == ("REJECTED", RefusesMarketCloses.TEXT)
+    assert orders["p-noclose:a:S1"].status == "REJECTED"
+    assert not any(cid.endswith(":S2") for cid in orders)  # the stop is not sent again
+    [target] = working(sqlite_db, "p-noclose").values()
+    assert (target.purpose, target.quantity) == ("TAKE_PROFIT", line.filled)
     assert protection_violations(sqlite_db) == []
 
 
