@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.book_file import AccountRecord
@@ -28,6 +28,7 @@ from orchestrator.domain.contracts.positions import PositionsResult
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import CloseCause, PositionStatus, RefusedStop
 from orchestrator.domain.report import AccountReport, LegStatus
+from orchestrator.services import audit, history
 from orchestrator.services.submit import submit_signal
 from tests.support import (
     account,
@@ -494,4 +495,56 @@ async def test_a_stop_partly_filled_reduces_its_take_profit_to_what_is_left(
     assert orders["p-part:a:S1"].status == "PARTIALLY_FILLED"
     assert orders["p-part:a:T1"].status == "CANCELLED"
     assert orders["p-part:a:T2"].quantity == left.open_quantity
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_position_open_for_hours_continues_its_keeper_as_new_and_is_still_kept(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_db: Database,
+    settings: Settings,
+    paper: PaperBroker,
+    harness_factory,
+) -> None:
+    # Seven hours of checks every 30 s pass the keeper's history budget: it continues as new,
+    # carrying the position and its orders; the stop that fills after is booked once, the
+    # take-profit cancelled, and the audit follows the keeper's runs.
+    ts_client = time_skipping_env.client
+    load(sqlite_db, book(account("a")))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-weeks", take_profit=TARGET))[
+            "a"
+        ]
+        await poll_until(lambda: len(working(sqlite_db, "p-weeks")) == 2 or None)
+        keeper = keeper_of(ts_client, "p-weeks")
+        first_run = (await keeper.describe()).run_id
+        for _ in range(14):  # half an hour a call: one long skip outlasts the RPC's timeout
+            await time_skipping_env.sleep(1800)
+        later_run = (await keeper.describe()).run_id
+        gap = STOP - Decimal("0.00050")
+        paper.market.set_quote(SYMBOL, gap, gap + Decimal("0.00002"))
+        # The next check books the stop (30 s of the server's clock away at most). Waited for
+        # by describing the keeper: a result() long poll across its runs here came back with
+        # no close event from the time-skipping server.
+        for _ in range(10):
+            if (await keeper.describe()).status is not WorkflowExecutionStatus.RUNNING:
+                break
+            await time_skipping_env.sleep(30)
+        result = await keeper.result()
+        histories = await history.fetch_with_children(ts_client, ids.signal_workflow_id("p-weeks"))
+
+    assert later_run != first_run
+    runs = [h for h in histories if h.workflow_id == keeper.id]
+    assert len(runs) >= 2 and history.continued_as(runs[0]) is not None
+    [position] = result.positions
+    [close] = position.closes
+    assert (close.cause, close.quantity, close.price) == (CloseCause.STOP_HIT, line.filled, gap)
+    orders = orders_by_id(sqlite_db, "p-weeks")
+    assert sorted(orders) == ["p-weeks:a:S1", "p-weeks:a:T1"]  # nothing re-sent by a new run
+    assert (orders["p-weeks:a:S1"].status, orders["p-weeks:a:T1"].status) == (
+        "FILLED",
+        "CANCELLED",
+    )
+    trail = await audit.audit_histories(histories)
+    assert trail.ok, "\n".join(audit.render(trail))
+    assert trail.positions is not None and trail.positions.ok
     assert protection_violations(sqlite_db) == []
