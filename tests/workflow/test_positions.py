@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -498,6 +499,16 @@ async def test_a_stop_partly_filled_reduces_its_take_profit_to_what_is_left(
     assert protection_violations(sqlite_db) == []
 
 
+async def skip(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """``env.sleep`` with an RPC timeout to match: a skip of hours runs hundreds of the
+    keeper's checks, which on a loaded machine outlast the test service's default timeout."""
+    request = SleepRequest()
+    request.duration.FromTimedelta(duration)
+    await env.client.test_service.unlock_time_skipping_with_sleep(
+        request, timeout=timedelta(minutes=5)
+    )
+
+
 async def test_a_position_open_for_hours_continues_its_keeper_as_new_and_is_still_kept(
     time_skipping_env: WorkflowEnvironment,
     sqlite_db: Database,
@@ -517,8 +528,7 @@ async def test_a_position_open_for_hours_continues_its_keeper_as_new_and_is_stil
         await poll_until(lambda: len(working(sqlite_db, "p-weeks")) == 2 or None)
         keeper = keeper_of(ts_client, "p-weeks")
         first_run = (await keeper.describe()).run_id
-        for _ in range(14):  # half an hour a call: one long skip outlasts the RPC's timeout
-            await time_skipping_env.sleep(1800)
+        await skip(time_skipping_env, timedelta(hours=7))
         later_run = (await keeper.describe()).run_id
         gap = STOP - Decimal("0.00050")
         paper.market.set_quote(SYMBOL, gap, gap + Decimal("0.00002"))
@@ -528,7 +538,7 @@ async def test_a_position_open_for_hours_continues_its_keeper_as_new_and_is_stil
         for _ in range(10):
             if (await keeper.describe()).status is not WorkflowExecutionStatus.RUNNING:
                 break
-            await time_skipping_env.sleep(30)
+            await skip(time_skipping_env, timedelta(seconds=30))
         result = await keeper.result()
         histories = await history.fetch_with_children(ts_client, ids.signal_workflow_id("p-weeks"))
 
