@@ -26,6 +26,7 @@ from orchestrator.adapters.db.schema import AccountStateRow, OrderRow, PositionR
 from orchestrator.config import Settings
 from orchestrator.domain import ids
 from orchestrator.domain.contracts.positions import PositionsResult
+from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import CloseCause, PositionStatus, RefusedStop
 from orchestrator.domain.report import AccountReport, LegStatus
@@ -153,6 +154,46 @@ async def test_a_fill_gets_its_stop_and_take_profit_for_exactly_the_filled_quant
     assert (position.status, position.open_quantity) == (PositionStatus.OPEN, line.filled)
     assert row.stop_client_order_id == "p-fill:a:S1"
     assert (row.status, row.open_quantity) == ("OPEN", line.filled)
+    assert protection_violations(sqlite_db) == []
+
+
+class LosesTheStopsAnswer(PaperBroker):
+    """The paper broker, except that the answer to the first stop order sent is lost after the
+    broker took it (a timeout after sending); counts what is sent, per client order id."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.sent: dict[str, int] = {}
+
+    def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        cid = ticket.client_order_id
+        self.sent[cid] = self.sent.get(cid, 0) + 1
+        order = super().submit(ticket)
+        if cid.endswith(":S1") and self.sent[cid] == 1:
+            raise BrokerUnavailable("timed out waiting for the acknowledgement")
+        return order
+
+
+async def test_a_stop_whose_answer_was_lost_is_found_by_its_id_and_never_sent_twice(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    broker = LosesTheStopsAnswer(sqlite_db)
+    broker.market.set_quote(SYMBOL, ENTRY, ENTRY + Decimal("0.00002"))
+    load(sqlite_db, book(account("a")))
+    async with harness_factory(ts_client, sqlite_db, settings, broker).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-lost", take_profit=TARGET))["a"]
+        await poll_until(lambda: len(working(sqlite_db, "p-lost")) == 2 or None)
+
+    # The retry asked the broker for p-lost:a:S1 first, found it, and sent nothing again.
+    assert {cid: n for cid, n in broker.sent.items() if not is_entry(cid)} == {
+        "p-lost:a:S1": 1,
+        "p-lost:a:T1": 1,
+    }
+    orders = working(sqlite_db, "p-lost")
+    assert {cid: o.quantity for cid, o in orders.items()} == {
+        "p-lost:a:S1": line.filled,
+        "p-lost:a:T1": line.filled,
+    }
     assert protection_violations(sqlite_db) == []
 
 
