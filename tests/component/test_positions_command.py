@@ -20,7 +20,7 @@ from orchestrator.domain.positions import (
     ProtectionKind,
     ProtectiveOrder,
 )
-from orchestrator.domain.values import Side
+from orchestrator.domain.values import OrderType, Side
 from tests.component.conftest import CliRunner
 from tests.support import account, book, load
 
@@ -87,6 +87,22 @@ def seed(db: Database) -> None:
         }
     )
     with db.transaction() as session:
+        repository.record_position_order(
+            session,
+            client_order_id="sig-1:acct-b:S1",
+            signal_id="sig-1",
+            account_id="acct-b",
+            purpose="STOP",
+            sequence=1,
+            broker="alpha",
+            broker_symbol="EURUSD",
+            side=Side.SELL,
+            order_type=OrderType.STOP,
+            quantity=Decimal("0.50"),
+            limit_price=None,
+            stop_price=Decimal("1.08200"),
+            now=T0,
+        )
         repository.record_positions(session, "signal-sig-1/positions", [held, stopped], T0)
         repository.record_positions(session, "signal-sig-2/positions", [unprotected], T0)
 
@@ -145,13 +161,28 @@ def test_cli_positions_json_has_the_stop_take_profit_status_pnl_and_each_closing
     assert (stopped["status"], stopped["open_quantity"]) == ("CLOSED", "0")
     assert stopped["realized_pnl"] == "-175"  # 350 ticks below entry × 1 USD a tick a lot × 0.5
     [close] = stopped["closes"]
-    assert {k: close[k] for k in ("cause", "quantity", "price", "pnl", "client_order_id")} == {
+    assert {
+        k: close[k] for k in ("cause", "quantity", "price", "pnl", "client_order_id", "slippage")
+    } == {
         "cause": "STOP_HIT",
         "quantity": "0.5",
         "price": "1.0815",
         "pnl": "-175",
         "client_order_id": "sig-1:acct-b:S1",
+        "slippage": "0.0005",  # the market gapped 5 pips through the stop at 1.08200
     }
+
+
+def test_cli_positions_table_shows_how_far_past_its_stop_a_stop_filled(
+    tmp_path: Path, cli: CliRunner, capsys: Any
+) -> None:
+    url = seeded(tmp_path)
+    capsys.readouterr()
+
+    assert cli(url, "positions", "--account", "acct-b") == 0
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert "STOP_HIT 0.5 @ 1.0815, 0.0005 past the stop (-175.00)" in out
 
 
 def test_cli_positions_table_marks_an_unprotected_position_with_the_brokers_text(
