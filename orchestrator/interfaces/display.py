@@ -358,7 +358,8 @@ def positions_table(positions: Sequence[PositionView], title: str = "") -> Table
         style = POSITION_STATUS_STYLE.get(p.status, "")
         status = Text(p.status, style=style) + Text(f"\n{p.note}" if p.note else "")
         closes = "\n".join(
-            f"{fill.cause} {_plain(fill.quantity)} @ {_plain(fill.price)} ({_fmt(fill.pnl)})"
+            f"{fill.cause} {_plain(fill.quantity)} @ {_plain(fill.price)}"
+            f"{_past_the_stop(p.slippage.get(fill.execution_id))} ({_fmt(fill.pnl)})"
             for fill in p.closes
         )
         protection = f"{_plain(p.stop)} {p.stop_client_order_id or '(no order)'}"
@@ -374,6 +375,11 @@ def positions_table(positions: Sequence[PositionView], title: str = "") -> Table
             Text(f"{_fmt(p.realized_pnl)}\n{closes}".rstrip()),
         )
     return table
+
+
+def _past_the_stop(slippage: Decimal | None) -> str:
+    """A stop fill's slippage, when it filled past its stop (a gap)."""
+    return f", {_plain(slippage)} past the stop" if slippage else ""
 
 
 def action_table(report: ActionReport) -> Table:

@@ -105,6 +105,28 @@ def test_a_long_stop_fills_at_the_first_bid_through_it_below_the_stop_on_a_gap(
     assert broker.status("stop") == hit  # read again: nothing more
 
 
+def test_a_quote_written_after_a_check_that_began_later_still_triggers_the_stop(
+    db: Database, clock: FakeClock
+) -> None:
+    # The market's writer stamps a quote, then commits it; a check that began after the stamp
+    # but read before the commit did not see it. The next check must: a quote in force is
+    # never skipped because it became visible late (the stop stayed working for good).
+    broker = paper(db, clock)
+    at(broker, clock, 0, "1.08500")
+    broker.submit(order("entry"))
+    broker.submit(stop("stop", "1.08200"))
+    start = clock.now
+    clock.advance(ms=2_000)
+    assert now(broker, "stop").status is OrderStatus.NEW  # a check at 2 s: nothing through
+    broker.market.set_quote("EURUSD", D("1.08150"), D("1.08152"), at=start + timedelta(seconds=1))
+    clock.advance(ms=1_000)
+
+    hit = now(broker, "stop")
+
+    assert hit.status is OrderStatus.FILLED
+    assert fills(hit) == [(D("1.00"), D("1.08150"))]
+
+
 def test_a_short_stop_fills_at_the_first_ask_at_or_above_it(db: Database, clock: FakeClock) -> None:
     broker = paper(db, clock)
     at(broker, clock, 0, "1.08500")

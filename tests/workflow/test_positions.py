@@ -6,26 +6,36 @@ no protective order working on a flat position, never more working than is open.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import select
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.testservice.v1 import SleepRequest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.book_file import AccountRecord
+from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
 from orchestrator.adapters.brokers.paper import PaperBroker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountStateRow, OrderRow, PositionRow
 from orchestrator.config import Settings
 from orchestrator.domain import ids
 from orchestrator.domain.contracts.positions import PositionsResult
+from orchestrator.domain.errors import BrokerUnavailable
+from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import CloseCause, PositionStatus, RefusedStop
 from orchestrator.domain.report import AccountReport, LegStatus
+from orchestrator.services import audit, history
 from orchestrator.services.submit import submit_signal
 from tests.support import (
     account,
     book,
+    is_entry,
     load,
     poll_until,
     protection_violations,
@@ -147,20 +157,109 @@ async def test_a_fill_gets_its_stop_and_take_profit_for_exactly_the_filled_quant
     assert protection_violations(sqlite_db) == []
 
 
-async def test_a_partial_fill_is_protected_then_resized_when_its_completion_fills(
-    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+class LosesTheStopsAnswer(PaperBroker):
+    """The paper broker, except that the answer to the first stop order sent is lost after the
+    broker took it (a timeout after sending); counts what is sent, per client order id."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.sent: dict[str, int] = {}
+
+    def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        cid = ticket.client_order_id
+        self.sent[cid] = self.sent.get(cid, 0) + 1
+        order = super().submit(ticket)
+        if cid.endswith(":S1") and self.sent[cid] == 1:
+            raise BrokerUnavailable("timed out waiting for the acknowledgement")
+        return order
+
+
+async def test_a_stop_whose_answer_was_lost_is_found_by_its_id_and_never_sent_twice(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
 ) -> None:
-    # The completion's order takes a second to fill: the half is protected first.
-    half_then_slow = {
-        "fill": "partial",
-        "partial_ratio": "0.5",
-        "partial_orders": 1,
-        "latency_ms": 1000,
+    broker = LosesTheStopsAnswer(sqlite_db)
+    broker.market.set_quote(SYMBOL, ENTRY, ENTRY + Decimal("0.00002"))
+    load(sqlite_db, book(account("a")))
+    async with harness_factory(ts_client, sqlite_db, settings, broker).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-lost", take_profit=TARGET))["a"]
+        await poll_until(lambda: len(working(sqlite_db, "p-lost")) == 2 or None)
+
+    # The retry asked the broker for p-lost:a:S1 first, found it, and sent nothing again.
+    assert {cid: n for cid, n in broker.sent.items() if not is_entry(cid)} == {
+        "p-lost:a:S1": 1,
+        "p-lost:a:T1": 1,
     }
-    load(sqlite_db, book(account("thin", paper=half_then_slow)))
-    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
-        lines = await run_signal(ts_client, sqlite_db, settings, "p-resize", take_profit=TARGET)
-        line = lines["thin"]
+    orders = working(sqlite_db, "p-lost")
+    assert {cid: o.quantity for cid, o in orders.items()} == {
+        "p-lost:a:S1": line.filled,
+        "p-lost:a:T1": line.filled,
+    }
+    assert protection_violations(sqlite_db) == []
+
+
+class CompletionHeld(PaperBroker):
+    """The paper broker, except that an account's entry orders after its first (a completion)
+    are reported as they were acknowledged until ``release`` is set: the test, not the clock,
+    decides when the completion's fill reaches the workflows."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.release = threading.Event()
+        self._first: dict[str, str] = {}
+        self._held: dict[str, BrokerOrder] = {}
+
+    def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        order = super().submit(ticket)
+        cid = ticket.client_order_id
+        if is_entry(cid) and self._first.setdefault(ticket.account_id, cid) != cid:
+            self._held.setdefault(cid, order)
+        return self._held.get(cid, order) if not self.release.is_set() else order
+
+    def status(self, client_order_id: str) -> BrokerOrder | None:
+        order = super().status(client_order_id)
+        if self.release.is_set():
+            return order
+        return self._held.get(client_order_id, order)
+
+
+async def waiting_on_a_timer(handle: WorkflowHandle[Any, Any], at_least: timedelta) -> bool:
+    """Whether the workflow's last event is a timer of ``at_least`` started: it is idle, and
+    stays so that long unless something is sent to it."""
+    events = [e async for e in handle.fetch_history_events()]
+    last = events[-1] if events else None
+    return (
+        last is not None
+        and last.HasField("timer_started_event_attributes")
+        and last.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta() >= at_least
+    )
+
+
+async def test_a_partial_fill_is_protected_then_resized_when_its_completion_fills(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    # Half of the entry fills; the completion's fill is held back until the half is protected
+    # and the keeper is idle on a timer of 2 s or more. Sent while a timer of the keeper came
+    # due, the fill's signal makes the keeper cancel a timer that had just fired, which the
+    # time-skipping server refuses for good ("invalid history builder state for action",
+    # temporalio/sdk-java#3088): a 1 s latency on the completion met the keeper's 1 s check.
+    half = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1, "latency_ms": 200}
+    broker = CompletionHeld(sqlite_db)
+    broker.market.set_quote(SYMBOL, ENTRY, ENTRY + Decimal("0.00002"))
+    load(sqlite_db, book(account("thin", paper=half)))
+    async with harness_factory(ts_client, sqlite_db, settings, broker).running():
+        handle = await submit_signal(
+            ts_client, sqlite_db, settings, signal("p-resize", take_profit=TARGET)
+        )
+        report = asyncio.ensure_future(handle.result())
+        protected_half = await poll_until(
+            lambda: {o.quantity for o in working(sqlite_db, "p-resize").values()}
+        )
+        await poll_until(
+            lambda: waiting_on_a_timer(keeper_of(ts_client, "p-resize"), timedelta(seconds=2))
+        )
+        assert not report.done()  # the completion's fill is still held back
+        broker.release.set()
+        line = {a.account_id: a for a in (await report).accounts}["thin"]
         await poll_until(
             lambda: {o.quantity for o in working(sqlite_db, "p-resize").values()} == {line.filled}
         )
@@ -172,9 +271,11 @@ async def test_a_partial_fill_is_protected_then_resized_when_its_completion_fill
         )
 
     assert line.status is LegStatus.FILLED and line.completion is not None
+    [half_filled] = protected_half
+    assert half_filled < line.filled
     orders = orders_by_id(sqlite_db, "p-resize")
     first, resized = orders["p-resize:thin:S1"], orders["p-resize:thin:S2"]
-    assert first.quantity < line.filled and first.status == "CANCELLED"
+    assert (first.quantity, first.status) == (half_filled, "CANCELLED")
     assert (resized.quantity, resized.status) == (line.filled, "NEW")
     assert orders["p-resize:thin:T1"].status == "CANCELLED"
     assert orders["p-resize:thin:T2"].quantity == line.filled
@@ -288,6 +389,68 @@ async def test_a_stop_refused_by_the_broker_closes_the_position_at_market(
     assert protection_violations(sqlite_db) == []
 
 
+class RefusesMarketCloses(PaperBroker):
+    """The paper broker, except that it refuses every closing order at market, as QuickFIX's
+    ``ordermatch`` refuses any market order."""
+
+    TEXT = "Unsupported order type: use limit"
+
+    def submit(self, ticket: OrderTicket) -> BrokerOrder:
+        if ticket.client_order_id.rsplit(":", 1)[-1].startswith("C"):
+            return BrokerOrder(
+                client_order_id=ticket.client_order_id,
+                broker_order_id=None,
+                status=OrderStatus.REJECTED,
+                quantity=ticket.quantity,
+                executions=(),
+                reject_text=self.TEXT,
+            )
+        return super().submit(ticket)
+
+
+async def test_a_refused_stop_whose_close_at_market_is_refused_too_stays_open_unprotected(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    # A venue with neither stop nor market orders (ordermatch): the default rule closes at
+    # market, the close is refused too, and the position stays open, UNPROTECTED, with both
+    # texts, its take-profit still working; the keeper neither hangs nor sends the stop again.
+    broker = RefusesMarketCloses(sqlite_db)
+    broker.market.set_quote(SYMBOL, ENTRY, ENTRY + Decimal("0.00002"))
+    load(sqlite_db, book(account("a", paper={"stop_refusal": "Stop orders not supported"})))
+    async with harness_factory(ts_client, sqlite_db, settings, broker).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-noclose", take_profit=TARGET))[
+            "a"
+        ]
+        row = await poll_until(
+            lambda: (
+                (r := position_row(sqlite_db, "p-noclose", "a")) is not None
+                and r.status == "UNPROTECTED"
+                and working(sqlite_db, "p-noclose")
+                and r
+            )
+        )
+        [held] = await keeper_of(ts_client, "p-noclose").query(PositionsWorkflow.positions)
+
+    assert (held.status, held.open_quantity, held.closes) == (
+        PositionStatus.UNPROTECTED,
+        line.filled,
+        [],
+    )
+    assert row.note is not None
+    assert "stop refused by the broker: Stop orders not supported" in row.note
+    assert f"the close at market was rejected: {RefusesMarketCloses.TEXT}" in row.note
+    orders = orders_by_id(sqlite_db, "p-noclose")
+    with sqlite_db.transaction() as session:
+        closing = session.get(OrderRow, "p-noclose:a:C1")
+        assert closing is not None and closing.purpose == "CLOSE"
+        assert (closing.status, closing.reject_text) == ("REJECTED", RefusesMarketCloses.TEXT)
+    assert orders["p-noclose:a:S1"].status == "REJECTED"
+    assert not any(cid.endswith(":S2") for cid in orders)  # the stop is not sent again
+    [target] = working(sqlite_db, "p-noclose").values()
+    assert (target.purpose, target.quantity) == ("TAKE_PROFIT", line.filled)
+    assert protection_violations(sqlite_db) == []
+
+
 async def test_a_stop_refused_by_the_broker_can_be_kept_open_marked_unprotected(
     ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
 ) -> None:
@@ -374,4 +537,65 @@ async def test_a_stop_partly_filled_reduces_its_take_profit_to_what_is_left(
     assert orders["p-part:a:S1"].status == "PARTIALLY_FILLED"
     assert orders["p-part:a:T1"].status == "CANCELLED"
     assert orders["p-part:a:T2"].quantity == left.open_quantity
+    assert protection_violations(sqlite_db) == []
+
+
+async def skip(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """``env.sleep`` with an RPC timeout to match: a skip of hours runs hundreds of the
+    keeper's checks, which on a loaded machine outlast the test service's default timeout."""
+    request = SleepRequest()
+    request.duration.FromTimedelta(duration)
+    await env.client.test_service.unlock_time_skipping_with_sleep(
+        request, timeout=timedelta(minutes=5)
+    )
+
+
+async def test_a_position_open_for_hours_continues_its_keeper_as_new_and_is_still_kept(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_db: Database,
+    settings: Settings,
+    paper: PaperBroker,
+    harness_factory,
+) -> None:
+    # Seven hours of checks every 30 s pass the keeper's history budget: it continues as new,
+    # carrying the position and its orders; the stop that fills after is booked once, the
+    # take-profit cancelled, and the audit follows the keeper's runs.
+    ts_client = time_skipping_env.client
+    load(sqlite_db, book(account("a")))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        line = (await run_signal(ts_client, sqlite_db, settings, "p-weeks", take_profit=TARGET))[
+            "a"
+        ]
+        await poll_until(lambda: len(working(sqlite_db, "p-weeks")) == 2 or None)
+        keeper = keeper_of(ts_client, "p-weeks")
+        first_run = (await keeper.describe()).run_id
+        await skip(time_skipping_env, timedelta(hours=7))
+        later_run = (await keeper.describe()).run_id
+        gap = STOP - Decimal("0.00050")
+        paper.market.set_quote(SYMBOL, gap, gap + Decimal("0.00002"))
+        # The next check books the stop (30 s of the server's clock away at most). Waited for
+        # by describing the keeper: a result() long poll across its runs here came back with
+        # no close event from the time-skipping server.
+        for _ in range(10):
+            if (await keeper.describe()).status is not WorkflowExecutionStatus.RUNNING:
+                break
+            await skip(time_skipping_env, timedelta(seconds=30))
+        result = await keeper.result()
+        histories = await history.fetch_with_children(ts_client, ids.signal_workflow_id("p-weeks"))
+
+    assert later_run != first_run
+    runs = [h for h in histories if h.workflow_id == keeper.id]
+    assert len(runs) >= 2 and history.continued_as(runs[0]) is not None
+    [position] = result.positions
+    [close] = position.closes
+    assert (close.cause, close.quantity, close.price) == (CloseCause.STOP_HIT, line.filled, gap)
+    orders = orders_by_id(sqlite_db, "p-weeks")
+    assert sorted(orders) == ["p-weeks:a:S1", "p-weeks:a:T1"]  # nothing re-sent by a new run
+    assert (orders["p-weeks:a:S1"].status, orders["p-weeks:a:T1"].status) == (
+        "FILLED",
+        "CANCELLED",
+    )
+    trail = await audit.audit_histories(histories)
+    assert trail.ok, "\n".join(audit.render(trail))
+    assert trail.positions is not None and trail.positions.ok
     assert protection_violations(sqlite_db) == []

@@ -424,7 +424,8 @@ class PaperOrderRow(Base):
     """Works until a quote of the market reaches its price (a STOP, or a LIMIT that was not
     marketable when it arrived) instead of following the account's fill schedule."""
     evaluated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    """A resting order: the market's quotes up to this time have been checked against it."""
+    """A resting order: the time of the last quote checked against it (the next check starts
+    there, that quote included; a quote committed late for a later time is still seen)."""
 
 
 class PaperExecutionRow(Base):

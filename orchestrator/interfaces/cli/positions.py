@@ -57,6 +57,7 @@ def position_document(position: repository.PositionView) -> dict[str, Any]:
                 "quantity": text(fill.quantity),
                 "price": text(fill.price),
                 "pnl": text(fill.pnl),
+                "slippage": text(position.slippage.get(fill.execution_id)),
                 "filled_at": fill.filled_at.isoformat(),
             }
             for fill in position.closes

@@ -352,9 +352,13 @@ def _run_schedule(session: Session, row: PaperOrderRow, now: datetime) -> None:
 
 def _match(session: Session, row: PaperOrderRow, now: datetime) -> None:
     """A resting order: walk the market's quotes in time order, from the one in force when it
-    arrived (later: from where the last evaluation stopped, that quote again included, as a
-    quote may be set anew at the same time); the first that reaches its price fills what is
-    left of it, whole, at the price the rule gives."""
+    arrived (later: from the last quote the last evaluation saw, that quote again included, as
+    a quote may be set anew at the same time); the first that reaches its price fills what is
+    left of it, whole, at the price the rule gives.
+
+    Not from the time of the last evaluation: a quote is stamped before it is committed, so an
+    evaluation that began after its stamp may not have seen it, and starting the next one at
+    that time would skip it for good (a stop left working with the market through it)."""
     order_type, side = OrderType(row.order_type), Side(row.side)
     price = row.stop_price if order_type is OrderType.STOP else row.limit_price
     if price is None:
@@ -364,6 +368,7 @@ def _match(session: Session, row: PaperOrderRow, now: datetime) -> None:
         arrival = latest_quote(session, row.symbol, row.submitted_at)
         since = arrival.at if arrival is not None else row.submitted_at
     for quote in quotes_from(session, row.symbol, since, now):
+        since = quote.at
         fill = fill_price(order_type, side, price, quote)
         if fill is not None:
             at = max(quote.at, row.submitted_at)
@@ -376,7 +381,7 @@ def _match(session: Session, row: PaperOrderRow, now: datetime) -> None:
                 return
             row.status = OrderStatus.FILLED.value
             break
-    row.evaluated_at = max(now, row.evaluated_at or now)
+    row.evaluated_at = since
 
 
 def _resting_part(session: Session, row: PaperOrderRow, left: Decimal) -> Decimal:

@@ -6,7 +6,7 @@ changes the account once, however often the keeper records the same position."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -25,8 +25,10 @@ from orchestrator.adapters.db.schema import (
     SymbolSpecRow,
 )
 from orchestrator.domain.orders import OrderStatus, average_price
-from orchestrator.domain.positions import ClosingFill, Position, PositionStatus
+from orchestrator.domain.positions import CloseCause, ClosingFill, Position, PositionStatus
 from orchestrator.domain.values import OrderType, Side
+
+STOP_HIT = CloseCause.STOP_HIT.value
 
 
 def record_position_order(
@@ -229,6 +231,9 @@ class PositionView:
     opened_at: datetime
     closed_at: datetime | None
     closes: list[PositionFillRow]
+    slippage: dict[str, Decimal] = field(default_factory=dict)
+    """Per closing fill of a stop (by execution id): how far past its stop price it filled,
+    against the position (a gap); absent when the stop order is not in the ledger."""
 
 
 def list_positions(
@@ -251,6 +256,7 @@ def list_positions(
         query = query.where(PositionRow.status != PositionStatus.CLOSED.value)
     rows = list(session.scalars(query))
     fills: dict[tuple[str, str], list[PositionFillRow]] = {}
+    stops: dict[str, Decimal] = {}
     if rows:
         signals = {r.signal_id for r in rows}
         for fill in session.scalars(
@@ -259,6 +265,19 @@ def list_positions(
             .order_by(PositionFillRow.filled_at, PositionFillRow.execution_id)
         ):
             fills.setdefault((fill.signal_id, fill.account_id), []).append(fill)
+        stop_orders = {
+            f.client_order_id for found in fills.values() for f in found if f.cause == STOP_HIT
+        }
+        if stop_orders:
+            stops = {
+                cid: price
+                for cid, price in session.execute(
+                    select(OrderRow.client_order_id, OrderRow.stop_price).where(
+                        OrderRow.client_order_id.in_(stop_orders)
+                    )
+                )
+                if price is not None
+            }
     return [
         PositionView(
             signal_id=r.signal_id,
@@ -280,9 +299,23 @@ def list_positions(
             opened_at=r.opened_at,
             closed_at=r.closed_at,
             closes=fills.get((r.signal_id, r.account_id), []),
+            slippage=_slippage(r.side, fills.get((r.signal_id, r.account_id), []), stops),
         )
         for r in rows
     ]
+
+
+def _slippage(
+    side: str, closes: list[PositionFillRow], stops: dict[str, Decimal]
+) -> dict[str, Decimal]:
+    """How far past its stop price each stop fill went against the position: a long's stop
+    (a sell) below it, a short's (a buy) above it."""
+    sign = 1 if side == Side.BUY.value else -1
+    return {
+        f.execution_id: sign * (stops[f.client_order_id] - f.price)
+        for f in closes
+        if f.cause == STOP_HIT and f.client_order_id in stops
+    }
 
 
 @dataclass(frozen=True)
