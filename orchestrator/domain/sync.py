@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.planning.eligibility import fall_from_peak, percent
-from orchestrator.domain.values import Model, Side
+from orchestrator.domain.values import Model, Side, plain
 
 SYSTEM = "system"
 """Who the sync's reduce-only and operator-action records name."""
@@ -245,11 +245,6 @@ def reconcile_orders(
             )
         )
     return found
-
-
-def plain(value: Decimal) -> str:
-    """A decimal as a person writes it: no exponent, no trailing zeros (``2``, ``0.5``)."""
-    return format(value.normalize(), "f")
 
 
 def trading_day_start(now: datetime, boundary: time, zone: str) -> datetime:

@@ -34,6 +34,7 @@ from orchestrator.domain.contracts.positions import (
     WatchRequest,
 )
 from orchestrator.domain.positions import Position, PositionStatus, ProtectiveOrder
+from orchestrator.domain.values import plain
 from orchestrator.services.audit.document import (
     Activity,
     Difference,
@@ -315,11 +316,6 @@ def _protected(
                     derived=f"at most {open_now}",
                 )
             )
-
-
-def plain(value: Decimal) -> str:
-    """A decimal as a reader writes it: 1.36, not 1.3600000000; 0, not 0E-10."""
-    return format(value.normalize(), "f") if value else "0"
 
 
 def _position_audit(position: Position) -> PositionAudit:

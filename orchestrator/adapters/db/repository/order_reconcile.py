@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session
 
 from orchestrator.adapters.db.schema import AccountRow, OrderMismatchRow, OrderRow
 from orchestrator.domain.orders import TERMINAL, OrderStatus
-from orchestrator.domain.sync import LedgerOrder, MismatchKind, OrderMismatch, plain
-from orchestrator.domain.values import Side
+from orchestrator.domain.sync import LedgerOrder, MismatchKind, OrderMismatch
+from orchestrator.domain.values import Side, plain
 
 ADOPTED = "ADOPTED"
 """The purpose of an order recorded from the broker's view (``reconcile --accept``)."""

@@ -52,11 +52,10 @@ from orchestrator.domain.sync import (
     StateSource,
     breaches,
     net_by_symbol,
-    plain,
     reconcile,
     reconcile_orders,
 )
-from orchestrator.domain.values import Side
+from orchestrator.domain.values import Side, plain
 
 REDUCE_ONLY = "reduce_only"
 ALLOW_ENTRIES = "allow_entries"
