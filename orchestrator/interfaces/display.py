@@ -14,7 +14,7 @@ from rich.text import Text
 
 from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.actions import ActionKind, ActionReport, ActionStatus
-from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.orders import OrderPurpose, OrderStatus
 from orchestrator.domain.planning.decisions import Plan, SizeRationale
 from orchestrator.domain.positions import Position
 from orchestrator.domain.progress import SignalProgress
@@ -232,7 +232,7 @@ def orders_table(orders: list[LedgerOrder], title: str = "") -> Table:
     for order in orders:
         style = ORDER_STATUS_STYLE.get(OrderStatus(order.status), "")
         asked = f"{order.side} {plain(order.quantity)} {order.order_type}"
-        if order.purpose != "ENTRY":
+        if order.purpose is not OrderPurpose.ENTRY:
             asked = f"{order.purpose}: {asked}"
         if order.limit_price is not None:
             asked += f"\nlimit {plain(order.limit_price)}"

@@ -33,7 +33,12 @@ from orchestrator.domain.contracts.positions import (
     ProtectionRequest,
     WatchRequest,
 )
-from orchestrator.domain.positions import Position, PositionStatus, ProtectiveOrder
+from orchestrator.domain.positions import (
+    Position,
+    PositionStatus,
+    ProtectionKind,
+    ProtectiveOrder,
+)
 from orchestrator.domain.values import plain
 from orchestrator.services.audit.document import (
     Activity,
@@ -191,7 +196,7 @@ def _ended(news: OrderNews) -> bool:
 
 
 def _news_line(news: OrderNews) -> tuple[str, str, str | None]:
-    kind = "stop" if news.kind.value == "STOP" else "take-profit"
+    kind = "stop" if news.kind is ProtectionKind.STOP else "take-profit"
     text = f"{kind} {news.client_order_id}: {news.status}, " + _fills_text(news.executions)
     if news.reject_text:
         text += f" ({news.reject_text})"
