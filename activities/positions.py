@@ -51,7 +51,7 @@ from orchestrator.domain.contracts.positions import (
     WatchRequest,
 )
 from orchestrator.domain.errors import BrokerUnavailable
-from orchestrator.domain.orders import TERMINAL, OrderStatus
+from orchestrator.domain.orders import TERMINAL, OrderPurpose, OrderStatus
 from orchestrator.domain.positions import Contract, ProtectionKind, ProtectiveOrder
 from orchestrator.domain.values import OrderType
 
@@ -272,7 +272,7 @@ class PositionActivities(Positions):
                 client_order_id=ticket.client_order_id,
                 signal_id=target.signal_id,
                 account_id=target.account_id,
-                purpose=kind.value,
+                purpose=kind.purpose,
                 sequence=target.generation,
                 broker=target.broker,
                 broker_symbol=ticket.symbol,
@@ -364,7 +364,7 @@ class PositionActivities(Positions):
                     client_order_id=ticket.client_order_id,
                     signal_id=order.signal_id,
                     account_id=order.account_id,
-                    purpose=repository.CLOSE,
+                    purpose=OrderPurpose.CLOSE,
                     sequence=order.number,
                     broker=order.broker,
                     broker_symbol=order.broker_symbol,

@@ -65,7 +65,7 @@ def working_of(order: BrokerOrder) -> BrokerWorking:
         quantity=order.working_quantity,
         filled=order.filled_quantity,
         broker_order_id=order.broker_order_id,
-        order_type=order.order_type.value if order.order_type else None,
+        order_type=order.order_type,
     )
 
 

@@ -41,7 +41,7 @@ from orchestrator.adapters.db.schema import (
 from orchestrator.config import Settings
 from orchestrator.domain.book import AccountLimits, Mandate, SymbolSpec
 from orchestrator.domain.errors import BrokerUnavailable
-from orchestrator.domain.orders import TERMINAL, OrderStatus
+from orchestrator.domain.orders import TERMINAL, OrderPurpose, OrderStatus
 from orchestrator.domain.signal import Signal
 from worker import build_activities, build_worker
 
@@ -152,7 +152,7 @@ def broker_orders(db: Database) -> dict[str, int]:
     return counts
 
 
-def ledger_orders(db: Database, *, purpose: str | None = repository.ENTRY) -> list[OrderRow]:
+def ledger_orders(db: Database, *, purpose: str | None = OrderPurpose.ENTRY) -> list[OrderRow]:
     """The ledger's orders of one purpose (entries by default; ``None``: all)."""
     query = select(OrderRow).order_by(OrderRow.client_order_id)
     if purpose is not None:
@@ -230,7 +230,7 @@ def protection_beyond_fills(db: Database, *, ledger: bool = True) -> list[str]:
     open_: dict[tuple[str, str], Decimal] = {}
     for order in orders:
         key = (order.signal_id, order.account_id)
-        sign = 1 if order.purpose == repository.ENTRY else -1
+        sign = 1 if order.purpose == OrderPurpose.ENTRY else -1
         open_[key] = open_.get(key, Decimal(0)) + sign * order.filled_quantity
     problems = []
     for (signal_id, account_id), quantity in sorted(open_.items()):

@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.contracts.positions import KeeperAction, Levels, PositionsInput
     from orchestrator.domain.orders import average_price
     from orchestrator.domain.positions import CloseCause, Position, PositionStatus
+    from orchestrator.domain.values import plain
 
 
 class PositionActions:
@@ -114,10 +115,10 @@ class PositionActions:
             now = self._positions[account_id]
             changes = []
             if action.stop is not None:
-                changes.append(f"stop {_plain(old.stop)} → {_plain(now.stop)}")
+                changes.append(f"stop {plain(old.stop)} → {plain(now.stop)}")
             if action.take_profit is not None:
-                was = "none" if old.take_profit is None else _plain(old.take_profit)
-                changes.append(f"take-profit {was} → {_plain(action.take_profit)}")
+                was = "none" if old.take_profit is None else plain(old.take_profit)
+                changes.append(f"take-profit {was} → {plain(action.take_profit)}")
             refused = now.note if now.note and now.note != old.note else None
             outcomes.append(
                 AccountOutcome(
@@ -182,15 +183,15 @@ class PositionActions:
             closed = sum((c.quantity for c in mine), Decimal(0))
             if quantities[account_id] <= 0:
                 done = (
-                    f"nothing: {_plain(action.fraction)} of {_plain(old.open_quantity)} is below "
-                    f"the minimum lot {_plain(old.contract.min_lot)}"
+                    f"nothing: {plain(action.fraction)} of {plain(old.open_quantity)} is below "
+                    f"the minimum lot {plain(old.contract.min_lot)}"
                 )
             elif closed > 0:
                 price = average_price((c.quantity, c.price) for c in mine) or Decimal(0)
                 pnl = sum((c.pnl for c in mine), Decimal(0))
                 done = (
-                    f"closed {_plain(closed)} of {_plain(old.open_quantity)} "
-                    f"@ {_plain(price)} (P&L {pnl:.2f})"
+                    f"closed {plain(closed)} of {plain(old.open_quantity)} "
+                    f"@ {plain(price)} (P&L {pnl:.2f})"
                 )
             else:
                 done = f"not closed: {now.note or 'the close did not fill'}"
@@ -206,7 +207,3 @@ class PositionActions:
                 )
             )
         return outcomes
-
-
-def _plain(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"

@@ -1,4 +1,5 @@
-"""The order lifecycle: statuses, the allowed transitions, and the named sets of states."""
+"""The order lifecycle: statuses, the allowed transitions, and the named sets of states; and
+what each order of the ledger is for (its purpose)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,23 @@ class OrderStatus(StrEnum):
     CANCELLED = "CANCELLED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
+
+
+class OrderPurpose(StrEnum):
+    """What an order of the ledger is for (its ``purpose`` column)."""
+
+    ENTRY = "ENTRY"
+    """A leg's orders (its first, completions, a reroute's): the orders that fill a position and
+    settle its leg."""
+    STOP = "STOP"
+    """A position's protective stop (:class:`~orchestrator.domain.positions.ProtectionKind`)."""
+    TAKE_PROFIT = "TAKE_PROFIT"
+    """A position's take-profit (:class:`~orchestrator.domain.positions.ProtectionKind`)."""
+    CLOSE = "CLOSE"
+    """A position's closing order (at market)."""
+    ADOPTED = "ADOPTED"
+    """An order recorded from the broker's view (``reconcile --accept``); no workflow follows
+    it."""
 
 
 TERMINAL = frozenset(

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.orders import OrderPurpose, OrderStatus
 from orchestrator.domain.values import (
     Identifier,
     Model,
@@ -52,8 +52,15 @@ class RefusedStop(StrEnum):
 
 
 class ProtectionKind(StrEnum):
-    STOP = "STOP"
-    TAKE_PROFIT = "TAKE_PROFIT"
+    """A protective order's kind: the order purposes a position's protection takes."""
+
+    STOP = OrderPurpose.STOP.value
+    TAKE_PROFIT = OrderPurpose.TAKE_PROFIT.value
+
+    @property
+    def purpose(self) -> OrderPurpose:
+        """Its orders' purpose in the ledger."""
+        return OrderPurpose(self.value)
 
     @property
     def code(self) -> str:

@@ -10,9 +10,9 @@ from decimal import Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.orders import OrderPurpose, OrderStatus
 from orchestrator.domain.planning.eligibility import fall_from_peak, percent
-from orchestrator.domain.values import Model, Side
+from orchestrator.domain.values import Model, OrderType, Side, plain
 
 SYSTEM = "system"
 """Who the sync's reduce-only and operator-action records name."""
@@ -88,11 +88,11 @@ class OrderMismatch(Model):
     """What the order still works at the broker (lots; ``None``: it does not report it)."""
     broker_filled: Decimal | None = None
     broker_order_id: str | None = None
-    order_type: str | None = None
+    order_type: OrderType | None = None
     ledger_quantity: Decimal | None
     """What the ledger has it still work (its quantity less its fills; ``None``: the ledger
     has no working order of that id)."""
-    ledger_status: str | None = None
+    ledger_status: OrderStatus | None = None
     """What the ledger says of an order the broker works and the ledger does not (``None``:
     the ledger never had it; else the state it ended in)."""
 
@@ -124,8 +124,8 @@ class LedgerOrder(Model):
     side: Side
     quantity: Decimal
     filled: Decimal = Decimal(0)
-    status: str
-    purpose: str
+    status: OrderStatus
+    purpose: OrderPurpose
     written_at: datetime | None = None
     """When the ledger wrote it (ahead of its submission)."""
 
@@ -144,7 +144,7 @@ class BrokerWorking(Model):
     """What it still works (lots)."""
     filled: Decimal = Decimal(0)
     broker_order_id: str | None = None
-    order_type: str | None = None
+    order_type: OrderType | None = None
 
 
 SENT_UNCONFIRMED = OrderStatus.PENDING_SUBMIT
@@ -180,7 +180,7 @@ def reconcile_orders(
     account_id: str,
     broker: Sequence[BrokerWorking] | None,
     working: Mapping[str, LedgerOrder],
-    ended: Mapping[str, str],
+    ended: Mapping[str, OrderStatus],
     written_before: datetime | None = None,
 ) -> list[OrderMismatch]:
     """The differences between the broker's working orders (``None``: it did not answer) and
@@ -245,11 +245,6 @@ def reconcile_orders(
             )
         )
     return found
-
-
-def plain(value: Decimal) -> str:
-    """A decimal as a person writes it: no exponent, no trailing zeros (``2``, ``0.5``)."""
-    return format(value.normalize(), "f")
 
 
 def trading_day_start(now: datetime, boundary: time, zone: str) -> datetime:

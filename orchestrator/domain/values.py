@@ -1,5 +1,5 @@
 """Values every part of the domain speaks in: the base of every model, constrained ids,
-symbols and amounts, sides and order types, and our own denial reasons.
+symbols and amounts, sides and order types, our own denial reasons, and a decimal written plainly.
 
 Money, prices and quantities are ``Decimal`` end to end; delays are whole milliseconds.
 """
@@ -89,3 +89,11 @@ class DenialReason(StrEnum):
 
 PositionCount = Annotated[int, Field(ge=0, le=1_000_000)]
 """A count of positions: bounded so that any database stores it (a 64-bit integer)."""
+
+
+def plain(value: Decimal) -> str:
+    """A decimal as a person writes it, the one way every text, table, JSON document and FIX
+    field writes one: no exponent, no trailing zeros, and any zero as ``0`` (a negative zero too,
+    as a P&L of nothing on a short comes out): ``2``, ``0.5``, ``100`` (not ``1E+2``), ``1.085``
+    (not ``1.08500``), ``0`` (not ``0E-10`` or ``-0``)."""
+    return format(value.normalize(), "f") if value else "0"

@@ -14,11 +14,12 @@ from rich.text import Text
 
 from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.actions import ActionKind, ActionReport, ActionStatus
-from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.orders import OrderPurpose, OrderStatus
 from orchestrator.domain.planning.decisions import Plan, SizeRationale
 from orchestrator.domain.positions import Position
 from orchestrator.domain.progress import SignalProgress
 from orchestrator.domain.report import AccountReport, LegStatus, SignalReport
+from orchestrator.domain.values import plain
 
 if TYPE_CHECKING:
     from temporalio.client import WorkflowExecution
@@ -136,7 +137,7 @@ def report_table(report: SignalReport, live: Mapping[str, PositionView] | None =
             f"[{style}]{line.status}[/]" if style else line.status,
             str(line.requested),
             str(line.filled),
-            "" if line.average_price is None else str(line.average_price.normalize()),
+            "" if line.average_price is None else plain(line.average_price),
             _fmt(line.slippage_ticks, "0.1"),
             "" if line.delay_ms is None else f"{line.delay_ms / 1000:.1f}",
             "" if line.latency_ms is None else f"{line.latency_ms / 1000:.1f}",
@@ -149,10 +150,10 @@ def _position_cells(position: Position | PositionView | None) -> tuple[Text, str
     if position is None:
         return Text(""), "", ""
     status = Text(position.status, style=POSITION_STATUS_STYLE.get(position.status, ""))
-    target = "" if position.take_profit is None else f" / {_plain(position.take_profit)}"
+    target = "" if position.take_profit is None else f" / {plain(position.take_profit)}"
     return (
-        status + Text(f" {_plain(position.open_quantity)}"),
-        f"{_plain(position.stop)}{target}",
+        status + Text(f" {plain(position.open_quantity)}"),
+        f"{plain(position.stop)}{target}",
         _fmt(position.realized_pnl),
     )
 
@@ -230,19 +231,19 @@ def orders_table(orders: list[LedgerOrder], title: str = "") -> Table:
     table.add_column("status\nreject text")
     for order in orders:
         style = ORDER_STATUS_STYLE.get(OrderStatus(order.status), "")
-        asked = f"{order.side} {_plain(order.quantity)} {order.order_type}"
-        if order.purpose != "ENTRY":
+        asked = f"{order.side} {plain(order.quantity)} {order.order_type}"
+        if order.purpose is not OrderPurpose.ENTRY:
             asked = f"{order.purpose}: {asked}"
         if order.limit_price is not None:
-            asked += f"\nlimit {_plain(order.limit_price)}"
+            asked += f"\nlimit {plain(order.limit_price)}"
         if order.stop_price is not None:
-            asked += f"\nstop {_plain(order.stop_price)}"
+            asked += f"\nstop {plain(order.stop_price)}"
         fills = len(order.fills)
-        filled = _plain(order.filled)
+        filled = plain(order.filled)
         if fills:
             filled += f" in {fills} fill{'' if fills == 1 else 's'}"
         if order.average_price is not None:
-            filled += f"\n@ {_plain(order.average_price)}"
+            filled += f"\n@ {plain(order.average_price)}"
         status = f"[{style}]{order.status}[/]" if style else order.status
         table.add_row(
             f"{order.created_at:%Y-%m-%d %H:%M:%S}\n{order.updated_at:%Y-%m-%d %H:%M:%S}",
@@ -253,11 +254,6 @@ def orders_table(orders: list[LedgerOrder], title: str = "") -> Table:
             Text.from_markup(status) + Text(f"\n{order.reject_text}" if order.reject_text else ""),
         )
     return table
-
-
-def _plain(value: Decimal) -> str:
-    """A decimal as written, without trailing zeros or an exponent: 0.4, 1.085, 100."""
-    return format(value.normalize(), "f")
 
 
 def accounts_table(
@@ -358,18 +354,18 @@ def positions_table(positions: Sequence[PositionView], title: str = "") -> Table
         style = POSITION_STATUS_STYLE.get(p.status, "")
         status = Text(p.status, style=style) + Text(f"\n{p.note}" if p.note else "")
         closes = "\n".join(
-            f"{fill.cause} {_plain(fill.quantity)} @ {_plain(fill.price)}"
+            f"{fill.cause} {plain(fill.quantity)} @ {plain(fill.price)}"
             f"{_past_the_stop(p.slippage.get(fill.execution_id))} ({_fmt(fill.pnl)})"
             for fill in p.closes
         )
-        protection = f"{_plain(p.stop)} {p.stop_client_order_id or '(no order)'}"
+        protection = f"{plain(p.stop)} {p.stop_client_order_id or '(no order)'}"
         if p.take_profit is not None:
             target = p.take_profit_client_order_id or "(no order)"
-            protection += f"\n{_plain(p.take_profit)} {target}"
+            protection += f"\n{plain(p.take_profit)} {target}"
         table.add_row(
             Text(f"{p.signal_id}, {p.account_id}\n{p.broker} {p.broker_symbol}"),
-            f"{p.side} {_plain(p.open_quantity)} / {_plain(p.entry_quantity)}\n"
-            f"@ {_plain(p.average_entry)}",
+            f"{p.side} {plain(p.open_quantity)} / {plain(p.entry_quantity)}\n"
+            f"@ {plain(p.average_entry)}",
             Text(protection),
             status,
             Text(f"{_fmt(p.realized_pnl)}\n{closes}".rstrip()),
@@ -379,7 +375,7 @@ def positions_table(positions: Sequence[PositionView], title: str = "") -> Table
 
 def _past_the_stop(slippage: Decimal | None) -> str:
     """A stop fill's slippage, when it filled past its stop (a gap)."""
-    return f", {_plain(slippage)} past the stop" if slippage else ""
+    return f", {plain(slippage)} past the stop" if slippage else ""
 
 
 def action_table(report: ActionReport) -> Table:
@@ -396,8 +392,8 @@ def action_table(report: ActionReport) -> Table:
             line.signal_id,
             line.account_id,
             Text(line.done, style="red" if line.refused else ""),
-            _plain(line.closed),
-            _plain(line.open_quantity),
+            plain(line.closed),
+            plain(line.open_quantity),
             _fmt(line.realized_pnl),
         )
     return table

@@ -27,7 +27,7 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain import ids
 from orchestrator.domain import search_attributes as sa
-from orchestrator.domain.actions import AccountOutcome, ActionReport, TradeAction
+from orchestrator.domain.actions import AccountOutcome, ActionKind, ActionReport, TradeAction
 from orchestrator.domain.contracts.actions import ActionInput, StopEntriesResult
 from orchestrator.domain.contracts.operators import CancelSignalRequest
 from orchestrator.domain.contracts.positions import KeeperAction, PositionsResult
@@ -91,14 +91,14 @@ def _check(db: Database, action: TradeAction) -> str | None:
 
 def _summary(action: TradeAction) -> str:
     scope = "all accounts" if action.accounts is None else ", ".join(action.accounts)
-    if action.action == "MODIFY":
+    if action.action is ActionKind.MODIFY:
         levels = [
             f"{name} {value}"
             for name, value in (("stop", action.stop), ("take-profit", action.take_profit))
             if value is not None
         ]
         return f"MODIFY {action.signal_id}: {', '.join(levels)} ({scope})"
-    if action.action == "CLOSE":
+    if action.action is ActionKind.CLOSE:
         return f"CLOSE {action.fraction:%} of {action.signal_id} ({scope})"
     return f"FLATTEN {action.symbol or 'every symbol'} ({scope})"
 

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
 from orchestrator.domain import positions
-from orchestrator.domain.orders import OrderStatus
+from orchestrator.domain.orders import OrderPurpose, OrderStatus
 from orchestrator.domain.positions import (
     CloseCause,
     Contract,
@@ -92,7 +92,7 @@ def seed(db: Database) -> None:
             client_order_id="sig-1:acct-b:S1",
             signal_id="sig-1",
             account_id="acct-b",
-            purpose="STOP",
+            purpose=OrderPurpose.STOP,
             sequence=1,
             broker="alpha",
             broker_symbol="EURUSD",

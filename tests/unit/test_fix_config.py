@@ -22,14 +22,14 @@ from orchestrator.adapters.brokers.fix import (
 )
 from orchestrator.adapters.brokers.fix.book import Inquiry
 from orchestrator.adapters.brokers.fix.messages import new_order_single, replace_request
-from orchestrator.adapters.brokers.fix.parsing import OrderState, advance, plain, status_of
+from orchestrator.adapters.brokers.fix.parsing import OrderState, advance, status_of
 from orchestrator.adapters.brokers.fix.reports import (
     apply_collateral_report,
     apply_position_report,
     positions_of,
 )
 from orchestrator.domain.orders import OrderStatus
-from orchestrator.domain.values import OrderType, Side
+from orchestrator.domain.values import OrderType, Side, plain
 
 
 def config(tmp_path: Path, **overrides: object) -> FixSessionConfig:

@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from orchestrator.domain.orders import OrderPurpose
+
 
 class Money(TypeDecorator[Decimal]):
     """Exact decimals: ``NUMERIC(28, 10)`` on PostgreSQL, text on SQLite (which has no decimal
@@ -270,8 +272,10 @@ class OrderRow(Base):
     order_type: Mapped[str] = mapped_column(String(8))
     quantity: Mapped[Decimal] = mapped_column(Money)
     limit_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
-    purpose: Mapped[str] = mapped_column(String(16), default="ENTRY", server_default="ENTRY")
-    """ENTRY (a leg's first order, a completion, a reroute's), STOP, TAKE_PROFIT or CLOSE."""
+    purpose: Mapped[str] = mapped_column(
+        String(16), default=OrderPurpose.ENTRY.value, server_default=OrderPurpose.ENTRY.value
+    )
+    """An :class:`~orchestrator.domain.orders.OrderPurpose`."""
     stop_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     status: Mapped[str] = mapped_column(String(20))
     filled_quantity: Mapped[Decimal] = mapped_column(Money)

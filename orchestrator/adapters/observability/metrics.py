@@ -53,7 +53,7 @@ from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.contracts.payloads import ErrorType, SignalWorkflowInput, SliceOutcome
 from orchestrator.domain.orders import TERMINAL, OrderOutcome, OrderStatus
 from orchestrator.domain.report import LegStatus, RerouteOutcome, SignalReport
-from orchestrator.domain.values import DenialReason
+from orchestrator.domain.values import DenialReason, plain
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class _ActivityObserver(ActivityInboundInterceptor):
 
 def _plain(value: Decimal | None) -> str:
     """``1.6500000000`` as ``1.65`` (and ``100`` as ``100``, not ``1E+2``)."""
-    return "-" if value is None else f"{value.normalize():f}"
+    return "-" if value is None else plain(value)
 
 
 class _WorkflowObserver(WorkflowInboundInterceptor):

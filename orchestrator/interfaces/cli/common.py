@@ -15,7 +15,7 @@ from decimal import Decimal
 from orchestrator.adapters.db.engine import Database
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.values import ID_PATTERN
+from orchestrator.domain.values import ID_PATTERN, plain
 from orchestrator.interfaces import display
 
 out = display.console()
@@ -40,7 +40,7 @@ def default_operator() -> str:
 
 def decimal_text(value: Decimal | None) -> str | None:
     """A decimal for JSON output: a string as written (``0.4``, not ``0.4000000000``)."""
-    return None if value is None else format(value.normalize(), "f")
+    return None if value is None else plain(value)
 
 
 def ledger_filters(args: argparse.Namespace) -> str:

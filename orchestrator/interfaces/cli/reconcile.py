@@ -15,7 +15,7 @@ from orchestrator.adapters.db.schema import MismatchRow, OrderMismatchRow
 from orchestrator.adapters.temporal import connect
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ValidationFailed
-from orchestrator.domain.sync import plain
+from orchestrator.domain.values import plain
 from orchestrator.interfaces.cli.common import current_database, default_operator, out
 from orchestrator.services import sync
 

@@ -37,12 +37,12 @@ from orchestrator.domain.orders import OrderOutcome
 from orchestrator.domain.planning.decisions import Plan
 from orchestrator.domain.report import CompletionResult, RerouteResult, SignalReport
 from orchestrator.domain.settings import PlanSettings, ServiceSettings
+from orchestrator.domain.values import plain
 from orchestrator.services.audit.document import Activity, Audit, Read, TrailEntry, ValueVerdict
 from orchestrator.services.audit.positions import (
     describe_action,
     describe_keeper_input,
     describe_keeper_result,
-    plain,
 )
 
 

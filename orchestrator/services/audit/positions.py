@@ -33,7 +33,13 @@ from orchestrator.domain.contracts.positions import (
     ProtectionRequest,
     WatchRequest,
 )
-from orchestrator.domain.positions import Position, PositionStatus, ProtectiveOrder
+from orchestrator.domain.positions import (
+    Position,
+    PositionStatus,
+    ProtectionKind,
+    ProtectiveOrder,
+)
+from orchestrator.domain.values import plain
 from orchestrator.services.audit.document import (
     Activity,
     Difference,
@@ -190,7 +196,7 @@ def _ended(news: OrderNews) -> bool:
 
 
 def _news_line(news: OrderNews) -> tuple[str, str, str | None]:
-    kind = "stop" if news.kind.value == "STOP" else "take-profit"
+    kind = "stop" if news.kind is ProtectionKind.STOP else "take-profit"
     text = f"{kind} {news.client_order_id}: {news.status}, " + _fills_text(news.executions)
     if news.reject_text:
         text += f" ({news.reject_text})"
@@ -315,11 +321,6 @@ def _protected(
                     derived=f"at most {open_now}",
                 )
             )
-
-
-def plain(value: Decimal) -> str:
-    """A decimal as a reader writes it: 1.36, not 1.3600000000; 0, not 0E-10."""
-    return format(value.normalize(), "f") if value else "0"
 
 
 def _position_audit(position: Position) -> PositionAudit:

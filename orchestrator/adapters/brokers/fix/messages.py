@@ -13,7 +13,7 @@ import quickfix as fix
 
 from orchestrator.adapters.brokers.base import OrderTicket
 from orchestrator.adapters.brokers.fix.config import FixSessionConfig
-from orchestrator.adapters.brokers.fix.parsing import OrderRef, plain, utc_timestamp
+from orchestrator.adapters.brokers.fix.parsing import OrderRef, utc_timestamp
 from orchestrator.adapters.brokers.fix.tags import (
     ACCOUNT,
     ACCOUNT_TYPE,
@@ -45,7 +45,7 @@ from orchestrator.adapters.brokers.fix.tags import (
     TIME_IN_FORCE,
     TRANSACT_TIME,
 )
-from orchestrator.domain.values import OrderType, Side
+from orchestrator.domain.values import OrderType, Side, plain
 
 
 def new_order_single(ticket: OrderTicket, config: FixSessionConfig, now: datetime) -> fix.Message:

@@ -41,7 +41,7 @@ from orchestrator.adapters.brokers.fix.tags import (
 )
 from orchestrator.domain.errors import InvalidOrderTransition
 from orchestrator.domain.orders import OrderStatus, average_price, transition
-from orchestrator.domain.values import Side
+from orchestrator.domain.values import Side, plain
 
 log = logging.getLogger(__name__)
 
@@ -298,12 +298,6 @@ def lots(value: str | None, units_per_lot: Decimal) -> Decimal | None:
     """A FIX quantity (OrderQty, LastQty, CumQty) in lots."""
     quantity = to_decimal(value)
     return None if quantity is None else quantity / units_per_lot
-
-
-def plain(value: Decimal) -> str:
-    """A decimal in plain notation without trailing zeros: FIX has no exponent form."""
-    text = format(value.normalize(), "f")
-    return text
 
 
 def utc_timestamp(moment: datetime) -> str:

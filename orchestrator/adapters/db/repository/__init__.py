@@ -22,7 +22,6 @@ from .ledger import LedgerOrder as LedgerOrder
 from .ledger import apply_broker_report as apply_broker_report
 from .ledger import list_orders as list_orders
 from .ledger import record_order_intent as record_order_intent
-from .order_reconcile import ADOPTED as ADOPTED
 from .order_reconcile import AdoptedOrder as AdoptedOrder
 from .order_reconcile import left_because as left_because
 from .order_reconcile import list_order_mismatches as list_order_mismatches
@@ -60,6 +59,4 @@ from .sync import load_page as load_page
 from .sync import sync_account_ids as sync_account_ids
 from .sync import sync_accounts as sync_accounts
 from .sync import write_sync as write_sync
-from .tables import CLOSE as CLOSE
-from .tables import ENTRY as ENTRY
 from .tables import HALT_ROW as HALT_ROW

@@ -13,11 +13,17 @@ from typing import Any
 from sqlalchemy import Connection, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.db.repository.tables import ENTRY, FILLS, ORDERS, on_postgres, prefixed
+from orchestrator.adapters.db.repository.tables import FILLS, ORDERS, on_postgres, prefixed
 from orchestrator.adapters.db.schema import FillRow, OrderRow
 from orchestrator.domain.contracts.payloads import PlaceOrderRequest
 from orchestrator.domain.errors import InvalidOrderTransition
-from orchestrator.domain.orders import OrderOutcome, OrderStatus, advance, average_price
+from orchestrator.domain.orders import (
+    OrderOutcome,
+    OrderPurpose,
+    OrderStatus,
+    advance,
+    average_price,
+)
 
 _ORDER_EXISTS = select(ORDERS.c.client_order_id).where(
     ORDERS.c.client_order_id == bindparam("client_order_id")
@@ -93,7 +99,7 @@ def order_values(request: PlaceOrderRequest, now: datetime) -> dict[str, object]
         "order_type": request.order_type.value,
         "quantity": request.quantity,
         "limit_price": request.limit_price,
-        "purpose": ENTRY,
+        "purpose": OrderPurpose.ENTRY.value,
         "stop_price": None,
         "status": OrderStatus.PENDING_SUBMIT.value,
         "filled_quantity": Decimal(0),
@@ -247,8 +253,7 @@ class LedgerOrder:
     business_sequence: int
     """1 for a leg's first order, 2 and up for the orders completing it; a protective order's
     generation; a closing order's number."""
-    purpose: str
-    """ENTRY, STOP, TAKE_PROFIT or CLOSE."""
+    purpose: OrderPurpose
     broker: str
     symbol: str
     """As sent to the broker (after the account's symbol map)."""
@@ -259,7 +264,7 @@ class LedgerOrder:
     stop_price: Decimal | None
     filled: Decimal
     average_price: Decimal | None
-    status: str
+    status: OrderStatus
     broker_order_id: str | None
     reject_text: str | None
     """The broker's rejection, verbatim."""
@@ -299,7 +304,7 @@ def list_orders(
             signal_id=row.signal_id,
             account_id=row.account_id,
             business_sequence=row.business_sequence,
-            purpose=row.purpose,
+            purpose=OrderPurpose(row.purpose),
             broker=row.broker,
             symbol=row.broker_symbol,
             side=row.side,
@@ -309,7 +314,7 @@ def list_orders(
             stop_price=row.stop_price,
             filled=row.filled_quantity,
             average_price=row.average_price,
-            status=row.status,
+            status=OrderStatus(row.status),
             broker_order_id=row.broker_order_id,
             reject_text=row.reject_text,
             created_at=row.created_at,

@@ -26,17 +26,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.adapters.db.schema import AccountRow, OrderMismatchRow, OrderRow
-from orchestrator.domain.orders import TERMINAL, OrderStatus
-from orchestrator.domain.sync import LedgerOrder, MismatchKind, OrderMismatch, plain
-from orchestrator.domain.values import Side
-
-ADOPTED = "ADOPTED"
-"""The purpose of an order recorded from the broker's view (``reconcile --accept``)."""
+from orchestrator.domain.orders import TERMINAL, OrderPurpose, OrderStatus
+from orchestrator.domain.sync import LedgerOrder, MismatchKind, OrderMismatch
+from orchestrator.domain.values import Side, plain
 
 WORKING = [s.value for s in OrderStatus if s not in TERMINAL]
 
@@ -68,14 +66,14 @@ def ledger_orders(
             side=Side(side),
             quantity=quantity,
             filled=filled,
-            status=status,
-            purpose=purpose,
+            status=OrderStatus(status),
+            purpose=OrderPurpose(purpose),
             written_at=written_at,
         )
     return found
 
 
-def ended_statuses(session: Session, client_order_ids: Iterable[str]) -> dict[str, str]:
+def ended_statuses(session: Session, client_order_ids: Iterable[str]) -> dict[str, OrderStatus]:
     """The ledger's status of each of these orders it has (one query)."""
     ids = sorted(set(client_order_ids))
     if not ids:
@@ -83,7 +81,7 @@ def ended_statuses(session: Session, client_order_ids: Iterable[str]) -> dict[st
     query = select(OrderRow.client_order_id, OrderRow.status).where(
         OrderRow.client_order_id.in_(ids)
     )
-    return {cid: status for cid, status in session.execute(query).tuples()}
+    return {cid: OrderStatus(status) for cid, status in session.execute(query).tuples()}
 
 
 def stored_order_mismatches(
@@ -126,7 +124,7 @@ def store_order_mismatches(
             existing.broker_quantity = mismatch.broker_quantity
             existing.broker_filled = mismatch.broker_filled
             existing.ledger_quantity = mismatch.ledger_quantity
-            existing.ledger_status = mismatch.ledger_status
+            existing.ledger_status = _text(mismatch.ledger_status)
             existing.seen_at = now
             standing.append(existing)
             continue
@@ -143,9 +141,9 @@ def store_order_mismatches(
             broker_quantity=mismatch.broker_quantity,
             broker_filled=mismatch.broker_filled,
             broker_order_id=mismatch.broker_order_id,
-            order_type=mismatch.order_type,
+            order_type=_text(mismatch.order_type),
             ledger_quantity=mismatch.ledger_quantity,
-            ledger_status=mismatch.ledger_status,
+            ledger_status=_text(mismatch.ledger_status),
             detected_at=now,
             seen_at=now,
         )
@@ -159,6 +157,11 @@ def store_order_mismatches(
         else:
             standing.append(existing)
     return standing
+
+
+def _text(value: StrEnum | None) -> str | None:
+    """An enum as its column's string (``None`` stays ``None``)."""
+    return None if value is None else value.value
 
 
 def list_order_mismatches(
@@ -234,7 +237,7 @@ def _adopt(
                 order_type=mismatch.order_type or "UNKNOWN",
                 quantity=filled + mismatch.broker_quantity,
                 limit_price=None,
-                purpose=ADOPTED,
+                purpose=OrderPurpose.ADOPTED.value,
                 status=(OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.NEW).value,
                 filled_quantity=filled,
                 broker_order_id=mismatch.broker_order_id,

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.db.repository.tables import ENTRY
 from orchestrator.adapters.db.schema import (
     AccountStateRow,
     FillRow,
@@ -24,7 +23,7 @@ from orchestrator.adapters.db.schema import (
     RiskReservationRow,
     SymbolSpecRow,
 )
-from orchestrator.domain.orders import OrderStatus, average_price
+from orchestrator.domain.orders import OrderPurpose, OrderStatus, average_price
 from orchestrator.domain.positions import CloseCause, ClosingFill, Position, PositionStatus
 from orchestrator.domain.values import OrderType, Side
 
@@ -37,7 +36,7 @@ def record_position_order(
     client_order_id: str,
     signal_id: str,
     account_id: str,
-    purpose: str,
+    purpose: OrderPurpose,
     sequence: int,
     broker: str,
     broker_symbol: str,
@@ -58,7 +57,7 @@ def record_position_order(
             signal_id=signal_id,
             account_id=account_id,
             business_sequence=sequence,
-            purpose=purpose,
+            purpose=purpose.value,
             broker=broker,
             broker_symbol=broker_symbol,
             side=side.value,
@@ -356,7 +355,7 @@ def entry_fills(
         )
         .where(
             OrderRow.signal_id == signal_id,
-            OrderRow.purpose == ENTRY,
+            OrderRow.purpose == OrderPurpose.ENTRY.value,
             true() if account_ids is None else OrderRow.account_id.in_(account_ids),
         )
         .order_by(OrderRow.account_id)

@@ -30,8 +30,8 @@ from orchestrator.adapters.db.schema import (
 )
 from orchestrator.domain import ids
 from orchestrator.domain.positions import PositionStatus
-from orchestrator.domain.sync import SYSTEM, MismatchKind, ReduceOnlyCause, plain
-from orchestrator.domain.values import Side
+from orchestrator.domain.sync import SYSTEM, MismatchKind, ReduceOnlyCause
+from orchestrator.domain.values import Side, plain
 
 
 def list_mismatches(session: Session, account_id: str | None = None) -> list[MismatchRow]:

@@ -25,7 +25,6 @@ from orchestrator.adapters.db.repository.reservation import (
     state_values,
 )
 from orchestrator.adapters.db.repository.tables import (
-    ENTRY,
     FILLS,
     ORDERS,
     RESERVATIONS,
@@ -33,7 +32,7 @@ from orchestrator.adapters.db.repository.tables import (
     on_postgres,
     prefixed,
 )
-from orchestrator.domain.orders import OrderOutcome, OrderStatus
+from orchestrator.domain.orders import OrderOutcome, OrderPurpose, OrderStatus
 
 _SETTLEMENT_INPUT = (
     RESERVATIONS.c.risk_amount,
@@ -57,7 +56,7 @@ _SETTLE_READ = (
             ORDERS.join(FILLS, FILLS.c.client_order_id == ORDERS.c.client_order_id),
             (ORDERS.c.signal_id == RESERVATIONS.c.signal_id)
             & (ORDERS.c.account_id == RESERVATIONS.c.account_id)
-            & (ORDERS.c.purpose == ENTRY),
+            & (ORDERS.c.purpose == OrderPurpose.ENTRY.value),
         )
     )
     .where(
@@ -96,7 +95,7 @@ _PG_BOOK_READ = (
         .where(
             _O2.c.signal_id == RESERVATIONS.c.signal_id,
             _O2.c.account_id == RESERVATIONS.c.account_id,
-            _O2.c.purpose == ENTRY,
+            _O2.c.purpose == OrderPurpose.ENTRY.value,
             _O2.c.client_order_id != ORDERS.c.client_order_id,
         )
         .scalar_subquery()

@@ -37,6 +37,7 @@ from orchestrator.adapters.db.schema import (
     SymbolSpecRow,
 )
 from orchestrator.domain.book import OnBreach
+from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import Contract, PositionStatus, realized_pnl
 from orchestrator.domain.sync import (
     SENT_UNCONFIRMED,
@@ -52,11 +53,10 @@ from orchestrator.domain.sync import (
     StateSource,
     breaches,
     net_by_symbol,
-    plain,
     reconcile,
     reconcile_orders,
 )
-from orchestrator.domain.values import Side
+from orchestrator.domain.values import Side, plain
 
 REDUCE_ONLY = "reduce_only"
 ALLOW_ENTRIES = "allow_entries"
@@ -136,7 +136,7 @@ class Page:
     mismatches: dict[str, list[MismatchRow]]
     order_mismatches: dict[str, list[OrderMismatchRow]]
     acknowledged: dict[str, datetime]
-    ended: dict[str, str]
+    ended: dict[str, OrderStatus]
     """The ledger's status of orders the broker works that are not among its working ones."""
 
 

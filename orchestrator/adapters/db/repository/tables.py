@@ -52,11 +52,3 @@ def on_postgres(connection: Connection) -> bool:
 def prefixed(prefix: str, values: Mapping[str, object]) -> dict[str, object]:
     """``values`` bound under names carrying ``prefix`` (one statement, several rows' values)."""
     return {f"{prefix}{k}": v for k, v in values.items()}
-
-
-ENTRY = "ENTRY"
-"""The purpose of a leg's orders (first, completions, a reroute's): the orders that fill a
-position and settle its leg. Protective and closing orders have their own purposes."""
-CLOSE = "CLOSE"
-"""The purpose of a position's closing orders (at market). Protective orders have their kind's
-(``STOP``, ``TAKE_PROFIT``)."""
