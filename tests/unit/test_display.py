@@ -17,9 +17,12 @@ from temporalio.converter import DataConverter
 from orchestrator.adapters.db.schema import AccountRow, AccountStateRow
 from orchestrator.domain import search_attributes as sa
 from orchestrator.domain.actions import AccountOutcome, ActionKind, ActionReport, ActionStatus
+from orchestrator.domain.report import AccountReport, LegStatus, SignalReport, SignalStatus
+from orchestrator.domain.values import Side
 from orchestrator.interfaces.display import (
     accounts_table,
     action_table,
+    report_table,
     signal_state,
     signals_table,
 )
@@ -184,3 +187,31 @@ def test_a_flatten_or_close_says_how_many_positions_it_closed_a_modify_does_not(
     )
     [title] = [line for line in rendered(action_table(modify)).splitlines() if "MODIFY" in line]
     assert title.strip() == "MODIFY m-1 of s-1: COMPLETED — 2 position(s)"
+
+
+def test_the_report_writes_a_round_average_price_as_a_price_not_an_exponent() -> None:
+    # USDJPY fills around 150.000: normalize() alone writes 1.5E+2.
+    line = AccountReport(
+        account_id="jpy-1",
+        status=LegStatus.FILLED,
+        requested=Decimal(1),
+        filled=Decimal(1),
+        average_price=Decimal("150.000"),
+    )
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    report = SignalReport(
+        signal_id="s-yen",
+        plan_version=1,
+        status=SignalStatus.COMPLETED,
+        side=Side.BUY,
+        symbol="USDJPY",
+        reference_price=Decimal("150.000"),
+        started_at=now,
+        finished_at=now,
+        filled_total=Decimal(1),
+        requested_total=Decimal(1),
+        accounts=[line],
+    )
+    shown = rendered(report_table(report))
+    assert "1.5E+2" not in shown
+    assert " 150 " in shown
