@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.contracts.activities import Positions
     from orchestrator.domain.contracts.positions import (
         BrokerFill,
+        ClosedAtBroker,
         CloseOrder,
         CloseOutcome,
         CloseRequest,
@@ -90,6 +91,7 @@ class PositionsWorkflow(PositionActions):
         self._seen: set[str] = set()
         self._actions: deque[KeeperAction] = deque()
         self._actions_done: dict[str, list[AccountOutcome]] = {}
+        self._at_broker: deque[ClosedAtBroker] = deque()
 
     @workflow.signal
     def position_filled(self, fill: PositionFill) -> None:
@@ -101,6 +103,12 @@ class PositionsWorkflow(PositionActions):
         """No more entry fills will come (the keeper checks the ledger's once more)."""
         self._legs_done = True
         self._scope = done.scope
+
+    @workflow.signal
+    def closed_at_broker(self, news: ClosedAtBroker) -> None:
+        """The broker no longer holds (some of) a position: closed by an order we did not
+        send (an operator accepted the broker's view). Applied by the keeper's loop."""
+        self._at_broker.append(news)
 
     @workflow.query
     def positions(self) -> list[Position]:
@@ -137,11 +145,14 @@ class PositionsWorkflow(PositionActions):
         self._entries_done = request.entries_done
         self._seen = set(request.seen_executions)
         self._actions_done = dict(request.actions_done)
+        self._at_broker.extendleft(reversed(request.at_broker))
         wait = CHECK_FIRST
         while not self._finished():
             if self._legs_done and not self._entries_done:
                 await self._entries_from_ledger()
             changed = self._take_fills()
+            if self._take_at_broker():
+                changed = True
             if self._action_due():
                 await self._act(self._actions.popleft())
                 changed = True
@@ -185,7 +196,10 @@ class PositionsWorkflow(PositionActions):
 
     def _news(self) -> bool:
         return (
-            bool(self._fills) or (self._legs_done and not self._entries_done) or self._action_due()
+            bool(self._fills)
+            or bool(self._at_broker)
+            or (self._legs_done and not self._entries_done)
+            or self._action_due()
         )
 
     def _action_due(self) -> bool:
@@ -216,6 +230,7 @@ class PositionsWorkflow(PositionActions):
             self._entries_done
             and not self._fills
             and not self._actions
+            and not self._at_broker
             and all(
                 p.status is PositionStatus.CLOSED and positions.protection_settled(p)
                 for p in self._positions.values()
@@ -267,8 +282,43 @@ class PositionsWorkflow(PositionActions):
                 changed = True
         return changed
 
+    def _take_at_broker(self) -> bool:
+        """Apply the closes at the broker that were reported: each books a closing fill, cause
+        ``CLOSED_AT_BROKER``, for what the broker no longer holds (at the price given, else at
+        the average entry: P&L 0, the note says the price is unknown). Once, by its id."""
+        changed = False
+        while self._at_broker:
+            news = self._at_broker.popleft()
+            position = self._positions.get(news.account_id)
+            if news.execution_id in self._seen or position is None:
+                continue
+            self._seen.add(news.execution_id)
+            if position.open_quantity <= 0:
+                continue
+            price = news.price or position.average_entry
+            position, fill = positions.reduced(
+                position,
+                execution_id=news.execution_id,
+                client_order_id=news.execution_id,
+                quantity=news.quantity,
+                price=price,
+                cause=CloseCause.CLOSED_AT_BROKER,
+                at=workflow.now(),
+            )
+            if fill is None:
+                continue
+            text = f"closed at the broker ({news.operator}: {news.reason})"
+            if news.price is None:
+                text += "; price unknown: booked at the average entry, P&L 0"
+            note = f"{position.note}; " if position.note else ""
+            self._positions[news.account_id] = position.model_copy(update={"note": f"{note}{text}"})
+            changed = True
+        return changed
+
     async def _protect(self) -> None:
-        """One activity makes every unsettled position's protective orders right."""
+        """One activity makes every unsettled position's protective orders right (a close at
+        the broker reported meanwhile applied first: the orders cover what is left)."""
+        self._take_at_broker()
         targets = []
         for position in self._positions.values():
             if positions.protection_settled(position):
@@ -538,6 +588,7 @@ class PositionsWorkflow(PositionActions):
                     "scope": self._scope,
                     "seen_executions": sorted(self._seen),
                     "actions_done": self._actions_done,
+                    "at_broker": list(self._at_broker),
                 }
             )
         )

@@ -73,6 +73,12 @@ def closing_client_order_id(signal_id: str, account_id: str, number: int) -> str
     return f"{signal_id}:{account_id}:C{number}"
 
 
+def closed_at_broker_execution_id(signal_id: str, account_id: str, mismatch_id: int) -> str:
+    """``{signal}:{account}:B{n}``: the closing fill of a close at the broker that the n-th
+    position mismatch showed (no order of ours: the fill is the reconciliation's)."""
+    return f"{signal_id}:{account_id}:B{mismatch_id}"
+
+
 def positions_workflow_id(owner_workflow_id: str) -> str:
     """``signal-{id}/positions`` (or ``signal-{id}/batch-{n}/positions``): the keeper of the
     positions the legs of ``owner_workflow_id`` opened."""

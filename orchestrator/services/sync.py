@@ -9,6 +9,8 @@ runs on the worker's task queue; its reading activity on the broker's
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -24,15 +26,21 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowHandle,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.adapters.db.schema import AccountRow, MismatchRow, OrderMismatchRow
+from orchestrator.adapters.db.schema import AccountRow, MismatchRow, OrderMismatchRow, PositionRow
 from orchestrator.config import Settings
+from orchestrator.domain.contracts.positions import ClosedAtBroker, PositionsResult
 from orchestrator.domain.contracts.sync import AccountSyncInput, SyncResult
 from orchestrator.domain.errors import ValidationFailed
+from orchestrator.domain.positions import PositionStatus
+from orchestrator.services.actions import is_running
 from orchestrator.services.operators import require_operator_and_reason
+from workflows.positions import PositionsWorkflow
 from workflows.sync import AccountSyncWorkflow
 
 CATCHUP_WINDOW = timedelta(minutes=1)
@@ -152,15 +160,29 @@ class Accepted:
     """Order mismatches left standing (``repository.left_because`` says why)."""
 
 
-def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Accepted:
+def accept(
+    db: Database,
+    account_id: str,
+    *,
+    operator: str,
+    reason: str,
+    keepers: Collection[str] = (),
+) -> Accepted:
     """Adopt the broker's view of the account's positions and working orders into the ledger
     (recorded as the operator's action); :class:`ValidationFailed` without an operator, a
-    reason or a known account."""
+    reason or a known account. What the broker no longer holds of a position whose keeper
+    runs (its workflow id among ``keepers``) is left for that keeper to book
+    (``Adopted.to_keepers``): :func:`accept_and_tell` tells them; the rest is booked here."""
     require_operator_and_reason(operator, reason, "reconcile")
     try:
         with db.transaction() as session:
             done = repository.accept_account(
-                session, account_id, operator=operator, reason=reason, now=datetime.now(UTC)
+                session,
+                account_id,
+                operator=operator,
+                reason=reason,
+                now=datetime.now(UTC),
+                keepers=keepers,
             )
             session.flush()
             session.expunge_all()
@@ -175,3 +197,85 @@ def accept(db: Database, account_id: str, *, operator: str, reason: str) -> Acce
         adopted_orders=done.adopted_orders,
         left_orders=done.left_orders,
     )
+
+
+def _keepers_of(db: Database, account_id: str) -> list[str]:
+    """The keeper workflow ids of the account's positions the ledger has open."""
+    with db.transaction() as session:
+        return sorted(
+            set(
+                session.scalars(
+                    select(PositionRow.keeper_workflow_id).where(
+                        PositionRow.account_id == account_id,
+                        PositionRow.status != PositionStatus.CLOSED.value,
+                    )
+                )
+            )
+        )
+
+
+async def accept_and_tell(
+    connect: Callable[[], Awaitable[Client]],
+    db: Database,
+    account_id: str,
+    *,
+    operator: str,
+    reason: str,
+) -> Accepted:
+    """``reconcile --accept``: :func:`accept`, where a position the broker no longer holds (or
+    holds less of) whose keeper still runs is not written here: its keeper is told (its
+    ``closed_at_broker`` signal) and books the closing fill, cause ``CLOSED_AT_BROKER``,
+    cancels or resizes the protective orders it still has working, and records the position
+    (its one writer). A keeper that has ended meanwhile (it cannot be told) leaves the close
+    to be booked here, as for a position no keeper runs. Temporal (``connect``) is reached
+    only when the account has open positions in the ledger."""
+    require_operator_and_reason(operator, reason, "reconcile")
+    candidates = await asyncio.to_thread(_keepers_of, db, account_id)
+    client = await connect() if candidates else None
+    running = [k for k in candidates if client is not None and await is_running(client, k)]
+    accepted = await asyncio.to_thread(
+        accept, db, account_id, operator=operator, reason=reason, keepers=running
+    )
+    for adopted in accepted.adopted:
+        for close in adopted.to_keepers:
+            assert client is not None  # a keeper was found running
+            news = ClosedAtBroker(
+                execution_id=close.execution_id,
+                account_id=close.account_id,
+                quantity=close.quantity,
+                price=None,  # the sync keeps no price of a close it did not see
+                operator=operator,
+                reason=reason,
+            )
+            handle: WorkflowHandle[PositionsWorkflow, PositionsResult] = (
+                client.get_workflow_handle_for(PositionsWorkflow.run, close.keeper_workflow_id)
+            )
+            try:
+                await handle.signal(PositionsWorkflow.closed_at_broker, news)
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                await asyncio.to_thread(_book_here, db, close, operator, reason)
+    return accepted
+
+
+def _book_here(db: Database, close: repository.AtBroker, operator: str, reason: str) -> None:
+    """A close whose keeper ended before it could be told: booked in the ledger directly."""
+    with db.transaction() as session:
+        row = session.scalar(
+            select(PositionRow)
+            .where(
+                PositionRow.signal_id == close.signal_id,
+                PositionRow.account_id == close.account_id,
+            )
+            .with_for_update()
+        )
+        if row is not None:
+            repository.close_at_broker(
+                session,
+                row,
+                execution_id=close.execution_id,
+                quantity=close.quantity,
+                note=f"reconciled by {operator}: {reason}",
+                now=datetime.now(UTC),
+            )

@@ -20,6 +20,7 @@ from orchestrator.adapters.db.schema import (
     AccountRow,
     AccountStateRow,
     OperatorActionRow,
+    PositionFillRow,
     PositionRow,
 )
 from orchestrator.domain.sync import MismatchKind, ReduceOnlyCause, StateSource
@@ -166,6 +167,12 @@ def test_a_mismatch_acts_from_its_second_sighting_and_is_adopted_on_accept(db: D
         ("allow_entries", "jane"),
     ]
     assert state.open_positions == 0  # resized, none opened or closed
+    # No keeper runs it: the close at the broker is booked here, with its cause, at the
+    # average entry (the price is unknown), P&L 0.
+    with db.transaction() as session:
+        [fill] = session.scalars(select(PositionFillRow)).all()
+        booked = (fill.signal_id, fill.cause, fill.quantity, fill.price, fill.pnl)
+    assert booked == ("s1", "CLOSED_AT_BROKER", Decimal(2), Decimal("1.08500"), Decimal(0))
 
 
 def repository_mismatches(db: Database) -> list[Any]:

@@ -7,6 +7,8 @@ reduce-only, and flat when its limits say so."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,9 +19,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+import starter as starter_main
 from activities.sync import AccountSyncActivities
 from orchestrator.adapters.book_file import AccountRecord
 from orchestrator.adapters.brokers.base import AccountReading, BrokerPosition, OrderTicket
@@ -33,15 +37,28 @@ from orchestrator.adapters.db.schema import (
     PositionRow,
     RiskReservationRow,
 )
-from orchestrator.config import Settings
+from orchestrator.config import Settings, get_settings
+from orchestrator.domain import ids
 from orchestrator.domain.book import OnBreach
+from orchestrator.domain.contracts.positions import PositionsResult
 from orchestrator.domain.contracts.sync import AccountSyncInput, SyncResult
+from orchestrator.domain.positions import CloseCause, PositionStatus
 from orchestrator.domain.report import AccountReport, LegStatus
 from orchestrator.domain.sync import MismatchKind, ReduceOnlyCause
 from orchestrator.domain.values import DenialReason, OrderType, Side
-from orchestrator.services import sync
+from orchestrator.services import audit, history, sync
 from orchestrator.services.submit import submit_signal
-from tests.support import account, book, load, poll_until, signal
+from tests.support import (
+    account,
+    book,
+    load,
+    paper_orders,
+    poll_until,
+    protection_violations,
+    protective_orders,
+    signal,
+)
+from workflows.positions import PositionsWorkflow
 from workflows.sync import AccountSyncWorkflow
 
 SYMBOL = "EURUSD"
@@ -541,3 +558,162 @@ async def test_protective_orders_agree_with_the_broker_and_an_order_placed_by_ha
     assert accepted.released
     assert again.order_mismatches == [] and account_of(sqlite_db, "a").reduce_only is False
     assert working_ledger_orders(sqlite_db, "a")["by-hand-tp"] == "ADOPTED"
+
+
+# --------------------------------------------------------------------------------------------
+# A position closed at the broker by an order we did not send
+
+
+async def starter(
+    monkeypatch: pytest.MonkeyPatch, env: WorkflowEnvironment, settings: Settings, *argv: str
+) -> int:
+    """``starter.py ARGV`` against this server and ledger, on a thread of its own (its own
+    event loop: the workers on this one go on serving); its exit code."""
+    client = env.client
+    monkeypatch.setenv("TEO_TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    monkeypatch.setenv("TEO_TEMPORAL_NAMESPACE", client.namespace)
+    monkeypatch.setenv("TEO_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("TEO_TASK_QUEUE", settings.task_queue)
+    get_settings.cache_clear()
+    try:
+        with env.auto_time_skipping_disabled():
+            return await asyncio.to_thread(starter_main.main, list(argv))
+    finally:
+        get_settings.cache_clear()
+
+
+async def test_a_position_closed_at_the_broker_is_closed_by_its_keeper_with_its_cause(
+    time_skipping_env: WorkflowEnvironment,
+    *,
+    sqlite_db: Database,
+    settings: Settings,
+    paper: PaperBroker,
+    harness_factory,
+    executor,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A trader closes the position by hand at the broker: the sync sees it twice (reduce-only),
+    the operator accepts the broker's view, and the position's keeper books the close
+    (CLOSED_AT_BROKER) and cancels its stop and take-profit, which would otherwise stay working
+    on a flat position (and could open a reverse one)."""
+    client = time_skipping_env.client
+    target = Decimal("1.09100")
+    load(sqlite_db, book(account("a")))
+    async with (
+        harness_factory(client, sqlite_db, settings, paper).running(),
+        sync_worker(
+            time_skipping_env, db=sqlite_db, settings=settings, broker=paper, executor=executor
+        ) as run_sync,
+    ):
+        with time_skipping_env.auto_time_skipping_disabled():
+            handle = await submit_signal(
+                client, sqlite_db, settings, signal("cab", take_profit=target)
+            )
+            line = (await handle.result()).accounts[0]
+        assert line.status is LegStatus.FILLED
+        protective = await poll_until(
+            lambda: (
+                [o for o in protective_orders(sqlite_db, "cab") if o.status == "NEW"]
+                if len([o for o in protective_orders(sqlite_db, "cab") if o.status == "NEW"]) == 2
+                else None
+            )
+        )
+        assert sorted(o.client_order_id for o in protective) == ["cab:a:S1", "cab:a:T1"]
+        # The keeper recorded the position, and the entries settled (else not compared).
+        await poll_until(
+            lambda: (
+                any(p.stop_client_order_id for p in positions_of(sqlite_db, "a"))
+                and entries_settled(sqlite_db)
+            )
+        )
+        # The trader closes it at the broker, by hand.
+        paper.submit(
+            OrderTicket(
+                client_order_id="closed-by-hand",
+                account_id="a",
+                symbol=SYMBOL,
+                side=Side.SELL,
+                order_type=OrderType.MARKET,
+                quantity=line.filled,
+                limit_price=None,
+                reference_price=ENTRY,
+            )
+        )
+        await poll_until(lambda: not paper.positions("a") or None)
+        await run_sync()
+        await run_sync()  # seen again: it acts
+        held = account_of(sqlite_db, "a")
+        capsys.readouterr()
+        code = await starter(
+            monkeypatch,
+            time_skipping_env,
+            settings,
+            "reconcile",
+            "--account",
+            "a",
+            "--accept",
+            "--reason",
+            "closed by hand",
+            "--operator",
+            "jane",
+            "--json",
+        )
+        accepted = json.loads(capsys.readouterr().out)
+        keeper: WorkflowHandle[PositionsWorkflow, PositionsResult] = client.get_workflow_handle_for(
+            PositionsWorkflow.run, ids.positions_workflow_id(ids.signal_workflow_id("cab"))
+        )
+
+        async def keeper_done() -> bool:
+            return (await keeper.describe()).status is WorkflowExecutionStatus.COMPLETED
+
+        # The keeper ends once its position is closed and its orders settled (not before:
+        # a keeper never told keeps its stop working on what is flat at the broker).
+        await poll_until(keeper_done)
+        result = await keeper.result()
+        freed = account_of(sqlite_db, "a")
+        again = await run_sync()
+        code_positions = await starter(
+            monkeypatch, time_skipping_env, settings, "positions", "--signal", "cab", "--json"
+        )
+        shown = json.loads(capsys.readouterr().out)
+        histories = await history.fetch_with_children(client, ids.signal_workflow_id("cab"))
+
+    assert held.reduce_only and held.reduce_only_cause == ReduceOnlyCause.RECONCILIATION.value
+    assert code == 0
+    [adopted] = accepted["adopted"]
+    assert adopted["closed_by_keepers"] == ["cab"] and adopted["closed"] == []
+    assert accepted["reduce_only_lifted"] and freed.reduce_only is False
+    # The keeper booked the close, with its cause, for what the broker no longer holds.
+    [position] = result.positions
+    [close] = position.closes
+    assert position.status is PositionStatus.CLOSED and position.open_quantity == 0
+    assert (close.cause, close.quantity) == (CloseCause.CLOSED_AT_BROKER, line.filled)
+    assert (close.price, close.pnl) == (position.average_entry, Decimal(0))  # price unknown
+    assert "price unknown" in (position.note or "")
+    # No protective order left working: in the ledger and in the paper broker's own book.
+    assert {o.client_order_id: o.status for o in protective_orders(sqlite_db, "cab")} == {
+        "cab:a:S1": "CANCELLED",
+        "cab:a:T1": "CANCELLED",
+    }
+    book_orders = paper_orders(sqlite_db, entries_only=False)
+    assert (book_orders["cab:a:S1"].status, book_orders["cab:a:T1"].status) == (
+        "CANCELLED",
+        "CANCELLED",
+    )
+    assert protection_violations(sqlite_db) == []
+    [row] = positions_of(sqlite_db, "a")
+    assert (row.status, row.open_quantity) == ("CLOSED", Decimal(0))
+    assert state_of(sqlite_db, "a").open_positions == 0
+    assert again.mismatches == [] and again.order_mismatches == []
+    # The positions command and the audit show the cause.
+    assert code_positions == 0
+    [document] = shown
+    assert [(c["cause"], Decimal(c["quantity"])) for c in document["closes"]] == [
+        ("CLOSED_AT_BROKER", line.filled)
+    ]
+    trail = await audit.audit_histories(histories)
+    assert trail.ok, "\n".join(audit.render(trail))
+    assert trail.positions is not None and trail.positions.ok
+    rendered = "\n".join(audit.render(trail))
+    assert "CLOSED_AT_BROKER" in rendered

@@ -76,6 +76,23 @@ class KeeperAction(Model):
     fraction: Fraction = Decimal(1)
 
 
+class ClosedAtBroker(Model):
+    """A close we did not order: the broker no longer holds ``quantity`` of the account's
+    position (an operator accepted its view, ``reconcile --accept``). Sent to the position's
+    keeper (its ``closed_at_broker`` signal), which books the closing fill, cause
+    ``CLOSED_AT_BROKER``, and makes the protective orders right for what is left."""
+
+    execution_id: str
+    """The closing fill's id (derived from the reconciliation, the same on a repeat)."""
+    account_id: Identifier
+    quantity: PositiveDecimal
+    price: PositiveDecimal | None = None
+    """The price it closed at, when known; else the fill is booked at the average entry
+    (P&L 0) and the position's note says the price is unknown."""
+    operator: str
+    reason: str
+
+
 class PositionsInput(Model):
     """The keeper's input; carried whole across continue-as-new."""
 
@@ -98,6 +115,8 @@ class PositionsInput(Model):
     actions_done: dict[str, list[AccountOutcome]] = {}
     """Actions carried out, by id, with what each did: the same action again does nothing more
     and answers the same."""
+    at_broker: list[ClosedAtBroker] = []
+    """Closes at the broker received and not yet applied (carried across continue-as-new)."""
 
 
 class PositionsResult(Model):

@@ -103,7 +103,7 @@ def mismatch_table(rows: list[MismatchRow]) -> Table:
 
 async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     if args.accept:
-        return _accept(args, settings)
+        return await _accept(args, settings)
     with current_database(settings) as db:
         if args.sync:
             client = await connect(settings)
@@ -128,11 +128,12 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _accept(args: argparse.Namespace, settings: Settings) -> int:
+async def _accept(args: argparse.Namespace, settings: Settings) -> int:
     if args.account is None:
         raise ValidationFailed("reconcile", [("account", "--accept needs --account")])
     with current_database(settings) as db:
-        accepted = sync.accept(
+        accepted = await sync.accept_and_tell(
+            lambda: connect(settings),
             db,
             args.account,
             operator=args.operator or default_operator(),
@@ -152,6 +153,7 @@ def _accept(args: argparse.Namespace, settings: Settings) -> int:
                             "opened": a.opened,
                             "closed": a.closed,
                             "resized": a.resized,
+                            "closed_by_keepers": [k.signal_id for k in a.to_keepers],
                         }
                         for a in accepted.adopted
                     ],
@@ -175,6 +177,8 @@ def _accept(args: argparse.Namespace, settings: Settings) -> int:
         what = [f"opened {a.opened}"] if a.opened else []
         what += [f"closed {', '.join(a.closed)}"] if a.closed else []
         what += [f"resized {', '.join(a.resized)}"] if a.resized else []
+        told = ", ".join(k.signal_id for k in a.to_keepers)
+        what += [f"closed at the broker, told their keepers: {told}"] if told else []
         out.print(
             f"  {a.broker_symbol} {a.kind}: ledger {plain(a.ledger_quantity)} -> "
             f"{plain(a.broker_quantity)} "

@@ -19,6 +19,7 @@ from typing import Any
 from orchestrator.domain.actions import AccountOutcome, ActionKind, TradeAction
 from orchestrator.domain.contracts.positions import (
     BrokerFill,
+    ClosedAtBroker,
     CloseOutcome,
     CloseRequest,
     EntriesDone,
@@ -59,8 +60,10 @@ def handler_name(handler: Callable[..., object]) -> str:
 KEEPER_SIGNALS: dict[str, type[Any]] = {
     handler_name(PositionsWorkflow.position_filled): PositionFill,
     handler_name(PositionsWorkflow.entries_done): EntriesDone,
+    handler_name(PositionsWorkflow.closed_at_broker): ClosedAtBroker,
 }
-"""The keeper's own signals (sent by the legs, not by operators), by name."""
+"""The keeper's own signals (sent by the legs, and by ``reconcile --accept`` for a close at the
+broker), by name."""
 KEEPER_ACTION = handler_name(PositionsWorkflow.act)
 """The keeper's update through which an action (MODIFY, CLOSE) reaches it."""
 
@@ -122,6 +125,15 @@ def describe_keeper_signal(name: str, value: Any) -> tuple[str, str, str | None]
         )
     if isinstance(value, EntriesDone):
         return "position", f"the legs are done: {len(value.accounts)} account(s) filled", None
+    if isinstance(value, ClosedAtBroker):
+        price = f"@ {value.price}" if value.price is not None else "at an unknown price"
+        return (
+            "exit",
+            f"CLOSED_AT_BROKER: the broker no longer holds {value.quantity} of "
+            f"{value.account_id}'s position, {price} (accepted by {value.operator}: "
+            f"{value.reason})",
+            value.account_id,
+        )
     return "position", f"{name}", None
 
 
@@ -226,6 +238,7 @@ class _Derived:
         self.entries: dict[str, Decimal] = {}
         self.closed: dict[str, Decimal] = {}
         self.seen: set[str] = set()
+        self.pending: list[ClosedAtBroker] = []
 
     def entry(self, fill: PositionFill) -> None:
         known = self.entries.get(fill.account_id, Decimal(0))
@@ -240,6 +253,19 @@ class _Derived:
             self.closed[account_id] = self.closed.get(account_id, Decimal(0)) + min(
                 fill.quantity, open_now
             )
+
+    def at_broker(self) -> None:
+        """The closes at the broker signalled so far: the keeper applies them before its next
+        protect or record, as here."""
+        for news in self.pending:
+            if news.execution_id in self.seen:
+                continue
+            self.seen.add(news.execution_id)
+            if news.account_id in self.entries:
+                self.closed[news.account_id] = self.closed.get(news.account_id, Decimal(0)) + min(
+                    news.quantity, self.open(news.account_id)
+                )
+        self.pending.clear()
 
     def open(self, account_id: str) -> Decimal:
         entered = self.entries.get(account_id, Decimal(0))
@@ -263,14 +289,18 @@ def verify_positions(keepers: list[Read]) -> PositionsCheck | None:
                     position.entry_quantity - position.open_quantity
                 )
             derived.seen = set(read.input.seen_executions)
+            derived.pending = list(read.input.at_broker)
         where = read.history.workflow_id
         for step, value in read.steps:
             if step == "fill":
                 derived.entry(value)
+            elif step == "at_broker":
+                derived.pending.append(value)
             elif step == "entry_fills":
                 for fill in value:
                     derived.entry(fill)
             elif step == "protect":
+                derived.at_broker()
                 for target in value.targets:
                     compared += 1
                     expected = derived.open(target.account_id)
@@ -295,6 +325,7 @@ def verify_positions(keepers: list[Read]) -> PositionsCheck | None:
                 for close in value:
                     derived.executions(close.account_id, close.executions)
             elif step == "record":
+                derived.at_broker()
                 for position in value.positions:
                     final[position.account_id] = position
     return PositionsCheck(

@@ -43,6 +43,7 @@ from orchestrator.domain.contracts.payloads import (
     SnapshotRequest,
 )
 from orchestrator.domain.contracts.positions import (
+    ClosedAtBroker,
     CloseOutcome,
     CloseRequest,
     EntryFillsRequest,
@@ -335,6 +336,8 @@ class Reader:
                     value = await self.decode(signaled.input, internal)
                     if isinstance(value, PositionFill):
                         read.steps.append(("fill", value))
+                    elif isinstance(value, ClosedAtBroker):
+                        read.steps.append(("at_broker", value))
                     note(event, *describe_keeper_signal(signaled.signal_name, value))
                     continue
                 request = await self.decode(signaled.input, dict[str, Any]) or {}

@@ -34,8 +34,10 @@ from .positions import record_position_order as record_position_order
 from .positions import record_positions as record_positions
 from .reconcile import Acceptance as Acceptance
 from .reconcile import Adopted as Adopted
+from .reconcile import AtBroker as AtBroker
 from .reconcile import accept_account as accept_account
 from .reconcile import accept_broker_view as accept_broker_view
+from .reconcile import close_at_broker as close_at_broker
 from .reconcile import list_mismatches as list_mismatches
 from .reservation import ALREADY_RESERVED as ALREADY_RESERVED
 from .reservation import RESERVED as RESERVED

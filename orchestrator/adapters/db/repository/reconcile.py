@@ -4,7 +4,8 @@ them, and an operator's adoption of the broker's view of positions and orders (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -26,10 +27,11 @@ from orchestrator.adapters.db.schema import (
     AccountStateRow,
     MismatchRow,
     OrderMismatchRow,
+    PositionFillRow,
     PositionRow,
 )
 from orchestrator.domain import ids
-from orchestrator.domain.positions import PositionStatus
+from orchestrator.domain.positions import CloseCause, PositionStatus
 from orchestrator.domain.sync import SYSTEM, MismatchKind, ReduceOnlyCause
 from orchestrator.domain.values import Side, plain
 
@@ -42,6 +44,18 @@ def list_mismatches(session: Session, account_id: str | None = None) -> list[Mis
 
 
 @dataclass(frozen=True)
+class AtBroker:
+    """A close at the broker of a position whose keeper still runs: told to the keeper, which
+    books it (the ledger's row is the keeper's to write)."""
+
+    signal_id: str
+    account_id: str
+    keeper_workflow_id: str
+    execution_id: str
+    quantity: Decimal
+
+
+@dataclass(frozen=True)
 class Adopted:
     broker_symbol: str
     kind: str
@@ -51,6 +65,9 @@ class Adopted:
     """The position opened to hold what the ledger lacked (its signal id)."""
     closed: list[str]
     resized: list[str]
+    to_keepers: list[AtBroker] = field(default_factory=list)
+    """Positions of running keepers the broker no longer holds (or holds less of): their
+    keepers book the close (``CLOSED_AT_BROKER``); not written here."""
 
 
 @dataclass(frozen=True)
@@ -65,23 +82,40 @@ class Acceptance:
 
 
 def accept_broker_view(
-    session: Session, account_id: str, *, operator: str, reason: str, now: datetime
+    session: Session,
+    account_id: str,
+    *,
+    operator: str,
+    reason: str,
+    now: datetime,
+    keepers: Collection[str] = (),
 ) -> tuple[list[Adopted], list[MismatchRow], bool]:
     """:func:`accept_account`, its positions' part: what was adopted, what was left, and
     whether the reduce-only was lifted."""
-    done = accept_account(session, account_id, operator=operator, reason=reason, now=now)
+    done = accept_account(
+        session, account_id, operator=operator, reason=reason, now=now, keepers=keepers
+    )
     return done.adopted, done.left, done.released
 
 
 def accept_account(
-    session: Session, account_id: str, *, operator: str, reason: str, now: datetime
+    session: Session,
+    account_id: str,
+    *,
+    operator: str,
+    reason: str,
+    now: datetime,
+    keepers: Collection[str] = (),
 ) -> Acceptance:
     """Adopt the broker's positions, as the stored mismatches show them, into the ledger: the
     account's open positions in each symbol are closed or resized and a position is opened for
     what the ledger lacked, so that its net is the broker's; and the broker's view of its
     working orders (:mod:`.order_reconcile` says what that does per kind). Recorded as an
     operator action; the account's reduce-only is lifted when reconciliation is what held it
-    and no difference that acts is left. Mismatches whose broker view is unknown (no answer)
+    and no difference that acts is left. What the broker no longer holds of a position is a
+    close at the broker (``CLOSED_AT_BROKER``): for a position whose keeper runs (its workflow
+    id among ``keepers``) it is returned for the keeper to book (``Adopted.to_keepers``), else
+    booked here at once. Mismatches whose broker view is unknown (no answer)
     cannot be adopted: returned, left standing. :class:`LookupError` for an account not in
     the book."""
     account = session.get(AccountRow, account_id, with_for_update=True)
@@ -94,11 +128,11 @@ def accept_account(
         if mismatch.broker_quantity is None:
             left.append(mismatch)
             continue
-        result = _adopt(session, account, mismatch, operator=operator, reason=reason, now=now)
-        if state is not None:
-            state.open_positions = max(
-                0, state.open_positions + (1 if result.opened else 0) - len(result.closed)
-            )
+        result = _adopt(
+            session, account, mismatch, operator=operator, reason=reason, now=now, keepers=keepers
+        )
+        if state is not None and result.opened:
+            state.open_positions += 1
         adopted.append(result)
         session.delete(mismatch)
     adopted_orders, left_orders = accept_orders(
@@ -123,6 +157,7 @@ def accept_account(
                         "opened": a.opened,
                         "closed": a.closed,
                         "resized": a.resized,
+                        "to_keepers": [k.signal_id for k in a.to_keepers],
                     }
                     for a in adopted
                 ],
@@ -170,6 +205,7 @@ def _adopt(
     operator: str,
     reason: str,
     now: datetime,
+    keepers: Collection[str],
 ) -> Adopted:
     target = mismatch.broker_quantity or Decimal(0)
     rows = list(
@@ -191,11 +227,11 @@ def _adopt(
     note = f"reconciled by {operator}: {reason}"
     closed: list[str] = []
     resized: list[str] = []
+    to_keepers: list[AtBroker] = []
+    taken: list[tuple[PositionRow, Decimal]] = []
     remaining = target
     if target == 0 or ours == 0 or (target > 0) != (ours > 0):
-        for r in rows:
-            _close(r, note, now)
-            closed.append(r.signal_id)
+        taken = [(r, r.open_quantity) for r in rows]
     elif abs(target) < abs(ours):
         excess = abs(ours) - abs(target)
         for r in rows:  # the newest first
@@ -203,17 +239,25 @@ def _adopt(
                 break
             take = min(excess, r.open_quantity)
             excess -= take
-            if take == r.open_quantity:
-                _close(r, note, now)
-                closed.append(r.signal_id)
-            else:
-                r.open_quantity -= take
-                r.note = note
-                r.updated_at = now
-                resized.append(r.signal_id)
+            taken.append((r, take))
         remaining = Decimal(0)
     else:
         remaining = target - ours
+    for r, take in taken:
+        if take <= 0:
+            continue
+        execution_id = ids.closed_at_broker_execution_id(r.signal_id, r.account_id, mismatch.id)
+        if r.keeper_workflow_id in keepers:
+            to_keepers.append(
+                AtBroker(r.signal_id, r.account_id, r.keeper_workflow_id, execution_id, take)
+            )
+            continue
+        if close_at_broker(
+            session, r, execution_id=execution_id, quantity=take, note=note, now=now
+        ):
+            closed.append(r.signal_id)
+        else:
+            resized.append(r.signal_id)
     opened = None
     if remaining != 0:
         opened = f"reconcile-{mismatch.id}"
@@ -246,12 +290,48 @@ def _adopt(
         opened=opened,
         closed=closed,
         resized=resized,
+        to_keepers=to_keepers,
     )
 
 
-def _close(row: PositionRow, note: str, now: datetime) -> None:
-    row.open_quantity = Decimal(0)
-    row.status = PositionStatus.CLOSED.value
-    row.note = note
-    row.closed_at = now
+def close_at_broker(
+    session: Session,
+    row: PositionRow,
+    *,
+    execution_id: str,
+    quantity: Decimal,
+    note: str,
+    now: datetime,
+) -> bool:
+    """A close at the broker booked in the ledger directly, for a position no keeper runs
+    (an adopted one, or one whose keeper has ended): a closing fill of cause
+    ``CLOSED_AT_BROKER`` for what the broker no longer holds (once, by its id), at the average
+    entry (the price is unknown: P&L 0), and the row reduced, or closed (its slot freed).
+    Whether it closed the position."""
+    take = min(quantity, row.open_quantity)
+    if take <= 0 or session.get(PositionFillRow, execution_id) is not None:
+        return row.status == PositionStatus.CLOSED.value
+    session.add(
+        PositionFillRow(
+            execution_id=execution_id,
+            signal_id=row.signal_id,
+            account_id=row.account_id,
+            client_order_id=execution_id,
+            quantity=take,
+            price=row.average_entry,
+            cause=CloseCause.CLOSED_AT_BROKER.value,
+            pnl=Decimal(0),
+            filled_at=now,
+        )
+    )
+    row.open_quantity -= take
+    row.note = f"{note}; {CloseCause.CLOSED_AT_BROKER}, price unknown: booked at the average entry"
     row.updated_at = now
+    if row.open_quantity > 0:
+        return False
+    row.status = PositionStatus.CLOSED.value
+    row.closed_at = now
+    state = session.get(AccountStateRow, row.account_id, with_for_update=True)
+    if state is not None:
+        state.open_positions = max(0, state.open_positions - 1)
+    return True
