@@ -26,9 +26,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(autouse=True)
 def protection_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
     """At the end of every integration scenario on PostgreSQL: no protective order working at
-    the paper broker beyond what the fills left open, none on a flat position. (The ledger's
-    side is checked where the keepers are left to settle: the fault suite.) A test's worker may
-    stop in the middle of a keeper's resize, which the ledger shows for that moment."""
+    the paper broker beyond what the fills left open, none on a flat position. This is the
+    paper broker's own book only, so it finds nothing to check where the broker is a FIX peer.
+    The ledger's side (``protection_violations``) is checked by each scenario itself, where
+    its worker still runs and the keepers can settle: every scenario of
+    ``test_fix_end_to_end.py`` (``ledger_protection_settled``), ``test_end_to_end.py``'s demo
+    and the fault suite's ``protect≠`` column. Not here: a test's worker may stop in the
+    middle of a keeper's resize, which the ledger shows for that moment."""
     db: Database | None = None
     if "postgres_db" in request.fixturenames:
         db = request.getfixturevalue("postgres_db")  # set up first, so torn down after this
