@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.adapters.db import repository
@@ -49,6 +54,14 @@ class Outcome:
     orders_cancelled: int = 0
     refused: list[str] = field(default_factory=list)
     """Workflows that refused an update, with the reason they gave."""
+    unanswered: list[str] = field(default_factory=list)
+    """Workflows that did not answer within ``BROADCAST_WAIT`` (no worker polls their task
+    queue, or it is stalled): the action is not waited for there. A halt still holds for them:
+    it is persisted first, and every order activity checks it before sending."""
+
+
+BROADCAST_WAIT = timedelta(seconds=20)
+"""How long a broadcast waits for each workflow's answer."""
 
 
 def require_operator_and_reason(operator: str, reason: str, what: str = "operator action") -> None:
@@ -69,22 +82,34 @@ async def running_executions(client: Client) -> list[str]:
 
 async def _broadcast(
     client: Client, send: Callable[[WorkflowHandle[Any, Any]], Awaitable[object]]
-) -> tuple[list[str], list[object]]:
-    """Send to every running signal and batch workflow; one that closed meanwhile is skipped."""
+) -> tuple[list[str], list[object], list[str]]:
+    """Send to every running signal and batch workflow; one that closed meanwhile is skipped,
+    and one that does not answer within ``BROADCAST_WAIT`` is not waited for (an update waits
+    for a worker to take it: a run whose workers are all gone would hold the command for
+    ever). What was reached, the answers, and what did not answer."""
     ids = await running_executions(client)
     reached: list[str] = []
     answers: list[object] = []
+    unanswered: list[str] = []
 
     async def one(workflow_id: str) -> None:
         try:
-            answers.append(await send(client.get_workflow_handle(workflow_id)))
-            reached.append(workflow_id)
+            answer = await asyncio.wait_for(
+                send(client.get_workflow_handle(workflow_id)), BROADCAST_WAIT.total_seconds()
+            )
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # (An update cancelled by the wait says so in its own words.)
+            unanswered.append(workflow_id)
+            return
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
+            return
+        answers.append(answer)
+        reached.append(workflow_id)
 
     await asyncio.gather(*(one(i) for i in ids))
-    return sorted(reached), answers
+    return sorted(reached), answers, sorted(unanswered)
 
 
 def _record(
@@ -102,6 +127,7 @@ def _record(
                 "legs_stopped": out.legs_stopped,
                 "orders_cancelled": out.orders_cancelled,
                 "refused": out.refused,
+                "unanswered": out.unanswered,
             },
             now=datetime.now(UTC),
         )
@@ -129,10 +155,10 @@ async def pause_account(
     require_operator_and_reason(operator, reason)
     _set_status(db, account_id, AccountStatus.PAUSED, f"{operator}: {reason}")
     request = PauseAccount(account_id=account_id, operator=operator, reason=reason, reroute=reroute)
-    reached, _ = await _broadcast(
+    reached, _, unanswered = await _broadcast(
         client, lambda h: h.signal(SignalExecutionWorkflow.pause_account, request)
     )
-    out = Outcome(reached=reached)
+    out = Outcome(reached=reached, unanswered=unanswered)
     _record(db, "pause", target=account_id, who=operator, why=reason, out=out)
     return out
 
@@ -143,10 +169,10 @@ async def resume_account(
     require_operator_and_reason(operator, reason)
     _set_status(db, account_id, AccountStatus.ACTIVE, None)
     request = ResumeAccount(account_id=account_id, operator=operator, reason=reason)
-    reached, _ = await _broadcast(
+    reached, _, unanswered = await _broadcast(
         client, lambda h: h.signal(SignalExecutionWorkflow.resume_account, request)
     )
-    out = Outcome(reached=reached)
+    out = Outcome(reached=reached, unanswered=unanswered)
     _record(db, "resume", target=account_id, who=operator, why=reason, out=out)
     return out
 
@@ -313,8 +339,9 @@ async def broadcast_kill_switch(
             out.refused.append(f"{handle.id}: {err.cause}")
             return None
 
-    reached, answers = await _broadcast(client, send)
+    reached, answers, unanswered = await _broadcast(client, send)
     out.reached = [w for w in reached if w != exclude]
+    out.unanswered = unanswered
     for answer in answers:
         if isinstance(answer, StopResult):
             out.legs_stopped += answer.legs_stopped

@@ -13,7 +13,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
@@ -214,7 +216,12 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
         handle = await submit_signal(client, postgres_db, settings, signal("it-kill"))
 
         async def all_waiting() -> bool:
-            progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+            try:
+                progress: SignalProgress = await handle.query(SignalExecutionWorkflow.progress)
+            except RPCError:
+                # A query needs a worker: the worker process may still be starting (seconds
+                # on a loaded machine), and the query times out meanwhile.
+                return False
             return len(progress.legs) == 5 and all(
                 leg.status is LegStatus.WAITING for leg in progress.legs
             )
@@ -231,6 +238,9 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
             if process is not None and process.poll() is None:
                 process.send_signal(signals.SIGTERM)
                 process.wait(timeout=30)
+        # A run left open here (the test failed half-way) would outlive it on the shared dev
+        # server, with no worker: later broadcasts would reach it.
+        await _terminate_if_running(client, _signal_workflow_id("it-kill"))
 
     assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
     assert broker_orders(postgres_db) == dict.fromkeys(ids, 1)
@@ -337,3 +347,17 @@ async def test_the_demos_take_profit_and_stop_out_on_dev_server_and_postgres(
 def repository_positions(db: Database) -> list[repository.PositionView]:
     with db.transaction() as session:
         return repository.list_positions(session)
+
+
+def _signal_workflow_id(signal_id: str) -> str:
+    """(In a test whose local ``ids`` are account ids.)"""
+    return ids.signal_workflow_id(signal_id)
+
+
+async def _terminate_if_running(client: Client, workflow_id: str) -> None:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("the test ended before the run did")
+    except RPCError:
+        pass

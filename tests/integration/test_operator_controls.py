@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -302,3 +302,36 @@ async def test_starter_flatten_of_a_symbol_closes_its_positions_and_is_recorded(
     assert (row.target, row.operator, row.reason) == ("symbol EURUSD", "sam", "news at 2")
     [workflow_id] = row.reached
     assert workflow_id.startswith("signal-flatten-")
+
+
+async def test_a_halt_is_not_held_up_by_a_run_whose_workers_are_gone(
+    dev_server: WorkflowEnvironment, postgres_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An update waits for a worker to take it: without a bound, one run nobody serves (its
+    # worker gone, its task queue unpolled) would hold the kill switch command for ever.
+    client = dev_server.client
+    monkeypatch.setattr(operators, "BROADCAST_WAIT", timedelta(seconds=2))
+    orphan = await client.start_workflow(
+        "SignalExecutionWorkflow", id="signal-ops-orphan", task_queue="ops-nobody-polls"
+    )
+    try:
+        await poll_until(
+            lambda: _listed(client, orphan.id), timeout_s=30
+        )  # visible to the broadcast
+        out = await asyncio.wait_for(
+            operators.halt(client, postgres_db, operator="risk", reason="outage"), timeout=60
+        )
+        with postgres_db.transaction() as session:
+            halted = repository.is_halted(session)
+    finally:
+        await orphan.terminate("test over")
+        await operators.unhalt(client, postgres_db, operator="risk", reason="over")
+
+    assert halted  # persisted first: it holds for the run that did not answer too
+    assert orphan.id in out.unanswered and orphan.id not in out.reached
+    [row] = [a for a in actions(postgres_db) if a.action == "halt"]
+    assert orphan.id in row.outcome["unanswered"]
+
+
+async def _listed(client: Client, workflow_id: str) -> bool:
+    return workflow_id in await operators.running_executions(client)

@@ -29,6 +29,13 @@ def print_outcome(what: str, outcome: operators.Outcome, *, counted: bool = Fals
         out.print(f"  {workflow_id}", highlight=False)
     for refusal in outcome.refused:
         out.print(f"  [red]refused[/] {refusal}", highlight=False)
+    wait = int(operators.BROADCAST_WAIT.total_seconds())
+    for workflow_id in outcome.unanswered:
+        out.print(
+            f"  [yellow]no answer within {wait} s[/] {workflow_id} (no worker on its task "
+            "queue?): not waited for",
+            highlight=False,
+        )
     return 1 if outcome.refused else 0
 
 
