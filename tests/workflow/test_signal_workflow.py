@@ -273,15 +273,22 @@ async def test_each_batch_keeper_holds_its_own_batch_positions_only(
             )
             for keeper in keepers
         }
+        expected = {a: keeper for keeper, accounts in held.items() for a in accounts}
+
+        def owners() -> dict[str, str | None]:
+            with sqlite_db.transaction() as session:
+                return {
+                    row.account_id: row.keeper_workflow_id
+                    for row in session.scalars(select(PositionRow))
+                }
+
+        # Each keeper records its positions once it has protected them: a step after its sweep.
+        await poll_until(lambda: len(owners()) == len(ids))
 
     assert {line.status for line in report.accounts} == {LegStatus.FILLED}
     assert sorted(a for accounts in held.values() for a in accounts) == ids, held
     assert all(len(accounts) == 3 for accounts in list(held.values())[:2]), held
-    with sqlite_db.transaction() as session:
-        owners = {
-            row.account_id: row.keeper_workflow_id for row in session.scalars(select(PositionRow))
-        }
-    assert owners == {a: keeper for keeper, accounts in held.items() for a in accounts}
+    assert owners() == expected
 
 
 async def test_workflow_failure_surfaces_as_failure_not_hang(
