@@ -146,3 +146,8 @@ class ActionReport(Model):
     @property
     def positions_closed(self) -> int:
         return sum(1 for a in self.accounts if a.closed > 0 and a.open_quantity == 0)
+
+    @property
+    def positions_reduced(self) -> int:
+        """Positions partly closed (a CLOSE of a fraction): some closed, some left open."""
+        return sum(1 for a in self.accounts if a.closed > 0 and a.open_quantity > 0)

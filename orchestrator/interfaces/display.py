@@ -384,6 +384,8 @@ def action_table(report: ActionReport) -> Table:
     title = f"{report.action} {report.action_id}{target}: {report.status} — {report.message}"
     if report.action is not ActionKind.MODIFY and report.status is ActionStatus.COMPLETED:
         title += f"; {report.positions_closed} closed"
+        if report.positions_reduced:
+            title += f", {report.positions_reduced} partly closed"
     table = Table(title=title)
     for column in ("signal", "account", "done", "closed", "left open", "realized P&L"):
         table.add_column(column, overflow="fold")

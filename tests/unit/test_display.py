@@ -187,6 +187,17 @@ def test_a_flatten_or_close_says_how_many_positions_it_closed_a_modify_does_not(
     )
     [title] = [line for line in rendered(action_table(modify)).splitlines() if "MODIFY" in line]
     assert title.strip() == "MODIFY m-1 of s-1: COMPLETED — 2 position(s)"
+    # A CLOSE of half: nothing closed in full, both positions partly closed.
+    halves = [
+        line.model_copy(update={"closed": Decimal("0.5"), "open_quantity": Decimal("0.5")})
+        for line in lines
+    ]
+    half = flatten.model_copy(
+        update={"action": ActionKind.CLOSE, "action_id": "c-1", "accounts": halves}
+    )
+    assert "CLOSE c-1: COMPLETED — 2 position(s); 0 closed, 2 partly closed" in rendered(
+        action_table(half)
+    )
 
 
 def test_the_report_writes_a_round_average_price_as_a_price_not_an_exponent() -> None:
