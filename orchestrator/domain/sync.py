@@ -165,8 +165,9 @@ def written_ahead_grace(order_schedule_to_close_s: float) -> timedelta:
     return timedelta(seconds=order_schedule_to_close_s) + WRITTEN_AHEAD_MARGIN
 
 
-def _expected(order: LedgerOrder, written_before: datetime | None) -> bool:
-    """The broker should have this order by now (it is not a write-ahead still in flight)."""
+def expected_at_broker(order: LedgerOrder, written_before: datetime | None) -> bool:
+    """The broker should have this order by now: it was sent, or written ahead at or before
+    ``written_before`` (it is not a write-ahead still in flight)."""
     if order.status != SENT_UNCONFIRMED:
         return True
     return (
@@ -191,38 +192,33 @@ def reconcile_orders(
     order written ahead of its submission (PENDING_SUBMIT) is expected at the broker only if it
     was written at or before ``written_before`` (see :func:`written_ahead_grace`). In client
     order id order."""
+
+    def unseen(cid: str, order: LedgerOrder, kind: MismatchKind) -> OrderMismatch:
+        """The ledger's order, of which the broker says nothing."""
+        return OrderMismatch(
+            account_id=account_id,
+            client_order_id=cid,
+            kind=kind,
+            broker_symbol=order.broker_symbol,
+            side=order.side,
+            broker_quantity=None,
+            ledger_quantity=order.working,
+        )
+
     if broker is None:
         return [
-            OrderMismatch(
-                account_id=account_id,
-                client_order_id=cid,
-                kind=MismatchKind.UNKNOWN,
-                broker_symbol=order.broker_symbol,
-                side=order.side,
-                broker_quantity=None,
-                ledger_quantity=order.working,
-            )
+            unseen(cid, order, MismatchKind.UNKNOWN)
             for cid, order in sorted(working.items())
-            if _expected(order, written_before)
+            if expected_at_broker(order, written_before)
         ]
     theirs = {o.client_order_id: o for o in broker}
     found = []
     for cid in sorted(set(theirs) | set(working)):
         at_broker, ours = theirs.get(cid), working.get(cid)
         if at_broker is None and ours is not None:
-            if not _expected(ours, written_before):
+            if not expected_at_broker(ours, written_before):
                 continue
-            found.append(
-                OrderMismatch(
-                    account_id=account_id,
-                    client_order_id=cid,
-                    kind=MismatchKind.MISSING_AT_BROKER,
-                    broker_symbol=ours.broker_symbol,
-                    side=ours.side,
-                    broker_quantity=None,
-                    ledger_quantity=ours.working,
-                )
-            )
+            found.append(unseen(cid, ours, MismatchKind.MISSING_AT_BROKER))
             continue
         assert at_broker is not None
         if ours is not None and ours.working == at_broker.quantity:

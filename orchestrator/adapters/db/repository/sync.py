@@ -40,7 +40,6 @@ from orchestrator.domain.book import OnBreach
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import Contract, PositionStatus, realized_pnl
 from orchestrator.domain.sync import (
-    SENT_UNCONFIRMED,
     SYSTEM,
     WRITTEN_AHEAD_MARGIN,
     Breach,
@@ -52,6 +51,7 @@ from orchestrator.domain.sync import (
     ReduceOnlyCause,
     StateSource,
     breaches,
+    expected_at_broker,
     net_by_symbol,
     reconcile,
     reconcile_orders,
@@ -101,12 +101,7 @@ class SyncAccount:
         return [
             KnownOrder(o.client_order_id, self.account_id, o.broker_symbol, o.side, o.quantity)
             for _, o in sorted(self.orders.items())
-            if o.status != SENT_UNCONFIRMED
-            or (
-                written_before is not None
-                and o.written_at is not None
-                and o.written_at <= written_before
-            )
+            if expected_at_broker(o, written_before)
         ]
 
 
