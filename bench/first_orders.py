@@ -118,7 +118,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--database-url", default="postgres")
     parser.add_argument(
-        "--max-orders-in-flight", type=int, default=None, help="default: the setting's (600)"
+        "--max-orders-in-flight", type=int, default=None, help="default: the setting's (5000)"
     )
     args = parser.parse_args(argv)
     legs = [int(n) for n in args.legs.split(",")]

@@ -113,10 +113,11 @@ class Settings(BaseSettings):
     on_refused_stop: RefusedStop = RefusedStop.CLOSE
     """A position whose stop the broker refuses (too close, an unsupported order type): closed
     at market (``close``), or kept open and marked UNPROTECTED (``keep``)."""
-    max_orders_in_flight: OrdersInFlight = 600
+    max_orders_in_flight: OrdersInFlight = 5000
     """First orders one signal keeps working at once (its batches share it out); legs due past
-    it wait their turn. Bounds the burst a broker sees and keeps the backlog in the workflow
-    rather than in Temporal's task queue (docs/performance.md)."""
+    it wait their turn. Legs due together go out in slices of at most 100 orders per activity,
+    so 5,000 orders are 50 activity tasks (docs/performance.md); a broker that throttles is
+    paced by ``broker_orders_per_s``."""
     slice_window_ms: DelayMs = 0
     """Legs due within this many milliseconds of each other go to the broker together, in one
     slice (one activity, one ledger transaction); 0: those due in the same workflow task

@@ -30,7 +30,12 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.signal import Signal
     from workflows.batch import LegBatchWorkflow
     from workflows.controls import Controls, OperatorControlled
-    from workflows.legs import LegRunner, orders_per_batch
+    from workflows.legs import (
+        ORDERS_SHARED_BY_LEGS,
+        LegRunner,
+        orders_per_batch,
+        orders_shares,
+    )
     from workflows.steps import (
         BOOK_READ,
         DATABASE_RETRY,
@@ -201,12 +206,19 @@ class SignalExecutionWorkflow(OperatorControlled):
             ]
             return [], lines + [reports.denial_line(d) for d in plan.denials]
         self._batch_ids = batch_ids
-        execution = service.execution
+        executions = [service.execution] * len(slices)
         if len(slices) > 1:
             # The signal's orders in flight, shared out: the batches run at once.
-            execution = execution.model_copy(
-                update={"max_orders_in_flight": orders_per_batch(execution, len(slices))}
-            )
+            execution = service.execution
+            if workflow.patched(ORDERS_SHARED_BY_LEGS):
+                shares = orders_shares(
+                    execution.max_orders_in_flight, [len(part.legs) for part in slices]
+                )
+            else:
+                shares = [orders_per_batch(execution, len(slices))] * len(slices)
+            executions = [
+                execution.model_copy(update={"max_orders_in_flight": share}) for share in shares
+            ]
         handles = [
             workflow.execute_child_workflow(
                 LegBatchWorkflow.run,
@@ -225,7 +237,9 @@ class SignalExecutionWorkflow(OperatorControlled):
                 search_attributes=child_search_attributes(signal),
                 static_summary=f"batch {n} of {len(slices)}: {len(part.legs)} legs",
             )
-            for n, (child_id, part) in enumerate(zip(batch_ids, slices, strict=True), start=1)
+            for n, (child_id, part, execution) in enumerate(
+                zip(batch_ids, slices, executions, strict=True), start=1
+            )
         ]
         results = await asyncio.gather(*handles)
         return batch_ids, [line for result in results for line in result.accounts]

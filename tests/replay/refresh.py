@@ -353,6 +353,12 @@ SCENARIOS = [
         dict.fromkeys(["one", "two", "three", "four"], LegStatus.FILLED),
         settings={**SHORT, "batch_size": 2, "max_orders_in_flight": 2},
     ),
+    Scenario(
+        "orders_shared_by_legs",  # five slots among batches of 2, 2 and 1 legs: 2, 2 and 1
+        [account(name, paper=SLOW_FILL) for name in ("one", "two", "three", "four", "five")],
+        dict.fromkeys(["one", "two", "three", "four", "five"], LegStatus.FILLED),
+        settings={**SHORT, "batch_size": 2, "max_orders_in_flight": 5},
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from temporalio import workflow
 from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.activities import Execution, activity_name
-from orchestrator.domain.contracts.payloads import SignalWorkflowInput
+from orchestrator.domain.contracts.payloads import LegBatchInput, SignalWorkflowInput
 from orchestrator.domain.report import SignalReport
 from orchestrator.services import history
 from starter import main as starter_main
@@ -55,6 +55,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "take_profit_hit",
         "closed_by_signal",
         "sliced",
+        "orders_shared_by_legs",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {
@@ -101,6 +102,27 @@ def test_the_checked_in_histories_hold_both_order_paths() -> None:
         }
         assert (activity_name(Execution.place_and_follow_slice) in kinds) is slice_path, name
         assert activity_name(Execution.place_and_follow_order) in kinds, name
+
+
+def test_the_checked_in_histories_hold_both_ways_of_sharing_orders_in_flight() -> None:
+    """Recorded before the ``orders-in-flight-shared-by-legs`` patch, the batches took equal
+    shares ("orders_in_flight_batched": two slots, two batches of two, one each); after it,
+    shares by legs ("orders_shared_by_legs": five slots, batches of 2, 2 and 1). Both replay
+    above, each on its own branch."""
+    for name, expected in (
+        ("orders_in_flight_batched", [(2, 1), (2, 1)]),
+        ("orders_shared_by_legs", [(2, 2), (2, 2), (1, 1)]),
+    ):
+        shares = []
+        for path in history.history_files([HISTORIES / name]):
+            recorded = history.load_history(path)
+            if not recorded.workflow_id.endswith(("batch-1", "batch-2", "batch-3")):
+                continue
+            started = recorded.events[0].workflow_execution_started_event_attributes
+            batch = LegBatchInput.model_validate_json(started.input.payloads[0].data)
+            share = batch.execution.max_orders_in_flight
+            shares.append((recorded.workflow_id, len(batch.legs), share))
+        assert [(legs, share) for _, legs, share in sorted(shares)] == expected, name
 
 
 # --------------------------------------------------------------------------------------------

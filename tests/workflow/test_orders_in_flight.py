@@ -124,6 +124,38 @@ async def test_batches_share_the_signals_orders_in_flight(
     assert shares == {1}
 
 
+async def test_batches_share_the_orders_in_flight_by_their_legs(
+    ts_client: Client, sqlite_db: Database, settings: Settings, executor
+) -> None:
+    """Five legs in batches of two, two and one, and a bound of five: each batch takes its
+    legs' share (2, 2, 1), so every order goes at once. An equal share (five among three
+    batches: one each) held three of them back."""
+    ids = [f"acc-{i}" for i in range(1, 6)]
+    load(sqlite_db, book(*(account(i, paper=SLOW) for i in ids)))
+    capped = settings.model_copy(update={"max_orders_in_flight": 5, "batch_size": 2})
+    activities = CountingActivities(sqlite_db, capped)
+    async with build_worker(ts_client, capped, activities, executor):
+        handle = await submit_signal(ts_client, sqlite_db, capped, signal("share-by-legs"))
+        report: SignalReport = await handle.result()
+        histories = await fetch_with_children(ts_client, handle.id)
+
+    assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
+    inputs = [
+        LegBatchInput.model_validate_json(
+            h.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
+        )
+        for h in sorted(histories, key=lambda h: h.workflow_id)
+        if h.events[0].workflow_execution_started_event_attributes.workflow_type.name
+        == LegBatchWorkflow.__name__
+    ]
+    assert [(len(i.legs), i.execution.max_orders_in_flight) for i in inputs] == [
+        (2, 2),
+        (2, 2),
+        (1, 1),
+    ]
+    assert activities.most == 5
+
+
 async def progress_of(handle: WorkflowHandle[Any, Any]) -> SignalProgress:
     return await handle.query(SignalExecutionWorkflow.progress)
 
