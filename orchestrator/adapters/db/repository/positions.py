@@ -11,9 +11,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, true
+from sqlalchemy import bindparam, select, true
 from sqlalchemy.orm import Session
 
+from orchestrator.adapters.db.repository.ledger import INSERT_ORDER
+from orchestrator.adapters.db.repository.tables import ORDERS
 from orchestrator.adapters.db.schema import (
     AccountStateRow,
     FillRow,
@@ -28,6 +30,9 @@ from orchestrator.domain.positions import CloseCause, ClosingFill, Position, Pos
 from orchestrator.domain.values import OrderType, Side
 
 STOP_HIT = CloseCause.STOP_HIT.value
+_ORDER_WRITTEN = select(ORDERS.c.client_order_id).where(
+    ORDERS.c.client_order_id == bindparam("client_order_id")
+)
 
 
 def record_position_order(
@@ -48,33 +53,35 @@ def record_position_order(
     now: datetime,
 ) -> None:
     """Write-ahead for a protective or closing order: in the ledger before the broker is asked.
-    Idempotent."""
-    if session.get(OrderRow, client_order_id) is not None:
+    Idempotent. Core statements (one read, one insert), not the ORM's unit of work: a keeper
+    writes one per stop and take-profit of every position it protects."""
+    connection = session.connection()
+    if connection.execute(_ORDER_WRITTEN, {"client_order_id": client_order_id}).first():
         return
-    session.add(
-        OrderRow(
-            client_order_id=client_order_id,
-            signal_id=signal_id,
-            account_id=account_id,
-            business_sequence=sequence,
-            purpose=purpose.value,
-            broker=broker,
-            broker_symbol=broker_symbol,
-            side=side.value,
-            order_type=order_type.value,
-            quantity=quantity,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            status=OrderStatus.PENDING_SUBMIT.value,
-            filled_quantity=Decimal(0),
-            average_price=None,
-            broker_order_id=None,
-            reject_text=None,
-            created_at=now,
-            updated_at=now,
-        )
+    connection.execute(
+        INSERT_ORDER,
+        {
+            "client_order_id": client_order_id,
+            "signal_id": signal_id,
+            "account_id": account_id,
+            "business_sequence": sequence,
+            "purpose": purpose.value,
+            "broker": broker,
+            "broker_symbol": broker_symbol,
+            "side": side.value,
+            "order_type": order_type.value,
+            "quantity": quantity,
+            "limit_price": limit_price,
+            "stop_price": stop_price,
+            "status": OrderStatus.PENDING_SUBMIT.value,
+            "filled_quantity": Decimal(0),
+            "average_price": None,
+            "broker_order_id": None,
+            "reject_text": None,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    session.flush()
 
 
 def end_unsent_order(session: Session, client_order_id: str, text: str, now: datetime) -> None:
