@@ -124,7 +124,7 @@ def prepare(db: Database, orders: list[PlaceOrderRequest], *, halted: bool = Fal
     """The book of ``orders``' accounts (but ``missing``), and what the earlier attempt or
     another origin left: ``retry`` reserved with its order written, ``retry-unwritten``
     reserved without, ``used`` reserved on behalf of another account."""
-    accounts = [o.account_id for o in orders if o.account_id != "missing"]
+    accounts = sorted({o.account_id for o in orders if o.account_id != "missing"})
     load(
         db,
         a_book(
@@ -255,6 +255,23 @@ def test_a_slice_admitted_and_booked_together_writes_what_one_by_one_writes(
     assert len(together["booked"][0]) == 7 + 2  # the fresh legs and the two retries
     statuses = {o["status"] for o in ledger(postgres_db)["orders"]}
     assert {"FILLED", "REJECTED", "CANCELLED", "PARTIALLY_FILLED", "EXPIRED"} <= statuses
+
+
+def test_a_slice_holding_an_account_twice_writes_what_one_by_one_writes(
+    postgres_db: Database, twin: Database
+) -> None:
+    """Two signals' legs of one account in the same slice: admitted and booked order by order
+    (each state row written once per read), with the same results and rows."""
+    orders = the_slice(admitted=3)
+    orders.append(order("admit-00", signal_id="sig-3"))
+    for db in (postgres_db, twin):
+        prepare(db, orders)
+
+    together = batched(postgres_db, orders)
+
+    assert together == per_order(twin, orders)
+    assert ledger(postgres_db) == ledger(twin)
+    assert together["admitted"]["sig-3:admit-00:1"] is None
 
 
 def count_statements(db: Database, run: Callable[[], object]) -> int:
