@@ -25,7 +25,7 @@ from datetime import datetime
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities.order_steps import Pace, Pulse, admit, book, send
+from activities.order_steps import Pace, Pulse, admit_slice, book, book_slice, send
 from orchestrator.adapters.brokers.base import Broker, BrokerOrder
 from orchestrator.adapters.db.engine import Database
 from orchestrator.domain.contracts.payloads import (
@@ -99,14 +99,10 @@ class OrderSlice:
         rows locked in account order."""
         if not orders:
             return
-        now = self._clock()
         with self._db.transaction() as session:
-            for order in sorted(orders, key=lambda o: (o.account_id, o.client_order_id)):
-                barred = admit(session, order, now)
-                pulse.beat("admitting")
-                if barred is None:
-                    continue
-                cid = order.client_order_id
+            admitted = admit_slice(session, orders, self._clock(), pulse)
+        for cid, barred in admitted.items():
+            if barred is not None:
                 self._results[cid] = SliceLegResult(
                     client_order_id=cid,
                     denied=barred.reason if barred.denied else None,
@@ -126,12 +122,8 @@ class OrderSlice:
             return
         now = self._clock()
         try:
-            booked: dict[str, OrderOutcome] = {}
             with self._db.transaction() as session:
-                for cid, state in states.items():
-                    booked[cid] = book(session, orders[cid], state, now)
-                    if pulse is not None:
-                        pulse.beat("booking")
+                booked = book_slice(session, orders, states, now, pulse)
             self._outcomes.update(booked)
             return
         except InvalidOrderTransition:

@@ -15,7 +15,7 @@ from temporalio import activity
 
 from orchestrator.adapters.brokers.base import Broker, BrokerOrder, OrderTicket
 from orchestrator.adapters.db import repository
-from orchestrator.domain.contracts.payloads import PlaceOrderRequest
+from orchestrator.domain.contracts.payloads import PlaceOrderRequest, ReserveRiskResult
 from orchestrator.domain.orders import TERMINAL, OrderOutcome
 from orchestrator.domain.values import DenialReason
 
@@ -30,15 +30,23 @@ class Barred:
     denied: bool
 
 
-def admit(session: Session, request: PlaceOrderRequest, now: datetime) -> Barred | None:
+def admit(
+    session: Session,
+    request: PlaceOrderRequest,
+    now: datetime,
+    *,
+    reserved: ReserveRiskResult | None = None,
+) -> Barred | None:
     """In the caller's transaction: reserve the leg's risk when the request says so, re-check
     the kill switch and the account's pause, then write the order to the ledger before the
     broker sees it. ``None``: admitted (the order is written ahead). A refusal writes no order
     and gives the leg's reserved risk back (a completion settles its leg itself); a denied
-    reservation reserves nothing."""
+    reservation reserves nothing. ``reserved``: the request's reservation, already decided
+    (and written, with the order) by :func:`admit_slice`."""
     fresh = False
     if request.reservation is not None:
-        reserved = repository.reserve_risk(session, request.reservation, now, order=request)
+        if reserved is None:
+            reserved = repository.reserve_risk(session, request.reservation, now, order=request)
         if not reserved.reserved:
             return Barred(reserved.denial or DenialReason.LEG_CLOSED, reserved.detail, True)
         # Reserved just now, in this transaction, after the same checks as the gate's, and
@@ -57,6 +65,26 @@ def admit(session: Session, request: PlaceOrderRequest, now: datetime) -> Barred
     return Barred(reason, detail, False)
 
 
+def admit_slice(
+    session: Session, requests: list[PlaceOrderRequest], now: datetime, pulse: Pulse | None = None
+) -> dict[str, Barred | None]:
+    """:func:`admit` for every order of a slice, in account order, by client order id. Their
+    reservations are taken together where the ledger can (PostgreSQL: a constant number of
+    round trips for the slice, see :func:`~orchestrator.adapters.db.repository.reserve_slice`);
+    a leg reserved already (a retry) passes the gate and is written ahead on its own."""
+    ordered = sorted(requests, key=lambda o: (o.account_id, o.client_order_id))
+    reserving = [o for o in ordered if o.reservation is not None]
+    decided = repository.reserve_slice(session, reserving, now) if reserving else None
+    barred: dict[str, Barred | None] = {}
+    for request in ordered:
+        cid = request.client_order_id
+        reserved = None if decided is None else decided.get(cid)
+        barred[cid] = admit(session, request, now, reserved=reserved)
+        if pulse is not None:
+            pulse.beat("admitting")
+    return barred
+
+
 def book(
     session: Session, request: PlaceOrderRequest, state: BrokerOrder, now: datetime
 ) -> OrderOutcome:
@@ -73,6 +101,32 @@ def book(
             now=now,
         )
     return apply(session, state, now)
+
+
+def book_slice(
+    session: Session,
+    requests: dict[str, PlaceOrderRequest],
+    states: dict[str, BrokerOrder],
+    now: datetime,
+    pulse: Pulse | None = None,
+) -> dict[str, OrderOutcome]:
+    """:func:`book` for every report of a slice, by client order id. The reports that end an
+    order settling its leg are booked together where the ledger can (PostgreSQL: a constant
+    number of round trips, see :func:`~orchestrator.adapters.db.repository.book_slice`);
+    the others, and every report where it cannot, one by one."""
+    ending = [
+        repository.LegReport(cid, requests[cid].signal_id, requests[cid].account_id, report_of(s))
+        for cid, s in states.items()
+        if s.status in TERMINAL and requests[cid].settles_leg
+    ]
+    batched = repository.book_slice(session, ending, now) if ending else None
+    outcomes: dict[str, OrderOutcome] = {}
+    for cid, state in states.items():
+        done = None if batched is None else batched.get(cid)
+        outcomes[cid] = done if done is not None else book(session, requests[cid], state, now)
+        if pulse is not None:
+            pulse.beat("booking")
+    return outcomes
 
 
 def apply(session: Session, state: BrokerOrder, now: datetime) -> OrderOutcome:

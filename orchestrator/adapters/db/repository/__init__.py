@@ -43,7 +43,10 @@ from .reservation import ALREADY_RESERVED as ALREADY_RESERVED
 from .reservation import RESERVED as RESERVED
 from .reservation import SETTLED as SETTLED
 from .reservation import reserve_risk as reserve_risk
+from .reservation import reserve_slice as reserve_slice
+from .settlement import LegReport as LegReport
 from .settlement import book_and_settle as book_and_settle
+from .settlement import book_slice as book_slice
 from .settlement import settle_reservation as settle_reservation
 from .signals import record_signal as record_signal
 from .signals import signal_symbols as signal_symbols

@@ -3,16 +3,19 @@ of risk and margin kept, the rest given back), alone or with the report that end
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import ARRAY, String, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.adapters.db.repository.ledger import (
     INSERT_FILL,
     ORDER_AND_FILLS,
+    Booked,
     apply_broker_report,
     book_report,
     order_update,
@@ -22,6 +25,7 @@ from orchestrator.adapters.db.repository.reservation import (
     SETTLED,
     UPDATE_STATE,
     check_state_written,
+    check_states_written,
     state_values,
 )
 from orchestrator.adapters.db.repository.tables import (
@@ -83,24 +87,25 @@ _PG_SETTLE = UPDATE_STATE.add_cte(
 
 _O2 = ORDERS.alias("leg_orders")
 _F2 = FILLS.alias("leg_fills")
-_PG_BOOK_READ = (
-    select(
-        *ORDER_AND_FILLS,
-        RESERVATIONS.c.id.label("r_id"),
-        RESERVATIONS.c.status.label("r_status"),
-        RESERVATIONS.c.quantity.label("r_quantity"),
-        *_SETTLEMENT_INPUT,
-        select(func.coalesce(func.sum(_F2.c.quantity), 0))
-        .select_from(_O2.join(_F2, _F2.c.client_order_id == _O2.c.client_order_id))
-        .where(
-            _O2.c.signal_id == RESERVATIONS.c.signal_id,
-            _O2.c.account_id == RESERVATIONS.c.account_id,
-            _O2.c.purpose == OrderPurpose.ENTRY.value,
-            _O2.c.client_order_id != ORDERS.c.client_order_id,
-        )
-        .scalar_subquery()
-        .label("other_filled"),
+_BOOK_COLUMNS = (
+    *ORDER_AND_FILLS,
+    RESERVATIONS.c.id.label("r_id"),
+    RESERVATIONS.c.status.label("r_status"),
+    RESERVATIONS.c.quantity.label("r_quantity"),
+    *_SETTLEMENT_INPUT,
+    select(func.coalesce(func.sum(_F2.c.quantity), 0))
+    .select_from(_O2.join(_F2, _F2.c.client_order_id == _O2.c.client_order_id))
+    .where(
+        _O2.c.signal_id == RESERVATIONS.c.signal_id,
+        _O2.c.account_id == RESERVATIONS.c.account_id,
+        _O2.c.purpose == OrderPurpose.ENTRY.value,
+        _O2.c.client_order_id != ORDERS.c.client_order_id,
     )
+    .scalar_subquery()
+    .label("other_filled"),
+)
+_PG_BOOK_READ = (
+    select(*_BOOK_COLUMNS)
     .select_from(
         ORDERS.join(
             RESERVATIONS,
@@ -116,6 +121,33 @@ _PG_BOOK_READ = (
 """PostgreSQL: an order with its fills and its leg's reservation and account state, all three
 locked, and what the leg's other orders filled (summed exactly: ``numeric``). A row per fill
 of the order; none without a reservation."""
+_WANTED = (
+    func.unnest(
+        bindparam("client_order_ids", type_=ARRAY(String)),
+        bindparam("signal_ids", type_=ARRAY(String)),
+        bindparam("account_ids", type_=ARRAY(String)),
+    )
+    .table_valued("client_order_id", "signal_id", "account_id")
+    .render_derived(name="wanted")
+)
+_PG_SLICE_BOOK_READ = (
+    select(_WANTED.c.client_order_id.label("key"), *_BOOK_COLUMNS)
+    .select_from(
+        _WANTED.join(ORDERS, ORDERS.c.client_order_id == _WANTED.c.client_order_id)
+        .join(
+            RESERVATIONS,
+            (RESERVATIONS.c.signal_id == _WANTED.c.signal_id)
+            & (RESERVATIONS.c.account_id == _WANTED.c.account_id),
+        )
+        .join(STATE, STATE.c.account_id == RESERVATIONS.c.account_id)
+        .outerjoin(FILLS, FILLS.c.client_order_id == ORDERS.c.client_order_id)
+    )
+    .order_by(STATE.c.account_id.collate("C"))
+    .with_for_update(of=[ORDERS, RESERVATIONS, STATE])
+)
+"""PostgreSQL: :data:`_PG_BOOK_READ` for a slice's orders (``client_order_ids``, ``signal_ids``
+and ``account_ids``, pairwise), the rows locked in account order; ``key``: the order's id."""
+_UPDATE_ORDER = order_update()
 _ORDER_SET = order_update("o_")
 _PG_BOOK_AND_SETTLE = _PG_SETTLE.add_cte(_ORDER_SET.cte("order_written"))
 """An order's last state, and its leg settled."""
@@ -164,6 +196,22 @@ def _settled_state(
     )
 
 
+def _settlement(
+    account_id: str, leg: Any, booked: Booked, now: datetime
+) -> dict[str, object] | None:
+    """What booking ``booked`` (read with ``leg``, a row of :data:`_PG_BOOK_READ`) writes
+    beyond the order: its leg settled and its account's state given back, the order's state
+    with them (``o_``) — or ``None``: the order's state only (it filled partly, and a completion
+    settles the leg; or the leg is settled already)."""
+    if booked.partial or leg.r_status == SETTLED:
+        return None
+    return (
+        _settled_state(account_id, leg, leg.r_quantity, leg.other_filled + booked.filled_quantity)
+        | prefixed("r_", {"key": leg.r_id, "status": SETTLED, "settled_at": now})
+        | prefixed("o_", booked.order_state)
+    )
+
+
 def book_and_settle(
     session: Session,
     client_order_id: str,
@@ -195,17 +243,10 @@ def book_and_settle(
         ).all()
         if rows:
             booked = book_report(client_order_id, rows, **report)
-            leg = rows[0]
-            if booked.partial or leg.r_status == SETTLED:  # the order's state only
+            params = _settlement(account_id, rows[0], booked, now)
+            if params is None:
                 write_order(connection, booked)
                 return booked.outcome
-            params = (
-                _settled_state(
-                    account_id, leg, leg.r_quantity, leg.other_filled + booked.filled_quantity
-                )
-                | prefixed("r_", {"key": leg.r_id, "status": SETTLED, "settled_at": now})
-                | prefixed("o_", booked.order_state)
-            )
             statement = _PG_BOOK_AND_SETTLE
             if len(booked.added) == 1:
                 params |= prefixed("f_", booked.added[0])
@@ -218,3 +259,83 @@ def book_and_settle(
     if not 0 < outcome.filled_quantity < outcome.quantity:
         settle_reservation(session, signal_id, account_id, now)
     return outcome
+
+
+class LegReport(NamedTuple):
+    """A broker's report that ends a leg's order, for :func:`book_slice`."""
+
+    client_order_id: str
+    signal_id: str
+    account_id: str
+    report: dict[str, Any]
+    """``status``, ``broker_order_id``, ``executions`` and ``reject_text``, as
+    :func:`book_and_settle` takes them."""
+
+
+def book_slice(
+    session: Session, reports: Sequence[LegReport], now: datetime
+) -> dict[str, OrderOutcome] | None:
+    """:func:`book_and_settle` for every report of a slice, by client order id: the same
+    outcomes and the same writes, on PostgreSQL in a constant number of round trips — one read
+    of every order with its fills, reservation and account state (locked in account order),
+    the decisions of :func:`book_report` and settlement per order, then the writes of all as
+    pipelined ``executemany``: new fills, orders only, orders settling their leg (with their
+    one new fill, or without). An order without a reservation is booked on its own.
+
+    ``None``: the slice is not for batching (SQLite, or an account twice); the caller books
+    order by order. Raises as :func:`book_report` does, the slice's transaction to roll back."""
+    connection = session.connection()
+    accounts = [leg.account_id for leg in reports]
+    if not on_postgres(connection) or len(set(accounts)) != len(accounts):
+        return None
+    read = connection.execute(
+        _PG_SLICE_BOOK_READ,
+        {
+            "client_order_ids": [leg.client_order_id for leg in reports],
+            "signal_ids": [leg.signal_id for leg in reports],
+            "account_ids": accounts,
+        },
+    )
+    found: dict[str, list[Any]] = defaultdict(list)
+    for row in read:
+        found[row.key].append(row)
+    outcomes: dict[str, OrderOutcome] = {}
+    fills: list[dict[str, object]] = []
+    orders: list[dict[str, object]] = []
+    settled: list[dict[str, object]] = []
+    settled_with_fill: list[dict[str, object]] = []
+    for leg in reports:
+        rows = found.get(leg.client_order_id)
+        if not rows:  # no reservation (or no order): as alone
+            outcomes[leg.client_order_id] = book_and_settle(
+                session,
+                leg.client_order_id,
+                signal_id=leg.signal_id,
+                account_id=leg.account_id,
+                **leg.report,
+                now=now,
+            )
+            continue
+        booked = book_report(leg.client_order_id, rows, **leg.report, now=now)
+        outcomes[leg.client_order_id] = booked.outcome
+        params = _settlement(leg.account_id, rows[0], booked, now)
+        if params is None:
+            fills.extend(booked.added)
+            orders.append(booked.order_state)
+            continue
+        if len(booked.added) == 1:
+            settled_with_fill.append(params | prefixed("f_", booked.added[0]))
+        else:
+            fills.extend(booked.added)
+            settled.append(params)
+    if fills:
+        connection.execute(INSERT_FILL, fills)
+    if orders:
+        connection.execute(_UPDATE_ORDER, orders)
+    for statement, values in (
+        (_PG_BOOK_AND_SETTLE, settled),
+        (_PG_BOOK_ONE_FILL_AND_SETTLE, settled_with_fill),
+    ):
+        if values:
+            check_states_written(connection.execute(statement, values), len(values))
+    return outcomes
