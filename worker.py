@@ -131,6 +131,7 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        nonsticky_to_sticky_poll_ratio=settings.nonsticky_poll_ratio,
         max_cached_workflows=2000,
         interceptors=[metrics.Observability(operator_actions=OPERATOR_ACTIONS)],
     )

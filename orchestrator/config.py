@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     """Workflow tasks a worker runs at once. They hold the GIL: more at once only stretches
     each one's wall time towards Temporal's 10 s workflow-task timeout (docs/performance.md);
     the rest wait on the server."""
+    nonsticky_poll_ratio: float = Field(default=1.0, gt=0, le=1)
+    """The share of a worker's workflow-task polls on the task queue itself, where a new
+    workflow's first task waits, rather than on its sticky queue (the next tasks of workflows
+    it has cached). Temporal's default, 0.2, let a large signal's running batches hold back
+    the first tasks of those not started yet (docs/performance.md)."""
     database_pool_size: int = Field(default=16, ge=1)
     """PostgreSQL connections a worker keeps open; activities beyond wait for one (at most
     30 s). Past the cores' worth, more connections only add contention."""

@@ -30,12 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.signal import Signal
     from workflows.batch import LegBatchWorkflow
     from workflows.controls import Controls, OperatorControlled
-    from workflows.legs import (
-        ORDERS_SHARED_BY_LEGS,
-        LegRunner,
-        orders_per_batch,
-        orders_shares,
-    )
+    from workflows.legs import LegRunner
+    from workflows.order_slots import ORDERS_SHARED_BY_LEGS, orders_per_batch, orders_shares
     from workflows.steps import (
         BOOK_READ,
         DATABASE_RETRY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workflows.legs import orders_shares
+from workflows.order_slots import orders_shares
 
 
 def test_a_bound_of_the_whole_signal_gives_every_leg_a_slot() -> None:
