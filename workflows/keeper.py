@@ -28,6 +28,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import child_search_attributes
 
 
+ONE_KEEPER_SIGNAL_PER_FILL = "one-keeper-signal-per-filled-order"
+"""The ``workflow.patched`` id under which a leg whose first order filled whole tells its
+keeper once (its final fill, from its report line) instead of twice; runs recorded before it
+replay both signals."""
+
+
 class KeeperLink:
     """One per workflow running legs; its keeper's id is that workflow's, ``/positions``."""
 

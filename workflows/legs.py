@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.values import DenialReason
     from workflows.completion import complete_partial_fill
     from workflows.controls import Controls, Stop
-    from workflows.keeper import KeeperLink
+    from workflows.keeper import ONE_KEEPER_SIGNAL_PER_FILL, KeeperLink
     from workflows.order_slots import OrderSlots
     from workflows.reroute import OrderRerouteWorkflow
     from workflows.slices import Slicer
@@ -291,8 +291,14 @@ class LegRunner:
 
         outcome = attempt.outcome
         completion = None
-        if outcome.filled_quantity > 0 and outcome.average_price is not None:
-            # A position from the first fill on: protected before any completion.
+        partial = 0 < outcome.filled_quantity < outcome.quantity
+        if (
+            outcome.filled_quantity > 0
+            and outcome.average_price is not None
+            and (partial or not workflow.patched(ONE_KEEPER_SIGNAL_PER_FILL))
+        ):
+            # A position from the first fill on: protected before any completion. An order
+            # filled whole needs no completion: the keeper hears of it once, from its line.
             await self._keeper.opened(
                 leg.account_id,
                 broker=leg.broker,
@@ -301,7 +307,7 @@ class LegRunner:
                 filled=outcome.filled_quantity,
                 average=outcome.average_price,
             )
-        if 0 < outcome.filled_quantity < outcome.quantity:
+        if partial:
             self._update(leg, LegStatus.WORKING, reason="completing a partial fill")
             completion = await complete_partial_fill(
                 signal,

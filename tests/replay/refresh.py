@@ -359,6 +359,12 @@ SCENARIOS = [
         dict.fromkeys(["one", "two", "three", "four", "five"], LegStatus.FILLED),
         settings={**SHORT, "batch_size": 2, "max_orders_in_flight": 5},
     ),
+    Scenario(
+        "keeper_told_once",  # a whole fill tells its keeper once; a partial one twice
+        [account("full"), account("partial", paper=PARTIAL)],
+        {"full": LegStatus.FILLED, "partial": LegStatus.FILLED},
+        check=completed_partial,
+    ),
 ]
 
 

@@ -20,6 +20,7 @@ from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.contracts.payloads import LegBatchInput, SignalWorkflowInput
+from orchestrator.domain.contracts.positions import PositionFill
 from orchestrator.domain.report import SignalReport
 from orchestrator.services import history
 from starter import main as starter_main
@@ -56,6 +57,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "closed_by_signal",
         "sliced",
         "orders_shared_by_legs",
+        "keeper_told_once",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {
@@ -123,6 +125,28 @@ def test_the_checked_in_histories_hold_both_ways_of_sharing_orders_in_flight() -
             share = batch.execution.max_orders_in_flight
             shares.append((recorded.workflow_id, len(batch.legs), share))
         assert [(legs, share) for _, legs, share in sorted(shares)] == expected, name
+
+
+def test_the_checked_in_histories_hold_both_ways_of_telling_the_keeper() -> None:
+    """Recorded before the ``one-keeper-signal-per-filled-order`` patch, a leg filled whole
+    told its keeper twice ("all_filled"); after it, once ("keeper_told_once", where the
+    partial fill still tells it twice: at once, then with the completion). Both replay above."""
+    for name, expected in (
+        ("all_filled", None),
+        ("keeper_told_once", {"full": [True], "partial": [False, True]}),
+    ):
+        workflow_id = f"signal-replay-{name.replace('_', '-')}"
+        recorded = history.load_history(HISTORIES / name / history.file_name(workflow_id))
+        told: dict[str, list[bool]] = {}
+        for event in recorded.events:
+            attributes = event.signal_external_workflow_execution_initiated_event_attributes
+            if attributes.signal_name == "position_filled":
+                fill = PositionFill.model_validate_json(attributes.input.payloads[0].data)
+                told.setdefault(fill.account_id, []).append(fill.final)
+        if expected is None:
+            assert told and all(finals == [False, True] for finals in told.values()), told
+        else:
+            assert told == expected
 
 
 # --------------------------------------------------------------------------------------------

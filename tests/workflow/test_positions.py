@@ -25,7 +25,7 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountStateRow, OrderRow, PositionRow
 from orchestrator.config import Settings
 from orchestrator.domain import ids
-from orchestrator.domain.contracts.positions import PositionsResult
+from orchestrator.domain.contracts.positions import PositionFill, PositionsResult
 from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import CloseCause, PositionStatus, RefusedStop
@@ -598,4 +598,50 @@ async def test_a_position_open_for_hours_continues_its_keeper_as_new_and_is_stil
     trail = await audit.audit_histories(histories)
     assert trail.ok, "\n".join(audit.render(trail))
     assert trail.positions is not None and trail.positions.ok
+    assert protection_violations(sqlite_db) == []
+
+
+async def test_a_leg_filled_whole_tells_its_keeper_once_a_partial_one_twice(
+    ts_client: Client, sqlite_db: Database, settings: Settings, paper: PaperBroker, harness_factory
+) -> None:
+    """An order filled whole needs no completion: its leg tells the keeper its final fill once,
+    from its report line. A partial fill tells it at once (protected before the completion),
+    then again with the completion's total. Both positions are protected for what filled."""
+    partial = {"fill": "partial", "partial_ratio": "0.5", "partial_orders": 1}
+    load(sqlite_db, book(account("whole"), account("part", paper=partial)))
+    async with harness_factory(ts_client, sqlite_db, settings, paper).running():
+        lines = await run_signal(ts_client, sqlite_db, settings, "p-once")
+        filled = {a: line.filled for a, line in lines.items()}
+
+        def stops() -> dict[str, Decimal]:
+            return {o.account_id: o.quantity for o in working(sqlite_db, "p-once").values()}
+
+        def recorded_open() -> dict[str, Decimal]:
+            rows = {a: position_row(sqlite_db, "p-once", a) for a in filled}
+            return {a: row.open_quantity for a, row in rows.items() if row is not None}
+
+        # The partial's stop is resized, and its position recorded (a step after), once the
+        # keeper hears of the completion.
+        await poll_until(lambda: stops() == filled == recorded_open() or None)
+        [recorded] = [
+            h
+            for h in await history.fetch_with_children(ts_client, ids.signal_workflow_id("p-once"))
+            if h.workflow_id == ids.signal_workflow_id("p-once")
+        ]
+
+    told: dict[str, list[bool]] = {}
+    for event in recorded.events:
+        if not event.HasField("signal_external_workflow_execution_initiated_event_attributes"):
+            continue
+        attributes = event.signal_external_workflow_execution_initiated_event_attributes
+        if attributes.signal_name != "position_filled":
+            continue
+        fill = PositionFill.model_validate_json(attributes.input.payloads[0].data)
+        told.setdefault(fill.account_id, []).append(fill.final)
+    assert told == {"whole": [True], "part": [False, True]}
+    assert {a: line.status for a, line in lines.items()} == {
+        "whole": LegStatus.FILLED,
+        "part": LegStatus.FILLED,
+    }
+    assert lines["part"].filled > lines["part"].requested / 2  # the completion filled too
     assert protection_violations(sqlite_db) == []
