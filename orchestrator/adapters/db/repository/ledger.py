@@ -24,6 +24,7 @@ from orchestrator.domain.orders import (
     advance,
     average_price,
 )
+from orchestrator.domain.values import OrderType, Side
 
 _ORDER_EXISTS = select(ORDERS.c.client_order_id).where(
     ORDERS.c.client_order_id == bindparam("client_order_id")
@@ -87,20 +88,54 @@ def record_order_intent(session: Session, request: PlaceOrderRequest, now: datet
 
 
 def order_values(request: PlaceOrderRequest, now: datetime) -> dict[str, object]:
-    """The ledger row of an order not yet sent."""
+    """The ledger row of an entry order not yet sent."""
+    return pending_order_values(
+        client_order_id=request.client_order_id,
+        signal_id=request.signal_id,
+        account_id=request.account_id,
+        business_sequence=request.business_sequence,
+        purpose=OrderPurpose.ENTRY,
+        broker=request.broker,
+        broker_symbol=request.broker_symbol,
+        side=request.side,
+        order_type=request.order_type,
+        quantity=request.quantity,
+        limit_price=request.limit_price,
+        stop_price=None,
+        now=now,
+    )
+
+
+def pending_order_values(
+    *,
+    client_order_id: str,
+    signal_id: str,
+    account_id: str,
+    business_sequence: int,
+    purpose: OrderPurpose,
+    broker: str,
+    broker_symbol: str,
+    side: Side,
+    order_type: OrderType,
+    quantity: Decimal,
+    limit_price: Decimal | None,
+    stop_price: Decimal | None,
+    now: datetime,
+) -> dict[str, object]:
+    """The ledger row of any order written ahead, not yet sent (``INSERT_ORDER``'s values)."""
     return {
-        "client_order_id": request.client_order_id,
-        "signal_id": request.signal_id,
-        "account_id": request.account_id,
-        "business_sequence": request.business_sequence,
-        "broker": request.broker,
-        "broker_symbol": request.broker_symbol,
-        "side": request.side.value,
-        "order_type": request.order_type.value,
-        "quantity": request.quantity,
-        "limit_price": request.limit_price,
-        "purpose": OrderPurpose.ENTRY.value,
-        "stop_price": None,
+        "client_order_id": client_order_id,
+        "signal_id": signal_id,
+        "account_id": account_id,
+        "business_sequence": business_sequence,
+        "broker": broker,
+        "broker_symbol": broker_symbol,
+        "side": side.value,
+        "order_type": order_type.value,
+        "quantity": quantity,
+        "limit_price": limit_price,
+        "purpose": purpose.value,
+        "stop_price": stop_price,
         "status": OrderStatus.PENDING_SUBMIT.value,
         "filled_quantity": Decimal(0),
         "average_price": None,

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, true
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.db.repository.ledger import INSERT_ORDER
+from orchestrator.adapters.db.repository.ledger import INSERT_ORDER, pending_order_values
 from orchestrator.adapters.db.repository.tables import ORDERS
 from orchestrator.adapters.db.schema import (
     AccountStateRow,
@@ -60,27 +60,21 @@ def record_position_order(
         return
     connection.execute(
         INSERT_ORDER,
-        {
-            "client_order_id": client_order_id,
-            "signal_id": signal_id,
-            "account_id": account_id,
-            "business_sequence": sequence,
-            "purpose": purpose.value,
-            "broker": broker,
-            "broker_symbol": broker_symbol,
-            "side": side.value,
-            "order_type": order_type.value,
-            "quantity": quantity,
-            "limit_price": limit_price,
-            "stop_price": stop_price,
-            "status": OrderStatus.PENDING_SUBMIT.value,
-            "filled_quantity": Decimal(0),
-            "average_price": None,
-            "broker_order_id": None,
-            "reject_text": None,
-            "created_at": now,
-            "updated_at": now,
-        },
+        pending_order_values(
+            client_order_id=client_order_id,
+            signal_id=signal_id,
+            account_id=account_id,
+            business_sequence=sequence,
+            purpose=purpose,
+            broker=broker,
+            broker_symbol=broker_symbol,
+            side=side,
+            order_type=order_type,
+            quantity=quantity,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            now=now,
+        ),
     )
 
 
