@@ -17,7 +17,7 @@ from orchestrator.adapters.brokers.base import Broker
 from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.temporal import data_converter, ensure_search_attributes, temporal_binary
 from orchestrator.config import Settings
-from tests.support import PLANTED_PG_PASSWORD, WorkerHarness, with_password
+from tests.support import WorkerHarness, fresh_postgres
 
 PG_ADMIN_URL = os.environ.get("TEO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -44,16 +44,8 @@ def postgres_admin() -> Iterator[str]:
 @pytest.fixture
 def postgres_db(postgres_admin: str) -> Iterator[Database]:
     """A fresh, migrated database on the real server, dropped afterwards."""
-    name = f"teo_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    host_part = postgres_admin.split("://", 1)[1].rsplit("/", 1)[0]
-    db = Database(with_password(f"postgresql+psycopg://{host_part}/{name}", PLANTED_PG_PASSWORD))
-    db.migrate()
-    yield db
-    db.dispose()
-    with psycopg.connect(postgres_admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres(postgres_admin) as db:
+        yield db
 
 
 @pytest.fixture

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from alembic.script import ScriptDirectory
 from google.protobuf.message import Message
 from sqlalchemy import select, text
@@ -508,3 +510,21 @@ def schema_version(db: Database) -> list[str]:
         if not db.engine.dialect.has_table(connection, "alembic_version"):
             return []
         return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
+@contextmanager
+def fresh_postgres(admin: str) -> Iterator[Database]:
+    """A fresh, migrated database on the real server (``admin``: its admin URL), dropped
+    afterwards."""
+    name = f"teo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    host_part = admin.split("://", 1)[1].rsplit("/", 1)[0]
+    db = Database(with_password(f"postgresql+psycopg://{host_part}/{name}", PLANTED_PG_PASSWORD))
+    try:
+        db.migrate()
+        yield db
+    finally:
+        db.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

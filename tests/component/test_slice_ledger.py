@@ -5,14 +5,11 @@ not change."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import event, select
 
@@ -25,27 +22,10 @@ from orchestrator.adapters.db.schema import AccountStateRow, FillRow, OrderRow, 
 from orchestrator.domain.contracts.payloads import PlaceOrderRequest, ReserveRiskRequest
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.values import DenialReason, OrderType, Side
-from tests.support import PLANTED_PG_PASSWORD, account, load, with_password
+from tests.support import account, fresh_postgres, load
 from tests.support import book as a_book
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@contextmanager
-def fresh_postgres(admin: str) -> Iterator[Database]:
-    """Another fresh, migrated database on the real server (as ``postgres_db``)."""
-    name = f"teo_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    host_part = admin.split("://", 1)[1].rsplit("/", 1)[0]
-    db = Database(with_password(f"postgresql+psycopg://{host_part}/{name}", PLANTED_PG_PASSWORD))
-    try:
-        db.migrate()
-        yield db
-    finally:
-        db.dispose()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -113,14 +113,7 @@ async def test_batches_share_the_signals_orders_in_flight(
     # Each of the three batches of two legs has one order working at a time: three in all,
     # where each batch alone, under the signal's bound of three, would have sent both.
     assert activities.most == 3
-    shares = {
-        LegBatchInput.model_validate_json(
-            h.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
-        ).execution.max_orders_in_flight
-        for h in histories
-        if h.events[0].workflow_execution_started_event_attributes.workflow_type.name
-        == LegBatchWorkflow.__name__
-    }
+    shares = {batch.execution.max_orders_in_flight for batch in batch_inputs(histories)}
     assert shares == {1}
 
 
@@ -140,7 +133,18 @@ async def test_batches_share_the_orders_in_flight_by_their_legs(
         histories = await fetch_with_children(ts_client, handle.id)
 
     assert [a.status for a in report.accounts] == [LegStatus.FILLED] * 5
-    inputs = [
+    inputs = batch_inputs(histories)
+    assert [(len(i.legs), i.execution.max_orders_in_flight) for i in inputs] == [
+        (2, 2),
+        (2, 2),
+        (1, 1),
+    ]
+    assert activities.most == 5
+
+
+def batch_inputs(histories: list[Any]) -> list[LegBatchInput]:
+    """The input of every batch workflow among ``histories``, in workflow id order."""
+    return [
         LegBatchInput.model_validate_json(
             h.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
         )
@@ -148,12 +152,6 @@ async def test_batches_share_the_orders_in_flight_by_their_legs(
         if h.events[0].workflow_execution_started_event_attributes.workflow_type.name
         == LegBatchWorkflow.__name__
     ]
-    assert [(len(i.legs), i.execution.max_orders_in_flight) for i in inputs] == [
-        (2, 2),
-        (2, 2),
-        (1, 1),
-    ]
-    assert activities.most == 5
 
 
 async def progress_of(handle: WorkflowHandle[Any, Any]) -> SignalProgress:
