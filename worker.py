@@ -122,6 +122,7 @@ def build_worker(
                 activities.db,
                 activities.broker,
                 poll_interval_s=settings.order_poll_interval_s,
+                pace=activities.pace,
             ).all(),
             *ControlActivities(activities.db, client).all(),
             *ActionActivities(activities.db, client).all(),

@@ -72,6 +72,12 @@ class ExecutionActivities(Execution):
     def broker(self) -> Broker:
         return self._broker
 
+    @property
+    def pace(self) -> Pace:
+        """This worker's pace of new orders to its broker: entries and the keepers' orders
+        share it."""
+        return self._pace
+
     @activity.defn
     def service_settings(self) -> ServiceSettings:
         """The settings this worker plans and executes signals with (its environment's)."""

@@ -22,7 +22,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import order_views as views
-from activities.order_steps import Pulse
+from activities.keeper_orders import KeeperOrders, NewOrder, closing_order, protective_order
+from activities.order_steps import Pace, Pulse
 from orchestrator.adapters.brokers.base import (
     Broker,
     BrokerOrder,
@@ -32,12 +33,11 @@ from orchestrator.adapters.brokers.base import (
 )
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.domain import ids, positions
+from orchestrator.domain import ids
 from orchestrator.domain.contracts.actions import QuoteAnswer, QuoteRequest
 from orchestrator.domain.contracts.activities import Positions
 from orchestrator.domain.contracts.payloads import ErrorType
 from orchestrator.domain.contracts.positions import (
-    CloseOrder,
     CloseOutcome,
     CloseRequest,
     EntryFillsRequest,
@@ -51,9 +51,8 @@ from orchestrator.domain.contracts.positions import (
     WatchRequest,
 )
 from orchestrator.domain.errors import BrokerUnavailable
-from orchestrator.domain.orders import TERMINAL, OrderPurpose, OrderStatus
+from orchestrator.domain.orders import TERMINAL, OrderStatus
 from orchestrator.domain.positions import Contract, ProtectionKind, ProtectiveOrder
-from orchestrator.domain.values import OrderType
 
 NOT_SENT = "not sent: the position it was to protect was closed first"
 """Why an order the keeper believed working is taken as ended: the broker never had it."""
@@ -70,28 +69,87 @@ class PositionActivities(Positions):
         *,
         poll_interval_s: float = 0.2,
         clock: Callable[[], datetime] | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self._db = db
         self._broker = broker
-        self._poll_interval_s = poll_interval_s
+        self._pace = pace or Pace(0)
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._orders = KeeperOrders(db, broker, self._pace, self._clock, poll_interval_s)
 
     # ----------------------------------------------------------------------------------------
     # Protection
 
     @activity.defn
     def protect(self, request: ProtectionRequest) -> list[ProtectionOutcome]:
-        """Each target's stop and take-profit made exactly what it says, one position after
-        the other (heartbeats between broker steps, whenever one is due)."""
-        outcomes = []
+        """Each target's stop and take-profit made exactly what it says (heartbeats between
+        broker steps, whenever one is due). Positions without a working protective order (new
+        ones, the usual) get theirs together: every stop, then every take-profit, each kind
+        placed as one batch (:class:`~activities.keeper_orders.KeeperOrders`); the others one
+        position after the other."""
         pulse = Pulse()
         try:
+            outcomes = self._protect_new(
+                [t for t in request.targets if not _has_working_order(t)], pulse
+            )
             for target in request.targets:
-                outcomes.append(self._protect(target, pulse))
-                pulse.beat(target.account_id)
+                if target.account_id not in outcomes:
+                    outcomes[target.account_id] = self._protect(target, pulse)
+                    pulse.beat(target.account_id)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
-        return outcomes
+        return [outcomes[target.account_id] for target in request.targets]
+
+    def _protect_new(
+        self, targets: list[ProtectionTarget], pulse: Pulse
+    ) -> dict[str, ProtectionOutcome]:
+        """:meth:`_protect` for positions without a working protective order: the same orders,
+        ids and outcomes, each kind placed for all of them at once. A stop that fills as it is
+        placed leaves the take-profit to cover only what is still open."""
+        left = {t.account_id: t.quantity for t in targets}
+        placed: dict[str, dict[ProtectionKind, ProtectiveOrder | None]] = {
+            t.account_id: {} for t in targets
+        }
+        fresh: dict[str, list[tuple[ProtectionKind, BrokerOrder]]] = {
+            t.account_id: [] for t in targets
+        }
+        refused: dict[str, str] = {}
+        for kind in (ProtectionKind.STOP, ProtectionKind.TAKE_PROFIT):
+            batch: list[tuple[ProtectionTarget, Decimal, NewOrder]] = []
+            for target in targets:
+                price = _wanted(target)[kind]
+                if price is None or left[target.account_id] <= 0:
+                    placed[target.account_id][kind] = None
+                    if price is not None:  # else never written ahead, in any attempt
+                        self._never_sent(target, kind)
+                    continue
+                order = protective_order(
+                    target, kind, price, left[target.account_id], self._clock()
+                )
+                batch.append((target, price, order))
+            states = self._orders.place([order for _, _, order in batch], pulse)
+            for target, price, order in batch:
+                state = states[order.ticket.client_order_id]
+                account_id = target.account_id
+                placed[account_id][kind] = views.protective(kind, state, price)
+                fresh[account_id].append((kind, state))
+                left[account_id] = max(Decimal(0), left[account_id] - views.filled(state))
+                if kind is ProtectionKind.STOP and state.status is OrderStatus.REJECTED:
+                    refused[account_id] = state.reject_text or "rejected without a reason"
+        return {
+            t.account_id: ProtectionOutcome(
+                account_id=t.account_id,
+                stop=placed[t.account_id][ProtectionKind.STOP],
+                take_profit=placed[t.account_id][ProtectionKind.TAKE_PROFIT],
+                stop_refused=refused.get(t.account_id),
+                superseded=[
+                    views.news(t.account_id, kind, state)
+                    for kind, state in fresh[t.account_id]
+                    if state.executions
+                ],
+            )
+            for t in targets
+        }
 
     def _protect(self, target: ProtectionTarget, pulse: Pulse) -> ProtectionOutcome:
         """First what the broker says of the position's current orders (a fill the keeper has
@@ -114,10 +172,7 @@ class PositionActivities(Positions):
             unseen += max(Decimal(0), views.filled(state) - order.filled)
             states[kind] = state
         quantity = max(Decimal(0), target.quantity - unseen)
-        wanted = {
-            ProtectionKind.STOP: None if target.skip_stop else target.stop,
-            ProtectionKind.TAKE_PROFIT: target.take_profit,
-        }
+        wanted = _wanted(target)
         # Orders that must go and cannot be replaced are cancelled before anything new is
         # sent, so a fill they get meanwhile shrinks what the new orders cover.
         placed: dict[ProtectionKind, ProtectiveOrder | None] = {}
@@ -136,9 +191,12 @@ class PositionActivities(Positions):
                 continue
             ended: BrokerOrder | None = None
             if price is not None:
-                ticket = self._ticket(target, kind, price, quantity)
                 try:
-                    replacement = self._replace(target, kind, working, ticket, pulse)
+                    replacement = self._replace(
+                        working,
+                        protective_order(target, kind, price, quantity, self._clock()),
+                        pulse,
+                    )
                 except ReplaceRejected as error:  # a new order follows
                     replacement, ended = None, error.order or views.gone(order)
                     if ended.status not in TERMINAL:  # refused, yet it stands: cancel it
@@ -191,23 +249,24 @@ class PositionActivities(Positions):
 
     def _replace(
         self,
-        target: ProtectionTarget,
-        kind: ProtectionKind,
         working: BrokerOrder,
-        ticket: OrderTicket,
+        order: NewOrder,
         pulse: Pulse,
     ) -> BrokerOrder | None:
-        """The working order cancel/replaced by ``ticket``; ``None`` when the broker cannot
+        """The working order cancel/replaced by ``order``; ``None`` when the broker cannot
         (a venue without 35=G), and the caller cancels and submits anew."""
+        ticket = order.ticket
         try:
             state = self._existing(ticket)
             if state is None:
-                self._record_intent(target, kind, ticket)
+                with self._db.transaction() as session:
+                    repository.record_position_orders(session, [order.row])
                 # OrderQty in FIX's meaning: the order's total, what the old one filled
                 # included; the new order works the ticket's quantity.
                 total = dataclasses.replace(
                     ticket, quantity=ticket.quantity + views.filled(working)
                 )
+                self._pace.wait()
                 state = self._broker.replace(working.client_order_id, total)
         except ReplaceNotSupported:
             return None
@@ -222,13 +281,8 @@ class PositionActivities(Positions):
         quantity: Decimal,
         pulse: Pulse,
     ) -> BrokerOrder:
-        ticket = self._ticket(target, kind, price, quantity)
-        state = self._existing(ticket)
-        if state is None:
-            self._record_intent(target, kind, ticket)
-            state = self._broker.submit(ticket)
-        self._book(state, pulse)
-        return state
+        order = protective_order(target, kind, price, quantity, self._clock())
+        return self._orders.place([order], pulse)[order.ticket.client_order_id]
 
     def _never_sent(self, target: ProtectionTarget, kind: ProtectionKind) -> None:
         """An order of this generation written ahead for a replace the broker refused, and
@@ -239,50 +293,11 @@ class PositionActivities(Positions):
         with self._db.transaction() as session:
             repository.end_unsent_order(session, client_order_id, NOT_SENT, self._clock())
 
-    def _ticket(
-        self, target: ProtectionTarget, kind: ProtectionKind, price: Decimal, quantity: Decimal
-    ) -> OrderTicket:
-        stop = kind is ProtectionKind.STOP
-        return OrderTicket(
-            client_order_id=ids.protective_client_order_id(
-                target.signal_id, target.account_id, kind.code, target.generation
-            ),
-            account_id=target.account_id,
-            symbol=target.broker_symbol,
-            side=positions.closing_side(target.position_side),
-            order_type=OrderType.STOP if stop else OrderType.LIMIT,
-            quantity=quantity,
-            limit_price=None if stop else price,
-            reference_price=price,
-            stop_price=price if stop else None,
-        )
-
     def _existing(self, ticket: OrderTicket) -> BrokerOrder | None:
         """On a retry, the order the broker already has under the ticket's id."""
         if activity.info().attempt <= 1:
             return None
         return self._broker.status(ticket.client_order_id)
-
-    def _record_intent(
-        self, target: ProtectionTarget, kind: ProtectionKind, ticket: OrderTicket
-    ) -> None:
-        with self._db.transaction() as session:
-            repository.record_position_order(
-                session,
-                client_order_id=ticket.client_order_id,
-                signal_id=target.signal_id,
-                account_id=target.account_id,
-                purpose=kind.purpose,
-                sequence=target.generation,
-                broker=target.broker,
-                broker_symbol=ticket.symbol,
-                side=ticket.side,
-                order_type=ticket.order_type,
-                quantity=ticket.quantity,
-                limit_price=ticket.limit_price,
-                stop_price=ticket.stop_price,
-                now=self._clock(),
-            )
 
     # ----------------------------------------------------------------------------------------
     # Watching
@@ -325,72 +340,28 @@ class PositionActivities(Positions):
     @activity.defn
     def close_positions(self, request: CloseRequest) -> list[CloseOutcome]:
         """Each closing order written ahead, sent (or found, on a retry) and followed until
-        it ends; the orders are sent together first, then followed."""
+        it ends; the orders are placed together first (one batch,
+        :class:`~activities.keeper_orders.KeeperOrders`), then followed together."""
         try:
-            pulse = Pulse()
-            states = [self._send_close(order, pulse) for order in request.orders]
-            outcomes = []
-            for order, sent in zip(request.orders, states, strict=True):
-                state = self._follow(sent)
-                outcomes.append(
-                    CloseOutcome(
-                        account_id=order.account_id,
-                        client_order_id=order.client_order_id,
-                        status=state.status,
-                        executions=views.fills(state),
-                        reject_text=state.reject_text,
-                    )
-                )
+            placed = self._orders.place(
+                [closing_order(order, self._clock()) for order in request.orders], Pulse()
+            )
+            states = self._orders.follow(placed)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
-        return outcomes
-
-    def _send_close(self, order: CloseOrder, pulse: Pulse) -> BrokerOrder:
-        ticket = OrderTicket(
-            client_order_id=order.client_order_id,
-            account_id=order.account_id,
-            symbol=order.broker_symbol,
-            side=order.side,
-            order_type=OrderType.MARKET,
-            quantity=order.quantity,
-            limit_price=None,
-            reference_price=order.reference_price,
-        )
-        state = self._existing(ticket)
-        if state is None:
-            with self._db.transaction() as session:
-                repository.record_position_order(
-                    session,
-                    client_order_id=ticket.client_order_id,
-                    signal_id=order.signal_id,
+        outcomes = []
+        for order in request.orders:
+            state = states[order.client_order_id]
+            outcomes.append(
+                CloseOutcome(
                     account_id=order.account_id,
-                    purpose=OrderPurpose.CLOSE,
-                    sequence=order.number,
-                    broker=order.broker,
-                    broker_symbol=order.broker_symbol,
-                    side=order.side,
-                    order_type=OrderType.MARKET,
-                    quantity=order.quantity,
-                    limit_price=None,
-                    stop_price=None,
-                    now=self._clock(),
+                    client_order_id=order.client_order_id,
+                    status=state.status,
+                    executions=views.fills(state),
+                    reject_text=state.reject_text,
                 )
-            state = self._broker.submit(ticket)
-        self._book(state, pulse)
-        return state
-
-    def _follow(self, state: BrokerOrder) -> BrokerOrder:
-        while state.status not in TERMINAL:
-            activity.heartbeat(state.client_order_id)
-            activity.wait_for_cancelled_sync(self._poll_interval_s)
-            current = self._broker.status(state.client_order_id)
-            if current is None:
-                raise BrokerUnavailable(
-                    f"broker lost track of {state.client_order_id}; will ask again"
-                )
-            state = current
-            self._book(state)
-        return state
+            )
+        return outcomes
 
     # ----------------------------------------------------------------------------------------
     # The ledger
@@ -472,3 +443,18 @@ class PositionActivities(Positions):
             self.quotes,
             self.record_positions,
         ]
+
+
+def _has_working_order(target: ProtectionTarget) -> bool:
+    return any(
+        order is not None and order.working
+        for order in (target.current_stop, target.current_take_profit)
+    )
+
+
+def _wanted(target: ProtectionTarget) -> dict[ProtectionKind, Decimal | None]:
+    """The price each protective order of the target is to have; ``None``: none."""
+    return {
+        ProtectionKind.STOP: None if target.skip_stop else target.stop,
+        ProtectionKind.TAKE_PROFIT: target.take_profit,
+    }

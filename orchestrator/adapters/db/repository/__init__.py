@@ -20,7 +20,9 @@ from .controls import set_reduce_only as set_reduce_only
 from .ledger import LedgerFill as LedgerFill
 from .ledger import LedgerOrder as LedgerOrder
 from .ledger import apply_broker_report as apply_broker_report
+from .ledger import apply_broker_reports as apply_broker_reports
 from .ledger import list_orders as list_orders
+from .ledger import pending_order_values as pending_order_values
 from .ledger import record_order_intent as record_order_intent
 from .order_reconcile import AdoptedOrder as AdoptedOrder
 from .order_reconcile import left_because as left_because
@@ -31,6 +33,7 @@ from .positions import end_unsent_order as end_unsent_order
 from .positions import entry_fills as entry_fills
 from .positions import list_positions as list_positions
 from .positions import record_position_order as record_position_order
+from .positions import record_position_orders as record_position_orders
 from .positions import record_positions as record_positions
 from .reconcile import Acceptance as Acceptance
 from .reconcile import Adopted as Adopted

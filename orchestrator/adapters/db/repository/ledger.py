@@ -48,6 +48,14 @@ _ORDER_READ = (
 )
 """An order, locked, with its fills."""
 INSERT_FILL = insert(FILLS)
+_ORDERS_READ = (
+    select(ORDERS.c.client_order_id.label("key"), *ORDER_AND_FILLS)
+    .select_from(ORDERS.outerjoin(FILLS, FILLS.c.client_order_id == ORDERS.c.client_order_id))
+    .where(ORDERS.c.client_order_id.in_(bindparam("client_order_ids", expanding=True)))
+    .order_by(ORDERS.c.client_order_id)
+    .with_for_update(of=ORDERS)
+)
+"""Many orders, locked in client order id order, with their fills."""
 
 
 _ORDER_STATE = (
@@ -176,6 +184,45 @@ def apply_broker_report(
     )
     write_order(connection, booked)
     return booked.outcome
+
+
+def apply_broker_reports(
+    session: Session, reports: Sequence[tuple[str, dict[str, Any]]], now: datetime
+) -> dict[str, OrderOutcome]:
+    """:func:`apply_broker_report` for many orders, by client order id: the same outcomes and
+    the same writes, in three statements whatever their number — one read of every order with
+    its fills (locked, in id order), then the new fills and the orders' new states, each one
+    ``executemany``. A report is (client order id, ``status``, ``broker_order_id``,
+    ``executions`` and ``reject_text`` as :func:`apply_broker_report` takes them); an order
+    reported twice is booked report after report. Raises as :func:`apply_broker_report` does,
+    the caller's transaction to roll back."""
+    if not reports:
+        return {}
+    ids = {client_order_id for client_order_id, _ in reports}
+    if len(ids) != len(reports):
+        return {
+            client_order_id: apply_broker_report(session, client_order_id, **report, now=now)
+            for client_order_id, report in reports
+        }
+    connection = session.connection()
+    found: dict[str, list[Any]] = defaultdict(list)
+    for row in connection.execute(_ORDERS_READ, {"client_order_ids": sorted(ids)}):
+        found[row.key].append(row)
+    outcomes: dict[str, OrderOutcome] = {}
+    fills: list[dict[str, object]] = []
+    states: list[dict[str, object]] = []
+    for client_order_id, report in reports:
+        rows = found.get(client_order_id)
+        if not rows:
+            raise LookupError(f"order {client_order_id} is not in the ledger")
+        booked = book_report(client_order_id, rows, **report, now=now)
+        outcomes[client_order_id] = booked.outcome
+        fills.extend(booked.added)
+        states.append(booked.order_state)
+    if fills:
+        connection.execute(INSERT_FILL, fills)
+    connection.execute(_UPDATE_ORDER, states)
+    return outcomes
 
 
 def write_order(connection: Connection, booked: Booked) -> None:

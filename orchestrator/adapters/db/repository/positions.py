@@ -6,6 +6,7 @@ changes the account once, however often the keeper records the same position."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,8 +31,8 @@ from orchestrator.domain.positions import CloseCause, ClosingFill, Position, Pos
 from orchestrator.domain.values import OrderType, Side
 
 STOP_HIT = CloseCause.STOP_HIT.value
-_ORDER_WRITTEN = select(ORDERS.c.client_order_id).where(
-    ORDERS.c.client_order_id == bindparam("client_order_id")
+_ORDERS_WRITTEN = select(ORDERS.c.client_order_id).where(
+    ORDERS.c.client_order_id.in_(bindparam("client_order_ids", expanding=True))
 )
 
 
@@ -53,29 +54,45 @@ def record_position_order(
     now: datetime,
 ) -> None:
     """Write-ahead for a protective or closing order: in the ledger before the broker is asked.
-    Idempotent. Core statements (one read, one insert), not the ORM's unit of work: a keeper
-    writes one per stop and take-profit of every position it protects."""
-    connection = session.connection()
-    if connection.execute(_ORDER_WRITTEN, {"client_order_id": client_order_id}).first():
-        return
-    connection.execute(
-        INSERT_ORDER,
-        pending_order_values(
-            client_order_id=client_order_id,
-            signal_id=signal_id,
-            account_id=account_id,
-            business_sequence=sequence,
-            purpose=purpose,
-            broker=broker,
-            broker_symbol=broker_symbol,
-            side=side,
-            order_type=order_type,
-            quantity=quantity,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            now=now,
-        ),
+    Idempotent. (:func:`record_position_orders` of one.)"""
+    record_position_orders(
+        session,
+        [
+            pending_order_values(
+                client_order_id=client_order_id,
+                signal_id=signal_id,
+                account_id=account_id,
+                business_sequence=sequence,
+                purpose=purpose,
+                broker=broker,
+                broker_symbol=broker_symbol,
+                side=side,
+                order_type=order_type,
+                quantity=quantity,
+                limit_price=limit_price,
+                stop_price=stop_price,
+                now=now,
+            )
+        ],
     )
+
+
+def record_position_orders(session: Session, orders: Sequence[dict[str, object]]) -> None:
+    """Write-ahead for many protective or closing orders (rows of
+    :func:`~orchestrator.adapters.db.repository.ledger.pending_order_values`), idempotent: one
+    read of those already written, one insert of the others. Core statements, not the ORM's
+    unit of work: a keeper writes one per stop and take-profit of every position it protects."""
+    if not orders:
+        return
+    connection = session.connection()
+    written = set(
+        connection.execute(
+            _ORDERS_WRITTEN, {"client_order_ids": [o["client_order_id"] for o in orders]}
+        ).scalars()
+    )
+    fresh = [o for o in orders if o["client_order_id"] not in written]
+    if fresh:
+        connection.execute(INSERT_ORDER, fresh)
 
 
 def end_unsent_order(session: Session, client_order_id: str, text: str, now: datetime) -> None:
