@@ -15,7 +15,8 @@ what changed booked together)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -32,6 +33,9 @@ from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import TERMINAL, OrderPurpose
 from orchestrator.domain.positions import ProtectionKind
 from orchestrator.domain.values import OrderType
+
+NOT_SENT = "not sent: the position it was to protect was closed first"
+"""Why an order written ahead is ended in the ledger: the broker never had it."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,26 @@ def _row(
     )
 
 
+class Reports:
+    """The broker's reports of orders an attempt has had, to be booked together
+    (:meth:`KeeperOrders.booked`), and the orders it will never send; a heartbeat with each
+    report, if one is due."""
+
+    def __init__(self, pulse: Pulse) -> None:
+        self.pulse = pulse
+        self.states: list[BrokerOrder] = []
+        self.unsent: list[str] = []
+
+    def add(self, state: BrokerOrder) -> None:
+        self.states.append(state)
+        self.pulse.beat(state.client_order_id)
+
+    def never_sent(self, client_order_id: str) -> None:
+        """An order written ahead (by an earlier attempt, or for a replace the broker refused)
+        and not needed after all: to be ended in the ledger, never sent."""
+        self.unsent.append(client_order_id)
+
+
 class KeeperOrders:
     """Places, books and follows the keeper's orders on one broker and the ledger."""
 
@@ -171,15 +195,37 @@ class KeeperOrders:
         self.book(states.values(), pulse)
         return states
 
-    def book(self, states: Iterable[BrokerOrder], pulse: Pulse | None = None) -> None:
-        """The broker's word on these orders, in the ledger, in one transaction."""
+    def book(
+        self,
+        states: Iterable[BrokerOrder],
+        pulse: Pulse | None = None,
+        *,
+        unsent: Sequence[str] = (),
+    ) -> None:
+        """The broker's word on these orders, in the ledger, in one transaction; with it, the
+        orders never sent ended (:data:`NOT_SENT`)."""
         reports = [(state.client_order_id, report_of(state)) for state in states]
-        if not reports:
+        if not reports and not unsent:
             return
         with self._db.transaction() as session:
             repository.apply_broker_reports(session, reports, self._clock())
+            repository.end_unsent_orders(session, unsent, NOT_SENT, self._clock())
         if pulse is not None:
             pulse.beat(f"booked {len(reports)}")
+
+    @contextlib.contextmanager
+    def booked(self, pulse: Pulse) -> Iterator[Reports]:
+        """Reports collected in the block, booked in one transaction when it ends; also when
+        it raises (what the broker said is in the ledger before the retry asks again), unless
+        that booking fails too."""
+        reports = Reports(pulse)
+        try:
+            yield reports
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.book(reports.states, unsent=reports.unsent)
+            raise
+        self.book(reports.states, pulse, unsent=reports.unsent)
 
     def follow(self, states: dict[str, BrokerOrder]) -> dict[str, BrokerOrder]:
         """Each order followed until it ends; a heartbeat each round. Raises

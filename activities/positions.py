@@ -22,7 +22,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import order_views as views
-from activities.keeper_orders import KeeperOrders, NewOrder, closing_order, protective_order
+from activities.keeper_orders import (
+    KeeperOrders,
+    NewOrder,
+    Reports,
+    closing_order,
+    protective_order,
+)
 from activities.order_steps import Pace, Pulse
 from orchestrator.adapters.brokers.base import (
     Broker,
@@ -54,9 +60,6 @@ from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import TERMINAL, OrderStatus
 from orchestrator.domain.positions import Contract, ProtectionKind, ProtectiveOrder
 
-NOT_SENT = "not sent: the position it was to protect was closed first"
-"""Why an order the keeper believed working is taken as ended: the broker never had it."""
-
 
 class PositionActivities(Positions):
     """The keeper's activities (see :class:`~orchestrator.domain.contracts.activities.Positions`)
@@ -86,22 +89,24 @@ class PositionActivities(Positions):
         broker steps, whenever one is due). Positions without a working protective order (new
         ones, the usual) get theirs together: every stop, then every take-profit, each kind
         placed as one batch (:class:`~activities.keeper_orders.KeeperOrders`); the others one
-        position after the other."""
+        position after the other, what the broker says of their orders booked together at
+        the end."""
         pulse = Pulse()
         try:
-            outcomes = self._protect_new(
-                [t for t in request.targets if not _has_working_order(t)], pulse
-            )
-            for target in request.targets:
-                if target.account_id not in outcomes:
-                    outcomes[target.account_id] = self._protect(target, pulse)
-                    pulse.beat(target.account_id)
+            with self._orders.booked(pulse) as reports:
+                outcomes = self._protect_new(
+                    [t for t in request.targets if not _has_working_order(t)], reports
+                )
+                for target in request.targets:
+                    if target.account_id not in outcomes:
+                        outcomes[target.account_id] = self._protect(target, reports)
+                        pulse.beat(target.account_id)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         return [outcomes[target.account_id] for target in request.targets]
 
     def _protect_new(
-        self, targets: list[ProtectionTarget], pulse: Pulse
+        self, targets: list[ProtectionTarget], reports: Reports
     ) -> dict[str, ProtectionOutcome]:
         """:meth:`_protect` for positions without a working protective order: the same orders,
         ids and outcomes, each kind placed for all of them at once. A stop that fills as it is
@@ -121,13 +126,13 @@ class PositionActivities(Positions):
                 if price is None or left[target.account_id] <= 0:
                     placed[target.account_id][kind] = None
                     if price is not None:  # else never written ahead, in any attempt
-                        self._never_sent(target, kind)
+                        reports.never_sent(_order_id(target, kind))
                     continue
                 order = protective_order(
                     target, kind, price, left[target.account_id], self._clock()
                 )
                 batch.append((target, price, order))
-            states = self._orders.place([order for _, _, order in batch], pulse)
+            states = self._orders.place([order for _, _, order in batch], reports.pulse)
             for target, price, order in batch:
                 state = states[order.ticket.client_order_id]
                 account_id = target.account_id
@@ -151,7 +156,7 @@ class PositionActivities(Positions):
             for t in targets
         }
 
-    def _protect(self, target: ProtectionTarget, pulse: Pulse) -> ProtectionOutcome:
+    def _protect(self, target: ProtectionTarget, reports: Reports) -> ProtectionOutcome:
         """First what the broker says of the position's current orders (a fill the keeper has
         not seen yet reduces what is to be covered); then, per kind, the order kept when it is
         already right, else replaced (cancel/replace where the broker can), or cancelled and
@@ -167,7 +172,7 @@ class PositionActivities(Positions):
             if order is None or not order.working:
                 continue
             state = self._broker.status(order.client_order_id) or views.gone(order)
-            self._book(state, pulse)
+            reports.add(state)
             news.append(views.news(target.account_id, kind, state))
             unseen += max(Decimal(0), views.filled(state) - order.filled)
             states[kind] = state
@@ -195,7 +200,7 @@ class PositionActivities(Positions):
                     replacement = self._replace(
                         working,
                         protective_order(target, kind, price, quantity, self._clock()),
-                        pulse,
+                        reports,
                     )
                 except ReplaceRejected as error:  # a new order follows
                     replacement, ended = None, error.order or views.gone(order)
@@ -210,12 +215,12 @@ class PositionActivities(Positions):
                     if old.status not in TERMINAL:
                         # Replaced: it works no more, whatever a late report still says.
                         old = dataclasses.replace(old, status=OrderStatus.CANCELLED)
-                    self._book(old, pulse)
+                    reports.add(old)
                     news.append(views.news(target.account_id, kind, old))
                     continue
             if ended is None:
                 ended = self._broker.cancel(working.client_order_id) or working
-            self._book(ended, pulse)
+            reports.add(ended)
             news.append(views.news(target.account_id, kind, ended))
             quantity = max(Decimal(0), quantity - (views.filled(ended) - views.filled(working)))
         refused = None
@@ -225,9 +230,9 @@ class PositionActivities(Positions):
             if price is None or quantity <= 0:
                 placed[kind] = None
                 if price is not None:  # else never written ahead, in any attempt
-                    self._never_sent(target, kind)
+                    reports.never_sent(_order_id(target, kind))
                 continue
-            state = self._submit(target, kind, price, quantity, pulse)
+            state = self._submit(target, kind, price, quantity, reports.pulse)
             placed[kind] = views.protective(kind, state, price)
             fresh.append((kind, state))
             # Filled as it was placed (the market through its price): the other covers less.
@@ -251,7 +256,7 @@ class PositionActivities(Positions):
         self,
         working: BrokerOrder,
         order: NewOrder,
-        pulse: Pulse,
+        reports: Reports,
     ) -> BrokerOrder | None:
         """The working order cancel/replaced by ``order``; ``None`` when the broker cannot
         (a venue without 35=G), and the caller cancels and submits anew."""
@@ -270,7 +275,7 @@ class PositionActivities(Positions):
                 state = self._broker.replace(working.client_order_id, total)
         except ReplaceNotSupported:
             return None
-        self._book(state, pulse)
+        reports.add(state)
         return state
 
     def _submit(
@@ -284,15 +289,6 @@ class PositionActivities(Positions):
         order = protective_order(target, kind, price, quantity, self._clock())
         return self._orders.place([order], pulse)[order.ticket.client_order_id]
 
-    def _never_sent(self, target: ProtectionTarget, kind: ProtectionKind) -> None:
-        """An order of this generation written ahead for a replace the broker refused, and
-        not needed after all (its position went flat): ended in the ledger, never sent."""
-        client_order_id = ids.protective_client_order_id(
-            target.signal_id, target.account_id, kind.code, target.generation
-        )
-        with self._db.transaction() as session:
-            repository.end_unsent_order(session, client_order_id, NOT_SENT, self._clock())
-
     def _existing(self, ticket: OrderTicket) -> BrokerOrder | None:
         """On a retry, the order the broker already has under the ticket's id."""
         if activity.info().attempt <= 1:
@@ -305,20 +301,19 @@ class PositionActivities(Positions):
     @activity.defn
     def check_orders(self, request: WatchRequest) -> list[OrderNews]:
         """Each watched order as the broker has it now; news for those that filled more than
-        the keeper knows, or ended. Every report is booked."""
+        the keeper knows, or ended. Every report is booked, all in one transaction."""
         news = []
-        pulse = Pulse()
         try:
-            for watched in request.orders:
-                item = self._check(watched, pulse)
-                if item is not None:
-                    news.append(item)
-                pulse.beat(watched.client_order_id)
+            with self._orders.booked(Pulse()) as reports:
+                for watched in request.orders:
+                    item = self._check(watched, reports)
+                    if item is not None:
+                        news.append(item)
         except BrokerUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BROKER_UNAVAILABLE) from exc
         return news
 
-    def _check(self, watched: WatchedOrder, pulse: Pulse) -> OrderNews | None:
+    def _check(self, watched: WatchedOrder, reports: Reports) -> OrderNews | None:
         state = self._broker.status(watched.client_order_id)
         if state is None:
             state = BrokerOrder(
@@ -329,7 +324,7 @@ class PositionActivities(Positions):
                 executions=(),
                 reject_text=views.NOT_AT_BROKER,
             )
-        self._book(state, pulse)
+        reports.add(state)
         if state.status not in TERMINAL and views.filled(state) <= watched.filled:
             return None
         return views.news(watched.account_id, watched.kind, state)
@@ -395,24 +390,6 @@ class PositionActivities(Positions):
                 session, record.keeper_workflow_id, record.positions, self._clock()
             )
 
-    def _book(self, state: BrokerOrder, pulse: Pulse | None = None) -> None:
-        """The broker's word on an order, in the ledger; then a heartbeat, if one is due (an
-        attempt that makes progress, however slowly under load, is not timed out as lost)."""
-        with self._db.transaction() as session:
-            repository.apply_broker_report(
-                session,
-                state.client_order_id,
-                status=state.status,
-                broker_order_id=state.broker_order_id,
-                executions=[
-                    (e.execution_id, e.quantity, e.price, e.executed_at) for e in state.executions
-                ],
-                reject_text=state.reject_text,
-                now=self._clock(),
-            )
-        if pulse is not None:
-            pulse.beat(state.client_order_id)
-
     @activity.defn
     def quotes(self, request: QuoteRequest) -> list[QuoteAnswer]:
         """The broker's bid and ask for each position's symbol, where it gives one (the paper
@@ -458,3 +435,10 @@ def _wanted(target: ProtectionTarget) -> dict[ProtectionKind, Decimal | None]:
         ProtectionKind.STOP: None if target.skip_stop else target.stop,
         ProtectionKind.TAKE_PROFIT: target.take_profit,
     }
+
+
+def _order_id(target: ProtectionTarget, kind: ProtectionKind) -> str:
+    """The client order id of the target's ``kind`` of order at its generation."""
+    return ids.protective_client_order_id(
+        target.signal_id, target.account_id, kind.code, target.generation
+    )

@@ -31,10 +31,12 @@ from orchestrator.domain.contracts.positions import (
     CloseRequest,
     ProtectionRequest,
     ProtectionTarget,
+    WatchedOrder,
+    WatchRequest,
 )
 from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import OrderPurpose, OrderStatus
-from orchestrator.domain.positions import CloseCause
+from orchestrator.domain.positions import CloseCause, ProtectionKind, ProtectiveOrder
 from orchestrator.domain.values import OrderType, Side
 from tests.support import account, book, fresh_postgres, load
 
@@ -211,6 +213,80 @@ def test_protecting_and_closing_take_as_many_statements_whatever_the_number_of_p
     }
 
 
+def working_protection(names: list[str]) -> ProtectionRequest:
+    """Each position flat (a CLOSE took it): its working stop and take-profit to cancel."""
+    placed = protection(names)
+    return ProtectionRequest(
+        targets=[
+            t.model_copy(
+                update={
+                    "quantity": Decimal(0),
+                    "generation": 2,
+                    "current_stop": ProtectiveOrder(
+                        kind=ProtectionKind.STOP,
+                        client_order_id=ids.protective_client_order_id(
+                            "s1", t.account_id, ProtectionKind.STOP.code, 1
+                        ),
+                        price=t.stop,
+                        quantity=Decimal(1),
+                        status=OrderStatus.NEW,
+                    ),
+                    "current_take_profit": ProtectiveOrder(
+                        kind=ProtectionKind.TAKE_PROFIT,
+                        client_order_id=ids.protective_client_order_id(
+                            "s1", t.account_id, ProtectionKind.TAKE_PROFIT.code, 1
+                        ),
+                        price=t.take_profit,
+                        quantity=Decimal(1),
+                        status=OrderStatus.NEW,
+                    ),
+                }
+            )
+            for t in placed.targets
+        ],
+        execution=placed.execution,
+    )
+
+
+def watching(names: list[str]) -> WatchRequest:
+    return WatchRequest(
+        orders=[
+            WatchedOrder(
+                signal_id="s1",
+                account_id=a,
+                broker="alpha",
+                client_order_id=ids.protective_client_order_id("s1", a, kind.code, 1),
+                kind=kind,
+                filled=Decimal(0),
+            )
+            for a in names
+            for kind in ProtectionKind
+        ],
+        wait_s=0,
+    )
+
+
+def statements_of_working_orders(db: Database, n: int) -> tuple[int, int]:
+    names = prepared(db, n)
+    keeper = PositionActivities(db, Broker(names), clock=lambda: NOW)
+    env = environment()
+    env.run(keeper.protect, protection(names))
+    checking = count_statements(db, lambda: env.run(keeper.check_orders, watching(names)))
+    cancelling = count_statements(db, lambda: env.run(keeper.protect, working_protection(names)))
+    return checking, cancelling
+
+
+def test_checking_and_cancelling_working_orders_take_as_many_statements_whatever_their_number(
+    postgres_db: Database, twin: Database
+) -> None:
+    """Checking 6 or 60 working protective orders, then cancelling them (their positions went
+    flat): the broker's reports are booked together, in the same number of statements."""
+    assert statements_of_working_orders(postgres_db, 3) == statements_of_working_orders(twin, 30)
+    ledger = orders(twin)
+    assert len(ledger) == 60
+    assert {o["status"] for o in ledger.values()} == {OrderStatus.CANCELLED.value}
+
+
 def test_the_keepers_orders_go_at_the_brokers_pace(postgres_db: Database) -> None:
     names = prepared(postgres_db, 4)
     pace = CountingPace()
@@ -248,7 +324,8 @@ def test_many_reports_booked_together_book_what_one_by_one_books(
     postgres_db: Database, twin: Database
 ) -> None:
     """:func:`repository.apply_broker_reports` against :func:`repository.apply_broker_report`
-    on the same orders and reports: a fill, a second report repeating it, a rejection."""
+    on the same orders and reports: one order reported four times (a fill, then the rest, then
+    a late report), a rejection, a partial fill; then all of them again."""
     results = []
     for db, together in ((postgres_db, True), (twin, False)):
         names = prepared(db, 3)
@@ -261,9 +338,12 @@ def test_many_reports_booked_together_book_what_one_by_one_books(
                 ],
             )
         reports = [
-            (f"c:{names[0]}", _report(OrderStatus.FILLED, ("x1",))),
+            (f"c:{names[0]}", _report(OrderStatus.NEW, ())),
+            (f"c:{names[0]}", _report(OrderStatus.PARTIALLY_FILLED, ("x1",))),
             (f"c:{names[1]}", _report(OrderStatus.REJECTED, (), "no liquidity")),
             (f"c:{names[2]}", _report(OrderStatus.PARTIALLY_FILLED, ("x2",))),
+            (f"c:{names[0]}", _report(OrderStatus.FILLED, ("x1", "x3"))),
+            (f"c:{names[0]}", _report(OrderStatus.NEW, ())),  # late: keeps FILLED
         ]
         booked = []
         for _ in range(2):  # and again: a repeated report changes nothing
@@ -271,12 +351,10 @@ def test_many_reports_booked_together_book_what_one_by_one_books(
                 if together:
                     booked.append(repository.apply_broker_reports(session, reports, NOW))
                 else:
-                    booked.append(
-                        {
-                            cid: repository.apply_broker_report(session, cid, **r, now=NOW)
-                            for cid, r in reports
-                        }
-                    )
+                    one_by_one = {}
+                    for cid, r in reports:
+                        one_by_one[cid] = repository.apply_broker_report(session, cid, **r, now=NOW)
+                    booked.append(one_by_one)
         results.append((booked, orders(db)))
     assert results[0] == results[1]
 

@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 
-from activities.positions import NOT_SENT
+from activities.keeper_orders import NOT_SENT
 from orchestrator.adapters.brokers.paper import PaperBroker, PaperMarket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database

@@ -29,7 +29,7 @@ from .order_reconcile import left_because as left_because
 from .order_reconcile import list_order_mismatches as list_order_mismatches
 from .positions import EntryFills as EntryFills
 from .positions import PositionView as PositionView
-from .positions import end_unsent_order as end_unsent_order
+from .positions import end_unsent_orders as end_unsent_orders
 from .positions import entry_fills as entry_fills
 from .positions import list_positions as list_positions
 from .positions import record_position_order as record_position_order

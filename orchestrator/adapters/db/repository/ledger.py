@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -189,40 +189,68 @@ def apply_broker_report(
 def apply_broker_reports(
     session: Session, reports: Sequence[tuple[str, dict[str, Any]]], now: datetime
 ) -> dict[str, OrderOutcome]:
-    """:func:`apply_broker_report` for many orders, by client order id: the same outcomes and
-    the same writes, in three statements whatever their number — one read of every order with
-    its fills (locked, in id order), then the new fills and the orders' new states, each one
-    ``executemany``. A report is (client order id, ``status``, ``broker_order_id``,
-    ``executions`` and ``reject_text`` as :func:`apply_broker_report` takes them); an order
-    reported twice is booked report after report. Raises as :func:`apply_broker_report` does,
+    """:func:`apply_broker_report` for many reports, in their order: the same outcomes (the
+    last report's, for an order reported more than once) and the same writes, in three
+    statements whatever their number — one read of every order with its fills (locked, in id
+    order), then the new fills and the orders' new states, each one ``executemany``. A report
+    is (client order id, ``status``, ``broker_order_id``, ``executions`` and ``reject_text``
+    as :func:`apply_broker_report` takes them). Raises as :func:`apply_broker_report` does,
     the caller's transaction to roll back."""
     if not reports:
         return {}
-    ids = {client_order_id for client_order_id, _ in reports}
-    if len(ids) != len(reports):
-        return {
-            client_order_id: apply_broker_report(session, client_order_id, **report, now=now)
-            for client_order_id, report in reports
-        }
     connection = session.connection()
-    found: dict[str, list[Any]] = defaultdict(list)
-    for row in connection.execute(_ORDERS_READ, {"client_order_ids": sorted(ids)}):
-        found[row.key].append(row)
+    read: dict[str, list[Any]] = defaultdict(list)
+    ids = sorted({client_order_id for client_order_id, _ in reports})
+    for row in connection.execute(_ORDERS_READ, {"client_order_ids": ids}):
+        read[row.key].append(row)
     outcomes: dict[str, OrderOutcome] = {}
     fills: list[dict[str, object]] = []
-    states: list[dict[str, object]] = []
+    states: dict[str, dict[str, object]] = {}
     for client_order_id, report in reports:
-        rows = found.get(client_order_id)
+        rows = read.get(client_order_id)
         if not rows:
             raise LookupError(f"order {client_order_id} is not in the ledger")
         booked = book_report(client_order_id, rows, **report, now=now)
         outcomes[client_order_id] = booked.outcome
         fills.extend(booked.added)
-        states.append(booked.order_state)
+        states[client_order_id] = booked.order_state
+        read[client_order_id] = _as_read(rows, booked)
     if fills:
         connection.execute(INSERT_FILL, fills)
-    connection.execute(_UPDATE_ORDER, states)
+    connection.execute(_UPDATE_ORDER, list(states.values()))
     return outcomes
+
+
+class _Read(NamedTuple):
+    """A row as :data:`ORDER_AND_FILLS` reads it, for an order booked earlier in the batch."""
+
+    status: str
+    quantity: Decimal
+    broker_order_id: str | None
+    reject_text: str | None
+    execution_id: str | None
+    fill_quantity: Decimal | None
+    price: Decimal | None
+
+
+def _as_read(rows: Sequence[Any], booked: Booked) -> list[_Read]:
+    """The rows a read would give once ``booked`` is written: the order's new state, a row
+    per fill."""
+    state = booked.order_state
+    fills = [(r.execution_id, r.fill_quantity, r.price) for r in rows if r.execution_id]
+    fills += [(f["execution_id"], f["quantity"], f["price"]) for f in booked.added]
+    return [
+        _Read(
+            status=str(state["status"]),
+            quantity=rows[0].quantity,
+            broker_order_id=booked.outcome.broker_order_id,
+            reject_text=booked.outcome.reject_text,
+            execution_id=execution_id,
+            fill_quantity=quantity,
+            price=price,
+        )
+        for execution_id, quantity, price in fills or [(None, None, None)]
+    ]
 
 
 def write_order(connection: Connection, booked: Booked) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select, true
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.orm import Session
 
 from orchestrator.adapters.db.repository.ledger import INSERT_ORDER, pending_order_values
@@ -95,13 +95,21 @@ def record_position_orders(session: Session, orders: Sequence[dict[str, object]]
         connection.execute(INSERT_ORDER, fresh)
 
 
-def end_unsent_order(session: Session, client_order_id: str, text: str, now: datetime) -> None:
-    """A protective order written ahead but never sent: cancelled in the ledger, with why."""
-    row = session.get(OrderRow, client_order_id)
-    if row is not None and row.status == OrderStatus.PENDING_SUBMIT.value:
-        row.status = OrderStatus.CANCELLED.value
-        row.reject_text = text
-        row.updated_at = now
+def end_unsent_orders(
+    session: Session, client_order_ids: Sequence[str], text: str, now: datetime
+) -> None:
+    """Protective orders written ahead but never sent: cancelled in the ledger, with why (one
+    statement; an id not in the ledger, or sent, is left as it is)."""
+    if not client_order_ids:
+        return
+    session.connection().execute(
+        update(ORDERS)
+        .where(
+            ORDERS.c.client_order_id.in_(client_order_ids),
+            ORDERS.c.status == OrderStatus.PENDING_SUBMIT.value,
+        )
+        .values(status=OrderStatus.CANCELLED.value, reject_text=text, updated_at=now)
+    )
 
 
 def record_positions(
