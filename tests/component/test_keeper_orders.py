@@ -1,8 +1,8 @@
-"""The keeper's new orders placed many at a time (:class:`~activities.keeper_orders.KeeperOrders`)
-on PostgreSQL: protecting new positions and closing positions write ahead and book in a number
-of statements their count does not change, each order at the broker's pace (the one entries
-share), a retry sends nothing the broker holds already, and a send that fails leaves what was
-sent before it booked."""
+"""The keeper's orders many at a time (:class:`~activities.keeper_orders.KeeperOrders`) on
+PostgreSQL: protecting new positions, closing positions, checking and cancelling working orders
+and recording closed positions take a number of statements their count does not change; each
+order goes at the broker's pace (the one entries share), a retry sends nothing the broker holds
+already, and a send that fails leaves what was sent before it booked."""
 
 from __future__ import annotations
 
@@ -23,12 +23,18 @@ from bench.memory_broker import MemoryBroker
 from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
 from orchestrator.adapters.db import repository
 from orchestrator.adapters.db.engine import Database
-from orchestrator.adapters.db.schema import FillRow, OrderRow
+from orchestrator.adapters.db.schema import (
+    AccountStateRow,
+    FillRow,
+    OrderRow,
+    PositionFillRow,
+)
 from orchestrator.config import Settings
-from orchestrator.domain import ids
+from orchestrator.domain import ids, positions
 from orchestrator.domain.contracts.positions import (
     CloseOrder,
     CloseRequest,
+    PositionsRecord,
     ProtectionRequest,
     ProtectionTarget,
     WatchedOrder,
@@ -36,7 +42,14 @@ from orchestrator.domain.contracts.positions import (
 )
 from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import OrderPurpose, OrderStatus
-from orchestrator.domain.positions import CloseCause, ProtectionKind, ProtectiveOrder
+from orchestrator.domain.positions import (
+    CloseCause,
+    Contract,
+    Position,
+    PositionStatus,
+    ProtectionKind,
+    ProtectiveOrder,
+)
 from orchestrator.domain.values import OrderType, Side
 from tests.support import account, book, fresh_postgres, load
 
@@ -285,6 +298,81 @@ def test_checking_and_cancelling_working_orders_take_as_many_statements_whatever
     ledger = orders(twin)
     assert len(ledger) == 60
     assert {o["status"] for o in ledger.values()} == {OrderStatus.CANCELLED.value}
+
+
+def stopped_out(names: list[str]) -> list[Position]:
+    """A long position of 1 lot per account, opened at 1.0850 and stopped out at 1.0700."""
+    contract = Contract(
+        tick_size=Decimal("0.0001"),
+        tick_value=Decimal(10),
+        lot_step=Decimal("0.01"),
+        min_lot=Decimal("0.01"),
+    )
+    closed = []
+    for a in names:
+        position = positions.opened(
+            "s1",
+            Side.BUY,
+            Decimal("1.0700"),
+            None,
+            account_id=a,
+            broker="alpha",
+            broker_symbol="EURUSD",
+            contract=contract,
+            entry_quantity=Decimal(1),
+            average_entry=Decimal("1.0850"),
+        )
+        position, _ = positions.reduced(
+            position,
+            execution_id=f"x:{a}",
+            client_order_id=f"s1:{a}:S1",
+            quantity=Decimal(1),
+            price=Decimal("1.0700"),
+            cause=CloseCause.STOP_HIT,
+            at=NOW,
+        )
+        closed.append(position)
+    return closed
+
+
+def statements_of_recording_closes(db: Database, n: int) -> int:
+    names = prepared(db, n)
+    closed = stopped_out(names)
+    opened = [
+        p.model_copy(
+            update={
+                "open_quantity": Decimal(1),
+                "closes": [],
+                "status": PositionStatus.OPEN,
+                "realized_pnl": Decimal(0),
+            }
+        )
+        for p in closed
+    ]
+    keeper = PositionActivities(db, Broker([]), clock=lambda: NOW)
+    env = environment()
+    env.run(keeper.record_positions, PositionsRecord(keeper_workflow_id="k", positions=opened))
+    record = PositionsRecord(keeper_workflow_id="k", positions=closed)
+    counted = count_statements(db, lambda: env.run(keeper.record_positions, record))
+    env.run(keeper.record_positions, record)  # again: books nothing twice
+    return counted
+
+
+def test_recording_closed_positions_takes_as_many_statements_whatever_their_number(
+    postgres_db: Database, twin: Database
+) -> None:
+    """Recording 3 or 30 positions stopped out: their rows, closing fills and accounts (a loss
+    of 1,500 each, the slot freed) in the same number of statements; a repeat changes nothing."""
+    assert statements_of_recording_closes(postgres_db, 3) == statements_of_recording_closes(
+        twin, 30
+    )
+    with twin.transaction() as session:
+        states = list(session.scalars(select(AccountStateRow)))
+        fills = list(session.scalars(select(PositionFillRow)))
+    assert len(states) == len(fills) == 30
+    assert {(s.balance, s.realized_loss_today) for s in states} == {
+        (Decimal(50000 - 1500), Decimal(1500))
+    }
 
 
 def test_the_keepers_orders_go_at_the_brokers_pace(postgres_db: Database) -> None:

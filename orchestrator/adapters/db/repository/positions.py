@@ -16,9 +16,9 @@ from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.orm import Session
 
 from orchestrator.adapters.db.repository.ledger import INSERT_ORDER, pending_order_values
-from orchestrator.adapters.db.repository.tables import ORDERS
+from orchestrator.adapters.db.repository.reservation import check_states_written
+from orchestrator.adapters.db.repository.tables import ORDERS, STATE
 from orchestrator.adapters.db.schema import (
-    AccountStateRow,
     FillRow,
     OrderRow,
     PositionFillRow,
@@ -31,6 +31,31 @@ from orchestrator.domain.positions import CloseCause, ClosingFill, Position, Pos
 from orchestrator.domain.values import OrderType, Side
 
 STOP_HIT = CloseCause.STOP_HIT.value
+_CLOSING_CHANGES = (
+    "balance",
+    "equity",
+    "peak_equity",
+    "realized_loss_today",
+    "risk_committed_today",
+    "free_margin",
+    "open_positions",
+)
+"""What closing changes of an account's state."""
+_STATES_READ = (
+    select(STATE.c.account_id, STATE.c.version, *(STATE.c[name] for name in _CLOSING_CHANGES))
+    .where(STATE.c.account_id.in_(bindparam("account_ids", expanding=True)))
+    .order_by(STATE.c.account_id)
+    .with_for_update()
+)
+_CLOSES_WRITTEN = (
+    update(STATE)
+    .where(STATE.c.account_id == bindparam("key"), STATE.c.version == bindparam("read_version"))
+    .values(
+        version=bindparam("version"),
+        **{name: bindparam(name) for name in _CLOSING_CHANGES},
+    )
+)
+"""Accounts' states once closing fills are booked, version-checked as the ORM's writes are."""
 _ORDERS_WRITTEN = select(ORDERS.c.client_order_id).where(
     ORDERS.c.client_order_id.in_(bindparam("client_order_ids", expanding=True))
 )
@@ -116,8 +141,10 @@ def record_positions(
     session: Session, keeper_workflow_id: str, positions: list[Position], now: datetime
 ) -> None:
     """Bring the ledger to the keeper's positions: each position's row, each closing fill once,
-    and for each closing fill booked now, its effect on the account. The rows and the fills
-    already booked are read in one statement each (a batch keeper records hundreds at once)."""
+    and for each closing fill booked now, its effect on the account. The rows, the fills
+    already booked, and the account states (locked, in account order) and reservations of the
+    positions that closed some are read in one statement each, and the writes flushed once at
+    the end (a batch keeper records hundreds at once)."""
     signal_ids = {p.signal_id for p in positions}
     account_ids = {p.account_id for p in positions}
     rows = {
@@ -140,9 +167,16 @@ def record_positions(
         if executions
         else set()
     )
+    closing = [
+        p
+        for p in positions
+        if any(f.execution_id not in booked_before for f in p.closes)
+        or _closes_now(p, rows.get((p.signal_id, p.account_id)))
+    ]
+    states, reservations = _closing_accounts(session, closing)
     for position in positions:
         row = rows.get((position.signal_id, position.account_id))
-        was_closed = row is not None and row.status == PositionStatus.CLOSED.value
+        closes_now = _closes_now(position, row)
         if row is None:
             row = PositionRow(
                 signal_id=position.signal_id,
@@ -169,24 +203,61 @@ def record_positions(
         )
         row.note = position.note
         row.updated_at = now
-        closes_now = position.status is PositionStatus.CLOSED and not was_closed
         if closes_now:
             row.closed_at = now
-        booked = [
-            fill
-            for fill in position.closes
-            if fill.execution_id not in booked_before and _book_fill(session, position, fill)
-        ]
+        booked = [fill for fill in position.closes if fill.execution_id not in booked_before]
+        for fill in booked:
+            _book_fill(session, position, fill)
         booked_before.update(fill.execution_id for fill in booked)
-        if booked or closes_now:
-            _account_closes(session, position, booked, closes_now)
+        state = states.get(position.account_id)
+        if (booked or closes_now) and state is not None:
+            reservation = reservations.get((position.signal_id, position.account_id))
+            _account_closes(state, reservation, booked, closes_now)
     session.flush()
+    if states:
+        written = session.connection().execute(_CLOSES_WRITTEN, list(states.values()))
+        check_states_written(written, len(states))
 
 
-def _book_fill(session: Session, position: Position, fill: ClosingFill) -> bool:
-    """Book one closing fill; whether it is new (a repeat books nothing)."""
-    if session.get(PositionFillRow, fill.execution_id) is not None:
-        return False
+def _closes_now(position: Position, row: PositionRow | None) -> bool:
+    """Whether recording ``position`` closes it (its row, if any, is not closed yet)."""
+    was_closed = row is not None and row.status == PositionStatus.CLOSED.value
+    return position.status is PositionStatus.CLOSED and not was_closed
+
+
+def _closing_accounts(
+    session: Session, positions: list[Position]
+) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], RiskReservationRow]]:
+    """The account states (locked, in account order; :data:`_CLOSES_WRITTEN`'s values, to
+    change) and the reservations of these positions, each read in one statement."""
+    if not positions:
+        return {}, {}
+    accounts = sorted({p.account_id for p in positions})
+    states = {
+        row.account_id: {
+            "key": row.account_id,
+            "read_version": row.version,
+            "version": row.version + 1,
+            **{name: getattr(row, name) for name in _CLOSING_CHANGES},
+        }
+        for row in session.connection().execute(_STATES_READ, {"account_ids": accounts})
+    }
+    pairs = {(p.signal_id, p.account_id) for p in positions}
+    reservations = {
+        (r.signal_id, r.account_id): r
+        for r in session.scalars(
+            select(RiskReservationRow).where(
+                RiskReservationRow.signal_id.in_({s for s, _ in pairs}),
+                RiskReservationRow.account_id.in_(accounts),
+            )
+        )
+        if (r.signal_id, r.account_id) in pairs
+    }
+    return states, reservations
+
+
+def _book_fill(session: Session, position: Position, fill: ClosingFill) -> None:
+    """Book one closing fill (not booked before)."""
     session.add(
         PositionFillRow(
             execution_id=fill.execution_id,
@@ -200,37 +271,30 @@ def _book_fill(session: Session, position: Position, fill: ClosingFill) -> bool:
             filled_at=fill.at,
         )
     )
-    return True
 
 
 def _account_closes(
-    session: Session, position: Position, fills: list[ClosingFill], closed: bool
+    state: dict[str, Any],
+    reservation: RiskReservationRow | None,
+    fills: list[ClosingFill],
+    closed: bool,
 ) -> None:
     """What closing does to the account: a loss counts against today's budget at once, the
     realized P&L moves balance and equity, the closed share of the leg's committed risk and
     margin is given back, and a position closed whole frees its slot."""
-    state = session.get(AccountStateRow, position.account_id, with_for_update=True)
-    if state is None:
-        return
-    reservation = session.scalar(
-        select(RiskReservationRow).where(
-            RiskReservationRow.signal_id == position.signal_id,
-            RiskReservationRow.account_id == position.account_id,
-        )
-    )
     for fill in fills:
-        state.realized_loss_today += max(Decimal(0), -fill.pnl)
-        state.balance += fill.pnl
-        state.equity += fill.pnl
-        state.peak_equity = max(state.peak_equity, state.equity)
+        state["realized_loss_today"] += max(Decimal(0), -fill.pnl)
+        state["balance"] += fill.pnl
+        state["equity"] += fill.pnl
+        state["peak_equity"] = max(state["peak_equity"], state["equity"])
         if reservation is not None and reservation.quantity > 0:
             share = fill.quantity / reservation.quantity
-            state.risk_committed_today = max(
-                Decimal(0), state.risk_committed_today - reservation.risk_amount * share
+            state["risk_committed_today"] = max(
+                Decimal(0), state["risk_committed_today"] - reservation.risk_amount * share
             )
-            state.free_margin += reservation.margin * share
+            state["free_margin"] += reservation.margin * share
     if closed:
-        state.open_positions = max(0, state.open_positions - 1)
+        state["open_positions"] = max(0, state["open_positions"] - 1)
 
 
 @dataclass(frozen=True)
