@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TypeVar
 
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
@@ -38,6 +39,7 @@ from orchestrator.domain.correlation import CorrelationRequest, CorrelationResul
 from orchestrator.domain.errors import BrokerUnavailable, InvalidOrderTransition
 from orchestrator.domain.orders import TERMINAL, OrderOutcome, OrderStatus
 from orchestrator.domain.settings import ServiceSettings
+from orchestrator.domain.values import Identifier
 
 SNAPSHOT = "snapshot"
 CORRELATION = "correlation"
@@ -129,7 +131,7 @@ class ExecutionActivities(Execution):
                         for body in repository.planning_input_pages(
                             session, request.run_id, SNAPSHOT
                         )
-                        for a in BookSnapshot.model_validate_json(body).accounts
+                        for a in _AccountIds.model_validate_json(body).accounts
                     ]
             if account_ids is None:
                 raise ApplicationError(
@@ -298,6 +300,17 @@ def _correlate(
         min_observations=settings.min_observations,
         max_peers=settings.max_peers,
     )
+
+
+class _AccountId(BaseModel):
+    account_id: Identifier
+
+
+class _AccountIds(BaseModel):
+    """A stored snapshot page read for its account ids only: the other fields of the page and
+    of its accounts are skipped, not validated into models the correlation never reads."""
+
+    accounts: list[_AccountId]
 
 
 P = TypeVar("P")
