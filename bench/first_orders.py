@@ -39,7 +39,7 @@ from orchestrator.config import Settings
 from orchestrator.domain import search_attributes
 from orchestrator.services.history import fetch_with_children
 from orchestrator.services.submit import submit_signal
-from worker import build_activities, build_worker, worker_database
+from worker import build_activities, build_worker, tune_garbage_collector, worker_database
 
 
 class TimedBroker(MemoryBroker):
@@ -128,6 +128,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-first-") as tmp,
         bench_database(args.database_url, tag, Path(tmp)) as bench_db,
     ):
+        tune_garbage_collector(Settings())  # as the worker's process does
         db = worker_database(Settings(), bench_db.url)
         db.migrate()
         base: dict[str, Any] = {

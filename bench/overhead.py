@@ -88,7 +88,7 @@ from bench.timings import (
 from orchestrator.adapters.temporal import data_converter, temporal_binary
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.domain import search_attributes
-from worker import build_activities, build_worker, worker_database
+from worker import build_activities, build_worker, tune_garbage_collector, worker_database
 
 RESULTS_DIR = PROJECT_ROOT / "bench-results"
 DEFAULT_LEGS = "10,100,500,1000,5000"
@@ -112,6 +112,7 @@ async def bench(args: argparse.Namespace, tag: str) -> dict[str, Any]:
         out["broker"] = (
             "in-memory (bench.memory_broker)" if args.broker == "memory" else "PaperBroker"
         )
+        tune_garbage_collector(Settings())  # as the worker's process does
         db = worker_database(Settings(), bench_db.url)
         try:
             db.migrate()

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     workflow's first task waits, rather than on its sticky queue (the next tasks of workflows
     it has cached). Temporal's default, 0.2, let a large signal's running batches hold back
     the first tasks of those not started yet (docs/performance.md)."""
+    gc_young_threshold: int = Field(default=50_000, ge=0)
+    """Allocations between two collections of the worker's youngest generation of objects
+    (Python's default: 700); at start the worker also freezes what its imports made, so no
+    collection walks it again. A 5,000-account signal allocates millions of short-lived
+    objects (payloads, models), and at 700 the collector ran hundreds of times, its full
+    collections walking every live object (docs/performance.md). 0: Python's defaults."""
     database_pool_size: int = Field(default=16, ge=1)
     """PostgreSQL connections a worker keeps open; activities beyond wait for one (at most
     30 s). Past the cores' worth, more connections only add contention."""
