@@ -11,7 +11,9 @@ many orders go out.
    answer, for those sent before it, so that the retry finds the ledger as the broker is.
 
 Closing orders are then followed together until each ends (one status poll each per interval,
-what changed booked together)."""
+what changed booked together). What the broker says of orders already working (a check, a
+cancel, a replace) is collected over the attempt and booked in one transaction at its end
+(:meth:`KeeperOrders.booked`)."""
 
 from __future__ import annotations
 
