@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from alembic.script import ScriptDirectory
 from google.protobuf.message import Message
+from sqlalchemy import event as sql_event
 from sqlalchemy import select, text
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -121,6 +122,22 @@ def uncorrelated_returns(account_ids: list[str], days: int = 30) -> list[DailyRe
                 )
             )
     return out
+
+
+def count_statements(db: Database, run: Callable[[], object]) -> int:
+    """The statements ``run`` sends to the database (an ``executemany`` is one)."""
+    sent = 0
+
+    def counted(*_: object) -> None:
+        nonlocal sent
+        sent += 1
+
+    sql_event.listen(db.engine, "before_cursor_execute", counted)
+    try:
+        run()
+    finally:
+        sql_event.remove(db.engine, "before_cursor_execute", counted)
+    return sent
 
 
 def load(db: Database, value: Book) -> None:

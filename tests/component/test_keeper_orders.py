@@ -6,13 +6,13 @@ already, and a send that fails leaves what was sent before it booked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -51,7 +51,7 @@ from orchestrator.domain.positions import (
     ProtectiveOrder,
 )
 from orchestrator.domain.values import OrderType, Side
-from tests.support import account, book, fresh_postgres, load
+from tests.support import account, book, count_statements, fresh_postgres, load
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -161,22 +161,6 @@ def closing(names: list[str]) -> CloseRequest:
         ],
         execution=Settings().execution_settings(),
     )
-
-
-def count_statements(db: Database, run: Callable[[], object]) -> int:
-    """The statements ``run`` sends to the database (an ``executemany`` is one)."""
-    sent = 0
-
-    def counted(*_: object) -> None:
-        nonlocal sent
-        sent += 1
-
-    event.listen(db.engine, "before_cursor_execute", counted)
-    try:
-        run()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", counted)
-    return sent
 
 
 def orders(db: Database) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from activities.order_slice import OrderSlice
 from activities.order_steps import Pace, admit, admit_slice, book, book_slice
@@ -22,7 +22,7 @@ from orchestrator.adapters.db.schema import AccountStateRow, FillRow, OrderRow, 
 from orchestrator.domain.contracts.payloads import PlaceOrderRequest, ReserveRiskRequest
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.values import DenialReason, OrderType, Side
-from tests.support import account, fresh_postgres, load
+from tests.support import account, count_statements, fresh_postgres, load
 from tests.support import book as a_book
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -252,22 +252,6 @@ def test_a_slice_holding_an_account_twice_writes_what_one_by_one_writes(
     assert together == per_order(twin, orders)
     assert ledger(postgres_db) == ledger(twin)
     assert together["admitted"]["sig-3:admit-00:1"] is None
-
-
-def count_statements(db: Database, run: Callable[[], object]) -> int:
-    """The statements ``run`` sends to the database (an ``executemany`` is one)."""
-    sent = 0
-
-    def counted(*_: object) -> None:
-        nonlocal sent
-        sent += 1
-
-    event.listen(db.engine, "before_cursor_execute", counted)
-    try:
-        run()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", counted)
-    return sent
 
 
 def statements_of_a_slice(db: Database, admitted: int) -> tuple[int, int]:
