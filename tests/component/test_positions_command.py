@@ -87,21 +87,25 @@ def seed(db: Database) -> None:
         }
     )
     with db.transaction() as session:
-        repository.record_position_order(
+        repository.record_position_orders(
             session,
-            client_order_id="sig-1:acct-b:S1",
-            signal_id="sig-1",
-            account_id="acct-b",
-            purpose=OrderPurpose.STOP,
-            sequence=1,
-            broker="alpha",
-            broker_symbol="EURUSD",
-            side=Side.SELL,
-            order_type=OrderType.STOP,
-            quantity=Decimal("0.50"),
-            limit_price=None,
-            stop_price=Decimal("1.08200"),
-            now=T0,
+            [
+                repository.pending_order_values(
+                    client_order_id="sig-1:acct-b:S1",
+                    signal_id="sig-1",
+                    account_id="acct-b",
+                    purpose=OrderPurpose.STOP,
+                    business_sequence=1,
+                    broker="alpha",
+                    broker_symbol="EURUSD",
+                    side=Side.SELL,
+                    order_type=OrderType.STOP,
+                    quantity=Decimal("0.50"),
+                    limit_price=None,
+                    stop_price=Decimal("1.08200"),
+                    now=T0,
+                )
+            ],
         )
         repository.record_positions(session, "signal-sig-1/positions", [held, stopped], T0)
         repository.record_positions(session, "signal-sig-2/positions", [unprotected], T0)

@@ -32,7 +32,6 @@ from .positions import PositionView as PositionView
 from .positions import end_unsent_orders as end_unsent_orders
 from .positions import entry_fills as entry_fills
 from .positions import list_positions as list_positions
-from .positions import record_position_order as record_position_order
 from .positions import record_position_orders as record_position_orders
 from .positions import record_positions as record_positions
 from .reconcile import Acceptance as Acceptance

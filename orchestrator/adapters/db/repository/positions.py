@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.orm import Session
 
-from orchestrator.adapters.db.repository.ledger import INSERT_ORDER, pending_order_values
+from orchestrator.adapters.db.repository.ledger import INSERT_ORDER
 from orchestrator.adapters.db.repository.reservation import check_states_written
 from orchestrator.adapters.db.repository.tables import ORDERS, STATE
 from orchestrator.adapters.db.schema import (
@@ -28,7 +28,7 @@ from orchestrator.adapters.db.schema import (
 )
 from orchestrator.domain.orders import OrderPurpose, OrderStatus, average_price
 from orchestrator.domain.positions import CloseCause, ClosingFill, Position, PositionStatus
-from orchestrator.domain.values import OrderType, Side
+from orchestrator.domain.values import Side
 
 STOP_HIT = CloseCause.STOP_HIT.value
 _CLOSING_CHANGES = (
@@ -59,47 +59,6 @@ _CLOSES_WRITTEN = (
 _ORDERS_WRITTEN = select(ORDERS.c.client_order_id).where(
     ORDERS.c.client_order_id.in_(bindparam("client_order_ids", expanding=True))
 )
-
-
-def record_position_order(
-    session: Session,
-    *,
-    client_order_id: str,
-    signal_id: str,
-    account_id: str,
-    purpose: OrderPurpose,
-    sequence: int,
-    broker: str,
-    broker_symbol: str,
-    side: Side,
-    order_type: OrderType,
-    quantity: Decimal,
-    limit_price: Decimal | None,
-    stop_price: Decimal | None,
-    now: datetime,
-) -> None:
-    """Write-ahead for a protective or closing order: in the ledger before the broker is asked.
-    Idempotent. (:func:`record_position_orders` of one.)"""
-    record_position_orders(
-        session,
-        [
-            pending_order_values(
-                client_order_id=client_order_id,
-                signal_id=signal_id,
-                account_id=account_id,
-                business_sequence=sequence,
-                purpose=purpose,
-                broker=broker,
-                broker_symbol=broker_symbol,
-                side=side,
-                order_type=order_type,
-                quantity=quantity,
-                limit_price=limit_price,
-                stop_price=stop_price,
-                now=now,
-            )
-        ],
-    )
 
 
 def record_position_orders(session: Session, orders: Sequence[dict[str, object]]) -> None:
