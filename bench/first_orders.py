@@ -3,10 +3,11 @@ signal of N accounts, zero delays, one worker, the in-memory broker, a fresh Pos
 (or ``--database-url sqlite``). A benchmark, not a test.
 
     python -m bench.first_orders [--legs 500,5000] [--repeats 1] [--database-url postgres]
-                                 [--max-orders-in-flight N]
+                                 [--max-orders-in-flight N] [--delays-s MIN,MAX]
 
 Per run it prints: first and last order at the broker (ms after submission), the signal's
-result, the activities the signal and its batches scheduled, and this process's CPU (worker and
+result, the activities the signal and its batches scheduled, its histories' events (per leg
+and the commonest types, and the keeper's alone), and this process's CPU (worker and
 bench, all threads) per leg. Uses ``bench.overhead``'s database and book helpers, unchanged.
 """
 
@@ -31,6 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench.book import bench_book
 from bench.harness import bench_database
+from bench.history import event_counts
 from bench.memory_broker import MemoryBroker
 from bench.runs import bench_signal, load
 from orchestrator.adapters.brokers.base import BrokerOrder, OrderTicket
@@ -104,6 +106,11 @@ async def one_run(
         "by_status": report.by_status,
         "process_cpu_ms_per_leg": round(cpu * 1000 / legs, 2),
         "activities": {k: v for k, v in activities.items() if k.startswith("place_and_follow")},
+        "events_per_leg": round(sum(len(h.events) for h in histories) / legs, 2),
+        "events": dict(event_counts(histories).most_common(8)),
+        "keeper_events": dict(
+            event_counts([h for h in histories if h.workflow_id.endswith("/positions")])
+        ),
     }
 
 
@@ -120,7 +127,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-orders-in-flight", type=int, default=None, help="default: the setting's (5000)"
     )
+    parser.add_argument(
+        "--delays-s", default="0,0", help="MIN,MAX seconds of the legs' delays (default 0,0)"
+    )
     args = parser.parse_args(argv)
+    low, high = (Decimal(v) for v in args.delays_s.split(","))
     legs = [int(n) for n in args.legs.split(",")]
     tag = f"fo{int(time.time())}"
     logging.basicConfig(level=logging.WARNING)
@@ -134,8 +145,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
         base: dict[str, Any] = {
             "task_queue": f"bench-first-{tag}",
             "database_url": bench_db.url,
-            "delay_min_s": Decimal(0),
-            "delay_max_s": Decimal(0),
+            "delay_min_s": low,
+            "delay_max_s": high,
         }
         if args.max_orders_in_flight:
             base["max_orders_in_flight"] = args.max_orders_in_flight

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from sqlalchemy import event as sql_event
 from sqlalchemy import select, text
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 
 from orchestrator.adapters.book_file import AccountRecord, AccountState, Book, DailyReturn
 from orchestrator.adapters.brokers.base import (
@@ -43,6 +43,7 @@ from orchestrator.adapters.db.schema import (
 )
 from orchestrator.config import Settings
 from orchestrator.domain.book import AccountLimits, Mandate, SymbolSpec
+from orchestrator.domain.contracts.positions import PositionFill, PositionFills
 from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import TERMINAL, OrderPurpose, OrderStatus
 from orchestrator.domain.signal import Signal
@@ -155,6 +156,22 @@ def signal(signal_id: str, **overrides: Any) -> Signal:
     }
     values.update(overrides)
     return Signal.model_validate(values)
+
+
+def keeper_told(recorded: WorkflowHistory) -> list[list[PositionFill]]:
+    """The fills a workflow running legs signalled its keeper, one list per signal sent
+    (``position_filled``: one fill; ``positions_filled``: the fills of one workflow task)."""
+    told: list[list[PositionFill]] = []
+    for event in recorded.events:
+        if not event.HasField("signal_external_workflow_execution_initiated_event_attributes"):
+            continue
+        attributes = event.signal_external_workflow_execution_initiated_event_attributes
+        data = attributes.input.payloads[0].data
+        if attributes.signal_name == "position_filled":
+            told.append([PositionFill.model_validate_json(data)])
+        elif attributes.signal_name == "positions_filled":
+            told.append(PositionFills.model_validate_json(data).fills)
+    return told
 
 
 def is_entry(client_order_id: str) -> bool:

@@ -1,6 +1,10 @@
 """The link from a workflow that runs legs (a signal's, or a batch's) to the keeper of the
 positions they open: started at the first fill (or when a working leg is cancelled, as what it
 filled is a position too), told what each account's entries filled, and that the legs are done.
+
+The legs that end in one workflow task (a slice's hundred, say) tell the keeper in one signal:
+each leg adds its fill and waits until it is delivered; the signal leaves when every coroutine
+this task woke has run (a condition is checked only then), so it holds all their fills.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.domain.contracts.positions import (
         EntriesDone,
         PositionFill,
+        PositionFills,
         PositionsInput,
         PositionsResult,
     )
@@ -32,6 +37,14 @@ ONE_KEEPER_SIGNAL_PER_FILL = "one-keeper-signal-per-filled-order"
 """The ``workflow.patched`` id under which a leg whose first order filled whole tells its
 keeper once (its final fill, from its report line) instead of twice; runs recorded before it
 replay both signals."""
+FILLS_TOLD_TOGETHER = "keeper-told-fills-together"
+"""The ``workflow.patched`` id under which the legs that end in one workflow task tell their
+keeper in one ``positions_filled`` signal; runs recorded before it replay one
+``position_filled`` signal per fill."""
+FILLS_PER_SIGNAL = 500
+"""At most this many fills in one signal (about 150 KB), far below Temporal's payload limit."""
+
+Keeper = ChildWorkflowHandle[PositionsWorkflow, PositionsResult]
 
 
 class KeeperLink:
@@ -40,9 +53,10 @@ class KeeperLink:
     def __init__(self, signal: Signal, execution: ExecutionSettings) -> None:
         self._signal = signal
         self._execution = execution
-        self._starting: asyncio.Task[ChildWorkflowHandle[PositionsWorkflow, PositionsResult]] | None
-        self._starting = None
+        self._starting: asyncio.Task[Keeper] | None = None
         self._filled_accounts: set[str] = set()
+        self._next: tuple[list[PositionFill], asyncio.Task[None]] | None = None
+        """The fills of this workflow task not yet sent, and the task that will send them."""
 
     async def position_line(self, line: AccountReport) -> AccountReport:
         """The line with the position its fills opened (the keeper told of its final total)."""
@@ -107,11 +121,33 @@ class KeeperLink:
             final=final,
         )
         # Shielded: a leg cancelled while it tells the keeper must not cancel the telling.
-        await asyncio.shield(
-            asyncio.ensure_future(keeper.signal(PositionsWorkflow.position_filled, fill))
+        if not workflow.patched(FILLS_TOLD_TOGETHER):
+            await asyncio.shield(
+                asyncio.ensure_future(keeper.signal(PositionsWorkflow.position_filled, fill))
+            )
+            return
+        if self._next is None:
+            fills: list[PositionFill] = []
+            self._next = (fills, asyncio.create_task(self._tell(keeper, fills)))
+        fills, telling = self._next
+        fills.append(fill)
+        await asyncio.shield(telling)
+
+    async def _tell(self, keeper: Keeper, fills: list[PositionFill]) -> None:
+        """Send ``fills`` once every leg woken in this workflow task has added its own."""
+        await workflow.wait_condition(lambda: True)
+        self._next = None
+        await asyncio.gather(
+            *(
+                keeper.signal(
+                    PositionsWorkflow.positions_filled,
+                    PositionFills(fills=fills[start : start + FILLS_PER_SIGNAL]),
+                )
+                for start in range(0, len(fills), FILLS_PER_SIGNAL)
+            )
         )
 
-    async def started(self) -> ChildWorkflowHandle[PositionsWorkflow, PositionsResult]:
+    async def started(self) -> Keeper:
         """The keeper, started once, in a task of its own: a leg cancelled while it waits for
         the start (an operator's cancel of a working leg) must not cancel the keeper with it,
         as cancelling the task that awaits a child's start would."""
@@ -119,7 +155,7 @@ class KeeperLink:
             self._starting = asyncio.create_task(self._start())
         return await asyncio.shield(self._starting)
 
-    async def _start(self) -> ChildWorkflowHandle[PositionsWorkflow, PositionsResult]:
+    async def _start(self) -> Keeper:
         signal = self._signal
         owner = workflow.info().workflow_id
         return await workflow.start_child_workflow(

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         KeeperAction,
         OrderNews,
         PositionFill,
+        PositionFills,
         PositionsInput,
         PositionsRecord,
         PositionsResult,
@@ -97,6 +98,12 @@ class PositionsWorkflow(PositionActions):
     def position_filled(self, fill: PositionFill) -> None:
         """A leg's entries filled (more of) a position."""
         self._fills.append(fill)
+
+    @workflow.signal
+    def positions_filled(self, fills: PositionFills) -> None:
+        """Legs' entries filled (more of) positions: every fill of one workflow task of the
+        workflow that runs the legs, in the order its legs told them."""
+        self._fills.extend(fills.fills)
 
     @workflow.signal
     def entries_done(self, done: EntriesDone) -> None:

@@ -365,6 +365,13 @@ SCENARIOS = [
         {"full": LegStatus.FILLED, "partial": LegStatus.FILLED},
         check=completed_partial,
     ),
+    Scenario(
+        "keeper_told_together",  # the legs one slice ends tell their keeper in one signal
+        [account("one"), account("two"), account("partial", paper=PARTIAL)],
+        {"one": LegStatus.FILLED, "two": LegStatus.FILLED, "partial": LegStatus.FILLED},
+        settings={"delay_min_s": Decimal(0), "delay_max_s": Decimal(0)},
+        check=completed_partial,
+    ),
 ]
 
 

@@ -20,11 +20,11 @@ from orchestrator.adapters.temporal import data_converter
 from orchestrator.config import Settings
 from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.contracts.payloads import LegBatchInput, SignalWorkflowInput
-from orchestrator.domain.contracts.positions import PositionFill
 from orchestrator.domain.report import SignalReport
 from orchestrator.services import history
 from starter import main as starter_main
 from tests.replay.refresh import TEST_ONLY_KEYS
+from tests.support import keeper_told
 from workflows.batch import LegBatchWorkflow
 from workflows.completion import PartialFillCompletionWorkflow
 from workflows.reroute import OrderRerouteWorkflow
@@ -58,6 +58,7 @@ def test_the_checked_in_histories_cover_every_scenario() -> None:
         "sliced",
         "orders_shared_by_legs",
         "keeper_told_once",
+        "keeper_told_together",
     }
     # Every file a manifest lists is replayed below, and every replayed file is listed.
     listed = {
@@ -127,26 +128,32 @@ def test_the_checked_in_histories_hold_both_ways_of_sharing_orders_in_flight() -
         assert [(legs, share) for _, legs, share in sorted(shares)] == expected, name
 
 
-def test_the_checked_in_histories_hold_both_ways_of_telling_the_keeper() -> None:
+def test_the_checked_in_histories_hold_every_way_of_telling_the_keeper() -> None:
     """Recorded before the ``one-keeper-signal-per-filled-order`` patch, a leg filled whole
     told its keeper twice ("all_filled"); after it, once ("keeper_told_once", where the
-    partial fill still tells it twice: at once, then with the completion). Both replay above."""
-    for name, expected in (
-        ("all_filled", None),
-        ("keeper_told_once", {"full": [True], "partial": [False, True]}),
+    partial fill still tells it twice: at once, then with the completion); after
+    ``keeper-told-fills-together``, the legs one slice ended tell it in one signal
+    ("keeper_told_together"). All replay above."""
+    for name, expected, together in (
+        ("all_filled", None, False),
+        ("keeper_told_once", {"full": [True], "partial": [False, True]}, False),
+        (
+            "keeper_told_together",
+            {"one": [True], "two": [True], "partial": [False, True]},
+            True,
+        ),
     ):
         workflow_id = f"signal-replay-{name.replace('_', '-')}"
         recorded = history.load_history(HISTORIES / name / history.file_name(workflow_id))
+        signals = keeper_told(recorded)
         told: dict[str, list[bool]] = {}
-        for event in recorded.events:
-            attributes = event.signal_external_workflow_execution_initiated_event_attributes
-            if attributes.signal_name == "position_filled":
-                fill = PositionFill.model_validate_json(attributes.input.payloads[0].data)
-                told.setdefault(fill.account_id, []).append(fill.final)
+        for fill in (fill for fills in signals for fill in fills):
+            told.setdefault(fill.account_id, []).append(fill.final)
         if expected is None:
             assert told and all(finals == [False, True] for finals in told.values()), told
         else:
             assert told == expected
+        assert any(len(fills) > 1 for fills in signals) is together, name
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from orchestrator.adapters.db.engine import Database
 from orchestrator.adapters.db.schema import AccountStateRow, OrderRow, PositionRow
 from orchestrator.config import Settings
 from orchestrator.domain import ids
-from orchestrator.domain.contracts.positions import PositionFill, PositionsResult
+from orchestrator.domain.contracts.positions import PositionsResult
 from orchestrator.domain.errors import BrokerUnavailable
 from orchestrator.domain.orders import OrderStatus
 from orchestrator.domain.positions import CloseCause, PositionStatus, RefusedStop
@@ -36,6 +36,7 @@ from tests.support import (
     account,
     book,
     is_entry,
+    keeper_told,
     load,
     poll_until,
     protection_violations,
@@ -630,13 +631,7 @@ async def test_a_leg_filled_whole_tells_its_keeper_once_a_partial_one_twice(
         ]
 
     told: dict[str, list[bool]] = {}
-    for event in recorded.events:
-        if not event.HasField("signal_external_workflow_execution_initiated_event_attributes"):
-            continue
-        attributes = event.signal_external_workflow_execution_initiated_event_attributes
-        if attributes.signal_name != "position_filled":
-            continue
-        fill = PositionFill.model_validate_json(attributes.input.payloads[0].data)
+    for fill in (fill for fills in keeper_told(recorded) for fill in fills):
         told.setdefault(fill.account_id, []).append(fill.final)
     assert told == {"whole": [True], "part": [False, True]}
     assert {a: line.status for a, line in lines.items()} == {

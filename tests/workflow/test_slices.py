@@ -38,9 +38,13 @@ from tests.support import (
     account,
     book,
     broker_orders,
+    keeper_told,
     load,
     paper_orders,
     poll_until,
+    protection_gaps,
+    protection_violations,
+    protective_orders,
     reservations,
     signal,
     uncorrelated_returns,
@@ -145,6 +149,37 @@ async def test_a_slice_ends_each_leg_on_its_own_path(
     assert any("(in a slice of 3)" in e.text and e.account_id == "rejects" for e in result.trail), [
         e.text for e in result.trail
     ]
+
+
+async def test_the_legs_a_slice_ends_tell_their_keeper_in_one_signal(
+    ts_client: Client, sqlite_db: Database, settings: Settings, harness_factory
+) -> None:
+    """Four legs filled whole by one slice end in one workflow task: their keeper hears of
+    the four positions in one ``positions_filled`` signal, not four, and protects each for
+    what it filled; the audit reads the fills from that signal."""
+    ids = ["one", "two", "three", "four"]
+    load(sqlite_db, book(*(account(i) for i in ids), returns=uncorrelated_returns(ids)))
+    async with harness_factory(ts_client, sqlite_db, settings).running():
+        handle = await submit_signal(ts_client, sqlite_db, settings, signal("s-told"))
+        report = await handle.result()
+
+        def protected() -> set[str]:
+            stops = protective_orders(sqlite_db, "s-told")
+            return {o.account_id for o in stops if o.purpose == "STOP"}
+
+        await poll_until(lambda: protected() == set(ids) and protection_gaps(sqlite_db) == [])
+        histories = await fetch_with_children(ts_client, handle.id)
+
+    told = keeper_told(histories[0])
+    assert [sorted(f.account_id for f in fills) for fills in told] == [sorted(ids)]
+    assert all(fill.final for fill in told[0])
+    filled = {line.account_id: line.filled for line in report.accounts}
+    assert {f.account_id: f.entry_quantity for f in told[0]} == filled
+    assert protection_violations(sqlite_db) == []
+    result = await audit.audit_histories(histories)
+    assert result.replay_ok
+    assert result.positions is not None and result.positions.ok
+    assert sum("filled" in e.text and "(final)" in e.text for e in result.trail) == len(ids)
 
 
 class ClosingInOnTheSlice(ExecutionActivities):

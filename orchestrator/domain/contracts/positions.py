@@ -46,6 +46,13 @@ class PositionFill(Model):
     """No more entry fills will come for this account (its leg, completion or reroute ended)."""
 
 
+class PositionFills(Model):
+    """The fills of every leg that ended in one workflow task of the workflow running them,
+    sent to the keeper in one signal (``positions_filled``) instead of one each."""
+
+    fills: Annotated[list[PositionFill], Field(min_length=1)]
+
+
 class EntriesDone(Model):
     """The signal (or batch) workflow's legs have all ended: no more positions will open."""
 

@@ -3,7 +3,8 @@ orders placed, resized and cancelled, their fills, closes), and its value check,
 re-derives from the fills the history recorded the quantity every protective order had to cover,
 and compares it with what the keeper asked for.
 
-What the keeper saw, in history order: the legs' entry totals (``position_filled`` signals and
+What the keeper saw, in history order: the legs' entry totals (``position_filled`` and
+``positions_filled`` signals, one fill or the fills of one workflow task of the legs, and
 the ledger's entry fills once the legs were done) and every execution of its protective and
 closing orders (the results of ``protect``, ``check_orders`` and ``close_positions``,
 deduplicated by execution id). At each ``protect``, a position's target quantity must be its
@@ -27,6 +28,7 @@ from orchestrator.domain.contracts.positions import (
     KeeperAction,
     OrderNews,
     PositionFill,
+    PositionFills,
     PositionsInput,
     PositionsRecord,
     PositionsResult,
@@ -59,6 +61,7 @@ def handler_name(handler: Callable[..., object]) -> str:
 
 KEEPER_SIGNALS: dict[str, type[Any]] = {
     handler_name(PositionsWorkflow.position_filled): PositionFill,
+    handler_name(PositionsWorkflow.positions_filled): PositionFills,
     handler_name(PositionsWorkflow.entries_done): EntriesDone,
     handler_name(PositionsWorkflow.closed_at_broker): ClosedAtBroker,
 }

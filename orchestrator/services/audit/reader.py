@@ -50,6 +50,7 @@ from orchestrator.domain.contracts.positions import (
     KeeperAction,
     OrderNews,
     PositionFill,
+    PositionFills,
     PositionsInput,
     PositionsRecord,
     PositionsResult,
@@ -334,11 +335,13 @@ class Reader:
                 internal = KEEPER_SIGNALS.get(signaled.signal_name)
                 if internal is not None:  # from the legs, not an operator
                     value = await self.decode(signaled.input, internal)
-                    if isinstance(value, PositionFill):
-                        read.steps.append(("fill", value))
-                    elif isinstance(value, ClosedAtBroker):
-                        read.steps.append(("at_broker", value))
-                    note(event, *describe_keeper_signal(signaled.signal_name, value))
+                    told = value.fills if isinstance(value, PositionFills) else [value]
+                    for each in told:
+                        if isinstance(each, PositionFill):
+                            read.steps.append(("fill", each))
+                        elif isinstance(each, ClosedAtBroker):
+                            read.steps.append(("at_broker", each))
+                        note(event, *describe_keeper_signal(signaled.signal_name, each))
                     continue
                 request = await self.decode(signaled.input, dict[str, Any]) or {}
                 note(
