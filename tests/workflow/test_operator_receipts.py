@@ -181,11 +181,10 @@ async def test_a_plaintext_signal_into_an_encrypted_workflow_is_detected_and_rep
     encrypted = settings.model_copy(update={"codec_keys": SecretStr(TEST_CODEC_KEYS)})
     target = time_skipping_env.client.service_client.config.target_host
     namespace = time_skipping_env.client.namespace
-    worker_client = await Client.connect(
-        target,
-        namespace=namespace,
-        data_converter=data_converter(encrypted, on_plaintext=metrics.plaintext_seen),
-    )
+    # The environment's own connection and interceptors (its time skipping), another converter.
+    config = time_skipping_env.client.config()
+    config["data_converter"] = data_converter(encrypted, on_plaintext=metrics.plaintext_seen)
+    worker_client = Client(**config)
     ui_without_codec = await Client.connect(
         target, namespace=namespace, data_converter=pydantic_data_converter
     )
