@@ -112,7 +112,11 @@ def build_worker(
     executor: ThreadPoolExecutor,
     *,
     task_queue: str | None = None,
+    shutdown_grace: timedelta = timedelta(0),
 ) -> Worker:
+    """The worker with every workflow and activity; ``shutdown_grace``: how long its shutdown
+    lets activities in flight finish before cancelling them (the worker's process passes
+    ``worker_shutdown_grace_s``; in-process test workers keep 0)."""
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -136,6 +140,7 @@ def build_worker(
         nonsticky_to_sticky_poll_ratio=settings.nonsticky_poll_ratio,
         max_cached_workflows=2000,
         interceptors=[metrics.Observability(operator_actions=OPERATOR_ACTIONS)],
+        graceful_shutdown_timeout=shutdown_grace,
     )
 
 
@@ -210,7 +215,14 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
             logging.info("FIX session %s starting", fix_broker.config.name)
         with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
             activities = build_activities(db, settings, fix_broker)
-            worker = build_worker(client, settings, activities, executor, task_queue=task_queue)
+            worker = build_worker(
+                client,
+                settings,
+                activities,
+                executor,
+                task_queue=task_queue,
+                shutdown_grace=timedelta(seconds=settings.worker_shutdown_grace_s),
+            )
             logging.info(
                 "worker polling %s on %s (namespace %s)",
                 task_queue,
@@ -219,7 +231,10 @@ async def run_worker(settings: Settings, *, dev: bool) -> None:
             )
             async with worker:
                 await stop.wait()
-                logging.info("shutting down: finishing in-flight tasks")
+                logging.info(
+                    "shutting down: activities in flight have %s s to finish",
+                    settings.worker_shutdown_grace_s,
+                )
     finally:
         if fix_broker is not None:
             fix_broker.stop()  # QuickFIX initiators must be stopped before the process exits

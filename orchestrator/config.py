@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     workflow's first task waits, rather than on its sticky queue (the next tasks of workflows
     it has cached). Temporal's default, 0.2, let a large signal's running batches hold back
     the first tasks of those not started yet (docs/performance.md)."""
+    worker_shutdown_grace_s: float = Field(default=45, ge=0)
+    """On SIGINT or SIGTERM the worker stops taking tasks and lets the activities in flight
+    (an order being sent and followed, a keeper's protect) finish for up to this long, then
+    cancels what is left (a cancelled order activity's retry asks the broker first). Keep it
+    below the time the process manager waits before it kills (docker-compose.yml: 60 s)."""
     gc_young_threshold: int = Field(default=50_000, ge=0)
     """Allocations between two collections of the worker's youngest generation of objects
     (Python's default: 700); at start the worker also freezes what its imports made, so no
