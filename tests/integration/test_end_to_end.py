@@ -64,6 +64,40 @@ def dev_settings(env: WorkflowEnvironment, db: Database, **overrides: object) ->
     return Settings.model_validate(values)
 
 
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``worker.py`` process serving ``settings``' server, task queue and
+    database, polling orders quickly, with ``extra`` settings."""
+    return {
+        **os.environ,
+        "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEO_TASK_QUEUE": settings.task_queue,
+        "TEO_DATABASE_URL": settings.database_url,
+        "TEO_ORDER_POLL_INTERVAL_S": "0.05",
+        # No account sync schedule (tested on its own): its runs would act on the test's book.
+        "TEO_ACCOUNT_SYNC_EVERY_S": "0",
+        **extra,
+    }
+
+
+def worker_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``worker.py`` started with ``env``, its output to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "worker.py")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_workers(*processes: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM to each worker process still running, then wait for it to exit."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.send_signal(signals.SIGTERM)
+            process.wait(timeout=60)
+
+
 async def test_demo_signal_end_to_end_on_dev_server_and_postgres(
     dev_server: WorkflowEnvironment, postgres_db: Database, harness_factory
 ) -> None:
@@ -190,25 +224,10 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
     load(postgres_db, book(*(account(i) for i in ids), returns=uncorrelated_returns(ids)))
     settings = dev_settings(dev_server, postgres_db, delay_min_s=Decimal(4), delay_max_s=Decimal(8))
     client = dev_server.client
-    env = {
-        **os.environ,
-        "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
-        "TEO_TASK_QUEUE": settings.task_queue,
-        "TEO_DATABASE_URL": settings.database_url,
-        "TEO_ORDER_POLL_INTERVAL_S": "0.05",
-        # No account sync schedule (tested on its own): its runs would act on this test's book.
-        "TEO_ACCOUNT_SYNC_EVERY_S": "0",
-    }
+    env = worker_env(settings)
 
     def start_worker(name: str) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"{name}.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "worker.py")],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        return worker_process(env, tmp_path / f"{name}.log")
 
     first = start_worker("worker-1")
     second: subprocess.Popen[bytes] | None = None
@@ -234,10 +253,7 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
         second = start_worker("worker-2")
         report = await handle.result()
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signals.SIGTERM)
-                process.wait(timeout=30)
+        stop_workers(first, second)
         # A run left open here (the test failed half-way) would outlive it on the shared dev
         # server, with no worker: later broadcasts would reach it.
         await _terminate_if_running(client, _signal_workflow_id("it-kill"))

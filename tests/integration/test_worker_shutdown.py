@@ -5,10 +5,8 @@ the activity in flight finish within ``TEO_WORKER_SHUTDOWN_GRACE_S``, then exits
 from __future__ import annotations
 
 import asyncio
-import os
 import signal as signals
 import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,12 +14,17 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.adapters.db.engine import Database
-from orchestrator.config import PROJECT_ROOT
 from orchestrator.domain.contracts.activities import Execution, activity_name
 from orchestrator.domain.ids import signal_workflow_id
 from orchestrator.domain.report import LegStatus
 from orchestrator.services.submit import submit_signal
-from tests.integration.test_end_to_end import _terminate_if_running, dev_settings
+from tests.integration.test_end_to_end import (
+    _terminate_if_running,
+    dev_settings,
+    stop_workers,
+    worker_env,
+    worker_process,
+)
 from tests.support import (
     account,
     book,
@@ -51,30 +54,18 @@ async def test_sigterm_lets_the_slice_in_flight_finish_before_the_worker_exits(
     )
     settings = dev_settings(dev_server, postgres_db, delay_min_s=Decimal(0), delay_max_s=Decimal(0))
     client = dev_server.client
-    env = {
-        **os.environ,
-        "TEO_TEMPORAL_ADDRESS": settings.temporal_address,
-        "TEO_TASK_QUEUE": settings.task_queue,
-        "TEO_DATABASE_URL": settings.database_url,
-        "TEO_ORDER_POLL_INTERVAL_S": "0.05",
-        "TEO_DELAY_MIN_S": "0",
-        "TEO_DELAY_MAX_S": "0",
-        "TEO_WORKER_SHUTDOWN_GRACE_S": "30",
-        "TEO_METRICS_PORT": "0",
-        "TEO_TEMPORAL_METRICS_PORT": "0",
-        "TEO_ARCHIVE_EVERY_S": "0",
-        "TEO_ACCOUNT_SYNC_EVERY_S": "0",
-    }
+    env = worker_env(
+        settings,
+        TEO_DELAY_MIN_S="0",
+        TEO_DELAY_MAX_S="0",
+        TEO_WORKER_SHUTDOWN_GRACE_S="30",
+        TEO_METRICS_PORT="0",
+        TEO_TEMPORAL_METRICS_PORT="0",
+        TEO_ARCHIVE_EVERY_S="0",
+    )
 
     def start_worker(name: str) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"{name}.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "worker.py")],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        return worker_process(env, tmp_path / f"{name}.log")
 
     first = start_worker("worker-1")
     second: subprocess.Popen[bytes] | None = None
@@ -111,10 +102,7 @@ async def test_sigterm_lets_the_slice_in_flight_finish_before_the_worker_exits(
         second = start_worker("worker-2")
         report = await handle.result()
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signals.SIGTERM)
-                process.wait(timeout=60)
+        stop_workers(first, second)
         await _terminate_if_running(client, signal_workflow_id("it-grace"))
 
     assert code == 0
