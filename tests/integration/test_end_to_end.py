@@ -225,11 +225,7 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
     settings = dev_settings(dev_server, postgres_db, delay_min_s=Decimal(4), delay_max_s=Decimal(8))
     client = dev_server.client
     env = worker_env(settings)
-
-    def start_worker(name: str) -> subprocess.Popen[bytes]:
-        return worker_process(env, tmp_path / f"{name}.log")
-
-    first = start_worker("worker-1")
+    first = worker_process(env, tmp_path / "worker-1.log")
     second: subprocess.Popen[bytes] | None = None
     try:
         handle = await submit_signal(client, postgres_db, settings, signal("it-kill"))
@@ -250,7 +246,7 @@ async def test_worker_killed_while_legs_wait_then_restarted_places_exactly_one_o
         first.wait(timeout=10)
         assert broker_orders(postgres_db) == {}
 
-        second = start_worker("worker-2")
+        second = worker_process(env, tmp_path / "worker-2.log")
         report = await handle.result()
     finally:
         stop_workers(first, second)

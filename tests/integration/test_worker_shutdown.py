@@ -63,11 +63,7 @@ async def test_sigterm_lets_the_slice_in_flight_finish_before_the_worker_exits(
         TEO_TEMPORAL_METRICS_PORT="0",
         TEO_ARCHIVE_EVERY_S="0",
     )
-
-    def start_worker(name: str) -> subprocess.Popen[bytes]:
-        return worker_process(env, tmp_path / f"{name}.log")
-
-    first = start_worker("worker-1")
+    first = worker_process(env, tmp_path / "worker-1.log")
     second: subprocess.Popen[bytes] | None = None
     try:
         handle = await submit_signal(client, postgres_db, settings, signal("it-grace"))
@@ -99,7 +95,7 @@ async def test_sigterm_lets_the_slice_in_flight_finish_before_the_worker_exits(
             and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
         ]
 
-        second = start_worker("worker-2")
+        second = worker_process(env, tmp_path / "worker-2.log")
         report = await handle.result()
     finally:
         stop_workers(first, second)
